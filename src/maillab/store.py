@@ -1,0 +1,610 @@
+"""The mail store: accounts and their folders, kept as Maildir on disk.
+
+This is the one source of truth shared by SMTP delivery, POP3 and IMAP.
+
+Layout under the store's root folder::
+
+    accounts.json                 accounts (login, domain, addresses, salted password hash)
+    <login>/                      the account's Maildir (this is INBOX)
+    <login>/.Sent/ .Trash/ ...    other folders, Maildir++ style (as stdlib ``mailbox`` does)
+    <folder>/maillab-uidvalidity  "UIDVALIDITY UIDNEXT" for the folder
+
+Every message file is named ``<unique>,U=<uid>,W=<size>:2,<flags>``:
+
+* ``U=`` is the IMAP UID, given once at delivery and never reused in the folder;
+* ``W=`` is the size as clients count it (lines ending in CRLF), as Dovecot does;
+* the ``:2,`` suffix carries the standard Maildir flags (D F P R S T);
+* the file's modification time is the internal date (the stdlib ``mailbox`` convention).
+
+Delivery writes to ``tmp/`` and then links into ``new/``: a crash never leaves half a message
+visible. UIDNEXT is saved *before* the message becomes visible, so a crash can leave a gap in
+the UIDs but never a repeated one.
+
+All methods are safe to call from any thread: one re-entrant lock guards every change.
+Listeners registered on a folder are told of every change (IMAP uses this to announce
+``EXISTS``/``EXPUNGE``/flag updates to other sessions).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import mailbox
+import os
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+__all__ = ["Store", "Account", "Folder", "MessageInfo", "FolderError", "SPECIAL_USE"]
+
+# IMAP system flags <-> Maildir info letters (the letters must stay in ASCII order on disk).
+FLAG_TO_LETTER = {
+    "\\Draft": "D",
+    "\\Flagged": "F",
+    "$Forwarded": "P",  # "passed"
+    "\\Answered": "R",
+    "\\Seen": "S",
+    "\\Deleted": "T",  # "trashed"
+}
+LETTER_TO_FLAG = {v: k for k, v in FLAG_TO_LETTER.items()}
+
+# Folders every account gets, with their RFC 6154 special-use attribute.
+SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
+
+UIDFILE = "maillab-uidvalidity"
+_NAME_RE = re.compile(r"^(?P<base>[^:,]+)(?P<extra>(?:,[A-Za-z]=[^,:]*)*)(?::2,(?P<flags>[A-Za-z]*))?$")
+_HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "maillab"
+
+
+class FolderError(Exception):
+    """A folder operation that cannot be done (no such folder, already exists, ...)."""
+
+
+def crlf_size(data: bytes) -> int:
+    """Size of a message as a client will count it: every line ending as CRLF."""
+    lf = data.count(b"\n")
+    crlf = data.count(b"\r\n")
+    return len(data) + (lf - crlf)
+
+
+def to_lf(data: bytes) -> bytes:
+    """Maildir files keep Unix line endings."""
+    return data.replace(b"\r\n", b"\n")
+
+
+def to_crlf(data: bytes) -> bytes:
+    return to_lf(data).replace(b"\n", b"\r\n")
+
+
+# ----------------------------------------------------------------------------- passwords
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N) -> str:
+    """A salted scrypt hash in the form ``scrypt$n$r$p$salt$hash`` (base64)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=SCRYPT_R, p=SCRYPT_P, maxmem=2**27)
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"scrypt${n}${SCRYPT_R}${SCRYPT_P}${b64(salt)}${b64(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
+                             p=int(p), maxmem=2**27)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+# ----------------------------------------------------------------------------- messages
+
+@dataclass
+class MessageInfo:
+    """What the store knows about one message without reading it."""
+
+    uid: int
+    size: int  # as clients count it (CRLF line ends)
+    flags: frozenset[str]
+    internaldate: float  # seconds since the epoch
+    path: Path  # current file (changes when flags change)
+    recent: bool = False  # still in new/: no IMAP session has seen it yet
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Change:
+    """One change to a folder, as given to listeners."""
+
+    kind: str  # "exists" | "expunge" | "flags"
+    uid: int
+    flags: frozenset[str] = frozenset()
+    origin: object = None  # who made the change (a session object), so it is not told twice
+
+
+def _parse_name(name: str):
+    m = _NAME_RE.match(name)
+    if not m:
+        return None
+    extra = dict(part.split("=", 1) for part in m.group("extra").split(",")[1:])
+    flags = frozenset(LETTER_TO_FLAG[c] for c in (m.group("flags") or "") if c in LETTER_TO_FLAG)
+    return m.group("base"), extra, flags
+
+
+def _flag_suffix(flags: Iterable[str]) -> str:
+    return ":2," + "".join(sorted(FLAG_TO_LETTER[f] for f in flags if f in FLAG_TO_LETTER))
+
+
+class Folder:
+    """One Maildir folder with its UIDs and flags."""
+
+    def __init__(self, account: "Account", name: str, path: Path):
+        self.account = account
+        self.name = name
+        self.path = path
+        self._lock = account.store.lock
+        self._listeners: list[Callable[[Change], None]] = []
+        self._index: dict[int, MessageInfo] | None = None
+        self.keywords: dict[int, set[str]] = {}  # custom IMAP keywords, kept in memory
+        self._load_uid_state()
+
+    # ---- UID state
+    def _load_uid_state(self):
+        uidfile = self.path / UIDFILE
+        try:
+            validity, nxt = uidfile.read_text().split()
+            self.uidvalidity, self._uidnext = int(validity), int(nxt)
+        except (OSError, ValueError):
+            # A new folder: UIDVALIDITY from the clock, so a re-created folder gets a new one.
+            self.uidvalidity = max(int(time.time()), self.account.store._last_validity + 1)
+            self._uidnext = 1
+            self._save_uid_state()
+        self.account.store._last_validity = max(self.account.store._last_validity, self.uidvalidity)
+
+    def _save_uid_state(self):
+        tmp = self.path / (UIDFILE + ".tmp")
+        tmp.write_text(f"{self.uidvalidity} {self._uidnext}\n")
+        os.replace(tmp, self.path / UIDFILE)
+
+    @property
+    def uidnext(self) -> int:
+        with self._lock:
+            self._ensure_index()
+            return self._uidnext
+
+    def _allocate_uid(self) -> int:
+        uid = self._uidnext
+        self._uidnext += 1
+        self._save_uid_state()
+        return uid
+
+    # ---- index
+    def _ensure_index(self) -> dict[int, MessageInfo]:
+        if self._index is None:
+            self._index = self._scan()
+        return self._index
+
+    def _scan(self) -> dict[int, MessageInfo]:
+        index: dict[int, MessageInfo] = {}
+        foreign: list[Path] = []
+        for sub in ("cur", "new"):
+            d = self.path / sub
+            try:
+                names = os.listdir(d)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.startswith("."):
+                    continue
+                p = d / name
+                parsed = _parse_name(name)
+                if parsed is None or "U" not in parsed[1] or "W" not in parsed[1]:
+                    foreign.append(p)
+                    continue
+                _, extra, flags = parsed
+                try:
+                    uid, size = int(extra["U"]), int(extra["W"])
+                    mtime = p.stat().st_mtime
+                except (ValueError, OSError):
+                    foreign.append(p)
+                    continue
+                if uid in index or uid >= self._uidnext + 1_000_000:
+                    foreign.append(p)
+                    continue
+                index[uid] = MessageInfo(uid, size, flags, mtime, p, recent=(sub == "new"))
+        if index:
+            self._uidnext = max(self._uidnext, max(index) + 1)
+        # Files put here by something else (a learner copying a file into new/, say) get a UID.
+        for p in sorted(foreign, key=lambda q: (q.stat().st_mtime, q.name)):
+            try:
+                data = p.read_bytes()
+                mtime = p.stat().st_mtime
+            except OSError:
+                continue
+            parsed = _parse_name(p.name)
+            flags = parsed[2] if parsed else frozenset()
+            uid = self._allocate_uid()
+            newpath = p.parent / self._filename(uid, crlf_size(data), flags)
+            os.rename(p, newpath)
+            index[uid] = MessageInfo(uid, crlf_size(data), flags, mtime, newpath,
+                                     recent=(p.parent.name == "new"))
+        self._save_uid_state()
+        return dict(sorted(index.items()))
+
+    @staticmethod
+    def _filename(uid: int, size: int, flags: Iterable[str]) -> str:
+        unique = f"{time.time_ns() // 1000}.M{secrets.token_hex(4)}P{os.getpid()}.{_HOST}"
+        return f"{unique},U={uid},W={size}{_flag_suffix(flags)}"
+
+    # ---- reading
+    def messages(self) -> list[MessageInfo]:
+        """A snapshot of the folder's messages in UID order."""
+        with self._lock:
+            return list(self._ensure_index().values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ensure_index())
+
+    def get(self, uid: int) -> MessageInfo | None:
+        with self._lock:
+            return self._ensure_index().get(uid)
+
+    def read(self, uid: int, *, crlf: bool = True) -> bytes:
+        """The message's bytes (CRLF line ends unless ``crlf=False``). KeyError if expunged."""
+        with self._lock:
+            info = self._ensure_index().get(uid)
+            if info is None:
+                raise KeyError(uid)
+            path = info.path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(uid) from None
+        return to_crlf(data) if crlf else data
+
+    def flags_of(self, uid: int) -> frozenset[str]:
+        with self._lock:
+            info = self._ensure_index()[uid]
+            return info.flags | frozenset(self.keywords.get(uid, ()))
+
+    # ---- changing
+    def deliver(self, data: bytes, flags: Iterable[str] = (), internaldate: float | None = None,
+                origin: object = None) -> MessageInfo:
+        """Store a message atomically and give it the next UID."""
+        data = to_lf(data)
+        flags = frozenset(flags)
+        system = frozenset(f for f in flags if f in FLAG_TO_LETTER)
+        with self._lock:
+            index = self._ensure_index()
+            uid = self._allocate_uid()  # saved before the message can be seen
+            size = crlf_size(data)
+            name = self._filename(uid, size, system)
+            tmp = self.path / "tmp" / name
+            with open(tmp, "wb") as f:
+                f.write(data)
+            if internaldate is not None:
+                os.utime(tmp, (internaldate, internaldate))
+            final = self.path / "new" / name
+            os.link(tmp, final)
+            os.unlink(tmp)
+            info = MessageInfo(uid, size, system, final.stat().st_mtime, final, recent=True)
+            index[uid] = info
+            if flags - system:
+                self.keywords[uid] = set(flags - system)
+            self._notify(Change("exists", uid, info.flags, origin))
+            return info
+
+    def store_flags(self, uid: int, flags: Iterable[str], mode: str = "set",
+                    origin: object = None) -> frozenset[str]:
+        """Set (``mode="set"``), add (``"add"``) or remove (``"remove"``) flags of one message."""
+        flags = frozenset(flags) - {"\\Recent"}
+        with self._lock:
+            index = self._ensure_index()
+            info = index.get(uid)
+            if info is None:
+                raise KeyError(uid)
+            current = info.flags | frozenset(self.keywords.get(uid, ()))
+            if mode == "set":
+                new = flags
+            elif mode == "add":
+                new = current | flags
+            elif mode == "remove":
+                new = current - flags
+            else:
+                raise ValueError(mode)
+            if new == current:
+                return current
+            system = frozenset(f for f in new if f in FLAG_TO_LETTER)
+            if system != info.flags:
+                base = info.path.name.split(":", 1)[0]
+                # A message whose flags change has been seen by a client: it moves to cur/.
+                target = self.path / "cur" / (base + _flag_suffix(system))
+                os.rename(info.path, target)
+                info.path, info.flags = target, system
+            kw = set(new - system)
+            if kw:
+                self.keywords[uid] = kw
+            else:
+                self.keywords.pop(uid, None)
+            self._notify(Change("flags", uid, new, origin))
+            return new
+
+    def claim_recent(self) -> list[int]:
+        """Move messages from new/ to cur/ and return their UIDs (IMAP's \\Recent, RFC 3501)."""
+        with self._lock:
+            claimed = []
+            for info in self._ensure_index().values():
+                if info.recent:
+                    target = self.path / "cur" / (info.path.name.split(":", 1)[0] + _flag_suffix(info.flags))
+                    try:
+                        os.rename(info.path, target)
+                    except FileNotFoundError:
+                        continue
+                    info.path, info.recent = target, False
+                    claimed.append(info.uid)
+            return claimed
+
+    def expunge(self, uids: Iterable[int], origin: object = None) -> list[int]:
+        """Remove messages for good. Returns the UIDs that were removed."""
+        removed = []
+        with self._lock:
+            index = self._ensure_index()
+            for uid in sorted(set(uids)):
+                info = index.pop(uid, None)
+                if info is None:
+                    continue
+                try:
+                    os.unlink(info.path)
+                except FileNotFoundError:
+                    pass
+                self.keywords.pop(uid, None)
+                removed.append(uid)
+                self._notify(Change("expunge", uid, origin=origin))
+        return removed
+
+    def copy_to(self, uid: int, dest: "Folder", origin: object = None) -> MessageInfo:
+        """Copy a message with its flags and internal date into another folder."""
+        with self._lock:
+            info = self._ensure_index()[uid]
+            data = self.read(uid, crlf=False)
+            return dest.deliver(data, self.flags_of(uid), info.internaldate, origin=origin)
+
+    # ---- listeners
+    def subscribe(self, listener: Callable[[Change], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[Change], None]) -> None:
+        with self._lock:
+            try:
+                self._listeners.remove(listener)
+            except ValueError:
+                pass
+
+    def _notify(self, change: Change) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:  # a broken listener must never lose mail for everyone else
+                pass
+
+    def __repr__(self) -> str:
+        return f"<Folder {self.account.login}/{self.name} {len(self)} messages>"
+
+
+class Account:
+    """A mail user: login, domain, addresses, salted password hash, and folders."""
+
+    def __init__(self, store: "Store", login: str, domain: str, addresses: list[str],
+                 password_hash: str, apop_secret: str | None = None):
+        self.store = store
+        self.login = login
+        self.domain = domain
+        self.addresses = addresses
+        self.password_hash = password_hash
+        # APOP (RFC 1939) needs a secret the server can read back; a salted hash cannot serve.
+        # That is why APOP is obsolete. The lab keeps one only for accounts created with apop=True.
+        self.apop_secret = apop_secret
+        self.path = store.root / login
+        self._folders: dict[str, Folder] = {}
+        self.maildrop_lock = threading.Lock()  # POP3: one session per maildrop (RFC 1939)
+
+    @property
+    def address(self) -> str:
+        return self.addresses[0]
+
+    def check_password(self, password: str) -> bool:
+        return verify_password(password, self.password_hash)
+
+    # ---- folders
+    def _maildir(self) -> mailbox.Maildir:
+        return mailbox.Maildir(self.path, factory=None, create=True)
+
+    def _folder_path(self, name: str) -> Path:
+        if name.upper() == "INBOX":
+            return self.path
+        return self.path / ("." + name)
+
+    @staticmethod
+    def _check_name(name: str) -> str:
+        if not name or name.startswith(".") or "/" in name or "\x00" in name or ".." in name:
+            raise FolderError(f"invalid folder name {name!r}")
+        return name
+
+    def folder_names(self) -> list[str]:
+        with self.store.lock:
+            return ["INBOX"] + sorted(self._maildir().list_folders())
+
+    def has_folder(self, name: str) -> bool:
+        return name.upper() == "INBOX" or name in self.folder_names()
+
+    def folder(self, name: str = "INBOX") -> Folder:
+        with self.store.lock:
+            key = "INBOX" if name.upper() == "INBOX" else name
+            f = self._folders.get(key)
+            if f is None:
+                if not self.has_folder(key):
+                    raise FolderError(f"no folder named {name!r}")
+                f = Folder(self, key, self._folder_path(key))
+                self._folders[key] = f
+            return f
+
+    def create_folder(self, name: str) -> Folder:
+        with self.store.lock:
+            self._check_name(name)
+            if self.has_folder(name):
+                raise FolderError(f"folder {name!r} exists already")
+            self._maildir().add_folder(name)
+            return self.folder(name)
+
+    def delete_folder(self, name: str) -> None:
+        with self.store.lock:
+            if name.upper() == "INBOX":
+                raise FolderError("INBOX cannot be deleted")
+            f = self.folder(name)
+            for info in f.messages():
+                f.expunge([info.uid])
+            shutil.rmtree(f.path)
+            self._folders.pop(name, None)
+
+    def rename_folder(self, old: str, new: str) -> None:
+        with self.store.lock:
+            self._check_name(new)
+            if self.has_folder(new):
+                raise FolderError(f"folder {new!r} exists already")
+            if old.upper() == "INBOX":
+                # RFC 3501: renaming INBOX moves its messages and leaves INBOX empty.
+                src = self.folder("INBOX")
+                dest = self.create_folder(new)
+                for info in src.messages():
+                    src.copy_to(info.uid, dest)
+                src.expunge([i.uid for i in src.messages()])
+                return
+            f = self.folder(old)
+            os.rename(f.path, self._folder_path(new))
+            self._folders.pop(old, None)
+
+    def special_use(self, name: str) -> str | None:
+        return SPECIAL_USE.get(name)
+
+    def __repr__(self) -> str:
+        return f"<Account {self.login} {', '.join(self.addresses)}>"
+
+
+class Store:
+    """All accounts of a lab. ``root=None`` makes a temporary directory removed by ``close()``."""
+
+    def __init__(self, root: str | os.PathLike | None = None, *, hash_n: int = SCRYPT_N):
+        self._tmp = None
+        if root is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="maillab-")
+            root = self._tmp.name
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self.hash_n = hash_n
+        self._last_validity = 0
+        self._accounts: dict[str, Account] = {}
+        self._load_accounts()
+
+    # ---- persistence
+    @property
+    def _accounts_file(self) -> Path:
+        return self.root / "accounts.json"
+
+    def _load_accounts(self):
+        try:
+            data = json.loads(self._accounts_file.read_text())
+        except (OSError, ValueError):
+            return
+        for a in data.get("accounts", []):
+            self._accounts[a["login"]] = Account(self, a["login"], a["domain"], a["addresses"],
+                                                 a["password_hash"], a.get("apop_secret"))
+
+    def _save_accounts(self):
+        data = {"accounts": [
+            {"login": a.login, "domain": a.domain, "addresses": a.addresses,
+             "password_hash": a.password_hash, "apop_secret": a.apop_secret}
+            for a in self._accounts.values()]}
+        tmp = self._accounts_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self._accounts_file)
+
+    # ---- accounts
+    def add_account(self, login: str, password: str, domain: str, addresses: Iterable[str] = (),
+                    *, apop: bool = True, password_hash: str | None = None) -> Account:
+        """Create an account (or replace its password if it exists). Addresses default to login@domain."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", login):
+            raise ValueError(f"invalid login {login!r}: use letters, digits, '.', '_' or '-'")
+        domain = domain.lower()
+        addresses = [a.lower() for a in addresses] or [f"{login.lower()}@{domain}"]
+        hashed = password_hash or hash_password(password, n=self.hash_n)
+        with self.lock:
+            acct = Account(self, login, domain, addresses, hashed, password if apop else None)
+            self._accounts[login] = acct
+            acct._maildir()
+            for name in SPECIAL_USE:
+                if not acct.has_folder(name):
+                    acct.create_folder(name)
+            self._save_accounts()
+            return acct
+
+    def account(self, login: str) -> Account | None:
+        with self.lock:
+            return self._accounts.get(login)
+
+    @property
+    def accounts(self) -> list[Account]:
+        with self.lock:
+            return list(self._accounts.values())
+
+    def find_address(self, address: str) -> Account | None:
+        """The account that receives mail for an address (case-insensitive), if any."""
+        address = address.strip().strip("<>").lower()
+        with self.lock:
+            for acct in self._accounts.values():
+                if address in acct.addresses:
+                    return acct
+        return None
+
+    def domains(self) -> set[str]:
+        with self.lock:
+            return {a.domain for a in self._accounts.values()}
+
+    def authenticate(self, user: str, password: str) -> Account | None:
+        """Log in by login name or by any of the account's addresses."""
+        acct = self.account(user) or self.find_address(user)
+        if acct is None:
+            # Spend the same time as a real check, so timing does not tell who exists.
+            verify_password(password, _DUMMY_HASH)
+            return None
+        return acct if acct.check_password(password) else None
+
+    def close(self):
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __repr__(self) -> str:
+        return f"<Store {self.root} {len(self._accounts)} accounts>"
+
+
+_DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
