@@ -65,6 +65,8 @@ class ServerContext:
     hostname: str  # the name servers greet with, e.g. "mail.example.com"
     domain: str  # the mail domain this host serves, e.g. "example.com"
     options: dict = field(default_factory=dict)
+    # Open client connections (transports), so that stopping the lab can close them all.
+    connections: set = field(default_factory=set)
 
     def service_name(self, protocol: str) -> str:
         """Name used in transcripts, e.g. ``"pop3:example.com"``."""
