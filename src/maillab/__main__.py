@@ -1,0 +1,49 @@
+"""``python -m maillab serve``: the lab as a foreground process, for Thunderbird, curl or a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .lab import MailLab
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m maillab",
+                                     description="maillab: a little mail system for learning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the mail lab until Ctrl-C")
+    serve.add_argument("--root", help="keep the mail store in this folder (default: a temporary "
+                                      "folder removed on exit)")
+    serve.add_argument("--ports", choices=["mnemonic", "any", "standard"], default="mnemonic",
+                       help="mnemonic: 2525, 1110, 1143 ... when free (default); any: free ports; "
+                            "standard: 25, 110, 143 (needs permission to bind ports below 1024)")
+    args = parser.parse_args(argv)
+
+    ports = args.ports
+    if ports == "standard":
+        ports = {"smtp": 25, "pop3": 110, "imap": 143}
+    lab = MailLab(root=args.root, ports=ports).start()
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(lab, flush=True)
+    print(f"store: {lab.store.root}", flush=True)
+    print("ready; press Ctrl-C to stop", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        lab.stop()
+        print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

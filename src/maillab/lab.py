@@ -1,0 +1,397 @@
+"""MailLab: the whole mail system of a lesson, started with one call.
+
+One asyncio loop in one background thread runs every server of the lab; the notebook's own code
+(blocking sockets, smtplib, ...) runs in the kernel's main thread and talks to them over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import email.utils
+import html
+import os
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from .i18n import _
+from .net import LOOPBACK, ServerContext, bind_listener
+from .smtp import DEFAULT_SIZE_LIMIT, QueuedMessage, Router, start_smtp
+from .store import SCRYPT_N, Store, hash_password
+from .transcript import Recorder, Transcript
+
+__all__ = ["MailLab", "LabAccount", "Service", "start", "DEFAULT_ACCOUNTS"]
+
+
+@dataclass(frozen=True)
+class LabAccount:
+    """A ready-made account: what a learner types to log in."""
+
+    login: str
+    password: str
+    address: str
+    domain: str
+
+
+# Two simulated providers (RFC 2606 reserved names) for the lecture's journey (S11):
+# you are alice at example.com; john reads his mail at example.net.
+DEFAULT_ACCOUNTS = (
+    LabAccount("alice", "wonderland", "alice@example.com", "example.com"),
+    LabAccount("bob", "builder", "bob@example.com", "example.com"),
+    LabAccount("john", "postman", "john@example.net", "example.net"),
+    LabAccount("maria", "sunflower", "maria@example.net", "example.net"),
+)
+
+# The ready-made accounts' passwords are printed on screen for learners to type, so a hash
+# cannot protect them; a lower scrypt work factor keeps start-up quick. Accounts added through
+# the Store keep the full default (SCRYPT_N).
+LAB_SCRYPT_N = 2**12
+
+# protocol -> (standard port, mnemonic port for the first domain, what it is for)
+PROTOCOLS = {
+    "smtp": (25, 2525, "SMTP: clients hand mail to a server, servers pass it on (S3)"),
+    "pop3": (110, 1110, "POP3: download mail to the client (S5)"),
+    "imap": (143, 1143, "IMAP: read and keep mail on the server (S8)"),
+}
+
+
+@dataclass
+class Service:
+    """One listening server of the lab."""
+
+    protocol: str  # "smtp", "pop3", "imap", ...
+    domain: str
+    hostname: str
+    port: int
+    standard_port: int
+    description: str
+    server: object = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.protocol}:{self.domain}"
+
+
+@dataclass
+class StoredMessage:
+    """A message as the server stored it, for notebooks and graders to inspect."""
+
+    uid: int
+    flags: frozenset
+    size: int
+    internaldate: float
+    path: Path
+    raw: bytes  # as clients receive it (CRLF line ends)
+
+    @property
+    def message(self) -> email.message.EmailMessage:
+        return email.message_from_bytes(self.raw, policy=email.policy.default)
+
+    @property
+    def subject(self) -> str:
+        return str(self.message.get("Subject", ""))
+
+    @property
+    def sender(self) -> str:
+        return str(self.message.get("From", ""))
+
+    def __repr__(self) -> str:
+        return f"<StoredMessage uid={self.uid} {self.size} bytes {sorted(self.flags)} {self.subject!r}>"
+
+
+_current: "MailLab | None" = None
+_current_lock = threading.Lock()
+_all_labs: "weakref.WeakSet[MailLab]" = weakref.WeakSet()
+
+
+class MailLab:
+    """A running (or stopped) lab: servers, store, accounts and transcripts.
+
+    Usually made by :func:`maillab.start`. Ports: ``ports="mnemonic"`` tries 2525, 1110, 1143
+    (and +1 for the second domain, ...) and falls back to any free port; ``ports="any"`` takes
+    free ports; a dict such as ``{"smtp": 25}`` asks for particular ports for the first domain.
+    """
+
+    def __init__(self, *, accounts: Iterable[LabAccount] = DEFAULT_ACCOUNTS,
+                 root: str | os.PathLike | None = None, ports: str | dict = "mnemonic",
+                 size_limit: int = DEFAULT_SIZE_LIMIT, hash_n: int = LAB_SCRYPT_N,
+                 options: dict | None = None):
+        self.accounts = list(accounts)
+        self.domains = list(dict.fromkeys(a.domain for a in self.accounts))
+        if not self.domains:
+            raise ValueError("a lab needs at least one account")
+        self.root = root
+        self.ports_policy = ports
+        self.size_limit = size_limit
+        self.hash_n = hash_n
+        self.options = dict(options or {})
+        self.host = LOOPBACK
+        self.services: list[Service] = []
+        self.store: Store | None = None
+        self.recorder = Recorder()
+        self.started_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._contexts: list[ServerContext] = []
+        self.router: Router | None = None
+
+    # ------------------------------------------------------------------ start / stop
+    def start(self) -> "MailLab":
+        if self._thread is not None:
+            return self
+        self.store = Store(self.root, hash_n=self.hash_n)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="maillab-loop", daemon=True)
+        self._thread.start()
+        try:
+            # Hash the passwords in threads while the servers start (scrypt is slow on purpose).
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                hashes = list(pool.map(self._hash_if_needed, self.accounts))
+                fut = asyncio.run_coroutine_threadsafe(self._start_services(), self._loop)
+                fut.result(timeout=30)
+            for acct, hashed in zip(self.accounts, hashes):
+                if hashed is not None:
+                    self.store.add_account(acct.login, acct.password, acct.domain, [acct.address],
+                                           password_hash=hashed)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_at = time.time()
+        _all_labs.add(self)
+        return self
+
+    def _hash_if_needed(self, acct: LabAccount) -> str | None:
+        existing = self.store.account(acct.login)
+        if existing is not None and existing.check_password(acct.password):
+            return None  # a persistent store that has this account already
+        return hash_password(acct.password, n=self.hash_n)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _wanted_port(self, protocol: str, index: int) -> int | None:
+        if self.ports_policy == "any":
+            return None
+        if isinstance(self.ports_policy, dict):
+            if index == 0 and protocol in self.ports_policy:
+                return self.ports_policy[protocol]
+            if (protocol, index) in self.ports_policy:
+                return self.ports_policy[(protocol, index)]
+        return PROTOCOLS[protocol][1] + index
+
+    async def _start_services(self) -> None:
+        self.router = Router(asyncio.get_running_loop())
+        self.router.bounce = self._bounce
+        for index, domain in enumerate(self.domains):
+            ctx = ServerContext(self.store, self.recorder, f"mail.{domain}", domain, self.options)
+            self._contexts.append(ctx)
+            for protocol, starter in self._starters().items():
+                sock = bind_listener(self._wanted_port(protocol, index))
+                port = sock.getsockname()[1]
+                server = await starter(ctx, sock)
+                std, _m, desc = PROTOCOLS[protocol]
+                self.services.append(Service(protocol, domain, ctx.hostname, port, std, desc, server))
+                if protocol == "smtp":
+                    self.router.mx[domain] = (LOOPBACK, port)
+
+    def _starters(self) -> dict:
+        starters = {"smtp": lambda ctx, sock: start_smtp(ctx, sock, self.router,
+                                                          size_limit=self.size_limit)}
+        try:
+            from .pop3.server import start_pop3
+            starters["pop3"] = start_pop3
+        except ImportError:
+            pass
+        try:
+            from .imap.server import start_imap
+            starters["imap"] = start_imap
+        except ImportError:
+            pass
+        return starters
+
+    def stop(self) -> None:
+        """Stop every server, close every connection, end the thread, remove a temporary store."""
+        global _current
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._stop_services(), loop).result(timeout=10)
+            except Exception:
+                pass
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+        if loop is not None and not loop.is_running():
+            loop.close()
+        self._loop = self._thread = None
+        self.services = []
+        self._contexts = []
+        if self.store is not None:
+            self.store.close()
+        with _current_lock:
+            if _current is self:
+                _current = None
+
+    async def _stop_services(self) -> None:
+        if self.router is not None:
+            try:
+                await asyncio.wait_for(self.router.settle(), 2)
+            except asyncio.TimeoutError:
+                pass
+        for service in self.services:
+            service.server.close()
+        for ctx in self._contexts:
+            for transport in list(ctx.connections):
+                transport.abort()
+        for service in self.services:
+            await service.server.wait_closed()
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> "MailLab":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self):
+        try:
+            if self.running:
+                self.stop()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ ports and names
+    def service(self, protocol: str, domain: str | None = None) -> Service:
+        domain = domain or self.domains[0]
+        for s in self.services:
+            if s.protocol == protocol and s.domain == domain:
+                return s
+        raise KeyError(f"no {protocol} service for {domain} (is the lab running?)")
+
+    def port(self, protocol: str, domain: str | None = None) -> int:
+        return self.service(protocol, domain).port
+
+    @property
+    def smtp_port(self) -> int:
+        """SMTP of your own provider (the first domain); stands for port 25."""
+        return self.port("smtp")
+
+    @property
+    def pop3_port(self) -> int:
+        return self.port("pop3")
+
+    @property
+    def imap_port(self) -> int:
+        return self.port("imap")
+
+    def hostname(self, domain: str | None = None) -> str:
+        return f"mail.{domain or self.domains[0]}"
+
+    @property
+    def mx(self) -> dict[str, tuple[str, int]]:
+        """The routing table: mail domain -> (host, port) of its SMTP server (like DNS MX)."""
+        return self.router.mx if self.router else {}
+
+    def account(self, who: str) -> LabAccount:
+        """A ready-made account by login or address."""
+        for a in self.accounts:
+            if who in (a.login, a.address):
+                return a
+        raise KeyError(who)
+
+    # ------------------------------------------------------------------ evidence
+    def transcript(self, service: str | None = None, conn: int | None = None,
+                   since: float | None = None) -> Transcript:
+        """Every line clients and servers said, optionally of one service ("smtp", "pop3:example.net")."""
+        return Transcript(self.recorder.lines()).filter(service=service, conn=conn, since=since)
+
+    def mailbox(self, user: str, folder: str = "INBOX") -> list[StoredMessage]:
+        """The messages stored for a user (login or address), safe to call from the notebook."""
+        acct = self.store.account(user) or self.store.find_address(user)
+        if acct is None:
+            raise KeyError(f"no account {user!r}")
+        f = acct.folder(folder)
+        out = []
+        for info in f.messages():
+            try:
+                raw = f.read(info.uid)
+            except KeyError:
+                continue  # expunged meanwhile
+            out.append(StoredMessage(info.uid, f.flags_of(info.uid), info.size, info.internaldate,
+                                     info.path, raw))
+        return out
+
+    def settle(self, timeout: float = 10) -> None:
+        """Wait until every relayed message has been handed on (or bounced)."""
+        if self.running and self.router is not None:
+            asyncio.run_coroutine_threadsafe(self.router.settle(), self._loop).result(timeout)
+
+    def _bounce(self, msg: QueuedMessage, error: str) -> None:
+        """Tell a local sender that relaying failed (a simple RFC 3464-style report)."""
+        acct = self.store.find_address(msg.mail_from) if msg.mail_from else None
+        if acct is None:
+            return
+        text = (f"From: Mail Delivery System <MAILER-DAEMON@{acct.domain}>\r\n"
+                f"To: {msg.mail_from}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+                f"Date: {email.utils.formatdate(localtime=True)}\r\n"
+                f"Message-ID: <bounce.{msg.queue_id}@mail.{acct.domain}>\r\n\r\n"
+                f"Your message could not be delivered to {', '.join(msg.rcpt_tos)}.\r\n"
+                f"The last error was: {error}\r\n")
+        acct.folder("INBOX").deliver(text.encode())
+
+    # ------------------------------------------------------------------ display
+    def __repr__(self) -> str:
+        if not self.running:
+            return "<MailLab stopped>"
+        lines = [f"MailLab running on {self.host}"]
+        for s in self.services:
+            lines.append(f"  {s.protocol.upper():5} {s.hostname:20} port {s.port:5}  "
+                         f"(stands for {s.standard_port})")
+        lines.append("  accounts: " + ", ".join(f"{a.address} / {a.password}" for a in self.accounts))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        if not self.running:
+            return "<p>" + html.escape(_("The mail lab is stopped.")) + "</p>"
+        esc = html.escape
+        rows = "".join(
+            f"<tr><td>{esc(s.protocol.upper())}</td><td>{esc(s.hostname)}</td>"
+            f"<td><b>{s.port}</b></td><td>{s.standard_port}</td><td>{esc(_(s.description))}</td></tr>"
+            for s in self.services)
+        accts = "".join(
+            f"<tr><td>{esc(a.login)}</td><td><code>{esc(a.password)}</code></td>"
+            f"<td>{esc(a.address)}</td><td>mail.{esc(a.domain)}</td></tr>" for a in self.accounts)
+        return (
+            f"<div><b>{esc(_('Mail lab running'))}</b> {esc(_('on'))} {self.host}"
+            f"<table><tr><th>{esc(_('Service'))}</th><th>{esc(_('Host'))}</th>"
+            f"<th>{esc(_('Port here'))}</th><th>{esc(_('Standard port'))}</th>"
+            f"<th>{esc(_('What it is for'))}</th></tr>{rows}</table>"
+            f"<table><tr><th>{esc(_('Login'))}</th><th>{esc(_('Password'))}</th>"
+            f"<th>{esc(_('Address'))}</th><th>{esc(_('Mail server'))}</th></tr>{accts}</table></div>")
+
+
+def start(**kwargs) -> MailLab:
+    """Start the lab. Running it again stops the previous lab of this process first."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, None
+    if previous is not None:
+        previous.stop()
+    lab = MailLab(**kwargs).start()
+    with _current_lock:
+        _current = lab
+    return lab
