@@ -158,7 +158,9 @@ class MailLab:
             for acct, hashed in zip(self.accounts, hashes):
                 if hashed is not None:
                     self.store.add_account(acct.login, acct.password, acct.domain, [acct.address],
-                                           password_hash=hashed)
+                                           password_hash=hashed, apop=True)
+                else:
+                    self.store.account(acct.login).apop_secret = acct.password
         except BaseException:
             self.stop()
             raise

@@ -420,7 +420,8 @@ class Account:
         self.addresses = addresses
         self.password_hash = password_hash
         # APOP (RFC 1939) needs a secret the server can read back; a salted hash cannot serve.
-        # That is why APOP is obsolete. The lab keeps one only for accounts created with apop=True.
+        # That is why APOP is obsolete. The lab keeps one, in memory only, for accounts created
+        # with apop=True (the ready-made lab accounts, whose passwords are public anyway).
         self.apop_secret = apop_secret
         self.path = store.root / login
         self._folders: dict[str, Folder] = {}
@@ -536,12 +537,13 @@ class Store:
             return
         for a in data.get("accounts", []):
             self._accounts[a["login"]] = Account(self, a["login"], a["domain"], a["addresses"],
-                                                 a["password_hash"], a.get("apop_secret"))
+                                                 a["password_hash"])
 
     def _save_accounts(self):
+        # APOP secrets are plaintext-equivalent: they stay in memory and never reach the disk.
         data = {"accounts": [
             {"login": a.login, "domain": a.domain, "addresses": a.addresses,
-             "password_hash": a.password_hash, "apop_secret": a.apop_secret}
+             "password_hash": a.password_hash}
             for a in self._accounts.values()]}
         tmp = self._accounts_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -550,7 +552,7 @@ class Store:
 
     # ---- accounts
     def add_account(self, login: str, password: str, domain: str, addresses: Iterable[str] = (),
-                    *, apop: bool = True, password_hash: str | None = None) -> Account:
+                    *, apop: bool = False, password_hash: str | None = None) -> Account:
         """Create an account (or replace its password if it exists). Addresses default to login@domain."""
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", login):
             raise ValueError(f"invalid login {login!r}: use letters, digits, '.', '_' or '-'")
