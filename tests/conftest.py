@@ -1,0 +1,48 @@
+"""Shared test helpers.
+
+System tools (curl, swaks, dovecot, chromium) come from Debian packages that `.ci/run` installs.
+On a developer's machine a test that needs a missing tool is skipped with the reason (pytest -ra
+lists it); under CI (CI=true) it fails, so that a green CI never hides a skipped check.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+# Debian packages that provide each tool, for the skip/fail message.
+APT_PACKAGES = {
+    "curl": "curl",
+    "swaks": "swaks",
+    "dovecot": "dovecot-imapd dovecot-pop3d",
+    "doveadm": "dovecot-core",
+    "chromium": "chromium",
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def require_tool(name: str) -> str:
+    """Return the path of the program `name`; skip the test if it is missing (fail under CI)."""
+    # Daemons such as dovecot live in sbin, which is not on every user's PATH.
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/local/sbin")
+    if path:
+        return path
+    message = f"{name} is not installed (apt-get install {APT_PACKAGES.get(name, name)})"
+    if in_ci():
+        pytest.fail(f"{message}; CI must have it", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(name="require_tool")
+def require_tool_fixture():
+    """The same helper as a fixture: `def test_x(require_tool): curl = require_tool("curl")`."""
+    return require_tool
+
+
+# The `lab` fixture (a running maillab.start() for a test, stopped afterwards) goes here once
+# maillab.start() exists; the lead adds it.
