@@ -187,6 +187,19 @@ def _received_header(session: Session, envelope: Envelope, ctx: ServerContext, q
             f"id {queue_id}{for_part};\r\n\t{date}\r\n").encode()
 
 
+# A mailbox as RFC 5321 4.1.2 allows it, less quoted local parts (dot-atom@domain); UTF-8
+# letters are allowed because the server offers SMTPUTF8 (RFC 6531).
+_ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\\\"]+@(?:[^\s@<>()\[\],;:\\\".]+\.)*[^\s@<>()\[\],;:\\\".]+$")
+
+
+def malformed(address: str) -> str | None:
+    """The 553 reply for an address that is not local@domain, or None if it is fine."""
+    if _ADDRESS.match(address):
+        return None
+    return (f"553 5.1.3 <{address}>: " + _("malformed address") + f" ({_('hint')}: " +
+            _("an address looks like <name@example.com>") + ")")
+
+
 class DeliveryHandler:
     """The aiosmtpd handler of one domain's SMTP server."""
 
@@ -211,6 +224,8 @@ class DeliveryHandler:
     # ---- envelope
     async def handle_MAIL(self, server, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
+        if address and malformed(address):  # "" is the null sender of bounces (RFC 5321 4.5.5)
+            return malformed(address)
         if session.authenticated and address:
             acct = self.store.account(session.auth_data)
             if acct is not None and address.lower() not in acct.addresses:
@@ -227,8 +242,10 @@ class DeliveryHandler:
             return f"452 4.5.3 " + _("too many recipients") + f" ({_('hint')}: " + \
                 _("at most {0} per message").format(MAX_RECIPIENTS) + ")"
         local, _at, domain = address.rpartition("@")
-        if not _at:  # RFC 5321 4.5.1: a bare "postmaster" is for this domain
+        if not _at and address.lower() == "postmaster":  # RFC 5321 4.5.1
             domain, address = self.ctx.domain, f"{address}@{self.ctx.domain}"
+        elif malformed(address):
+            return malformed(address)
         domain = domain.lower()
         if domain == self.ctx.domain:
             if self.store.find_address(address) is None:

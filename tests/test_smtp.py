@@ -1,0 +1,279 @@
+"""SMTP: delivery, relay between the simulated domains, AUTH, and every mistake a learner makes."""
+
+import base64
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+import maillab
+from conftest import require_tool
+from rawclient import Raw
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with maillab.MailLab(ports="any") as lab:
+        yield lab
+
+
+@pytest.fixture
+def raw(lab):
+    with Raw(lab.smtp_port) as r:
+        code, lines = r.smtp_reply()
+        assert code == 220 and "mail.example.com" in lines[0]
+        yield r
+
+
+def subjects(lab, user):
+    return [m.subject for m in lab.mailbox(user)]
+
+
+def test_ehlo_lists_extensions(raw):
+    code, lines = raw.cmd("EHLO laptop.example.org")
+    assert code == 250 and lines[0] == "250-mail.example.com"
+    text = "\n".join(lines)
+    for ext in ("SIZE 10485760", "8BITMIME", "SMTPUTF8", "AUTH LOGIN PLAIN"):
+        assert ext in text
+
+
+def test_local_delivery_from_anyone_with_trace_headers(lab):
+    with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+        s.sendmail("stranger@elsewhere.example", ["bob@example.com"],
+                   b"Subject: from a stranger\r\n\r\nhello\r\n")
+    msg = lab.mailbox("bob")[-1]
+    assert msg.subject == "from a stranger"
+    m = msg.message
+    assert m["Return-Path"] == "<stranger@elsewhere.example>"
+    assert m["Delivered-To"] == "bob@example.com"
+    assert "by mail.example.com" in m["Received"] and "with ESMTP " in m["Received"]
+    # An MX does not invent headers for mail from other servers.
+    assert m["Message-ID"] is None
+
+
+def test_open_relay_refused_without_auth(lab):
+    before = len(lab.mailbox("john"))
+    with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+            s.sendmail("spammer@elsewhere.example", ["john@example.net"], b"Subject: spam\r\n\r\nx\r\n")
+    code, text = e.value.recipients["john@example.net"]
+    assert code == 554 and b"relay access denied" in text and b"hint" in text
+    lab.settle()
+    assert len(lab.mailbox("john")) == before
+
+
+def test_relay_after_auth_travels_to_the_other_domain(lab):
+    with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+        s.login("alice", "wonderland")
+        s.sendmail("alice@example.com", ["john@example.net"],
+                   b"From: alice@example.com\r\nTo: john@example.net\r\nSubject: journey\r\n\r\nHi John\r\n")
+    lab.settle()
+    msg = [m for m in lab.mailbox("john") if m.subject == "journey"][-1].message
+    received = msg.get_all("Received")
+    assert len(received) == 2
+    assert "by mail.example.net" in received[0] and "from mail.example.com" in received[0]
+    assert "by mail.example.com" in received[1] and "ESMTPA" in received[1]
+    assert msg["Message-ID"].endswith("@mail.example.com>") and msg["Date"]
+    # the second hop shows up in the receiving server's transcript
+    hop = lab.transcript("smtp:example.net")
+    assert "EHLO mail.example.com" in [l.upper().replace("EHLO MAIL", "EHLO mail") for l in hop.client_lines()] \
+        or any(l.lower() == "ehlo mail.example.com" for l in hop.client_lines())
+
+
+def test_auth_login_and_wrong_password(lab):
+    with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+        s.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+            s.login("alice", "wrong")
+        assert e.value.smtp_code == 535
+    with Raw(lab.smtp_port) as r:
+        r.smtp_reply()
+        r.cmd("EHLO me")
+        assert r.cmd("AUTH LOGIN")[0] == 334
+        assert r.cmd(base64.b64encode(b"alice").decode())[0] == 334
+        assert r.cmd(base64.b64encode(b"wonderland").decode())[0] == 235
+
+
+def test_domain_of_other_account_cannot_log_in_here(lab):
+    # john belongs to example.net: example.com's server does not know his password.
+    with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            s.login("john", "postman")
+
+
+def test_sender_must_be_own_address_after_auth(raw):
+    raw.cmd("EHLO me")
+    assert raw.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0wonderland").decode())[0] == 235
+    code, lines = raw.cmd("MAIL FROM:<bob@example.com>")
+    assert code == 553 and "alice@example.com" in lines[0]
+
+
+def test_unknown_user_and_unknown_domain(lab, raw):
+    raw.cmd("EHLO me")
+    raw.cmd("MAIL FROM:<x@elsewhere.example>")
+    code, lines = raw.cmd("RCPT TO:<nobody@example.com>")
+    assert code == 550 and "5.1.1" in lines[0] and "hint" in lines[0]
+    raw.cmd("RSET")
+    raw.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0wonderland").decode())
+    raw.cmd("MAIL FROM:<alice@example.com>")
+    code, lines = raw.cmd("RCPT TO:<someone@unknown.example>")
+    assert code == 550 and "5.1.2" in lines[0] and "example.net" in lines[0]
+
+
+@pytest.mark.parametrize("commands, expected", [
+    (["RCPT TO:<bob@example.com>"], 503),  # before HELO
+    (["EHLO me", "RCPT TO:<bob@example.com>"], 503),  # before MAIL
+    (["EHLO me", "DATA"], 503),
+    (["EHLO me", "MAIL FROM:<a@b.example>", "MAIL FROM:<a@b.example>"], 503),
+    (["EHLO me", "MAIL alice@example.com"], 501),
+    (["EHLO me", "MAIL FROM:<a@b.example>", "RCPT bob"], 501),
+    (["EHLO"], 501),
+    (["HELLO server"], 500),
+    (["EHLO me", "MAIL FROM:<not an address>"], 553),
+])
+def test_mistakes_get_code_and_hint_and_session_survives(raw, commands, expected):
+    for line in commands[:-1]:
+        raw.cmd(line)
+    code, lines = raw.cmd(commands[-1])
+    assert code == expected
+    assert "hint:" in lines[-1]
+    assert raw.cmd("NOOP")[0] == 250
+
+
+def test_overlong_line_and_binary_garbage(raw):
+    code, lines = raw.cmd("EHLO " + "x" * 5000)
+    assert code == 500 and "hint" in lines[0]
+    raw.send(b"\xff\xfe\x00\x01\x80garbage\r\n")
+    assert raw.smtp_reply()[0] == 500
+    raw.send(b"\r\n")
+    assert raw.smtp_reply()[0] == 500
+    assert raw.cmd("EHLO me")[0] == 250
+
+
+def test_dot_stuffing_is_undone(lab, raw):
+    raw.cmd("EHLO me")
+    raw.cmd("MAIL FROM:<x@elsewhere.example>")
+    raw.cmd("RCPT TO:<bob@example.com>")
+    assert raw.cmd("DATA")[0] == 354
+    raw.send("Subject: dots\r\n\r\n..leading dot\r\n...\r\nlast\r\n.\r\n")
+    assert raw.smtp_reply()[0] == 250
+    assert lab.mailbox("bob")[-1].raw.endswith(b"\r\n\r\n.leading dot\r\n..\r\nlast\r\n")
+    sent = lab.transcript("smtp:example.com").client_bytes()
+    assert b"..leading dot\r\n" in sent  # the transcript keeps the bytes as sent
+
+
+def test_size_limit_advertised_and_enforced(lab):
+    small = maillab.MailLab(ports="any", size_limit=2000,
+                            accounts=[maillab.LabAccount("zoe", "pw", "zoe@example.org", "example.org")])
+    with small:
+        with Raw(small.smtp_port) as r:
+            r.smtp_reply()
+            assert "250-SIZE 2000" in r.cmd("EHLO me")[1]
+            assert r.cmd("MAIL FROM:<a@b.example> SIZE=5000")[0] == 552
+            r.cmd("MAIL FROM:<a@b.example>")
+            r.cmd("RCPT TO:<zoe@example.org>")
+            r.cmd("DATA")
+            r.send(("x" * 70 + "\r\n") * 100 + ".\r\n")
+            code, lines = r.smtp_reply()
+            assert code == 552 and "hint" in lines[0]
+            assert r.cmd("NOOP")[0] == 250
+        assert small.mailbox("zoe") == []
+
+
+def test_connection_dropped_mid_data_loses_nothing_stored(lab):
+    with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+        s.sendmail("x@elsewhere.example", ["bob@example.com"], b"Subject: kept\r\n\r\nsafe\r\n")
+    before = subjects(lab, "bob")
+    r = Raw(lab.smtp_port)
+    r.smtp_reply()
+    r.cmd("EHLO me")
+    r.cmd("MAIL FROM:<x@elsewhere.example>")
+    r.cmd("RCPT TO:<bob@example.com>")
+    r.cmd("DATA")
+    r.send("Subject: half\r\n\r\nno final dot")
+    r.sock.shutdown(socket.SHUT_RDWR)
+    r.close()
+    time.sleep(0.3)
+    assert subjects(lab, "bob") == before
+    assert "kept" in before
+
+
+def test_multiple_recipients_in_both_domains(lab):
+    with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+        s.login("alice", "wonderland")
+        s.sendmail("alice@example.com", ["bob@example.com", "john@example.net", "maria@example.net"],
+                   b"Subject: to all\r\n\r\nhi all\r\n")
+    lab.settle()
+    for user in ("bob", "john", "maria"):
+        assert "to all" in subjects(lab, user)
+
+
+def test_transcript_has_both_sides_with_connection_ids(lab):
+    t0 = time.time()
+    with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+        s.noop()
+    t = lab.transcript("smtp:example.com", since=t0)
+    assert len(t.connections()) == 1
+    assert t.server_lines()[0].startswith("220 mail.example.com")
+    assert "noop" in [l.lower() for l in t.client_lines()]
+    assert "quit" in [l.lower() for l in t.client_lines()]
+
+
+def test_relay_failure_bounces_to_sender(lab):
+    port = lab.mx["example.net"]
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    lab.mx["example.net"] = ("127.0.0.1", dead.getsockname()[1])  # nobody listens there
+    lab.router.retry_delays = (0.05,)
+    try:
+        with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+            s.login("alice", "wonderland")
+            s.sendmail("alice@example.com", ["john@example.net"], b"Subject: lost\r\n\r\nx\r\n")
+        lab.settle()
+    finally:
+        lab.mx["example.net"] = port
+        lab.router.retry_delays = (0.2, 1.0, 3.0)
+        dead.close()
+    bounce = lab.mailbox("alice")[-1]
+    assert bounce.subject == "Undelivered Mail Returned to Sender"
+    assert "john@example.net" in bounce.message.get_content()
+
+
+def test_curl_sends_mail(lab, tmp_path):
+    curl = require_tool("curl")
+    msg = tmp_path / "m.eml"
+    msg.write_bytes(b"From: alice@example.com\r\nTo: bob@example.com\r\nSubject: via curl\r\n\r\nhi\r\n")
+    subprocess.run([curl, "-sS", "-m", "10", f"smtp://{lab.host}:{lab.smtp_port}/client.example",
+                    "-u", "alice:wonderland", "--mail-from", "alice@example.com",
+                    "--mail-rcpt", "bob@example.com", "-T", str(msg)], check=True)
+    assert "via curl" in subjects(lab, "bob")
+    # curl relaying through alice's server to john
+    subprocess.run([curl, "-sS", "-m", "10", f"smtp://{lab.host}:{lab.smtp_port}/client.example",
+                    "-u", "alice:wonderland", "--mail-from", "alice@example.com",
+                    "--mail-rcpt", "john@example.net", "-T", str(msg)], check=True)
+    lab.settle()
+    assert "via curl" in subjects(lab, "john")
+    bad = subprocess.run([curl, "-sS", "-m", "10", f"smtp://{lab.host}:{lab.smtp_port}/client.example",
+                          "-u", "alice:wrong", "--mail-from", "alice@example.com",
+                          "--mail-rcpt", "bob@example.com", "-T", str(msg)], capture_output=True)
+    assert bad.returncode == 67
+
+
+def test_swaks_auth_relay_and_refusal(lab):
+    swaks = require_tool("swaks")
+    ok = subprocess.run([swaks, "-s", lab.host, "-p", str(lab.smtp_port), "-f", "alice@example.com",
+                         "-t", "maria@example.net", "--auth", "PLAIN", "-au", "alice",
+                         "-ap", "wonderland", "--header", "Subject: via swaks", "--silent", "2"],
+                        capture_output=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    lab.settle()
+    assert "via swaks" in subjects(lab, "maria")
+    wrong = subprocess.run([swaks, "-s", lab.host, "-p", str(lab.smtp_port), "-f", "alice@example.com",
+                            "-t", "maria@example.net", "--auth", "LOGIN", "-au", "alice", "-ap", "bad",
+                            "--silent", "2"], capture_output=True, timeout=30)
+    assert wrong.returncode == 28
+    relay = subprocess.run([swaks, "-s", lab.host, "-p", str(lab.smtp_port), "-f", "x@elsewhere.example",
+                            "-t", "maria@example.net", "--silent", "2"], capture_output=True, timeout=30)
+    assert relay.returncode != 0 and b"554" in relay.stdout + relay.stderr

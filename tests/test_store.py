@@ -1,0 +1,136 @@
+"""The Maildir store: UIDs, flags, atomic delivery, persistence."""
+
+import json
+import mailbox
+import os
+
+import pytest
+
+from maillab.store import FolderError, Store, crlf_size, verify_password
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "store", hash_n=2**10)
+    yield s
+    s.close()
+
+
+def test_account_has_special_folders_and_hashed_password(store):
+    acct = store.add_account("alice", "s3cret-pw", "example.com")
+    assert acct.addresses == ["alice@example.com"]
+    assert acct.folder_names() == ["INBOX", "Drafts", "Junk", "Sent", "Trash"]
+    text = (store.root / "accounts.json").read_text()
+    assert "s3cret-pw" not in text
+    stored = json.loads(text)["accounts"][0]["password_hash"]
+    assert stored.startswith("scrypt$") and verify_password("s3cret-pw", stored)
+    assert not verify_password("wrong", stored)
+    # Same password, new salt: a different hash.
+    other = store.add_account("bob", "s3cret-pw", "example.com")
+    assert other.password_hash != acct.password_hash
+
+
+def test_authenticate_by_login_or_address(store):
+    store.add_account("alice", "pw", "example.com")
+    assert store.authenticate("alice", "pw").login == "alice"
+    assert store.authenticate("ALICE@example.COM", "pw").login == "alice"
+    assert store.authenticate("alice", "nope") is None
+    assert store.authenticate("nobody", "pw") is None
+
+
+def test_uids_grow_and_never_repeat_even_after_restart(store, tmp_path):
+    inbox = store.add_account("alice", "pw", "example.com").folder()
+    uids = [inbox.deliver(b"Subject: %d\n\nx\n" % i).uid for i in range(5)]
+    assert uids == [1, 2, 3, 4, 5]
+    validity = inbox.uidvalidity
+    inbox.expunge([4, 5])
+    store.close()
+    again = Store(tmp_path / "store", hash_n=2**10).account("alice").folder()
+    assert again.uidvalidity == validity
+    assert [m.uid for m in again.messages()] == [1, 2, 3]
+    assert again.deliver(b"Subject: new\n\nx\n").uid == 6
+
+
+def test_uidnext_survives_lost_state_file(store):
+    inbox = store.add_account("alice", "pw", "example.com").folder()
+    for i in range(3):
+        inbox.deliver(b"x\n")
+    (inbox.path / "maillab-uidvalidity").write_text("garbage")
+    fresh = Store(store.root, hash_n=2**10).account("alice").folder()
+    assert fresh.deliver(b"y\n").uid == 4  # recovered from the file names
+
+
+def test_size_counts_crlf_and_read_gives_crlf(store):
+    inbox = store.add_account("alice", "pw", "example.com").folder()
+    info = inbox.deliver(b"Subject: a\r\n\r\nline1\nline2\r\n")
+    raw = inbox.read(info.uid)
+    assert raw == b"Subject: a\r\n\r\nline1\r\nline2\r\n"
+    assert info.size == len(raw) == crlf_size(b"Subject: a\n\nline1\nline2\n")
+    assert b"\r" not in info.path.read_bytes()  # Maildir files keep Unix line ends
+
+
+def test_flags_live_in_the_file_name(store):
+    inbox = store.add_account("alice", "pw", "example.com").folder()
+    uid = inbox.deliver(b"x\n").uid
+    inbox.store_flags(uid, {"\\Seen", "\\Flagged"}, "add")
+    info = inbox.get(uid)
+    assert info.path.parent.name == "cur" and info.path.name.endswith(":2,FS")
+    inbox.store_flags(uid, {"\\Flagged"}, "remove")
+    assert inbox.flags_of(uid) == {"\\Seen"}
+    # stdlib mailbox reads the same flags
+    md = mailbox.Maildir(inbox.path, factory=None)
+    assert [m.get_flags() for m in md] == ["S"]
+
+
+def test_delivery_is_atomic_tmp_files_are_invisible(store):
+    inbox = store.add_account("alice", "pw", "example.com").folder()
+    (inbox.path / "tmp" / "123.half-written").write_bytes(b"Subject: half")
+    inbox.deliver(b"Subject: whole\n\nx\n")
+    assert len(Store(store.root, hash_n=2**10).account("alice").folder().messages()) == 1
+    assert not [n for n in os.listdir(inbox.path / "tmp") if "U=" in n]
+
+
+def test_foreign_file_gets_a_uid(store):
+    acct = store.add_account("alice", "pw", "example.com")
+    inbox = acct.folder()
+    inbox.deliver(b"first\n")
+    (inbox.path / "new" / "1700000000.learner.host").write_bytes(b"Subject: dropped in\n\nhi\n")
+    fresh = Store(store.root, hash_n=2**10).account("alice").folder()
+    assert [m.uid for m in fresh.messages()] == [1, 2]
+    assert b"dropped in" in fresh.read(2)
+
+
+def test_copy_keeps_flags_and_date_and_listeners_hear_changes(store):
+    acct = store.add_account("alice", "pw", "example.com")
+    inbox, sent = acct.folder(), acct.folder("Sent")
+    heard = []
+    inbox.subscribe(heard.append)
+    info = inbox.deliver(b"x\n", flags={"\\Seen"}, internaldate=1_000_000_000)
+    copy = inbox.copy_to(info.uid, sent)
+    assert copy.flags == {"\\Seen"} and int(copy.internaldate) == 1_000_000_000
+    inbox.store_flags(info.uid, {"\\Deleted"}, "add")
+    inbox.expunge([info.uid])
+    assert [c.kind for c in heard] == ["exists", "flags", "expunge"]
+
+
+def test_folders_create_rename_delete(store):
+    acct = store.add_account("alice", "pw", "example.com")
+    acct.create_folder("Projects")
+    with pytest.raises(FolderError):
+        acct.create_folder("Projects")
+    acct.folder("Projects").deliver(b"x\n")
+    acct.rename_folder("Projects", "Archive")
+    assert "Archive" in acct.folder_names() and "Projects" not in acct.folder_names()
+    assert len(acct.folder("Archive").messages()) == 1
+    acct.delete_folder("Archive")
+    assert "Archive" not in acct.folder_names()
+    with pytest.raises(FolderError):
+        acct.delete_folder("INBOX")
+    with pytest.raises(FolderError):
+        acct.create_folder("../escape")
+
+
+def test_apop_secret_is_never_written(store):
+    store.add_account("alice", "apop-pw", "example.com", apop=True)
+    assert store.account("alice").apop_secret == "apop-pw"
+    assert "apop-pw" not in (store.root / "accounts.json").read_text()
