@@ -1,0 +1,157 @@
+"""maillab.start(): ports, re-running, stopping cleanly, two labs at once, serve, persistence."""
+
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import maillab
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_start_returns_lab_with_ports_accounts_and_display():
+    lab = maillab.start(ports="any")
+    try:
+        assert lab.running
+        assert {a.login for a in lab.accounts} == {"alice", "bob", "john", "maria"}
+        alice = lab.account("alice@example.com")
+        assert (alice.login, alice.password, alice.domain) == ("alice", "wonderland", "example.com")
+        assert lab.domains == ["example.com", "example.net"]
+        ports = [lab.smtp_port, lab.pop3_port, lab.port("smtp", "example.net")]
+        assert len(set(ports)) == 3 and all(listening(p) for p in ports)
+        html = lab._repr_html_()
+        for text in (str(lab.smtp_port), "25", str(lab.pop3_port), "110", "wonderland", "mail.example.net"):
+            assert text in html
+        assert "stands for 25" in repr(lab)
+    finally:
+        lab.stop()
+
+
+def test_rerunning_start_replaces_the_previous_lab():
+    first = maillab.start(ports="any")
+    old_port, old_root = first.smtp_port, first.store.root
+    second = maillab.start(ports="any")
+    try:
+        assert not first.running and second.running
+        assert not listening(old_port) or old_port == second.smtp_port
+        assert not old_root.exists()  # the temporary store went with the old lab
+        with smtplib.SMTP("127.0.0.1", second.smtp_port) as s:
+            assert s.noop()[0] == 250
+    finally:
+        second.stop()
+
+
+def test_stop_closes_ports_connections_and_thread():
+    before = set(threading.enumerate())
+    lab = maillab.start(ports="any")
+    ports = [s.port for s in lab.services]
+    idle = socket.create_connection(("127.0.0.1", lab.smtp_port))  # a client that never leaves
+    idle.recv(100)
+    lab.stop()
+    idle.settimeout(3)
+    assert idle.recv(100) == b""  # the server closed it
+    idle.close()
+    assert not any(listening(p) for p in ports)
+    assert set(threading.enumerate()) <= before
+    lab.stop()  # stopping twice is harmless
+
+
+def test_mnemonic_ports_when_free_otherwise_any():
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        taken.bind(("127.0.0.1", 2525))
+        taken.listen()
+    except OSError:
+        pytest.skip("port 2525 is in use by something else")
+    try:
+        with maillab.MailLab() as lab:
+            assert lab.smtp_port != 2525  # never a failure because a port is taken
+            assert listening(lab.smtp_port)
+            if not listening(1110) or lab.pop3_port == 1110:
+                assert lab.pop3_port == 1110
+    finally:
+        taken.close()
+
+
+def test_persistent_store_survives_restart(tmp_path):
+    root = tmp_path / "mail"
+    with maillab.MailLab(ports="any", root=root) as lab:
+        with smtplib.SMTP("127.0.0.1", lab.smtp_port) as s:
+            s.sendmail("x@elsewhere.example", ["bob@example.com"], b"Subject: kept\r\n\r\nx\r\n")
+        uid = lab.mailbox("bob")[0].uid
+    assert root.exists()
+    with maillab.MailLab(ports="any", root=root) as lab:
+        assert [m.subject for m in lab.mailbox("bob")] == ["kept"]
+        with smtplib.SMTP("127.0.0.1", lab.smtp_port) as s:
+            s.login("bob", "builder")
+            s.sendmail("bob@example.com", ["bob@example.com"], b"Subject: second\r\n\r\nx\r\n")
+        assert lab.mailbox("bob")[-1].uid == uid + 1
+
+
+SCRIPT = textwrap.dedent("""
+    import json, smtplib, sys, time
+    sys.path.insert(0, {src!r})
+    import maillab
+    lab = maillab.start()
+    with smtplib.SMTP("127.0.0.1", lab.smtp_port) as s:
+        s.sendmail("x@elsewhere.example", ["bob@example.com"], b"Subject: hi\\r\\n\\r\\nx\\r\\n")
+    print(json.dumps({{"smtp": lab.smtp_port, "pop3": lab.pop3_port,
+                       "n": len(lab.mailbox("bob"))}}), flush=True)
+    sys.stdin.readline()
+    lab.stop()
+""")
+
+
+def test_two_labs_in_two_processes_at_once():
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT.format(src=SRC)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        results = [json.loads(p.stdout.readline()) for p in procs]
+        assert results[0]["smtp"] != results[1]["smtp"]
+        assert results[0]["pop3"] != results[1]["pop3"]
+        assert all(r["n"] == 1 for r in results)  # each lab has its own store
+    finally:
+        for p in procs:
+            p.communicate("\n", timeout=20)
+        assert [p.returncode for p in procs] == [0, 0]
+
+
+def test_python_m_maillab_serve_and_ctrl_c(tmp_path):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    proc = subprocess.Popen([sys.executable, "-m", "maillab", "serve", "--ports", "any"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out = []
+        while "ready" not in (line := proc.stdout.readline()):
+            assert line, proc.stderr.read()
+            out.append(line)
+        text = "".join(out)
+        assert "alice@example.com / wonderland" in text
+        smtp_line = next(l for l in out if l.strip().startswith("SMTP") and "mail.example.com" in l)
+        port = int(smtp_line.split("port")[1].split()[0])
+        with smtplib.SMTP("127.0.0.1", port) as s:
+            s.login("alice", "wonderland")
+            s.sendmail("alice@example.com", ["john@example.net"], b"Subject: via serve\r\n\r\nx\r\n")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        assert "stopped" in proc.stdout.read()
+        assert not listening(port)
+    finally:
+        proc.kill()
