@@ -1,0 +1,484 @@
+"""The POP3 protocol (RFC 1939, with RFC 2449 CAPA) as a sans-IO state machine.
+
+A :class:`Pop3Session` knows nothing about sockets: feed it the bytes a client sent with
+:meth:`Pop3Session.receive_data` and it returns the bytes to send back. That makes it easy to
+test and easy to read, because the whole protocol is here:
+
+    AUTHORIZATION --USER+PASS or APOP--> TRANSACTION --QUIT--> UPDATE (deletions happen) --> closed
+          |                                   |
+          +--QUIT--> closed                   +--connection dropped--> closed, nothing deleted
+
+* In AUTHORIZATION the client proves who it is. The maildrop is then locked: one POP3 session
+  per maildrop at a time (RFC 1939 section 8).
+* In TRANSACTION the client sees a *snapshot* of INBOX taken at login. Messages are numbered
+  1, 2, 3 ... in that snapshot and keep their numbers for the whole session; DELE only *marks* a
+  message (it disappears from STAT/LIST/RETR, its number is never reused) and RSET unmarks all.
+* Only QUIT in TRANSACTION enters UPDATE, where the marked messages are really removed.
+  A connection that just drops (or times out) deletes nothing.
+
+Extension points for later RFCs: STLS (RFC 2595) and AUTH (RFC 5034) are more commands for
+AUTHORIZATION (add them to ``COMMANDS``) plus lines in :meth:`Pop3Session.capabilities`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from .. import __version__
+from ..i18n import _
+
+__all__ = ["Pop3Session", "State", "MAX_LINE"]
+
+# RFC 2449 limits a command line to 255 octets (CRLF included). We are a little more generous,
+# but a line longer than this is refused, and a client that never sends a newline cannot make
+# us buffer more than this.
+MAX_LINE = 512
+
+CRLF = b"\r\n"
+
+
+class State(enum.Enum):
+    """The three states of a POP3 session (RFC 1939 section 3)."""
+
+    AUTHORIZATION = "AUTHORIZATION"  # waiting for the client to log in
+    TRANSACTION = "TRANSACTION"  # logged in: the client reads and marks messages
+    UPDATE = "UPDATE"  # after QUIT: marked messages are removed, then the session ends
+
+
+# Which commands each state accepts, and the method that handles them. The keywords stay
+# exactly as the RFCs spell them.
+COMMANDS: dict[State, dict[str, str]] = {
+    State.AUTHORIZATION: {
+        "USER": "do_user", "PASS": "do_pass", "APOP": "do_apop",
+        "CAPA": "do_capa", "QUIT": "do_quit",
+    },
+    State.TRANSACTION: {
+        "STAT": "do_stat", "LIST": "do_list", "RETR": "do_retr", "DELE": "do_dele",
+        "NOOP": "do_noop", "RSET": "do_rset", "TOP": "do_top", "UIDL": "do_uidl",
+        "CAPA": "do_capa", "QUIT": "do_quit",
+    },
+    State.UPDATE: {},
+}
+KNOWN_COMMANDS = {kw for table in COMMANDS.values() for kw in table}
+
+# Learners who typed into the wrong server get told so.
+SMTP_COMMANDS = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "VRFY", "EXPN"}
+
+
+class Refused(Exception):
+    """Raised by a helper deep in a command to answer with this -ERR reply instead."""
+
+    def __init__(self, reply: bytes):
+        super().__init__(reply)
+        self.reply = reply
+
+
+@dataclass
+class Message:
+    """One message of the session's snapshot of INBOX."""
+
+    number: int  # 1, 2, 3 ... fixed for the whole session
+    uid: int  # the store's UID (the same the IMAP server shows)
+    size: int  # octets as the client counts them (CRLF line ends)
+    deleted: bool = False  # marked by DELE; removed only in UPDATE
+
+
+_timestamp_lock = threading.Lock()
+_last_clock = 0
+
+
+def make_timestamp(host: str) -> str:
+    """An RFC 1939 APOP timestamp ``<pid.clock@host>``, different for every greeting."""
+    global _last_clock
+    with _timestamp_lock:
+        _last_clock = max(time.time_ns(), _last_clock + 1)
+        clock = _last_clock
+    return f"<{os.getpid()}.{clock}@{host}>"
+
+
+def byte_stuff(data: bytes) -> bytes:
+    """Make message text safe for a multi-line reply (RFC 1939 section 3).
+
+    A line that starts with "." gets one more "." in front, so that a line holding just "."
+    can only mean the end of the reply. The data must end with CRLF. Linear in the size.
+    """
+    stuffed = data.replace(b"\n.", b"\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+def top_of(data: bytes, lines: int) -> bytes:
+    """The header, the blank line after it, and the first ``lines`` lines of the body."""
+    if data.startswith(CRLF):  # a message with no header at all
+        end = 2
+    else:
+        blank = data.find(b"\r\n\r\n")
+        if blank < 0:  # no body at all: the whole message is header
+            return data
+        end = blank + 4
+    for _line in range(lines):
+        eol = data.find(CRLF, end)
+        if eol < 0:
+            return data
+        end = eol + 2
+    return data[:end]
+
+
+def _number(arg: bytes) -> int | None:
+    """A message number or line count: decimal digits only (no sign, no spaces)."""
+    if re.fullmatch(rb"[0-9]+", arg):
+        return int(arg)
+    return None
+
+
+def _show(token: bytes, limit: int = 20) -> str:
+    """A client's word, safe to quote in a reply: printable ASCII only, and short."""
+    text = "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in token[:limit])
+    return text + ("..." if len(token) > limit else "")
+
+
+class Pop3Session:
+    """One POP3 session, from the greeting to QUIT or a dropped connection.
+
+    ``ctx`` is the lab's :class:`~maillab.net.ServerContext`: logins are checked with
+    ``ctx.authenticate`` (accounts of this host's domain only) and the greeting names
+    ``ctx.hostname``.
+    """
+
+    def __init__(self, ctx, *, timestamp_banner_host: str | None = None):
+        self.ctx = ctx
+        self.state = State.AUTHORIZATION
+        self.closed = False  # True after QUIT, or once the connection is gone
+        self.account = None  # the logged-in account, in TRANSACTION
+        self.timestamp = make_timestamp(timestamp_banner_host or ctx.hostname)
+        self.messages: list[Message] = []  # the snapshot taken at login
+        self._folder = None
+        self._locked_account = None  # whose maildrop_lock we hold, if any
+        self._user: str | None = None  # given by USER, waiting for PASS
+        self._buffer = b""
+        self._discarding = False  # inside an over-long line: drop bytes up to the next newline
+
+    # ------------------------------------------------------------------ bytes in, bytes out
+
+    def greeting(self) -> bytes:
+        """The first line the server sends. The timestamp at its end is for APOP."""
+        return self._ok(f"{self.ctx.hostname} {_('POP3 server ready')} {self.timestamp}")
+
+    def receive_data(self, data: bytes) -> bytes:
+        """Take bytes from the client (any chunks); return all the bytes to send back.
+
+        Several commands in one chunk (RFC 2449 PIPELINING) are answered in order; a partial
+        line waits for the rest.
+        """
+        if self.closed:
+            return b""
+        replies: list[bytes] = []
+        buffer, start = self._buffer + data, 0
+        while not self.closed:
+            eol = buffer.find(b"\n", start)
+            if eol < 0:
+                break
+            line, start = buffer[start:eol], eol + 1
+            if self._discarding or len(line) + 1 > MAX_LINE:
+                self._discarding = False
+                replies.append(self._err(_("line too long") + " (" + _(
+                    "a POP3 command line is at most 255 octets, ending with CRLF") + ")"))
+                continue
+            replies.append(self.handle_line(line.removesuffix(b"\r")))
+        self._buffer = b"" if self.closed else buffer[start:]  # after QUIT the rest is ignored
+        if len(self._buffer) > MAX_LINE:
+            # A line this long is refused anyway: forget it now rather than buffer it.
+            self._buffer, self._discarding = b"", True
+        return b"".join(replies)
+
+    def connection_lost(self) -> None:
+        """The connection is gone without QUIT: release the maildrop, delete nothing."""
+        self.closed = True
+        self._buffer = b""
+        self._release_maildrop()
+
+    on_close = connection_lost
+
+    # ------------------------------------------------------------------ commands
+
+    def handle_line(self, line: bytes) -> bytes:
+        """Answer one command line (without its line ending)."""
+        words = line.split(maxsplit=1)
+        if not words:
+            return self._err(_("empty command") + " (" + _(
+                "type a command such as CAPA, or QUIT to leave") + ")")
+        keyword, rest = words[0], (words[1] if len(words) > 1 else b"")
+        name = keyword.upper().decode("ascii") if keyword.isalpha() else None
+        if name not in KNOWN_COMMANDS:
+            return self._unknown(keyword)
+        method = COMMANDS[self.state].get(name)
+        if method is None:
+            return self._wrong_state()
+        try:
+            if name == "PASS":
+                # The password is the rest of the line: it may contain spaces (RFC 1939).
+                return self.do_pass(rest)
+            return getattr(self, method)(rest.split())
+        except Refused as refusal:
+            return refusal.reply
+
+    def _unknown(self, keyword: bytes) -> bytes:
+        shown = _show(keyword)
+        if shown.upper() in SMTP_COMMANDS:
+            hint = _("this is a POP3 server; {0} is an SMTP command").format(shown.upper())
+        elif self.state is State.AUTHORIZATION:
+            hint = _("POP3 commands are three or four letters; log in with USER and PASS, or APOP; "
+                     "CAPA lists what this server can do")
+        else:
+            hint = _("POP3 commands are three or four letters: STAT, LIST, RETR, TOP, DELE, RSET, UIDL, "
+                     "NOOP, QUIT")
+        return self._err(_("unknown command") + f" '{shown}' ({hint})")
+
+    def _wrong_state(self) -> bytes:
+        if self.state is State.AUTHORIZATION:
+            hint = _("log in first with USER and PASS")
+        else:
+            hint = _("you are logged in already")
+        return self._err(_("command not valid in this state") + f" ({hint})")
+
+    # ---- AUTHORIZATION
+
+    def do_user(self, args: list[bytes]) -> bytes:
+        if len(args) != 1:
+            return self._syntax(_("USER takes one name, e.g. USER alice"))
+        self._user = args[0].decode("utf-8", "replace")
+        # The same answer whether or not the user exists: that is for PASS to tell.
+        return self._ok(_("now send your password with PASS"))
+
+    def do_pass(self, password: bytes) -> bytes:
+        if self._user is None:
+            return self._err(_("give your name with USER first"))
+        user, self._user = self._user, None
+        if not password:
+            return self._syntax(_("PASS takes your password, e.g. PASS secret"))
+        account = self.ctx.authenticate(user, password.decode("utf-8", "replace"))
+        if account is None:
+            return self._err(_("invalid user name or password"), code="AUTH")
+        return self._log_in(account)
+
+    def do_apop(self, args: list[bytes]) -> bytes:
+        if len(args) != 2:
+            return self._syntax(_("APOP takes a name and an MD5 digest, e.g. APOP alice "
+                                  "c4c9334bac560ecc979e58001b3e22fb"))
+        user = args[0].decode("utf-8", "replace")
+        digest = args[1].decode("ascii", "replace").lower()
+        account = self._find_account(user)
+        if account is None:
+            return self._err(_("invalid user name or digest"), code="AUTH")
+        if account.apop_secret is None:
+            return self._err(_("APOP is not enabled for this account") + " (" + _(
+                "log in with USER and PASS instead") + ")", code="AUTH")
+        expected = hashlib.md5((self.timestamp + account.apop_secret).encode()).hexdigest()
+        if not hmac.compare_digest(digest.encode(), expected.encode()):
+            return self._err(_("invalid user name or digest") + " (" + _(
+                "the digest is MD5 of the greeting's <...> timestamp followed by the password"
+            ) + ")", code="AUTH")
+        return self._log_in(account)
+
+    def _find_account(self, user: str):
+        """The account of this host's domain with that login or address, if any."""
+        store = self.ctx.store
+        account = store.account(user) or store.find_address(user)
+        return account if account is not None and account.domain == self.ctx.domain else None
+
+    def _log_in(self, account) -> bytes:
+        """AUTHORIZATION -> TRANSACTION: lock the maildrop and take the snapshot."""
+        if not account.maildrop_lock.acquire(blocking=False):
+            return self._err(_("maildrop already in use") + " (" + _(
+                "another POP3 session of this account is open; it must QUIT first") + ")",
+                code="IN-USE")
+        self._locked_account = account
+        try:
+            folder = account.folder("INBOX")
+            infos = folder.messages()
+        except Exception:
+            self._release_maildrop()
+            return self._err(_("cannot open the maildrop"), code="SYS/TEMP")
+        self.account, self._folder = account, folder
+        self.messages = [Message(n, info.uid, info.size) for n, info in enumerate(infos, 1)]
+        self.state = State.TRANSACTION
+        count, octets = self._totals()
+        return self._ok(_("{login}'s maildrop has {count} messages ({octets} octets)").format(
+            login=account.login, count=count, octets=octets))
+
+    # ---- TRANSACTION
+
+    def do_stat(self, args: list[bytes]) -> bytes:
+        if args:
+            return self._syntax(_("STAT takes no arguments"))
+        count, octets = self._totals()
+        return self._ok(f"{count} {octets}")  # exactly "+OK count octets" (RFC 1939)
+
+    def do_list(self, args: list[bytes]) -> bytes:
+        if len(args) > 1:
+            return self._syntax(_("LIST takes at most one message number, e.g. LIST 1"))
+        if args:
+            msg = self._message(args[0])
+            return self._ok(f"{msg.number} {msg.size}")
+        count, octets = self._totals()
+        listing = b"".join(f"{m.number} {m.size}\r\n".encode() for m in self._visible())
+        return self._multiline(_("{count} messages ({octets} octets)").format(
+            count=count, octets=octets), listing)
+
+    def do_uidl(self, args: list[bytes]) -> bytes:
+        if len(args) > 1:
+            return self._syntax(_("UIDL takes at most one message number, e.g. UIDL 1"))
+        if args:
+            msg = self._message(args[0])
+            return self._ok(f"{msg.number} {self._unique_id(msg)}")
+        listing = b"".join(f"{m.number} {self._unique_id(m)}\r\n".encode()
+                           for m in self._visible())
+        return self._multiline(_("unique-id listing follows"), listing)
+
+    def _unique_id(self, msg: Message) -> str:
+        # Stable across sessions and never reused: a re-created INBOX gets a new UIDVALIDITY.
+        return f"{self._folder.uidvalidity}.{msg.uid}"
+
+    def do_retr(self, args: list[bytes]) -> bytes:
+        if len(args) != 1:
+            return self._syntax(_("RETR takes one message number, e.g. RETR 1"))
+        msg = self._message(args[0])
+        data = self._read(msg)
+        try:  # reading a message makes it \Seen, as Dovecot does
+            self._folder.store_flags(msg.uid, {"\\Seen"}, "add", origin=self)
+        except (KeyError, OSError):
+            pass
+        return self._multiline(_("{0} octets").format(len(data)), data)
+
+    def do_top(self, args: list[bytes]) -> bytes:
+        lines = _number(args[1]) if len(args) == 2 else None
+        if lines is None:
+            return self._syntax(_("TOP takes a message number and a number of body lines, "
+                                  "e.g. TOP 1 10"))
+        msg = self._message(args[0])
+        data = self._read(msg)
+        return self._multiline(_("top of message follows"), top_of(data, lines))
+
+    def do_dele(self, args: list[bytes]) -> bytes:
+        if len(args) != 1:
+            return self._syntax(_("DELE takes one message number, e.g. DELE 1"))
+        msg = self._message(args[0])
+        msg.deleted = True
+        return self._ok(_("message {0} deleted (it goes when you QUIT; RSET brings it back)")
+                        .format(msg.number))
+
+    def do_rset(self, args: list[bytes]) -> bytes:
+        if args:
+            return self._syntax(_("RSET takes no arguments"))
+        for msg in self.messages:
+            msg.deleted = False
+        count, octets = self._totals()
+        return self._ok(_("maildrop has {count} messages ({octets} octets)").format(
+            count=count, octets=octets))
+
+    def do_noop(self, args: list[bytes]) -> bytes:
+        if args:
+            return self._syntax(_("NOOP takes no arguments"))
+        return self._ok("")
+
+    # ---- both states
+
+    def do_capa(self, args: list[bytes]) -> bytes:
+        if args:
+            return self._syntax(_("CAPA takes no arguments"))
+        body = b"".join(line.encode() + CRLF for line in self.capabilities())
+        return self._multiline(_("capability list follows"), body)
+
+    def capabilities(self) -> list[str]:
+        """The RFC 2449 capability lines. STLS and SASL (RFC 2595, 5034) will be added here."""
+        return ["TOP", "USER", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE",
+                f"IMPLEMENTATION maillab-{__version__}"]
+
+    def do_quit(self, args: list[bytes]) -> bytes:
+        if self.state is State.AUTHORIZATION:
+            self.closed = True
+            return self._ok(_("{0} POP3 server signing off").format(self.ctx.hostname))
+        return self._update()
+
+    # ---- UPDATE
+
+    def _update(self) -> bytes:
+        """TRANSACTION -> UPDATE: remove the messages marked with DELE, then end the session."""
+        self.state = State.UPDATE
+        doomed = [m.uid for m in self.messages if m.deleted]
+        try:
+            if doomed:
+                self._folder.expunge(doomed, origin=self)
+            reply = self._ok(_("{host} POP3 server signing off ({count} messages deleted)")
+                             .format(host=self.ctx.hostname, count=len(doomed)))
+        except OSError:
+            reply = self._err(_("some deleted messages not removed"), code="SYS/TEMP")
+        self._release_maildrop()
+        self.closed = True
+        return reply
+
+    # ------------------------------------------------------------------ helpers
+
+    def _visible(self) -> list[Message]:
+        return [m for m in self.messages if not m.deleted]
+
+    def _totals(self) -> tuple[int, int]:
+        visible = self._visible()
+        return len(visible), sum(m.size for m in visible)
+
+    def _message(self, arg: bytes) -> Message:
+        """The message a client's number names (Refused with the reason if there is none)."""
+        number = _number(arg)
+        if number is None:
+            raise Refused(self._syntax(_("message numbers are whole numbers like 1, "
+                                  "as LIST shows them; not '{0}'").format(_show(arg))))
+        if not 1 <= number <= len(self.messages):
+            raise Refused(self._err(_("no such message, only {0} messages in maildrop").format(
+                len(self.messages))))
+        msg = self.messages[number - 1]
+        if msg.deleted:
+            raise Refused(self._err(_("message {0} is deleted (RSET undeletes it)").format(number)))
+        return msg
+
+    def _read(self, msg: Message) -> bytes:
+        """The message with CRLF line ends (Refused if it cannot be read)."""
+        for _attempt in range(3):  # a flag change elsewhere renames the file: try again
+            try:
+                data = self._folder.read(msg.uid)
+            except KeyError:
+                if self._folder.get(msg.uid) is None:
+                    raise Refused(self._err(_("message {0} was removed by another session "
+                                              "(an IMAP client?)").format(msg.number)))
+            except OSError:
+                break
+            else:
+                return data if data.endswith(CRLF) or not data else data + CRLF
+        raise Refused(self._err(_("cannot read message {0}").format(msg.number), code="SYS/TEMP"))
+
+    def _release_maildrop(self) -> None:
+        account, self._locked_account = self._locked_account, None
+        if account is not None:
+            account.maildrop_lock.release()
+
+    def _multiline(self, first: str, body: bytes) -> bytes:
+        """A +OK line, the byte-stuffed body (ending in CRLF), and the "." terminator."""
+        return b"".join((self._ok(first), byte_stuff(body), b".\r\n"))
+
+    @staticmethod
+    def _ok(text: str) -> bytes:
+        return (f"+OK {text}" if text else "+OK").encode("utf-8") + CRLF
+
+    @staticmethod
+    def _err(text: str, code: str | None = None) -> bytes:
+        """``-ERR [CODE] text``: the status word first, then an RFC 2449/3206 response code."""
+        prefix = f"-ERR [{code}] " if code else "-ERR "
+        return (prefix + text).encode("utf-8") + CRLF
+
+    def _syntax(self, hint: str) -> bytes:
+        return self._err(_("syntax error") + f" ({hint})")

@@ -1,0 +1,101 @@
+"""The POP3 server: the sans-IO :class:`~maillab.pop3.core.Pop3Session` on an asyncio socket.
+
+All the protocol lives in ``core.py``; this file only moves bytes, records them in the
+transcript, and enforces the idle timeout (RFC 1939 section 3: at least 10 minutes; when it
+expires the connection is closed *without* entering UPDATE, so nothing is deleted).
+
+The store is called from the loop thread directly: it is guarded by its own lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from ..net import ServerContext, set_nodelay
+from .core import Pop3Session
+
+__all__ = ["start_pop3", "Pop3Protocol"]
+
+DEFAULT_TIMEOUT = 600.0  # seconds; RFC 1939 asks for at least 10 minutes
+
+
+class Pop3Protocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, ctx: ServerContext):
+        self.ctx = ctx
+        self.timeout = float(ctx.options.get("pop3_timeout", DEFAULT_TIMEOUT))
+        self.transport: asyncio.Transport | None = None
+        self.session: Pop3Session | None = None
+        self.conn = None  # the transcript's record of this connection
+        self._last_heard = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._close_reason = "connection closed"
+
+    # ---- asyncio callbacks
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.ctx.connections.add(transport)
+        set_nodelay(transport)
+        peer = transport.get_extra_info("peername")
+        peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        self.conn = self.ctx.recorder.open(self.ctx.service_name("pop3"), peer)
+        self.session = Pop3Session(self.ctx)
+        self._send(self.session.greeting())
+        loop = asyncio.get_running_loop()
+        self._last_heard = loop.time()
+        self._timer = loop.call_later(self.timeout, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
+        self.conn.client(data)
+        reply = self.session.receive_data(data)
+        if self.session.account is not None and self.conn.user is None:
+            self.conn.user = self.session.account.login
+        if reply:
+            self._send(reply)
+        if self.session.closed:
+            self._close_reason = "closed after QUIT"
+            self.transport.close()  # sends what is still buffered, then closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Without QUIT this deletes nothing; it only gives the maildrop back.
+        self.session.connection_lost()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.ctx.connections.discard(self.transport)
+        reason = self._close_reason
+        if exc is not None and reason == "connection closed":
+            reason = f"connection lost ({exc})"
+        self.conn.close(reason)
+
+    # Flow control: a client that pipelines many RETRs but does not read the answers must
+    # not make us hold every message in memory, so stop reading until it catches up.
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # ---- helpers
+    def _send(self, data: bytes) -> None:
+        self.conn.server(data)
+        self.transport.write(data)
+
+    def _check_idle(self) -> None:
+        """Close the connection once the client has said nothing for ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._last_heard
+        if quiet < self.timeout:
+            self._timer = loop.call_later(self.timeout - quiet, self._check_idle)
+            return
+        self._close_reason = f"idle for {self.timeout:g} s: closed without UPDATE (nothing deleted)"
+        self.transport.abort()  # no reply is sent on timeout (RFC 1939 section 3)
+
+
+async def start_pop3(ctx: ServerContext, sock: socket.socket) -> asyncio.base_events.Server:
+    """Serve POP3 on ``sock`` (bound and listening, from ``net.bind_listener``) in this loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: Pop3Protocol(ctx), sock=sock)
