@@ -267,9 +267,10 @@ class DeliveryHandler:
     async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
         queue_id = secrets.token_hex(6).upper()
         content = envelope.original_content or b""
-        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(content)
         added = b""
         if session.authenticated:  # submission (RFC 6409 8.2, 8.3): complete the message
+            head = re.split(rb"\r?\n\r?\n", content, maxsplit=1)[0]
+            headers = BytesHeaderParser(policy=policy.compat32).parsebytes(head + b"\r\n\r\n")
             if headers.get("Date") is None:
                 added += f"Date: {email.utils.formatdate(localtime=True)}\r\n".encode()
             if headers.get("Message-ID") is None:

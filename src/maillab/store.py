@@ -16,9 +16,9 @@ Every message file is named ``<unique>,U=<uid>,W=<size>:2,<flags>``:
 * the ``:2,`` suffix carries the standard Maildir flags (D F P R S T);
 * the file's modification time is the internal date (the stdlib ``mailbox`` convention).
 
-Delivery writes to ``tmp/`` and then links into ``new/``: a crash never leaves half a message
-visible. UIDNEXT is saved *before* the message becomes visible, so a crash can leave a gap in
-the UIDs but never a repeated one.
+Delivery writes to ``tmp/`` and then renames into ``new/``: a crash never leaves half a message
+visible. A message's UID is in its file name; UIDNEXT is saved before any message is removed,
+so a crash can leave a gap in the UIDs but never a repeated one.
 
 All methods are safe to call from any thread: one re-entrant lock guards every change.
 Listeners registered on a folder are told of every change (IMAP uses this to announce
@@ -61,6 +61,9 @@ LETTER_TO_FLAG = {v: k for k, v in FLAG_TO_LETTER.items()}
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
 
 UIDFILE = "maillab-uidvalidity"
+KEYWORDFILE = "maillab-keywords.json"  # custom IMAP keywords per UID (Maildir has no place for them)
+SUBSCRIPTIONFILE = "maillab-subscriptions"  # IMAP SUBSCRIBE state, one folder name a line
+HIERARCHY_DELIMITER = "."  # Maildir++: folder "Archive.2024" lives in ".Archive.2024/"
 _NAME_RE = re.compile(r"^(?P<base>[^:,]+)(?P<extra>(?:,[A-Za-z]=[^,:]*)*)(?::2,(?P<flags>[A-Za-z]*))?$")
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "maillab"
 
@@ -161,7 +164,8 @@ class Folder:
         self._lock = account.store.lock
         self._listeners: list[Callable[[Change], None]] = []
         self._index: dict[int, MessageInfo] | None = None
-        self.keywords: dict[int, set[str]] = {}  # custom IMAP keywords, kept in memory
+        self.keywords: dict[int, set[str]] = {}  # custom IMAP keywords, saved in KEYWORDFILE
+        self._defined_keywords: list[str] = []  # every keyword ever used here, in first-use order
         self._load_uid_state()
 
     # ---- UID state
@@ -189,16 +193,56 @@ class Folder:
             return self._uidnext
 
     def _allocate_uid(self) -> int:
+        # Not saved here: the new message's file name carries its UID, and loading takes
+        # UIDNEXT past the highest UID on disk. Only removing files can hide a used UID, so
+        # expunge() saves UIDNEXT first. (Saving on every delivery would cost a rename over an
+        # existing file, which ext4 turns into a flush: about 1 ms per message.)
         uid = self._uidnext
         self._uidnext += 1
-        self._save_uid_state()
         return uid
 
     # ---- index
     def _ensure_index(self) -> dict[int, MessageInfo]:
         if self._index is None:
             self._index = self._scan()
+            self._load_keywords()
         return self._index
+
+    # ---- custom keywords (IMAP), kept beside the messages
+    def _load_keywords(self):
+        try:
+            data = json.loads((self.path / KEYWORDFILE).read_text())
+            saved = {int(uid): set(kws) for uid, kws in data.get("uids", {}).items()}
+            defined = [str(k) for k in data.get("defined", [])]
+        except (OSError, ValueError, AttributeError, TypeError):
+            return
+        for uid, kws in saved.items():
+            if uid in self._index and kws:
+                self.keywords[uid] = kws | self.keywords.get(uid, set())
+        for k in defined:
+            if k not in self._defined_keywords:
+                self._defined_keywords.append(k)
+
+    def _save_keywords(self):
+        data = {"defined": self._defined_keywords,
+                "uids": {str(uid): sorted(kws) for uid, kws in sorted(self.keywords.items()) if kws}}
+        tmp = self.path / (KEYWORDFILE + ".tmp")
+        try:
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.path / KEYWORDFILE)
+        except OSError:
+            pass  # the folder was deleted meanwhile
+
+    def _define_keywords(self, kws: Iterable[str]) -> None:
+        for k in kws:
+            if k not in self._defined_keywords:
+                self._defined_keywords.append(k)
+
+    def defined_keywords(self) -> list[str]:
+        """Custom keywords known in this folder (IMAP lists them in FLAGS and PERMANENTFLAGS)."""
+        with self._lock:
+            self._ensure_index()
+            return list(self._defined_keywords)
 
     def _scan(self) -> dict[int, MessageInfo]:
         index: dict[int, MessageInfo] = {}
@@ -293,7 +337,7 @@ class Folder:
         system = frozenset(f for f in flags if f in FLAG_TO_LETTER)
         with self._lock:
             index = self._ensure_index()
-            uid = self._allocate_uid()  # saved before the message can be seen
+            uid = self._allocate_uid()
             size = crlf_size(data)
             name = self._filename(uid, size, system)
             tmp = self.path / "tmp" / name
@@ -302,12 +346,13 @@ class Folder:
             if internaldate is not None:
                 os.utime(tmp, (internaldate, internaldate))
             final = self.path / "new" / name
-            os.link(tmp, final)
-            os.unlink(tmp)
+            os.rename(tmp, final)  # the Maildir step that makes the whole message visible at once
             info = MessageInfo(uid, size, system, final.stat().st_mtime, final, recent=True)
             index[uid] = info
-            if flags - system:
-                self.keywords[uid] = set(flags - system)
+            if flags - system - {"\\Recent"}:
+                self.keywords[uid] = set(flags - system - {"\\Recent"})
+                self._define_keywords(sorted(self.keywords[uid]))
+                self._save_keywords()
             self._notify(Change("exists", uid, info.flags, origin))
             return info
 
@@ -339,10 +384,13 @@ class Folder:
                 os.rename(info.path, target)
                 info.path, info.flags = target, system
             kw = set(new - system)
-            if kw:
-                self.keywords[uid] = kw
-            else:
-                self.keywords.pop(uid, None)
+            if kw != self.keywords.get(uid, set()):
+                if kw:
+                    self.keywords[uid] = kw
+                    self._define_keywords(sorted(kw))
+                else:
+                    self.keywords.pop(uid, None)
+                self._save_keywords()
             self._notify(Change("flags", uid, new, origin))
             return new
 
@@ -366,6 +414,8 @@ class Folder:
         removed = []
         with self._lock:
             index = self._ensure_index()
+            self._save_uid_state()  # before any file (and so any UID) disappears
+            had_keywords = False
             for uid in sorted(set(uids)):
                 info = index.pop(uid, None)
                 if info is None:
@@ -374,9 +424,11 @@ class Folder:
                     os.unlink(info.path)
                 except FileNotFoundError:
                     pass
-                self.keywords.pop(uid, None)
+                had_keywords |= self.keywords.pop(uid, None) is not None
                 removed.append(uid)
                 self._notify(Change("expunge", uid, origin=origin))
+            if had_keywords:
+                self._save_keywords()
         return removed
 
     def copy_to(self, uid: int, dest: "Folder", origin: object = None) -> MessageInfo:
@@ -453,6 +505,31 @@ class Account:
         with self.store.lock:
             return ["INBOX"] + sorted(self._maildir().list_folders())
 
+    # ---- subscriptions (IMAP SUBSCRIBE/LSUB): names, whether or not the folder exists
+    def subscriptions(self) -> list[str]:
+        """Subscribed folder names. Until a client changes them: INBOX and the special folders."""
+        with self.store.lock:
+            try:
+                text = (self.path / SUBSCRIPTIONFILE).read_text("utf-8")
+            except OSError:
+                return ["INBOX"] + [n for n in SPECIAL_USE if self.has_folder(n)]
+            return [line for line in text.split("\n") if line]
+
+    def set_subscribed(self, name: str, subscribed: bool = True) -> None:
+        if name.upper() == "INBOX":
+            name = "INBOX"
+        with self.store.lock:
+            names = self.subscriptions()
+            if subscribed and name not in names:
+                names.append(name)
+            elif not subscribed and name in names:
+                names.remove(name)
+            else:
+                return
+            tmp = self.path / (SUBSCRIPTIONFILE + ".tmp")
+            tmp.write_text("".join(n + "\n" for n in names), "utf-8")
+            os.replace(tmp, self.path / SUBSCRIPTIONFILE)
+
     def has_folder(self, name: str) -> bool:
         return name.upper() == "INBOX" or name in self.folder_names()
 
@@ -499,8 +576,17 @@ class Account:
                 src.expunge([i.uid for i in src.messages()])
                 return
             f = self.folder(old)
+            # Folders below the old name move with it (Maildir++ keeps each one in its own dir).
+            prefix = old + HIERARCHY_DELIMITER
+            children = [n for n in self.folder_names() if n.startswith(prefix)]
+            for child in children:
+                if self.has_folder(new + child[len(old):]):
+                    raise FolderError(f"folder {new + child[len(old):]!r} exists already")
             os.rename(f.path, self._folder_path(new))
             self._folders.pop(old, None)
+            for child in children:
+                os.rename(self._folder_path(child), self._folder_path(new + child[len(old):]))
+                self._folders.pop(child, None)
 
     def special_use(self, name: str) -> str | None:
         return SPECIAL_USE.get(name)
