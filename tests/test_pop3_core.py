@@ -473,3 +473,13 @@ def test_many_pipelined_commands_are_not_quadratic(alice):
     out = alice.receive_data(data)
     assert out == b"+OK\r\n" * 100_000
     assert time.perf_counter() - start < 5
+
+
+def test_without_apop_the_greeting_has_no_timestamp(ctx):
+    session = Pop3Session(ctx, apop=False)
+    assert session.timestamp is None
+    assert session.greeting() == b"+OK mail.example.com POP3 server ready\r\n"
+    reply = say(session, "APOP alice 0123456789abcdef0123456789abcdef")
+    assert reply.startswith("-ERR [AUTH] APOP is not enabled on this server")
+    say(session, "USER alice")
+    assert say(session, f"PASS {PASSWORD}").startswith("+OK")

@@ -149,14 +149,19 @@ class Pop3Session:
     ``ctx`` is the lab's :class:`~maillab.net.ServerContext`: logins are checked with
     ``ctx.authenticate`` (accounts of this host's domain only) and the greeting names
     ``ctx.hostname``.
+
+    With ``apop=False`` the greeting carries no timestamp and APOP is refused. Clients notice:
+    curl, for one, always uses APOP when the greeting offers it, and gives up (no USER/PASS
+    fallback) if APOP fails, so a server with accounts that have no APOP secret may prefer this.
     """
 
-    def __init__(self, ctx, *, timestamp_banner_host: str | None = None):
+    def __init__(self, ctx, *, timestamp_banner_host: str | None = None, apop: bool = True):
         self.ctx = ctx
         self.state = State.AUTHORIZATION
         self.closed = False  # True after QUIT, or once the connection is gone
         self.account = None  # the logged-in account, in TRANSACTION
-        self.timestamp = make_timestamp(timestamp_banner_host or ctx.hostname)
+        # The RFC 1939 APOP timestamp, shown at the end of the greeting (None: no APOP here).
+        self.timestamp = make_timestamp(timestamp_banner_host or ctx.hostname) if apop else None
         self.messages: list[Message] = []  # the snapshot taken at login
         self._folder = None
         self._locked_account = None  # whose maildrop_lock we hold, if any
@@ -168,7 +173,8 @@ class Pop3Session:
 
     def greeting(self) -> bytes:
         """The first line the server sends. The timestamp at its end is for APOP."""
-        return self._ok(f"{self.ctx.hostname} {_('POP3 server ready')} {self.timestamp}")
+        text = f"{self.ctx.hostname} {_('POP3 server ready')}"
+        return self._ok(f"{text} {self.timestamp}" if self.timestamp else text)
 
     def receive_data(self, data: bytes) -> bytes:
         """Take bytes from the client (any chunks); return all the bytes to send back.
@@ -271,6 +277,9 @@ class Pop3Session:
         if len(args) != 2:
             return self._syntax(_("APOP takes a name and an MD5 digest, e.g. APOP alice "
                                   "c4c9334bac560ecc979e58001b3e22fb"))
+        if self.timestamp is None:
+            return self._err(_("APOP is not enabled on this server") + " (" + _(
+                "log in with USER and PASS instead") + ")", code="AUTH")
         user = args[0].decode("utf-8", "replace")
         digest = args[1].decode("ascii", "replace").lower()
         account = self._find_account(user)

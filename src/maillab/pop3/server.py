@@ -4,6 +4,9 @@ All the protocol lives in ``core.py``; this file only moves bytes, records them 
 transcript, and enforces the idle timeout (RFC 1939 section 3: at least 10 minutes; when it
 expires the connection is closed *without* entering UPDATE, so nothing is deleted).
 
+Options read from ``ctx.options``: ``pop3_timeout`` (seconds, default 600) and ``pop3_apop``
+(default True; False leaves the APOP timestamp out of the greeting, see ``Pop3Session``).
+
 The store is called from the loop thread directly: it is guarded by its own lock.
 """
 
@@ -41,7 +44,7 @@ class Pop3Protocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         self.conn = self.ctx.recorder.open(self.ctx.service_name("pop3"), peer)
-        self.session = Pop3Session(self.ctx)
+        self.session = Pop3Session(self.ctx, apop=bool(self.ctx.options.get("pop3_apop", True)))
         self._send(self.session.greeting())
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
