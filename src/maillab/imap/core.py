@@ -1,0 +1,1085 @@
+"""The IMAP server as a sans-IO state machine (RFC 3501 and the extensions real clients use).
+
+    not authenticated --LOGIN/AUTHENTICATE--> authenticated --SELECT/EXAMINE--> selected
+            \\                                    \\   <--CLOSE/UNSELECT--          /
+             `------------------------ LOGOUT ----`--------------------------------'
+
+Bytes go in with :meth:`ImapSession.receive_data`; bytes to send come out of
+:meth:`ImapSession.data_to_send`. Nothing here touches a socket, so tests feed bytes and read
+replies, and the server in ``server.py`` stays a few lines long.
+
+Changes that other sessions (IMAP, POP3, SMTP delivery) make to the selected folder arrive as
+store ``Change`` events, possibly in other threads. They wait in a queue and are announced
+(``* n EXISTS``, ``* n EXPUNGE``, ``* n FETCH (FLAGS ...)``) when RFC 3501 allows: at the end
+of a command (no EXPUNGE during FETCH, STORE or SEARCH, section 7.4.1) and at once during IDLE.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import enum
+import re
+import time
+
+from .. import __version__
+from ..i18n import _
+from ..store import FLAG_TO_LETTER, HIERARCHY_DELIMITER, SPECIAL_USE, FolderError
+from . import fetch as fetchmod
+from . import search as searchmod
+from .parser import (MAX_APPEND, MAX_LITERAL, Cursor, Framer, Line, LiteralAnnounced, ParseError,
+                     SeqSet, TooLong, astring, encode_mailbox, format_datetime, nstring,
+                     parse_datetime, quote)
+
+__all__ = ["ImapSession", "State", "SYSTEM_FLAGS", "CAPABILITIES"]
+
+SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
+CAPABILITIES = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
+                "UNSELECT", "SPECIAL-USE", "CHILDREN"]
+DELIM = HIERARCHY_DELIMITER
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+_TAG_RE = re.compile(rb"[^\x00-\x20\x7f(){%*\"\\+]+")
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+class No(Exception):
+    """A command that was understood but cannot be done: tagged NO with an optional code."""
+
+    def __init__(self, text: str, code: str | None = None):
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+class Bad(ParseError):
+    pass
+
+
+def _hint_example(state: State) -> str:
+    if state is State.NOT_AUTHENTICATED:
+        return "a1 LOGIN alice password"
+    if state is State.AUTHENTICATED:
+        return "a2 SELECT INBOX"
+    return "a3 FETCH 1 (FLAGS ENVELOPE)"
+
+
+class Selected:
+    """A session's view of its selected folder: sequence numbers, \\Recent, pending changes."""
+
+    def __init__(self, session: "ImapSession", folder, readonly: bool):
+        self.folder = folder
+        self.readonly = readonly
+        self.pending: collections.deque = collections.deque()
+        self.deferred_expunges: list[int] = []
+        self.recent: set[int] = set()
+        self.announced_keywords: list[str] = []
+        self._session = session
+        with folder.account.store.lock:
+            folder.subscribe(self.listener)
+            self.uids = [m.uid for m in folder.messages()]
+        self.uid_set = set(self.uids)
+
+    def listener(self, change) -> None:
+        # Called in whatever thread changed the folder: only queue it and wake the server up.
+        self.pending.append(change)
+        self._session._wakeup()
+
+    def close(self) -> None:
+        self.folder.unsubscribe(self.listener)
+
+    def seq_of(self, uid: int) -> int:
+        import bisect
+        i = bisect.bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else 0
+
+
+class ImapSession:
+    """One client connection's IMAP conversation.
+
+    ``ctx`` is a :class:`maillab.net.ServerContext`; ``wakeup`` is called (in any thread) when
+    the selected folder changes, so that the server can call :meth:`changes_arrived` in its own.
+    """
+
+    def __init__(self, ctx, peer: str = "", *, tls: bool = False, wakeup=None):
+        self.ctx = ctx
+        self.peer = peer
+        self.tls = tls
+        self._wakeup = wakeup or (lambda: None)
+        self.state = State.NOT_AUTHENTICATED
+        self.account = None
+        self.user: str | None = None
+        self.selected: Selected | None = None
+        self.framer = Framer()
+        self._out: list[bytes] = []
+        self._waiting = None  # ("auth", tag) or ("idle", tag) while a command takes lines
+        self.quickack_wanted = False  # a "+" went out: the server should ACK at once (facts.md)
+        self.starttls_wanted = False  # the server must now start TLS, then call tls_started()
+        self.closing = False
+        self.options = getattr(ctx, "options", {}) or {}
+
+    # ------------------------------------------------------------------ I/O surface
+    def greeting(self) -> None:
+        self._untagged(f"OK [CAPABILITY {' '.join(self.capabilities())}] "
+                       f"{self.ctx.hostname} IMAP4rev1 server (maillab) ready")
+
+    def data_to_send(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def receive_data(self, data: bytes) -> None:
+        if self.closing or self.starttls_wanted:
+            return
+        self.framer.feed(data)
+        while not self.closing and not self.starttls_wanted:
+            ev = self.framer.next_event()
+            if ev is None:
+                return
+            if isinstance(ev, TooLong):
+                self._send(b"* BAD " + _("that {what} is too long for this server; "
+                                         "send long text as a literal {{n}}").format(what=ev.what).encode() + b"\r\n")
+                continue
+            if isinstance(ev, LiteralAnnounced):
+                self._literal_announced(ev)
+                continue
+            if self._waiting is not None:
+                self._continuation_line(ev.raw)
+            else:
+                self._command(ev.raw)
+        if self.starttls_wanted:
+            self.framer = Framer()  # bytes sent before the handshake must not count (CVE-2011-0411)
+
+    def changes_arrived(self) -> None:
+        """Call in the server's thread after ``wakeup``: announces changes during IDLE."""
+        if self._waiting is not None and self._waiting[0] == "idle" and self.selected is not None:
+            self._sync(allow_expunge=True)
+
+    def connection_lost(self) -> None:
+        if self.selected is not None:
+            self.selected.close()
+            self.selected = None
+        self.state = State.LOGOUT
+
+    def tls_started(self) -> None:
+        self.starttls_wanted = False
+        self.tls = True
+
+    # ------------------------------------------------------------------ output helpers
+    def _send(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def _untagged(self, text: str | bytes) -> None:
+        self._out.append(b"* " + (text.encode("utf-8") if isinstance(text, str) else text) + b"\r\n")
+
+    def _tagged(self, tag: bytes, status: str, text: str, code: str | None = None) -> None:
+        code_part = f"[{code}] " if code else ""
+        self._out.append(tag + f" {status} {code_part}{text}\r\n".encode("utf-8"))
+
+    def _continue(self, text: str = "") -> None:
+        self._out.append(b"+ " + text.encode() + b"\r\n")
+        self.quickack_wanted = True
+
+    # ------------------------------------------------------------------ capabilities
+    @property
+    def tls_possible(self) -> bool:
+        return self.options.get("tls_context") is not None
+
+    @property
+    def login_disabled(self) -> bool:
+        return bool(self.options.get("strict")) and not self.tls
+
+    def capabilities(self) -> list[str]:
+        caps = list(CAPABILITIES)
+        if self.state is State.NOT_AUTHENTICATED:
+            if self.tls_possible and not self.tls:
+                caps.append("STARTTLS")
+            if self.login_disabled:
+                caps.append("LOGINDISABLED")
+            else:
+                caps.append("AUTH=PLAIN")
+        return caps
+
+    # ------------------------------------------------------------------ framing
+    def _literal_announced(self, ev: LiteralAnnounced) -> None:
+        m = re.match(rb"([^ ]+) +(UID +)?([A-Za-z]+)", ev.prefix)
+        tag = m.group(1) if m else b"*"
+        name = m.group(3).upper() if m else b""
+        limit = MAX_APPEND if name == b"APPEND" else MAX_LITERAL
+        problem = None
+        code = None
+        if name == b"APPEND" and self.state not in (State.AUTHENTICATED, State.SELECTED):
+            problem, status = _("log in before you APPEND, e.g. a1 LOGIN alice password"), "BAD"
+        elif ev.size > limit:
+            problem, status, code = _("that literal is too large ({size} bytes; at most {limit})").format(
+                size=ev.size, limit=limit), "NO", "TOOBIG"
+        if problem is None:
+            self.framer.accept_literal()
+            if ev.synchronizing:
+                self._continue(_("Ready for literal data"))
+            return
+        self.framer.reject_literal()
+        if not _TAG_RE.fullmatch(tag):
+            tag = b"*"
+        self._tagged(tag, status if tag != b"*" else "BAD", problem, code)
+
+    def _continuation_line(self, raw: bytes) -> None:
+        kind, tag = self._waiting[0], self._waiting[1]
+        self._waiting = None
+        self.framer.line_mode = False
+        line = raw.rstrip(b"\r\n")
+        if kind == "idle":
+            if line.upper() == b"DONE":
+                self._sync(allow_expunge=True)
+                self._tagged(tag, "OK", "IDLE terminated")
+            else:
+                self._tagged(tag, "BAD", _("IDLE ends with the word DONE on a line by itself"))
+        elif kind == "auth":
+            if line == b"*":
+                self._tagged(tag, "BAD", _("authentication cancelled"))
+                return
+            self._auth_plain(tag, line)
+
+    # ------------------------------------------------------------------ commands
+    def _command(self, raw: bytes) -> None:
+        line = raw.rstrip(b"\r\n")
+        if not line.strip():
+            self._untagged("BAD " + _("empty line: type a tag and a command, for example: a1 CAPABILITY"))
+            return
+        cur = Cursor(raw)
+        m = _TAG_RE.match(line)
+        if not m or m.end() >= len(line) or line[m.end():m.end() + 1] != b" ":
+            self._missing_tag(line)
+            return
+        tag = m.group()
+        cur.pos = m.end() + 1
+        try:
+            word = cur.atom(what="command name").upper()
+        except ParseError:
+            self._tagged(tag, "BAD", _("after the tag comes a command name, for example: ")
+                         + "a1 " + _hint_example(self.state).split(" ", 1)[1])
+            return
+        uid = False
+        if word == "UID":
+            try:
+                cur.sp()
+                word = cur.atom(what="command name").upper()
+            except ParseError:
+                self._tagged(tag, "BAD", _("UID comes before FETCH, SEARCH, STORE, COPY, MOVE or EXPUNGE"))
+                return
+            if word not in UID_COMMANDS:
+                self._tagged(tag, "BAD", _("UID comes before FETCH, SEARCH, STORE, COPY, MOVE or EXPUNGE, "
+                                           "not {word}").format(word=word))
+                return
+            uid = True
+        spec = COMMANDS.get(word)
+        if spec is None:
+            if tag.upper().decode("ascii", "replace") in COMMANDS:
+                self._missing_tag(line)
+                return
+            self._tagged(tag, "BAD", _("unknown command {word}; CAPABILITY lists what this server "
+                                       "understands").format(word=word[:40]))
+            return
+        method, states = spec
+        if self.state not in states:
+            self._wrong_state(tag, word)
+            return
+        try:
+            getattr(self, method)(tag, cur, uid)
+        except No as e:
+            self._sync(allow_expunge=word not in ("FETCH", "STORE", "SEARCH") or uid)
+            self._tagged(tag, "NO", e.text, e.code)
+        except ParseError as e:
+            self._tagged(tag, "BAD", f"{word}: {e.hint}", e.code)
+        except Exception as e:  # a bug here must not end the learner's session
+            self._tagged(tag, "NO", _("internal server error: {error}").format(
+                error=f"{type(e).__name__}: {e}"[:200]), "SERVERBUG")
+
+    def _missing_tag(self, line: bytes) -> None:
+        first = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
+        if first == "LOGIN" or first not in COMMANDS:
+            example = "a1 LOGIN alice password"
+        else:
+            example = "a1 " + first
+        self._untagged("BAD " + _("every command starts with a tag, for example: {example}").format(
+            example=example))
+
+    def _wrong_state(self, tag: bytes, word: str) -> None:
+        if self.state is State.NOT_AUTHENTICATED:
+            hint = _("log in first, for example: a1 LOGIN alice password")
+        elif word in SELECTED_ONLY:
+            hint = _("select a folder first, for example: a2 SELECT INBOX")
+        else:
+            hint = _("you are logged in already")
+        self._tagged(tag, "BAD", f"{word}: {hint}")
+
+    def _done(self, tag: bytes, text: str, code: str | None = None, *, allow_expunge: bool = True) -> None:
+        self._sync(allow_expunge=allow_expunge)
+        self._tagged(tag, "OK", text, code)
+
+    # ---- any state
+    def cmd_capability(self, tag, cur, uid):
+        cur.expect_end()
+        self._untagged("CAPABILITY " + " ".join(self.capabilities()))
+        self._done(tag, "CAPABILITY completed")
+
+    def cmd_noop(self, tag, cur, uid):
+        cur.expect_end()
+        self._done(tag, "NOOP completed")
+
+    def cmd_logout(self, tag, cur, uid):
+        cur.expect_end()
+        self._untagged("BYE " + _("Logging out, goodbye"))
+        self._tagged(tag, "OK", "LOGOUT completed")
+        self.connection_lost()
+        self.closing = True
+
+    def cmd_id(self, tag, cur, uid):
+        cur.sp()
+        if not cur.try_nil():
+            cur.paren_list(lambda: cur.nstring_or_nil())
+        cur.expect_end()
+        self._untagged(f'ID ("name" "maillab" "version" "{__version__}")')
+        self._done(tag, "ID completed")
+
+    def cmd_starttls(self, tag, cur, uid):
+        cur.expect_end()
+        if self.tls:
+            self._tagged(tag, "BAD", _("TLS is already on for this connection"))
+        elif not self.tls_possible:
+            self._tagged(tag, "BAD", _("this server does not offer STARTTLS here "
+                                       "(see CAPABILITY)"))
+        else:
+            self._tagged(tag, "OK", "Begin TLS negotiation now")
+            self.starttls_wanted = True
+
+    # ---- not authenticated
+    def cmd_login(self, tag, cur, uid):
+        cur.sp()
+        user = cur.astring("user name")
+        cur.sp()
+        password = cur.astring("password")
+        cur.expect_end()
+        if self.login_disabled:
+            raise No(_("LOGIN is disabled until the connection is encrypted: use STARTTLS first"),
+                     "PRIVACYREQUIRED")
+        self._login(tag, user, password)
+
+    def _login(self, tag, user: bytes, password: bytes) -> None:
+        try:
+            u, p = user.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            u = p = None
+        acct = self.ctx.authenticate(u, p) if u is not None else None
+        if acct is None:
+            raise No(_("Authentication failed: check the user name (or address) and password"),
+                     "AUTHENTICATIONFAILED")
+        self.account = acct
+        self.user = acct.login
+        self.state = State.AUTHENTICATED
+        self._tagged(tag, "OK", "Logged in", "CAPABILITY " + " ".join(self.capabilities()))
+
+    def cmd_authenticate(self, tag, cur, uid):
+        cur.sp()
+        mech = cur.atom(what="mechanism").upper()
+        initial = None
+        if cur.maybe_sp():
+            initial = cur.atom(what="initial response").encode()
+        cur.expect_end()
+        if mech != "PLAIN":
+            raise No(_("unsupported mechanism {mech}; this server offers AUTHENTICATE PLAIN").format(
+                mech=mech[:20]))
+        if self.login_disabled:
+            raise No(_("logging in is disabled until the connection is encrypted: use STARTTLS first"),
+                     "PRIVACYREQUIRED")
+        if initial is None:
+            self._waiting = ("auth", tag)
+            self.framer.line_mode = True
+            self._continue()
+            return
+        self._auth_plain(tag, b"" if initial == b"=" else initial)
+
+    def _auth_plain(self, tag, b64: bytes) -> None:
+        try:
+            data = base64.b64decode(b64, validate=True)
+            authzid, authcid, password = data.split(b"\x00")
+        except (binascii.Error, ValueError):
+            self._tagged(tag, "BAD", _("AUTHENTICATE PLAIN wants base64 of "
+                                       "\\0user\\0password (or user\\0user\\0password)"))
+            return
+        if authzid and authzid != authcid:
+            self._tagged(tag, "NO", _("logging in as someone else is not allowed"), "AUTHORIZATIONFAILED")
+            return
+        try:
+            self._login(tag, authcid, password)
+        except No as e:
+            self._tagged(tag, "NO", e.text, e.code)
+
+    # ---- authenticated
+    def _folder(self, name: str, *, trycreate: bool = False):
+        try:
+            return self.account.folder(name)
+        except FolderError:
+            raise No(_("no folder named {name}; LIST \"\" \"*\" shows the folders").format(name=name),
+                     "TRYCREATE" if trycreate else "NONEXISTENT") from None
+
+    def cmd_select(self, tag, cur, uid, readonly=False):
+        cur.sp()
+        name = cur.mailbox()
+        if cur.maybe_sp():  # RFC 4466 select parameters: none supported, but accept "()"
+            cur.paren_list(lambda: cur.atom())
+        cur.expect_end()
+        if self.selected is not None:
+            self.selected.close()
+            self.selected = None
+            self.state = State.AUTHENTICATED
+        folder = self._folder(name)
+        sel = Selected(self, folder, readonly)
+        if not readonly:
+            sel.recent = set(folder.claim_recent()) & sel.uid_set
+        self.selected = sel
+        self.state = State.SELECTED
+        keywords = self._keywords(sel)
+        sel.announced_keywords = keywords
+        self._untagged("FLAGS (" + " ".join(SYSTEM_FLAGS + keywords) + ")")
+        if readonly:
+            self._untagged("OK [PERMANENTFLAGS ()] " + _("Read-only folder"))
+        else:
+            self._untagged("OK [PERMANENTFLAGS (" + " ".join(SYSTEM_FLAGS + keywords + ["\\*"]) + ")] "
+                           + _("Flags permitted"))
+        self._untagged(f"{len(sel.uids)} EXISTS")
+        self._untagged(f"{len(sel.recent)} RECENT")
+        for seq, u in enumerate(sel.uids, 1):
+            info = folder.get(u)
+            if info is not None and "\\Seen" not in info.flags:
+                self._untagged(f"OK [UNSEEN {seq}] " + _("First unseen"))
+                break
+        self._untagged(f"OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid")
+        self._untagged(f"OK [UIDNEXT {folder.uidnext}] " + _("Predicted next UID"))
+        cmd = "EXAMINE" if readonly else "SELECT"
+        self._tagged(tag, "OK", f"{cmd} completed", "READ-ONLY" if readonly else "READ-WRITE")
+
+    def cmd_examine(self, tag, cur, uid):
+        self.cmd_select(tag, cur, uid, readonly=True)
+
+    def _keywords(self, sel: Selected) -> list[str]:
+        kws = list(sel.folder.defined_keywords())
+        return kws
+
+    @staticmethod
+    def _check_new_name(name: str) -> None:
+        if not name or any(c in name for c in "*%") or name.startswith(DELIM) or (DELIM * 2) in name \
+                or "/" in name or any(ord(c) < 32 for c in name):
+            raise No(_("a folder name cannot be empty, contain * % / or two dots in a row, "
+                       "or start with a dot"), "CANNOT")
+
+    def _create_parents(self, name: str) -> None:
+        parts = name.split(DELIM)
+        for i in range(1, len(parts)):
+            parent = DELIM.join(parts[:i])
+            if parent.upper() != "INBOX" and not self.account.has_folder(parent):
+                self.account.create_folder(parent)
+
+    def cmd_create(self, tag, cur, uid):
+        cur.sp()
+        name = cur.mailbox()
+        cur.expect_end()
+        if name.endswith(DELIM):
+            name = name.rstrip(DELIM)
+        if name.upper() == "INBOX":
+            raise No(_("INBOX always exists"), "ALREADYEXISTS")
+        self._check_new_name(name)
+        if self.account.has_folder(name):
+            raise No(_("folder {name} exists already").format(name=name), "ALREADYEXISTS")
+        try:
+            self._create_parents(name)
+            self.account.create_folder(name)
+        except FolderError as e:
+            raise No(str(e), "CANNOT") from None
+        self._done(tag, "CREATE completed")
+
+    def cmd_delete(self, tag, cur, uid):
+        cur.sp()
+        name = cur.mailbox()
+        cur.expect_end()
+        if name == "INBOX":
+            raise No(_("INBOX cannot be deleted"), "CANNOT")
+        if not self.account.has_folder(name):
+            raise No(_("no folder named {name}").format(name=name), "NONEXISTENT")
+        if self.selected is not None and self.selected.folder.name == name:
+            self.selected.close()
+            self.selected = None
+            self.state = State.AUTHENTICATED
+        try:
+            self.account.delete_folder(name)
+        except FolderError as e:
+            raise No(str(e), "CANNOT") from None
+        self._done(tag, "DELETE completed")
+
+    def cmd_rename(self, tag, cur, uid):
+        cur.sp()
+        old = cur.mailbox()
+        cur.sp()
+        new = cur.mailbox()
+        cur.expect_end()
+        if not self.account.has_folder(old):
+            raise No(_("no folder named {name}").format(name=old), "NONEXISTENT")
+        if new.upper() == "INBOX" or self.account.has_folder(new):
+            raise No(_("folder {name} exists already").format(name=new), "ALREADYEXISTS")
+        self._check_new_name(new)
+        if new.startswith(old + DELIM):
+            raise No(_("a folder cannot move inside itself"), "CANNOT")
+        try:
+            self._create_parents(new)
+            self.account.rename_folder(old, new)
+        except FolderError as e:
+            raise No(str(e), "CANNOT") from None
+        if self.selected is not None and old != "INBOX" and self.selected.folder.name == old:
+            self.selected.close()
+            self.selected = None
+            self.state = State.AUTHENTICATED
+        self._done(tag, "RENAME completed")
+
+    def cmd_subscribe(self, tag, cur, uid, subscribed=True):
+        cur.sp()
+        name = cur.mailbox()
+        cur.expect_end()
+        if subscribed and not self.account.has_folder(name):
+            raise No(_("no folder named {name}").format(name=name), "NONEXISTENT")
+        self.account.set_subscribed(name, subscribed)
+        self._done(tag, ("SUBSCRIBE" if subscribed else "UNSUBSCRIBE") + " completed")
+
+    def cmd_unsubscribe(self, tag, cur, uid):
+        self.cmd_subscribe(tag, cur, uid, subscribed=False)
+
+    def cmd_namespace(self, tag, cur, uid):
+        cur.expect_end()
+        self._untagged(f'NAMESPACE (("" "{DELIM}")) NIL NIL')
+        self._done(tag, "NAMESPACE completed")
+
+    # ---- LIST / LSUB
+    def cmd_list(self, tag, cur, uid, lsub=False):
+        cur.sp()
+        select_opts: list[str] = []
+        return_opts: list[str] = []
+        if not lsub and cur.peek() == b"(":
+            select_opts = [o.upper() for o in cur.paren_list(lambda: cur.atom())]
+            cur.sp()
+        ref = cur.mailbox()
+        cur.sp()
+        if not lsub and cur.peek() == b"(":
+            patterns = cur.paren_list(cur.list_mailbox)
+        else:
+            patterns = [cur.list_mailbox()]
+        if not lsub and cur.maybe_sp():
+            cur.expect(b"RETURN")
+            cur.sp()
+            for opt in cur.paren_list(lambda: cur.atom()):
+                return_opts.append(opt.upper())
+        cur.expect_end()
+        if ref == "INBOX":
+            ref = "INBOX"
+        if not lsub and patterns == [""]:
+            self._untagged(f'LIST (\\Noselect) "{DELIM}" ""')
+            self._done(tag, "LIST completed")
+            return
+        names = self.account.folder_names()
+        real = set(names)
+        subscribed = set(self.account.subscriptions())
+        want_subscribed = lsub or "SUBSCRIBED" in select_opts
+        base = sorted(subscribed) if want_subscribed else names
+        candidates: dict[str, bool] = {}  # name -> exists/listed for itself
+        for n in base:
+            candidates[n] = True
+            parts = n.split(DELIM)
+            for i in range(1, len(parts)):
+                candidates.setdefault(DELIM.join(parts[:i]), False)
+        # INBOX first, then the others in order
+        order = sorted(candidates, key=lambda n: (n != "INBOX", n))
+        regexes = [_pattern_regex(ref + p) for p in patterns]
+        inbox_regexes = [_pattern_regex(ref + p, True) for p in patterns]
+        partial = any("%" in p for p in patterns)
+        cmdname = "LSUB" if lsub else "LIST"
+        only_special = "SPECIAL-USE" in select_opts
+        for n in order:
+            listed_itself = candidates[n]
+            if not any(r.fullmatch(n) for r in (inbox_regexes if n == "INBOX" else regexes)):
+                continue
+            if not listed_itself and not partial:
+                continue
+            attrs = []
+            children = any(x.startswith(n + DELIM) for x in real)
+            if lsub:
+                if not listed_itself or n not in real:
+                    attrs.append("\\Noselect")
+            else:
+                if want_subscribed:
+                    if n in subscribed:
+                        attrs.append("\\Subscribed")
+                    if n not in real:
+                        attrs.append("\\NonExistent")
+                elif n not in real:
+                    attrs.append("\\Noselect")
+                attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+                if "SUBSCRIBED" in return_opts and not want_subscribed and n in subscribed:
+                    attrs.append("\\Subscribed")
+            special = self.account.special_use(n)
+            if special and n in real:
+                attrs.append(special)
+            elif only_special:
+                continue
+            self._untagged(f"{cmdname} ({' '.join(attrs)}) \"{DELIM}\" ".encode()
+                           + astring(encode_mailbox(n)))
+        self._done(tag, f"{cmdname} completed")
+
+    def cmd_lsub(self, tag, cur, uid):
+        self.cmd_list(tag, cur, uid, lsub=True)
+
+    def cmd_status(self, tag, cur, uid):
+        cur.sp()
+        name = cur.mailbox()
+        cur.sp()
+        items = [i.upper() for i in cur.paren_list(lambda: cur.atom(what="status item"))]
+        cur.expect_end()
+        for i in items:
+            if i not in STATUS_ITEMS:
+                raise ParseError(_("STATUS items are MESSAGES, RECENT, UIDNEXT, UIDVALIDITY and UNSEEN"))
+        folder = self._folder(name)
+        msgs = folder.messages()
+        values = {"MESSAGES": len(msgs),
+                  "RECENT": sum(1 for m in msgs if m.recent),
+                  "UIDNEXT": folder.uidnext,
+                  "UIDVALIDITY": folder.uidvalidity,
+                  "UNSEEN": sum(1 for m in msgs if "\\Seen" not in m.flags)}
+        if self.selected is not None and self.selected.folder is folder:
+            values["RECENT"] += len(self.selected.recent & {m.uid for m in msgs})
+        body = " ".join(f"{i} {values[i]}" for i in items)
+        self._untagged(b"STATUS " + astring(encode_mailbox(name)) + f" ({body})".encode())
+        self._done(tag, "STATUS completed")
+
+    def cmd_append(self, tag, cur, uid):
+        cur.sp()
+        name = cur.mailbox()
+        cur.sp()
+        flags: list[str] = []
+        date = None
+        if cur.peek() == b"(":
+            flags = cur.flag_list()
+            cur.sp()
+        if cur.peek() == b'"':
+            date = parse_datetime(cur.quoted().decode("ascii", "replace"))
+            cur.sp()
+        if cur.peek() != b"{":
+            raise ParseError(_("APPEND sends the message as a literal: a1 APPEND INBOX {size} "
+                               "then the message"))
+        data = cur.literal()
+        cur.expect_end()
+        flags = self._check_flags(flags)
+        folder = self._folder(name, trycreate=True)
+        if not data:
+            raise No(_("an empty message cannot be appended"))
+        info = folder.deliver(data, flags, date, origin=self)
+        self._done(tag, "APPEND completed", f"APPENDUID {folder.uidvalidity} {info.uid}")
+
+    @staticmethod
+    def _check_flags(flags: list[str]) -> list[str]:
+        out = []
+        for f in flags:
+            if f.startswith("\\"):
+                canon = {x.upper(): x for x in SYSTEM_FLAGS + ["\\Recent"]}.get(f.upper())
+                if canon is None:
+                    raise ParseError(_("unknown system flag {flag}; the flags are \\Seen \\Answered "
+                                       "\\Flagged \\Deleted \\Draft (or your own keywords)").format(flag=f))
+                if canon != "\\Recent":
+                    out.append(canon)
+            else:
+                out.append(f)
+        return out
+
+    def cmd_idle(self, tag, cur, uid):
+        cur.expect_end()
+        self._waiting = ("idle", tag)
+        self.framer.line_mode = True
+        self._continue("idling")
+        if self.selected is not None:
+            self._sync(allow_expunge=True)
+
+    # ---- selected
+    def cmd_check(self, tag, cur, uid):
+        cur.expect_end()
+        self._done(tag, "CHECK completed")
+
+    def cmd_close(self, tag, cur, uid, expunge=True):
+        cur.expect_end()
+        sel = self.selected
+        if expunge and not sel.readonly:
+            doomed = [u for u in sel.uids if "\\Deleted" in self._flags_or_none(u)]
+            sel.folder.expunge(doomed, origin=self)
+        sel.close()
+        self.selected = None
+        self.state = State.AUTHENTICATED
+        self._tagged(tag, "OK", ("CLOSE" if expunge else "UNSELECT") + " completed")
+
+    def cmd_unselect(self, tag, cur, uid):
+        self.cmd_close(tag, cur, uid, expunge=False)
+
+    def _flags_or_none(self, u: int) -> frozenset:
+        try:
+            return self.selected.folder.flags_of(u)
+        except KeyError:
+            return frozenset()
+
+    def cmd_expunge(self, tag, cur, uid):
+        sel = self.selected
+        chosen = None
+        if uid:
+            cur.sp()
+            chosen = set(self._targets(cur.seqset(), True))
+        cur.expect_end()
+        if sel.readonly:
+            raise No(_("this folder was opened read-only (EXAMINE); SELECT it to change it"), "READ-ONLY")
+        doomed = [u for u in sel.uids if (chosen is None or u in chosen)
+                  and "\\Deleted" in self._flags_or_none(u)]
+        sel.folder.expunge(doomed, origin=self)
+        self._done(tag, "EXPUNGE completed")
+
+    def _targets(self, seqset: SeqSet, uid: bool) -> list[int]:
+        """UIDs of the messages a sequence set names, in order. BAD for message numbers past the end."""
+        sel = self.selected
+        if uid:
+            if not sel.uids:
+                return []
+            return seqset.select(sel.uids, sel.uids[-1])
+        n = len(sel.uids)
+        if seqset.max_number() > n:
+            raise ParseError(_("there is no message {num} here: this folder has {n} messages "
+                               "(use 1:* for all)").format(num=seqset.max_number(), n=n))
+        if n == 0:
+            return []
+        return [sel.uids[i - 1] for i in seqset.select(list(range(1, n + 1)), n)]
+
+    def _flags_text(self, u: int, flags) -> str:
+        flags = set(flags)
+        ordered = [f for f in SYSTEM_FLAGS if f in flags] + sorted(f for f in flags if f not in SYSTEM_FLAGS)
+        if u in self.selected.recent:
+            ordered.append("\\Recent")
+        return "(" + " ".join(ordered) + ")"
+
+    def cmd_fetch(self, tag, cur, uid):
+        cur.sp()
+        seqset = cur.seqset()
+        cur.sp()
+        items = fetchmod.parse_fetch_items(cur)
+        if cur.maybe_sp():  # RFC 4466 modifiers (CHANGEDSINCE ...): not supported
+            raise ParseError(_("FETCH modifiers are not supported here"))
+        cur.expect_end()
+        sel = self.selected
+        uids = self._targets(seqset, uid)
+        if uid and not any(i.name == "UID" for i in items):
+            items.insert(0, fetchmod.FetchItem("UID"))
+        sets_seen = not sel.readonly and any(i.sets_seen for i in items)
+        has_flags = any(i.name == "FLAGS" for i in items)
+        needs_raw = any(i.needs_message for i in items)
+        needs_tree = any(i.name in ("ENVELOPE", "BODY", "BODYSTRUCTURE") or
+                         (i.section is not None and (i.section.parts or i.section.spec not in ("", "HEADER", "TEXT")))
+                         for i in items)
+        folder = sel.folder
+        missing = False
+        out = self._out
+        for u in uids:
+            seq = sel.seq_of(u)
+            info = folder.get(u)
+            if info is None or seq == 0:
+                missing = True
+                continue
+            raw = root = None
+            if needs_raw:
+                try:
+                    raw = folder.read(u)
+                except KeyError:
+                    missing = True
+                    continue
+                if needs_tree:
+                    root = fetchmod.parse_message(raw)
+            try:
+                flags = folder.flags_of(u)
+                if sets_seen and "\\Seen" not in flags:
+                    flags = folder.store_flags(u, {"\\Seen"}, "add", origin=self)
+                    add_flags = not has_flags
+                else:
+                    add_flags = False
+            except KeyError:
+                missing = True
+                continue
+            parts = []
+            for item in items:
+                parts.append(self._fetch_item(item, u, info, flags, raw, root))
+            if add_flags:
+                parts.append(b"FLAGS " + self._flags_text(u, flags).encode())
+            out.append(b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n")
+        self._sync(allow_expunge=uid)
+        if missing:
+            self._tagged(tag, "NO", _("some of those messages were deleted meanwhile"), "EXPUNGEISSUED")
+        else:
+            self._tagged(tag, "OK", ("UID FETCH" if uid else "FETCH") + " completed")
+
+    def _fetch_item(self, item, u, info, flags, raw, root) -> bytes:
+        name = item.name
+        if name == "UID":
+            return b"UID %d" % u
+        if name == "FLAGS":
+            return b"FLAGS " + self._flags_text(u, flags).encode()
+        if name == "INTERNALDATE":
+            return b'INTERNALDATE "' + format_datetime(info.internaldate).encode() + b'"'
+        if name == "RFC822.SIZE":
+            return b"RFC822.SIZE %d" % len(raw) if raw is not None else b"RFC822.SIZE %d" % info.size
+        if name == "RFC822":
+            return b"RFC822 {%d}\r\n" % len(raw) + raw
+        if name == "RFC822.HEADER":
+            h = fetchmod.split_header(raw)[0]
+            return b"RFC822.HEADER {%d}\r\n" % len(h) + h
+        if name == "RFC822.TEXT":
+            b = fetchmod.split_header(raw)[1]
+            return b"RFC822.TEXT {%d}\r\n" % len(b) + b
+        if name == "ENVELOPE":
+            return b"ENVELOPE " + fetchmod.envelope(root)
+        if name == "BODY":
+            return b"BODY " + fetchmod.bodystructure(root, False)
+        if name == "BODYSTRUCTURE":
+            return b"BODYSTRUCTURE " + fetchmod.bodystructure(root, True)
+        # BODY[section]<partial>
+        sec = item.section
+        if root is None:  # whole message, HEADER or TEXT: no need to parse the MIME tree
+            header, body = fetchmod.split_header(raw)
+            data = {"": raw, "HEADER": header, "TEXT": body}[sec.spec]
+        else:
+            data = fetchmod.section_bytes(root, raw, sec)
+        label = b"BODY[" + sec.text().encode() + b"]"
+        if item.partial is not None:
+            start, length = item.partial
+            label += b"<%d>" % start
+            if data is not None:
+                data = data[start:start + length]
+        if data is None:
+            return label + b" NIL"
+        return label + b" {%d}\r\n" % len(data) + data
+
+    def cmd_store(self, tag, cur, uid):
+        cur.sp()
+        seqset = cur.seqset()
+        cur.sp()
+        what = cur.atom(what="FLAGS, +FLAGS or -FLAGS").upper()
+        m = re.fullmatch(r"([+-]?)FLAGS(\.SILENT)?", what)
+        if not m:
+            raise ParseError(_("STORE wants FLAGS, +FLAGS or -FLAGS (optionally .SILENT), "
+                               "e.g. a4 STORE 1 +FLAGS (\\Seen)"))
+        cur.sp()
+        if cur.peek() == b"(":
+            flags = cur.flag_list()
+        else:
+            flags = [cur.flag()]
+            while cur.maybe_sp():
+                flags.append(cur.flag())
+        cur.expect_end()
+        flags = self._check_flags(flags)
+        sel = self.selected
+        uids = self._targets(seqset, uid)
+        if sel.readonly:
+            raise No(_("this folder was opened read-only (EXAMINE); SELECT it to change flags"), "READ-ONLY")
+        mode = {"": "set", "+": "add", "-": "remove"}[m.group(1)]
+        silent = bool(m.group(2))
+        missing = False
+        for u in uids:
+            try:
+                new = sel.folder.store_flags(u, flags, mode, origin=self)
+            except KeyError:
+                missing = True
+                continue
+            if not silent:
+                seq = sel.seq_of(u)
+                extra = b" UID %d" % u if uid else b""
+                self._send(b"* %d FETCH (FLAGS " % seq + self._flags_text(u, new).encode() + extra + b")\r\n")
+        self._sync(allow_expunge=uid)
+        if missing:
+            self._tagged(tag, "NO", _("some of those messages were deleted meanwhile"), "EXPUNGEISSUED")
+        else:
+            self._tagged(tag, "OK", ("UID STORE" if uid else "STORE") + " completed")
+
+    def _copy(self, tag, cur, uid, move: bool):
+        cur.sp()
+        seqset = cur.seqset()
+        cur.sp()
+        name = cur.mailbox()
+        cur.expect_end()
+        sel = self.selected
+        uids = self._targets(seqset, uid)
+        dest = self._folder(name, trycreate=True)
+        if move and sel.readonly:
+            raise No(_("this folder was opened read-only (EXAMINE); SELECT it to move mail out"), "READ-ONLY")
+        src_uids, dst_uids = [], []
+        for u in uids:
+            try:
+                info = sel.folder.copy_to(u, dest, origin=self)
+            except KeyError:
+                continue
+            src_uids.append(u)
+            dst_uids.append(info.uid)
+        code = (f"COPYUID {dest.uidvalidity} {_compress(src_uids)} {_compress(dst_uids)}"
+                if src_uids else None)
+        if move:
+            if code:
+                self._untagged(f"OK [{code}] " + _("Moved"))
+            sel.folder.expunge(src_uids, origin=self)
+            self._done(tag, ("UID MOVE" if uid else "MOVE") + " completed")
+        else:
+            self._done(tag, ("UID COPY" if uid else "COPY") + " completed", code)
+
+    def cmd_copy(self, tag, cur, uid):
+        self._copy(tag, cur, uid, move=False)
+
+    def cmd_move(self, tag, cur, uid):
+        self._copy(tag, cur, uid, move=True)
+
+    def cmd_search(self, tag, cur, uid):
+        cur.sp()
+        if cur.try_token(b"RETURN "):  # ESEARCH is not offered
+            raise ParseError(_("SEARCH RETURN (...) is not supported here"))
+        tree = searchmod.parse_search(cur)
+        cur.expect_end()
+        sel = self.selected
+        folder = sel.folder
+        star_uid = sel.uids[-1] if sel.uids else 0
+        n = len(sel.uids)
+        found = []
+        for seq, u in enumerate(sel.uids, 1):
+            info = folder.get(u)
+            if info is None:
+                continue
+            try:
+                flags = folder.flags_of(u)
+            except KeyError:
+                continue
+            ctx = searchmod.SearchContext(seq, u, flags, info.size, info.internaldate, u in sel.recent,
+                                          (lambda u=u: folder.read(u)), n, star_uid)
+            try:
+                if searchmod.matches(tree, ctx):
+                    found.append(u if uid else seq)
+            except KeyError:
+                continue
+        self._untagged("SEARCH" + "".join(f" {x}" for x in found))
+        self._done(tag, ("UID SEARCH" if uid else "SEARCH") + " completed", allow_expunge=uid)
+
+    # ------------------------------------------------------------------ announcing changes
+    def _sync(self, allow_expunge: bool) -> None:
+        sel = self.selected
+        if sel is None:
+            return
+        out_exists = False
+        flag_updates: dict[int, None] = {}
+        new_keywords = False
+        while sel.pending:
+            ch = sel.pending.popleft()
+            if ch.kind == "exists":
+                if ch.uid not in sel.uid_set:
+                    if sel.uids and ch.uid < sel.uids[-1]:
+                        import bisect
+                        bisect.insort(sel.uids, ch.uid)
+                    else:
+                        sel.uids.append(ch.uid)
+                    sel.uid_set.add(ch.uid)
+                    out_exists = True
+                    if any(f not in FLAG_TO_LETTER for f in ch.flags):
+                        new_keywords = True
+            elif ch.kind == "expunge":
+                sel.deferred_expunges.append(ch.uid)
+            elif ch.kind == "flags":
+                if ch.uid in sel.uid_set:
+                    if any(f not in FLAG_TO_LETTER and f not in sel.announced_keywords for f in ch.flags):
+                        new_keywords = True
+                    if ch.origin is not self:
+                        flag_updates[ch.uid] = None
+        if new_keywords or any(k not in sel.announced_keywords for k in sel.folder.defined_keywords()):
+            kws = self._keywords(sel)
+            if kws != sel.announced_keywords:
+                sel.announced_keywords = kws
+                self._untagged("FLAGS (" + " ".join(SYSTEM_FLAGS + kws) + ")")
+                if not sel.readonly:
+                    self._untagged("OK [PERMANENTFLAGS (" + " ".join(SYSTEM_FLAGS + kws + ["\\*"]) + ")] "
+                                   + _("Flags permitted"))
+        if allow_expunge and sel.deferred_expunges:
+            for u in sorted(set(sel.deferred_expunges)):
+                seq = sel.seq_of(u)
+                if seq:
+                    self._untagged(f"{seq} EXPUNGE")
+                    del sel.uids[seq - 1]
+                    sel.uid_set.discard(u)
+                    sel.recent.discard(u)
+                    flag_updates.pop(u, None)
+            sel.deferred_expunges.clear()
+        if out_exists:
+            if not sel.readonly:
+                sel.recent |= set(sel.folder.claim_recent()) & sel.uid_set
+            self._untagged(f"{len(sel.uids)} EXISTS")
+            self._untagged(f"{len(sel.recent)} RECENT")
+        for u in flag_updates:
+            seq = sel.seq_of(u)
+            if not seq:
+                continue
+            try:
+                flags = sel.folder.flags_of(u)
+            except KeyError:
+                continue
+            self._untagged(f"{seq} FETCH (FLAGS {self._flags_text(u, flags)} UID {u})")
+
+
+def _pattern_regex(pattern: str, ignore_case: bool = False):
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append("[^" + re.escape(DELIM) + "]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.S | (re.I if ignore_case else 0))
+
+
+def _compress(uids: list[int]) -> str:
+    """1,2,3,5 -> "1:3,5" (the order of the list is kept, as UIDPLUS pairs the two sets)."""
+    out = []
+    i = 0
+    while i < len(uids):
+        j = i
+        while j + 1 < len(uids) and uids[j + 1] == uids[j] + 1:
+            j += 1
+        out.append(str(uids[i]) if i == j else f"{uids[i]}:{uids[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+ANY = (State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED)
+NOT_AUTH = (State.NOT_AUTHENTICATED,)
+AUTH = (State.AUTHENTICATED, State.SELECTED)
+SEL = (State.SELECTED,)
+
+COMMANDS = {
+    "CAPABILITY": ("cmd_capability", ANY), "NOOP": ("cmd_noop", ANY), "LOGOUT": ("cmd_logout", ANY),
+    "ID": ("cmd_id", ANY), "STARTTLS": ("cmd_starttls", NOT_AUTH),
+    "LOGIN": ("cmd_login", NOT_AUTH), "AUTHENTICATE": ("cmd_authenticate", NOT_AUTH),
+    "SELECT": ("cmd_select", AUTH), "EXAMINE": ("cmd_examine", AUTH), "CREATE": ("cmd_create", AUTH),
+    "DELETE": ("cmd_delete", AUTH), "RENAME": ("cmd_rename", AUTH),
+    "SUBSCRIBE": ("cmd_subscribe", AUTH), "UNSUBSCRIBE": ("cmd_unsubscribe", AUTH),
+    "LIST": ("cmd_list", AUTH), "LSUB": ("cmd_lsub", AUTH), "STATUS": ("cmd_status", AUTH),
+    "APPEND": ("cmd_append", AUTH), "NAMESPACE": ("cmd_namespace", AUTH), "IDLE": ("cmd_idle", AUTH),
+    "CHECK": ("cmd_check", SEL), "CLOSE": ("cmd_close", SEL), "UNSELECT": ("cmd_unselect", SEL),
+    "EXPUNGE": ("cmd_expunge", SEL), "SEARCH": ("cmd_search", SEL), "FETCH": ("cmd_fetch", SEL),
+    "STORE": ("cmd_store", SEL), "COPY": ("cmd_copy", SEL), "MOVE": ("cmd_move", SEL),
+}
+UID_COMMANDS = {"FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE"}
+SELECTED_ONLY = {name for name, (_m, states) in COMMANDS.items() if states == SEL}

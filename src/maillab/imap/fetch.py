@@ -1,0 +1,640 @@
+"""FETCH: message structure (BODYSTRUCTURE, ENVELOPE), sections (BODY[1.2.HEADER]<0.100>), items.
+
+IMAP hands out exact byte ranges of a message: ``BODY[2]`` is precisely the bytes between two
+MIME boundary lines. The stdlib ``email`` package rebuilds messages rather than keeping byte
+offsets, so the *cutting* into parts happens here, on the raw bytes, following RFC 2045/2046
+(header ends at the first empty line, a boundary line is ``--boundary`` at a line start and the
+CRLF before it belongs to it). Everything that interprets text (RFC 2047 encoded words, dates,
+transfer encodings, charsets) comes from the ``email`` package (see ``search.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..i18n import _
+from .parser import Cursor, ParseError, nstring, quote
+
+__all__ = ["Part", "parse_message", "FetchItem", "parse_fetch_items", "envelope", "bodystructure",
+           "section_bytes", "header_fields"]
+
+MAX_DEPTH = 50  # nesting of multiparts and message/rfc822 parts we follow
+
+
+# ----------------------------------------------------------------------------- headers
+
+_HEADER_LINE = re.compile(rb"([^\x00-\x20\x7f:]+)[ \t]*:")
+
+
+def split_header(raw: bytes) -> tuple[bytes, bytes]:
+    """(header including the empty line that ends it, body). Without an empty line: all header."""
+    if raw.startswith(b"\r\n"):
+        return b"\r\n", raw[2:]
+    i = raw.find(b"\r\n\r\n")
+    if i < 0:
+        return raw, b""
+    return raw[:i + 4], raw[i + 4:]
+
+
+def header_lines(header: bytes) -> list[tuple[bytes, bytes]]:
+    """Split a header into (lower-case name, the field's raw bytes with its folded lines)."""
+    out: list[tuple[bytes, bytes]] = []
+    for line in header.split(b"\r\n")[:-1] if header.endswith(b"\r\n") else header.split(b"\r\n"):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t") and out:
+            name, raw = out[-1]
+            out[-1] = (name, raw + b"\r\n" + line)
+            continue
+        m = _HEADER_LINE.match(line)
+        out.append((m.group(1).lower() if m else b"", line))
+    return [(n, raw + b"\r\n") for n, raw in out]
+
+
+def header_values(header: bytes) -> dict[bytes, list[bytes]]:
+    """name (lower case) -> unfolded values (CRLFs removed, surrounding whitespace stripped)."""
+    values: dict[bytes, list[bytes]] = {}
+    for name, raw in header_lines(header):
+        if not name:
+            continue
+        value = raw.split(b":", 1)[1] if b":" in raw else b""
+        values.setdefault(name, []).append(value.replace(b"\r\n", b"").strip(b" \t"))
+    return values
+
+
+def header_fields(header: bytes, names: list[str], exclude: bool) -> bytes:
+    """HEADER.FIELDS / HEADER.FIELDS.NOT: the chosen fields in their order, then an empty line."""
+    wanted = {n.lower().encode() for n in names}
+    out = [raw for name, raw in header_lines(header) if name and ((name in wanted) != exclude)]
+    return b"".join(out) + b"\r\n"
+
+
+# ----------------------------------------------------------------------------- content type
+
+def _tokens(value: bytes):
+    """Tokens of a structured MIME header value: atoms, quoted strings and specials; no comments."""
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i:i + 1]
+        if c in b" \t\r\n":
+            i += 1
+        elif c == b"(":
+            depth = 0
+            while i < n:
+                ch = value[i:i + 1]
+                if ch == b"\\":
+                    i += 2
+                    continue
+                if ch == b"(":
+                    depth += 1
+                elif ch == b")":
+                    depth -= 1
+                    if depth == 0:
+                        i += 1
+                        break
+                i += 1
+        elif c == b'"':
+            i += 1
+            out = bytearray()
+            while i < n and value[i:i + 1] != b'"':
+                if value[i:i + 1] == b"\\" and i + 1 < n:
+                    i += 1
+                out += value[i:i + 1]
+                i += 1
+            i += 1
+            yield ("q", bytes(out))
+        elif c in b"/;=":
+            i += 1
+            yield ("s", c)
+        else:
+            j = i
+            while j < n and value[j:j + 1] not in b' \t\r\n()";=/':
+                j += 1
+            yield ("a", value[i:j])
+            i = j
+
+
+def parse_content_type(value: bytes | None):
+    """(type, subtype, [(name, value)...]) with names and values as written; None if unusable."""
+    if value is None:
+        return None
+    toks = list(_tokens(value))
+    if len(toks) < 3 or toks[0][0] != "a" or toks[1] != ("s", b"/") or toks[2][0] != "a":
+        return None
+    return toks[0][1], toks[2][1], _params(toks[3:])
+
+
+def _params(toks) -> list[tuple[bytes, bytes]]:
+    params = []
+    i = 0
+    while i < len(toks):
+        if toks[i] == ("s", b";") and i + 3 < len(toks) + 1 and i + 2 < len(toks) \
+                and toks[i + 1][0] == "a" and toks[i + 2] == ("s", b"="):
+            if i + 3 < len(toks) and toks[i + 3][0] in ("a", "q"):
+                params.append((toks[i + 1][1], toks[i + 3][1]))
+                i += 4
+                continue
+        i += 1
+    return params
+
+
+def parse_disposition(value: bytes | None):
+    if value is None:
+        return None
+    toks = list(_tokens(value))
+    if not toks or toks[0][0] != "a":
+        return None
+    return toks[0][1], _params(toks[1:])
+
+
+# ----------------------------------------------------------------------------- MIME tree
+
+@dataclass
+class Part:
+    """One MIME entity: its header, its body, and what lies inside."""
+
+    header: bytes
+    body: bytes
+    type: bytes  # as written, e.g. b"text"
+    subtype: bytes
+    params: list[tuple[bytes, bytes]]
+    children: list["Part"] | None = None  # multipart
+    message: "Part | None" = None  # message/rfc822: the message inside
+    _values: dict | None = field(default=None, repr=False)
+
+    @property
+    def values(self) -> dict[bytes, list[bytes]]:
+        if self._values is None:
+            self._values = header_values(self.header)
+        return self._values
+
+    def first(self, name: bytes) -> bytes | None:
+        v = self.values.get(name)
+        return v[0] if v else None
+
+    def param(self, name: bytes) -> bytes | None:
+        for k, v in self.params:
+            if k.lower() == name:
+                return v
+        return None
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.children is not None
+
+
+def parse_message(raw: bytes, default=(b"text", b"plain"), depth: int = 0) -> Part:
+    """Parse an entity (a whole message, or a body part) given with CRLF line ends."""
+    header, body = split_header(raw)
+    part = Part(header, body, default[0], default[1], [])
+    ct = parse_content_type(part.first(b"content-type"))
+    if ct is not None:
+        part.type, part.subtype, part.params = ct
+    elif default == (b"text", b"plain"):
+        part.params = [(b"charset", b"us-ascii")]
+    kind = part.type.lower()
+    if depth >= MAX_DEPTH:
+        return part
+    if kind == b"multipart":
+        boundary = part.param(b"boundary")
+        child_default = (b"message", b"rfc822") if part.subtype.lower() == b"digest" else (b"text", b"plain")
+        part.children = [parse_message(chunk, child_default, depth + 1)
+                         for chunk in split_multipart(body, boundary)] if boundary else []
+    elif kind == b"message" and part.subtype.lower() == b"rfc822":
+        part.message = parse_message(body, (b"text", b"plain"), depth + 1)
+    return part
+
+
+def split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
+    """The body parts of a multipart body (RFC 2046 5.1.1); a missing close delimiter is forgiven."""
+    delim = re.compile(rb"(?:\A|\r\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r\n|\Z)")
+    parts = []
+    start = None
+    for m in delim.finditer(body):
+        if start is not None:
+            parts.append(body[start:m.start()])
+        if m.group(1):  # the close delimiter
+            start = None
+            break
+        start = m.end()
+    if start is not None:
+        parts.append(body[start:])
+    return parts
+
+
+# ----------------------------------------------------------------------------- ENVELOPE
+
+_ADDR_SPECIALS = b'()<>@,;:\\".[]'
+
+
+def _addr_tokens(value: bytes):
+    """Tokens for RFC 5322 address lists: (kind, text); kinds a(tom) q(uoted) c(omment) s(pecial) d(omain literal)."""
+    i, n = 0, len(value)
+    out = []
+    while i < n:
+        c = value[i]
+        if c in b" \t\r\n":
+            i += 1
+        elif c == 0x28:  # (
+            depth, j, text = 0, i, bytearray()
+            while j < n:
+                ch = value[j]
+                if ch == 0x5C and j + 1 < n:
+                    text.append(value[j + 1])
+                    j += 2
+                    continue
+                if ch == 0x28:
+                    depth += 1
+                    if depth > 1:
+                        text.append(ch)
+                elif ch == 0x29:
+                    depth -= 1
+                    if depth == 0:
+                        j += 1
+                        break
+                    text.append(ch)
+                else:
+                    text.append(ch)
+                j += 1
+            out.append(("c", bytes(text)))
+            i = j
+        elif c == 0x22:  # "
+            j, text = i + 1, bytearray()
+            while j < n and value[j] != 0x22:
+                if value[j] == 0x5C and j + 1 < n:
+                    j += 1
+                text.append(value[j])
+                j += 1
+            out.append(("q", bytes(text)))
+            i = j + 1
+        elif c == 0x5B:  # [
+            j = value.find(b"]", i)
+            j = n if j < 0 else j + 1
+            out.append(("d", value[i:j]))
+            i = j
+        elif c in _ADDR_SPECIALS:
+            out.append(("s", bytes([c])))
+            i += 1
+        else:
+            j = i
+            while j < n and value[j] not in b" \t\r\n" and value[j] not in _ADDR_SPECIALS:
+                j += 1
+            out.append(("a", value[i:j]))
+            i = j
+    return out
+
+
+def _phrase(toks) -> bytes | None:
+    words = [t[1] for t in toks if t[0] in "aq" or (t[0] == "s" and t[1] == b".")]
+    if not words:
+        return None
+    out = bytearray()
+    for w in words:
+        if out and w != b"." and not out.endswith(b"."):
+            out += b" "
+        out += w
+    return bytes(out)
+
+
+def _addr_spec(toks) -> tuple[bytes | None, bytes | None]:
+    """(local part, domain) of an addr-spec's tokens."""
+    toks = [t for t in toks if t[0] != "c"]
+    at = max((i for i, t in enumerate(toks) if t == ("s", b"@")), default=-1)
+    local_toks, dom_toks = (toks[:at], toks[at + 1:]) if at >= 0 else (toks, [])
+
+    def join(ts):
+        out = bytearray()
+        for kind, text in ts:
+            out += (b'"' + text.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"') if kind == "q" else text
+        return bytes(out) if out else None
+    return join(local_toks), join(dom_toks)
+
+
+def parse_addresses(value: bytes) -> list[tuple]:
+    """An address list as ENVELOPE wants it: (name, adl, mailbox, host) tuples; groups are
+    marked by (None, None, groupname, None) ... (None, None, None, None)."""
+    toks = _addr_tokens(value)
+    out: list[tuple] = []
+    i, n = 0, len(toks)
+    in_group = False
+    while i < n:
+        t = toks[i]
+        if t == ("s", b","):
+            i += 1
+            continue
+        if t == ("s", b";"):
+            if in_group:
+                out.append((None, None, None, None))
+                in_group = False
+            i += 1
+            continue
+        # find where this mailbox (or group name) ends
+        j, angle = i, 0
+        kind = "mailbox"
+        while j < n:
+            tj = toks[j]
+            if tj == ("s", b"<"):
+                angle += 1
+            elif tj == ("s", b">"):
+                angle = max(0, angle - 1)
+            elif angle == 0 and tj in (("s", b","), ("s", b";")):
+                break
+            elif angle == 0 and tj == ("s", b":") and not in_group:
+                kind = "group"
+                break
+            j += 1
+        unit = toks[i:j]
+        if kind == "group":
+            out.append((None, None, _phrase(unit) or b"", None))
+            in_group = True
+            i = j + 1
+            continue
+        i = j
+        if not [u for u in unit if u[0] != "c"]:
+            continue
+        adl = None
+        if ("s", b"<") in unit:
+            lt = unit.index(("s", b"<"))
+            gt = unit.index(("s", b">")) if ("s", b">") in unit else len(unit)
+            name = _phrase(unit[:lt])
+            inner = unit[lt + 1:gt]
+            if ("s", b":") in inner and inner[0] == ("s", b"@"):
+                colon = inner.index(("s", b":"))
+                adl = b"".join(t[1] for t in inner[:colon])
+                inner = inner[colon + 1:]
+            local, host = _addr_spec(inner)
+        else:
+            comments = [u[1] for u in unit if u[0] == "c"]
+            name = comments[-1] if comments else None
+            local, host = _addr_spec(unit)
+        if local is None and host is None:
+            continue
+        out.append((name, adl, local if local is not None else b"MISSING_MAILBOX",
+                    host if host is not None else b"MISSING_DOMAIN"))
+    if in_group:
+        out.append((None, None, None, None))
+    return out
+
+
+def _address_list(value: bytes | None) -> bytes:
+    if value is None:
+        return b"NIL"
+    addrs = parse_addresses(value)
+    if not addrs:
+        return b"NIL"
+    return b"(" + b"".join(b"(" + b" ".join(nstring(x) for x in a) + b")" for a in addrs) + b")"
+
+
+def envelope(part: Part) -> bytes:
+    """ENVELOPE (RFC 3501 7.4.2): date, subject, from, sender, reply-to, to, cc, bcc,
+    in-reply-to, message-id; sender and reply-to fall back to from."""
+    first = part.first
+    frm = first(b"from")
+    sender = first(b"sender") or frm
+    reply_to = first(b"reply-to") or frm
+    fields = [nstring(first(b"date") or None), nstring(first(b"subject")),
+              _address_list(frm), _address_list(sender), _address_list(reply_to),
+              _address_list(first(b"to")), _address_list(first(b"cc")), _address_list(first(b"bcc")),
+              nstring(first(b"in-reply-to")), nstring(first(b"message-id"))]
+    return b"(" + b" ".join(fields) + b")"
+
+
+# ----------------------------------------------------------------------------- BODYSTRUCTURE
+
+def _plist(params: list[tuple[bytes, bytes]]) -> bytes:
+    if not params:
+        return b"NIL"
+    return b"(" + b" ".join(quote(k) + b" " + quote(v) for k, v in params) + b")"
+
+
+def _lines(data: bytes) -> int:
+    n = data.count(b"\n")
+    if data and not data.endswith(b"\n"):
+        n += 1
+    return n
+
+
+def _disposition(part: Part) -> bytes:
+    d = parse_disposition(part.first(b"content-disposition"))
+    if d is None:
+        return b"NIL"
+    return b"(" + quote(d[0]) + b" " + _plist(d[1]) + b")"
+
+
+def _language(part: Part) -> bytes:
+    value = part.first(b"content-language")
+    if value is None:
+        return b"NIL"
+    langs = [t[1] for t in _tokens(value) if t[0] == "a" and t[1] != b","]
+    langs = [x for l in langs for x in l.split(b",") if x]
+    if not langs:
+        return b"NIL"
+    if len(langs) == 1:
+        return quote(langs[0])
+    return b"(" + b" ".join(quote(l) for l in langs) + b")"
+
+
+def bodystructure(part: Part, extended: bool = True) -> bytes:
+    """BODYSTRUCTURE (``extended``) or BODY, as RFC 3501 7.4.2 describes them."""
+    if part.children is not None:
+        if not part.children:  # a multipart without parts: shown as an empty text part
+            inner = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0)'
+        else:
+            inner = b"".join(bodystructure(c, extended) for c in part.children)
+        out = inner + b" " + quote(part.subtype)
+        if extended:
+            out += b" " + b" ".join([_plist(part.params), _disposition(part), _language(part),
+                                     nstring(part.first(b"content-location"))])
+        return b"(" + out + b")"
+    enc = part.first(b"content-transfer-encoding")
+    fields = [quote(part.type), quote(part.subtype), _plist(part.params),
+              nstring(part.first(b"content-id")), nstring(part.first(b"content-description")),
+              quote(enc if enc else b"7bit"), str(len(part.body)).encode()]
+    if part.message is not None:
+        fields += [envelope(part.message), bodystructure(part.message, extended),
+                   str(_lines(part.body)).encode()]
+    elif part.type.lower() == b"text":
+        fields.append(str(_lines(part.body)).encode())
+    if extended:
+        fields += [nstring(part.first(b"content-md5")), _disposition(part), _language(part),
+                   nstring(part.first(b"content-location"))]
+    return b"(" + b" ".join(fields) + b")"
+
+
+# ----------------------------------------------------------------------------- sections
+
+@dataclass
+class Section:
+    """What ``BODY[...]`` names: part numbers, then HEADER / HEADER.FIELDS[.NOT] / TEXT / MIME."""
+
+    parts: list[int]
+    spec: str = ""  # "", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"
+    fields: list[str] = field(default_factory=list)
+    fields_text: list[str] = field(default_factory=list)  # as the client wrote them
+
+    def text(self) -> str:
+        s = ".".join(str(p) for p in self.parts)
+        if self.spec:
+            s = f"{s}.{self.spec}" if s else self.spec
+        if self.spec.startswith("HEADER.FIELDS"):
+            s += " (" + " ".join(self.fields_text) + ")"
+        return s
+
+
+def _find(root: Part, numbers: list[int]) -> Part | None:
+    cur, in_message = root, True
+    for i, n in enumerate(numbers):
+        if i > 0 and cur.message is not None:
+            cur, in_message = cur.message, True
+        if cur.children is not None:
+            if not 1 <= n <= len(cur.children):
+                return None
+            cur, in_message = cur.children[n - 1], False
+        elif in_message and n == 1:
+            in_message = False  # a message that is not multipart: part 1 is its body
+        else:
+            return None
+    return cur
+
+
+def section_bytes(root: Part, raw: bytes, section: Section) -> bytes | None:
+    """The bytes a section names (None when the message has no such part)."""
+    if not section.parts:
+        msg = root
+        whole = raw
+    else:
+        part = _find(root, section.parts)
+        if part is None:
+            return None
+        if section.spec == "":
+            return part.body
+        if section.spec == "MIME":
+            return part.header
+        if part.message is None:
+            # HEADER/TEXT of a part that is not a message: nothing there.
+            return b""
+        msg = part.message
+        whole = None
+    spec = section.spec
+    if spec == "":
+        return whole if whole is not None else msg.header + msg.body
+    if spec == "HEADER":
+        return msg.header
+    if spec == "TEXT":
+        return msg.body
+    if spec in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        return header_fields(msg.header, section.fields, spec.endswith(".NOT"))
+    return None
+
+
+# ----------------------------------------------------------------------------- FETCH items
+
+@dataclass
+class FetchItem:
+    name: str  # "FLAGS", "BODY", "BODYSTRUCTURE", "BODY[]" ...
+    section: Section | None = None
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+
+    @property
+    def needs_message(self) -> bool:
+        return self.name not in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE")
+
+    @property
+    def sets_seen(self) -> bool:
+        return (self.section is not None and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+
+
+SIMPLE_ITEMS = {"FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT",
+                "ENVELOPE", "BODY", "BODYSTRUCTURE", "UID"}
+MACROS = {"ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
+          "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
+          "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"]}
+_FETCH_HINT = "FETCH wants data items such as FLAGS, UID, ENVELOPE, BODY[], BODY.PEEK[HEADER] or RFC822.SIZE"
+
+
+def _item(cur: Cursor) -> FetchItem:
+    start = cur.pos
+    while cur.pos < cur.end and (chr(cur.data[cur.pos]).isalnum() or cur.data[cur.pos] in b"."):
+        cur.pos += 1
+    name = cur.data[start:cur.pos].decode("ascii").upper()
+    if not name:
+        raise ParseError(_(_FETCH_HINT))
+    if cur.peek() == b"[":
+        if name not in ("BODY", "BODY.PEEK"):
+            raise ParseError(_("only BODY[...] and BODY.PEEK[...] take a section in brackets"))
+        cur.pos += 1
+        section = _section(cur)
+        partial = None
+        if cur.peek() == b"<":
+            cur.pos += 1
+            a = cur.number("start offset")
+            cur.expect(b".")
+            b = cur.number("length")
+            cur.expect(b">")
+            if b == 0:
+                raise ParseError(_("a partial fetch <start.length> needs a length above 0"))
+            partial = (a, b)
+        return FetchItem("BODY[]", section, name == "BODY.PEEK", partial)
+    if name not in SIMPLE_ITEMS:
+        raise ParseError(_("unknown FETCH item {name}: ").format(name=name) + _(_FETCH_HINT))
+    return FetchItem(name)
+
+
+def _section(cur: Cursor) -> Section:
+    sec = Section([])
+    while True:
+        if cur.peek() == b"]":
+            cur.pos += 1
+            return sec
+        c = cur.peek()
+        if c.isdigit():
+            n = cur.number("part number")
+            if n == 0:
+                raise ParseError(_("part numbers start at 1"))
+            sec.parts.append(n)
+            if cur.peek() == b".":
+                cur.pos += 1
+                continue
+            cur.expect(b"]")
+            return sec
+        word = cur.atom(what="section name").upper()
+        if word in ("HEADER", "TEXT") or (word == "MIME" and sec.parts):
+            sec.spec = word
+        elif word in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            sec.spec = word
+            cur.sp()
+            names = cur.paren_list(lambda: cur.astring("header field name"))
+            if not names:
+                raise ParseError(_("HEADER.FIELDS needs at least one field name, e.g. (SUBJECT FROM)"))
+            sec.fields_text = [n.decode("ascii", "replace") for n in names]
+            sec.fields = [n.upper() for n in sec.fields_text]
+            sec.fields_text = sec.fields
+        else:
+            raise ParseError(_("a section is a part number and/or HEADER, HEADER.FIELDS (...), "
+                               "HEADER.FIELDS.NOT (...), TEXT or MIME, e.g. BODY[1.TEXT]"))
+        cur.expect(b"]")
+        return sec
+
+
+def parse_fetch_items(cur: Cursor) -> list[FetchItem]:
+    """The data items of a FETCH (after the message set): a macro, one item or a list."""
+    if cur.peek() == b"(":
+        cur.pos += 1
+        items = []
+        while True:
+            items.append(_item(cur))
+            if cur.peek() == b")":
+                cur.pos += 1
+                break
+            cur.sp()
+        return items
+    word_end = cur.pos
+    while word_end < cur.end and cur.data[word_end:word_end + 1].isalpha():
+        word_end += 1
+    word = cur.data[cur.pos:word_end].decode("ascii").upper()
+    if word in MACROS and (word_end == cur.end or cur.data[word_end:word_end + 1] == b" "):
+        cur.pos = word_end
+        return [FetchItem(n) for n in MACROS[word]]
+    return [_item(cur)]

@@ -1,0 +1,258 @@
+"""SEARCH: parse RFC 3501 search keys into a small tree, and test messages against it.
+
+Text is compared as RFC 3501 asks: case-insensitive substring. Headers are decoded first
+(RFC 2047 encoded words, via ``email.header``) and bodies are decoded (base64 or
+quoted-printable, then their charset, via ``email``), so a learner searching for ``Grüße`` finds
+it however the sender encoded it.
+"""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.policy
+import email.utils
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..i18n import _
+from .fetch import header_values, split_header
+from .parser import Cursor, ParseError, SeqSet
+
+__all__ = ["parse_search", "SearchContext", "matches", "needs_message", "SUPPORTED_CHARSETS"]
+
+SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
+_HINT = ("SEARCH wants keys such as ALL, UNSEEN, FROM alice, SUBJECT \"hello\", SINCE 1-Feb-2024, "
+         "or OR key1 key2")
+
+FLAG_KEYS = {"ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True),
+             "DRAFT": ("\\Draft", True), "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True),
+             "UNANSWERED": ("\\Answered", False), "UNDELETED": ("\\Deleted", False),
+             "UNDRAFT": ("\\Draft", False), "UNFLAGGED": ("\\Flagged", False),
+             "UNSEEN": ("\\Seen", False)}
+HEADER_KEYS = {"BCC": "bcc", "CC": "cc", "FROM": "from", "SUBJECT": "subject", "TO": "to"}
+DATE_KEYS = {"BEFORE": ("internal", "before"), "ON": ("internal", "on"), "SINCE": ("internal", "since"),
+             "SENTBEFORE": ("sent", "before"), "SENTON": ("sent", "on"), "SENTSINCE": ("sent", "since")}
+
+
+def parse_search(cur: Cursor, *, allow_charset: bool = True):
+    """Parse ``[CHARSET x] key key ...`` to a tree; keys in a row are ANDed."""
+    charset = "US-ASCII"
+    if allow_charset and cur.data[cur.pos:cur.pos + 8].upper() == b"CHARSET ":
+        cur.pos += 8
+        charset = cur.astring("charset").decode("ascii", "replace").upper()
+        if charset not in SUPPORTED_CHARSETS:
+            raise ParseError(_("this server searches in UTF-8 (or US-ASCII) only"),
+                             code="BADCHARSET (" + " ".join(SUPPORTED_CHARSETS) + ")")
+        cur.sp()
+    keys = [_key(cur, charset)]
+    while cur.maybe_sp():
+        keys.append(_key(cur, charset))
+    return keys[0] if len(keys) == 1 else ("and", keys)
+
+
+def _text(cur: Cursor, charset: str) -> str:
+    raw = cur.astring("search text")
+    return raw.decode("utf-8", "replace").casefold()
+
+
+def _key(cur: Cursor, charset: str, depth: int = 0):
+    if depth > 100:
+        raise ParseError(_("search keys nested too deeply"))
+    c = cur.peek()
+    if c == b"(":
+        cur.pos += 1
+        keys = [_key(cur, charset, depth + 1)]
+        while cur.peek() != b")":
+            cur.sp()
+            keys.append(_key(cur, charset, depth + 1))
+        cur.pos += 1
+        return ("and", keys)
+    if c.isdigit() or c == b"*":
+        return ("seq", cur.seqset())
+    if not c:
+        raise ParseError(_(_HINT))
+    word = cur.atom(what="search key").upper()
+    if word == "ALL":
+        return ("all",)
+    if word in FLAG_KEYS:
+        return ("flag",) + FLAG_KEYS[word]
+    if word in ("NEW", "OLD", "RECENT"):
+        return (word.lower(),)
+    if word in HEADER_KEYS:
+        cur.sp()
+        return ("header", HEADER_KEYS[word], _text(cur, charset))
+    if word == "HEADER":
+        cur.sp()
+        name = cur.astring("header field name").decode("ascii", "replace").lower()
+        cur.sp()
+        return ("header", name, _text(cur, charset))
+    if word in ("BODY", "TEXT"):
+        cur.sp()
+        return (word.lower(), _text(cur, charset))
+    if word in ("KEYWORD", "UNKEYWORD"):
+        cur.sp()
+        return ("keyword", cur.atom(what="keyword"), word == "KEYWORD")
+    if word in ("LARGER", "SMALLER"):
+        cur.sp()
+        return (word.lower(), cur.number("size in bytes"))
+    if word in DATE_KEYS:
+        cur.sp()
+        return ("date",) + DATE_KEYS[word] + (cur.date(),)
+    if word == "UID":
+        cur.sp()
+        return ("uid", cur.seqset())
+    if word == "NOT":
+        cur.sp()
+        return ("not", _key(cur, charset, depth + 1))
+    if word == "OR":
+        cur.sp()
+        a = _key(cur, charset, depth + 1)
+        cur.sp()
+        return ("or", a, _key(cur, charset, depth + 1))
+    raise ParseError(_("unknown search key {word}: ").format(word=word) + _(_HINT))
+
+
+def needs_message(node) -> bool:
+    """Whether evaluating this tree reads the message file (headers or body)."""
+    kind = node[0]
+    if kind in ("header", "body", "text") or (kind == "date" and node[1] == "sent"):
+        return True
+    if kind == "and":
+        return any(needs_message(n) for n in node[1])
+    if kind == "or":
+        return needs_message(node[1]) or needs_message(node[2])
+    if kind == "not":
+        return needs_message(node[1])
+    return False
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def decode_header_value(value: bytes) -> str:
+    text = value.decode("utf-8", "replace")
+    if "=?" not in text:
+        return text
+    try:
+        return str(email.header.make_header(email.header.decode_header(text)))
+    except Exception:  # malformed encoded words: search the text as it is
+        return text
+
+
+def _decode_payload(part) -> str:
+    payload = part.get_payload(decode=True) or b""
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+@dataclass
+class SearchContext:
+    """One message as the search sees it; message data is read only when a key needs it."""
+
+    seq: int
+    uid: int
+    flags: frozenset
+    size: int
+    internaldate: float
+    recent: bool
+    load: Callable[[], bytes]  # the message bytes (CRLF)
+    star_seq: int = 0
+    star_uid: int = 0
+    _raw: bytes | None = None
+    _headers: dict | None = None
+    _body: str | None = None
+
+    @property
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = self.load()
+        return self._raw
+
+    @property
+    def headers(self) -> dict[bytes, list[bytes]]:
+        if self._headers is None:
+            self._headers = header_values(split_header(self.raw)[0])
+        return self._headers
+
+    def body_text(self) -> str:
+        if self._body is None:
+            msg = email.message_from_bytes(self.raw, policy=email.policy.compat32)
+            texts = []
+            for part in msg.walk():
+                if part.is_multipart():
+                    continue
+                if part.get_content_maintype() in ("text", "message"):
+                    texts.append(_decode_payload(part))
+            self._body = "\n".join(texts).casefold()
+        return self._body
+
+    def header_text(self, name: str) -> list[str]:
+        return [decode_header_value(v).casefold() for v in self.headers.get(name.encode("ascii", "replace"), [])]
+
+
+def _day(ts: float) -> tuple[int, int, int]:
+    lt = time.localtime(ts)
+    return lt.tm_year, lt.tm_mon, lt.tm_mday
+
+
+def _sent_day(ctx: SearchContext):
+    dates = ctx.headers.get(b"date")
+    if dates:
+        parsed = email.utils.parsedate_tz(dates[0].decode("ascii", "replace"))
+        if parsed:
+            return parsed[0], parsed[1], parsed[2]
+    return None
+
+
+def matches(node, ctx: SearchContext) -> bool:
+    kind = node[0]
+    if kind == "and":
+        return all(matches(n, ctx) for n in node[1])
+    if kind == "all":
+        return True
+    if kind == "flag":
+        return (node[1] in ctx.flags) == node[2]
+    if kind == "keyword":
+        return (node[1] in ctx.flags) == node[2]
+    if kind == "recent":
+        return ctx.recent
+    if kind == "new":
+        return ctx.recent and "\\Seen" not in ctx.flags
+    if kind == "old":
+        return not ctx.recent
+    if kind == "larger":
+        return ctx.size > node[1]
+    if kind == "smaller":
+        return ctx.size < node[1]
+    if kind == "seq":
+        return node[1].contains(ctx.seq, ctx.star_seq)
+    if kind == "uid":
+        return node[1].contains(ctx.uid, ctx.star_uid)
+    if kind == "not":
+        return not matches(node[1], ctx)
+    if kind == "or":
+        return matches(node[1], ctx) or matches(node[2], ctx)
+    if kind == "header":
+        values = ctx.header_text(node[1])
+        return any(node[2] in v for v in values)
+    if kind == "body":
+        return node[1] in ctx.body_text()
+    if kind == "text":
+        if any(node[1] in decode_header_value(v).casefold()
+               for vs in ctx.headers.values() for v in vs):
+            return True
+        name_hit = any(node[1] in n.decode("ascii", "replace").casefold() for n in ctx.headers)
+        return name_hit or node[1] in ctx.body_text()
+    if kind == "date":
+        _k, which, op, day = node
+        got = _day(ctx.internaldate) if which == "internal" else (_sent_day(ctx) or _day(ctx.internaldate))
+        if op == "before":
+            return got < day
+        if op == "on":
+            return got == day
+        return got >= day
+    raise ValueError(kind)

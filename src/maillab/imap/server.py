@@ -1,0 +1,116 @@
+"""The thin asyncio layer around :class:`maillab.imap.core.ImapSession`.
+
+It moves bytes between the socket and the core, records every byte in the transcript, turns on
+TCP_NODELAY (and TCP_QUICKACK after each ``+`` continuation: see facts.md on the APPEND stall),
+and wakes a session up when another session changes its selected folder (IDLE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from ..i18n import _
+from ..net import ServerContext, quickack, set_nodelay
+from .core import ImapSession
+
+__all__ = ["start_imap", "ImapProtocol"]
+
+
+class ImapProtocol(asyncio.Protocol):
+    def __init__(self, ctx: ServerContext):
+        self.ctx = ctx
+        self.transport = None
+        self.conn = None
+        self.session: ImapSession | None = None
+        self.loop = asyncio.get_running_loop()
+        self._wake_scheduled = False
+
+    # ---- asyncio callbacks
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        set_nodelay(transport)
+        peername = transport.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else ""
+        self.conn = self.ctx.recorder.open(self.ctx.service_name("imap"), peer)
+        self.ctx.connections.add(transport)
+        self.session = ImapSession(self.ctx, peer, wakeup=self._wakeup_threadsafe)
+        self.session.greeting()
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.client(data)
+        self.session.receive_data(data)
+        self._flush()
+
+    def eof_received(self):
+        return False  # close our side too
+
+    def connection_lost(self, exc) -> None:
+        if self.session is not None:
+            self.session.connection_lost()
+        self.ctx.connections.discard(self.transport)
+        if self.conn is not None:
+            self.conn.close("connection closed" if exc is None else f"connection lost: {exc}")
+
+    def pause_writing(self) -> None:
+        # A client that does not read its replies must not make us buffer without end.
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+    # ---- plumbing
+    def _flush(self) -> None:
+        s = self.session
+        out = s.data_to_send()
+        if out:
+            self.conn.server(out)
+            if not self.transport.is_closing():
+                self.transport.write(out)
+        if self.conn.user is None and s.user is not None:
+            self.conn.user = s.user
+        if s.quickack_wanted:
+            s.quickack_wanted = False
+            quickack(self.transport)
+        if s.closing:
+            self.transport.close()
+        elif s.starttls_wanted:
+            self.transport.pause_reading()
+            self.loop.create_task(self._start_tls())
+
+    async def _start_tls(self) -> None:
+        ssl_context = self.ctx.options.get("tls_context")
+        try:
+            old = self.transport
+            self.transport = await self.loop.start_tls(old, self, ssl_context, server_side=True)
+            self.ctx.connections.discard(old)
+            self.ctx.connections.add(self.transport)
+        except Exception as e:  # a failed handshake ends the connection
+            self.conn.event(_("TLS handshake failed: {error}").format(error=e))
+            self.transport.close()
+            return
+        self.conn.event(_("TLS started"))
+        self.session.tls_started()
+        self._flush()
+
+    def _wakeup_threadsafe(self) -> None:
+        # Called by the store in whatever thread changed the folder.
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._woken)
+            except RuntimeError:  # the loop is closed: the lab is stopping
+                pass
+
+    def _woken(self) -> None:
+        self._wake_scheduled = False
+        if self.session is not None and self.transport is not None and not self.transport.is_closing():
+            self.session.changes_arrived()
+            self._flush()
+
+
+async def start_imap(ctx: ServerContext, sock: socket.socket) -> asyncio.base_events.Server:
+    """Serve IMAP on an already bound and listening socket (from ``net.bind_listener``)."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: ImapProtocol(ctx), sock=sock)
