@@ -119,7 +119,8 @@ def test_user_pass_reply_names_the_maildrop(ctx):
     session = new_session(ctx)
     assert say(session, "USER alice").startswith("+OK")
     total = sum(crlf_len(m) for m in MESSAGES)
-    assert say(session, f"PASS {PASSWORD}") == f"+OK alice's maildrop has 3 messages ({total} octets)\r\n"
+    assert say(session, f"PASS {PASSWORD}") == (
+        f"+OK alice's maildrop has 3 messages ({total} octets)\r\n")
     assert session.account.login == "alice"
 
 
@@ -182,8 +183,9 @@ def test_apop_digest_is_case_insensitive_hex(ctx):
 def test_apop_failures(ctx):
     session = new_session(ctx)
     stale = hashlib.md5(("<1.2@elsewhere>" + PASSWORD).encode()).hexdigest()
-    assert say(session, f"APOP alice {stale}").startswith("-ERR [AUTH] invalid user name or digest")
-    assert say(session, f"APOP nobody {stale}").startswith("-ERR [AUTH] invalid user name or digest")
+    for user in ("alice", "nobody"):
+        assert say(session, f"APOP {user} {stale}").startswith(
+            "-ERR [AUTH] invalid user name or digest")
     other = hashlib.md5((session.timestamp + "zoepw").encode()).hexdigest()
     assert say(session, f"APOP zoe {other}").startswith("-ERR [AUTH] invalid user name")
     bob = hashlib.md5((session.timestamp + "bobpw").encode()).hexdigest()
@@ -299,7 +301,8 @@ def test_deletions_happen_only_on_quit(alice, store):
     say(alice, "DELE 1")
     say(alice, "DELE 3")
     assert len(inbox(store)) == 3
-    assert say(alice, "QUIT") == "+OK mail.example.com POP3 server signing off (2 messages deleted)\r\n"
+    assert say(alice, "QUIT") == (
+        "+OK mail.example.com POP3 server signing off (2 messages deleted)\r\n")
     left = inbox(store).messages()
     assert len(left) == 1 and gone not in [m.uid for m in left]
     assert not store_lock_held(alice)
@@ -382,7 +385,8 @@ def test_syntax_errors(alice, command):
 
 def test_unknown_commands_get_hints(ctx, alice):
     reply = say(new_session(ctx), "HELO example.com")
-    assert reply == "-ERR unknown command 'HELO' (this is a POP3 server; HELO is an SMTP command)\r\n"
+    assert reply == ("-ERR unknown command 'HELO' "
+                     "(this is a POP3 server; HELO is an SMTP command)\r\n")
     reply = say(new_session(ctx), "XYZZY")
     assert reply.startswith("-ERR unknown command 'XYZZY' (") and "USER and PASS" in reply
     reply = say(alice, "SELECT INBOX")
@@ -483,3 +487,18 @@ def test_without_apop_the_greeting_has_no_timestamp(ctx):
     assert reply.startswith("-ERR [AUTH] APOP is not enabled on this server")
     say(session, "USER alice")
     assert say(session, f"PASS {PASSWORD}").startswith("+OK")
+
+
+def test_internal_error_ends_the_session_and_deletes_nothing(alice, store, monkeypatch, caplog):
+    say(alice, "DELE 1")
+
+    def broken(uid, crlf=True):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(inbox(store), "read", broken)
+    reply = say(alice, "RETR 2")
+    assert reply.startswith("-ERR [SYS/TEMP] internal server error")
+    assert "disk on fire" not in reply  # the details go to the log only
+    assert "disk on fire" in caplog.text
+    assert alice.closed and alice.failed
+    assert not store_lock_held(alice)
+    assert len(inbox(store)) == 3

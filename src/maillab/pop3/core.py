@@ -18,6 +18,8 @@ test and easy to read, because the whole protocol is here:
 
 Extension points for later RFCs: STLS (RFC 2595) and AUTH (RFC 5034) are more commands for
 AUTHORIZATION (add them to ``COMMANDS``) plus lines in :meth:`Pop3Session.capabilities`.
+After STLS the loop in :meth:`Pop3Session.receive_data` must stop and drop whatever the client
+pipelined behind it (commands sent in plain text must not run inside TLS).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import logging
 import os
 import re
 import threading
@@ -35,6 +38,8 @@ from .. import __version__
 from ..i18n import _
 
 __all__ = ["Pop3Session", "State", "MAX_LINE"]
+
+log = logging.getLogger(__name__)
 
 # RFC 2449 limits a command line to 255 octets (CRLF included). We are a little more generous,
 # but a line longer than this is refused, and a client that never sends a newline cannot make
@@ -158,7 +163,8 @@ class Pop3Session:
     def __init__(self, ctx, *, timestamp_banner_host: str | None = None, apop: bool = True):
         self.ctx = ctx
         self.state = State.AUTHORIZATION
-        self.closed = False  # True after QUIT, or once the connection is gone
+        self.closed = False  # True after QUIT, a fatal error, or once the connection is gone
+        self.failed = False  # True if the session ended on an internal error
         self.account = None  # the logged-in account, in TRANSACTION
         # The RFC 1939 APOP timestamp, shown at the end of the greeting (None: no APOP here).
         self.timestamp = make_timestamp(timestamp_banner_host or ctx.hostname) if apop else None
@@ -233,17 +239,25 @@ class Pop3Session:
             return getattr(self, method)(rest.split())
         except Refused as refusal:
             return refusal.reply
+        except Exception:
+            # A bug or a broken store: say so and end the session (fatal), keeping the maildrop
+            # as it is. The traceback goes to the log, not to the client.
+            log.exception("POP3 command %s failed", name)
+            self.failed = True
+            self.connection_lost()
+            return self._err(_("internal server error; this session ends, please reconnect"),
+                             code="SYS/TEMP")
 
     def _unknown(self, keyword: bytes) -> bytes:
         shown = _show(keyword)
         if shown.upper() in SMTP_COMMANDS:
             hint = _("this is a POP3 server; {0} is an SMTP command").format(shown.upper())
         elif self.state is State.AUTHORIZATION:
-            hint = _("POP3 commands are three or four letters; log in with USER and PASS, or APOP; "
-                     "CAPA lists what this server can do")
+            hint = _("POP3 commands are three or four letters; log in with USER and PASS, "
+                     "or APOP; CAPA lists what this server can do")
         else:
-            hint = _("POP3 commands are three or four letters: STAT, LIST, RETR, TOP, DELE, RSET, UIDL, "
-                     "NOOP, QUIT")
+            hint = _("POP3 commands are three or four letters: STAT, LIST, RETR, TOP, DELE, "
+                     "RSET, UIDL, NOOP, QUIT")
         return self._err(_("unknown command") + f" '{shown}' ({hint})")
 
     def _wrong_state(self) -> bytes:
@@ -445,8 +459,8 @@ class Pop3Session:
         """The message a client's number names (Refused with the reason if there is none)."""
         number = _number(arg)
         if number is None:
-            raise Refused(self._syntax(_("message numbers are whole numbers like 1, "
-                                  "as LIST shows them; not '{0}'").format(_show(arg))))
+            raise Refused(self._syntax(_("message numbers are whole numbers like 1, as LIST "
+                                         "shows them; not '{0}'").format(_show(arg))))
         if not 1 <= number <= len(self.messages):
             raise Refused(self._err(_("no such message, only {0} messages in maildrop").format(
                 len(self.messages))))

@@ -58,11 +58,14 @@ class Pop3Protocol(asyncio.Protocol):
             self.conn.user = self.session.account.login
         if reply:
             self._send(reply)
-        if self.session.closed:
-            self._close_reason = "closed after QUIT"
+        if self.session.closed:  # after QUIT, or a fatal error
+            self._close_reason = ("closed after a server error" if self.session.failed
+                                  else "closed after QUIT")
             self.transport.close()  # sends what is still buffered, then closes
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is None:  # connection_made never ran to its end
+            return
         # Without QUIT this deletes nothing; it only gives the maildrop back.
         self.session.connection_lost()
         if self._timer is not None:
