@@ -78,8 +78,12 @@ def main(args: list[str]) -> None:
         run([str(PYTHON), "-m", "pytest", *PYTEST_FLAGS, *args[1:]])
     else:
         bootstrap(set())
-        root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
-        run([str(BIN / "jupyter"), "lab", WELCOME, *root, *args])
+        # The whole repository in the file browser (course/ and labs/), the welcome notebook open,
+        # also from the URL printed with --no-browser.
+        options = [f"--ServerApp.root_dir={ROOT}", f"--LabApp.default_url=/lab/tree/{WELCOME}"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            options.append("--allow-root")  # Jupyter refuses to run as root without it
+        run([str(BIN / "jupyter"), "lab", *options, *args])
 
 
 if __name__ == "__main__":
