@@ -8,7 +8,8 @@ import re
 import pytest
 
 from maillab.net import ServerContext
-from maillab.pop3.core import MAX_LINE, Pop3Session, State, byte_stuff, top_of
+from maillab.pop3.core import (MAX_LINE, OUTPUT_BUDGET, Pop3Session, State, byte_stuff,
+                               top_of)
 from maillab.store import Store
 from maillab.transcript import Recorder
 
@@ -502,3 +503,21 @@ def test_internal_error_ends_the_session_and_deletes_nothing(alice, store, monke
     assert alice.closed and alice.failed
     assert not store_lock_held(alice)
     assert len(inbox(store)) == 3
+
+
+def test_pipelined_retrs_are_answered_in_bounded_steps(ctx, store):
+    big = b"Subject: big\n\n" + b"x" * 100 + b"\n" * (OUTPUT_BUDGET // 3)
+    inbox(store).deliver(big)
+    session = new_session(ctx)
+    say(session, "USER alice")
+    say(session, f"PASS {PASSWORD}")
+    out = session.receive_data(b"RETR 4\r\n" * 6 + b"NOOP\r\n")
+    assert out.count(b"+OK ") < 6 and session.pending  # not everything at once
+    assert len(out) < 2 * OUTPUT_BUDGET
+    while session.pending:
+        more = session.receive_data()
+        assert more and len(more) < 2 * OUTPUT_BUDGET
+        out += more
+    replies = re.findall(rb"^\+OK[^\r]*", out, re.M)
+    assert len(replies) == 7 and replies[-1] == b"+OK"
+    assert session.receive_data() == b""

@@ -297,6 +297,19 @@ def test_retr_of_many_messages_in_one_session(lab):
 
 # ----------------------------------------------------------------------------- raw socket
 
+def test_many_pipelined_big_retrs(lab):
+    big = b"Subject: big\n\n" + (b"x" * 62 + b"\n") * 16_000  # ~1 MB with CRLF
+    lab.on_loop(lambda: lab.inbox().deliver(big))
+    with socket.create_connection(("127.0.0.1", lab.port), timeout=10) as sock:
+        sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\n".encode() + b"RETR 4\r\n" * 12
+                     + b"QUIT\r\n")
+        got = bytearray()
+        while chunk := sock.recv(1 << 20):
+            got += chunk
+    assert got.count(b"\r\n.\r\n") == 12
+    assert got.endswith(b"signing off (0 messages deleted)\r\n")
+
+
 def raw_connect(lab) -> tuple[socket.socket, object]:
     sock = socket.create_connection(("127.0.0.1", lab.port), timeout=10)
     reader = sock.makefile("rb")

@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 # us buffer more than this.
 MAX_LINE = 512
 
+# A client may pipeline many RETRs at once. Answering all of them in one go could need
+# gigabytes, so one call answers commands until about this much output is ready; the rest
+# waits in the buffer (see Pop3Session.pending) until the caller asks again.
+OUTPUT_BUDGET = 1 << 20
+
 CRLF = b"\r\n"
 
 
@@ -182,32 +187,42 @@ class Pop3Session:
         text = f"{self.ctx.hostname} {_('POP3 server ready')}"
         return self._ok(f"{text} {self.timestamp}" if self.timestamp else text)
 
-    def receive_data(self, data: bytes) -> bytes:
-        """Take bytes from the client (any chunks); return all the bytes to send back.
+    def receive_data(self, data: bytes = b"") -> bytes:
+        """Take bytes from the client (any chunks); return the bytes to send back.
 
         Several commands in one chunk (RFC 2449 PIPELINING) are answered in order; a partial
-        line waits for the rest.
+        line waits for the rest. If the answers grow past ``OUTPUT_BUDGET``, the remaining
+        commands wait: :attr:`pending` is then true, and ``receive_data()`` (with no new
+        data) answers the next ones once the caller has sent these.
         """
         if self.closed:
             return b""
         replies: list[bytes] = []
+        size = 0
         buffer, start = self._buffer + data, 0
-        while not self.closed:
+        while not self.closed and size < OUTPUT_BUDGET:
             eol = buffer.find(b"\n", start)
             if eol < 0:
+                if len(buffer) - start > MAX_LINE:
+                    # A line this long is refused anyway: forget it now rather than buffer it.
+                    start, self._discarding = len(buffer), True
                 break
             line, start = buffer[start:eol], eol + 1
             if self._discarding or len(line) + 1 > MAX_LINE:
                 self._discarding = False
-                replies.append(self._err(_("line too long") + " (" + _(
-                    "a POP3 command line is at most 255 octets, ending with CRLF") + ")"))
-                continue
-            replies.append(self.handle_line(line.removesuffix(b"\r")))
+                reply = self._err(_("line too long") + " (" + _(
+                    "a POP3 command line is at most 255 octets, ending with CRLF") + ")")
+            else:
+                reply = self.handle_line(line.removesuffix(b"\r"))
+            replies.append(reply)
+            size += len(reply)
         self._buffer = b"" if self.closed else buffer[start:]  # after QUIT the rest is ignored
-        if len(self._buffer) > MAX_LINE:
-            # A line this long is refused anyway: forget it now rather than buffer it.
-            self._buffer, self._discarding = b"", True
         return b"".join(replies)
+
+    @property
+    def pending(self) -> bool:
+        """Are there complete commands still waiting to be answered?"""
+        return not self.closed and b"\n" in self._buffer
 
     def connection_lost(self) -> None:
         """The connection is gone without QUIT: release the maildrop, delete nothing."""

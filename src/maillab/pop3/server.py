@@ -35,6 +35,7 @@ class Pop3Protocol(asyncio.Protocol):
         self._last_heard = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._close_reason = "connection closed"
+        self._paused = False  # the client is not reading our answers fast enough
 
     # ---- asyncio callbacks
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -53,6 +54,38 @@ class Pop3Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_heard = asyncio.get_running_loop().time()
         self.conn.client(data)
+        self._answer(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ctx.connections.discard(self.transport)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.session is None:  # connection_made never ran to its end
+            return
+        # Without QUIT this deletes nothing; it only gives the maildrop back.
+        self.session.connection_lost()
+        reason = self._close_reason
+        if exc is not None and reason == "connection closed":
+            reason = f"connection lost ({exc})"
+        self.conn.close(reason)
+
+    # Flow control: a client that pipelines many RETRs but does not read the answers must
+    # not make us hold every message in memory. While its unread answers pile up, we neither
+    # read more commands nor answer those already received (the session keeps them pending).
+    def pause_writing(self) -> None:
+        self._paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+            if self.session.pending:
+                self._answer()
+
+    # ---- helpers
+    def _answer(self, data: bytes = b"") -> None:
+        """Give the session the client's bytes and send its answers."""
         reply = self.session.receive_data(data)
         if self.session.account is not None and self.conn.user is None:
             self.conn.user = self.session.account.login
@@ -62,30 +95,14 @@ class Pop3Protocol(asyncio.Protocol):
             self._close_reason = ("closed after a server error" if self.session.failed
                                   else "closed after QUIT")
             self.transport.close()  # sends what is still buffered, then closes
+        elif self.session.pending and not self._paused:
+            # More pipelined commands, and the client keeps up: answer them next.
+            asyncio.get_running_loop().call_soon(self._answer_pending)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.session is None:  # connection_made never ran to its end
-            return
-        # Without QUIT this deletes nothing; it only gives the maildrop back.
-        self.session.connection_lost()
-        if self._timer is not None:
-            self._timer.cancel()
-        self.ctx.connections.discard(self.transport)
-        reason = self._close_reason
-        if exc is not None and reason == "connection closed":
-            reason = f"connection lost ({exc})"
-        self.conn.close(reason)
+    def _answer_pending(self) -> None:
+        if not self._paused and not self.transport.is_closing() and self.session.pending:
+            self._answer()
 
-    # Flow control: a client that pipelines many RETRs but does not read the answers must
-    # not make us hold every message in memory, so stop reading until it catches up.
-    def pause_writing(self) -> None:
-        self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    # ---- helpers
     def _send(self, data: bytes) -> None:
         self.conn.server(data)
         self.transport.write(data)
