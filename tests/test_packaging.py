@@ -10,7 +10,9 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
+from conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 START_COMMAND = "python3 course.py"
@@ -132,3 +134,14 @@ def test_the_installed_package_is_this_checkout():
 
     assert Path(maillab.__file__).resolve().is_relative_to(ROOT / "src")
     assert maillab.__version__
+
+
+def test_a_missing_tool_skips_on_a_dev_machine_and_fails_under_ci(monkeypatch):
+
+    assert require_tool("sh")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="no-such-tool is not installed"):
+        require_tool("no-such-tool")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-such-tool is not installed"):
+        require_tool("no-such-tool")
