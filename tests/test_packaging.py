@@ -137,7 +137,6 @@ def test_the_installed_package_is_this_checkout():
 
 
 def test_a_missing_tool_skips_on_a_dev_machine_and_fails_under_ci(monkeypatch):
-
     assert require_tool("sh")
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception, match="no-such-tool is not installed"):
