@@ -439,6 +439,7 @@ class ImapSession:
             self.selected.close()
             self.selected = None
             self.state = State.AUTHENTICATED
+            self._untagged("OK [CLOSED] " + _("Previous folder closed"))
         folder = self._folder(name)
         sel = Selected(self, folder, readonly)
         if not readonly:
@@ -479,13 +480,6 @@ class ImapSession:
             raise No(_("a folder name cannot be empty, contain * % / or two dots in a row, "
                        "or start with a dot"), "CANNOT")
 
-    def _create_parents(self, name: str) -> None:
-        parts = name.split(DELIM)
-        for i in range(1, len(parts)):
-            parent = DELIM.join(parts[:i])
-            if parent.upper() != "INBOX" and not self.account.has_folder(parent):
-                self.account.create_folder(parent)
-
     def cmd_create(self, tag, cur, uid):
         cur.sp()
         name = cur.mailbox()
@@ -498,7 +492,6 @@ class ImapSession:
         if self.account.has_folder(name):
             raise No(_("folder {name} exists already").format(name=name), "ALREADYEXISTS")
         try:
-            self._create_parents(name)
             self.account.create_folder(name)
         except FolderError as e:
             raise No(str(e), "CANNOT") from None
@@ -536,7 +529,6 @@ class ImapSession:
         if new.startswith(old + DELIM):
             raise No(_("a folder cannot move inside itself"), "CANNOT")
         try:
-            self._create_parents(new)
             self.account.rename_folder(old, new)
         except FolderError as e:
             raise No(str(e), "CANNOT") from None
@@ -565,75 +557,79 @@ class ImapSession:
 
     # ---- LIST / LSUB
     def cmd_list(self, tag, cur, uid, lsub=False):
+        """LIST and LSUB (RFC 3501), with the LIST-EXTENDED syntax (RFC 5258) that SPECIAL-USE
+        clients send: ``LIST (SPECIAL-USE) "" "*"``, ``LIST "" "*" RETURN (SUBSCRIBED CHILDREN)``.
+
+        A folder's parents need not exist ("Projects.Alpha" without "Projects"): such names are
+        listed with \\Noselect (\\NonExistent in the extended form), as Dovecot does."""
         cur.sp()
         select_opts: list[str] = []
         return_opts: list[str] = []
+        extended = False
         if not lsub and cur.peek() == b"(":
             select_opts = [o.upper() for o in cur.paren_list(lambda: cur.atom())]
+            extended = True
             cur.sp()
         ref = cur.mailbox()
         cur.sp()
         if not lsub and cur.peek() == b"(":
             patterns = cur.paren_list(cur.list_mailbox)
+            extended = True
         else:
             patterns = [cur.list_mailbox()]
         if not lsub and cur.maybe_sp():
             cur.expect(b"RETURN")
             cur.sp()
-            for opt in cur.paren_list(lambda: cur.atom()):
-                return_opts.append(opt.upper())
+            return_opts = [o.upper() for o in cur.paren_list(lambda: cur.atom())]
+            extended = True
         cur.expect_end()
-        if ref == "INBOX":
-            ref = "INBOX"
+        cmdname = "LSUB" if lsub else "LIST"
         if not lsub and patterns == [""]:
             self._untagged(f'LIST (\\Noselect) "{DELIM}" ""')
             self._done(tag, "LIST completed")
             return
-        names = self.account.folder_names()
-        real = set(names)
+        real = set(self.account.folder_names())
         subscribed = set(self.account.subscriptions())
-        want_subscribed = lsub or "SUBSCRIBED" in select_opts
-        base = sorted(subscribed) if want_subscribed else names
-        candidates: dict[str, bool] = {}  # name -> exists/listed for itself
+        only_subscribed = lsub or "SUBSCRIBED" in select_opts
+        base = subscribed if only_subscribed else real
+        # name -> True if listed for itself, False if only as the parent of something listed
+        candidates: dict[str, bool] = {}
         for n in base:
             candidates[n] = True
             parts = n.split(DELIM)
             for i in range(1, len(parts)):
                 candidates.setdefault(DELIM.join(parts[:i]), False)
-        # INBOX first, then the others in order
-        order = sorted(candidates, key=lambda n: (n != "INBOX", n))
         regexes = [_pattern_regex(ref + p) for p in patterns]
         inbox_regexes = [_pattern_regex(ref + p, True) for p in patterns]
-        partial = any("%" in p for p in patterns)
-        cmdname = "LSUB" if lsub else "LIST"
-        only_special = "SPECIAL-USE" in select_opts
-        for n in order:
-            listed_itself = candidates[n]
+        show_children = not extended or "CHILDREN" in return_opts
+        show_special = not extended or "SPECIAL-USE" in select_opts + return_opts
+        for n in sorted(candidates, key=lambda x: (x != "INBOX", x)):
             if not any(r.fullmatch(n) for r in (inbox_regexes if n == "INBOX" else regexes)):
                 continue
-            if not listed_itself and not partial:
-                continue
+            itself = candidates[n]
+            exists = n in real
+            if only_subscribed and not itself and (not lsub or not any("%" in p for p in patterns)):
+                continue  # a parent of subscribed names shows only for "%" (RFC 3501 LSUB)
             attrs = []
-            children = any(x.startswith(n + DELIM) for x in real)
             if lsub:
-                if not listed_itself or n not in real:
+                if not itself or not exists:
                     attrs.append("\\Noselect")
+                special = self.account.special_use(n) if exists else None
+                if special:
+                    attrs.append(special)
             else:
-                if want_subscribed:
-                    if n in subscribed:
-                        attrs.append("\\Subscribed")
-                    if n not in real:
-                        attrs.append("\\NonExistent")
-                elif n not in real:
-                    attrs.append("\\Noselect")
-                attrs.append("\\HasChildren" if children else "\\HasNoChildren")
-                if "SUBSCRIBED" in return_opts and not want_subscribed and n in subscribed:
+                if not exists:
+                    attrs.append("\\NonExistent" if extended else "\\Noselect")
+                if n in subscribed and (only_subscribed or "SUBSCRIBED" in return_opts):
                     attrs.append("\\Subscribed")
-            special = self.account.special_use(n)
-            if special and n in real:
-                attrs.append(special)
-            elif only_special:
-                continue
+                if show_children:
+                    has = any(x.startswith(n + DELIM) for x in real)
+                    attrs.append("\\HasChildren" if has else "\\HasNoChildren")
+                special = self.account.special_use(n) if exists else None
+                if special and show_special:
+                    attrs.append(special)
+                elif not special and "SPECIAL-USE" in select_opts:
+                    continue
             self._untagged(f"{cmdname} ({' '.join(attrs)}) \"{DELIM}\" ".encode()
                            + astring(encode_mailbox(n)))
         self._done(tag, f"{cmdname} completed")
@@ -887,6 +883,8 @@ class ImapSession:
             while cur.maybe_sp():
                 flags.append(cur.flag())
         cur.expect_end()
+        if any(f.upper() == "\\RECENT" for f in flags):
+            raise ParseError(_("\\Recent is set by the server only; a client cannot STORE it"))
         flags = self._check_flags(flags)
         sel = self.selected
         uids = self._targets(seqset, uid)
@@ -897,11 +895,12 @@ class ImapSession:
         missing = False
         for u in uids:
             try:
+                before = sel.folder.flags_of(u)
                 new = sel.folder.store_flags(u, flags, mode, origin=self)
             except KeyError:
                 missing = True
                 continue
-            if not silent:
+            if not silent and new != before:  # unchanged messages are not reported (as Dovecot)
                 seq = sel.seq_of(u)
                 extra = b" UID %d" % u if uid else b""
                 self._send(b"* %d FETCH (FLAGS " % seq + self._flags_text(u, new).encode() + extra + b")\r\n")
@@ -950,7 +949,12 @@ class ImapSession:
         cur.sp()
         if cur.try_token(b"RETURN "):  # ESEARCH is not offered
             raise ParseError(_("SEARCH RETURN (...) is not supported here"))
-        tree = searchmod.parse_search(cur)
+        try:
+            tree = searchmod.parse_search(cur)
+        except ParseError as e:
+            if e.code and e.code.startswith("BADCHARSET"):
+                raise No(e.hint, e.code) from None
+            raise
         cur.expect_end()
         sel = self.selected
         folder = sel.folder
@@ -1013,7 +1017,8 @@ class ImapSession:
                     self._untagged("OK [PERMANENTFLAGS (" + " ".join(SYSTEM_FLAGS + kws + ["\\*"]) + ")] "
                                    + _("Flags permitted"))
         if allow_expunge and sel.deferred_expunges:
-            for u in sorted(set(sel.deferred_expunges)):
+            # Highest first, as Dovecot does: the numbers of the ones still to come do not shift.
+            for u in sorted(set(sel.deferred_expunges), reverse=True):
                 seq = sel.seq_of(u)
                 if seq:
                     self._untagged(f"{seq} EXPUNGE")

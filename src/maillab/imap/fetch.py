@@ -409,10 +409,7 @@ def _plist(params: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def _lines(data: bytes) -> int:
-    n = data.count(b"\n")
-    if data and not data.endswith(b"\n"):
-        n += 1
-    return n
+    return data.count(b"\n")  # as Dovecot counts: an unterminated last line does not count
 
 
 def _disposition(part: Part) -> bytes:
@@ -483,16 +480,19 @@ class Section:
 
 
 def _find(root: Part, numbers: list[int]) -> Part | None:
-    cur, in_message = root, True
+    """The part that numbers such as [2, 1] name (RFC 3501 6.4.5), or None."""
+    cur, where = root, "message"  # where: "message", "part" (chosen among children) or "body"
     for i, n in enumerate(numbers):
-        if i > 0 and cur.message is not None:
-            cur, in_message = cur.message, True
-        if cur.children is not None:
+        if where == "part" and cur.message is not None:
+            cur, where = cur.message, "message"  # numbers go on inside an attached message
+        if cur.children is not None and where != "body":
             if not 1 <= n <= len(cur.children):
                 return None
-            cur, in_message = cur.children[n - 1], False
-        elif in_message and n == 1:
-            in_message = False  # a message that is not multipart: part 1 is its body
+            cur, where = cur.children[n - 1], "part"
+        elif n == 1 and where == "message":
+            where = "body"  # a message that is not multipart: part 1 is its body
+        elif n == 1 and where == "part":
+            where = "body"  # a single part's part 1 is itself, once (as Dovecot answers)
         else:
             return None
     return cur
@@ -506,7 +506,7 @@ def section_bytes(root: Part, raw: bytes, section: Section) -> bytes | None:
     else:
         part = _find(root, section.parts)
         if part is None:
-            return None
+            return b""  # no such part: an empty string, as Dovecot answers
         if section.spec == "":
             return part.body
         if section.spec == "MIME":

@@ -8,6 +8,7 @@ it however the sender encoded it.
 
 from __future__ import annotations
 
+import codecs
 import email
 import email.header
 import email.policy
@@ -38,13 +39,17 @@ DATE_KEYS = {"BEFORE": ("internal", "before"), "ON": ("internal", "on"), "SINCE"
 
 def parse_search(cur: Cursor, *, allow_charset: bool = True):
     """Parse ``[CHARSET x] key key ...`` to a tree; keys in a row are ANDed."""
-    charset = "US-ASCII"
+    charset = "UTF-8"  # strictly US-ASCII, but learners type UTF-8 by hand: accept it
     if allow_charset and cur.data[cur.pos:cur.pos + 8].upper() == b"CHARSET ":
         cur.pos += 8
         charset = cur.astring("charset").decode("ascii", "replace").upper()
-        if charset not in SUPPORTED_CHARSETS:
-            raise ParseError(_("this server searches in UTF-8 (or US-ASCII) only"),
-                             code="BADCHARSET (" + " ".join(SUPPORTED_CHARSETS) + ")")
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            raise ParseError(_("unknown charset {charset}; use CHARSET UTF-8").format(charset=charset),
+                             code="BADCHARSET (" + " ".join(SUPPORTED_CHARSETS) + ")") from None
+        if charset == "US-ASCII":
+            charset = "UTF-8"
         cur.sp()
     keys = [_key(cur, charset)]
     while cur.maybe_sp():
@@ -54,7 +59,7 @@ def parse_search(cur: Cursor, *, allow_charset: bool = True):
 
 def _text(cur: Cursor, charset: str) -> str:
     raw = cur.astring("search text")
-    return raw.decode("utf-8", "replace").casefold()
+    return raw.decode(charset, "replace").casefold()
 
 
 def _key(cur: Cursor, charset: str, depth: int = 0):
@@ -165,6 +170,7 @@ class SearchContext:
     _raw: bytes | None = None
     _headers: dict | None = None
     _body: str | None = None
+    _full: str | None = None
 
     @property
     def raw(self) -> bytes:
@@ -189,6 +195,19 @@ class SearchContext:
                     texts.append(_decode_payload(part))
             self._body = "\n".join(texts).casefold()
         return self._body
+
+    def full_text(self) -> str:
+        """TEXT searches everything: the header, the MIME headers of the parts and their text."""
+        if self._full is None:
+            msg = email.message_from_bytes(self.raw, policy=email.policy.compat32)
+            texts = []
+            for part in msg.walk():
+                texts.extend(f"{k}: {decode_header_value(v.encode('utf-8', 'surrogateescape'))}"
+                             for k, v in part.items())
+                if not part.is_multipart() and part.get_content_maintype() in ("text", "message"):
+                    texts.append(_decode_payload(part))
+            self._full = "\n".join(texts).casefold()
+        return self._full
 
     def header_text(self, name: str) -> list[str]:
         return [decode_header_value(v).casefold() for v in self.headers.get(name.encode("ascii", "replace"), [])]
@@ -242,11 +261,7 @@ def matches(node, ctx: SearchContext) -> bool:
     if kind == "body":
         return node[1] in ctx.body_text()
     if kind == "text":
-        if any(node[1] in decode_header_value(v).casefold()
-               for vs in ctx.headers.values() for v in vs):
-            return True
-        name_hit = any(node[1] in n.decode("ascii", "replace").casefold() for n in ctx.headers)
-        return name_hit or node[1] in ctx.body_text()
+        return node[1] in ctx.full_text()
     if kind == "date":
         _k, which, op, day = node
         got = _day(ctx.internaldate) if which == "internal" else (_sent_day(ctx) or _day(ctx.internaldate))
