@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from ..i18n import _
 from ..net import ServerContext, set_nodelay
 from .core import Pop3Session
 
@@ -34,7 +35,7 @@ class Pop3Protocol(asyncio.Protocol):
         self.conn = None  # the transcript's record of this connection
         self._last_heard = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._close_reason = "connection closed"
+        self._close_reason: str | None = None  # why we closed, for the transcript
         self._paused = False  # the client is not reading our answers fast enough
 
     # ---- asyncio callbacks
@@ -65,8 +66,8 @@ class Pop3Protocol(asyncio.Protocol):
         # Without QUIT this deletes nothing; it only gives the maildrop back.
         self.session.connection_lost()
         reason = self._close_reason
-        if exc is not None and reason == "connection closed":
-            reason = f"connection lost ({exc})"
+        if reason is None:  # the client went away
+            reason = _("connection lost ({0})").format(exc) if exc else _("connection closed")
         self.conn.close(reason)
 
     # Flow control: a client that pipelines many RETRs but does not read the answers must
@@ -92,8 +93,8 @@ class Pop3Protocol(asyncio.Protocol):
         if reply:
             self._send(reply)
         if self.session.closed:  # after QUIT, or a fatal error
-            self._close_reason = ("closed after a server error" if self.session.failed
-                                  else "closed after QUIT")
+            self._close_reason = (_("closed after a server error") if self.session.failed
+                                  else _("closed after QUIT"))
             self.transport.close()  # sends what is still buffered, then closes
         elif self.session.pending and not self._paused:
             # More pipelined commands, and the client keeps up: answer them next.
@@ -114,7 +115,8 @@ class Pop3Protocol(asyncio.Protocol):
         if quiet < self.timeout:
             self._timer = loop.call_later(self.timeout - quiet, self._check_idle)
             return
-        self._close_reason = f"idle for {self.timeout:g} s: closed without UPDATE (nothing deleted)"
+        self._close_reason = _("idle for {0:g} s: closed without UPDATE (nothing deleted)").format(
+            self.timeout)
         self.transport.abort()  # no reply is sent on timeout (RFC 1939 section 3)
 
 
