@@ -521,3 +521,16 @@ def test_pipelined_retrs_are_answered_in_bounded_steps(ctx, store):
     replies = re.findall(rb"^\+OK[^\r]*", out, re.M)
     assert len(replies) == 7 and replies[-1] == b"+OK"
     assert session.receive_data() == b""
+
+
+def test_message_without_final_line_end(ctx, store):
+    inbox(store).deliver(b"Subject: x\n\nno line end")
+    session = new_session(ctx)
+    say(session, "USER alice")
+    say(session, f"PASS {PASSWORD}")
+    size = len(b"Subject: x\r\n\r\nno line end")
+    assert say(session, "LIST 4") == f"+OK 4 {size}\r\n"
+    # the size stays that of the message; the line end before "." is the terminator's
+    assert say(session, "RETR 4") == (f"+OK {size} octets\r\nSubject: x\r\n\r\n"
+                                      "no line end\r\n.\r\n")
+    assert say(session, "TOP 4 9").endswith("\r\n\r\nno line end\r\n.\r\n")

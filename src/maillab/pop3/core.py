@@ -117,7 +117,7 @@ def byte_stuff(data: bytes) -> bytes:
     """Make message text safe for a multi-line reply (RFC 1939 section 3).
 
     A line that starts with "." gets one more "." in front, so that a line holding just "."
-    can only mean the end of the reply. The data must end with CRLF. Linear in the size.
+    can only mean the end of the reply. Linear in the size of the data.
     """
     stuffed = data.replace(b"\n.", b"\n..")
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
@@ -496,7 +496,7 @@ class Pop3Session:
             except OSError:
                 break
             else:
-                return data if data.endswith(CRLF) or not data else data + CRLF
+                return data
         raise Refused(self._err(_("cannot read message {0}").format(msg.number), code="SYS/TEMP"))
 
     def _release_maildrop(self) -> None:
@@ -505,8 +505,11 @@ class Pop3Session:
             account.maildrop_lock.release()
 
     def _multiline(self, first: str, body: bytes) -> bytes:
-        """A +OK line, the byte-stuffed body (ending in CRLF), and the "." terminator."""
-        return b"".join((self._ok(first), byte_stuff(body), b".\r\n"))
+        """A +OK line, the byte-stuffed body, and the "." terminator line."""
+        # A message whose last line has no line end gets one, which is not counted in its size
+        # (as Dovecot does): the terminator must start a line of its own.
+        ending = b"" if body.endswith(CRLF) or not body else CRLF
+        return b"".join((self._ok(first), byte_stuff(body), ending, b".\r\n"))
 
     @staticmethod
     def _ok(text: str) -> bytes:
