@@ -382,7 +382,7 @@ class Folder:
                 # A message whose flags change has been seen by a client: it moves to cur/.
                 target = self.path / "cur" / (base + _flag_suffix(system))
                 os.rename(info.path, target)
-                info.path, info.flags = target, system
+                info.path, info.flags, info.recent = target, system, False
             kw = set(new - system)
             if kw != self.keywords.get(uid, set()):
                 if kw:

@@ -123,6 +123,7 @@ class ImapSession:
         self.starttls_wanted = False  # the server must now start TLS, then call tls_started()
         self.closing = False
         self.options = getattr(ctx, "options", {}) or {}
+        self._flags_reported: set[int] = set()  # UIDs whose FLAGS this command already sent
 
     # ------------------------------------------------------------------ I/O surface
     def greeting(self) -> None:
@@ -818,6 +819,8 @@ class ImapSession:
                 parts.append(self._fetch_item(item, u, info, flags, raw, root))
             if add_flags:
                 parts.append(b"FLAGS " + self._flags_text(u, flags).encode())
+            if add_flags or has_flags:
+                self._flags_reported.add(u)
             out.append(b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n")
         self._sync(allow_expunge=uid)
         if missing:
@@ -901,6 +904,7 @@ class ImapSession:
                 missing = True
                 continue
             if not silent and new != before:  # unchanged messages are not reported (as Dovecot)
+                self._flags_reported.add(u)
                 seq = sel.seq_of(u)
                 extra = b" UID %d" % u if uid else b""
                 self._send(b"* %d FETCH (FLAGS " % seq + self._flags_text(u, new).encode() + extra + b")\r\n")
@@ -1032,9 +1036,10 @@ class ImapSession:
                 sel.recent |= set(sel.folder.claim_recent()) & sel.uid_set
             self._untagged(f"{len(sel.uids)} EXISTS")
             self._untagged(f"{len(sel.recent)} RECENT")
+        reported, self._flags_reported = self._flags_reported, set()
         for u in flag_updates:
             seq = sel.seq_of(u)
-            if not seq:
+            if not seq or u in reported:
                 continue
             try:
                 flags = sel.folder.flags_of(u)

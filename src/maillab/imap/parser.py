@@ -289,6 +289,9 @@ class Cursor:
     # ---- tokens
     def atom(self, extra_allowed: bytes = b"", what: str = "word") -> str:
         """An atom; ``extra_allowed`` adds characters (e.g. ``]`` or ``%*``) for special places."""
+        return self.atom_bytes(extra_allowed, what).decode("utf-8", "replace")
+
+    def atom_bytes(self, extra_allowed: bytes = b"", what: str = "word") -> bytes:
         start = self.pos
         data, end = self.data, self.end
         allowed = set(extra_allowed)
@@ -299,7 +302,7 @@ class Cursor:
             self.pos += 1
         if self.pos == start:
             raise ParseError(_("expected a {what} here").format(what=what))
-        return data[start:self.pos].decode("ascii", "replace")
+        return data[start:self.pos]
 
     def number(self, what: str = "number") -> int:
         start = self.pos
@@ -359,7 +362,7 @@ class Cursor:
             return self.string(what)
         if not c:
             raise ParseError(_("this command needs more arguments ({what} missing)").format(what=what))
-        return self.atom(b"]", what).encode("ascii", "replace")
+        return self.atom_bytes(b"]", what)
 
     def nstring_or_nil(self) -> bytes | None:
         if self.try_nil():
@@ -387,7 +390,7 @@ class Cursor:
         if c in (b'"', b"{"):
             raw = self.string("pattern")
         else:
-            raw = self.atom(b"%*]", "pattern").encode()
+            raw = self.atom_bytes(b"%*]", "pattern")
         try:
             return decode_mailbox(raw)
         except ValueError:

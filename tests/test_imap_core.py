@@ -1,0 +1,694 @@
+"""The IMAP core without sockets: bytes in, bytes out."""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import re
+
+import pytest
+
+from maillab.imap import fetch as fetchmod
+from maillab.imap.core import ImapSession, State
+from maillab.imap.parser import (MAX_LINE, Cursor, Framer, ParseError, decode_mailbox,
+                                 encode_mailbox, parse_datetime, format_datetime)
+from maillab.imap.testing import ALTERNATIVE, ATTACHMENT, FORWARD, GROUP, PLAIN, SAMPLES
+from maillab.net import ServerContext
+from maillab.store import Store, to_crlf
+from maillab.transcript import Recorder
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "store", hash_n=2**10)
+    s.add_account("alice", "alice-pw", "example.com")
+    s.add_account("bob", "bob-pw", "example.com")
+    s.add_account("john", "john-pw", "example.net")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ctx(store):
+    return ServerContext(store, Recorder(), "mail.example.com", "example.com")
+
+
+class Client:
+    """Feeds a session and collects what it says."""
+
+    def __init__(self, ctx, **kw):
+        self.s = ImapSession(ctx, "test", **kw)
+        self.s.greeting()
+        self.greeting = self.s.data_to_send()
+
+    def send(self, data: bytes) -> bytes:
+        self.s.receive_data(data)
+        return self.s.data_to_send()
+
+    def cmd(self, line: str | bytes) -> bytes:
+        data = line.encode() if isinstance(line, str) else line
+        return self.send(data + b"\r\n")
+
+    def login(self, user="alice", pw="alice-pw"):
+        out = self.cmd(f"a LOGIN {user} {pw}")
+        assert b"a OK" in out, out
+        return self
+
+
+def lines(out: bytes) -> list[bytes]:
+    return out.split(b"\r\n")[:-1]
+
+
+def fill(store, login="alice", samples=SAMPLES, flags=()):
+    folder = store.account(login).folder("INBOX")
+    return [folder.deliver(s, flags) for s in samples]
+
+
+# ----------------------------------------------------------------------------- framing and hints
+
+def test_greeting_lists_capabilities(ctx):
+    c = Client(ctx)
+    assert c.greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 ")
+    for cap in (b"IDLE", b"UIDPLUS", b"MOVE", b"UNSELECT", b"LITERAL+", b"NAMESPACE", b"ID",
+                b"SPECIAL-USE", b"SASL-IR", b"AUTH=PLAIN"):
+        assert cap in c.greeting
+    assert b"STARTTLS" not in c.greeting  # only with a TLS context
+
+
+def test_missing_tag_gets_untagged_bad_with_example(ctx):
+    c = Client(ctx)
+    assert c.cmd("LOGIN alice alice-pw") == \
+        b"* BAD every command starts with a tag, for example: a1 LOGIN alice password\r\n"
+    assert c.cmd("CAPABILITY") == b"* BAD every command starts with a tag, for example: a1 CAPABILITY\r\n"
+    assert c.cmd("") .startswith(b"* BAD empty line")
+    # the session survives any number of mistakes
+    assert b"a1 OK" in c.cmd("a1 NOOP")
+
+
+def test_unknown_command_and_bad_arguments_get_hints(ctx):
+    c = Client(ctx)
+    out = c.cmd("a1 HELLO")
+    assert out.startswith(b"a1 BAD unknown command HELLO") and b"CAPABILITY" in out
+    out = c.cmd("a2 LOGIN alice")
+    assert out.startswith(b"a2 BAD LOGIN: ") and b"more arguments" in out
+    out = c.cmd('a3 LOGIN "alice')
+    assert b"a3 BAD" in out and b'closing "' in out
+    out = c.cmd("a4 SELECT INBOX")
+    assert out.startswith(b"a4 BAD SELECT: log in first, for example: a1 LOGIN alice password")
+    c.login()
+    out = c.cmd("a5 FETCH 1 FLAGS")
+    assert out.startswith(b"a5 BAD FETCH: select a folder first")
+    c.cmd("a6 SELECT INBOX")
+    out = c.cmd("a7 FETCH 1 FLAGZ")
+    assert b"a7 BAD" in out and b"unknown FETCH item FLAGZ" in out
+    out = c.cmd("a8 FETCH 1 FLAGS")
+    assert out.startswith(b"a8 BAD FETCH: there is no message 1 here")
+    out = c.cmd("a9 UID FOO 1")
+    assert out.startswith(b"a9 BAD UID comes before")
+    assert b"b OK" in c.cmd("b NOOP")
+
+
+def test_literal_split_across_reads(ctx):
+    c = Client(ctx)
+    out = c.send(b"a1 LOGIN {5}\r\n")
+    assert out == b"+ Ready for literal data\r\n"
+    assert c.s.quickack_wanted
+    out = b""
+    for byte in b"alice {8}\r\n":
+        out += c.send(bytes([byte]))
+    assert out == b"+ Ready for literal data\r\n"
+    out = c.send(b"alice-")
+    assert out == b""
+    out = c.send(b"pw\r")
+    assert out == b""
+    out = c.send(b"\n")
+    assert b"a1 OK" in out and c.s.state is State.AUTHENTICATED
+
+
+def test_non_synchronizing_literal_needs_no_continuation(ctx):
+    c = Client(ctx)
+    out = c.send(b"a1 LOGIN {5+}\r\nalice {8+}\r\nalice-pw\r\n")
+    assert out.startswith(b"a1 OK") and b"+ Ready" not in out
+
+
+def test_overlong_line_is_refused_and_session_goes_on(ctx):
+    c = Client(ctx)
+    out = c.send(b"a1 NOOP " + b"x" * (MAX_LINE + 10))
+    assert out.startswith(b"* BAD that line is too long")
+    out = c.send(b"yyyy\r\na2 NOOP\r\n")
+    assert out.startswith(b"a2 OK")
+
+
+def test_oversized_literals_are_refused(ctx):
+    c = Client(ctx).login()
+    out = c.send(b"a1 APPEND INBOX {999999999999}\r\n")
+    assert out.startswith(b"a1 NO [TOOBIG]")
+    # a LITERAL+ one is read and thrown away, not stored
+    out = c.send(b"a2 LOGIN {70000+}\r\n" + b"z" * 70000 + b" more\r\na3 NOOP\r\n")
+    assert b"a2 NO [TOOBIG]" in out and b"a3 OK" in out
+    assert c.s.framer.buffered < 1000
+
+
+def test_pipelined_commands(ctx):
+    c = Client(ctx)
+    out = c.send(b"a1 LOGIN alice alice-pw\r\na2 SELECT INBOX\r\na3 LOGOUT\r\n")
+    assert re.search(rb"a1 OK.*a2 OK \[READ-WRITE\].*\* BYE.*a3 OK", out, re.S)
+    assert c.s.closing
+
+
+# ----------------------------------------------------------------------------- logging in
+
+def test_login_by_address_and_wrong_password(ctx):
+    c = Client(ctx)
+    out = c.cmd("a1 LOGIN alice wrong")
+    assert out.startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+    out = c.cmd("a2 LOGIN john john-pw")  # another domain's account
+    assert out.startswith(b"a2 NO [AUTHENTICATIONFAILED]")
+    out = c.cmd('a3 LOGIN "alice@example.com" "alice-pw"')
+    assert out.startswith(b"a3 OK [CAPABILITY ")
+    assert c.s.user == "alice"
+    assert b"AUTH=PLAIN" not in c.cmd("a4 CAPABILITY")
+    assert c.cmd("a5 LOGIN alice alice-pw").startswith(b"a5 BAD LOGIN: you are logged in already")
+
+
+def test_authenticate_plain_with_continuation_and_with_initial_response(ctx):
+    token = base64.b64encode(b"\0alice\0alice-pw")
+    c = Client(ctx)
+    assert c.cmd("a1 AUTHENTICATE PLAIN") == b"+ \r\n"
+    out = c.send(token + b"\r\n")
+    assert out.startswith(b"a1 OK")
+    c = Client(ctx)
+    assert c.cmd(b"a1 AUTHENTICATE PLAIN " + token).startswith(b"a1 OK")
+    c = Client(ctx)
+    c.cmd("a1 AUTHENTICATE PLAIN")
+    assert c.send(b"*\r\n").startswith(b"a1 BAD authentication cancelled")
+    assert c.cmd("a2 AUTHENTICATE PLAIN !!!").startswith(b"a2 BAD")
+    bad = base64.b64encode(b"\0alice\0nope")
+    assert c.cmd(b"a3 AUTHENTICATE PLAIN " + bad).startswith(b"a3 NO [AUTHENTICATIONFAILED]")
+    assert c.cmd("a4 AUTHENTICATE CRAM-MD5").startswith(b"a4 NO unsupported mechanism")
+
+
+def test_strict_mode_disables_login_without_tls(ctx):
+    ctx.options["strict"] = True
+    c = Client(ctx)
+    assert b"LOGINDISABLED" in c.greeting and b"AUTH=PLAIN" not in c.greeting
+    assert c.cmd("a1 LOGIN alice alice-pw").startswith(b"a1 NO [PRIVACYREQUIRED]")
+    c = Client(ctx, tls=True)
+    assert b"LOGINDISABLED" not in c.greeting
+    assert c.cmd("a1 LOGIN alice alice-pw").startswith(b"a1 OK")
+
+
+def test_starttls_when_a_context_is_configured(ctx):
+    c = Client(ctx)
+    assert c.cmd("a1 STARTTLS").startswith(b"a1 BAD")
+    ctx.options["tls_context"] = object()
+    c = Client(ctx)
+    assert b"STARTTLS" in c.greeting
+    out = c.send(b"a1 STARTTLS\r\na2 LOGIN alice alice-pw\r\n")  # the injected LOGIN is dropped
+    assert out == b"a1 OK Begin TLS negotiation now\r\n" and c.s.starttls_wanted
+    c.s.tls_started()
+    assert b"STARTTLS" not in c.cmd("a3 CAPABILITY")
+    assert c.s.state is State.NOT_AUTHENTICATED
+
+
+def test_logout(ctx):
+    c = Client(ctx)
+    out = c.cmd("a1 LOGOUT")
+    assert out == b"* BYE Logging out, goodbye\r\na1 OK LOGOUT completed\r\n"
+    assert c.s.closing
+
+
+# ----------------------------------------------------------------------------- folders
+
+def test_select_and_examine(ctx, store):
+    infos = fill(store)
+    store.account("alice").folder("INBOX").store_flags(infos[0].uid, {"\\Seen"})
+    c = Client(ctx).login()
+    out = c.cmd("a1 SELECT inbox")
+    folder = store.account("alice").folder("INBOX")
+    assert lines(out) == [
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted",
+        b"* 5 EXISTS", b"* 4 RECENT", b"* OK [UNSEEN 2] First unseen",
+        b"* OK [UIDVALIDITY %d] UIDs valid" % folder.uidvalidity,
+        b"* OK [UIDNEXT 6] Predicted next UID",
+        b"a1 OK [READ-WRITE] SELECT completed"]
+    # \Recent belongs to the first session only
+    c2 = Client(ctx).login()
+    out = c2.cmd("b1 EXAMINE INBOX")
+    assert b"* 0 RECENT" in out and b"[PERMANENTFLAGS ()]" in out and b"b1 OK [READ-ONLY]" in out
+    out = c.cmd("a2 SELECT Nope")
+    assert b"a2 NO [NONEXISTENT]" in out and c.s.state is State.AUTHENTICATED
+
+
+def test_create_rename_delete_list(ctx, store):
+    c = Client(ctx).login()
+    assert c.cmd("a1 CREATE Archive").startswith(b"a1 OK")
+    assert c.cmd("a2 CREATE Archive").startswith(b"a2 NO [ALREADYEXISTS]")
+    assert c.cmd("a3 CREATE Work.2024.Q1").startswith(b"a3 OK")
+    assert c.cmd("a4 CREATE INBOX").startswith(b"a4 NO")
+    assert c.cmd('a5 CREATE "bad*name"').startswith(b"a5 NO")
+    out = c.cmd('a6 LIST "" *')
+    assert b'* LIST (\\HasNoChildren) "." INBOX' in out
+    assert b'* LIST (\\HasNoChildren \\Sent) "." Sent' in out
+    assert b'* LIST (\\Noselect \\HasChildren) "." Work' in out
+    assert b'* LIST (\\Noselect \\HasChildren) "." Work.2024' in out
+    assert b'* LIST (\\HasNoChildren) "." Work.2024.Q1' in out
+    out = c.cmd('a7 LIST "" %')
+    assert b"Work.2024" not in out and b'"." Work\r\n' in out
+    out = c.cmd('a8 LIST Work. %')
+    assert lines(out)[:-1] == [b'* LIST (\\Noselect \\HasChildren) "." Work.2024']
+    assert c.cmd('a9 LIST "" ""') == b'* LIST (\\Noselect) "." ""\r\na9 OK LIST completed\r\n'
+    assert c.cmd("b0 RENAME Work.2024 Old").startswith(b"b0 NO [NONEXISTENT]")  # only implied
+    c.cmd("b1 CREATE Work")
+    assert c.cmd("b1 RENAME Work Old").startswith(b"b1 OK")  # its sub-folders move along
+    assert store.account("alice").folder_names() == ["INBOX", "Archive", "Drafts", "Junk", "Old",
+                                                     "Old.2024.Q1", "Sent", "Trash"]
+    assert c.cmd("b1 RENAME Old.2024.Q1 Old.Q1").startswith(b"b1 OK")
+    assert c.cmd("b2 DELETE Old.Q1").startswith(b"b2 OK")
+    assert c.cmd("b3 DELETE Old.Q1").startswith(b"b3 NO [NONEXISTENT]")
+    assert c.cmd("b4 DELETE INBOX").startswith(b"b4 NO")
+    assert c.cmd("b5 RENAME Nope X").startswith(b"b5 NO [NONEXISTENT]")
+
+
+def test_unicode_folder_names_use_modified_utf7(ctx, store):
+    c = Client(ctx).login()
+    assert c.cmd("a1 CREATE Entw&APw-rfe").startswith(b"a1 OK")
+    assert "Entwürfe" in store.account("alice").folder_names()
+    assert b'"." Entw&APw-rfe' in c.cmd('a2 LIST "" *')
+    assert encode_mailbox("日本語 & more") == b"&ZeVnLIqe- &- more"
+    assert decode_mailbox(b"&ZeVnLIqe- &- more") == "日本語 & more"
+
+
+def test_subscribe_lsub(ctx, store):
+    c = Client(ctx).login()
+    out = c.cmd('a1 LSUB "" *')
+    assert b'* LSUB () "." INBOX' in out and b'* LSUB (\\Sent) "." Sent' in out
+    c.cmd("a2 CREATE Lists.python")
+    assert c.cmd("a3 SUBSCRIBE Lists.python").startswith(b"a3 OK")
+    out = c.cmd('a4 LSUB "" %')
+    assert b'* LSUB (\\Noselect) "." Lists' in out
+    assert c.cmd("a5 UNSUBSCRIBE Sent").startswith(b"a5 OK")
+    assert b"Sent" not in c.cmd('a6 LSUB "" *')
+    # kept on disk: a new store sees it
+    again = Store(store.root, hash_n=2**10)
+    assert "Lists.python" in again.account("alice").subscriptions()
+    assert "Sent" not in again.account("alice").subscriptions()
+    out = c.cmd('a7 LIST (SUBSCRIBED) "" * RETURN (CHILDREN)')
+    assert b'* LIST (\\Subscribed \\HasNoChildren) "." Lists.python' in out
+
+
+def test_status_and_namespace(ctx, store):
+    fill(store, flags=())
+    store.account("alice").folder("INBOX").store_flags(1, {"\\Seen"})
+    c = Client(ctx).login()
+    out = c.cmd("a1 STATUS INBOX (MESSAGES RECENT UIDNEXT UNSEEN)")
+    assert lines(out)[0] == b"* STATUS INBOX (MESSAGES 5 RECENT 4 UIDNEXT 6 UNSEEN 4)"
+    assert c.cmd("a2 STATUS INBOX (SIZE)").startswith(b"a2 BAD")
+    assert c.cmd("a3 NAMESPACE").startswith(b'* NAMESPACE (("" ".")) NIL NIL')
+    assert c.cmd('a4 ID ("name" "test")').startswith(b'* ID ("name" "maillab"')
+    assert c.cmd("a5 ID NIL").startswith(b'* ID ')
+
+
+def test_append_with_flags_and_date(ctx, store):
+    c = Client(ctx).login()
+    msg = to_crlf(PLAIN)
+    out = c.send(b'a1 APPEND Sent (\\Seen $Important) "05-Feb-2024 10:20:30 +0100" {%d}\r\n' % len(msg))
+    assert out == b"+ Ready for literal data\r\n"
+    out = c.send(msg + b"\r\n")
+    folder = store.account("alice").folder("Sent")
+    assert out == b"a1 OK [APPENDUID %d 1] APPEND completed\r\n" % folder.uidvalidity
+    info = folder.get(1)
+    assert folder.flags_of(1) == {"\\Seen", "$Important"}
+    assert info.internaldate == parse_datetime("05-Feb-2024 10:20:30 +0100")
+    assert folder.read(1) == msg
+    out = c.send(b"a2 APPEND Nope {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    assert out.startswith(b"a2 NO [TRYCREATE]")
+    out = c.send(b"a3 APPEND INBOX (\\Bogus) {1+}\r\nx\r\n")
+    assert out.startswith(b"a3 BAD")
+
+
+# ----------------------------------------------------------------------------- FETCH
+
+def fetch(c, what: str) -> bytes:
+    out = c.cmd("f " + what)
+    assert out.endswith(b"f OK FETCH completed\r\n") or out.endswith(b"f OK UID FETCH completed\r\n"), out
+    return out
+
+
+@pytest.fixture
+def selected(ctx, store):
+    fill(store)
+    c = Client(ctx).login()
+    c.cmd("s SELECT INBOX")
+    return c
+
+
+def test_fetch_simple_items(selected, store):
+    folder = store.account("alice").folder("INBOX")
+    info = folder.get(1)
+    out = fetch(selected, "FETCH 1 (UID FLAGS INTERNALDATE RFC822.SIZE)")
+    assert lines(out)[0] == (b'* 1 FETCH (UID 1 FLAGS (\\Recent) INTERNALDATE "%s" RFC822.SIZE %d)'
+                             % (format_datetime(info.internaldate).encode(), info.size))
+    out = fetch(selected, "FETCH 1 FAST")
+    assert b"FLAGS" in out and b"INTERNALDATE" in out and b"ENVELOPE" not in out
+    out = fetch(selected, "FETCH 1 ALL")
+    assert b"ENVELOPE (" in out and b"BODY " not in out
+    out = fetch(selected, "FETCH 1 FULL")
+    assert b"ENVELOPE (" in out and b" BODY (" in out
+
+
+def test_fetch_rfc822_sets_seen_but_peek_does_not(selected, store):
+    folder = store.account("alice").folder("INBOX")
+    raw = to_crlf(PLAIN)
+    out = fetch(selected, "FETCH 1 BODY.PEEK[]")
+    assert out.startswith(b"* 1 FETCH (BODY[] {%d}\r\n" % len(raw) + raw + b")")
+    assert "\\Seen" not in folder.flags_of(1)
+    out = fetch(selected, "FETCH 1 RFC822.HEADER")
+    assert "\\Seen" not in folder.flags_of(1)
+    header = raw[:raw.index(b"\r\n\r\n") + 4]
+    assert out.startswith(b"* 1 FETCH (RFC822.HEADER {%d}\r\n" % len(header) + header + b")")
+    out = fetch(selected, "FETCH 1 RFC822")
+    assert out.startswith(b"* 1 FETCH (RFC822 {%d}\r\n" % len(raw) + raw + b" FLAGS (\\Seen \\Recent))")
+    out = fetch(selected, "FETCH 2 BODY[TEXT]")
+    assert b"FLAGS (\\Seen \\Recent)" in out
+    out = fetch(selected, "FETCH 3 RFC822.TEXT")
+    assert b"FLAGS (\\Seen \\Recent)" in out
+
+
+def test_fetch_envelope(selected):
+    out = fetch(selected, "FETCH 1:5 ENVELOPE")
+    env = lines(out)
+    assert env[0] == (b'* 1 FETCH (ENVELOPE ("Mon, 1 Jan 2024 10:00:00 +0100" "Lunch on Friday?" '
+                      b'(("Bob Builder" NIL "bob" "example.com")) (("Bob Builder" NIL "bob" "example.com")) '
+                      b'(("Bob Builder" NIL "bob" "example.com")) '
+                      b'(("Alice" NIL "alice" "example.com")(NIL NIL "carol" "example.org")) '
+                      b'(("Dave, the reviewer" NIL "dave" "example.net")) NIL NIL "<lunch-1@example.com>"))')
+    # RFC 2047 words stay encoded in ENVELOPE; In-Reply-To is there
+    assert b'"=?UTF-8?B?R3LDvMOfZSBhdXMgQmVybGlu?=" (("=?UTF-8?Q?J=C3=B6rg_M=C3=BCller?=" NIL "joerg" "example.de"))' in env[1]
+    assert b'"<lunch-1@example.com>" "<berlin-2@example.de>"))' in env[1]
+    # Reply-To and Bcc
+    assert b'(("Carol Replies" NIL "replies" "example.org"))' in env[2]
+    assert b'((NIL NIL "archive" "example.org"))' in env[2]
+    # groups, a quoted name with escaped quotes, a comment as name, a folded subject
+    assert b'((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))' in env[4]
+    assert (b'((NIL NIL "Friends" NIL)(NIL NIL "frank" "example.com")("Grace" NIL "grace" "example.com")'
+            b'(NIL NIL NIL NIL)("Henry H" NIL "henry" "example.com"))') in env[4]
+    assert b'(("Eve \\"the\\" Example" NIL "eve" "example.com"))' in env[4]
+    assert b'((NIL NIL "list-bounces" "lists.example.com"))' in env[4]
+    assert b'"A group, a comment and a very long header line that is folded onto a second line"' in env[4]
+
+
+def test_fetch_bodystructure(selected):
+    out = fetch(selected, "FETCH 1:5 BODYSTRUCTURE")
+    bs = lines(out)
+    assert bs[0] == (b'* 1 FETCH (BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 52 5 '
+                     b'NIL NIL NIL NIL))')
+    assert bs[1] == (b'* 2 FETCH (BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL '
+                     b'"quoted-printable" 55 1 NIL NIL NIL NIL)("text" "html" ("charset" "utf-8") NIL NIL '
+                     b'"quoted-printable" 67 0 NIL NIL NIL NIL) "alternative" ("boundary" "alt-boundary-42") '
+                     b'NIL NIL NIL))')
+    assert (b'("application" "pdf" ("name" "report.pdf") "<part3@example.org>" "Quarterly report" "base64" '
+            b'204 NIL ("attachment" ("filename" "report.pdf")) NIL NIL) "mixed" ("boundary" "mixed-1") '
+            b'NIL NIL NIL))') in bs[2]
+    assert b'("message" "rfc822" NIL NIL NIL "7bit" 435 ("Mon, 1 Jan 2024 10:00:00 +0100"' in bs[3]
+    assert b'"alternative" ("boundary" "inner") NIL NIL NIL) 17 NIL NIL NIL NIL) "mixed"' in bs[3]
+    out = fetch(selected, "FETCH 2 BODY")
+    assert lines(out)[0] == (b'* 2 FETCH (BODY (("text" "plain" ("charset" "utf-8") NIL NIL '
+                             b'"quoted-printable" 55 1)("text" "html" ("charset" "utf-8") NIL NIL '
+                             b'"quoted-printable" 67 0) "alternative"))')
+
+
+def _body(out: bytes, label: bytes) -> bytes:
+    m = re.search(re.escape(label) + rb" \{(\d+)\}\r\n", out)
+    assert m, (label, out)
+    return out[m.end():m.end() + int(m.group(1))]
+
+
+def test_fetch_sections(selected):
+    out = fetch(selected, "FETCH 3 (BODY.PEEK[1] BODY.PEEK[1.1] BODY.PEEK[1.2.MIME] BODY.PEEK[2] "
+                          "BODY.PEEK[2.MIME] BODY.PEEK[HEADER.FIELDS (Subject FROM)] "
+                          "BODY.PEEK[HEADER.FIELDS.NOT (Subject From Date To Bcc Reply-To MIME-Version "
+                          "Content-Type)] BODY.PEEK[TEXT]<2.5> BODY.PEEK[9])")
+    assert _body(out, b"BODY[1]").startswith(b"--alt-2\r\nContent-Type: text/plain")
+    assert _body(out, b"BODY[1.1]") == b"Please find the report attached."
+    assert _body(out, b"BODY[1.2.MIME]") == b"Content-Type: text/html; charset=us-ascii\r\n\r\n"
+    assert _body(out, b"BODY[2]").startswith(b"JVBERi0xLjQK") and _body(out, b"BODY[2]").endswith(b"iago0MgplbmRvYmoK")
+    assert _body(out, b"BODY[2.MIME]").startswith(b'Content-Type: application/pdf; name="report.pdf"\r\n')
+    assert _body(out, b"BODY[HEADER.FIELDS (SUBJECT FROM)]") == \
+        b"From: Carol <carol@example.org>\r\nSubject: The report (with attachment)\r\n\r\n"
+    assert _body(out, b"BODY[HEADER.FIELDS.NOT (SUBJECT FROM DATE TO BCC REPLY-TO MIME-VERSION "
+                      b"CONTENT-TYPE)]") == b"Message-ID: <report-3@example.org>\r\n\r\n"
+    assert _body(out, b"BODY[TEXT]<2>") == b"mixed"
+    assert _body(out, b"BODY[9]") == b""
+    out = fetch(selected, "FETCH 4 (BODY.PEEK[2] BODY.PEEK[2.HEADER] BODY.PEEK[2.TEXT] BODY.PEEK[2.1] "
+                          "BODY.PEEK[2.2.MIME] BODY.PEEK[2.HEADER.FIELDS (SUBJECT)])")
+    assert _body(out, b"BODY[2]").startswith(b"Date: Mon, 1 Jan 2024") and _body(out, b"BODY[2]").endswith(b"--inner--\r\n")
+    assert _body(out, b"BODY[2.HEADER]").endswith(b'boundary="inner"\r\n\r\n')
+    assert _body(out, b"BODY[2.TEXT]").startswith(b"--inner\r\n")
+    assert _body(out, b"BODY[2.1]") == b"shall we have lunch on Friday?"
+    assert _body(out, b"BODY[2.2.MIME]") == b"Content-Type: text/html; charset=us-ascii\r\n\r\n"
+    assert _body(out, b"BODY[2.HEADER.FIELDS (SUBJECT)]") == b"Subject: Lunch on Friday?\r\n\r\n"
+    out = fetch(selected, "FETCH 1 (BODY.PEEK[1] BODY.PEEK[1.MIME] BODY.PEEK[]<0.4>)")
+    assert _body(out, b"BODY[1]") == to_crlf(PLAIN).split(b"\r\n\r\n", 1)[1]
+    assert _body(out, b"BODY[]<0>") == b"Retu"
+
+
+def test_uid_fetch_adds_uid_and_ignores_missing(selected):
+    out = fetch(selected, "UID FETCH 2,4:* FLAGS")
+    assert [l[:20] for l in lines(out)[:-1]] == [b"* 2 FETCH (UID 2 FLA", b"* 4 FETCH (UID 4 FLA",
+                                                  b"* 5 FETCH (UID 5 FLA"]
+    out = selected.cmd("x UID FETCH 100:* FLAGS")  # n:* always takes in the highest UID
+    assert lines(out) == [b"* 5 FETCH (UID 5 FLAGS (\\Recent))", b"x OK UID FETCH completed"]
+    assert lines(selected.cmd("x UID FETCH 100:200 FLAGS")) == [b"x OK UID FETCH completed"]
+
+
+# ----------------------------------------------------------------------------- SEARCH
+
+SEARCHES = {
+    "ALL": [1, 2, 3, 4, 5],
+    "FROM bob": [1],
+    "FROM Müller": [2],  # decoded RFC 2047 display name, raw UTF-8 typed by hand
+    "SUBJECT grüße": [2],
+    "CHARSET UTF-8 SUBJECT {7}\r\ngrüße": [2],
+    'SUBJECT "lunch on"': [1, 4],
+    "TO alice": [1, 2, 3, 4],
+    "CC grace": [5],
+    "BCC archive": [3],
+    "HEADER X-Priority 1": [5],
+    'HEADER Message-ID ""': [1, 2, 3, 4, 5],
+    "HEADER In-Reply-To lunch": [2],
+    "BODY schön": [2],  # quoted-printable decoded
+    "BODY report": [3],
+    "TEXT report": [3],
+    "TEXT pdf": [3],  # MIME headers of parts count as text
+    "TEXT list-bounces": [5],
+    "OR FROM bob FROM carol": [1, 3],
+    "NOT FROM bob": [2, 3, 4, 5],
+    "SENTBEFORE 3-Jan-2024": [1, 2],
+    "SENTON 2-Jan-2024": [2],
+    "SENTSINCE 4-Jan-2024": [4, 5],
+    "LARGER 750": [3, 4],
+    "SMALLER 400": [1],
+    "2:4": [2, 3, 4],
+    "*": [5],
+    "UID 1,5": [1, 5],
+    "(OR 1 2) (OR 2 3)": [2],
+    "SEEN": [1],
+    "UNSEEN": [2, 3, 4, 5],
+    "RECENT": [1, 2, 3, 4, 5],
+    "NEW": [2, 3, 4, 5],
+    "OLD": [],
+    "FLAGGED": [2],
+    "UNFLAGGED": [1, 3, 4, 5],
+    "ANSWERED": [3],
+    "UNANSWERED": [1, 2, 4, 5],
+    "DELETED": [4],
+    "UNDELETED": [1, 2, 3, 5],
+    "DRAFT": [5],
+    "UNDRAFT": [1, 2, 3, 4],
+    "KEYWORD $Important": [5],
+    "UNKEYWORD $Important": [1, 2, 3, 4],
+}
+
+
+def test_search_every_key(ctx, store):
+    folder = store.account("alice").folder("INBOX")
+    flags = [{"\\Seen"}, {"\\Flagged"}, {"\\Answered"}, {"\\Deleted"}, {"\\Draft", "$Important"}]
+    for sample, f in zip(SAMPLES, flags):
+        folder.deliver(sample, f)  # delivered with flags: still \Recent
+    c = Client(ctx).login()
+    c.cmd("s SELECT INBOX")
+    for query, expected in SEARCHES.items():
+        out = c.send(b"q SEARCH " + query.encode() + b"\r\n")
+        out = b"".join(l for l in out.split(b"+ Ready for literal data\r\n"))
+        assert lines(out) == [b"* SEARCH" + b"".join(b" %d" % n for n in expected),
+                              b"q OK SEARCH completed"], query
+    # date keys use the internal date
+    today = format_datetime(folder.get(1).internaldate)[:11].strip()
+    assert lines(c.cmd(f"q SEARCH ON {today}"))[0] == b"* SEARCH 1 2 3 4 5"
+    assert lines(c.cmd(f"q SEARCH BEFORE {today}"))[0] == b"* SEARCH"
+    assert lines(c.cmd(f"q SEARCH SINCE {today}"))[0] == b"* SEARCH 1 2 3 4 5"
+    assert lines(c.cmd("q UID SEARCH FROM carol"))[0] == b"* SEARCH 3"
+    assert c.cmd("q SEARCH CHARSET KLINGON ALL").startswith(b"q NO [BADCHARSET")
+    assert c.cmd("q SEARCH FROBNICATE").startswith(b"q BAD SEARCH: unknown search key FROBNICATE")
+    assert c.cmd("q SEARCH SINCE yesterday").startswith(b"q BAD SEARCH: dates look like 1-Feb-2024")
+
+
+# ----------------------------------------------------------------------------- STORE, COPY, MOVE, EXPUNGE
+
+def test_store_variants(selected, store):
+    folder = store.account("alice").folder("INBOX")
+    out = selected.cmd("a STORE 1 +FLAGS (\\Seen \\Flagged)")
+    assert lines(out) == [b"* 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))", b"a OK STORE completed"]
+    out = selected.cmd("a STORE 1 -FLAGS \\Seen")
+    assert lines(out) == [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))", b"a OK STORE completed"]
+    out = selected.cmd("a STORE 1:2 FLAGS.SILENT (\\Answered todo)")
+    # the new keyword is announced (FLAGS, PERMANENTFLAGS), the flags themselves are not
+    assert lines(out) == [b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft todo)",
+                          b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft todo \\*)] "
+                          b"Flags permitted", b"a OK STORE completed"]
+    assert folder.flags_of(2) == {"\\Answered", "todo"}
+    out = selected.cmd("a UID STORE 2 +FLAGS (done)")
+    assert lines(out)[0] == b"* 2 FETCH (FLAGS (\\Answered done todo \\Recent) UID 2)"
+    assert selected.cmd("a STORE 1 +FLAGS (\\Recent)").startswith(b"a BAD")
+    assert selected.cmd("a STORE 1 +FLAGS (\\Bogus)").startswith(b"a BAD")
+    assert selected.cmd("a STORE 1 PLUSFLAGS (x)").startswith(b"a BAD")
+    # keywords survive a restart
+    again = Store(store.root, hash_n=2**10)
+    assert again.account("alice").folder("INBOX").flags_of(2) == {"\\Answered", "todo", "done"}
+    assert b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft todo done)" in selected.cmd("a SELECT INBOX")
+
+
+def test_copy_move_expunge(selected, store):
+    acct = store.account("alice")
+    out = selected.cmd("a COPY 2:3 Trash")
+    trash = acct.folder("Trash")
+    assert lines(out) == [b"a OK [COPYUID %d 2:3 1:2] COPY completed" % trash.uidvalidity]
+    assert trash.read(1) == acct.folder("INBOX").read(2)
+    assert selected.cmd("a COPY 1 Nope").startswith(b"a NO [TRYCREATE]")
+    out = selected.cmd("a UID MOVE 4:5 Junk")
+    junk = acct.folder("Junk")
+    assert lines(out) == [b"* OK [COPYUID %d 4:5 1:2] Moved" % junk.uidvalidity,
+                          b"* 5 EXPUNGE", b"* 4 EXPUNGE", b"a OK UID MOVE completed"]
+    out = selected.cmd("a STORE 1,3 +FLAGS.SILENT (\\Deleted)")
+    out = selected.cmd("a EXPUNGE")
+    assert lines(out) == [b"* 3 EXPUNGE", b"* 1 EXPUNGE", b"a OK EXPUNGE completed"]
+    assert [m.uid for m in acct.folder("INBOX").messages()] == [2]
+    selected.cmd("a STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert lines(selected.cmd("a UID EXPUNGE 1"))[0] == b"a OK EXPUNGE completed"
+    assert lines(selected.cmd("a UID EXPUNGE 2"))[0] == b"* 1 EXPUNGE"
+
+
+def test_close_expunges_silently_and_unselect_does_not(ctx, store):
+    fill(store)
+    c = Client(ctx).login()
+    c.cmd("a SELECT INBOX")
+    c.cmd("a STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert c.cmd("a UNSELECT") == b"a OK UNSELECT completed\r\n"
+    assert len(store.account("alice").folder("INBOX")) == 5
+    c.cmd("a EXAMINE INBOX")
+    assert c.cmd("a CLOSE") == b"a OK CLOSE completed\r\n"  # read-only: nothing expunged
+    assert len(store.account("alice").folder("INBOX")) == 5
+    c.cmd("a SELECT INBOX")
+    assert c.cmd("a CLOSE") == b"a OK CLOSE completed\r\n"
+    assert len(store.account("alice").folder("INBOX")) == 4
+    assert c.s.state is State.AUTHENTICATED
+
+
+def test_examine_is_read_only(ctx, store):
+    fill(store)
+    c = Client(ctx).login()
+    c.cmd("a EXAMINE INBOX")
+    fetch(c, "FETCH 1 BODY[]")
+    assert "\\Seen" not in store.account("alice").folder("INBOX").flags_of(1)
+    assert c.cmd("a STORE 1 +FLAGS (\\Seen)").startswith(b"a NO [READ-ONLY]")
+    assert c.cmd("a EXPUNGE").startswith(b"a NO [READ-ONLY]")
+    assert c.cmd("a MOVE 1 Trash").startswith(b"a NO [READ-ONLY]")
+
+
+# ----------------------------------------------------------------------------- other sessions' changes
+
+def test_changes_by_others_are_announced_when_allowed(ctx, store):
+    infos = fill(store)
+    folder = store.account("alice").folder("INBOX")
+    c = Client(ctx).login()
+    c.cmd("a SELECT INBOX")
+    folder.deliver(PLAIN)  # e.g. SMTP
+    folder.expunge([infos[1].uid])  # e.g. POP3
+    folder.store_flags(infos[0].uid, {"\\Flagged"}, "add")  # another IMAP session
+    # no EXPUNGE during FETCH: message 2 keeps its number (and has gone: NO, as RFC 2180 allows)
+    out = c.cmd("a FETCH 1:2 FLAGS")
+    assert b"EXPUNGE\r\n" not in out
+    assert lines(out)[:3] == [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))", b"* 6 EXISTS", b"* 6 RECENT"]
+    assert out.endswith(b"a NO [EXPUNGEISSUED] some of those messages were deleted meanwhile\r\n")
+    out = c.cmd("a SEARCH ALL")
+    assert b"EXPUNGE" not in out and b"* SEARCH 1 3 4 5 6" in out
+    out = c.cmd("a NOOP")
+    assert lines(out) == [b"* 2 EXPUNGE", b"a OK NOOP completed"]
+    assert lines(c.cmd("a FETCH 5 UID")) == [b"* 5 FETCH (UID 6)", b"a OK FETCH completed"]
+    # UID commands may see EXPUNGE at once
+    folder.expunge([infos[2].uid])
+    assert lines(c.cmd("a UID FETCH 1 UID"))[:2] == [b"* 1 FETCH (UID 1)", b"* 2 EXPUNGE"]
+
+
+def test_idle_reports_at_once(ctx, store):
+    fill(store, samples=[PLAIN])
+    folder = store.account("alice").folder("INBOX")
+    woken = []
+    s = ImapSession(ctx, "t", wakeup=lambda: woken.append(1))
+    s.receive_data(b"a LOGIN alice alice-pw\r\nb SELECT INBOX\r\nc IDLE\r\n")
+    assert s.data_to_send().endswith(b"+ idling\r\n")
+    folder.deliver(GROUP)
+    assert woken
+    s.changes_arrived()
+    assert s.data_to_send() == b"* 2 EXISTS\r\n* 2 RECENT\r\n"
+    folder.expunge([1])
+    s.changes_arrived()
+    assert s.data_to_send() == b"* 1 EXPUNGE\r\n"
+    s.receive_data(b"DONE\r\n")
+    assert s.data_to_send() == b"c OK IDLE terminated\r\n"
+    s.receive_data(b"d IDLE\r\n")
+    s.receive_data(b"nope\r\n")
+    assert s.data_to_send().endswith(b"d BAD IDLE ends with the word DONE on a line by itself\r\n")
+    s.connection_lost()
+    assert not folder._listeners
+
+
+# ----------------------------------------------------------------------------- small parts
+
+def test_framer_reports_literals():
+    f = Framer()
+    f.feed(b"a1 APPEND INBOX {3}\r\nab")
+    ev = f.next_event()
+    assert ev.size == 3 and ev.synchronizing and ev.prefix == b"a1 APPEND INBOX "
+    f.accept_literal()
+    assert f.next_event() is None
+    f.feed(b"c\r\n")
+    assert f.next_event().raw == b"a1 APPEND INBOX {3}\r\nabc\r\n"
+
+
+def test_cursor_strings_and_sets():
+    c = Cursor(b'"a \\"b\\"" atom {3}\r\nxyz 1:3,5,*\r\n')
+    assert c.astring() == b'a "b"'
+    c.sp()
+    assert c.astring() == b"atom"
+    c.sp()
+    assert c.astring() == b"xyz"
+    c.sp()
+    s = c.seqset()
+    assert s.select([1, 2, 3, 4, 5, 6, 7], 7) == [1, 2, 3, 5, 7]
+    with pytest.raises(ParseError):
+        Cursor(b"0:3").seqset()
+
+
+def test_datetime_round_trip():
+    t = parse_datetime("17-Jul-1996 02:44:25 -0700")
+    assert t == calendar.timegm((1996, 7, 17, 9, 44, 25))
+    assert parse_datetime(format_datetime(t)) == t
+
+
+def test_parse_message_without_boundary_end():
+    raw = to_crlf(b"Content-Type: multipart/mixed; boundary=x\n\n--x\n\none\n--x\n\ntwo\n")
+    root = fetchmod.parse_message(raw)
+    assert [p.body for p in root.children] == [b"one", b"two\r\n"]
