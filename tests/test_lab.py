@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import maillab
+from conftest import require_tool
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
@@ -144,11 +145,33 @@ def test_python_m_maillab_serve_and_ctrl_c(tmp_path):
             out.append(line)
         text = "".join(out)
         assert "alice@example.com / wonderland" in text
-        smtp_line = next(l for l in out if l.strip().startswith("SMTP") and "mail.example.com" in l)
-        port = int(smtp_line.split("port")[1].split()[0])
+        def port_of(protocol, host):
+            line = next(l for l in out if l.strip().startswith(protocol) and host in l)
+            return int(line.split("port")[1].split()[0])
+
+        port = port_of("SMTP", "mail.example.com")
         with smtplib.SMTP("127.0.0.1", port) as s:
             s.login("alice", "wonderland")
             s.sendmail("alice@example.com", ["john@example.net"], b"Subject: via serve\r\n\r\nx\r\n")
+        # real clients against the served lab: swaks sends, curl reads over POP3 at john's provider
+        swaks, curl = require_tool("swaks"), require_tool("curl")
+        sent = subprocess.run([swaks, "-s", "127.0.0.1", "-p", str(port), "-f", "alice@example.com",
+                               "-t", "john@example.net", "--auth", "PLAIN", "-au", "alice",
+                               "-ap", "wonderland", "--header", "Subject: swaks via serve",
+                               "--silent", "2"], capture_output=True, timeout=30)
+        assert sent.returncode == 0, sent.stderr
+        pop3 = port_of("POP3", "mail.example.net")
+        deadline = time.time() + 10
+        while True:  # relaying is asynchronous: poll john's mailbox like a mail client would
+            listing = subprocess.run([curl, "-sS", "-m", "10", f"pop3://127.0.0.1:{pop3}/",
+                                      "-u", "john:postman"], capture_output=True, text=True)
+            if len(listing.stdout.splitlines()) >= 2 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(listing.stdout.splitlines()) == 2, listing
+        second = subprocess.run([curl, "-sS", "-m", "10", f"pop3://127.0.0.1:{pop3}/2",
+                                 "-u", "john:postman"], capture_output=True, text=True)
+        assert "Subject: swaks via serve" in second.stdout
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
         assert "stopped" in proc.stdout.read()

@@ -134,3 +134,10 @@ def test_apop_secret_is_never_written(store):
     store.add_account("alice", "apop-pw", "example.com", apop=True)
     assert store.account("alice").apop_secret == "apop-pw"
     assert "apop-pw" not in (store.root / "accounts.json").read_text()
+
+
+def test_changing_a_password_keeps_the_account_object(store):
+    first = store.add_account("alice", "old", "example.com")
+    again = store.add_account("alice", "new", "example.com")
+    assert again is first  # open sessions (and POP3's maildrop lock) stay valid
+    assert store.authenticate("alice", "new") and not store.authenticate("alice", "old")
