@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import html
 import itertools
+import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-__all__ = ["Recorder", "Connection", "Line", "Transcript"]
+__all__ = ["Recorder", "Connection", "Line", "Transcript", "SequenceDiagram"]
 
 CLIENT, SERVER, EVENT = "C", "S", "*"
 
@@ -178,6 +179,14 @@ class Transcript:
     def __repr__(self) -> str:
         return f"<Transcript {len(self.lines)} lines, {len(self.connections())} connections>"
 
+    def diagram(self, *, fold: int = 3, max_arrows: int = 120, width: int = 72) -> "SequenceDiagram":
+        """These lines as a mermaid sequence diagram (renders in JupyterLab; ``.text`` is mermaid).
+
+        Consecutive lines from one side become one arrow showing the first ``fold`` lines (a
+        multi-line reply, or a message's text); long lines are cut to ``width`` characters.
+        """
+        return SequenceDiagram.from_lines(self.lines, fold=fold, max_arrows=max_arrows, width=width)
+
     def _repr_html_(self) -> str:
         colours = {CLIENT: "#0b5394", SERVER: "#38761d", EVENT: "#888888"}
         rows, current = [], None
@@ -193,3 +202,120 @@ class Transcript:
                         f"<td>{side}</td><td style=\"text-align:left;font-family:monospace;"
                         f"white-space:pre-wrap\">{html.escape(l.text)}</td></tr>")
         return "<table>" + "".join(rows) + "</table>"
+
+
+# ---------------------------------------------------------------------------- diagrams
+
+def _mermaid_text(text: str) -> str:
+    """Text safe inside a mermaid message or label (mermaid reads ; # < > itself)."""
+    codes = {"#": "#35;", ";": "#59;", "<": "#60;", ">": "#62;", '"': "#quot;"}
+    return re.sub(r'[#;<>"]', lambda m: codes[m.group()], text.replace("\t", " "))
+
+
+def _client_label(lines: list[Line]) -> str | None:
+    """A name for a connection's client: who logged in, or the host name it greeted with."""
+    import base64
+
+    helo = None
+    for l in lines:
+        if l.who != CLIENT:
+            continue
+        words = l.text.split()
+        if not words:
+            continue
+        cmd = words[0].upper()
+        try:
+            if cmd in ("EHLO", "HELO") and len(words) > 1 and helo is None:
+                helo = words[1]
+            elif cmd == "USER" and len(words) > 1:
+                return f"{words[1]}'s client"
+            elif len(words) > 2 and words[1].upper() == "LOGIN":
+                return f"{words[2].strip(chr(34))}'s client"
+            elif cmd == "AUTH" and len(words) > 2 and words[1].upper() == "PLAIN":
+                parts = base64.b64decode(words[2]).split(b"\0")
+                return f"{parts[-2].decode()}'s client"
+            elif len(words) > 3 and words[1].upper() == "AUTHENTICATE" and words[2].upper() == "PLAIN":
+                parts = base64.b64decode(words[3]).split(b"\0")
+                return f"{parts[-2].decode()}'s client"
+        except Exception:
+            continue
+    if helo and not helo.startswith("["):
+        return helo
+    return None
+
+
+class SequenceDiagram:
+    """A mermaid sequence diagram of transcript lines; displays itself in JupyterLab."""
+
+    def __init__(self, text: str, arrows: int = 0):
+        self.text = text
+        self.arrows = arrows
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[Line], *, fold: int = 3, max_arrows: int = 120,
+                   width: int = 72) -> "SequenceDiagram":
+        lines = list(lines)
+        by_conn: dict[int, list[Line]] = {}
+        for l in lines:
+            by_conn.setdefault(l.conn, []).append(l)
+        names: dict[str, str] = {}  # label -> participant id
+
+        def pid(label: str) -> str:
+            if label not in names:
+                names[label] = f"P{len(names) + 1}"
+            return names[label]
+
+        ends: dict[int, tuple[str, str]] = {}
+        for conn, conn_lines in by_conn.items():
+            service = conn_lines[0].service
+            server = f"mail.{service.split(':', 1)[1]}" if ":" in service else service
+            client = _client_label(conn_lines) or "client"
+            if client == server:
+                client += " (client)"
+            ends[conn] = (pid(client), pid(server))
+
+        def cut(text: str) -> str:
+            return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+        body: list[str] = []
+        arrows = 0
+        i = 0
+        seen_conn: set[int] = set()
+        while i < len(lines):
+            l = lines[i]
+            c, s = ends[l.conn]
+            if l.conn not in seen_conn:
+                seen_conn.add(l.conn)
+                body.append(f"    Note over {c},{s}: {_mermaid_text(l.service)} connection {l.conn}")
+            if l.who == EVENT:
+                if not l.text.startswith("connection from") and l.text != "connection opened":
+                    body.append(f"    Note over {c},{s}: {_mermaid_text(cut(l.text))}")
+                i += 1
+                continue
+            j = i
+            while j < len(lines) and lines[j].who == l.who and lines[j].conn == l.conn:
+                j += 1
+            run = [x.text for x in lines[i:j]]
+            shown = [_mermaid_text(cut(t)) or " " for t in run[:fold]]
+            if len(run) > fold:
+                shown.append(f"(+{len(run) - fold} more lines)")
+            if arrows >= max_arrows:
+                remaining = sum(1 for x in lines[i:] if x.who != EVENT)
+                body.append(f"    Note over {c},{s}: ... {remaining} more lines not drawn")
+                break
+            arrow = f"{c}->>{s}" if l.who == CLIENT else f"{s}-->>{c}"
+            body.append(f"    {arrow}: " + "<br/>".join(shown))
+            arrows += 1
+            i = j
+        head = ["sequenceDiagram"] + [f"    participant {p} as {_mermaid_text(label)}"
+                                      for label, p in names.items()]
+        return cls("\n".join(head + body), arrows)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"<SequenceDiagram {self.arrows} arrows>"
+
+    def _repr_markdown_(self) -> str:
+        return "```mermaid\n" + self.text + "\n```"

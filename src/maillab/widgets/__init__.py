@@ -1,0 +1,21 @@
+"""Widgets for the course notebooks (ipywidgets 8).
+
+* :class:`TranscriptViewer` - what clients and servers said, live, with replies explained;
+* :class:`Console` - type commands to any service by hand (telnet without telnet);
+* :class:`JourneyView` - one message's trip hop by hop (the lecture's worked example);
+* :class:`MailboxView` - the server's side of a mailbox: folders, Maildir files, flags, sizes;
+* :class:`Quiz` and :class:`Question` - self-checks with instant feedback;
+* :func:`bar_chart` - a small SVG bar chart (no plotting library needed);
+* :func:`explain` - what a server reply means, in plain words.
+"""
+
+from .chart import bar_chart
+from .console import Console
+from .journey import Hop, Journey, JourneyView
+from .mailbox_view import MailboxView
+from .quiz import Question, Quiz
+from .replies import explain
+from .transcript_view import TranscriptViewer
+
+__all__ = ["TranscriptViewer", "Console", "Journey", "JourneyView", "Hop", "MailboxView",
+           "Quiz", "Question", "bar_chart", "explain"]
