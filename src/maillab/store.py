@@ -646,8 +646,13 @@ class Store:
         addresses = [a.lower() for a in addresses] or [f"{login.lower()}@{domain}"]
         hashed = password_hash or hash_password(password, n=self.hash_n)
         with self.lock:
-            acct = Account(self, login, domain, addresses, hashed, password if apop else None)
-            self._accounts[login] = acct
+            acct = self._accounts.get(login)
+            if acct is None:
+                acct = Account(self, login, domain, addresses, hashed, password if apop else None)
+                self._accounts[login] = acct
+            else:  # update in place: open sessions keep the same object (and maildrop lock)
+                acct.domain, acct.addresses, acct.password_hash = domain, addresses, hashed
+                acct.apop_secret = password if apop else None
             acct._maildir()
             for name in SPECIAL_USE:
                 if not acct.has_folder(name):
