@@ -1,0 +1,317 @@
+"""The IMAP server over real sockets, driven by Python's imaplib and by curl."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import require_tool
+from maillab.imap.testing import ALTERNATIVE, ATTACHMENT, FORWARD, PLAIN, SAMPLES, ImapTestServer
+from maillab.store import to_crlf
+
+
+@pytest.fixture
+def srv():
+    with ImapTestServer() as s:
+        yield s
+
+
+@pytest.fixture
+def filled(srv):
+    for sample in SAMPLES:
+        srv.deliver(sample)
+    return srv
+
+
+def ok(result):
+    typ, data = result
+    assert typ == "OK", data
+    return data
+
+
+# ----------------------------------------------------------------------------- imaplib, command by command
+
+def test_imaplib_login_capability_noop_logout(srv):
+    M = srv.connect()
+    assert "IDLE" in M.capabilities and "AUTH=PLAIN" in M.capabilities
+    ok(M.login("alice", "alice-pw"))
+    ok(M.noop())
+    ok(M.check() if M.state == "SELECTED" else ("OK", None))
+    assert M.logout()[0] == "BYE"
+
+
+def test_imaplib_authenticate_plain(srv):
+    M = srv.connect()
+    ok(M.authenticate("PLAIN", lambda _challenge: b"\0alice\0alice-pw"))
+    ok(M.select())
+    M.logout()
+
+
+def test_imaplib_wrong_password(srv):
+    M = srv.connect()
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        M.login("alice", "nope")
+    ok(M.login("alice@example.com", "alice-pw"))  # the address works as login name
+    M.logout()
+
+
+def test_imaplib_folders(srv):
+    M = srv.login()
+    ok(M.create("Projects"))
+    ok(M.create("Projects.Alpha"))
+    listing = ok(M.list())
+    assert b'(\\HasChildren) "." Projects' in listing
+    assert b'(\\HasNoChildren \\Trash) "." Trash' in listing
+    assert ok(M.list("Projects.", "%")) == [b'(\\HasNoChildren) "." Projects.Alpha']
+    ok(M.rename("Projects", "Done"))
+    assert srv.store.account("alice").folder_names() == ["INBOX", "Done", "Done.Alpha", "Drafts", "Junk",
+                                                        "Sent", "Trash"]
+    ok(M.subscribe("Done.Alpha"))
+    assert b'() "." Done.Alpha' in ok(M.lsub())
+    ok(M.unsubscribe("Done.Alpha"))
+    ok(M.delete("Done.Alpha"))
+    assert M.delete("Done.Alpha")[0] == "NO"
+    assert ok(M.namespace()) == [b'(("" ".")) NIL NIL']
+    M.logout()
+
+
+def test_imaplib_select_status_append(srv):
+    M = srv.login()
+    msg = to_crlf(PLAIN)
+    data = ok(M.append("INBOX", "(\\Flagged)", imaplib.Time2Internaldate(1704100000), msg))
+    assert re.match(rb"\[APPENDUID \d+ 1\]", data[0])
+    assert ok(M.status("INBOX", "(MESSAGES RECENT UNSEEN UIDNEXT)")) == \
+        [b"INBOX (MESSAGES 1 RECENT 1 UNSEEN 1 UIDNEXT 2)"]
+    assert ok(M.select("INBOX")) == [b"1"]
+    assert M.untagged_responses.get("UIDVALIDITY")
+    date = ok(M.fetch("1", "(INTERNALDATE FLAGS)"))[0]
+    assert imaplib.Internaldate2tuple(date) == time.localtime(1704100000)
+    assert b"\\Flagged" in date
+    ok(M.close())
+    assert ok(M.select("INBOX", readonly=True)) == [b"1"]
+    M.logout()
+
+
+def test_imaplib_fetch_items(filled):
+    M = filled.login()
+    ok(M.select())
+    data = ok(M.fetch("1:*", "(UID RFC822.SIZE FLAGS ENVELOPE BODYSTRUCTURE)"))
+    assert len(data) == 5
+    data = ok(M.fetch("3", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[2.MIME] BODY.PEEK[1.1]<0.6>)"))
+    parts = {re.search(rb"(BODY\[[^\]]*\](<\d+>)?) \{", d[0]).group(1): d[1]
+             for d in data if isinstance(d, tuple)}
+    assert parts[b"BODY[HEADER.FIELDS (SUBJECT)]"] == b"Subject: The report (with attachment)\r\n\r\n"
+    assert parts[b"BODY[2.MIME]"].startswith(b"Content-Type: application/pdf")
+    assert parts[b"BODY[1.1]<0>"] == b"Please"
+    typ, data = M.fetch("1", "(RFC822)")
+    assert data[0][1] == to_crlf(PLAIN)
+    assert b"\\Seen" in ok(M.fetch("1", "FLAGS"))[0]
+    data = ok(M.uid("FETCH", "2", "(BODY.PEEK[TEXT])"))
+    assert data[0][0].startswith(b"2 (UID 2 BODY[TEXT]")
+    assert b"--alt-boundary-42" in data[0][1]
+    M.logout()
+
+
+def test_imaplib_search(filled):
+    M = filled.login()
+    ok(M.select())
+    assert ok(M.search(None, "FROM", "bob")) == [b"1"]
+    assert ok(M.search(None, "OR", "SUBJECT", "report", "TO", "undisclosed")) == [b"3 5"]
+    assert ok(M.search("UTF-8", "BODY", '"Grüße"'.encode())) == [b"2"]
+    assert ok(M.uid("SEARCH", "UNSEEN", "LARGER", "700")) == [b"2 3 4"]
+    assert ok(M.search(None, "SINCE", "1-Jan-2020", "SENTBEFORE", "2-Jan-2024")) == [b"1"]
+    M.logout()
+
+
+def test_imaplib_store_copy_move_expunge(filled):
+    M = filled.login()
+    ok(M.select())
+    assert ok(M.store("1:2", "+FLAGS", "(\\Flagged $Label1)")) == [
+        b"1 (FLAGS (\\Flagged $Label1 \\Recent))", b"2 (FLAGS (\\Flagged $Label1 \\Recent))"]
+    ok(M.store("2", "-FLAGS.SILENT", "(\\Flagged)"))
+    data = ok(M.copy("1:2", "Trash"))
+    assert re.match(rb"\[COPYUID \d+ 1:2 1:2\]", data[0])
+    typ, data = M._simple_command("MOVE", "3", "Junk")
+    assert typ == "OK"
+    assert M.untagged_responses.pop("EXPUNGE") == [b"3"]
+    ok(M.store("1", "+FLAGS", "\\Deleted"))
+    assert ok(M.expunge()) == [b"1"]
+    ok(M.uid("STORE", "2", "+FLAGS", "(\\Deleted)"))
+    typ, data = M.uid("EXPUNGE", "2")
+    assert typ == "OK"
+    assert [m.uid for m in filled.folder().messages()] == [4, 5]
+    assert [m.uid for m in filled.folder(name="Junk").messages()] == [1]
+    assert filled.folder(name="Trash").flags_of(1) == {"\\Flagged", "$Label1"}
+    typ, _data = M._simple_command("UNSELECT")
+    assert typ == "OK"
+    M.logout()
+
+
+# ----------------------------------------------------------------------------- several sessions
+
+def _readline(M) -> bytes:
+    return M.readline()
+
+
+def test_delivery_and_expunge_announced_to_other_sessions(filled):
+    a = filled.login()
+    b = filled.login()
+    ok(a.select())
+    ok(b.select())
+    filled.deliver(ALTERNATIVE)  # as SMTP does, in the servers' thread
+    ok(b.store("1", "+FLAGS", "(\\Deleted)"))
+    ok(b.expunge())
+    a.untagged_responses.clear()
+    typ, _ = a.noop()
+    # "* 1 EXPUNGE" then "* 5 EXISTS": 5 - 1 + 1 new message
+    assert a.untagged_responses.pop("EXPUNGE") == [b"1"]
+    assert a.untagged_responses.pop("EXISTS") == [b"5"]
+    # the store changed by POP3 (another thread): gone for IMAP too, and UIDs never repeat
+    folder = filled.folder()
+    first = folder.messages()[0].uid
+    threading.Thread(target=folder.expunge, args=([first],)).start()
+    time.sleep(0.2)
+    a.noop()
+    assert a.untagged_responses.get("EXPUNGE") == [b"1"]
+    info = filled.deliver(PLAIN)
+    assert info.uid == 7
+    a.logout()
+    b.logout()
+
+
+def test_idle_sees_delivery_at_once(filled):
+    M = filled.login()
+    ok(M.select())
+    M.send(b"i1 IDLE\r\n")
+    assert M.readline().startswith(b"+ ")
+    t0 = time.monotonic()
+    threading.Timer(0.1, filled.deliver, args=(FORWARD,)).start()
+    M.sock.settimeout(5)
+    assert M.readline() == b"* 6 EXISTS\r\n"
+    assert M.readline() == b"* 6 RECENT\r\n"
+    assert time.monotonic() - t0 < 2
+    # another session expunges: reported during IDLE too
+    other = filled.login()
+    ok(other.select())
+    ok(other.store("2", "+FLAGS.SILENT", "(\\Deleted)"))
+    ok(other.expunge())
+    assert M.readline() == b"* 2 FETCH (FLAGS (\\Deleted \\Recent) UID 2)\r\n"
+    assert M.readline() == b"* 2 EXPUNGE\r\n"
+    ok(other.store("1", "+FLAGS", "(\\Flagged)"))
+    assert M.readline() == b"* 1 FETCH (FLAGS (\\Flagged \\Recent) UID 1)\r\n"
+    M.send(b"DONE\r\n")
+    assert M.readline() == b"i1 OK IDLE terminated\r\n"
+    other.logout()
+    M.logout()
+
+
+# ----------------------------------------------------------------------------- learners by hand, transcripts, TCP
+
+def _raw(srv):
+    s = socket.create_connection((srv.host, srv.port), timeout=5)
+    f = s.makefile("rb")
+    greeting = f.readline()
+    return s, f, greeting
+
+
+def test_by_hand_mistakes_keep_the_session(srv):
+    s, f, greeting = _raw(srv)
+    assert greeting.startswith(b"* OK [CAPABILITY IMAP4rev1")
+    s.sendall(b"LOGIN alice alice-pw\r\n")
+    assert f.readline() == b"* BAD every command starts with a tag, for example: a1 LOGIN alice password\r\n"
+    s.sendall(b"a1 LOGN alice alice-pw\r\n")
+    assert f.readline().startswith(b"a1 BAD unknown command LOGN")
+    s.sendall(b"a2 login alice alice-pw\n")  # lower case and a bare LF are fine
+    assert f.readline().startswith(b"a2 OK")
+    s.sendall(b"a3 fetch 1 flags\r\n")
+    assert f.readline().startswith(b"a3 BAD FETCH: select a folder first")
+    s.sendall(b"a4 logout\r\n")
+    assert f.readline().startswith(b"* BYE")
+    assert f.readline() == b"a4 OK LOGOUT completed\r\n"
+    assert f.readline() == b""  # closed
+    s.close()
+
+
+def test_transcript_records_every_byte_and_the_user(srv):
+    M = srv.login()
+    ok(M.select())
+    M.logout()
+    time.sleep(0.1)
+    t = srv.transcript().filter(service="imap")
+    assert t.lines[0].text.startswith("connection from 127.0.0.1:")
+    client = t.client_lines()
+    assert client[1].endswith('LOGIN alice "alice-pw"')
+    server = t.server_lines()
+    assert server[0].startswith("* OK [CAPABILITY")
+    assert any(l.endswith("OK [READ-WRITE] SELECT completed") for l in server)
+    assert t.lines[-1].text == "connection closed"
+    assert srv.recorder._lines and any(True for _ in t)
+    conn = next(iter(srv.ctx.connections), None)
+    assert conn is None  # closed connections are forgotten
+
+
+def test_append_does_not_stall_on_delayed_acks(srv):
+    """imaplib writes a literal and its CRLF separately: without TCP_NODELAY/QUICKACK ~44 ms each."""
+    M = srv.login()
+    msg = to_crlf(PLAIN)
+    t0 = time.perf_counter()
+    for _ in range(50):
+        M.append("INBOX", None, None, msg)
+    per_append = (time.perf_counter() - t0) / 50
+    assert per_append < 0.02, f"{per_append * 1000:.1f} ms per APPEND"
+    assert len(srv.folder()) == 50
+    M.logout()
+
+
+def test_refuses_unbounded_lines(srv):
+    s, f, _g = _raw(srv)
+    s.sendall(b"a1 NOOP " + b"x" * 200_000)
+    assert f.readline().startswith(b"* BAD that line is too long")
+    s.sendall(b"\r\na2 NOOP\r\n")
+    assert f.readline().startswith(b"a2 OK")
+    s.close()
+
+
+# ----------------------------------------------------------------------------- curl
+
+def curl(srv, *args, check=True):
+    exe = require_tool("curl")
+    p = subprocess.run([exe, "-sS", "-m", "10", "-u", "alice:alice-pw", *args], capture_output=True,
+                       timeout=20)
+    if check:
+        assert p.returncode == 0, (p.returncode, p.stderr)
+    return p
+
+
+def test_curl_list_fetch_search(filled):
+    base = f"imap://127.0.0.1:{filled.port}"
+    out = curl(filled, base + "/").stdout
+    assert b'* LIST (\\HasNoChildren) "." INBOX' in out and b"Trash" in out
+    assert curl(filled, base + "/INBOX;UID=3").stdout == to_crlf(ATTACHMENT)
+    assert curl(filled, base + "/INBOX;MAILINDEX=1").stdout == to_crlf(PLAIN)
+    assert curl(filled, base + "/INBOX;UID=3/;SECTION=1.1").stdout == b"Please find the report attached."
+    assert curl(filled, base + "/INBOX?SUBJECT%20lunch").stdout == b"* SEARCH 1 4\r\n"
+    assert curl(filled, base + "/INBOX", "-X", "EXAMINE INBOX").returncode == 0
+    p = curl(filled, base + "/INBOX;UID=99", check=False)
+    assert p.returncode != 0
+    p = subprocess.run([require_tool("curl"), "-sS", "-m", "10", "-u", "alice:wrong", base + "/"],
+                       capture_output=True, timeout=20)
+    assert p.returncode == 67  # login denied
+
+
+def test_curl_append_store_expunge(srv, tmp_path):
+    base = f"imap://127.0.0.1:{srv.port}"
+    eml = tmp_path / "msg.eml"
+    eml.write_bytes(to_crlf(PLAIN))
+    curl(srv, base + "/Drafts", "-T", str(eml))
+    assert srv.folder(name="Drafts").read(1) == to_crlf(PLAIN)
+    out = curl(srv, base + "/Drafts", "-X", "STORE 1 +FLAGS (\\Deleted)").stdout
+    assert out == b"* 1 FETCH (FLAGS (\\Deleted \\Seen \\Recent))\r\n"  # curl APPENDs as \\Seen
+    curl(srv, base + "/Drafts", "-X", "EXPUNGE")
+    assert len(srv.folder(name="Drafts")) == 0
