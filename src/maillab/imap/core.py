@@ -1045,7 +1045,7 @@ class ImapSession:
                 flags = sel.folder.flags_of(u)
             except KeyError:
                 continue
-            self._untagged(f"{seq} FETCH (FLAGS {self._flags_text(u, flags)} UID {u})")
+            self._untagged(f"{seq} FETCH (FLAGS {self._flags_text(u, flags)})")
 
 
 def _pattern_regex(pattern: str, ignore_case: bool = False):
