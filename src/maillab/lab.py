@@ -58,6 +58,8 @@ PROTOCOLS = {
     "smtp": (25, 2525, "SMTP: clients hand mail to a server, servers pass it on (S3)"),
     "pop3": (110, 1110, "POP3: download mail to the client (S5)"),
     "imap": (143, 1143, "IMAP: read and keep mail on the server (S8)"),
+    # One webmail for the whole lab (it serves every domain: the address typed picks the servers).
+    "webmail": (80, 8025, "Webmail: mail in the browser over HTTP; it speaks IMAP and SMTP (S12)"),
 }
 
 
@@ -202,6 +204,32 @@ class MailLab:
                 self.services.append(Service(protocol, domain, ctx.hostname, port, std, desc, server))
                 if protocol == "smtp":
                     self.router.mx[domain] = (LOOPBACK, port)
+        await self._start_webmail()
+
+    async def _start_webmail(self) -> None:
+        """The webmail (one for all domains), after the servers it talks to."""
+        try:
+            from .webmail import start_webmail
+        except ModuleNotFoundError as e:  # an install without aiohttp/jinja2/nh3: mail still works
+            import warnings
+            warnings.warn(f"maillab: no webmail ({e}); pip install maillab's dependencies")
+            return
+        domain = self.domains[0]
+        sock = bind_listener(self._wanted_port("webmail", 0))
+        server = await start_webmail(sock, self._webmail_backend, domains=self.domains,
+                                     recorder=self.recorder, service_name=f"http:{domain}",
+                                     **self.options.get("webmail", {}))
+        std, _m, desc = PROTOCOLS["webmail"]
+        self.services.append(Service("webmail", domain, f"webmail.{domain}",
+                                     sock.getsockname()[1], std, desc, server))
+
+    def _webmail_backend(self, domain: str):
+        """Where the webmail finds a domain's IMAP and SMTP servers (None: not a lab domain)."""
+        from .webmail import Backend
+        try:
+            return Backend(LOOPBACK, self.port("imap", domain), LOOPBACK, self.port("smtp", domain))
+        except KeyError:
+            return None
 
     def _starters(self) -> dict:
         starters = {"smtp": lambda ctx, sock: start_smtp(ctx, sock, self.router,
@@ -299,6 +327,34 @@ class MailLab:
     @property
     def imap_port(self) -> int:
         return self.port("imap")
+
+    @property
+    def webmail_port(self) -> int:
+        return self.port("webmail")
+
+    @property
+    def webmail_url(self) -> str:
+        """The webmail's address where this code runs: ``/…/proxy/8025/`` in a Jupyter kernel
+        (through jupyter-server-proxy, so it works on Binder too), else ``http://127.0.0.1:8025/``."""
+        from .webmail.location import webmail_url
+        return webmail_url(self.webmail_port, self.host)
+
+    def show_webmail(self, height: int = 640):
+        """Embed the webmail in the notebook (with a link to open it in its own tab)."""
+        url = self.webmail_url
+
+        class WebmailView:
+            def __repr__(self) -> str:
+                return f"Webmail: {url}"
+
+            def _repr_html_(self) -> str:
+                u = html.escape(url, quote=True)
+                return (f'<iframe src="{u}" title="{html.escape(_("Webmail"))}" width="100%" '
+                        f'height="{int(height)}" style="border:1px solid #ccc;border-radius:6px">'
+                        f'</iframe><p><a href="{u}" target="_blank" rel="noopener">'
+                        f'{html.escape(_("Open the webmail in a new tab"))}</a></p>')
+
+        return WebmailView()
 
     def hostname(self, domain: str | None = None) -> str:
         return f"mail.{domain or self.domains[0]}"

@@ -1,0 +1,688 @@
+"""The webmail's web side: aiohttp handlers and Jinja2 pages, served on the lab's loop.
+
+The browser speaks HTTP to this application; the application speaks IMAP and SMTP to the lab's
+servers with the user's own credentials, one short session per click (as Roundcube does). Those
+sessions run in worker threads (``imaplib``/``smtplib``) so the loop, which also runs the mail
+servers, never waits on them. Each HTTP request is recorded in the lab's transcript as well
+(service ``http:<domain>``: request line and status line only, never a body), so a notebook can
+show both halves: what the browser asked, and what the webmail then said to the mail servers.
+
+Every link and redirect is relative and every page lives at the application's root, so the
+webmail works at ``http://127.0.0.1:8025/`` and behind jupyter-server-proxy at
+``/proxy/8025/`` (or any other prefix) alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import re
+import secrets
+import smtplib
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlencode
+
+import jinja2
+from aiohttp import web
+
+from ..i18n import _
+from . import message as msgmod
+from .imapclient import ImapAccess, LoginFailed, MailServerError
+from .security import (FRAME_ANCESTORS, SessionStore, Throttle, download_csp, frame_csp, login_token,
+                       new_token, page_csp, tokens_equal)
+
+__all__ = ["Backend", "Webmail", "WebmailServer", "start_webmail"]
+
+HERE = Path(__file__).resolve().parent
+PAGE_SIZE = 25
+MAX_UPLOAD = 25 * 1024 * 1024  # the form's total size; SMTP's SIZE limit still applies to mail
+_FOLDER_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+_ADDRESS_RE = re.compile(r'[^@\s<>,;"()\[\]\\]+@[^@\s<>,;"()\[\]\\]+')
+_SECTION_RE = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,4}){0,20}$")
+# Inline images up to this size go into the frame as data: URLs (the frame has no cookies to
+# fetch them with: it is a sandboxed, opaque origin).
+MAX_INLINE_IMAGE = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where the mail servers of one domain are."""
+
+    imap_host: str
+    imap_port: int
+    smtp_host: str
+    smtp_port: int
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, text: str):
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+def _folder_label(name: str, special: str | None) -> str:
+    if name == "INBOX":
+        return _("Inbox")
+    labels = {"\\Sent": _("Sent"), "\\Trash": _("Trash"), "\\Drafts": _("Drafts"),
+              "\\Junk": _("Junk")}
+    return labels.get(special, name)
+
+
+class Webmail:
+    """One webmail application. ``backend(domain)`` says where that domain's servers are."""
+
+    def __init__(self, backend: Callable[[str], Backend | None], *, domains=(),
+                 recorder=None, service_name: str = "http", page_size: int = PAGE_SIZE,
+                 throttle: Throttle | None = None, sessions: SessionStore | None = None,
+                 max_upload: int = MAX_UPLOAD, workers: int = 8, imap_timeout: float = 15,
+                 title: str | None = None):
+        self.backend = backend
+        self.domains = list(domains)
+        self.recorder = recorder
+        self.service_name = service_name
+        self.page_size = page_size
+        self.throttle = throttle or Throttle()
+        self.sessions = sessions or SessionStore()
+        self.max_upload = max_upload
+        self.imap_timeout = imap_timeout
+        self.title = title
+        self.secret = secrets.token_bytes(32)
+        self.cookie = "maillab_webmail"
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maillab-webmail")
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+            autoescape=True, trim_blocks=True, lstrip_blocks=True,
+            undefined=jinja2.StrictUndefined)
+        self.env.globals.update(_=_, folder_label=_folder_label, urlencode=urlencode)
+        self.app = self._make_app()
+
+    # ------------------------------------------------------------------ application
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_upload,
+                              middlewares=[self._transcript_mw, self._headers_mw, self._errors_mw])
+        r = app.router
+        r.add_get("/", self.index)
+        r.add_get("/login", self.login_form)
+        r.add_post("/login", self.login)
+        r.add_post("/logout", self.logout)
+        r.add_get("/mail", self.mailbox)
+        r.add_get("/read", self.read)
+        r.add_get("/body", self.body)
+        r.add_get("/part", self.part)
+        r.add_get("/compose", self.compose)
+        r.add_post("/send", self.send)
+        r.add_post("/action", self.action)
+        r.add_static("/static/", HERE / "static", show_index=False, follow_symlinks=False)
+        return app
+
+    def set_port(self, port: int) -> None:
+        # Cookies ignore ports: two labs on one machine must not share (or clobber) a session.
+        self.cookie = f"maillab_webmail_{port}"
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # ------------------------------------------------------------------ middlewares
+    @web.middleware
+    async def _transcript_mw(self, request: web.Request, handler):
+        if self.recorder is None or request.path.startswith("/static/"):
+            return await handler(request)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        conn = self.recorder.open(self.service_name, f"{peer[0]}:{peer[1]}" if peer else "")
+        # The request line only: never a body (the login form carries a password).
+        conn.client(f"{request.method} {request.rel_url} HTTP/{request.version.major}."
+                    f"{request.version.minor}\r\n".encode("utf-8", "replace"))
+        status, reason, location = 500, "Internal Server Error", None
+        try:
+            response = await handler(request)
+            status, reason = response.status, response.reason
+            location = response.headers.get("Location")
+            return response
+        except web.HTTPException as e:
+            status, reason, location = e.status, e.reason, e.headers.get("Location")
+            raise
+        finally:
+            where = f" (Location: {location})" if location else ""
+            conn.server(f"HTTP/1.1 {status} {reason}{where}\r\n".encode("utf-8", "replace"))
+            conn.close("request done")
+
+    @web.middleware
+    async def _headers_mw(self, request: web.Request, handler):
+        try:
+            response = await handler(request)
+        except web.HTTPException as e:
+            self._secure(e, request)
+            raise
+        self._secure(response, request)
+        return response
+
+    def _secure(self, response, request) -> None:
+        h = response.headers
+        h.setdefault("Content-Security-Policy", page_csp())
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+        h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+        if not request.path.startswith("/static/"):
+            h.setdefault("Cache-Control", "no-store")
+
+    @web.middleware
+    async def _errors_mw(self, request: web.Request, handler):
+        try:
+            return await handler(request)
+        except HttpError as e:
+            return self.render("error.html", request, None, status=e.status, message=e.text)
+        except LoginFailed:
+            # The password changed, or the server forgot us: the session is of no use any more.
+            self.sessions.end(request.cookies.get(self.cookie))
+            raise web.HTTPSeeOther("login")
+        except MailServerError as e:
+            return self.render("error.html", request, self._session(request), status=502,
+                               message=str(e))
+
+    # ------------------------------------------------------------------ helpers
+    def render(self, template: str, request: web.Request, session, *, status: int = 200,
+               **context) -> web.Response:
+        ctx = {"session": session, "title_suffix": self.title or _("maillab Webmail"),
+               "notices": session.take_notices() if session is not None else [],
+               "csrf": session.csrf if session is not None else "", "folders": [],
+               "current_folder": None}
+        ctx.update(context)
+        text = self.env.get_template(template).render(**ctx)
+        return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+    def _session(self, request: web.Request):
+        return self.sessions.get(request.cookies.get(self.cookie))
+
+    def _require(self, request: web.Request):
+        s = self._session(request)
+        if s is None:
+            raise web.HTTPSeeOther("login")
+        return s
+
+    async def _form(self, request: web.Request, session) -> dict:
+        form = await request.post()
+        if session is None or not tokens_equal(form.get("csrf"), session.csrf):
+            raise HttpError(403, _("This form has expired or did not come from this webmail. "
+                                   "Go back, reload the page and try again."))
+        return form
+
+    def _imap(self, s) -> ImapAccess:
+        b = self.backend(s.domain)
+        if b is None:
+            raise MailServerError(_("No mail server is known for {0}.").format(s.domain))
+        return ImapAccess(b.imap_host, b.imap_port, s.address, s.password,
+                          timeout=self.imap_timeout)
+
+    @staticmethod
+    def _folder_arg(value) -> str:
+        value = str(value or "INBOX")
+        if not _FOLDER_RE.match(value):
+            raise HttpError(400, _("That is not a folder name."))
+        return value
+
+    @staticmethod
+    def _int_arg(value, default: int | None = None, minimum: int = 1) -> int:
+        try:
+            n = int(str(value))
+        except (TypeError, ValueError):
+            if default is None:
+                raise HttpError(400, _("A number was expected in the address.")) from None
+            return default
+        if n < minimum or n > 2**32:
+            if default is None:
+                raise HttpError(400, _("A number was expected in the address."))
+            return default
+        return n
+
+    @staticmethod
+    def _list_url(folder: str, page: int = 1, sort: str = "date-desc") -> str:
+        args = {"f": folder}
+        if page > 1:
+            args["page"] = page
+        if sort != "date-desc":
+            args["sort"] = sort
+        return "mail?" + urlencode(args)
+
+    @staticmethod
+    def _client_address(request: web.Request) -> str:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        return peer[0] if peer else "unknown"
+
+    # ------------------------------------------------------------------ login and out
+    async def index(self, request: web.Request):
+        raise web.HTTPSeeOther("mail" if self._session(request) else "login")
+
+    def _login_page(self, request, *, status=200, error=None, address="", info=None,
+                    retry_after: float = 0):
+        pre = request.cookies.get(self.cookie + "_pre")
+        if not pre or len(pre) > 100:
+            pre = new_token()
+        resp = self.render("login.html", request, None, status=status, error=error, info=info,
+                           address=address, login_csrf=login_token(self.secret, pre),
+                           domains=self.domains)
+        # A pre-session cookie ties the login form's token to this browser (login CSRF).
+        resp.headers.add("Set-Cookie", f"{self.cookie}_pre={pre}; HttpOnly; SameSite=Strict; "
+                                       "Max-Age=3600")
+        if retry_after:
+            resp.headers["Retry-After"] = str(int(retry_after) + 1)
+        return resp
+
+    async def login_form(self, request: web.Request):
+        if self._session(request) is not None:
+            raise web.HTTPSeeOther("mail")
+        info = _("You have logged out.") if request.query.get("bye") else None
+        return self._login_page(request, info=info)
+
+    async def login(self, request: web.Request):
+        form = await request.post()
+        pre = request.cookies.get(self.cookie + "_pre", "")
+        if not pre or not tokens_equal(form.get("csrf"), login_token(self.secret, pre)):
+            return self._login_page(request, status=403, error=_(
+                "The login form had expired. Please try again."))
+        address = str(form.get("address", "")).strip()
+        password = str(form.get("password", ""))
+        local, at, domain = address.rpartition("@")
+        if not at or not local or not domain or len(address) > 254 or not password:
+            return self._login_page(request, status=400, address=address, error=_(
+                "Type your whole e-mail address (such as alice@example.com) and your password."))
+        domain = domain.lower()
+        keys = [f"addr:{self._client_address(request)}", f"acct:{address.lower()}"]
+        wait = self.throttle.retry_after(keys)
+        if wait > 0:
+            return self._login_page(request, status=429, address=address, retry_after=wait,
+                                    error=_("Too many failed logins. Please wait {0} seconds "
+                                            "and try again.").format(int(wait) + 1))
+        backend = self.backend(domain)
+        if backend is None:
+            self.throttle.failed(keys)
+            return self._login_page(request, status=401, address=address, error=_(
+                "This webmail serves {0} only.").format(", ".join(self.domains) or "-"))
+
+        def check():
+            with ImapAccess(backend.imap_host, backend.imap_port, address, password,
+                            timeout=self.imap_timeout):
+                pass
+
+        try:
+            await self.run(check)
+        except LoginFailed:
+            self.throttle.failed(keys)
+            return self._login_page(request, status=401, address=address, error=_(
+                "Wrong e-mail address or password."))
+        except MailServerError as e:
+            return self._login_page(request, status=502, address=address, error=str(e))
+        self.throttle.succeeded(keys[1])
+        s = self.sessions.create(address, password, domain)
+        resp = web.HTTPSeeOther("mail")
+        # No Path attribute: the browser scopes the cookie to the folder of this URL, which is
+        # the application's root wherever a proxy put it (/proxy/8025/login -> /proxy/8025).
+        resp.headers.add("Set-Cookie", f"{self.cookie}={s.id}; HttpOnly; SameSite=Strict")
+        resp.headers.add("Set-Cookie", f"{self.cookie}_pre=; HttpOnly; SameSite=Strict; Max-Age=0")
+        raise resp
+
+    async def logout(self, request: web.Request):
+        s = self._session(request)
+        if s is not None:
+            await self._form(request, s)
+            self.sessions.end(s.id)
+            s.password = ""
+        resp = web.HTTPSeeOther("login?bye=1")
+        resp.headers.add("Set-Cookie", f"{self.cookie}=; HttpOnly; SameSite=Strict; Max-Age=0")
+        raise resp
+
+    # ------------------------------------------------------------------ folders and lists
+    def _folders_view(self, imap: ImapAccess):
+        return imap.folders(with_counts=True)
+
+    async def mailbox(self, request: web.Request):
+        s = self._require(request)
+        folder = self._folder_arg(request.query.get("f"))
+        page = self._int_arg(request.query.get("page"), 1)
+        sort = "date-asc" if request.query.get("sort") == "date-asc" else "date-desc"
+
+        def work():
+            with self._imap(s) as imap:
+                folders = self._folders_view(imap)
+                if not any(f.name == folder for f in folders):
+                    raise HttpError(404, _("There is no folder named {0}.").format(folder))
+                listing = imap.message_page(folder, page, self.page_size,
+                                            newest_first=(sort == "date-desc"),
+                                            sort_key=msgmod.date_sort_key)
+                return folders, listing
+
+        folders, listing = await self.run(work)
+        current = next(f for f in folders if f.name == folder)
+        show_to = current.special in ("\\Sent", "\\Drafts")
+        entries = [msgmod.list_entry(r.uid, r.flags, r.size, r.header, r.internaldate, show_to)
+                   for r in listing.rows]
+        pages = max(1, -(-listing.total // self.page_size))
+        first = (page - 1) * self.page_size + 1 if listing.total else 0
+        return self.render(
+            "mailbox.html", request, s, folders=folders, current_folder=current, entries=entries,
+            page=page, pages=pages, total=listing.total, first=first,
+            last=min(listing.total, page * self.page_size), sort=sort, show_to=show_to,
+            list_url=self._list_url)
+
+    # ------------------------------------------------------------------ one message
+    async def read(self, request: web.Request):
+        s = self._require(request)
+        folder = self._folder_arg(request.query.get("f"))
+        uid = self._int_arg(request.query.get("uid"))
+        images = request.query.get("images") == "1"
+        prefer_text = request.query.get("view") == "text"
+
+        def work():
+            with self._imap(s) as imap:
+                try:
+                    raw, flags = imap.fetch(folder, uid, mark_seen=True)
+                except KeyError:
+                    raise HttpError(404, _("This message is not there any more.")) from None
+                return imap.folders(with_counts=True), raw, flags
+
+        folders, raw, flags = await self.run(work)
+        view, parsed = msgmod.read_view(raw, flags, prefer_text=prefer_text)
+        if view.has_html:
+            view.remote_images = msgmod.html_body(parsed, allow_remote_images=False,
+                                                  cid_url=None).remote_images
+        current = next((f for f in folders if f.name == folder), None)
+        base = {"f": folder, "uid": uid}
+        return self.render(
+            "message.html", request, s, folders=folders, current_folder=current, view=view,
+            folder=folder, uid=uid, images=images, prefer_text=prefer_text,
+            body_url="body?" + urlencode({**base, **({"images": 1} if images else {})}),
+            images_url="read?" + urlencode({**base, "images": 1}),
+            text_url="read?" + urlencode({**base, "view": "text"}),
+            html_url="read?" + urlencode(base),
+            part_url=lambda section: "part?" + urlencode({**base, "part": section}),
+            compose_url=lambda mode: "compose?" + urlencode({**base, "mode": mode}),
+            back_url=self._list_url(folder),
+            in_trash=current is not None and current.special == "\\Trash",
+            display=msgmod.display_name, formataddr=email.utils.formataddr)
+
+    async def body(self, request: web.Request):
+        """The sanitized HTML of a message, as its own document for a sandboxed frame."""
+        s = self._require(request)
+        folder = self._folder_arg(request.query.get("f"))
+        uid = self._int_arg(request.query.get("uid"))
+        images = request.query.get("images") == "1"
+
+        def work():
+            with self._imap(s) as imap:
+                try:
+                    return imap.fetch(folder, uid)
+                except KeyError:
+                    raise HttpError(404, _("This message is not there any more.")) from None
+
+        raw, _flags = await self.run(work)
+        view, parsed = msgmod.read_view(raw, _flags)
+        inline = msgmod.cid_sections(parsed)
+
+        def cid_url(cid: str):
+            section = inline.get(cid.strip("<>"))
+            part = msgmod.find_part(parsed, section) if section else None
+            if part is None:
+                return None
+            data = msgmod.part_payload(part)
+            if len(data) > MAX_INLINE_IMAGE:
+                return None
+            return f"data:{part.get_content_type()};base64,{base64.b64encode(data).decode()}"
+
+        cleaned = msgmod.html_body(parsed, allow_remote_images=images, cid_url=cid_url)
+        doc = msgmod.html_document(cleaned.html, view.subject)
+        resp = web.Response(text=doc, content_type="text/html", charset="utf-8")
+        resp.headers["Content-Security-Policy"] = frame_csp(images).replace(
+            "frame-ancestors 'self'", "frame-ancestors " + FRAME_ANCESTORS)
+        return resp
+
+    async def part(self, request: web.Request):
+        """An attachment, always as a download (never shown on the webmail's origin)."""
+        s = self._require(request)
+        folder = self._folder_arg(request.query.get("f"))
+        uid = self._int_arg(request.query.get("uid"))
+        section = str(request.query.get("part", ""))
+        if not _SECTION_RE.match(section):
+            raise HttpError(400, _("That is not a part of a message."))
+
+        def work():
+            with self._imap(s) as imap:
+                try:
+                    return imap.fetch(folder, uid)
+                except KeyError:
+                    raise HttpError(404, _("This message is not there any more.")) from None
+
+        raw, flags = await self.run(work)
+        view, parsed = msgmod.read_view(raw, flags)
+        part = msgmod.find_part(parsed, section)
+        if part is None:
+            raise HttpError(404, _("This message has no such part."))
+        name = next((a.filename for a in view.attachments if a.section == section),
+                    msgmod.safe_filename(part.get_filename(), f"part-{section}.bin"))
+        resp = web.Response(body=msgmod.part_payload(part), content_type="application/octet-stream")
+        resp.headers["Content-Disposition"] = msgmod.content_disposition(name)
+        resp.headers["Content-Security-Policy"] = download_csp()
+        return resp
+
+    # ------------------------------------------------------------------ writing
+    async def compose(self, request: web.Request):
+        s = self._require(request)
+        mode = request.query.get("mode", "")
+        fields = {"to": request.query.get("to", ""), "cc": "", "bcc": "", "subject": "",
+                  "body": "", "in_reply_to": "", "references": ""}
+        origin = {}
+        if mode in ("reply", "replyall", "forward"):
+            folder = self._folder_arg(request.query.get("f"))
+            uid = self._int_arg(request.query.get("uid"))
+
+            def work():
+                with self._imap(s) as imap:
+                    try:
+                        return imap.fetch(folder, uid)
+                    except KeyError:
+                        raise HttpError(404, _("This message is not there any more.")) from None
+
+            raw, flags = await self.run(work)
+            view, parsed = msgmod.read_view(raw, flags)
+            if mode == "forward":
+                fields.update(msgmod.forward_fields(parsed))
+                origin = {"attachments": view.attachments}
+            else:
+                fields.update(msgmod.reply_fields(parsed, s.address, mode == "replyall"))
+            origin.update({"f": folder, "uid": uid, "mode": mode})
+        return self.render("compose.html", request, s, fields=fields, origin=origin, error=None,
+                           max_upload=msgmod.human_size(self.max_upload))
+
+    async def send(self, request: web.Request):
+        s = self._require(request)
+        form = await self._form(request, s)
+        fields = {k: str(form.get(k, "")) for k in
+                  ("to", "cc", "bcc", "subject", "body", "in_reply_to", "references")}
+        mode = str(form.get("mode", ""))
+        origin = {}
+        if mode in ("reply", "replyall", "forward"):
+            origin = {"f": self._folder_arg(form.get("f")), "uid": self._int_arg(form.get("uid")),
+                      "mode": mode}
+
+        def again(error: str, status: int = 400):
+            return self.render("compose.html", request, s, status=status, fields=fields,
+                               origin=origin, error=error,
+                               max_upload=msgmod.human_size(self.max_upload))
+
+        recipients = {}
+        for key in ("to", "cc", "bcc"):
+            pairs = email.utils.getaddresses([fields[key]]) if fields[key].strip() else []
+            bad = [a or n for n, a in pairs if not _ADDRESS_RE.fullmatch(a or "")]
+            if bad:
+                return again(_("This is not an e-mail address: {0}").format(", ".join(bad)))
+            recipients[key] = [email.utils.formataddr((n, a)) for n, a in pairs]
+        if not (recipients["to"] or recipients["cc"] or recipients["bcc"]):
+            return again(_("Say who gets the message: type at least one address in To."))
+        uploads = []
+        for f in form.getall("attachment", []):
+            if isinstance(f, web.FileField) and f.filename:
+                data = f.file.read()
+                uploads.append(msgmod.Upload(f.filename, f.content_type or "application/octet-stream", data))
+        msg = msgmod.build_message(
+            sender=s.address, to=recipients["to"], cc=recipients["cc"], bcc=recipients["bcc"],
+            subject=fields["subject"].replace("\r", " ").replace("\n", " "), body=fields["body"],
+            attachments=uploads, in_reply_to=fields["in_reply_to"].replace("\n", " "),
+            references=fields["references"].replace("\n", " "), domain=s.domain)
+        envelope_to = [a for _n, a in email.utils.getaddresses(
+            recipients["to"] + recipients["cc"] + recipients["bcc"])]
+        backend = self.backend(s.domain)
+        if backend is None:
+            return again(_("No mail server is known for {0}.").format(s.domain), 502)
+
+        def work():
+            if origin.get("mode") == "forward":
+                with self._imap(s) as imap:
+                    try:
+                        raw, flags = imap.fetch(origin["f"], origin["uid"])
+                    except KeyError:
+                        raw = None
+                if raw is not None:
+                    view, parsed = msgmod.read_view(raw, flags)
+                    for a in view.attachments:
+                        part = msgmod.find_part(parsed, a.section)
+                        if part is not None:
+                            ctype = part.get_content_type()
+                            maintype, _s, subtype = ctype.partition("/")
+                            if ctype == "message/rfc822":
+                                msg.add_attachment(part.get_payload()[0], filename=a.filename)
+                            else:
+                                msg.add_attachment(msgmod.part_payload(part), maintype=maintype,
+                                                   subtype=subtype or "octet-stream",
+                                                   filename=a.filename)
+            outgoing = msg.as_bytes()  # the Sent copy keeps Bcc: only the user sees it
+            del msg["Bcc"]
+            sent = msg.as_bytes()
+            try:
+                with smtplib.SMTP(backend.smtp_host, backend.smtp_port,
+                                  local_hostname=f"webmail.{s.domain}", timeout=30) as smtp:
+                    smtp.ehlo()
+                    smtp.login(s.address, s.password)
+                    refused = smtp.sendmail(s.address, envelope_to, sent)
+            except smtplib.SMTPAuthenticationError as e:
+                raise SendError(_("The mail server did not accept your login: {0}").format(_reply(e)))
+            except smtplib.SMTPRecipientsRefused as e:
+                raise SendError(_("The mail server refused every recipient: {0}").format(
+                    "; ".join(f"{r}: {c} {m.decode('utf-8', 'replace')}"
+                              for r, (c, m) in e.recipients.items())))
+            except smtplib.SMTPResponseException as e:
+                raise SendError(_("The mail server refused the message: {0}").format(_reply(e)))
+            except (smtplib.SMTPException, OSError) as e:
+                raise SendError(_("The SMTP server is not reachable ({0}).").format(e))
+            with self._imap(s) as imap:
+                sent_folder = imap.special_folder("\\Sent")
+                imap.append(sent_folder, outgoing, ("\\Seen",))
+                if origin.get("mode") in ("reply", "replyall", "forward"):
+                    flag = "$Forwarded" if origin["mode"] == "forward" else "\\Answered"
+                    try:
+                        imap.store(origin["f"], [origin["uid"]], "+FLAGS.SILENT", [flag])
+                    except MailServerError:
+                        pass  # the original may have been deleted meanwhile
+            return refused
+
+        try:
+            refused = await self.run(work)
+        except SendError as e:
+            return again(str(e), 502)
+        if refused:
+            s.notify(_("Sent, but these recipients were refused: {0}").format(
+                "; ".join(f"{r}: {c} {m.decode('utf-8', 'replace')}" for r, (c, m) in refused.items())),
+                "warn")
+        else:
+            s.notify(_("Message sent to {0}.").format(", ".join(envelope_to)))
+        back = self._list_url(origin["f"]) if origin else self._list_url("INBOX")
+        raise web.HTTPSeeOther(back)
+
+    # ------------------------------------------------------------------ actions
+    async def action(self, request: web.Request):
+        s = self._require(request)
+        form = await self._form(request, s)
+        folder = self._folder_arg(form.get("f"))
+        op = str(form.get("op", ""))
+        uids = sorted({self._int_arg(u) for u in form.getall("uid", [])})
+        page = self._int_arg(form.get("page"), 1)
+        sort = "date-asc" if form.get("sort") == "date-asc" else "date-desc"
+        back = self._list_url(folder, page, sort)
+        if op not in ("delete", "read", "unread"):
+            raise HttpError(400, _("Unknown action."))
+        if not uids:
+            s.notify(_("Select one or more messages first."), "warn")
+            raise web.HTTPSeeOther(back)
+
+        def work():
+            with self._imap(s) as imap:
+                if op == "read":
+                    imap.store(folder, uids, "+FLAGS.SILENT", ["\\Seen"])
+                    return None
+                if op == "unread":
+                    imap.store(folder, uids, "-FLAGS.SILENT", ["\\Seen"])
+                    return None
+                trash = imap.special_folder("\\Trash")
+                if folder == trash:
+                    imap.delete(folder, uids)
+                    return "deleted"
+                imap.move(folder, uids, trash)
+                return "moved"
+
+        result = await self.run(work)
+        n = len(uids)
+        if result == "moved":
+            s.notify(_("{0} message(s) moved to Trash.").format(n))
+        elif result == "deleted":
+            s.notify(_("{0} message(s) deleted for good.").format(n))
+        elif op == "read":
+            s.notify(_("{0} message(s) marked as read.").format(n))
+        else:
+            s.notify(_("{0} message(s) marked as unread.").format(n))
+        raise web.HTTPSeeOther(back)
+
+    # ------------------------------------------------------------------ serving
+    async def serve(self, sock: socket.socket) -> "WebmailServer":
+        self.set_port(sock.getsockname()[1])
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                               shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.SockSite(runner, sock)
+        await site.start()
+        return WebmailServer(self, runner, sock)
+
+
+class SendError(Exception):
+    pass
+
+
+def _reply(e: smtplib.SMTPResponseException) -> str:
+    text = e.smtp_error.decode("utf-8", "replace") if isinstance(e.smtp_error, bytes) else str(e.smtp_error)
+    return f"{e.smtp_code} {text}"
+
+
+class WebmailServer:
+    """The running webmail, with the ``close()``/``wait_closed()`` the lab expects of a server."""
+
+    def __init__(self, webmail: Webmail, runner: web.AppRunner, sock: socket.socket):
+        self.webmail = webmail
+        self.runner = runner
+        self.sockets = [sock]
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def wait_closed(self) -> None:
+        await self.runner.cleanup()
+        self.webmail.sessions.clear()
+        self.webmail.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def start_webmail(sock: socket.socket, backend: Callable[[str], Backend | None],
+                        **kwargs) -> WebmailServer:
+    """Serve a webmail on an already listening socket, on the running loop."""
+    return await Webmail(backend, **kwargs).serve(sock)

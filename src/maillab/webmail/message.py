@@ -1,0 +1,523 @@
+"""Messages for the browser: headers for lists, bodies made safe, attachments, and new mail.
+
+Parsing, MIME and RFC 2047 come from the stdlib ``email`` package. HTML mail is cleaned with
+nh3 (the Rust sanitizer ammonia) to an allow-list of tags, attributes, URL schemes and CSS
+properties; what remains is shown in a sandboxed frame under its own Content-Security-Policy,
+so that even a sanitizer bug could neither run script nor reach the network.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+import mimetypes
+import re
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
+from urllib.parse import quote as urlquote
+
+import nh3
+
+from ..i18n import _
+
+__all__ = ["ListEntry", "ReadView", "Attachment", "list_entry", "read_view", "sanitize_html",
+           "safe_filename", "find_part", "build_message", "date_sort_key", "reply_fields",
+           "forward_fields", "part_payload"]
+
+POLICY = email.policy.default.clone(raise_on_defect=False)
+
+
+# ----------------------------------------------------------------------------- dates, names
+
+def _parse_date(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        d = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if d is None:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    return d
+
+
+def _parse_internaldate(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(str(value).strip('"'), "%d-%b-%Y %H:%M:%S %z")
+    except ValueError:
+        return None
+
+
+def date_sort_key(header: bytes, internaldate) -> float:
+    """RFC 5256 SORT DATE: the Date header's time, or the arrival time when it has none."""
+    d = None
+    m = re.search(rb"^Date:[ \t]*(.*(?:\r?\n[ \t].*)*)", header, re.IGNORECASE | re.MULTILINE)
+    if m:
+        d = _parse_date(m.group(1).decode("ascii", "replace").replace("\r\n", " "))
+    d = d or _parse_internaldate(internaldate)
+    return d.timestamp() if d else 0.0
+
+
+def format_date(d: datetime | None, *, full: bool = False) -> str:
+    if d is None:
+        return ""
+    local = d.astimezone()
+    if full:
+        return local.strftime("%Y-%m-%d %H:%M")
+    now = datetime.now().astimezone()
+    if local.date() == now.date():
+        return local.strftime("%H:%M")
+    return local.strftime("%Y-%m-%d")
+
+
+def _header(msg: Message, name: str) -> str:
+    try:
+        value = msg.get(name)
+    except Exception:  # a header the parser cannot make sense of
+        value = None
+    if value is None:
+        return ""
+    try:
+        return " ".join(str(value).split())
+    except Exception:
+        return ""
+
+
+def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
+    raw = _header(msg, name)
+    if not raw:
+        return []
+    return [(n, a) for n, a in email.utils.getaddresses([raw]) if a or n]
+
+
+def display_name(pairs: list[tuple[str, str]]) -> str:
+    return ", ".join(n or a for n, a in pairs)
+
+
+def human_size(n: int) -> str:
+    if n < 1024:
+        return _("{0} B").format(n)
+    if n < 1024 * 1024:
+        return _("{0} KB").format(round(n / 1024))
+    return _("{0:.1f} MB").format(n / 1024 / 1024)
+
+
+# ----------------------------------------------------------------------------- list entries
+
+@dataclass
+class ListEntry:
+    uid: int
+    subject: str
+    sender: str  # who to show: From (To in the Sent folder)
+    sender_title: str  # the full addresses, for the tooltip
+    date: str
+    date_full: str
+    size: str
+    seen: bool
+    answered: bool
+    flagged: bool
+    has_attachment: bool
+
+
+def list_entry(uid: int, flags, size: int, header: bytes, internaldate, show_to: bool = False) -> ListEntry:
+    msg = BytesHeaderParser(policy=POLICY).parsebytes(header)
+    who = _addresses(msg, "To" if show_to else "From")
+    d = _parse_date(_header(msg, "Date")) or _parse_internaldate(internaldate)
+    ctype = _header(msg, "Content-Type").lower()
+    return ListEntry(
+        uid=uid,
+        subject=_header(msg, "Subject") or _("(no subject)"),
+        sender=display_name(who) or _("(unknown)"),
+        sender_title=", ".join(email.utils.formataddr(p) for p in who),
+        date=format_date(d), date_full=format_date(d, full=True), size=human_size(size),
+        seen="\\Seen" in flags, answered="\\Answered" in flags, flagged="\\Flagged" in flags,
+        has_attachment=ctype.startswith(("multipart/mixed", "application/", "multipart/related")),
+    )
+
+
+# ----------------------------------------------------------------------------- parts
+
+def iter_parts(msg: Message, prefix: str = ""):
+    """(IMAP section number, part) for every part, as RFC 3501 6.4.5 numbers them.
+
+    An attached message (message/rfc822) is one part: it is downloaded whole, not opened here.
+    """
+    if msg.is_multipart():
+        for i, sub in enumerate(msg.get_payload(), 1):
+            section = f"{prefix}{i}"
+            if sub.is_multipart():
+                yield section, sub
+                yield from iter_parts(sub, section + ".")
+            else:
+                yield section, sub
+    else:
+        yield (prefix.rstrip(".") or "1"), msg
+
+
+def find_part(msg: Message, section: str) -> Message | None:
+    for sec, part in iter_parts(msg):
+        if sec == section and not part.is_multipart():
+            return part
+    return None
+
+
+def part_payload(part: Message) -> bytes:
+    """The decoded bytes of a leaf part (an attached message as its whole text)."""
+    if part.get_content_type() == "message/rfc822":
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner:
+            return inner[0].as_bytes(policy=POLICY)
+        return part.get_payload(decode=True) or b""
+    return part.get_payload(decode=True) or b""
+
+
+def _text_of(part: Message) -> str:
+    data = part.get_payload(decode=True) or b""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:  # an unknown charset name
+        return data.decode("latin-1")
+
+
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"*/:<>?\\|]+')
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+             *(f"LPT{i}" for i in range(1, 10))}
+
+
+def safe_filename(name: str | None, fallback: str = "attachment") -> str:
+    """A file name that is safe to save anywhere: no folders, control or reserved characters."""
+    name = unicodedata.normalize("NFC", str(name or ""))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]  # no path, on any system
+    # Bidirectional overrides can disguise an extension ("invoice\u202egpj.exe").
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cf", "Cc", "Cs", "Co"))
+    name = _UNSAFE_NAME.sub("_", name).strip(" .")
+    if name.split(".", 1)[0].upper() in _RESERVED:
+        name = "_" + name
+    if len(name) > 120:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[:110] + dot + ext[:9]) if dot and len(ext) <= 9 else name[:120]
+    return name or fallback
+
+
+@dataclass
+class Attachment:
+    section: str
+    filename: str
+    content_type: str
+    size: str
+    inline_image: bool = False
+
+
+@dataclass
+class ReadView:
+    subject: str
+    from_: list
+    to: list
+    cc: list
+    reply_to: list
+    date: str
+    message_id: str
+    flags: frozenset
+    text: str | None = None  # plain-text body, shown as text
+    has_html: bool = False  # an HTML body exists (shown in its own frame)
+    has_text_alternative: bool = False
+    attachments: list[Attachment] = field(default_factory=list)
+    remote_images: int = 0
+
+
+def _bodies(msg: Message):
+    """(html part, text part) the reader should see."""
+    try:
+        html_part = msg.get_body(preferencelist=("html",))
+        text_part = msg.get_body(preferencelist=("plain",))
+    except Exception:
+        html_part = text_part = None
+    return html_part, text_part
+
+
+def read_view(raw: bytes, flags, *, prefer_text: bool = False) -> tuple[ReadView, EmailMessage]:
+    msg = email.message_from_bytes(raw, policy=POLICY)
+    html_part, text_part = _bodies(msg)
+    view = ReadView(
+        subject=_header(msg, "Subject") or _("(no subject)"),
+        from_=_addresses(msg, "From"), to=_addresses(msg, "To"), cc=_addresses(msg, "Cc"),
+        reply_to=_addresses(msg, "Reply-To"),
+        date=format_date(_parse_date(_header(msg, "Date")), full=True),
+        message_id=_header(msg, "Message-ID"), flags=frozenset(flags))
+    # The body parts (and their alternative) are what the reader sees, not attachments.
+    shown = {id(p) for p in (html_part, text_part) if p is not None}
+    used_cids = set()
+    if html_part is not None and not (prefer_text and text_part is not None):
+        view.has_html = True
+        used_cids = set(re.findall(r"cid:([^\"'\s)>]+)", _text_of(html_part), re.IGNORECASE))
+    elif text_part is not None:
+        view.text = _text_of(text_part)
+    view.has_text_alternative = html_part is not None and text_part is not None
+    for section, part in iter_parts(msg):
+        if part.is_multipart() or id(part) in shown:
+            continue
+        ctype = part.get_content_type()
+        cid = (part.get("Content-ID") or "").strip().strip("<>")
+        inline_image = ctype.startswith("image/") and cid and cid in used_cids
+        filename = part.get_filename()
+        if inline_image and not filename:
+            continue  # shown inside the HTML, not as an attachment
+        ext = mimetypes.guess_extension(ctype) or (".eml" if ctype == "message/rfc822" else ".bin")
+        view.attachments.append(Attachment(
+            section, safe_filename(filename, f"part-{section}{ext}"), ctype,
+            human_size(len(part_payload(part))), bool(inline_image)))
+    return view, msg
+
+
+# ----------------------------------------------------------------------------- HTML
+
+ALLOWED_TAGS = {
+    "a", "abbr", "address", "b", "bdi", "bdo", "big", "blockquote", "br", "caption", "center",
+    "cite", "code", "col", "colgroup", "dd", "del", "dfn", "div", "dl", "dt", "em", "font",
+    "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p",
+    "pre", "q", "s", "samp", "small", "span", "strike", "strong", "sub", "sup", "table", "tbody",
+    "td", "tfoot", "th", "thead", "tr", "tt", "u", "ul", "var", "wbr",
+}
+_COMMON = {"align", "dir", "lang", "title", "style"}
+ALLOWED_ATTRIBUTES = {
+    "*": _COMMON,
+    "a": {"href"},
+    "img": {"src", "alt", "width", "height", "border"},
+    "table": {"width", "border", "cellpadding", "cellspacing", "bgcolor", "summary"},
+    "td": {"width", "height", "colspan", "rowspan", "valign", "bgcolor", "nowrap"},
+    "th": {"width", "height", "colspan", "rowspan", "valign", "bgcolor", "scope"},
+    "tr": {"valign", "bgcolor"},
+    "col": {"span", "width"}, "colgroup": {"span", "width"},
+    "font": {"color", "face", "size"},
+    "ol": {"start", "type"}, "ul": {"type"}, "li": {"value"},
+    "hr": {"width", "size", "noshade"},
+}
+# CSS that lays out and colours text; nothing that can load a resource (url(...) needs one of
+# background, background-image, list-style-image, content, cursor, border-image, mask, ...).
+STYLE_PROPERTIES = {
+    "color", "background-color", "font", "font-family", "font-size", "font-style",
+    "font-weight", "text-align", "text-decoration", "text-indent", "text-transform",
+    "line-height", "letter-spacing", "word-spacing", "white-space", "vertical-align",
+    "margin", "margin-top", "margin-right", "margin-bottom", "margin-left",
+    "padding", "padding-top", "padding-right", "padding-bottom", "padding-left",
+    "border", "border-top", "border-right", "border-bottom", "border-left", "border-color",
+    "border-style", "border-width", "border-collapse", "border-spacing", "border-radius",
+    "width", "max-width", "min-width", "height", "max-height", "min-height", "display",
+    "list-style-type", "direction", "table-layout",
+}
+_CSS_URL = re.compile(r"url\s*\(|expression\s*\(|@import|\\", re.IGNORECASE)
+
+
+@dataclass
+class Sanitized:
+    html: str
+    remote_images: int  # images from the network, left out (or kept when allowed)
+
+
+def sanitize_html(source: str, *, allow_remote_images: bool = False, cid_url=None) -> Sanitized:
+    """Clean an HTML body: no script, no forms or frames, no active URLs, no remote loads.
+
+    ``cid_url(content_id)`` gives the (relative) address of an inline image part, or None.
+    Remote images (http/https) are dropped unless ``allow_remote_images``; the count tells the
+    page whether to offer to show them.
+    """
+    remote = 0
+
+    def attribute_filter(tag: str, attr: str, value: str):
+        nonlocal remote
+        if attr == "style":
+            # nh3 keeps only STYLE_PROPERTIES; anything that could still load is refused.
+            return None if _CSS_URL.search(value) else value
+        if tag == "img" and attr == "src":
+            v = value.strip()
+            low = v.lower()
+            if low.startswith("cid:"):
+                return cid_url(v[4:]) if cid_url else None
+            if low.startswith(("http://", "https://", "//")):
+                remote += 1
+                return v if allow_remote_images and not low.startswith("//") else None
+            return None  # data:, relative paths and anything else
+        if tag == "a" and attr == "href":
+            low = value.strip().lower()
+            return value if low.startswith(("http://", "https://", "mailto:")) else None
+        return value
+
+    cleaned = nh3.clean(
+        source,
+        tags=ALLOWED_TAGS,
+        clean_content_tags={"script", "style", "title", "template", "noscript", "textarea",
+                            "select", "option", "iframe", "object", "embed", "svg", "math",
+                            "frameset", "noembed", "noframes", "xmp", "plaintext"},
+        attributes=ALLOWED_ATTRIBUTES,
+        attribute_filter=attribute_filter,
+        # cid: reaches attribute_filter, which turns it into the inline image's data: URL;
+        # relative URLs pass nh3 (its default) and attribute_filter then drops them.
+        url_schemes={"http", "https", "mailto", "cid"},
+        filter_style_properties=STYLE_PROPERTIES,
+        link_rel="noopener noreferrer nofollow",
+        set_tag_attribute_values={"a": {"target": "_blank"}},
+        strip_comments=True,
+    )
+    return Sanitized(cleaned, remote)
+
+
+def html_document(body: str, title: str) -> str:
+    """The frame's document around a sanitized body."""
+    from html import escape
+    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+            f"<title>{escape(title)}</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:8px;color:#1d1d1f;"
+            "overflow-wrap:anywhere}img{max-width:100%;height:auto}"
+            "blockquote{margin-left:.5em;padding-left:.8em;border-left:3px solid #ccd}</style>"
+            f"</head><body>{body}</body></html>")
+
+
+def html_body(msg: Message, *, allow_remote_images: bool, cid_url) -> Sanitized:
+    html_part, _text = _bodies(msg)
+    if html_part is None:
+        return Sanitized("", 0)
+    return sanitize_html(_text_of(html_part), allow_remote_images=allow_remote_images,
+                         cid_url=cid_url)
+
+
+def cid_sections(msg: Message) -> dict[str, str]:
+    """Content-ID -> section of the images that can be shown inline."""
+    out = {}
+    for section, part in iter_parts(msg):
+        cid = (part.get("Content-ID") or "").strip().strip("<>")
+        if cid and part.get_content_type() in INLINE_IMAGE_TYPES:
+            out[cid] = section
+    return out
+
+
+# Raster images a browser shows without running anything (not SVG: it can carry script).
+INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
+
+
+# ----------------------------------------------------------------------------- writing
+
+def plain_text(msg: Message) -> str:
+    html_part, text_part = _bodies(msg)
+    if text_part is not None:
+        return _text_of(text_part)
+    if html_part is not None:
+        text = nh3.clean(_text_of(html_part), tags={"br", "p", "div"}, strip_comments=True,
+                         clean_content_tags={"script", "style", "title"})
+        text = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", text)
+        text = re.sub(r"<[^>]+>", "", text)
+        import html as _html
+        return _html.unescape(text)
+    return ""
+
+
+def _quote_text(text: str) -> str:
+    return "\n".join("> " + line if line else ">" for line in text.splitlines())
+
+
+def _prefixed(subject: str, prefix: str) -> str:
+    if re.match(rf"^\s*{prefix}\s*:", subject, re.IGNORECASE):
+        return subject
+    return f"{prefix}: {subject}"
+
+
+def reply_fields(msg: Message, me: str, reply_all: bool) -> dict:
+    """To/Cc/Subject/body/threading headers of a reply (RFC 5322 3.6.4)."""
+    author = _addresses(msg, "Reply-To") or _addresses(msg, "From")
+    to = [email.utils.formataddr(p) for p in author]
+    cc = []
+    if reply_all:
+        seen = {a.lower() for _n, a in author} | {me.lower()}
+        for n, a in _addresses(msg, "To") + _addresses(msg, "Cc"):
+            if a and a.lower() not in seen:
+                seen.add(a.lower())
+                cc.append(email.utils.formataddr((n, a)))
+    subject = _header(msg, "Subject")
+    mid = _header(msg, "Message-ID")
+    refs = (_header(msg, "References") + " " + mid).strip() if mid else _header(msg, "References")
+    who = display_name(_addresses(msg, "From")) or _("someone")
+    date = format_date(_parse_date(_header(msg, "Date")), full=True)
+    intro = _("On {date}, {who} wrote:").format(date=date, who=who) if date else \
+        _("{who} wrote:").format(who=who)
+    return {"to": ", ".join(to), "cc": ", ".join(cc), "subject": _prefixed(subject, "Re"),
+            "body": f"\n\n{intro}\n{_quote_text(plain_text(msg))}\n",
+            "in_reply_to": mid, "references": refs}
+
+
+def forward_fields(msg: Message) -> dict:
+    lines = ["", "", "-------- " + _("Forwarded message") + " --------",
+             _("Subject") + ": " + _header(msg, "Subject"),
+             _("Date") + ": " + _header(msg, "Date"),
+             _("From") + ": " + _header(msg, "From"),
+             _("To") + ": " + _header(msg, "To")]
+    if _header(msg, "Cc"):
+        lines.append(_("Cc") + ": " + _header(msg, "Cc"))
+    lines += ["", plain_text(msg)]
+    return {"to": "", "cc": "", "subject": _prefixed(_header(msg, "Subject"), "Fwd"),
+            "body": "\n".join(lines), "in_reply_to": "", "references": ""}
+
+
+@dataclass
+class Upload:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def build_message(*, sender: str, to: list[str], cc: list[str], bcc: list[str], subject: str,
+                  body: str, attachments: list[Upload], in_reply_to: str = "", references: str = "",
+                  domain: str = "localhost") -> EmailMessage:
+    """A complete RFC 5322 message (the Sent copy keeps Bcc; the sent one does not)."""
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = sender
+    if to:
+        msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
+    if bcc:
+        msg["Bcc"] = ", ".join(bcc)
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = email.utils.make_msgid(domain=domain)
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
+    msg["User-Agent"] = "maillab webmail"
+    msg.set_content(body.replace("\r\n", "\n"))
+    for up in attachments:
+        maintype, _slash, subtype = (up.content_type or "application/octet-stream").partition("/")
+        if not subtype or maintype in ("multipart", "text") and subtype not in ("plain", "csv", "html"):
+            maintype, subtype = "application", "octet-stream"
+        if maintype == "message":
+            maintype, subtype = "application", "octet-stream"
+        if maintype == "text":
+            try:
+                msg.add_attachment(up.data.decode("utf-8"), subtype=subtype,
+                                   filename=safe_filename(up.filename))
+                continue
+            except UnicodeDecodeError:
+                maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(up.data, maintype=maintype, subtype=subtype,
+                           filename=safe_filename(up.filename))
+    return msg
+
+
+def content_disposition(filename: str, inline: bool = False) -> str:
+    """RFC 6266: an ASCII fallback name plus the UTF-8 name (RFC 5987)."""
+    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_")
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{urlquote(filename, safe='')}"
+
+
+def now_ts() -> float:
+    return time.time()
