@@ -1,0 +1,203 @@
+"""The lecture notebooks in course/: coverage of the lecture (S1-S14), shape, and clean runs.
+
+* Every point S1-S14 of the source lecture is taught by at least one markdown cell, found by
+  the tags in the cells' metadata (``"tags": ["S3", "S4"]``).
+* Every notebook starts the lab in its first code cell, ends with ``lab.stop()``, has a
+  self-check, keeps its cells short and uses reserved example domains only.
+* Every notebook runs top to bottom twice in a row in the same kernel, each run under 30 s, and
+  after the final ``lab.stop()`` no thread and no listening port of the lab is left behind.
+  The timings are written to test-artifacts/course-timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+COURSE = ROOT / "course"
+ARTIFACTS = ROOT / "test-artifacts"
+NOTEBOOKS = sorted(COURSE.glob("*.ipynb"))
+POINTS = [f"S{i}" for i in range(1, 15)]
+EXPECTED = ["00-welcome", "01-smtp", "02-pop3", "03-imap", "04-journey", "05-webmail",
+            "06-security", "07-administrator"]
+RUN_LIMIT = 30.0  # seconds per run of a notebook (issue 6)
+MAX_MARKDOWN_LINES = 30  # short cells, one idea each: a teacher projects them
+MAX_CODE_LINES = 25
+
+# Names allowed in a notebook: RFC 2606 reserved domains and loopback.
+RESERVED = re.compile(r"(^|\.)(example\.(com|net|org)|example|localhost|invalid|test)$", re.I)
+
+
+def name(path: Path) -> str:
+    return path.stem
+
+
+def read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def tags_of(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+# ------------------------------------------------------------------ coverage of the lecture
+def coverage() -> dict[str, list[str]]:
+    """S-point -> ["01-smtp#3", ...]: the markdown cells that teach it."""
+    found: dict[str, list[str]] = {p: [] for p in POINTS}
+    for path in NOTEBOOKS:
+        for index, cell in enumerate(read(path).cells):
+            for tag in tags_of(cell):
+                if tag in found and cell.cell_type == "markdown":
+                    found[tag].append(f"{name(path)}#{index}")
+    return found
+
+
+IN_PROGRESS = pytest.mark.xfail(reason="course notebooks still being written (issue 6)",
+                                strict=False)
+
+
+@IN_PROGRESS
+def test_every_lecture_point_is_taught():
+    found = coverage()
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "course-coverage.json").write_text(json.dumps(found, indent=1))
+    untaught = [p for p, cells in found.items() if not cells]
+    assert not untaught, f"lecture points no markdown cell teaches (tag a cell with them): {untaught}"
+
+
+def test_tags_are_lecture_points():
+    for path in NOTEBOOKS:
+        for index, cell in enumerate(read(path).cells):
+            for tag in tags_of(cell):
+                if tag.startswith("S"):
+                    assert tag in POINTS, f"{name(path)}#{index}: unknown lecture point {tag}"
+
+
+@IN_PROGRESS
+def test_the_whole_course_is_there():
+    missing = [n for n in EXPECTED if not (COURSE / f"{n}.ipynb").exists()]
+    assert not missing, f"course notebooks missing: {missing}"
+
+
+# ------------------------------------------------------------------ shape of each notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name)
+def test_notebook_shape(path):
+    nb = read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), \
+        "a notebook opens with its title"
+    assert "maillab.start()" in code[0].source, "the first code cell starts the lab"
+    assert code[-1].source.strip() == "lab.stop()", "the last code cell stops the lab"
+    assert any("Quiz(" in c.source for c in code), "a notebook ends with a self-check"
+    for index, cell in enumerate(nb.cells):
+        lines = cell.source.count("\n") + 1
+        limit = MAX_MARKDOWN_LINES if cell.cell_type == "markdown" else MAX_CODE_LINES
+        assert lines <= limit, f"cell {index} has {lines} lines: split it (one idea per cell)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name)
+def test_notebook_uses_reserved_domains_only(path):
+    text = "\n".join(c.source for c in read(path).cells)
+    for address in re.findall(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)", text):
+        assert RESERVED.search(address), f"{address}: use example.com / example.net"
+    for host in re.findall(r"\b(?:mail|smtp|imap|pop3?|www)\.([\w-]+(?:\.[\w-]+)+)", text):
+        assert RESERVED.search(host), f"{host}: use a reserved domain (RFC 2606)"
+
+
+# ------------------------------------------------------------------ running
+PROBE = r'''
+import json as _j, os as _o, threading as _t, time as _tm
+def _maillab_probe(baseline=None, wait=3.0):
+    def snap():
+        inodes = set()
+        for fd in _o.listdir("/proc/self/fd"):
+            try:
+                link = _o.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+        ports = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                rows = open(table).read().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                f = row.split()
+                if f[3] == "0A" and f[9] in inodes:
+                    ports.append(int(f[1].rsplit(":", 1)[1], 16))
+        return {"threads": sorted(t.name for t in _t.enumerate()), "ports": sorted(ports)}
+    now = snap()
+    deadline = _tm.monotonic() + wait
+    while baseline and _tm.monotonic() < deadline and (
+            set(now["ports"]) - set(baseline["ports"]) or
+            len(now["threads"]) > len(baseline["threads"])):
+        _tm.sleep(0.05)
+        now = snap()
+    return now
+'''
+
+
+def _probe_cell(call: str):
+    return nbformat.v4.new_code_cell(PROBE + f"\nprint(_j.dumps({call}))")
+
+
+def _probe_result(cell) -> dict:
+    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name)
+def test_notebook_runs_twice_in_one_kernel_and_cleans_up(path):
+    source = read(path)
+    code = [c for c in source.cells if c.cell_type == "code"]
+    work = nbformat.v4.new_notebook()
+    first = _probe_cell("_maillab_probe()")
+    runs = [[nbformat.v4.new_code_cell(c.source) for c in code] for _ in range(2)]
+    last = _probe_cell("_maillab_probe(__baseline)")
+    work.cells = [first] + runs[0] + runs[1] + [last]
+    client = NotebookClient(work, timeout=60, kernel_name="python3",
+                            resources={"metadata": {"path": str(COURSE)}})
+    timings = []
+    with client.setup_kernel():
+        client.execute_cell(first, 0)
+        baseline = _probe_result(first)
+        client.kc.execute(f"__baseline = {baseline!r}", silent=True)
+        index = 1
+        for run in runs:
+            started = time.monotonic()
+            for cell in run:
+                client.execute_cell(cell, index)  # raises CellExecutionError on any error
+                index += 1
+            timings.append(round(time.monotonic() - started, 2))
+        client.execute_cell(last, index)
+        after = _probe_result(last)
+    _record_timing(name(path), timings)
+    for n, seconds in enumerate(timings, 1):
+        assert seconds < RUN_LIMIT, f"run {n} took {seconds} s (limit {RUN_LIMIT} s)"
+    leftover_ports = sorted(set(after["ports"]) - set(baseline["ports"]))
+    assert not leftover_ports, f"still listening after lab.stop(): {leftover_ports}"
+    extra = list(after["threads"])
+    for t in baseline["threads"]:
+        if t in extra:
+            extra.remove(t)
+    assert not extra, f"threads left behind after lab.stop(): {extra}"
+
+
+def _record_timing(notebook: str, timings: list[float]) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    target = ARTIFACTS / "course-timings.json"
+    try:
+        data = json.loads(target.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[notebook] = timings
+    target.write_text(json.dumps(data, indent=1, sort_keys=True))
