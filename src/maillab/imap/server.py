@@ -12,14 +12,16 @@ import socket
 
 from ..i18n import _
 from ..net import ServerContext, quickack, set_nodelay
+from ..tls import describe
 from .core import ImapSession
 
 __all__ = ["start_imap", "ImapProtocol"]
 
 
 class ImapProtocol(asyncio.Protocol):
-    def __init__(self, ctx: ServerContext):
+    def __init__(self, ctx: ServerContext, implicit_tls: bool = False):
         self.ctx = ctx
+        self.implicit_tls = implicit_tls  # the IMAPS port (993): TLS from the first byte
         self.transport = None
         self.conn = None
         self.session: ImapSession | None = None
@@ -32,9 +34,15 @@ class ImapProtocol(asyncio.Protocol):
         set_nodelay(transport)
         peername = transport.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else ""
-        self.conn = self.ctx.recorder.open(self.ctx.service_name("imap"), peer)
+        self.conn = self.ctx.recorder.open(
+            self.ctx.service_name("imaps" if self.implicit_tls else "imap"), peer)
+        tls = describe(transport)
+        if tls:
+            self.conn.event(tls)
         self.ctx.connections.add(transport)
         self.session = ImapSession(self.ctx, peer, wakeup=self._wakeup_threadsafe)
+        if self.implicit_tls:
+            self.session.tls = True
         self.session.greeting()
         self._flush()
 
@@ -90,7 +98,7 @@ class ImapProtocol(asyncio.Protocol):
             self.conn.event(_("TLS handshake failed: {error}").format(error=e))
             self.transport.close()
             return
-        self.conn.event(_("TLS started"))
+        self.conn.event(describe(self.transport) or _("TLS started"))
         self.session.tls_started()
         self._flush()
 
@@ -110,7 +118,16 @@ class ImapProtocol(asyncio.Protocol):
             self._flush()
 
 
-async def start_imap(ctx: ServerContext, sock: socket.socket) -> asyncio.base_events.Server:
-    """Serve IMAP on an already bound and listening socket (from ``net.bind_listener``)."""
+async def start_imap(ctx: ServerContext, sock: socket.socket, *, implicit_tls: bool = False
+                     ) -> asyncio.base_events.Server:
+    """Serve IMAP on an already bound and listening socket (from ``net.bind_listener``).
+
+    ``implicit_tls=True`` makes it IMAPS (port 993): TLS from the first byte, with ``ctx.tls``.
+    """
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: ImapProtocol(ctx), sock=sock)
+    ssl_context = ctx.server_tls_context() if implicit_tls else None
+    if implicit_tls and ssl_context is None:
+        raise ValueError("IMAPS needs TLS (ctx.tls)")
+    return await loop.create_server(lambda: ImapProtocol(ctx, implicit_tls), sock=sock,
+                                    ssl=ssl_context,
+                                    ssl_handshake_timeout=15 if ssl_context else None)
