@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Iterable
 
 from .i18n import _
-from .net import LOOPBACK, ServerContext, bind_listener
+from .net import LOOPBACK, LoginGuard, ServerContext, bind_listener
 from .smtp import DEFAULT_SIZE_LIMIT, QueuedMessage, Router, start_smtp
 from .store import SCRYPT_N, Store, hash_password
+from .tls import LabCA
 from .transcript import Recorder, Transcript
 
 __all__ = ["MailLab", "LabAccount", "Service", "start", "DEFAULT_ACCOUNTS"]
@@ -51,13 +52,17 @@ DEFAULT_ACCOUNTS = (
 # The ready-made accounts' passwords are printed on screen for learners to type, so a hash
 # cannot protect them; a lower scrypt work factor keeps start-up quick. Accounts added through
 # the Store keep the full default (SCRYPT_N).
-LAB_SCRYPT_N = 2**12
+LAB_SCRYPT_N = 2**10
 
 # protocol -> (standard port, mnemonic port for the first domain, what it is for)
 PROTOCOLS = {
     "smtp": (25, 2525, "SMTP: clients hand mail to a server, servers pass it on (S3)"),
+    "submission": (587, 2587, "SMTP submission: your client sends mail; STARTTLS, then AUTH (S4)"),
+    "smtps": (465, 2465, "SMTP over TLS from the first byte: your client sends mail (S4)"),
     "pop3": (110, 1110, "POP3: download mail to the client (S5)"),
+    "pop3s": (995, 1995, "POP3 over TLS (S7)"),
     "imap": (143, 1143, "IMAP: read and keep mail on the server (S8)"),
+    "imaps": (993, 1993, "IMAP over TLS (S10)"),
     # One webmail for the whole lab (it serves every domain: the address typed picks the servers).
     "webmail": (80, 8025, "Webmail: mail in the browser over HTTP; it speaks IMAP and SMTP (S12)"),
 }
@@ -123,7 +128,7 @@ class MailLab:
     def __init__(self, *, accounts: Iterable[LabAccount] = DEFAULT_ACCOUNTS,
                  root: str | os.PathLike | None = None, ports: str | dict = "mnemonic",
                  size_limit: int = DEFAULT_SIZE_LIMIT, hash_n: int = LAB_SCRYPT_N,
-                 options: dict | None = None):
+                 tls: bool = True, strict: bool = False, options: dict | None = None):
         self.accounts = list(accounts)
         self.domains = list(dict.fromkeys(a.domain for a in self.accounts))
         if not self.domains:
@@ -133,6 +138,12 @@ class MailLab:
         self.size_limit = size_limit
         self.hash_n = hash_n
         self.options = dict(options or {})
+        self.tls_enabled = tls
+        # strict: no password may cross an unencrypted connection, on any port (a real
+        # provider's policy); the default lets learners log in by hand on 25, 110 and 143.
+        self.strict = strict
+        self.ca: LabCA | None = None
+        self.guard = LoginGuard()
         self.host = LOOPBACK
         self.services: list[Service] = []
         self.store: Store | None = None
@@ -148,6 +159,8 @@ class MailLab:
         if self._thread is not None:
             return self
         self.store = Store(self.root, hash_n=self.hash_n)
+        if self.tls_enabled:
+            self.ca = LabCA([self.hostname(d) for d in self.domains])
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="maillab-loop", daemon=True)
         self._thread.start()
@@ -193,8 +206,14 @@ class MailLab:
     async def _start_services(self) -> None:
         self.router = Router(asyncio.get_running_loop())
         self.router.bounce = self._bounce
+        if self.ca is not None:
+            self.router.tls_context = self.ca.client_context()
         for index, domain in enumerate(self.domains):
-            ctx = ServerContext(self.store, self.recorder, f"mail.{domain}", domain, self.options)
+            host = self.hostname(domain)
+            options = dict(self.options, strict=self.strict,
+                           tls_context=self.ca.server_context(host) if self.ca else None)
+            ctx = ServerContext(self.store, self.recorder, host, domain, options,
+                                guard=self.guard, tls=self.ca, strict=self.strict)
             self._contexts.append(ctx)
             for protocol, starter in self._starters().items():
                 sock = bind_listener(self._wanted_port(protocol, index))
@@ -232,18 +251,21 @@ class MailLab:
             return None
 
     def _starters(self) -> dict:
-        starters = {"smtp": lambda ctx, sock: start_smtp(ctx, sock, self.router,
-                                                          size_limit=self.size_limit)}
-        try:
-            from .pop3.server import start_pop3
-            starters["pop3"] = start_pop3
-        except ImportError:
-            pass
-        try:
-            from .imap.server import start_imap
-            starters["imap"] = start_imap
-        except ImportError:
-            pass
+        """protocol -> coroutine function(ctx, sock) that starts that server."""
+        from .imap.server import start_imap
+        from .pop3.server import start_pop3
+
+        def smtp(mode):
+            return lambda ctx, sock: start_smtp(ctx, sock, self.router, mode=mode,
+                                                size_limit=self.size_limit)
+
+        starters = {"smtp": smtp("smtp"), "pop3": start_pop3, "imap": start_imap}
+        if self.ca is not None:
+            starters.update({
+                "submission": smtp("submission"), "smtps": smtp("smtps"),
+                "pop3s": lambda ctx, sock: start_pop3(ctx, sock, implicit_tls=True),
+                "imaps": lambda ctx, sock: start_imap(ctx, sock, implicit_tls=True),
+            })
         return starters
 
     def stop(self) -> None:
@@ -264,6 +286,9 @@ class MailLab:
         self._contexts = []
         if self.store is not None:
             self.store.close()
+        if self.ca is not None:
+            self.ca.close()
+            self.ca = None
         with _current_lock:
             if _current is self:
                 _current = None
@@ -327,6 +352,41 @@ class MailLab:
     @property
     def imap_port(self) -> int:
         return self.port("imap")
+
+    @property
+    def submission_port(self) -> int:
+        """SMTP submission with STARTTLS; stands for port 587."""
+        return self.port("submission")
+
+    @property
+    def smtps_port(self) -> int:
+        """SMTP over implicit TLS; stands for port 465."""
+        return self.port("smtps")
+
+    @property
+    def pop3s_port(self) -> int:
+        return self.port("pop3s")
+
+    @property
+    def imaps_port(self) -> int:
+        return self.port("imaps")
+
+    @property
+    def ca_file(self) -> str:
+        """The lab CA's certificate (PEM), for external clients: curl --cacert, swaks, openssl."""
+        if self.ca is None:
+            raise RuntimeError("this lab runs without TLS (tls=False)")
+        return str(self.ca.ca_file)
+
+    def client_context(self):
+        """An ``ssl.SSLContext`` that trusts this lab's CA (for smtplib, poplib, imaplib)."""
+        if self.ca is None:
+            raise RuntimeError("this lab runs without TLS (tls=False)")
+        return self.ca.client_context()
+
+    def logins(self) -> list:
+        """Every login attempt on any server: time, service, user, client, mechanism, TLS, success."""
+        return list(self.guard.attempts)
 
     @property
     def webmail_port(self) -> int:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from .store import Store
@@ -56,6 +59,52 @@ def quickack(transport) -> None:
             pass
 
 
+@dataclass(frozen=True)
+class LoginAttempt:
+    """One login attempt on any server of the lab, for the audit view."""
+
+    time: float
+    service: str  # e.g. "pop3:example.com"
+    user: str
+    peer: str  # "host:port"
+    mechanism: str  # "USER/PASS", "AUTH PLAIN", "LOGIN", ...
+    secure: bool  # over TLS?
+    success: bool
+
+
+class LoginGuard:
+    """Counts failed logins, slows repeated failures down, and keeps every attempt.
+
+    Each failure from the same client address for the same user doubles the wait before the
+    answer (``base`` seconds after the second failure, at most ``cap``); a success resets it.
+    """
+
+    def __init__(self, base: float = 0.25, cap: float = 4.0, keep: int = 10_000):
+        self.base, self.cap = base, cap
+        self.attempts: deque[LoginAttempt] = deque(maxlen=keep)
+        self._failures: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def record(self, attempt: LoginAttempt) -> None:
+        key = (attempt.peer.rsplit(":", 1)[0], attempt.user.lower())
+        with self._lock:
+            self.attempts.append(attempt)
+            if attempt.success:
+                self._failures.pop(key, None)
+            else:
+                self._failures[key] = self._failures.get(key, 0) + 1
+
+    def delay(self, peer: str, user: str) -> float:
+        """Seconds to wait before answering the latest failure of this client and user."""
+        with self._lock:
+            n = self._failures.get((peer.rsplit(":", 1)[0], user.lower()), 0)
+        return 0.0 if n < 2 else min(self.cap, self.base * 2 ** (n - 2))
+
+    def failures(self) -> int:
+        with self._lock:
+            return sum(1 for a in self.attempts if not a.success)
+
+
 @dataclass
 class ServerContext:
     """What one lab's servers share: the store, the transcript recorder, names and settings."""
@@ -67,12 +116,27 @@ class ServerContext:
     options: dict = field(default_factory=dict)
     # Open client connections (transports), so that stopping the lab can close them all.
     connections: set = field(default_factory=set)
+    guard: LoginGuard = field(default_factory=LoginGuard)  # one per lab, shared by all hosts
+    tls: object = None  # the lab's LabCA (maillab.tls), or None when TLS is off
+    strict: bool = False  # True: no password may cross a connection before TLS
+
+    def server_tls_context(self):
+        return self.tls.server_context(self.hostname) if self.tls is not None else None
 
     def service_name(self, protocol: str) -> str:
         """Name used in transcripts, e.g. ``"pop3:example.com"``."""
         return f"{protocol}:{self.domain}"
 
-    def authenticate(self, user: str, password: str):
-        """Log a user of *this* domain in (by login or address); None if that fails."""
+    def authenticate(self, user: str, password: str, *, protocol: str = "?", peer: str = "",
+                     mechanism: str = "", secure: bool = False):
+        """Log a user of *this* domain in (by login or address); None if that fails.
+
+        Every attempt is recorded in ``guard`` (the lab's audit view). A server that refuses a
+        login should wait ``guard.delay(peer, user)`` seconds before it answers.
+        """
         acct = self.store.authenticate(user, password)
-        return acct if acct is not None and acct.domain == self.domain else None
+        if acct is not None and acct.domain != self.domain:
+            acct = None
+        self.guard.record(LoginAttempt(time.time(), self.service_name(protocol), user, peer,
+                                       mechanism, secure, acct is not None))
+        return acct

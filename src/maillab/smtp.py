@@ -32,6 +32,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .i18n import _
 from .net import ServerContext, set_nodelay
+from .tls import describe
 
 log = logging.getLogger("maillab.smtp")
 
@@ -77,12 +78,20 @@ _HINTS: list[tuple[str, str]] = [
     ("501 5.5.2 Can't split auth value", "AUTH PLAIN data is base64 of \\0user\\0password"),
     ("504 5.5.4 Unrecognized authentication type", "this server offers AUTH PLAIN and AUTH LOGIN"),
     ("530 5.7.0 Authentication required", "log in first with AUTH PLAIN or AUTH LOGIN"),
+    ("530 5.7.0 Must issue a STARTTLS command first", "this port wants encryption first: send STARTTLS, then EHLO again"),
+    ("538 5.7.11 Encryption required", "send STARTTLS first, so that your password travels encrypted"),
+    ("554 Command refused due to lack of security", "the TLS handshake failed; connect again"),
     ("502 EXPN not implemented", "mailing lists are not expanded here"),
 ]
 
 
+# aiosmtpd replies that lack the enhanced status code RFC 3207/6409 give them.
+_REWRITES = {"530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first"}
+
+
 def add_hint(reply: str) -> str:
     """Append a learner's hint to one of aiosmtpd's replies (our own replies carry theirs)."""
+    reply = _REWRITES.get(reply, reply)
     for prefix, hint in _HINTS:
         if reply.startswith(prefix):
             return f"{reply} ({_('hint')}: {_(hint)})"
@@ -116,6 +125,7 @@ class Router:
         self.delivered: list[QueuedMessage] = []
         self.failed: list[QueuedMessage] = []
         self.bounce = None  # set by the lab: callable(QueuedMessage, error) delivering a DSN
+        self.tls_context = None  # a client context trusting the lab's CA: relay over STARTTLS
 
     def knows(self, domain: str) -> bool:
         return domain.lower() in self.mx
@@ -163,6 +173,11 @@ class Router:
         host, port = self.mx[domain]
         with smtplib.SMTP(host, port, local_hostname=helo_name, timeout=10) as client:
             client.ehlo()
+            if self.tls_context is not None and client.has_extn("starttls"):
+                # Server-to-server TLS as real MTAs do it (RFC 3207), checked against the
+                # lab's CA: an impostor on the MX's port would fail here.
+                client.starttls(context=self.tls_context)
+                client.ehlo()
             refused = client.sendmail(msg.mail_from, msg.rcpt_tos, msg.content)
             if refused:
                 msg.errors.extend(f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in refused.items())
@@ -172,12 +187,12 @@ class Router:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
 
 
-def _received_header(session: Session, envelope: Envelope, ctx: ServerContext, queue_id: str,
+def _received_header(server, session: Session, ctx: ServerContext, queue_id: str,
                      rcpt: str | None) -> bytes:
     peer_ip = session.peer[0] if session.peer else "unknown"
     helo = session.host_name or "unknown"
-    protocol = "ESMTP" if session.extended_smtp else "SMTP"
-    if session.ssl is not None:
+    protocol = "ESMTP" if session.extended_smtp else "SMTP"  # names from RFC 3848
+    if server.is_encrypted:
         protocol += "S"
     if session.authenticated:
         protocol += "A"
@@ -213,10 +228,13 @@ class DeliveryHandler:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         user = auth_data.login.decode("utf-8", "replace")
-        acct = self.ctx.authenticate(user, auth_data.password.decode("utf-8", "replace"))
+        conn = getattr(server, "transcript", None)
+        server.last_auth_user = user
+        acct = self.ctx.authenticate(user, auth_data.password.decode("utf-8", "replace"),
+                                     protocol=server.mode, peer=conn.peer if conn else "",
+                                     mechanism=f"AUTH {mechanism}", secure=server.is_encrypted)
         if acct is None:
             return AuthResult(success=False, handled=False)
-        conn = getattr(server, "transcript", None)
         if conn is not None:
             conn.user = acct.login
         return AuthResult(success=True, auth_data=acct.login)
@@ -286,31 +304,47 @@ class DeliveryHandler:
             delivered_to.add(acct.login)
             trace = (f"Return-Path: <{envelope.mail_from or ''}>\r\n"
                      f"Delivered-To: {rcpt}\r\n").encode()
-            acct.folder("INBOX").deliver(trace + _received_header(session, envelope, self.ctx,
+            acct.folder("INBOX").deliver(trace + _received_header(server, session, self.ctx,
                                                                   queue_id, rcpt) + body)
         if remote:
             self.router.enqueue(self.ctx.hostname, QueuedMessage(
                 envelope.mail_from or "", remote,
-                _received_header(session, envelope, self.ctx, queue_id,
+                _received_header(server, session, self.ctx, queue_id,
                                  remote[0] if len(remote) == 1 else None) + body, queue_id))
         return f"250 2.0.0 OK: queued as {queue_id}"
 
 
 class LabSMTP(SMTP):
-    """aiosmtpd's SMTP session, plus a transcript and learners' hints on its replies."""
+    """aiosmtpd's SMTP session, plus a transcript, learners' hints and slowed-down failures.
 
-    def __init__(self, handler: DeliveryHandler, ctx: ServerContext, **kwargs):
+    ``mode`` says which job the port has: ``"smtp"`` (25, the MX: mail from anyone for local
+    users, STARTTLS offered), ``"submission"`` (587, RFC 6409: STARTTLS before AUTH, AUTH
+    before MAIL) or ``"smtps"`` (465, RFC 8314: TLS from the first byte, AUTH before MAIL).
+    """
+
+    def __init__(self, handler: DeliveryHandler, ctx: ServerContext, mode: str = "smtp", **kwargs):
         super().__init__(handler, **kwargs)
         self.ctx = ctx
+        self.mode = mode
         self.transcript = None
+        self.implicit_tls = False
+        self.last_auth_user = ""
+
+    @property
+    def is_encrypted(self) -> bool:
+        return self.implicit_tls or self._tls_protocol is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transcript is None:  # not the second call after STARTTLS
             peer = transport.get_extra_info("peername")
-            self.transcript = self.ctx.recorder.open(self.ctx.service_name("smtp"),
+            self.transcript = self.ctx.recorder.open(self.ctx.service_name(self.mode),
                                                      f"{peer[0]}:{peer[1]}" if peer else "")
             set_nodelay(transport)
             self.ctx.connections.add(transport)
+            self.implicit_tls = transport.get_extra_info("ssl_object") is not None
+        tls = describe(transport)
+        if tls:  # implicit TLS (465) at once, or the end of a STARTTLS handshake
+            self.transcript.event(tls)
         super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -328,6 +362,10 @@ class LabSMTP(SMTP):
     async def push(self, status) -> None:
         if isinstance(status, bytes):
             status = status.decode("utf-8", "replace")
+        if status.startswith("535"):  # a failed login: answer later, the more failures the later
+            delay = self.ctx.guard.delay(self.transcript.peer, self.last_auth_user)
+            if delay:
+                await asyncio.sleep(delay)
         line = (add_hint(status) + "\r\n").encode("utf-8")
         self.transcript.server(line)
         if self.transport is None or self.transport.is_closing():
@@ -337,18 +375,34 @@ class LabSMTP(SMTP):
 
 
 async def start_smtp(ctx: ServerContext, sock: socket.socket, router: Router, *,
-                     size_limit: int = DEFAULT_SIZE_LIMIT) -> asyncio.base_events.Server:
-    """Serve SMTP for ``ctx.domain`` on an already listening socket."""
+                     mode: str = "smtp", size_limit: int = DEFAULT_SIZE_LIMIT
+                     ) -> asyncio.base_events.Server:
+    """Serve SMTP for ``ctx.domain`` on an already listening socket.
+
+    ``mode``: ``"smtp"`` (port 25's job), ``"submission"`` (587) or ``"smtps"`` (465); the TLS
+    modes need ``ctx.tls``.
+    """
     handler = DeliveryHandler(ctx, router)
     loop = asyncio.get_running_loop()
+    tls = ctx.server_tls_context()
+    if mode != "smtp" and tls is None:
+        raise ValueError(f"{mode} needs TLS (ctx.tls)")
+    settings = {
+        # Port 25 in this lab lets learners AUTH by hand in clear text, unless the lab is
+        # strict; STARTTLS is offered as real MX servers do.
+        "smtp": dict(tls_context=tls, auth_require_tls=ctx.strict),
+        "submission": dict(tls_context=tls, require_starttls=True, auth_required=True,
+                           auth_require_tls=True),
+        # aiosmtpd does not count implicit TLS as TLS and would hide AUTH (facts.md): the
+        # connection is encrypted from its first byte, so AUTH needs no further TLS here.
+        "smtps": dict(auth_required=True, auth_require_tls=False),
+    }[mode]
 
     def factory() -> LabSMTP:
-        return LabSMTP(handler, ctx, hostname=ctx.hostname, ident="ESMTP maillab",
+        return LabSMTP(handler, ctx, mode, hostname=ctx.hostname, ident="ESMTP maillab",
                        data_size_limit=size_limit, enable_SMTPUTF8=True,
                        authenticator=handler.authenticate,
-                       # Port 25 in this lab teaches clear-text AUTH by hand; the TLS ports
-                       # (a separate service) are where a real deployment would require it.
-                       auth_require_tls=False, timeout=ctx.options.get("smtp_timeout", 300),
-                       loop=loop)
+                       timeout=ctx.options.get("smtp_timeout", 300), loop=loop, **settings)
 
-    return await loop.create_server(factory, sock=sock)
+    return await loop.create_server(factory, sock=sock, ssl=tls if mode == "smtps" else None,
+                                    ssl_handshake_timeout=15 if mode == "smtps" else None)

@@ -328,6 +328,13 @@ class Folder:
             info = self._ensure_index()[uid]
             return info.flags | frozenset(self.keywords.get(uid, ()))
 
+    def snapshot(self) -> list[tuple[MessageInfo, frozenset[str]]]:
+        """Every message with all its flags (keywords included), in UID order, taken at once."""
+        with self._lock:
+            kws = self.keywords
+            return [(info, info.flags | frozenset(kws[uid]) if uid in kws else info.flags)
+                    for uid, info in self._ensure_index().items()]
+
     # ---- changing
     def deliver(self, data: bytes, flags: Iterable[str] = (), internaldate: float | None = None,
                 origin: object = None) -> MessageInfo:
@@ -531,7 +538,11 @@ class Account:
             os.replace(tmp, self.path / SUBSCRIPTIONFILE)
 
     def has_folder(self, name: str) -> bool:
-        return name.upper() == "INBOX" or name in self.folder_names()
+        if name.upper() == "INBOX":
+            return True
+        if not name or name.startswith(".") or "/" in name or "\x00" in name:
+            return False
+        return self._folder_path(name).is_dir()  # what mailbox.list_folders checks
 
     def folder(self, name: str = "INBOX") -> Folder:
         with self.store.lock:

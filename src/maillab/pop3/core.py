@@ -24,6 +24,8 @@ pipelined behind it (commands sent in plain text must not run inside TLS).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import hashlib
 import hmac
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 
 from .. import __version__
 from ..i18n import _
+from ..net import LoginAttempt
 
 __all__ = ["Pop3Session", "State", "MAX_LINE"]
 
@@ -66,8 +69,8 @@ class State(enum.Enum):
 # exactly as the RFCs spell them.
 COMMANDS: dict[State, dict[str, str]] = {
     State.AUTHORIZATION: {
-        "USER": "do_user", "PASS": "do_pass", "APOP": "do_apop",
-        "CAPA": "do_capa", "QUIT": "do_quit",
+        "USER": "do_user", "PASS": "do_pass", "APOP": "do_apop", "AUTH": "do_auth",
+        "STLS": "do_stls", "CAPA": "do_capa", "QUIT": "do_quit",
     },
     State.TRANSACTION: {
         "STAT": "do_stat", "LIST": "do_list", "RETR": "do_retr", "DELE": "do_dele",
@@ -165,8 +168,17 @@ class Pop3Session:
     fallback) if APOP fails, so a server with accounts that have no APOP secret may prefer this.
     """
 
-    def __init__(self, ctx, *, timestamp_banner_host: str | None = None, apop: bool = True):
+    def __init__(self, ctx, *, timestamp_banner_host: str | None = None, apop: bool = True,
+                 tls_available: bool = False, secure: bool = False, peer: str = ""):
         self.ctx = ctx
+        self.peer = peer  # "host:port" of the client, for the login audit
+        # STLS (RFC 2595) is offered when the server has a certificate and the session is not
+        # encrypted yet; ``secure`` is True on the implicit-TLS port (995) or after STLS.
+        self.tls_available = tls_available
+        self.secure = secure
+        self.starttls_pending = False  # STLS answered: the server must now start TLS
+        self.auth_failed = False  # the last batch of commands ended on a refused login
+        self._sasl: str | None = None  # AUTH PLAIN sent without data: waiting for it
         self.state = State.AUTHORIZATION
         self.closed = False  # True after QUIT, a fatal error, or once the connection is gone
         self.failed = False  # True if the session ended on an internal error
@@ -177,6 +189,7 @@ class Pop3Session:
         self._folder = None
         self._locked_account = None  # whose maildrop_lock we hold, if any
         self._user: str | None = None  # given by USER, waiting for PASS
+        self.failed_user = ""  # the user name of the last refused login
         self._buffer = b""
         self._discarding = False  # inside an over-long line: drop bytes up to the next newline
 
@@ -199,8 +212,12 @@ class Pop3Session:
             return b""
         replies: list[bytes] = []
         size = 0
+        self.auth_failed = False
         buffer, start = self._buffer + data, 0
-        while not self.closed and size < OUTPUT_BUDGET:
+        # Stop after STLS (what follows was sent in clear text and must not run inside TLS)
+        # and after a refused login (the server answers it late, see LoginGuard).
+        while not self.closed and size < OUTPUT_BUDGET and not self.starttls_pending \
+                and not self.auth_failed:
             eol = buffer.find(b"\n", start)
             if eol < 0:
                 if len(buffer) - start > MAX_LINE:
@@ -212,17 +229,26 @@ class Pop3Session:
                 self._discarding = False
                 reply = self._err(_("line too long") + " (" + _(
                     "a POP3 command line is at most 255 octets, ending with CRLF") + ")")
+            elif self._sasl is not None:
+                reply = self._sasl_response(line.removesuffix(b"\r"))
             else:
                 reply = self.handle_line(line.removesuffix(b"\r"))
             replies.append(reply)
             size += len(reply)
-        self._buffer = b"" if self.closed else buffer[start:]  # after QUIT the rest is ignored
+        # After QUIT the rest is ignored; after STLS it is thrown away (RFC 2595 section 4).
+        self._buffer = b"" if self.closed or self.starttls_pending else buffer[start:]
         return b"".join(replies)
+
+    def tls_started(self) -> None:
+        """The server finished the TLS handshake after STLS: the session is now encrypted."""
+        self.starttls_pending = False
+        self.secure = True
+        self._buffer = b""
 
     @property
     def pending(self) -> bool:
         """Are there complete commands still waiting to be answered?"""
-        return not self.closed and b"\n" in self._buffer
+        return not self.closed and not self.starttls_pending and b"\n" in self._buffer
 
     def connection_lost(self) -> None:
         """The connection is gone without QUIT: release the maildrop, delete nothing."""
@@ -284,7 +310,18 @@ class Pop3Session:
 
     # ---- AUTHORIZATION
 
+    @property
+    def cleartext_refused(self) -> bool:
+        """In a strict lab no password may cross an unencrypted connection."""
+        return self.ctx.strict and not self.secure
+
+    def _encryption_first(self) -> bytes:
+        return self._err(_("encryption required before logging in") + " (" + _(
+            "send STLS first, or use the POP3S port (995)") + ")", code="AUTH")
+
     def do_user(self, args: list[bytes]) -> bytes:
+        if self.cleartext_refused:
+            return self._encryption_first()
         if len(args) != 1:
             return self._syntax(_("USER takes one name, e.g. USER alice"))
         self._user = args[0].decode("utf-8", "replace")
@@ -297,10 +334,63 @@ class Pop3Session:
         user, self._user = self._user, None
         if not password:
             return self._syntax(_("PASS takes your password, e.g. PASS secret"))
-        account = self.ctx.authenticate(user, password.decode("utf-8", "replace"))
+        return self._check_password(user, password.decode("utf-8", "replace"), "USER/PASS")
+
+    def _check_password(self, user: str, password: str, mechanism: str) -> bytes:
+        account = self.ctx.authenticate(user, password, protocol="pop3", peer=self.peer,
+                                        mechanism=mechanism, secure=self.secure)
         if account is None:
+            self.auth_failed = True
+            self.failed_user = user
             return self._err(_("invalid user name or password"), code="AUTH")
         return self._log_in(account)
+
+    # ---- STLS (RFC 2595) and AUTH PLAIN (RFC 5034, RFC 4616)
+
+    def do_stls(self, args: list[bytes]) -> bytes:
+        if args:
+            return self._syntax(_("STLS takes no arguments"))
+        if self.secure:
+            return self._err(_("this session is encrypted already"))
+        if not self.tls_available:
+            return self._err(_("TLS is not available on this server"))
+        self.starttls_pending = True
+        return self._ok(_("begin TLS negotiation"))
+
+    def do_auth(self, args: list[bytes]) -> bytes:
+        if not args:
+            # RFC 5034 leaves bare AUTH undefined; many servers list their mechanisms.
+            return self._multiline(_("SASL mechanisms follow"), b"PLAIN\r\n")
+        if len(args) > 2:
+            return self._syntax(_("AUTH takes a mechanism and, optionally, its first response"))
+        if args[0].upper() != b"PLAIN":
+            return self._err(_("unsupported authentication mechanism") + " (" + _(
+                "this server offers AUTH PLAIN") + ")")
+        if self.cleartext_refused:
+            return self._encryption_first()
+        if len(args) == 2:
+            return self._sasl_plain(args[1])
+        self._sasl = "PLAIN"
+        return b"+ \r\n"  # an empty challenge: send base64 of "\0user\0password"
+
+    def _sasl_response(self, line: bytes) -> bytes:
+        self._sasl = None
+        if line.strip() == b"*":
+            return self._err(_("authentication cancelled"))
+        return self._sasl_plain(line.strip())
+
+    def _sasl_plain(self, response: bytes) -> bytes:
+        try:
+            authzid, user, password = base64.b64decode(response, validate=True).split(b"\0")
+        except (binascii.Error, ValueError):
+            return self._err(_("malformed AUTH PLAIN data") + " (" + _(
+                "send base64 of \\0user\\0password, e.g. base64.b64encode(b'\\0alice\\0secret')")
+                + ")")
+        user_s = user.decode("utf-8", "replace")
+        if authzid and authzid != user:
+            self.auth_failed = True
+            return self._err(_("cannot act for another user"), code="AUTH")
+        return self._check_password(user_s, password.decode("utf-8", "replace"), "AUTH PLAIN")
 
     def do_apop(self, args: list[bytes]) -> bytes:
         if len(args) != 2:
@@ -312,6 +402,13 @@ class Pop3Session:
         user = args[0].decode("utf-8", "replace")
         digest = args[1].decode("ascii", "replace").lower()
         account = self._find_account(user)
+        ok = account is not None and account.apop_secret is not None and hmac.compare_digest(
+            digest.encode(), hashlib.md5((self.timestamp + account.apop_secret).encode()).hexdigest().encode())
+        self.ctx.guard.record(LoginAttempt(time.time(), self.ctx.service_name("pop3"), user, self.peer,
+                                           "APOP", self.secure, ok))
+        if not ok:
+            self.auth_failed = True
+            self.failed_user = user
         if account is None:
             return self._err(_("invalid user name or digest"), code="AUTH")
         if account.apop_secret is None:
@@ -434,9 +531,13 @@ class Pop3Session:
         return self._multiline(_("capability list follows"), body)
 
     def capabilities(self) -> list[str]:
-        """The RFC 2449 capability lines. STLS and SASL (RFC 2595, 5034) will be added here."""
-        return ["TOP", "USER", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE",
-                f"IMPLEMENTATION maillab-{__version__}"]
+        """The RFC 2449 capability lines, as they stand in this state (RFC 2595 4, RFC 5034 6)."""
+        caps = ["TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE"]
+        if not self.cleartext_refused:  # USER and SASL are visible in both states (RFC 2449)
+            caps += ["USER", "SASL PLAIN"]
+        if self.state is State.AUTHORIZATION and self.tls_available and not self.secure:
+            caps.append("STLS")  # AUTHORIZATION state only (RFC 2595 4)
+        return caps + [f"IMPLEMENTATION maillab-{__version__}"]
 
     def do_quit(self, args: list[bytes]) -> bytes:
         if self.state is State.AUTHORIZATION:

@@ -17,6 +17,7 @@ import socket
 
 from ..i18n import _
 from ..net import ServerContext, set_nodelay
+from ..tls import describe, start_tls_server
 from .core import Pop3Session
 
 __all__ = ["start_pop3", "Pop3Protocol"]
@@ -27,8 +28,9 @@ DEFAULT_TIMEOUT = 600.0  # seconds; RFC 1939 asks for at least 10 minutes
 class Pop3Protocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, ctx: ServerContext):
+    def __init__(self, ctx: ServerContext, implicit_tls: bool = False):
         self.ctx = ctx
+        self.implicit_tls = implicit_tls  # the POP3S port (995): TLS from the first byte
         self.timeout = float(ctx.options.get("pop3_timeout", DEFAULT_TIMEOUT))
         self.transport: asyncio.Transport | None = None
         self.session: Pop3Session | None = None
@@ -37,6 +39,8 @@ class Pop3Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._close_reason: str | None = None  # why we closed, for the transcript
         self._paused = False  # the client is not reading our answers fast enough
+        self._raw_transport = None  # the TCP transport under TLS, after STLS
+        self._lost = False
 
     # ---- asyncio callbacks
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -45,8 +49,14 @@ class Pop3Protocol(asyncio.Protocol):
         set_nodelay(transport)
         peer = transport.get_extra_info("peername")
         peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
-        self.conn = self.ctx.recorder.open(self.ctx.service_name("pop3"), peer)
-        self.session = Pop3Session(self.ctx, apop=bool(self.ctx.options.get("pop3_apop", True)))
+        self.conn = self.ctx.recorder.open(
+            self.ctx.service_name("pop3s" if self.implicit_tls else "pop3"), peer)
+        tls = describe(transport)
+        if tls:
+            self.conn.event(tls)
+        self.session = Pop3Session(self.ctx, apop=bool(self.ctx.options.get("pop3_apop", True)),
+                                   tls_available=self.ctx.tls is not None and not self.implicit_tls,
+                                   secure=self.implicit_tls, peer=peer)
         self._send(self.session.greeting())
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
@@ -58,7 +68,11 @@ class Pop3Protocol(asyncio.Protocol):
         self._answer(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
         self.ctx.connections.discard(self.transport)
+        self.ctx.connections.discard(self._raw_transport)
         if self._timer is not None:
             self._timer.cancel()
         if self.session is None:  # connection_made never ran to its end
@@ -90,8 +104,17 @@ class Pop3Protocol(asyncio.Protocol):
         reply = self.session.receive_data(data)
         if self.session.account is not None and self.conn.user is None:
             self.conn.user = self.session.account.login
+        if self.session.auth_failed:
+            delay = self.ctx.guard.delay(self.conn.peer, self.session.failed_user)
+            if delay:  # a refused login is answered late; nothing else is read meanwhile
+                self.transport.pause_reading()
+                asyncio.get_running_loop().call_later(delay, self._answer_late, reply)
+                return
         if reply:
             self._send(reply)
+        if self.session.starttls_pending:
+            asyncio.get_running_loop().create_task(self._start_tls())
+            return
         if self.session.closed:  # after QUIT, or a fatal error
             self._close_reason = (_("closed after a server error") if self.session.failed
                                   else _("closed after QUIT"))
@@ -99,6 +122,30 @@ class Pop3Protocol(asyncio.Protocol):
         elif self.session.pending and not self._paused:
             # More pipelined commands, and the client keeps up: answer them next.
             asyncio.get_running_loop().call_soon(self._answer_pending)
+
+    def _answer_late(self, reply: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        self._send(reply)
+        self.transport.resume_reading()
+        if self.session.pending:
+            self._answer()
+
+    async def _start_tls(self) -> None:
+        """After "+OK begin TLS negotiation": the handshake, then the same session, encrypted."""
+        raw = self.transport
+        try:
+            self.transport = await start_tls_server(self, raw, self.ctx.server_tls_context())
+        except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+            # asyncio does not tell the protocol when a STARTTLS handshake fails: end it here.
+            self._close_reason = _("TLS handshake failed ({0})").format(e)
+            raw.abort()
+            self.connection_lost(None)
+            return
+        self._raw_transport = raw
+        self.ctx.connections.add(self.transport)
+        self.conn.event(describe(self.transport) or "TLS established")
+        self.session.tls_started()
 
     def _answer_pending(self) -> None:
         if not self._paused and not self.transport.is_closing() and self.session.pending:
@@ -120,7 +167,16 @@ class Pop3Protocol(asyncio.Protocol):
         self.transport.abort()  # no reply is sent on timeout (RFC 1939 section 3)
 
 
-async def start_pop3(ctx: ServerContext, sock: socket.socket) -> asyncio.base_events.Server:
-    """Serve POP3 on ``sock`` (bound and listening, from ``net.bind_listener``) in this loop."""
+async def start_pop3(ctx: ServerContext, sock: socket.socket, *, implicit_tls: bool = False
+                     ) -> asyncio.base_events.Server:
+    """Serve POP3 on ``sock`` (bound and listening, from ``net.bind_listener``) in this loop.
+
+    ``implicit_tls=True`` makes it POP3S (port 995): TLS from the first byte, with ``ctx.tls``.
+    """
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: Pop3Protocol(ctx), sock=sock)
+    ssl_context = ctx.server_tls_context() if implicit_tls else None
+    if implicit_tls and ssl_context is None:
+        raise ValueError("POP3S needs TLS (ctx.tls)")
+    return await loop.create_server(lambda: Pop3Protocol(ctx, implicit_tls), sock=sock,
+                                    ssl=ssl_context,
+                                    ssl_handshake_timeout=15 if ssl_context else None)

@@ -1,0 +1,72 @@
+"""TLS for the lab: a certificate authority of its own, certificates for every mail host.
+
+Each lab makes a fresh CA with ``trustme`` (which exists for exactly this: test CAs) and issues
+one certificate per simulated host, valid for ``localhost``, ``127.0.0.1`` and the host's name.
+Clients that should trust the lab load ``lab.ca_file`` or use ``lab.client_context()``; a client
+that does not trust the lab's CA fails verification, as it would against a stranger's server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import tempfile
+from pathlib import Path
+
+import trustme
+
+__all__ = ["LabCA", "describe", "start_tls_server"]
+
+
+class LabCA:
+    """The lab's certificate authority and the server certificates it issued."""
+
+    def __init__(self, hostnames: list[str]):
+        self._dir = tempfile.TemporaryDirectory(prefix="maillab-ca-")
+        self.ca = trustme.CA(organization_name="maillab", organization_unit_name="lab CA")
+        self.ca_file = Path(self._dir.name) / "maillab-ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        self._certs = {h: self.ca.issue_cert("localhost", "127.0.0.1", h, common_name=h)
+                       for h in hostnames}
+        self._server_contexts: dict[str, ssl.SSLContext] = {}
+
+    def server_context(self, hostname: str) -> ssl.SSLContext:
+        """The TLS context a server for ``hostname`` uses (TLS 1.2 or newer)."""
+        ctx = self._server_contexts.get(hostname)
+        if ctx is None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._certs[hostname].configure_cert(ctx)
+            self._server_contexts[hostname] = ctx
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts this lab's CA (and verifies host names)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def describe(transport) -> str | None:
+    """'TLS established (TLSv1.3, TLS_AES_256_GCM_SHA384)' for a TLS transport, else None."""
+    obj = transport.get_extra_info("ssl_object") if transport is not None else None
+    if obj is None:
+        return None
+    cipher = obj.cipher()
+    return f"TLS established ({obj.version()}, {cipher[0] if cipher else '?'})"
+
+
+async def start_tls_server(protocol: asyncio.BaseProtocol, transport: asyncio.Transport,
+                           context: ssl.SSLContext) -> asyncio.Transport:
+    """Upgrade a plain server connection to TLS (STARTTLS, STLS) and return the new transport.
+
+    The caller must already have dropped anything the client pipelined after its STARTTLS
+    command: those bytes came in clear text and must not run inside the TLS session
+    (RFC 3207 4.2, RFC 2595 3.1).
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.start_tls(transport, protocol, context, server_side=True,
+                                ssl_handshake_timeout=15)
