@@ -457,9 +457,9 @@ class ImapSession:
                            + _("Flags permitted"))
         self._untagged(f"{len(sel.uids)} EXISTS")
         self._untagged(f"{len(sel.recent)} RECENT")
+        unseen = {info.uid for info, flags in folder.snapshot() if "\\Seen" not in flags}
         for seq, u in enumerate(sel.uids, 1):
-            info = folder.get(u)
-            if info is not None and "\\Seen" not in info.flags:
+            if u in unseen:
                 self._untagged(f"OK [UNSEEN {seq}] " + _("First unseen"))
                 break
         self._untagged(f"OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid")
@@ -965,15 +965,14 @@ class ImapSession:
         star_uid = sel.uids[-1] if sel.uids else 0
         n = len(sel.uids)
         found = []
+        current = {info.uid: (info, flags) for info, flags in folder.snapshot()}
+        recent = sel.recent
         for seq, u in enumerate(sel.uids, 1):
-            info = folder.get(u)
-            if info is None:
-                continue
-            try:
-                flags = folder.flags_of(u)
-            except KeyError:
-                continue
-            ctx = searchmod.SearchContext(seq, u, flags, info.size, info.internaldate, u in sel.recent,
+            got = current.get(u)
+            if got is None:
+                continue  # expunged by someone else meanwhile
+            info, flags = got
+            ctx = searchmod.SearchContext(seq, u, flags, info.size, info.internaldate, u in recent,
                                           (lambda u=u: folder.read(u)), n, star_uid)
             try:
                 if searchmod.matches(tree, ctx):

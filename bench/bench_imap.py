@@ -1,0 +1,185 @@
+"""IMAP benchmarks: maillab beside a private Dovecot, measured in the same run.
+
+Run (as root, for Dovecot): python bench/bench_imap.py [--quick]
+
+* ``FETCH 1:* (RFC822)`` of 1,000 messages (floor: maillab within 4x of Dovecot);
+* 500 APPENDs from plain imaplib (floor: within 2x of Dovecot);
+* SELECT and SEARCH on folders of 2,500, 5,000 and 10,000 messages (the cost must grow
+  linearly: the 10,000 figure about 4x the 2,500 one, not 16x).
+
+Each figure is the median of several rounds. The client side is the same for both servers.
+Nothing here asserts; floors are printed as "ok"/"BELOW FLOOR" for people to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from maillab.imap.testing import Dovecot, ImapTestServer, RawClient, dovecot_path  # noqa: E402
+from maillab.store import to_crlf  # noqa: E402
+
+
+def message(i: int) -> bytes:
+    who = ["bob", "carol", "dave", "erin"][i % 4]
+    return to_crlf(
+        f"From: {who.title()} <{who}@example.com>\nTo: alice@example.com\n"
+        f"Subject: message number {i}\nDate: Mon, 1 Jan 2024 10:00:00 +0000\n"
+        f"Message-ID: <{i}@example.com>\n\n".encode()
+        + b"A line of a small message body, as in a short e-mail.\n" * 20)
+
+
+def median_time(fn, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------- filling folders
+
+def fill_maillab(srv: ImapTestServer, folder: str, n: int) -> None:
+    acct = srv.store.account("alice")
+    if not acct.has_folder(folder):
+        acct.create_folder(folder)
+    f = acct.folder(folder)
+    for i in range(n):
+        f.deliver(message(i))
+
+
+def fill_dovecot(dv: Dovecot, folder: str, n: int) -> None:
+    """Write the files straight into the Maildir (as Dovecot's own delivery would), owned by nobody."""
+    M = dv.login()
+    if folder != "INBOX":
+        M.create(folder)
+    M.logout()
+    base = dv.dir / "mail" / "alice"
+    path = base if folder == "INBOX" else base / ("." + folder)
+    new = path / "new"
+    for i in range(n):
+        p = new / f"{1700000000 + i}.M{i}P1.bench"
+        p.write_bytes(message(i).replace(b"\r\n", b"\n"))
+        shutil.chown(p, "nobody", "nogroup")
+
+
+# ----------------------------------------------------------------------------- measurements
+
+def fetch_all(server, folder: str, rounds: int) -> float:
+    c = RawClient(server.host, server.port)
+    c.command(f"LOGIN alice {server.passwords['alice']}")
+    c.command(f"SELECT {folder}")
+    c.command("FETCH 1:* (RFC822)")  # warm up (and set \Seen once)
+    t = median_time(lambda: c.command("FETCH 1:* (RFC822)"), rounds)
+    c.close()
+    return t
+
+
+def appends(server, n: int) -> float:
+    M = imaplib.IMAP4(server.host, server.port)
+    M.login("alice", server.passwords["alice"])
+    M.create("Appended")
+    msg = message(1)
+    t = time.perf_counter()
+    for _ in range(n):
+        M.append("Appended", None, None, msg)
+    elapsed = time.perf_counter() - t
+    M.logout()
+    return elapsed
+
+
+def select_search(server, folder: str, rounds: int) -> dict[str, float]:
+    c = RawClient(server.host, server.port)
+    c.command(f"LOGIN alice {server.passwords['alice']}")
+    out = {}
+    t = time.perf_counter()
+    c.command(f"EXAMINE {folder}")
+    out["first SELECT"] = time.perf_counter() - t
+    out["SELECT"] = median_time(lambda: c.command(f"EXAMINE {folder}"), rounds)
+    out["SEARCH UNSEEN"] = median_time(lambda: c.command("SEARCH UNSEEN"), rounds)
+    out["SEARCH FROM"] = median_time(lambda: c.command("SEARCH FROM carol"), rounds)
+    out["SEARCH BODY"] = median_time(lambda: c.command('SEARCH BODY "short e-mail"'), max(1, rounds // 2))
+    c.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
+    args = ap.parse_args()
+    n_fetch, n_append, rounds = (200, 100, 3) if args.quick else (1000, 500, 5)
+    sizes = (500, 1000, 2000) if args.quick else (2500, 5000, 10000)
+
+    have_dovecot = dovecot_path() is not None and os.geteuid() == 0
+    if not have_dovecot:
+        print("Dovecot not available (needs the dovecot binary and root): maillab figures only.\n")
+    import tempfile
+    tmp = tempfile.TemporaryDirectory(prefix="maillab-bench-")
+    servers = {"maillab": ImapTestServer(root=tmp.name)}
+    if have_dovecot:
+        servers["dovecot"] = Dovecot()
+    try:
+        print(f"Filling folders (FETCH: {n_fetch}, SELECT/SEARCH: {', '.join(map(str, sizes))}) ...",
+              flush=True)
+        for name, srv in servers.items():
+            fill = fill_maillab if name == "maillab" else fill_dovecot
+            fill(srv, "Fetch", n_fetch)
+            for n in sizes:
+                fill(srv, f"Size{n}", n)
+        # a fresh maillab server on the same files: its first SELECT reads the folder from disk
+        servers["maillab"].close()
+        servers["maillab"] = ImapTestServer(root=tmp.name)
+
+        rows = []
+        fetch = {name: fetch_all(srv, "Fetch", rounds) for name, srv in servers.items()}
+        rows.append((f"FETCH 1:* (RFC822), {n_fetch} messages", fetch, 4))
+        app = {name: appends(srv, n_append) for name, srv in servers.items()}
+        rows.append((f"{n_append} APPENDs from imaplib", app, 2))
+
+        print()
+        print(f"{'':44} {'maillab':>10} {'dovecot':>10} {'ratio':>7}  floor")
+        for label, figures, floor in rows:
+            m, d = figures["maillab"], figures.get("dovecot")
+            ratio = m / d if d else float("nan")
+            verdict = "" if d is None else ("ok" if ratio <= floor else "BELOW FLOOR")
+            dtext = f"{d * 1000:8.1f}ms" if d is not None else f"{'-':>10}"
+            print(f"{label:44} {m * 1000:8.1f}ms {dtext} {ratio:6.2f}x  <= {floor}x {verdict}")
+
+        print()
+        print("SELECT and SEARCH by folder size (median ms; growth = largest / smallest, linear = "
+              f"{sizes[-1] / sizes[0]:.0f}x)")
+        results = {name: {n: select_search(srv, f"Size{n}", rounds) for n in sizes}
+                   for name, srv in servers.items()}
+        ops = list(next(iter(results["maillab"].values())).keys())
+        header = f"{'':16}" + "".join(f"{name[:7]} {n:>6}  " for name in results for n in sizes)
+        print(header + "  growth " + " ".join(f"{name[:7]:>8}" for name in results))
+        for op in ops:
+            line = f"{op:16}"
+            for name in results:
+                for n in sizes:
+                    line += f"{results[name][n][op] * 1000:13.1f}  "
+            growth = [results[name][sizes[-1]][op] / results[name][sizes[0]][op] for name in results]
+            line += "        " + " ".join(f"{g:7.1f}x" for g in growth)
+            print(line)
+        if "dovecot" in results:
+            print()
+            print(f"{'ratio maillab/dovecot at ' + str(sizes[-1]):30}" + "  ".join(
+                f"{op}: {results['maillab'][sizes[-1]][op] / results['dovecot'][sizes[-1]][op]:.1f}x"
+                for op in ops))
+    finally:
+        for srv in servers.values():
+            srv.close()
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
