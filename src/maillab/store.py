@@ -335,13 +335,6 @@ class Folder:
             return [(info, info.flags | frozenset(kws[uid]) if uid in kws else info.flags)
                     for uid, info in self._ensure_index().items()]
 
-    def snapshot(self) -> list[tuple[MessageInfo, frozenset[str]]]:
-        """Every message with all its flags (keywords included), in UID order, taken at once."""
-        with self._lock:
-            kws = self.keywords
-            return [(info, info.flags | frozenset(kws[uid]) if uid in kws else info.flags)
-                    for uid, info in self._ensure_index().items()]
-
     # ---- changing
     def deliver(self, data: bytes, flags: Iterable[str] = (), internaldate: float | None = None,
                 origin: object = None) -> MessageInfo:
