@@ -78,7 +78,7 @@ class Webmail:
 
     def __init__(self, backend: Callable[[str], Backend | None], *, domains=(),
                  recorder=None, service_name: str = "http", page_size: int = PAGE_SIZE,
-                 throttle: Throttle | None = None, sessions: SessionStore | None = None,
+                 throttle: Throttle | dict | None = None, sessions: SessionStore | dict | None = None,
                  max_upload: int = MAX_UPLOAD, workers: int = 8, imap_timeout: float = 15,
                  title: str | None = None):
         self.backend = backend
@@ -86,8 +86,10 @@ class Webmail:
         self.recorder = recorder
         self.service_name = service_name
         self.page_size = page_size
-        self.throttle = throttle or Throttle()
-        self.sessions = sessions or SessionStore()
+        # Both may be given as keyword dicts (from ``MailLab(options={"webmail": {...}})``).
+        self.throttle = Throttle(**throttle) if isinstance(throttle, dict) else throttle or Throttle()
+        self.sessions = (SessionStore(**sessions) if isinstance(sessions, dict)
+                         else sessions or SessionStore())
         self.max_upload = max_upload
         self.imap_timeout = imap_timeout
         self.title = title
@@ -679,7 +681,15 @@ class WebmailServer:
     async def wait_closed(self) -> None:
         await self.runner.cleanup()
         self.webmail.sessions.clear()
-        self.webmail.executor.shutdown(wait=False, cancel_futures=True)
+        executor = self.webmail.executor
+        executor.shutdown(wait=False, cancel_futures=True)
+        # Let the worker threads finish (the lab closed their IMAP/SMTP connections already),
+        # waiting on the loop so that the servers they talk to can still answer.
+        threads = list(getattr(executor, "_threads", ()))
+        for _i in range(100):
+            if not any(t.is_alive() for t in threads):
+                break
+            await asyncio.sleep(0.05)
 
 
 async def start_webmail(sock: socket.socket, backend: Callable[[str], Backend | None],

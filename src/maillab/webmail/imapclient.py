@@ -194,7 +194,7 @@ def _fetch_dicts(data) -> list[dict]:
 
 def _body_value(d: dict) -> bytes:
     for k, v in d.items():
-        if k.startswith("BODY[") or k.startswith("RFC822"):
+        if k.startswith("BODY[") or k in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
             if isinstance(v, bytes):
                 return v
             if isinstance(v, str):

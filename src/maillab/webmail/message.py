@@ -184,9 +184,10 @@ def _text_of(part: Message) -> str:
     data = part.get_payload(decode=True) or b""
     charset = part.get_content_charset() or "utf-8"
     try:
-        return data.decode(charset, "replace")
+        text = data.decode(charset, "replace")
     except LookupError:  # an unknown charset name
-        return data.decode("latin-1")
+        text = data.decode("latin-1")
+    return text.replace("\r\n", "\n")
 
 
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"*/:<>?\\|]+')

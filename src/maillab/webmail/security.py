@@ -162,7 +162,8 @@ def page_csp() -> str:
 
 def frame_csp(allow_remote_images: bool) -> str:
     """A message body's own document: no script, no forms, images only when the reader allows."""
-    images = "'self' http: https:" if allow_remote_images else "'self'"
+    # data: carries the message's own inline (cid:) images, embedded by the server.
+    images = "'self' data: http: https:" if allow_remote_images else "'self' data:"
     return (f"default-src 'none'; img-src {images}; style-src 'unsafe-inline'; "
             "form-action 'none'; base-uri 'none'; frame-ancestors 'self'; "
             "sandbox allow-popups allow-popups-to-escape-sandbox")

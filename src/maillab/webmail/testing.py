@@ -1,0 +1,112 @@
+"""Helpers for testing the webmail over HTTP (used by tests/test_webmail*.py; needs ``requests``)."""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import re
+from email.message import EmailMessage
+from html.parser import HTMLParser
+from urllib.parse import urljoin
+
+import requests
+
+__all__ = ["WebClient", "make_message", "links_of", "csrf_of"]
+
+
+def csrf_of(page: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert m, "no CSRF token in the page"
+    return m.group(1)
+
+
+class _Links(HTMLParser):
+    URL_ATTRS = {"href", "src", "action", "formaction", "data", "poster", "srcset"}
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[tuple[str, str, str]] = []  # (tag, attribute, value)
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in self.URL_ATTRS and value is not None:
+                self.found.append((tag, name, value))
+
+
+def links_of(page: str) -> list[tuple[str, str, str]]:
+    p = _Links()
+    p.feed(page)
+    return p.found
+
+
+def tags_of(page: str) -> list[str]:
+    p = _Links()
+    p.feed(page)
+    return p.tags
+
+
+class WebClient:
+    """A browser stand-in: one cookie jar, relative links resolved like a browser does."""
+
+    def __init__(self, base_url: str):
+        self.base = base_url
+        self.http = requests.Session()
+        self.last: requests.Response | None = None
+
+    def url(self, path: str) -> str:
+        return urljoin(self.base, path)
+
+    def get(self, path: str = "", **kw) -> requests.Response:
+        kw.setdefault("allow_redirects", False)
+        kw.setdefault("timeout", 30)
+        self.last = self.http.get(self.url(path), **kw)
+        return self.last
+
+    def post(self, path: str, data=None, **kw) -> requests.Response:
+        kw.setdefault("allow_redirects", False)
+        kw.setdefault("timeout", 30)
+        self.last = self.http.post(self.url(path), data=data, **kw)
+        return self.last
+
+    def follow(self, r: requests.Response) -> requests.Response:
+        """Follow one redirect as a browser would (Location is relative to the request URL)."""
+        assert r.status_code in (301, 302, 303, 307), r.status_code
+        self.last = self.http.get(urljoin(r.url, r.headers["Location"]), allow_redirects=False,
+                                  timeout=30)
+        return self.last
+
+    def login(self, address: str, password: str) -> requests.Response:
+        page = self.get("login")
+        return self.post("login", {"csrf": csrf_of(page.text), "address": address,
+                                   "password": password})
+
+    def csrf(self, page: str = "mail") -> str:
+        return csrf_of(self.get(page).text)
+
+    def cookie_headers(self, r: requests.Response) -> list[str]:
+        return r.raw.headers.getlist("Set-Cookie") if hasattr(r.raw.headers, "getlist") else \
+            [v for k, v in r.raw.headers.items() if k.lower() == "set-cookie"]
+
+
+def make_message(*, sender="bob@example.com", to="alice@example.com", subject="Hello",
+                 text: str | None = "Hello there.", html: str | None = None, date=None,
+                 attachments=(), message_id=None) -> bytes:
+    """A test message: text and/or HTML, attachments as (filename, content type, bytes)."""
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = date or email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = message_id or email.utils.make_msgid(domain="example.com")
+    if text is not None:
+        msg.set_content(text)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
+    elif html is not None:
+        msg.set_content(html, subtype="html")
+    for filename, ctype, data in attachments:
+        maintype, subtype = ctype.split("/", 1)
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg.as_bytes()
