@@ -315,3 +315,67 @@ def test_curl_append_store_expunge(srv, tmp_path):
     assert out == b"* 1 FETCH (FLAGS (\\Deleted \\Seen \\Recent))\r\n"  # curl APPENDs as \\Seen
     curl(srv, base + "/Drafts", "-X", "EXPUNGE")
     assert len(srv.folder(name="Drafts")) == 0
+
+
+# ----------------------------------------------------------------------------- TLS
+
+@pytest.fixture
+def tls_srv():
+    pytest.importorskip("trustme")
+    from maillab.tls import LabCA
+    with ImapTestServer() as s:
+        s.ctx.tls = LabCA([s.ctx.hostname])
+        yield s
+        s.ctx.tls.close()
+
+
+def test_starttls_then_login(tls_srv):
+    M = tls_srv.connect()
+    assert "STARTTLS" in M.capabilities
+    ok(M.starttls(ssl_context=tls_srv.ctx.tls.client_context()))
+    assert "STARTTLS" not in M.capabilities
+    ok(M.login("alice", "alice-pw"))
+    ok(M.select())
+    M.logout()
+    time.sleep(0.1)
+    events = [l.text for l in tls_srv.transcript() if l.who == "*"]
+    assert any("TLS" in e for e in events)
+
+
+def test_strict_mode_needs_tls_before_login(tls_srv):
+    tls_srv.ctx.strict = True
+    M = tls_srv.connect()
+    assert "LOGINDISABLED" in M.capabilities and "AUTH=PLAIN" not in M.capabilities
+    with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
+        M.login("alice", "alice-pw")
+    ok(M.starttls(ssl_context=tls_srv.ctx.tls.client_context()))
+    ok(M.login("alice", "alice-pw"))
+    M.logout()
+
+
+def test_imaps(tls_srv):
+    from maillab.net import bind_listener
+    from maillab.imap.server import start_imap
+    sock = bind_listener(None)
+    port = sock.getsockname()[1]
+    server = tls_srv.call(start_imap(tls_srv.ctx, sock, implicit_tls=True))
+    M = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=tls_srv.ctx.tls.client_context())
+    assert "STARTTLS" not in M.capabilities
+    ok(M.login("alice", "alice-pw"))
+    M.logout()
+    tls_srv.call(server.close)
+
+
+def test_repeated_failed_logins_are_answered_late(srv):
+    M = srv.connect()
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        with pytest.raises(imaplib.IMAP4.error):
+            M.login("alice", "wrong")
+        times.append(time.perf_counter() - t)
+    assert times[0] < 0.2 and times[2] >= 0.4  # the lab's LoginGuard: 0.25 s, then 0.5 s
+    ok(M.login("alice", "alice-pw"))
+    assert [a.success for a in srv.ctx.guard.attempts] == [False, False, False, True]
+    assert srv.ctx.guard.attempts[0].service == "imap:example.com"
+    M.logout()

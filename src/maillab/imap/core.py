@@ -124,6 +124,7 @@ class ImapSession:
         self.closing = False
         self.options = getattr(ctx, "options", {}) or {}
         self._flags_reported: set[int] = set()  # UIDs whose FLAGS this command already sent
+        self.failed_user: str | None = None  # set by a refused login: the server answers late
 
     # ------------------------------------------------------------------ I/O surface
     def greeting(self) -> None:
@@ -190,11 +191,13 @@ class ImapSession:
     # ------------------------------------------------------------------ capabilities
     @property
     def tls_possible(self) -> bool:
-        return self.options.get("tls_context") is not None
+        return getattr(self.ctx, "tls", None) is not None or self.options.get("tls_context") is not None
 
     @property
     def login_disabled(self) -> bool:
-        return bool(self.options.get("strict")) and not self.tls
+        """RFC 3501 LOGINDISABLED: in strict mode no password may cross before TLS."""
+        strict = bool(getattr(self.ctx, "strict", False) or self.options.get("strict"))
+        return strict and not self.tls
 
     def capabilities(self) -> list[str]:
         caps = list(CAPABILITIES)
@@ -370,15 +373,22 @@ class ImapSession:
         if self.login_disabled:
             raise No(_("LOGIN is disabled until the connection is encrypted: use STARTTLS first"),
                      "PRIVACYREQUIRED")
-        self._login(tag, user, password)
+        self._login(tag, user, password, "LOGIN")
 
-    def _login(self, tag, user: bytes, password: bytes) -> None:
+    def _login(self, tag, user: bytes, password: bytes, mechanism: str) -> None:
         try:
             u, p = user.decode("utf-8"), password.decode("utf-8")
         except UnicodeDecodeError:
             u = p = None
-        acct = self.ctx.authenticate(u, p) if u is not None else None
+        acct = None
+        if u is not None:
+            try:
+                acct = self.ctx.authenticate(u, p, protocol="imap", peer=self.peer,
+                                             mechanism=mechanism, secure=self.tls)
+            except TypeError:  # a context without the login audit
+                acct = self.ctx.authenticate(u, p)
         if acct is None:
+            self.failed_user = u if u is not None else user.decode("utf-8", "replace")
             raise No(_("Authentication failed: check the user name (or address) and password"),
                      "AUTHENTICATIONFAILED")
         self.account = acct
@@ -418,7 +428,7 @@ class ImapSession:
             self._tagged(tag, "NO", _("logging in as someone else is not allowed"), "AUTHORIZATIONFAILED")
             return
         try:
-            self._login(tag, authcid, password)
+            self._login(tag, authcid, password, "AUTHENTICATE PLAIN")
         except No as e:
             self._tagged(tag, "NO", e.text, e.code)
 

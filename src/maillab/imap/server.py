@@ -71,6 +71,14 @@ class ImapProtocol(asyncio.Protocol):
     # ---- plumbing
     def _flush(self) -> None:
         s = self.session
+        if s.failed_user is not None:
+            guard = getattr(self.ctx, "guard", None)
+            delay = guard.delay(self.conn.peer, s.failed_user) if guard is not None else 0
+            s.failed_user = None
+            if delay:  # a refused login is answered late; nothing else is read meanwhile
+                self.transport.pause_reading()
+                self.loop.call_later(delay, self._answer_late)
+                return
         out = s.data_to_send()
         if out:
             self.conn.server(out)
@@ -87,8 +95,15 @@ class ImapProtocol(asyncio.Protocol):
             self.transport.pause_reading()
             self.loop.create_task(self._start_tls())
 
+    def _answer_late(self) -> None:
+        if self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        self._flush()
+
     async def _start_tls(self) -> None:
-        ssl_context = self.ctx.options.get("tls_context")
+        ssl_context = (self.ctx.server_tls_context() if hasattr(self.ctx, "server_tls_context")
+                       else None) or self.ctx.options.get("tls_context")
         try:
             old = self.transport
             self.transport = await self.loop.start_tls(old, self, ssl_context, server_side=True)
