@@ -24,6 +24,7 @@ import secrets
 import smtplib
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email import policy
@@ -399,10 +400,13 @@ async def start_smtp(ctx: ServerContext, sock: socket.socket, router: Router, *,
     }[mode]
 
     def factory() -> LabSMTP:
-        return LabSMTP(handler, ctx, mode, hostname=ctx.hostname, ident="ESMTP maillab",
-                       data_size_limit=size_limit, enable_SMTPUTF8=True,
-                       authenticator=handler.authenticate,
-                       timeout=ctx.options.get("smtp_timeout", 300), loop=loop, **settings)
+        with warnings.catch_warnings():
+            # aiosmtpd warns about AUTH without TLS; on 465 the whole connection is TLS.
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+            return LabSMTP(handler, ctx, mode, hostname=ctx.hostname, ident="ESMTP maillab",
+                           data_size_limit=size_limit, enable_SMTPUTF8=True,
+                           authenticator=handler.authenticate,
+                           timeout=ctx.options.get("smtp_timeout", 300), loop=loop, **settings)
 
     return await loop.create_server(factory, sock=sock, ssl=tls if mode == "smtps" else None,
                                     ssl_handshake_timeout=15 if mode == "smtps" else None)
