@@ -41,14 +41,17 @@ MAX_RECIPIENTS = 100
 DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024
 
 
-class _DropLoginDataWarning(logging.Filter):
-    """aiosmtpd logs a deprecation warning on every successful AUTH; it is noise for learners."""
+class _DropAiosmtpdNoise(logging.Filter):
+    """aiosmtpd logs a warning on every successful AUTH (a deprecation) and on every connection
+    to port 465 (AUTH without STARTTLS: there the whole connection is TLS). Noise for learners."""
+
+    NOISE = ("login_data is deprecated", "auth_required == True but auth_require_tls == False")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "login_data is deprecated" not in record.getMessage()
+        return not any(text in record.getMessage() for text in self.NOISE)
 
 
-logging.getLogger("mail.log").addFilter(_DropLoginDataWarning())
+logging.getLogger("mail.log").addFilter(_DropAiosmtpdNoise())
 
 
 # Hints for aiosmtpd's own replies, matched on the start of the reply text.
