@@ -308,6 +308,7 @@ def test_status_and_namespace(ctx, store):
     assert c.cmd("a3 NAMESPACE").startswith(b'* NAMESPACE (("" ".")) NIL NIL')
     assert c.cmd('a4 ID ("name" "test")').startswith(b'* ID ("name" "maillab"')
     assert c.cmd("a5 ID NIL").startswith(b'* ID ')
+    assert c.cmd("a6 ENABLE CONDSTORE UTF8=ACCEPT") == b"* ENABLED\r\na6 OK ENABLE completed\r\n"
 
 
 def test_append_with_flags_and_date(ctx, store):

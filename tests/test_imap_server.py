@@ -379,3 +379,13 @@ def test_repeated_failed_logins_are_answered_late(srv):
     assert [a.success for a in srv.ctx.guard.attempts] == [False, False, False, True]
     assert srv.ctx.guard.attempts[0].service == "imap:example.com"
     M.logout()
+
+
+def test_idle_connections_are_logged_out():
+    with ImapTestServer(options={"imap_timeout": 0.3}) as srv:
+        s, f, _g = _raw(srv)
+        s.sendall(b"a1 NOOP\r\n")
+        assert f.readline().startswith(b"a1 OK")
+        assert f.readline() == b"* BYE Autologout; idle for too long\r\n"
+        assert f.readline() == b""
+        s.close()

@@ -35,8 +35,8 @@ from .parser import (MAX_APPEND, MAX_LITERAL, Cursor, Framer, Line, LiteralAnnou
 __all__ = ["ImapSession", "State", "SYSTEM_FLAGS", "CAPABILITIES"]
 
 SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
-CAPABILITIES = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
-                "UNSELECT", "SPECIAL-USE", "CHILDREN"]
+CAPABILITIES = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
+                "MOVE", "UNSELECT", "SPECIAL-USE", "CHILDREN"]
 DELIM = HIERARCHY_DELIMITER
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 _TAG_RE = re.compile(rb"[^\x00-\x20\x7f(){%*\"\\+]+")
@@ -168,6 +168,12 @@ class ImapSession:
             self.selected.close()
             self.selected = None
         self.state = State.LOGOUT
+
+    def autologout(self, text: str | None = None) -> None:
+        """The server ends an idle connection (RFC 3501 5.4): BYE, then close."""
+        self._untagged("BYE " + (text or _("Autologout; idle for too long")))
+        self.connection_lost()
+        self.closing = True
 
     def tls_started(self) -> None:
         self.starttls_wanted = False
@@ -351,6 +357,17 @@ class ImapSession:
         cur.expect_end()
         self._untagged(f'ID ("name" "maillab" "version" "{__version__}")')
         self._done(tag, "ID completed")
+
+    def cmd_enable(self, tag, cur, uid):
+        """RFC 5161. None of the extensions ENABLE can turn on (CONDSTORE, QRESYNC, UTF8=ACCEPT)
+        is offered, so nothing is enabled; the answer says so, as the RFC asks."""
+        cur.sp()
+        cur.atom(what="capability")
+        while cur.maybe_sp():
+            cur.atom(what="capability")
+        cur.expect_end()
+        self._untagged("ENABLED")
+        self._done(tag, "ENABLE completed")
 
     def cmd_starttls(self, tag, cur, uid):
         cur.expect_end()
@@ -1096,6 +1113,7 @@ COMMANDS = {
     "SUBSCRIBE": ("cmd_subscribe", AUTH), "UNSUBSCRIBE": ("cmd_unsubscribe", AUTH),
     "LIST": ("cmd_list", AUTH), "LSUB": ("cmd_lsub", AUTH), "STATUS": ("cmd_status", AUTH),
     "APPEND": ("cmd_append", AUTH), "NAMESPACE": ("cmd_namespace", AUTH), "IDLE": ("cmd_idle", AUTH),
+    "ENABLE": ("cmd_enable", AUTH),
     "CHECK": ("cmd_check", SEL), "CLOSE": ("cmd_close", SEL), "UNSELECT": ("cmd_unselect", SEL),
     "EXPUNGE": ("cmd_expunge", SEL), "SEARCH": ("cmd_search", SEL), "FETCH": ("cmd_fetch", SEL),
     "STORE": ("cmd_store", SEL), "COPY": ("cmd_copy", SEL), "MOVE": ("cmd_move", SEL),

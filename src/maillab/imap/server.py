@@ -27,6 +27,11 @@ class ImapProtocol(asyncio.Protocol):
         self.session: ImapSession | None = None
         self.loop = asyncio.get_running_loop()
         self._wake_scheduled = False
+        # RFC 3501 5.4: an inactivity autologout timer of at least 30 minutes (IDLE included:
+        # clients re-issue IDLE every 29 minutes, RFC 2177).
+        self.timeout = float(ctx.options.get("imap_timeout", 30 * 60))
+        self._last_activity = self.loop.time()
+        self._timer = None
 
     # ---- asyncio callbacks
     def connection_made(self, transport) -> None:
@@ -45,8 +50,10 @@ class ImapProtocol(asyncio.Protocol):
             self.session.tls = True
         self.session.greeting()
         self._flush()
+        self._timer = self.loop.call_later(self.timeout, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
+        self._last_activity = self.loop.time()
         self.conn.client(data)
         self.session.receive_data(data)
         self._flush()
@@ -55,6 +62,8 @@ class ImapProtocol(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self.session is not None:
             self.session.connection_lost()
         self.ctx.connections.discard(self.transport)
@@ -94,6 +103,16 @@ class ImapProtocol(asyncio.Protocol):
         elif s.starttls_wanted:
             self.transport.pause_reading()
             self.loop.create_task(self._start_tls())
+
+    def _check_idle(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        quiet = self.loop.time() - self._last_activity
+        if quiet >= self.timeout:
+            self.session.autologout()
+            self._flush()
+        else:
+            self._timer = self.loop.call_later(self.timeout - quiet, self._check_idle)
 
     def _answer_late(self) -> None:
         if self.transport.is_closing():
