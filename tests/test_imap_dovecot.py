@@ -173,3 +173,27 @@ def test_errors_and_failed_login_last(servers):
     compare(servers, [b"NOOP", b"SELECT INBOX", b"LOGIN alice wrong", b"LOGIN alice alice-pw",
                       b"LOGIN alice alice-pw", b"FETCH 1 FLAGS", b"SELECT INBOX", b"FETCH 1 FLAGS",
                       b"UID FETCH 1:* FLAGS", b"SEARCH ALL", b"LOGOUT"])
+
+
+THUNDERBIRD_HEADERS = (b"BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID Priority "
+                       b"X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)]")
+
+
+def test_a_thunderbird_shaped_session(servers):
+    """The commands Thunderbird sends (lower-case words, quoted names, mixed-case flags)."""
+    compare(servers, [
+        b"capability", b'login "alice" "alice-pw"', b"namespace",
+        b'ID ("name" "Thunderbird" "version" "115.3.1")'] + SETUP[1:-1] + [
+        b'lsub "" "*"', b'list "" "INBOX"', b'list "" "%"', b'select "INBOX"',
+        b"UID fetch 1:* (FLAGS)",
+        b"UID fetch 1:5 (UID RFC822.SIZE FLAGS " + THUNDERBIRD_HEADERS + b")",
+        b"UID fetch 3 (UID RFC822.SIZE BODY.PEEK[]<0.1000>)", b"UID fetch 3 (UID RFC822.SIZE BODY.PEEK[])",
+        b"UID fetch 3 (BODYSTRUCTURE)", b"UID fetch 3 (BODY.PEEK[1.2] BODY.PEEK[2.MIME])",
+        b"UID store 3 +Flags (\\Seen)", b"UID store 1:2 -Flags (\\Seen)",
+        b'UID copy 3 "Trash"', b'UID move 4 "Junk"',
+        b"UID store 5 +FLAGS (\\Deleted)", b"expunge",
+        b'append "Sent" (\\Seen) "01-Feb-2024 12:00:00 +0000" ' + literal(to_crlf(SAMPLES[0])),
+        b'STATUS "Sent" (UIDNEXT MESSAGES UNSEEN RECENT)', b'STATUS "Trash" (UIDNEXT MESSAGES UNSEEN RECENT)',
+        b"noop", b"UID fetch 1:* (FLAGS)", b"close", b'select "Sent"', b"UID fetch 1:* (FLAGS)",
+        b"unselect", b"logout",
+    ])

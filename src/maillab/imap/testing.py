@@ -552,7 +552,7 @@ def normalize(responses: list[bytes], *, keep_recent: bool = False) -> list:
                 code[1] = b"V"
             if code and code[0] in (b"APPENDUID", b"COPYUID"):
                 code[1] = b"V"
-            if code and code[0] in (b"CLIENTBUG", b"NONEXISTENT", b"CANNOT"):
+            if code and code[0] in (b"CLIENTBUG", b"NONEXISTENT", b"CANNOT", b"CAPABILITY"):
                 code = []  # Dovecot sends these codes where maillab does not, or the reverse
             if code and code[0] in (b"CAPABILITY", b"BADCHARSET"):
                 code = code[:1]
@@ -566,6 +566,9 @@ def normalize(responses: list[bytes], *, keep_recent: bool = False) -> list:
             items, _i = _sexp(head.rstrip(b"\r\n"))
             attrs = tuple(sorted(a.lower() for a in items[1]))
             lists.append((word.decode(), attrs, items[2], items[3]))
+            continue
+        if untagged and word == b"ID":
+            out.append(("ID",))  # each server names itself
             continue
         if untagged and word == b"FLAGS":
             flags_seen = True
