@@ -312,3 +312,31 @@ def test_openssl_s_client_starttls(lab, proto, service):
     out = done.stdout.decode(errors="replace")
     assert done.returncode == 0, out + done.stderr.decode(errors="replace")
     assert "Verify return code: 0 (ok)" in out
+
+
+# ---------------------------------------------------------------- what an observer sees
+
+def test_observer_reads_clear_text_logins_but_not_tls_ones(lab):
+    t0 = time.time()
+    p = poplib.POP3(lab.host, lab.pop3_port)
+    p.user("alice")
+    p.pass_("wonderland")
+    p.quit()
+    with imaplib.IMAP4_SSL(lab.host, lab.imaps_port, ssl_context=lab.client_context()) as m:
+        m.login("alice", "wonderland")
+    with smtplib.SMTP(lab.host, lab.submission_port) as s:
+        s.starttls(context=lab.client_context())
+        s.login("alice", "wonderland")
+    plain = lab.transcript("pop3:example.com", since=t0)
+    seen = lab.observed("pop3:example.com", plain.connections()[-1])
+    assert seen.readable() and b"PASS wonderland\r\n" in seen.client_bytes()
+    tls = lab.observed("imaps:example.com")
+    assert tls.connections and not tls.readable()
+    assert b"wonderland" not in tls.client_bytes()
+    assert tls.client_bytes()[:1] == b"\x16"  # a TLS handshake record
+    sub = lab.observed("submission:example.com").connections[-1].wire.bytes_from("C")
+    assert sub.startswith(b"ehlo ") and b"STARTTLS\r\n" in sub  # readable up to STARTTLS
+    assert b"AUTH" not in sub and b"wonderland" not in sub  # the login went inside TLS
+    # the transcript itself shows the decrypted conversation after the TLS line
+    text = str(lab.transcript("submission:example.com").last())
+    assert "TLS established (TLSv1." in text and "AUTH PLAIN" in text

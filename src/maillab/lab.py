@@ -25,6 +25,7 @@ from .net import LOOPBACK, LoginGuard, ServerContext, bind_listener
 from .smtp import DEFAULT_SIZE_LIMIT, QueuedMessage, Router, start_smtp
 from .store import SCRYPT_N, Store, hash_password
 from .tls import LabCA
+from .wire import Observed, ObservedConnection, TappingEventLoop
 from .transcript import Recorder, Transcript
 
 __all__ = ["MailLab", "LabAccount", "Service", "start", "DEFAULT_ACCOUNTS"]
@@ -161,7 +162,7 @@ class MailLab:
         self.store = Store(self.root, hash_n=self.hash_n)
         if self.tls_enabled:
             self.ca = LabCA([self.hostname(d) for d in self.domains])
-        self._loop = asyncio.new_event_loop()
+        self._loop = TappingEventLoop()
         self._thread = threading.Thread(target=self._run_loop, name="maillab-loop", daemon=True)
         self._thread.start()
         try:
@@ -383,6 +384,20 @@ class MailLab:
         if self.ca is None:
             raise RuntimeError("this lab runs without TLS (tls=False)")
         return self.ca.client_context()
+
+    def observed(self, service: str | None = None, conn: int | None = None) -> Observed:
+        """What a network observer saw of these connections: the bytes before decryption.
+
+        On 25, 110 and 143 that is the conversation itself, passwords included; on the TLS
+        ports (and after STARTTLS) it is the TLS handshake and then unreadable records.
+        """
+        found = []
+        for session in self.transcript(service, conn).sessions():
+            first = session.lines[0]
+            wire = self._loop.wire_for(first.peer, first.time) if self._loop else None
+            if wire is not None:
+                found.append(ObservedConnection(first.service, first.conn, wire))
+        return Observed(found)
 
     def logins(self) -> list:
         """Every login attempt on any server: time, service, user, client, mechanism, TLS, success."""
