@@ -816,23 +816,28 @@ class ImapSession:
         folder = sel.folder
         missing = False
         out = self._out
+        current = {info.uid: (info, flags) for info, flags in folder.snapshot()} if len(uids) > 20 else None
         for u in uids:
             seq = sel.seq_of(u)
-            info = folder.get(u)
+            if current is not None:
+                info, flags = current.get(u, (None, None))
+            else:
+                info = folder.get(u)
             if info is None or seq == 0:
                 missing = True
                 continue
             raw = root = None
             if needs_raw:
                 try:
-                    raw = folder.read(u)
+                    raw = _read(folder, info)
                 except KeyError:
                     missing = True
                     continue
                 if needs_tree:
                     root = fetchmod.parse_message(raw)
             try:
-                flags = folder.flags_of(u)
+                if current is None:
+                    flags = folder.flags_of(u)
                 if sets_seen and "\\Seen" not in flags:
                     flags = folder.store_flags(u, {"\\Seen"}, "add", origin=self)
                     add_flags = not has_flags
@@ -1072,6 +1077,16 @@ class ImapSession:
             except KeyError:
                 continue
             self._untagged(f"{seq} FETCH (FLAGS {self._flags_text(u, flags)})")
+
+
+def _read(folder, info) -> bytes:
+    """A message's bytes with CRLF line ends; straight from its file when it has not moved."""
+    try:
+        with open(info.path, "rb") as f:
+            data = f.read()
+    except OSError:  # renamed by a flag change meanwhile, or expunged: ask the store
+        return folder.read(info.uid)
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _pattern_regex(pattern: str, ignore_case: bool = False):
