@@ -389,3 +389,36 @@ def test_idle_connections_are_logged_out():
         assert f.readline() == b"* BYE Autologout; idle for too long\r\n"
         assert f.readline() == b""
         s.close()
+
+
+def test_in_the_lab_smtp_delivery_wakes_idle_and_pop3_deletion_shows():
+    import poplib
+    import smtplib
+    import maillab
+    lab = maillab.MailLab(ports="any").start()
+    try:
+        M = imaplib.IMAP4(lab.host, lab.imap_port, timeout=10)
+        M.login("alice", "wonderland")
+        ok(M.select())
+        M.send(b"i1 IDLE\r\n")
+        assert M.readline().startswith(b"+ ")
+        with smtplib.SMTP(lab.host, lab.smtp_port, timeout=10) as s:
+            s.sendmail("bob@example.com", ["alice@example.com"],
+                       b"From: bob@example.com\r\nSubject: hello\r\n\r\nhi\r\n")
+        assert M.readline() == b"* 1 EXISTS\r\n"
+        assert M.readline() == b"* 1 RECENT\r\n"
+        M.send(b"DONE\r\n")
+        assert M.readline() == b"i1 OK IDLE terminated\r\n"
+        p = poplib.POP3(lab.host, lab.pop3_port, timeout=10)
+        p.user("alice")
+        p.pass_("wonderland")
+        p.dele(1)
+        p.quit()
+        M.untagged_responses.clear()
+        ok(M.noop())
+        assert M.untagged_responses.get("EXPUNGE") == [b"1"]
+        M.logout()
+        assert any(l.service.startswith("imap") and l.text.endswith("IDLE terminated")
+                   for l in lab.recorder.lines())
+    finally:
+        lab.stop()
