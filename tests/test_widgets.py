@@ -334,3 +334,42 @@ def test_bar_chart_svg():
     svg = chart._repr_html_()
     assert svg.startswith("<svg") and "POP3 user" in svg and "12.0 MB" in svg
     assert svg.count("<rect") == 4  # two bars, two legend keys
+
+
+# ---------------------------------------------------------------- wiretap
+def test_wiretap_sees_clear_text_but_not_tls(lab):
+    from maillab.widgets import Wiretap
+
+    with Wiretap(lab, "pop3") as tap:
+        p = poplib.POP3("127.0.0.1", tap.port, timeout=5)
+        p.user("alice")
+        p.pass_("wonderland")
+        p.quit()
+    assert tap.contains("PASS wonderland") and tap.readable() == 1.0
+    assert "PASS wonderland" in tap.text() and "ml-C" in tap._repr_html_()
+    with Wiretap(lab, "pop3s") as tap:
+        p = poplib.POP3_SSL("127.0.0.1", tap.port, context=lab.client_context(), timeout=5)
+        p.user("alice")
+        p.pass_("wonderland")
+        p.quit()
+    assert tap.captured() and not tap.contains("wonderland") and tap.readable() < 0.6
+    assert not [t for t in threading.enumerate() if t.name == "maillab-wiretap"]
+
+
+def test_wiretap_ends_with_the_lab(lab):
+    from maillab.widgets import Wiretap
+
+    tap = Wiretap(lab, "smtp")
+    with smtplib.SMTP("127.0.0.1", tap.port, timeout=5) as s:
+        s.noop()
+    lab.stop()
+    assert wait_for(lambda: not tap.running, 2)
+    assert tap.contains("220 mail.example.com")
+
+
+def test_diagram_names_the_webmail(lab):
+    import urllib.request
+
+    urllib.request.urlopen(f"http://127.0.0.1:{lab.webmail_port}/login", timeout=5).read()
+    text = lab.transcript("http").diagram().text
+    assert "as webmail.example.com" in text and "GET /login" in text

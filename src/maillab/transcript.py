@@ -268,7 +268,9 @@ class SequenceDiagram:
         ends: dict[int, tuple[str, str]] = {}
         for conn, conn_lines in by_conn.items():
             service = conn_lines[0].service
-            server = f"mail.{service.split(':', 1)[1]}" if ":" in service else service
+            proto, _colon, domain = service.partition(":")
+            host = "webmail" if proto.startswith(("http", "webmail")) else "mail"
+            server = f"{host}.{domain}" if domain else service
             client = _client_label(conn_lines) or "client"
             if client == server:
                 client += " (client)"

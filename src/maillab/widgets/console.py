@@ -37,7 +37,7 @@ class Console(W.VBox):
 
     def __init__(self, lab=None, service: str = "smtp", domain: str | None = None, *,
                  port: int | None = None, host: str = "127.0.0.1", protocol: str | None = None,
-                 tls: bool = False, connect: bool = True, timeout: float = 3.0,
+                 tls: bool = False, connect: bool = True, timeout: float = 5.0,
                  max_lines: int = 300):
         self.lab = lab
         self.host = host
