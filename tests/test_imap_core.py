@@ -693,3 +693,14 @@ def test_parse_message_without_boundary_end():
     raw = to_crlf(b"Content-Type: multipart/mixed; boundary=x\n\n--x\n\none\n--x\n\ntwo\n")
     root = fetchmod.parse_message(raw)
     assert [p.body for p in root.children] == [b"one", b"two\r\n"]
+
+
+def test_rename_inbox_moves_its_messages(ctx, store):
+    """RFC 3501 6.3.5: renaming INBOX moves its mail to the new folder and leaves INBOX empty
+    (Dovecot refuses with NO [CANNOT]; maillab does what the RFC describes)."""
+    fill(store)
+    c = Client(ctx).login()
+    assert c.cmd("a RENAME INBOX Saved").startswith(b"a OK")
+    acct = store.account("alice")
+    assert len(acct.folder("INBOX")) == 0 and len(acct.folder("Saved")) == 5
+    assert lines(c.cmd("a STATUS INBOX (MESSAGES UIDNEXT)"))[0] == b"* STATUS INBOX (MESSAGES 0 UIDNEXT 6)"

@@ -9,8 +9,9 @@ BODYSTRUCTURE, SEARCH results, COPYUID/APPENDUID UIDs, EXPUNGE order, LIST attri
 Deliberate differences, not tested here: maillab accepts raw UTF-8 in atoms and folder names
 (learners type them) where Dovecot answers BAD/NO; STORE and EXPUNGE in a read-only (EXAMINE)
 folder are NO [READ-ONLY] in maillab and a silent OK in Dovecot; RENAME onto an existing folder
-is refused; DELETE of a folder that has sub-folders removes it, leaving a Noselect name as in
-RFC 3501's example (Dovecot's Maildir++ keeps it as an empty selectable folder).
+is refused; RENAME INBOX moves its mail as RFC 3501 says (Dovecot: NO [CANNOT]); DELETE of a
+folder that has sub-folders removes it, leaving a Noselect name as in RFC 3501's example
+(Dovecot's Maildir++ keeps it as an empty selectable folder).
 """
 
 from __future__ import annotations
