@@ -1,10 +1,11 @@
 """Differential tests: the same IMAP sessions against maillab and a private Dovecot.
 
 Responses are normalized before comparing (maillab.imap.testing.normalize): tags, UIDVALIDITY,
-internal dates, human text, the order of LIST lines and of FETCH items, the keywords listed in
-PERMANENTFLAGS, and a few response codes only one server sends (CLIENTBUG, NONEXISTENT, CANNOT)
-are set aside. Everything else — message numbers, UIDs, flags, bytes of every section, ENVELOPE,
-BODYSTRUCTURE, SEARCH results, COPYUID/APPENDUID UIDs, EXPUNGE order, LIST attributes — must match.
+human text, CAPABILITY lists, ID replies, the order of LIST lines and of FETCH items, the
+keywords listed in PERMANENTFLAGS, \\Recent, and a few response codes only one server sends
+(CLIENTBUG, NONEXISTENT, CANNOT) are set aside. Everything else — message numbers, UIDs, flags,
+internal dates, bytes of every section, ENVELOPE, BODYSTRUCTURE (case-folded), SEARCH results,
+COPYUID/APPENDUID UIDs, EXPUNGE order, LIST attributes — must match.
 
 Deliberate differences, not tested here: maillab accepts raw UTF-8 in atoms and folder names
 (learners type them) where Dovecot answers BAD/NO; STORE and EXPUNGE in a read-only (EXAMINE)

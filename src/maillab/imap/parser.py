@@ -484,7 +484,7 @@ def format_datetime(ts: float) -> str:
     off = lt.tm_gmtoff or 0
     sign = "+" if off >= 0 else "-"
     off = abs(off)
-    return (f"{lt.tm_mday:2d}-{MONTHS[lt.tm_mon - 1]}-{lt.tm_year:04d} "
+    return (f"{lt.tm_mday:02d}-{MONTHS[lt.tm_mon - 1]}-{lt.tm_year:04d} "
             f"{lt.tm_hour:02d}:{lt.tm_min:02d}:{lt.tm_sec:02d} {sign}{off // 3600:02d}{off % 3600 // 60:02d}")
 
 
