@@ -224,9 +224,12 @@ class Console(W.VBox):
             last = text.rstrip("\r\n").rsplit("\n", 1)[-1]
             self._open_tag = tag if last.startswith("+") else None
             return text
-        if proto == "http" and sent:
-            # A request goes on until an empty line: no answer comes before that.
-            return self._read(None, first_wait=0.05, quiet=0.05)
+        if proto == "http":
+            if greeting:
+                return ""  # a web server never speaks first: the browser asks
+            if sent:  # a request goes on until an empty line: no answer comes before that
+                return self._read(None, first_wait=0.05, quiet=0.05)
+            return self._read(_http_done)
         return self._read(None, first_wait=2.0, quiet=0.25)
 
     _open_tag: str | None = None
@@ -344,6 +347,18 @@ def _pop3_done(buf: bytes, multi: bool) -> bool:
     if not multi or first.startswith(b"-ERR") or first.startswith(b"+ "):
         return True
     return lines[-1].rstrip(b"\r") == b"." and len(lines) > 1
+
+
+def _http_done(buf: bytes) -> bool:
+    head, sep, body = buf.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    if m:
+        return len(body) >= int(m.group(1))
+    if re.search(rb"(?im)^transfer-encoding:\s*chunked", head):
+        return body.endswith(b"0\r\n\r\n")
+    return re.match(rb"HTTP/\S+ (1\d\d|204|304)", head) is not None
 
 
 def _imap_done(buf: bytes, tag: str | None, greeting: bool) -> bool:

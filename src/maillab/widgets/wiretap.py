@@ -73,10 +73,17 @@ class Wiretap:
         peers: dict[socket.socket, tuple[socket.socket, str, int]] = {}
         count = 0
         try:
-            while not self._stop.is_set():
-                if self.lab is not None and not getattr(self.lab, "running", True):
-                    break  # the lab stopped: nothing left to relay to
-                for key, _mask in sel.select(timeout=0.1):
+            draining = 0
+            while True:
+                if self._stop.is_set() or (self.lab is not None
+                                           and not getattr(self.lab, "running", True)):
+                    draining += 1  # pass on what is still in flight, then stop
+                    if draining > 5:
+                        break
+                events = sel.select(timeout=0.1 if not draining else 0.02)
+                if draining and not events:
+                    break
+                for key, _mask in events:
                     if key.data is None:  # a new client
                         try:
                             client, _addr = self._listener.accept()
