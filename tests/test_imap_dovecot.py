@@ -199,3 +199,21 @@ def test_a_thunderbird_shaped_session(servers):
         b"noop", b"UID fetch 1:* (FLAGS)", b"close", b'select "Sent"', b"UID fetch 1:* (FLAGS)",
         b"unselect", b"logout",
     ])
+
+
+def test_unusual_messages(servers):
+    from maillab.imap.testing import UNUSUAL
+    script = [b"LOGIN alice alice-pw"] + [
+        b'APPEND INBOX "0%d-Feb-2024 10:00:00 +0000" ' % (i + 1) + literal(to_crlf(s))
+        for i, s in enumerate(UNUSUAL)] + [b"SELECT INBOX"]
+    compare(servers, script + [
+        b"FETCH 1:* (ENVELOPE RFC822.SIZE INTERNALDATE)", b"FETCH 1:* BODYSTRUCTURE", b"FETCH 1:* BODY",
+        b"FETCH 1:* (BODY.PEEK[HEADER] BODY.PEEK[TEXT] BODY.PEEK[1] BODY.PEEK[1.MIME] BODY.PEEK[2] "
+        b"BODY.PEEK[3.1] BODY.PEEK[3.HEADER] BODY.PEEK[3.TEXT] BODY.PEEK[2.HEADER])",
+        b"SEARCH CHARSET UTF-8 SUBJECT {8+}\r\n\xce\xba\xcf\x8c\xcf\x83\xce\xbc",
+        b"SEARCH CHARSET UTF-8 BODY {9+}\r\nS\xc3\xa9bastien", b"SEARCH CHARSET UTF-8 SUBJECT {6+}\r\ncaf\xc3\xa9",
+        b"SEARCH CHARSET UTF-8 FROM {5+}\r\nandr\xc3\xa9", b"SEARCH SUBJECT inner", b"SEARCH TEXT inner",
+        b"SEARCH BODY inner", b"SEARCH TEXT epilogue", b"SEARCH BODY d2", b"SEARCH HEADER subject d1",
+        b"SEARCH FROM zoe", b"SEARCH TO smith", b"SEARCH SENTBEFORE 1-Jan-2000", b"SEARCH SENTON 1-Jan-1970",
+        b"SEARCH SENTSINCE 1-Jan-2000", b"SEARCH ON 3-Feb-2024", b"SEARCH BEFORE 3-Feb-2024",
+    ])

@@ -191,8 +191,8 @@ def parse_message(raw: bytes, default=(b"text", b"plain"), depth: int = 0) -> Pa
     ct = parse_content_type(part.first(b"content-type"))
     if ct is not None:
         part.type, part.subtype, part.params = ct
-    elif default == (b"text", b"plain"):
-        part.params = [(b"charset", b"us-ascii")]
+    if part.type.lower() == b"text" and part.param(b"charset") is None:
+        part.params = part.params + [(b"charset", b"us-ascii")]  # RFC 2045 5.2 (and Dovecot)
     kind = part.type.lower()
     if depth >= MAX_DEPTH:
         return part
@@ -436,7 +436,8 @@ def bodystructure(part: Part, extended: bool = True) -> bytes:
     """BODYSTRUCTURE (``extended``) or BODY, as RFC 3501 7.4.2 describes them."""
     if part.children is not None:
         if not part.children:  # a multipart without parts: shown as an empty text part
-            inner = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0)'
+            inner = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0' + (
+                b" NIL NIL NIL NIL)" if extended else b")")
         else:
             inner = b"".join(bodystructure(c, extended) for c in part.children)
         out = inner + b" " + quote(part.subtype)

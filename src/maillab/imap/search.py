@@ -202,8 +202,10 @@ class SearchContext:
             msg = email.message_from_bytes(self.raw, policy=email.policy.compat32)
             texts = []
             for part in msg.walk():
-                texts.extend(f"{k}: {decode_header_value(v.encode('utf-8', 'surrogateescape'))}"
-                             for k, v in part.items())
+                for k, v in part.items():
+                    if isinstance(v, str):
+                        v = decode_header_value(v.encode("utf-8", "surrogateescape"))
+                    texts.append(f"{k}: {v}")  # (a Header object's str() is its decoded text)
                 if not part.is_multipart() and part.get_content_maintype() in ("text", "message"):
                     texts.append(_decode_payload(part))
             self._full = "\n".join(texts).casefold()
@@ -218,13 +220,15 @@ def _day(ts: float) -> tuple[int, int, int]:
     return lt.tm_year, lt.tm_mon, lt.tm_mday
 
 
-def _sent_day(ctx: SearchContext):
+def _sent_day(ctx: SearchContext) -> tuple[int, int, int]:
+    """The day of the Date: header as written (its own zone). Without a usable Date: header,
+    1 January 1970, as Dovecot counts it."""
     dates = ctx.headers.get(b"date")
     if dates:
         parsed = email.utils.parsedate_tz(dates[0].decode("ascii", "replace"))
         if parsed:
             return parsed[0], parsed[1], parsed[2]
-    return None
+    return 1970, 1, 1
 
 
 def matches(node, ctx: SearchContext) -> bool:
@@ -264,7 +268,7 @@ def matches(node, ctx: SearchContext) -> bool:
         return node[1] in ctx.full_text()
     if kind == "date":
         _k, which, op, day = node
-        got = _day(ctx.internaldate) if which == "internal" else (_sent_day(ctx) or _day(ctx.internaldate))
+        got = _day(ctx.internaldate) if which == "internal" else _sent_day(ctx)
         if op == "before":
             return got < day
         if op == "on":

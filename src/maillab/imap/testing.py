@@ -594,3 +594,27 @@ def normalize(responses: list[bytes], *, keep_recent: bool = False) -> list:
     if lists:
         out.append(("LISTS", sorted(lists)))
     return out
+
+# Unusual but real: raw UTF-8 headers, no body, odd addresses, RFC 2231 names, a multipart
+# without boundary, a digest, encoded words in a quoted name, mixed line ends.
+UNUSUAL = [
+    "From: Zoë <zoe@example.com>\nTo: alice@example.com\nSubject: Καλημέρα κόσμε\n"
+    "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nΓεια σου!\n".encode(),
+    b"Subject: no body at all",
+    b"Subject: empty body\n\n",
+    b"From: a@b.c\nTo: \"Smith, John\" <john@x.org>, Group: ;, <bare@x.org>, x@y (comment), "
+    b"Route <@route,@r2:user@dom.org>\n"
+    b"Content-Type: multipart/mixed; boundary=b1\n\n--b1\nContent-Type: application/octet-stream\n"
+    b"Content-Disposition: attachment; filename*=utf-8''%E2%82%AC%20rates.txt\n"
+    b"Content-Language: en, de\nContent-Location: http://example.com/x\n"
+    b"Content-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==\n\nabc\n--b1\n"
+    b"Content-Type: text/plain; charset=\"ISO-8859-1\"; format=flowed\n"
+    b"Content-Transfer-Encoding: quoted-printable\n\nS=E9bastien\n--b1\nContent-Type: message/rfc822\n\n"
+    b"Subject: inner without mime\n\ninner body\n--b1--\nepilogue\n",
+    b"Content-Type: multipart/alternative\n\nno boundary param\n",
+    b"Content-Type: text/html; format=flowed\n\n<p>x</p>",
+    b"Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: d1\n\none\n--d\n\nSubject: d2\n\ntwo\n--d--\n",
+    b"Message-ID: <a@b>\nDate: garbage date\nIn-Reply-To: <x@y> <z@w>\n"
+    b"From: \"=?iso-8859-1?q?Andr=E9?=\" <andre@example.fr>\n"
+    b"Subject: =?utf-8?q?Caf=C3=A9?= =?utf-8?q?_cr=C3=A8me?=\n\nbody\r\nwith crlf\nand lf\n",
+]
