@@ -40,6 +40,7 @@ class Pop3Protocol(asyncio.Protocol):
         self._close_reason: str | None = None  # why we closed, for the transcript
         self._paused = False  # the client is not reading our answers fast enough
         self._raw_transport = None  # the TCP transport under TLS, after STLS
+        self._early_tls_data = b""  # encrypted-session bytes that beat the end of the handshake
         self._lost = False
 
     # ---- asyncio callbacks
@@ -64,6 +65,12 @@ class Pop3Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_heard = asyncio.get_running_loop().time()
+        if self.session.starttls_pending:
+            # Reading stopped before "+OK begin TLS", so these bytes came through TLS: the
+            # client's first command, sent with its last handshake message before asyncio
+            # told us the handshake is done. Keep them for the encrypted session.
+            self._early_tls_data += data
+            return
         self.conn.client(data)
         self._answer(data)
 
@@ -110,6 +117,10 @@ class Pop3Protocol(asyncio.Protocol):
                 self.transport.pause_reading()
                 asyncio.get_running_loop().call_later(delay, self._answer_late, reply)
                 return
+        if self.session.starttls_pending:
+            # Stop reading *before* the go-ahead goes out: the client's TLS hello must reach
+            # the TLS layer, not this clear-text protocol.
+            self.transport.pause_reading()
         if reply:
             self._send(reply)
         if self.session.starttls_pending:
@@ -146,6 +157,9 @@ class Pop3Protocol(asyncio.Protocol):
         self.ctx.connections.add(self.transport)
         self.conn.event(describe(self.transport) or "TLS established")
         self.session.tls_started()
+        early, self._early_tls_data = self._early_tls_data, b""
+        if early:
+            self.data_received(early)
 
     def _answer_pending(self) -> None:
         if not self._paused and not self.transport.is_closing() and self.session.pending:
