@@ -146,26 +146,29 @@ def list_entry(uid: int, flags, size: int, header: bytes, internaldate, show_to:
 
 # ----------------------------------------------------------------------------- parts
 
+def _is_container(part: Message) -> bool:
+    # The email package calls message/rfc822 "multipart" too; here it is one attachment.
+    return part.is_multipart() and part.get_content_maintype() == "multipart"
+
+
 def iter_parts(msg: Message, prefix: str = ""):
     """(IMAP section number, part) for every part, as RFC 3501 6.4.5 numbers them.
 
     An attached message (message/rfc822) is one part: it is downloaded whole, not opened here.
     """
-    if msg.is_multipart():
+    if _is_container(msg):
         for i, sub in enumerate(msg.get_payload(), 1):
             section = f"{prefix}{i}"
-            if sub.is_multipart():
-                yield section, sub
+            yield section, sub
+            if _is_container(sub):
                 yield from iter_parts(sub, section + ".")
-            else:
-                yield section, sub
     else:
         yield (prefix.rstrip(".") or "1"), msg
 
 
 def find_part(msg: Message, section: str) -> Message | None:
     for sec, part in iter_parts(msg):
-        if sec == section and not part.is_multipart():
+        if sec == section and not _is_container(part):
             return part
     return None
 
@@ -265,7 +268,7 @@ def read_view(raw: bytes, flags, *, prefer_text: bool = False) -> tuple[ReadView
         view.text = _text_of(text_part)
     view.has_text_alternative = html_part is not None and text_part is not None
     for section, part in iter_parts(msg):
-        if part.is_multipart() or id(part) in shown:
+        if _is_container(part) or id(part) in shown:
             continue
         ctype = part.get_content_type()
         cid = (part.get("Content-ID") or "").strip().strip("<>")

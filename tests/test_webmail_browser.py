@@ -1,0 +1,384 @@
+"""The webmail in a real headless Chromium (Debian's chromium driven by Playwright).
+
+* A whole session as a person would have it: log in, read, write to another account, log in
+  as that account, find the message, reply with an attachment, delete, log out.
+* The same flow through a real Jupyter server at /proxy/<port>/ (jupyter-server-proxy).
+* A corpus of hostile HTML mail (tests/webmail_corpus) opened in the browser: no script runs,
+  no request leaves the webmail's origin.
+
+Screenshots of the main pages go to test-artifacts/webmail/.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+import maillab
+from conftest import in_ci, require_tool
+from maillab.webmail.testing import make_message
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(__file__).resolve().parent / "webmail_corpus"
+ARTIFACTS = ROOT / "test-artifacts" / "webmail"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+if in_ci():
+    from playwright.sync_api import expect, sync_playwright  # CI must have it: fail, not skip
+else:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = require_tool("chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = maillab.MailLab(ports="any").start()
+    yield lab
+    lab.stop()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page, base: str, address: str, password: str) -> None:
+    page.goto(base)
+    expect(page.get_by_role("heading", name="Log In")).to_be_visible()
+    page.get_by_label("Email Address").fill(address)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log In").click()
+    expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+
+
+def log_out(page) -> None:
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_text("You have logged out.")).to_be_visible()
+
+
+def whole_flow(page, lab, base: str, prefix: str, *, screenshots: bool) -> None:
+    """alice reads and writes to john; john finds it, replies with a file, deletes it, logs out."""
+    subject = f"Lecture notes {secrets.token_hex(3)}"
+    lab.store.account("alice").folder("INBOX").deliver(make_message(
+        sender="Bob <bob@example.com>", to="alice@example.com", subject=f"Welcome {subject}",
+        text="Hi Alice,\nwelcome to the mail lab!\nBob", html=(
+            "<p>Hi Alice,</p><p>welcome to the <b>mail lab</b>!</p>"
+            "<p><img src='https://images.example/banner.png' alt='banner'></p><p>Bob</p>")))
+    # --- alice logs in with the keyboard alone
+    page.goto(base)
+    expect(page.get_by_label("Email Address")).to_be_focused()
+    if screenshots:
+        shot(page, f"{prefix}1-login")
+    page.keyboard.type("alice@example.com")
+    page.keyboard.press("Tab")
+    page.keyboard.type("wonderland")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+    assert page.url.startswith(base)
+    # the folder list shows the unread count; the message list links to the message
+    expect(page.locator("nav.folders a.current .badge")).to_have_text(re.compile(r"^\d+ unread$"))
+    if screenshots:
+        shot(page, f"{prefix}2-inbox")
+    page.get_by_role("link", name=re.compile(f"Welcome {subject}")).click()
+    expect(page.get_by_role("heading", name=f"Welcome {subject}")).to_be_visible()
+    body = page.frame_locator("iframe.body-frame")
+    expect(body.locator("b")).to_have_text("mail lab")
+    expect(page.get_by_text("Remote images in this message were blocked")).to_be_visible()
+    if screenshots:
+        shot(page, f"{prefix}3-message")
+    # --- alice writes to john at the other provider
+    page.get_by_role("link", name="Compose").click()
+    page.get_by_label("To", exact=True).fill("john@example.net")
+    page.get_by_label("Subject").fill(subject)
+    page.get_by_label("Message", exact=True).fill("Hello John,\nhere are the notes.\nAlice")
+    if screenshots:
+        shot(page, f"{prefix}4-compose")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status").filter(has_text="Message sent to john@example.net")).to_be_visible()
+    page.get_by_role("link", name=re.compile("^Sent")).click()
+    expect(page.get_by_role("link", name=re.compile(subject))).to_be_visible()
+    log_out(page)
+    lab.settle()
+    # --- john finds it and replies with an attachment
+    log_in(page, base, "john@example.net", "postman")
+    page.get_by_role("link", name=re.compile(subject)).click()
+    expect(page.locator("pre.text-body")).to_contain_text("here are the notes.")
+    page.get_by_role("link", name="Reply", exact=True).click()
+    expect(page.get_by_label("Subject")).to_have_value(f"Re: {subject}")
+    expect(page.get_by_label("To", exact=True)).to_have_value("alice@example.com")
+    page.get_by_label("Message", exact=True).press("Control+Home")
+    page.get_by_label("Message", exact=True).type("Thanks, Alice! My answers are attached.\n")
+    page.get_by_label("Attach files").set_input_files(
+        files=[{"name": "answers.txt", "mimeType": "text/plain", "buffer": b"1. HELO\n2. 250\n"}])
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status").filter(has_text="Message sent to alice@example.com")).to_be_visible()
+    # --- john deletes alice's message: it goes to Trash
+    page.get_by_role("link", name=re.compile(subject)).first.click()
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status").filter(has_text="1 message(s) moved to Trash.")).to_be_visible()
+    expect(page.get_by_role("link", name=re.compile(subject))).to_have_count(0)
+    page.get_by_role("link", name=re.compile("^Trash")).click()
+    expect(page.get_by_role("link", name=re.compile(subject))).to_be_visible()
+    if screenshots:
+        shot(page, f"{prefix}5-trash")
+    log_out(page)
+    # --- alice sees the answer, answered flag and attachment included
+    log_in(page, base, "alice@example.com", "wonderland")
+    page.get_by_role("link", name=re.compile(f"Re: {subject}")).click()
+    expect(page.get_by_role("link", name="answers.txt")).to_be_visible()
+    with page.expect_download() as dl:
+        page.get_by_role("link", name="answers.txt").click()
+    assert dl.value.suggested_filename == "answers.txt"
+    assert Path(dl.value.path()).read_bytes().replace(b"\r\n", b"\n") == b"1. HELO\n2. 250\n"
+    if screenshots:
+        shot(page, f"{prefix}6-reply-with-attachment")
+    log_out(page)
+    john = lab.mailbox("john@example.net", "INBOX")
+    assert not [m for m in john if m.subject == subject]
+    trashed = [m for m in lab.mailbox("john@example.net", "Trash") if m.subject == subject]
+    assert trashed and "\\Answered" in trashed[0].flags
+
+
+def test_whole_session_in_chromium(browser, lab):
+    t = time.perf_counter()
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        whole_flow(page, lab, lab.webmail_url, "", screenshots=True)
+        # the same pages on a phone-sized screen
+        page.set_viewport_size({"width": 390, "height": 780})
+        log_in(page, lab.webmail_url, "alice@example.com", "wonderland")
+        shot(page, "7-inbox-narrow")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    finally:
+        context.close()
+    assert errors == []
+    print(f"whole session in Chromium: {time.perf_counter() - t:.1f} s")
+
+
+# ----------------------------------------------------------------------------- hostile mail
+
+class Attacker:
+    """An HTTP server on loopback that counts every request a hostile message makes it get."""
+
+    def __init__(self):
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/gif")
+                self.end_headers()
+                self.wfile.write(b"GIF89a")
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def attacker():
+    a = Attacker()
+    yield a
+    a.close()
+
+
+def corpus_messages(attacker_host: str) -> list[tuple[str, bytes]]:
+    out = []
+    for path in sorted(CORPUS.iterdir()):
+        if path.suffix not in (".html", ".eml"):
+            continue
+        number = path.name.split("-", 1)[0]
+        text = path.read_text().replace("ATTACKER", attacker_host).replace("NN", number)
+        if path.suffix == ".html":
+            what = text.split("\n", 1)[0].strip("<!-> ")
+            raw = make_message(sender="Mallory <mallory@example.org>", to="victim@example.com",
+                               subject=f"Hostile {number}: {what}", text=None,
+                               html=text + f"\n<p>CANARY-{number}</p>\n")
+        else:
+            raw = text.replace("\n", "\r\n").encode()
+        out.append((number, raw))
+    return out
+
+
+def test_corpus_has_at_least_30_hostile_messages():
+    assert len([p for p in CORPUS.iterdir() if p.suffix in (".html", ".eml")]) >= 30
+
+
+def test_hostile_mail_runs_no_script_and_reaches_no_network(browser, lab, attacker):
+    lab.store.add_account("victim", "victim-pw", "example.com")
+    folder = lab.store.account("victim").folder("INBOX")
+    uids = {number: folder.deliver(raw).uid for number, raw in corpus_messages(attacker.host)}
+    origin = lab.webmail_url.rstrip("/")
+    context = browser.new_context()
+    consoles, requests_out, dialogs, popups = [], [], [], []
+    context.on("console", lambda m: consoles.append(m.text))
+    context.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    context.on("request", lambda r: r.url.startswith((origin + "/", "data:", "about:"))
+               or requests_out.append(r.url))
+    pages = []
+    try:
+        page = context.new_page()
+        log_in(page, lab.webmail_url, "victim@example.com", "victim-pw")
+        expect(page.locator("nav.folders a.current .badge")).to_have_text(f"{len(uids)} unread")
+        page.on("popup", lambda p: popups.append(p.url))
+        for number, uid in uids.items():
+            tab = context.new_page()
+            tab.on("popup", lambda p: popups.append(p.url))
+            pages.append(tab)
+            tab.goto(f"{lab.webmail_url}read?f=INBOX&uid={uid}")
+            expect(tab.get_by_role("heading", level=1)).to_contain_text(f"Hostile {number}")
+            frame = tab.frame_locator("iframe.body-frame")
+            # the body really was shown (the frame got its session and its document)
+            expect(frame.get_by_text(f"CANARY-{number}")).to_be_visible()
+            if number in ("07", "37"):
+                shot(tab, f"hostile-{number}")
+        # moving the mouse over a message does not run anything either (handlers are gone)
+        pages[-1].mouse.move(400, 500)
+        pages[-1].mouse.move(420, 560)
+        time.sleep(1.0)  # time for delayed refreshes, animations and timers to fire
+    finally:
+        for tab in pages:
+            tab.close()
+        context.close()
+    pwned = [c for c in consoles if "PWNED" in c]
+    assert pwned == [], pwned
+    assert dialogs == [] and popups == []
+    assert attacker.hits == [], attacker.hits
+    assert requests_out == [], requests_out
+
+
+def test_remote_images_load_only_when_the_reader_allows_them(browser, lab, attacker):
+    lab.store.add_account("reader", "reader-pw", "example.com")
+    body = (f'<p>Newsletter</p><img src="http://{attacker.host}/banner.png?allowed" alt="banner">')
+    uid = lab.store.account("reader").folder("INBOX").deliver(make_message(
+        sender="news@example.org", to="reader@example.com", subject="Newsletter", text=None,
+        html=body)).uid
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        log_in(page, lab.webmail_url, "reader@example.com", "reader-pw")
+        before = len(attacker.hits)
+        page.goto(f"{lab.webmail_url}read?f=INBOX&uid={uid}")
+        expect(page.frame_locator("iframe.body-frame").get_by_text("Newsletter")).to_be_visible()
+        time.sleep(0.3)
+        assert len(attacker.hits) == before
+        page.get_by_role("link", name="Show images").click()
+        expect(page.frame_locator("iframe.body-frame").get_by_alt_text("banner")).to_be_visible()
+        deadline = time.time() + 5
+        while len(attacker.hits) == before and time.time() < deadline:
+            time.sleep(0.05)
+        assert attacker.hits[before:] == ["/banner.png?allowed"]
+    finally:
+        context.close()
+
+
+# ----------------------------------------------------------------------------- through Jupyter
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def jupyter(tmp_path_factory):
+    """A real `jupyter server` (with jupyter-server-proxy) on a free port, with a token."""
+    pytest.importorskip("jupyter_server_proxy") if not in_ci() else None
+    port, token = free_port(), secrets.token_hex(16)
+    root = tmp_path_factory.mktemp("jupyter-root")
+    cmd = [sys.executable, "-m", "jupyter", "server", "--no-browser", f"--port={port}",
+           "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           "--ServerApp.port_retries=0"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail("jupyter server did not start: " + (root / "server.log").read_text()[-2000:])
+        time.sleep(0.2)
+    yield {"base": base, "token": token, "proc": proc, "runtime": root / "runtime"}
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def test_whole_session_through_jupyter_server_proxy(browser, lab, jupyter):
+    from maillab.webmail.location import jupyter_base_url, webmail_url
+    # What a kernel started by this server would compute as lab.webmail_url:
+    runtime = jupyter["runtime"]
+    servers = [json.loads(p.read_text()) for p in runtime.glob("jpserver-*.json")]
+    assert servers, "the server wrote no runtime file"
+    path = webmail_url(lab.webmail_port, kernel=True, environ={}, servers=servers,
+                       parent_pid=jupyter["proc"].pid)
+    assert path == f"/proxy/{lab.webmail_port}/"
+    assert jupyter_base_url(environ={}, servers=servers, parent_pid=jupyter["proc"].pid) == "/"
+    base = jupyter["base"] + path
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    try:
+        # Jupyter's own login: the token once, then its cookie.
+        page.goto(f"{base}?token={jupyter['token']}")
+        expect(page.get_by_role("heading", name="Log In")).to_be_visible()
+        assert urlsplit(page.url).path == f"/proxy/{lab.webmail_port}/login"
+        whole_flow(page, lab, base, "jupyter-", screenshots=True)
+        cookies = {c["name"]: c for c in context.cookies()}
+        session = cookies.get(f"maillab_webmail_{lab.webmail_port}")
+        if session is not None:  # after logout it is expired; the pre-session one remains
+            assert session["path"] == f"/proxy/{lab.webmail_port}"
+        pre = cookies[f"maillab_webmail_{lab.webmail_port}_pre"]
+        assert pre["path"] == f"/proxy/{lab.webmail_port}" and pre["httpOnly"]
+        assert pre["sameSite"] == "Strict"
+    finally:
+        context.close()

@@ -1,0 +1,176 @@
+"""The webmail's pieces without a network: the sanitizer on the hostile corpus, file names,
+folder-name encoding, IMAP response parsing, throttling, and building messages."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from pathlib import Path
+
+import pytest
+
+from maillab.webmail import message as m
+from maillab.webmail.imapclient import _fetch_dicts, decode_mailbox, encode_mailbox, parse_values
+from maillab.webmail.security import Throttle
+
+CORPUS = Path(__file__).resolve().parent / "webmail_corpus"
+HOSTILE_FILES = sorted(p for p in CORPUS.iterdir() if p.suffix in (".html", ".eml"))
+
+# What must never survive sanitizing (checked on the lower-cased output).
+FORBIDDEN = [
+    r"<script", r"<style", r"<iframe", r"<frame", r"<object", r"<embed", r"<applet", r"<svg",
+    r"<math", r"<form", r"<input", r"<button", r"<meta", r"<base", r"<link", r"<video",
+    r"<audio", r"<source", r"<template", r"<portal", r"<isindex", r"<marquee", r"<picture",
+    r"\son[a-z]+\s*=", r"javascript:", r"data:text", r"data:image/svg", r"attacker",
+    r"expression\(", r"url\(", r"\ssrcset\s*=", r"\sbackground\s*=", r"formaction", r"\sping\s*=",
+    r"xlink",
+]
+
+
+def hostile_html(path: Path) -> str:
+    text = path.read_text().replace("ATTACKER", "attacker.example:8000")
+    if path.suffix == ".html":
+        return text
+    msg = email.message_from_string(text, policy=email.policy.default)
+    body = msg.get_body(("html",))
+    return body.get_content() if body is not None else ""
+
+
+@pytest.mark.parametrize("path", HOSTILE_FILES, ids=[p.stem for p in HOSTILE_FILES])
+def test_sanitizer_removes_everything_active_from_the_hostile_corpus(path):
+    for allow in (False, True):
+        out = m.sanitize_html(hostile_html(path), allow_remote_images=allow, cid_url=lambda c: None)
+        low = out.html.lower()
+        for pattern in FORBIDDEN:
+            if allow and pattern == r"attacker" and "<img" in low:
+                continue  # allowed remote images may name their server (checked below)
+            assert not re.search(pattern, low), (path.name, pattern, out.html)
+        for src in re.findall(r'<img[^>]*\ssrc="([^"]*)"', low):
+            assert allow and src.startswith(("http://", "https://")), (path.name, src)
+
+
+def test_sanitizer_keeps_ordinary_formatting():
+    html = ('<div style="color:#333;font-size:14px"><h2>News</h2><p align="center">Hello <b>you</b>'
+            '<br><a href="https://example.org/a?b=1&amp;c=2">link</a></p>'
+            '<table border="1"><tr><td colspan="2" bgcolor="#eee">cell</td></tr></table>'
+            '<blockquote>quoted</blockquote><ul><li>one</li></ul><img src="cid:x" alt="inline"></div>')
+    out = m.sanitize_html(html, cid_url=lambda cid: "data:image/png;base64,AAAA")
+    for kept in ('style="color:#333;font-size:14px"', "<h2>News</h2>", 'align="center"',
+                 "<b>you</b>", 'href="https://example.org/a?b=1&amp;c=2"', 'target="_blank"',
+                 'rel="noopener noreferrer nofollow"', 'colspan="2"', "<blockquote>",
+                 "<li>one</li>", 'src="data:image/png;base64,AAAA"'):
+        assert kept in out.html, kept
+    assert out.remote_images == 0
+
+
+def test_remote_images_are_counted_and_dropped_until_allowed():
+    html = '<img src="http://t.example/a.gif"><img src="https://t.example/b.gif"><img src="//t.example/c">'
+    blocked = m.sanitize_html(html)
+    assert blocked.remote_images == 3 and "t.example" not in blocked.html
+    allowed = m.sanitize_html(html, allow_remote_images=True)
+    assert 'src="http://t.example/a.gif"' in allowed.html
+    assert 'src="https://t.example/b.gif"' in allowed.html
+    assert "//t.example/c" not in allowed.html  # protocol-relative: ambiguous, dropped
+
+
+@pytest.mark.parametrize("name, safe", [
+    ("report.pdf", "report.pdf"),
+    ("../../etc/passwd", "passwd"),
+    ("C:\\Windows\\system32\\evil.dll", "evil.dll"),
+    ("invoice\u202egpj.exe", "invoicegpj.exe"),
+    ('a"b<c>d|e?f*g:h.txt', "a_b_c_d_e_f_g_h.txt"),
+    ("...", "attachment"),
+    ("", "attachment"),
+    (None, "attachment"),
+    ("CON.txt", "_CON.txt"),
+    (" .hidden ", "hidden"),
+    ("line\r\nbreak.txt", "linebreak.txt"),
+    ("Ελληνικά.pdf", "Ελληνικά.pdf"),
+])
+def test_safe_filename(name, safe):
+    assert m.safe_filename(name) == safe
+
+
+def test_long_filenames_keep_their_extension():
+    out = m.safe_filename("x" * 300 + ".pdf")
+    assert len(out) <= 120 and out.endswith(".pdf")
+
+
+def test_content_disposition_has_an_ascii_fallback_and_the_utf8_name():
+    value = m.content_disposition("Ελληνικά.pdf")
+    assert value.startswith('attachment; filename="________.pdf"')
+    assert "filename*=UTF-8''%CE%95" in value
+
+
+@pytest.mark.parametrize("name, wire", [
+    ("INBOX", "INBOX"), ("Sent", "Sent"), ("a&b", "a&-b"),
+    ("Entwürfe", "Entw&APw-rfe"), ("Ελληνικά", "&A5UDuwO7A7cDvQO5A7oDrA-"),
+    ("日本語", "&ZeVnLIqe-"),
+])
+def test_modified_utf7_folder_names(name, wire):
+    assert encode_mailbox(name) == wire
+    assert decode_mailbox(wire) == name
+
+
+def test_imap_response_parsing_with_literals_and_brackets():
+    data = [(b'1 (UID 7 FLAGS (\\Seen $Forwarded) BODY[HEADER.FIELDS (SUBJECT FROM)] {22}',
+             b"Subject: hi (there)\r\n\r\n"), b" RFC822.SIZE 120)",
+            b'2 (FLAGS (\\Deleted))',  # an unsolicited update without UID
+            (b'3 (UID 9 BODY[] {3}', b"abc"), b")"]
+    got = _fetch_dicts(data)
+    assert got[0]["UID"] == "7" and got[0]["FLAGS"] == ["\\Seen", "$Forwarded"]
+    assert got[0]["BODY[HEADER.FIELDS (SUBJECT FROM)]"] == b"Subject: hi (there)\r\n\r\n"
+    assert got[0]["RFC822.SIZE"] == "120"
+    assert "UID" not in got[1]
+    assert got[2]["BODY[]"] == b"abc"
+    assert parse_values(b'(\\HasNoChildren) "." "My \\"quoted\\" folder"') == [
+        ["\\HasNoChildren"], ".", 'My "quoted" folder']
+    assert parse_values(b"(\\Noselect) NIL INBOX") == [["\\Noselect"], None, "INBOX"]
+
+
+def test_throttle_counts_per_key_in_a_window(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr("maillab.webmail.security.time.monotonic", lambda: now[0])
+    t = Throttle(per_address=4, per_account=2, window=60)
+    keys = ["addr:1.2.3.4", "acct:a@x"]
+    assert t.retry_after(keys) == 0
+    t.failed(keys)
+    now[0] += 10
+    t.failed(keys)
+    assert t.retry_after(keys) == pytest.approx(50)
+    assert t.retry_after(["addr:1.2.3.4", "acct:b@x"]) == 0  # other account, same address
+    now[0] += 51
+    assert t.retry_after(keys) == 0  # the first failure left the window
+    t.succeeded("acct:a@x")
+    t.failed(["addr:1.2.3.4", "acct:c@x"])
+    t.failed(["addr:1.2.3.4", "acct:d@x"])
+    assert t.retry_after(["addr:1.2.3.4", "acct:e@x"]) == 0  # 3 from this address in a minute
+    t.failed(["addr:1.2.3.4", "acct:e@x"])
+    assert t.retry_after(["addr:1.2.3.4", "acct:f@x"]) > 0  # the 4th: the address is throttled
+
+
+def test_reply_fields_quote_and_thread():
+    raw = (b"From: Bob <bob@example.com>\r\nTo: alice@example.com, carol@example.org\r\n"
+           b"Cc: Alice <ALICE@example.com>\r\nSubject: Re: plans\r\nMessage-ID: <m2@x>\r\n"
+           b"References: <m1@x>\r\nDate: Mon, 01 Jan 2024 10:00:00 +0000\r\n\r\nline 1\r\nline 2\r\n")
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    r = m.reply_fields(msg, "alice@example.com", reply_all=True)
+    assert r["to"] == "Bob <bob@example.com>" and r["cc"] == "carol@example.org"
+    assert r["subject"] == "Re: plans"  # not "Re: Re: plans"
+    assert r["in_reply_to"] == "<m2@x>" and r["references"] == "<m1@x> <m2@x>"
+    assert "> line 1\n> line 2" in r["body"]
+    f = m.forward_fields(msg)
+    assert f["subject"] == "Fwd: Re: plans" and "Forwarded message" in f["body"]
+
+
+def test_built_messages_are_complete_and_safe():
+    msg = m.build_message(sender="alice@example.com", to=["Bob <bob@example.com>"], cc=[],
+                          bcc=["carol@example.com"], subject="Hi", body="Hello\r\nthere",
+                          attachments=[m.Upload("../x.html", "text/html", b"<b>x</b>"),
+                                       m.Upload("a.bin", "multipart/mixed", b"\x00\x01")],
+                          domain="example.com")
+    assert msg["Message-ID"].endswith("@example.com>") and msg["Date"]
+    names = {p.get_filename(): p.get_content_type() for p in msg.iter_attachments()}
+    assert names == {"x.html": "text/html", "a.bin": "application/octet-stream"}
+    assert msg["Bcc"] == "carol@example.com"
