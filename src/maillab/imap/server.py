@@ -27,6 +27,7 @@ class ImapProtocol(asyncio.Protocol):
         self.session: ImapSession | None = None
         self.loop = asyncio.get_running_loop()
         self._wake_scheduled = False
+        self._early_tls_data = b""  # encrypted-session bytes that beat the end of the handshake
         # RFC 3501 5.4: an inactivity autologout timer of at least 30 minutes (IDLE included:
         # clients re-issue IDLE every 29 minutes, RFC 2177).
         self.timeout = float(ctx.options.get("imap_timeout", 30 * 60))
@@ -54,6 +55,12 @@ class ImapProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = self.loop.time()
+        if self.session.starttls_wanted:
+            # Reading stopped before the STARTTLS go-ahead, so these bytes came through TLS:
+            # the client's first command, sent with its last handshake message before asyncio
+            # reported the handshake done. Keep them for the encrypted session.
+            self._early_tls_data += data
+            return
         self.conn.client(data)
         self.session.receive_data(data)
         self._flush()
@@ -135,6 +142,9 @@ class ImapProtocol(asyncio.Protocol):
         self.conn.event(describe(self.transport) or _("TLS started"))
         self.session.tls_started()
         self._flush()
+        early, self._early_tls_data = self._early_tls_data, b""
+        if early:
+            self.data_received(early)
 
     def _wakeup_threadsafe(self) -> None:
         # Called by the store in whatever thread changed the folder.
