@@ -340,3 +340,40 @@ def test_observer_reads_clear_text_logins_but_not_tls_ones(lab):
     # the transcript itself shows the decrypted conversation after the TLS line
     text = str(lab.transcript("submission:example.com").last())
     assert "TLS established (TLSv1." in text and "AUTH PLAIN" in text
+
+
+def handshake_with_command_in_same_packet(lab, sock, command: bytes) -> bytes:
+    """TLS through memory BIOs, so that the client's Finished and its first command leave in
+    one TCP segment, as curl sends them. Returns the server's first decrypted reply line."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = lab.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            if outgoing.pending:
+                sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+    tls.write(command)  # encrypted behind the Finished message, not yet sent
+    sock.sendall(outgoing.read())
+    reply = b""
+    while b"\r\n" not in reply:
+        try:
+            reply += tls.read(65536)
+        except ssl.SSLWantReadError:
+            incoming.write(sock.recv(65536))
+    return reply
+
+
+@pytest.mark.parametrize("service, go, command, expect", [
+    ("pop3", b"STLS\r\n", b"CAPA\r\n", b"+OK"),
+    ("imap", b"a STARTTLS\r\n", b"b CAPABILITY\r\n", b"* CAPABILITY"),
+])
+def test_first_command_sent_with_the_handshake_is_answered(lab, service, go, command, expect):
+    with socket.create_connection((lab.host, lab.port(service)), timeout=5) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(go)
+        assert f.readline()[:1] in (b"+", b"a")
+        assert handshake_with_command_in_same_packet(lab, sock, command).startswith(expect)

@@ -80,10 +80,25 @@ class Service:
     standard_port: int
     description: str
     server: object = field(default=None, repr=False)
+    login_policy: str = ""  # how passwords may travel on this port
 
     @property
     def name(self) -> str:
         return f"{self.protocol}:{self.domain}"
+
+
+def login_policy(protocol: str, strict: bool) -> str:
+    """In words: when this port lets a password through (shown in the lab's table)."""
+    if protocol in ("smtps", "pop3s", "imaps"):
+        return _("encrypted from the first byte")
+    if protocol == "submission":
+        return _("STARTTLS first, then AUTH, then MAIL")
+    if protocol == "webmail":
+        return _("the webmail logs in for you over IMAP and SMTP")
+    upgrade = {"smtp": "STARTTLS", "pop3": "STLS", "imap": "STARTTLS"}[protocol]
+    if strict:
+        return _("login only after {0}").format(upgrade)
+    return _("clear-text login allowed (to learn by hand); {0} offered").format(upgrade)
 
 
 @dataclass
@@ -221,7 +236,8 @@ class MailLab:
                 port = sock.getsockname()[1]
                 server = await starter(ctx, sock)
                 std, _m, desc = PROTOCOLS[protocol]
-                self.services.append(Service(protocol, domain, ctx.hostname, port, std, desc, server))
+                self.services.append(Service(protocol, domain, ctx.hostname, port, std, desc, server,
+                                             login_policy(protocol, self.strict)))
                 if protocol == "smtp":
                     self.router.mx[domain] = (LOOPBACK, port)
         await self._start_webmail()
@@ -241,7 +257,8 @@ class MailLab:
                                      **self.options.get("webmail", {}))
         std, _m, desc = PROTOCOLS["webmail"]
         self.services.append(Service("webmail", domain, f"webmail.{domain}",
-                                     sock.getsockname()[1], std, desc, server))
+                                     sock.getsockname()[1], std, desc, server,
+                                     login_policy("webmail", self.strict)))
 
     def _webmail_backend(self, domain: str):
         """Where the webmail finds a domain's IMAP and SMTP servers (None: not a lab domain)."""
@@ -503,7 +520,8 @@ class MailLab:
         esc = html.escape
         rows = "".join(
             f"<tr><td>{esc(s.protocol.upper())}</td><td>{esc(s.hostname)}</td>"
-            f"<td><b>{s.port}</b></td><td>{s.standard_port}</td><td>{esc(_(s.description))}</td></tr>"
+            f"<td><b>{s.port}</b></td><td>{s.standard_port}</td><td>{esc(_(s.description))}</td>"
+            f"<td>{esc(s.login_policy)}</td></tr>"
             for s in self.services)
         accts = "".join(
             f"<tr><td>{esc(a.login)}</td><td><code>{esc(a.password)}</code></td>"
@@ -512,7 +530,7 @@ class MailLab:
             f"<div><b>{esc(_('Mail lab running'))}</b> {esc(_('on'))} {self.host}"
             f"<table><tr><th>{esc(_('Service'))}</th><th>{esc(_('Host'))}</th>"
             f"<th>{esc(_('Port here'))}</th><th>{esc(_('Standard port'))}</th>"
-            f"<th>{esc(_('What it is for'))}</th></tr>{rows}</table>"
+            f"<th>{esc(_('What it is for'))}</th><th>{esc(_('Passwords'))}</th></tr>{rows}</table>"
             f"<table><tr><th>{esc(_('Login'))}</th><th>{esc(_('Password'))}</th>"
             f"<th>{esc(_('Address'))}</th><th>{esc(_('Mail server'))}</th></tr>{accts}</table></div>")
 
