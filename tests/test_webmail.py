@@ -108,6 +108,13 @@ def test_login_with_the_right_password_makes_a_server_side_session(lab, web, use
     assert password not in str(http)
 
 
+def test_cookies_are_marked_secure_when_the_page_came_over_https(lab, web):
+    # On Binder the hub's proxy terminates HTTPS and says so; jupyter-server-proxy passes it on.
+    r = web.get("login", headers={"X-Forwarded-Proto": "https"})
+    assert set_cookies(r) and all(c.endswith("; Secure") for c in set_cookies(r))
+    assert not any("Secure" in c for c in set_cookies(web.get("login")))
+
+
 def test_wrong_password_is_refused_and_gives_no_session(lab, web, user):
     address, _pw = user
     r = web.login(address, "not-the-password")

@@ -21,6 +21,7 @@ import re
 import secrets
 import smtplib
 import socket
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,10 @@ class Backend:
     imap_port: int
     smtp_host: str
     smtp_port: int
+    # Trusts the servers' certificates; used when a server takes passwords only over TLS
+    # (IMAP LOGINDISABLED, SMTP without AUTH before STARTTLS). Plain text otherwise, so that
+    # the transcripts stay readable for learners.
+    tls_context: ssl.SSLContext | None = None
 
 
 class HttpError(Exception):
@@ -219,7 +224,7 @@ class Webmail:
         if b is None:
             raise MailServerError(_("No mail server is known for {0}.").format(s.domain))
         return ImapAccess(b.imap_host, b.imap_port, s.address, s.password,
-                          timeout=self.imap_timeout)
+                          timeout=self.imap_timeout, tls_context=b.tls_context)
 
     @staticmethod
     def _folder_arg(value) -> str:
@@ -252,6 +257,15 @@ class Webmail:
         return "mail?" + urlencode(args)
 
     @staticmethod
+    def _set_cookie(request: web.Request, response, cookie: str) -> None:
+        """Cookies script cannot read, that no other site's request carries, and that stay on
+        HTTPS where the page came over HTTPS (Binder: the hub's proxy says so in
+        X-Forwarded-Proto, and jupyter-server-proxy passes it on)."""
+        https = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+        response.headers.add("Set-Cookie", cookie + "; HttpOnly; SameSite=Strict"
+                             + ("; Secure" if https else ""))
+
+    @staticmethod
     def _client_address(request: web.Request) -> str:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         return peer[0] if peer else "unknown"
@@ -269,8 +283,7 @@ class Webmail:
                            address=address, login_csrf=login_token(self.secret, pre),
                            domains=self.domains)
         # A pre-session cookie ties the login form's token to this browser (login CSRF).
-        resp.headers.add("Set-Cookie", f"{self.cookie}_pre={pre}; HttpOnly; SameSite=Strict; "
-                                       "Max-Age=3600")
+        self._set_cookie(request, resp, f"{self.cookie}_pre={pre}; Max-Age=3600")
         if retry_after:
             resp.headers["Retry-After"] = str(int(retry_after) + 1)
         return resp
@@ -308,7 +321,7 @@ class Webmail:
 
         def check():
             with ImapAccess(backend.imap_host, backend.imap_port, address, password,
-                            timeout=self.imap_timeout):
+                            timeout=self.imap_timeout, tls_context=backend.tls_context):
                 pass
 
         try:
@@ -324,8 +337,8 @@ class Webmail:
         resp = web.HTTPSeeOther("mail")
         # No Path attribute: the browser scopes the cookie to the folder of this URL, which is
         # the application's root wherever a proxy put it (/proxy/8025/login -> /proxy/8025).
-        resp.headers.add("Set-Cookie", f"{self.cookie}={s.id}; HttpOnly; SameSite=Strict")
-        resp.headers.add("Set-Cookie", f"{self.cookie}_pre=; HttpOnly; SameSite=Strict; Max-Age=0")
+        self._set_cookie(request, resp, f"{self.cookie}={s.id}")
+        self._set_cookie(request, resp, f"{self.cookie}_pre=; Max-Age=0")
         raise resp
 
     async def logout(self, request: web.Request):
@@ -335,7 +348,7 @@ class Webmail:
             self.sessions.end(s.id)
             s.password = ""
         resp = web.HTTPSeeOther("login?bye=1")
-        resp.headers.add("Set-Cookie", f"{self.cookie}=; HttpOnly; SameSite=Strict; Max-Age=0")
+        self._set_cookie(request, resp, f"{self.cookie}=; Max-Age=0")
         raise resp
 
     # ------------------------------------------------------------------ folders and lists
@@ -567,6 +580,11 @@ class Webmail:
                 with smtplib.SMTP(backend.smtp_host, backend.smtp_port,
                                   local_hostname=f"webmail.{s.domain}", timeout=30) as smtp:
                     smtp.ehlo()
+                    if (not smtp.has_extn("auth") and smtp.has_extn("starttls")
+                            and backend.tls_context is not None):
+                        # submission that takes AUTH only after STARTTLS (RFC 8314 3.3)
+                        smtp.starttls(context=backend.tls_context)
+                        smtp.ehlo()
                     smtp.login(s.address, s.password)
                     refused = smtp.sendmail(s.address, envelope_to, sent)
             except smtplib.SMTPAuthenticationError as e:

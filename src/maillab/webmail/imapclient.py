@@ -241,8 +241,9 @@ class ImapAccess:
     """One IMAP session: ``with ImapAccess(host, port, user, password) as imap: ...``."""
 
     def __init__(self, host: str, port: int, user: str, password: str, *, timeout: float = 15,
-                 client_name: str = "maillab webmail"):
+                 client_name: str = "maillab webmail", tls_context=None):
         self.host, self.port = host, port
+        self.tls_context = tls_context
         self.user, self.password = user, password
         self.timeout = timeout
         self.client_name = client_name
@@ -257,6 +258,8 @@ class ImapAccess:
         except (OSError, imaplib.IMAP4.error) as e:
             raise MailServerError(_("The IMAP server is not reachable ({0}).").format(e)) from None
         try:
+            if "LOGINDISABLED" in self.conn.capabilities:
+                self._starttls()
             self._login()
             if "ID" in self.conn.capabilities:
                 # RFC 2971: say who we are, so that transcripts and server logs can tell.
@@ -265,6 +268,16 @@ class ImapAccess:
             self._close()
             raise
         return self
+
+    def _starttls(self):
+        """The server takes no password in the clear (RFC 3501 LOGINDISABLED): encrypt first."""
+        if "STARTTLS" not in self.conn.capabilities or self.tls_context is None:
+            raise MailServerError(_("The IMAP server accepts passwords only over TLS, and the "
+                                    "webmail has no way to start TLS with it."))
+        try:
+            self.conn.starttls(self.tls_context)
+        except (OSError, imaplib.IMAP4.error) as e:
+            raise MailServerError(_("TLS with the IMAP server failed ({0}).").format(e)) from None
 
     def _login(self):
         c = self.conn
