@@ -59,11 +59,6 @@ def coverage() -> dict[str, list[str]]:
     return found
 
 
-IN_PROGRESS = pytest.mark.xfail(reason="course notebooks still being written (issue 6)",
-                                strict=False)
-
-
-@IN_PROGRESS
 def test_every_lecture_point_is_taught():
     found = coverage()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -80,7 +75,6 @@ def test_tags_are_lecture_points():
                     assert tag in POINTS, f"{name(path)}#{index}: unknown lecture point {tag}"
 
 
-@IN_PROGRESS
 def test_the_whole_course_is_there():
     missing = [n for n in EXPECTED if not (COURSE / f"{n}.ipynb").exists()]
     assert not missing, f"course notebooks missing: {missing}"

@@ -59,6 +59,9 @@ class BarChart:
     def _repr_html_(self) -> str:
         return self.svg
 
+    def __repr__(self) -> str:
+        return f"<BarChart {self.title!r}: {len(self.data)} groups>"
+
     def _repr_svg_(self) -> str:
         return self.svg
 
