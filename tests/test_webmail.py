@@ -605,6 +605,25 @@ def test_stopping_the_lab_closes_the_webmail():
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_a_strict_lab_gets_tls_from_the_webmail_before_any_password():
+    lab = maillab.MailLab(ports="any", strict=True).start()
+    try:
+        web = WebClient(lab.webmail_url)
+        assert web.login("alice@example.com", "wonderland").status_code == 303
+        r = web.post("send", {"csrf": web.csrf("compose"), "to": "bob@example.com",
+                              "subject": "over TLS", "body": "hi"})
+        assert r.status_code == 303, r.text
+        assert [m.subject for m in lab.mailbox("bob@example.com")] == ["over TLS"]
+        for service, login in (("imap", " LOGIN "), ("smtp", "AUTH ")):
+            for session in lab.transcript(service).sessions():
+                text = [(l.who, l.text) for l in session]
+                logins = [i for i, (who, t) in enumerate(text) if who == "C" and login in t]
+                tls = [i for i, (who, t) in enumerate(text) if t.startswith("TLS established")]
+                assert logins and tls and tls[0] < logins[0], (service, text)
+    finally:
+        lab.stop()
+
+
 def test_mnemonic_port_8025_when_free():
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

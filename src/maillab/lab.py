@@ -263,8 +263,11 @@ class MailLab:
     def _webmail_backend(self, domain: str):
         """Where the webmail finds a domain's IMAP and SMTP servers (None: not a lab domain)."""
         from .webmail import Backend
+        if getattr(self, "_webmail_tls", None) is None and self.ca is not None:
+            self._webmail_tls = self.ca.client_context()  # for servers that insist on STARTTLS
         try:
-            return Backend(LOOPBACK, self.port("imap", domain), LOOPBACK, self.port("smtp", domain))
+            return Backend(LOOPBACK, self.port("imap", domain), LOOPBACK, self.port("smtp", domain),
+                           getattr(self, "_webmail_tls", None))
         except KeyError:
             return None
 
