@@ -251,6 +251,7 @@ class MailLab:
             warnings.warn(f"maillab: no webmail ({e}); pip install maillab's dependencies")
             return
         domain = self.domains[0]
+        self._webmail_tls = None  # made from this start's CA when first needed
         sock = bind_listener(self._wanted_port("webmail", 0))
         server = await start_webmail(sock, self._webmail_backend, domains=self.domains,
                                      recorder=self.recorder, service_name=f"http:{domain}",
