@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 __all__ = ["Recorder", "Connection", "Line", "Transcript", "SequenceDiagram"]
 
 CLIENT, SERVER, EVENT = "C", "S", "*"
+MAX_LINE = 64 * 1024  # a "line" longer than this is cut into pieces
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,32 @@ class Connection:
         self.peer = peer
         self.user: str | None = None  # set by the server after a successful login
         self._partial = {CLIENT: b"", SERVER: b""}
+        self._kept = {CLIENT: 0, SERVER: 0}
+        self.skipped = {CLIENT: 0, SERVER: 0}  # lines counted but not kept (over the limit)
         self.closed = False
 
     def _feed(self, who: str, data: bytes) -> None:
+        limit = self.recorder.per_connection
+        if self._kept[who] >= limit:  # a huge download: count its lines, keep none of them
+            self.skipped[who] += data.count(b"\n")
+            return
         buf = self._partial[who] + data
         lines = buf.split(b"\n")
-        self._partial[who] = lines.pop()
+        partial = lines.pop()
+        if len(partial) > MAX_LINE:  # no line end in sight: keep a piece, not all of it
+            lines.append(partial[:MAX_LINE])
+            partial = b""
+        self._partial[who] = partial
         now = time.time()
-        for line in lines:
+        room = limit - self._kept[who]
+        for line in lines[:room]:
             self.recorder._add(Line(now, self.service, self.id, who, line + b"\n", self.peer))
+        self._kept[who] += min(room, len(lines))
+        if len(lines) > room:
+            self.skipped[who] += len(lines) - room
+            side = "client" if who == CLIENT else "server"
+            self.event(f"transcript limit of {limit} {side} lines for this connection reached: "
+                       f"further {side} lines are counted, not kept")
 
     def client(self, data: bytes) -> None:
         """Bytes the client sent."""
@@ -80,13 +98,17 @@ class Connection:
                                         self.peer))
                 self._partial[who] = b""
         self.closed = True
+        for who, n in self.skipped.items():
+            if n:
+                self.event(f"{n} more {'client' if who == CLIENT else 'server'} lines not kept")
         self.event(reason)
 
 
 class Recorder:
     """All transcript lines of one lab, in order. Keeps at most ``limit`` lines (oldest go first)."""
 
-    def __init__(self, limit: int = 200_000):
+    def __init__(self, limit: int = 200_000, per_connection: int = 20_000):
+        self.per_connection = per_connection  # lines kept per connection and side
         self._lines: deque[Line] = deque(maxlen=limit)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
