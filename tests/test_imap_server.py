@@ -260,10 +260,12 @@ def test_append_does_not_stall_on_delayed_acks(srv):
     """imaplib writes a literal and its CRLF separately: without TCP_NODELAY/QUICKACK ~44 ms each."""
     M = srv.login()
     msg = to_crlf(PLAIN)
-    t0 = time.perf_counter()
+    times = []
     for _ in range(50):
+        t0 = time.perf_counter()
         M.append("INBOX", None, None, msg)
-    per_append = (time.perf_counter() - t0) / 50
+        times.append(time.perf_counter() - t0)
+    per_append = sorted(times)[len(times) // 2]  # the median: robust to a busy machine
     assert per_append < 0.02, f"{per_append * 1000:.1f} ms per APPEND"
     assert len(srv.folder()) == 50
     M.logout()
