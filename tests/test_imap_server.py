@@ -42,7 +42,10 @@ def test_imaplib_login_capability_noop_logout(srv):
     assert "IDLE" in M.capabilities and "AUTH=PLAIN" in M.capabilities
     ok(M.login("alice", "alice-pw"))
     ok(M.noop())
-    ok(M.check() if M.state == "SELECTED" else ("OK", None))
+    typ, data = M.xatom("ID", '("name" "imaplib")')
+    assert typ == "OK" and M.untagged_responses.pop("ID")[0].startswith(b'("name" "maillab"')
+    ok(M.select())
+    ok(M.check())
     assert M.logout()[0] == "BYE"
 
 
