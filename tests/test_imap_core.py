@@ -12,7 +12,7 @@ from maillab.imap import fetch as fetchmod
 from maillab.imap.core import ImapSession, State
 from maillab.imap.parser import (MAX_LINE, Cursor, Framer, ParseError, decode_mailbox,
                                  encode_mailbox, parse_datetime, format_datetime)
-from maillab.imap.testing import ALTERNATIVE, ATTACHMENT, FORWARD, GROUP, PLAIN, SAMPLES
+from maillab.imap.testing import GROUP, PLAIN, SAMPLES
 from maillab.net import ServerContext
 from maillab.store import Store, to_crlf
 from maillab.transcript import Recorder

@@ -21,16 +21,14 @@ import binascii
 import collections
 import enum
 import re
-import time
 
 from .. import __version__
 from ..i18n import _
-from ..store import FLAG_TO_LETTER, HIERARCHY_DELIMITER, SPECIAL_USE, FolderError
+from ..store import FLAG_TO_LETTER, HIERARCHY_DELIMITER, FolderError
 from . import fetch as fetchmod
 from . import search as searchmod
-from .parser import (MAX_APPEND, MAX_LITERAL, Cursor, Framer, Line, LiteralAnnounced, ParseError,
-                     SeqSet, TooLong, astring, encode_mailbox, format_datetime, nstring,
-                     parse_datetime, quote)
+from .parser import (MAX_APPEND, MAX_LITERAL, Cursor, Framer, LiteralAnnounced, ParseError, SeqSet,
+                     TooLong, astring, encode_mailbox, format_datetime, parse_datetime)
 
 __all__ = ["ImapSession", "State", "SYSTEM_FLAGS", "CAPABILITIES"]
 

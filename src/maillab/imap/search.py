@@ -14,12 +14,12 @@ import email.header
 import email.policy
 import email.utils
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from ..i18n import _
 from .fetch import header_values, split_header
-from .parser import Cursor, ParseError, SeqSet
+from .parser import Cursor, ParseError
 
 __all__ = ["parse_search", "SearchContext", "matches", "needs_message", "SUPPORTED_CHARSETS"]
 
