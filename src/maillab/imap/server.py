@@ -3,6 +3,11 @@
 It moves bytes between the socket and the core, records every byte in the transcript, turns on
 TCP_NODELAY (and TCP_QUICKACK after each ``+`` continuation: see facts.md on the APPEND stall),
 and wakes a session up when another session changes its selected folder (IDLE).
+
+Settings it reads from the ``ServerContext``: ``ctx.tls`` (STARTTLS offered; IMAPS with
+``implicit_tls=True``), ``ctx.strict`` (LOGINDISABLED until TLS), ``ctx.guard`` (late answers
+to repeated failed logins) and ``ctx.options["imap_timeout"]`` (autologout, default 30 minutes).
+Limits (``parser.py``): a line 64 KiB, a literal 64 KiB (50 MiB in APPEND), a command 1 MiB.
 """
 
 from __future__ import annotations
