@@ -249,7 +249,7 @@ def test_hostile_mail_runs_no_script_and_reaches_no_network(browser, lab, attack
     origin = lab.webmail_url.rstrip("/")
     context = browser.new_context()
     consoles, requests_out, dialogs, popups = [], [], [], []
-    context.on("console", lambda m: consoles.append(m.text))
+    context.on("console", lambda m: consoles.append((m.type, m.text)))
     context.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     context.on("request", lambda r: r.url.startswith((origin + "/", "data:", "about:"))
                or requests_out.append(r.url))
@@ -278,11 +278,67 @@ def test_hostile_mail_runs_no_script_and_reaches_no_network(browser, lab, attack
         for tab in pages:
             tab.close()
         context.close()
-    pwned = [c for c in consoles if "PWNED" in c]
+    # a payload that ran would have logged "PWNED NN" (browser warnings quoting one do not count)
+    pwned = [t for kind, t in consoles if kind == "log" and t.startswith("PWNED")]
     assert pwned == [], pwned
+    # Nothing active even reached the browser: the sanitizer took it all out, so the CSP and
+    # the sandbox (the second line of defence, tested below) had nothing to refuse.
+    refused = [t for _k, t in consoles if "Content Security Policy" in t or "Blocked" in t]
+    assert refused == [], refused
     assert dialogs == [] and popups == []
     assert attacker.hits == [], attacker.hits
     assert requests_out == [], requests_out
+
+
+def raw_html(raw: bytes) -> str:
+    import email
+    import email.policy
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    body = msg.get_body(("html",))
+    return body.get_content() if body is not None else ""
+
+
+def test_csp_and_sandbox_alone_stop_script_if_the_sanitizer_were_bypassed(browser, lab, attacker):
+    """Defence in depth: the frame's own CSP and sandbox, with the hostile HTML put back raw."""
+    from maillab.webmail.message import html_document
+    lab.store.add_account("victim2", "victim2-pw", "example.com")
+    folder = lab.store.account("victim2").folder("INBOX")
+    raw_by_uid = {}
+    for number, raw in corpus_messages(attacker.host):
+        raw_by_uid[str(folder.deliver(raw).uid)] = raw_html(raw)
+    context = browser.new_context()
+    consoles, dialogs, swapped = [], [], []
+    context.on("console", lambda m: consoles.append((m.type, m.text)))
+    context.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def unsanitized(route):
+        response = route.fetch()  # the webmail's real answer: its headers (CSP, sandbox) stay
+        uid = re.search(r"[?&]uid=(\d+)", route.request.url).group(1)
+        swapped.append(uid)
+        route.fulfill(response=response, body=html_document(raw_by_uid[uid], "raw"))
+
+    context.route(re.compile(r".*/body\?.*"), unsanitized)
+    before = len(attacker.hits)
+    pages = []
+    try:
+        page = context.new_page()
+        log_in(page, lab.webmail_url, "victim2@example.com", "victim2-pw")
+        for uid in raw_by_uid:
+            tab = context.new_page()
+            pages.append(tab)
+            tab.goto(f"{lab.webmail_url}read?f=INBOX&uid={uid}")
+        time.sleep(1.0)
+    finally:
+        for tab in pages:
+            tab.close()
+        context.close()
+    assert len(swapped) >= 30
+    assert [t for kind, t in consoles if kind == "log" and t.startswith("PWNED")] == []
+    assert dialogs == []
+    assert any("Content Security Policy" in t for _k, t in consoles)  # it did have work to do
+    # Every subresource is refused by the CSP (img-src, frame-src, object-src, style-src...);
+    # a meta refresh, which no CSP governs, is stopped by the sandbox (no automatic features).
+    assert attacker.hits[before:] == []
 
 
 def test_remote_images_load_only_when_the_reader_allows_them(browser, lab, attacker):
@@ -348,9 +404,10 @@ def jupyter(tmp_path_factory):
     yield {"base": base, "token": token, "proc": proc, "runtime": root / "runtime"}
     proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
+        proc.wait(3)
+    except subprocess.TimeoutExpired:  # it has nothing to save: no kernels, no notebooks
         proc.kill()
+        proc.wait(5)
     log.close()
 
 
