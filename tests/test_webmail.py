@@ -624,6 +624,31 @@ def test_a_strict_lab_gets_tls_from_the_webmail_before_any_password():
         lab.stop()
 
 
+def test_python_m_maillab_serve_serves_the_webmail():
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "maillab", "serve", "--ports", "any"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out = []
+        while "ready" not in (line := proc.stdout.readline()):
+            assert line, proc.stderr.read()
+            out.append(line)
+        line = next(l for l in out if l.strip().startswith("WEBMAIL"))
+        port = int(line.split("port")[1].split()[0])
+        web = WebClient(f"http://127.0.0.1:{port}/")
+        assert web.login("john@example.net", "postman").status_code == 303
+        assert "john@example.net" in web.get("mail").text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+
+
 def test_mnemonic_port_8025_when_free():
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
