@@ -253,9 +253,11 @@ class MailLab:
         domain = self.domains[0]
         self._webmail_tls = None  # made from this start's CA when first needed
         sock = bind_listener(self._wanted_port("webmail", 0))
+        # Files travel base64-encoded (4/3 larger): uploads beyond 3/4 of SMTP's SIZE cannot pass.
+        settings = {"max_upload": self.size_limit * 3 // 4, **self.options.get("webmail", {})}
         server = await start_webmail(sock, self._webmail_backend, domains=self.domains,
                                      recorder=self.recorder, service_name=f"http:{domain}",
-                                     **self.options.get("webmail", {}))
+                                     **settings)
         std, _m, desc = PROTOCOLS["webmail"]
         self.services.append(Service("webmail", domain, f"webmail.{domain}",
                                      sock.getsockname()[1], std, desc, server,
