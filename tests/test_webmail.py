@@ -413,6 +413,16 @@ def test_send_to_another_domain_with_attachment_and_keep_a_copy_in_sent(lab, log
     assert any(re.search(r'APPEND "Sent" \(\\Seen\)', l) for l in imap)
 
 
+def test_too_big_an_upload_gets_a_clear_answer(lab, logged_in):
+    limit = lab.size_limit * 3 // 4
+    token = logged_in.csrf("compose")
+    r = logged_in.post("send", {"csrf": token, "to": "bob@example.com", "subject": "big"},
+                       files=[("attachment", ("big.bin", b"x" * (limit + 1), "application/octet-stream"))])
+    assert r.status_code == 413 and "too much to send at once" in r.text
+    assert f"{limit / 1024 / 1024:.1f} MB" in r.text
+    assert logged_in.get("mail").status_code == 200  # the session is fine
+
+
 def test_send_with_a_bad_address_shows_the_form_again(lab, logged_in):
     token = logged_in.csrf("compose")
     r = logged_in.post("send", {"csrf": token, "to": "not an address", "subject": "x",

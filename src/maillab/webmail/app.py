@@ -184,6 +184,11 @@ class Webmail:
             return await handler(request)
         except HttpError as e:
             return self.render("error.html", request, None, status=e.status, message=e.text)
+        except web.HTTPRequestEntityTooLarge:
+            return self.render("error.html", request, self._session(request), status=413,
+                               message=_("That was too much to send at once: at most {0} in all. "
+                                         "Go back and attach fewer or smaller files.").format(
+                                   msgmod.human_size(self.max_upload)))
         except LoginFailed:
             # The password changed, or the server forgot us: the session is of no use any more.
             self.sessions.end(request.cookies.get(self.cookie))
