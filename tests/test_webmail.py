@@ -241,6 +241,8 @@ def test_reading_a_text_message_shows_it_and_marks_it_read(lab, logged_in, user)
 def test_missing_message_is_a_404(lab, logged_in):
     assert logged_in.get("read?f=INBOX&uid=999").status_code == 404
     assert logged_in.get("read?f=INBOX&uid=abc").status_code == 400
+    r = logged_in.get("read?f=Gone&uid=1")
+    assert r.status_code == 404 and "There is no folder named Gone" in r.text
 
 
 def test_html_message_is_sanitized_in_a_sandboxed_frame_with_its_own_csp(lab, logged_in, user):

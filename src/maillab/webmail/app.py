@@ -33,7 +33,7 @@ from aiohttp import web
 
 from ..i18n import _
 from . import message as msgmod
-from .imapclient import ImapAccess, LoginFailed, MailServerError
+from .imapclient import ImapAccess, LoginFailed, MailServerError, NoSuchFolder
 from .security import (FRAME_ANCESTORS, SessionStore, Throttle, download_csp, frame_csp, login_token,
                        new_token, page_csp, tokens_equal)
 
@@ -189,6 +189,9 @@ class Webmail:
                                message=_("That was too much to send at once: at most {0} in all. "
                                          "Go back and attach fewer or smaller files.").format(
                                    msgmod.human_size(self.max_upload)))
+        except NoSuchFolder as e:
+            return self.render("error.html", request, self._session(request), status=404,
+                               message=str(e))
         except LoginFailed:
             # The password changed, or the server forgot us: the session is of no use any more.
             self.sessions.end(request.cookies.get(self.cookie))

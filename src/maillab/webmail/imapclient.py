@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..i18n import _
 
-__all__ = ["ImapAccess", "FolderInfo", "MessageRow", "LoginFailed", "MailServerError",
+__all__ = ["ImapAccess", "FolderInfo", "MessageRow", "LoginFailed", "MailServerError", "NoSuchFolder",
            "encode_mailbox", "decode_mailbox", "quote", "parse_values"]
 
 # Headers fetched for the message list (a PEEK: listing never marks mail as read).
@@ -28,6 +28,10 @@ class MailServerError(Exception):
 
 class LoginFailed(MailServerError):
     """The server said NO to LOGIN: wrong address or password."""
+
+
+class NoSuchFolder(MailServerError):
+    """SELECT/EXAMINE said NO: the folder is not there (any more)."""
 
 
 # ----------------------------------------------------------------------------- names
@@ -389,7 +393,12 @@ class ImapAccess:
         """SELECT (or EXAMINE, read-only) a folder; returns its number of messages."""
         if self.selected == folder and (readonly or not self.selected_readonly):
             return self._exists
-        data = self._cmd("select", mailbox_arg(folder), readonly)
+        try:
+            data = self._cmd("select", mailbox_arg(folder), readonly)
+        except MailServerError as e:
+            if self.conn is not None and self.conn.state in ("AUTH", "SELECTED"):
+                raise NoSuchFolder(_("There is no folder named {0}.").format(folder)) from e
+            raise
         self.selected, self.selected_readonly = folder, readonly
         try:
             self._exists = int(data[0])
