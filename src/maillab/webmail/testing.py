@@ -110,3 +110,38 @@ def make_message(*, sender="bob@example.com", to="alice@example.com", subject="H
         maintype, subtype = ctype.split("/", 1)
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg.as_bytes()
+
+
+class StandaloneWebmail:
+    """A webmail on its own loop and thread, in front of any IMAP/SMTP servers (Dovecot, say)."""
+
+    def __init__(self, backend, **kwargs):
+        import asyncio
+        import threading
+
+        from ..net import bind_listener
+        from .app import start_webmail
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        sock = bind_listener(None)
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.server = asyncio.run_coroutine_threadsafe(
+            start_webmail(sock, backend if callable(backend) else (lambda _domain: backend), **kwargs),
+            self.loop).result(30)
+
+    def close(self) -> None:
+        import asyncio
+        self.server.close()
+        asyncio.run_coroutine_threadsafe(self.server.wait_closed(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
