@@ -73,22 +73,34 @@ def test_stop_closes_ports_connections_and_thread():
     lab.stop()  # stopping twice is harmless
 
 
-def test_mnemonic_ports_when_free_otherwise_any():
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_wanted_port_when_free_otherwise_any():
+    wanted = free_port()
+    with maillab.MailLab(ports={"smtp": wanted}) as lab:
+        assert lab.smtp_port == wanted
     taken = socket.socket()
-    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
     try:
-        taken.bind(("127.0.0.1", 2525))
-        taken.listen()
-    except OSError:
-        pytest.skip("port 2525 is in use by something else")
-    try:
-        with maillab.MailLab() as lab:
-            assert lab.smtp_port != 2525  # never a failure because a port is taken
+        busy = taken.getsockname()[1]
+        with maillab.MailLab(ports={"smtp": busy}) as lab:
+            assert lab.smtp_port != busy  # never a failure because a port is taken
             assert listening(lab.smtp_port)
-            if not listening(1110) or lab.pop3_port == 1110:
-                assert lab.pop3_port == 1110
     finally:
         taken.close()
+
+
+def test_mnemonic_ports_are_the_default_plan():
+    lab = maillab.MailLab()
+    assert [lab._wanted_port(p, 0) for p in ("smtp", "pop3", "imap", "submission", "smtps",
+                                              "pop3s", "imaps")] == [2525, 1110, 1143, 2587, 2465,
+                                                                     1995, 1993]
+    assert lab._wanted_port("smtp", 1) == 2526  # the second domain's server
 
 
 def test_persistent_store_survives_restart(tmp_path):
