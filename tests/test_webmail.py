@@ -580,6 +580,67 @@ def test_sessions_expire_when_idle(lab):
     assert store.get(s.id) is None
 
 
+def test_every_visible_string_goes_through_the_translation_function(lab, user, monkeypatch):
+    """A pseudo-translation marks every string that passes through _(); nothing else may show."""
+    from html.parser import HTMLParser
+
+    from maillab.webmail import app, message
+    def pseudo(text):
+        return "\u27e6" + text + "\u27e7"
+    for module in (app, message):
+        monkeypatch.setattr(module, "_", pseudo)
+    address = user[0]
+    info = deliver(lab, address, make_message(to=address, subject="S1", sender="B <b@example.com>",
+                                              attachments=[("f.txt", "text/plain", b"x")]))
+    web = WebClient(lab.webmail_url)
+    pages = [web.get("login").text]
+    web.login(*user)
+    pages += [web.get(p).text for p in ("mail", f"read?f=INBOX&uid={info.uid}", "compose",
+                                        f"compose?f=INBOX&uid={info.uid}&mode=forward",
+                                        "mail?f=Nope")]
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.out = [], []
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in ("input", "br", "meta", "link"):
+                self.stack.append(tag)
+            for name, value in attrs:
+                if name in ("title", "aria-label", "placeholder") and value:
+                    self.out.append(value)
+
+        def handle_endtag(self, tag):
+            if self.stack and self.stack[-1] == tag:
+                self.stack.pop()
+
+        def handle_data(self, data):
+            if "textarea" not in self.stack and "pre" not in self.stack and data.strip():
+                self.out.append(data.strip())
+
+    data = {address, "S1", "B", "b@example.com", "B <b@example.com>", "f.txt", "text/plain",
+            "Nope", "INBOX"}
+    untranslated = set()
+    for page in pages:
+        parser = Text()
+        parser.feed(page)
+        for text in parser.out:
+            rest = text
+            for d in sorted(data, key=len, reverse=True):
+                rest = rest.replace(d, " ")
+            while True:  # translations can nest: _("{0} of {1}").format(_("Inbox"), ...)
+                shorter = re.sub("\u27e6[^\u27e6\u27e7]*\u27e7", " ", rest)
+                if shorter == rest:
+                    break
+                rest = shorter
+            rest = re.sub(r"[\d:.,\-–()/<>@ ]+|✉|▼|▲|●|📎|‹|›", " ", rest)
+            for word in rest.split():
+                if re.search("[A-Za-z]", word):
+                    untranslated.add((word, text))
+    assert untranslated == set()
+
+
 # ----------------------------------------------------------------------------- the lab's side
 
 def test_webmail_url_and_show_webmail_outside_jupyter(lab):

@@ -105,7 +105,9 @@ class Webmail:
             loader=jinja2.FileSystemLoader(str(HERE / "templates")),
             autoescape=True, trim_blocks=True, lstrip_blocks=True,
             undefined=jinja2.StrictUndefined)
-        self.env.globals.update(_=_, folder_label=_folder_label, urlencode=urlencode)
+        # Looked up at each call, so that a translation plugged in later is used by the pages.
+        self.env.globals.update(_=lambda text: _(text), folder_label=_folder_label,
+                                urlencode=urlencode)
         self.app = self._make_app()
 
     # ------------------------------------------------------------------ application
