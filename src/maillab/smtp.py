@@ -33,7 +33,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .i18n import _
 from .net import ServerContext, set_nodelay
-from .tls import describe
+from .tls import describe, serve
 
 log = logging.getLogger("maillab.smtp")
 
@@ -411,5 +411,4 @@ async def start_smtp(ctx: ServerContext, sock: socket.socket, router: Router, *,
                            authenticator=handler.authenticate,
                            timeout=ctx.options.get("smtp_timeout", 300), loop=loop, **settings)
 
-    return await loop.create_server(factory, sock=sock, ssl=tls if mode == "smtps" else None,
-                                    ssl_handshake_timeout=15 if mode == "smtps" else None)
+    return await serve(ctx, sock, factory, implicit_tls=mode == "smtps")

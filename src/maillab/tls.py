@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trustme
 
-__all__ = ["LabCA", "describe", "start_tls_server"]
+__all__ = ["LabCA", "describe", "start_tls_server", "serve"]
 
 
 class LabCA:
@@ -70,3 +70,14 @@ async def start_tls_server(protocol: asyncio.BaseProtocol, transport: asyncio.Tr
     loop = asyncio.get_running_loop()
     return await loop.start_tls(transport, protocol, context, server_side=True,
                                 ssl_handshake_timeout=15)
+
+
+async def serve(ctx, sock, protocol_factory, *, implicit_tls: bool = False):
+    """``loop.create_server`` on a bound socket; with ``implicit_tls`` every connection starts
+    with a TLS handshake using the host's certificate (SMTPS 465, POP3S 995, IMAPS 993)."""
+    loop = asyncio.get_running_loop()
+    ssl_context = ctx.server_tls_context() if implicit_tls else None
+    if implicit_tls and ssl_context is None:
+        raise ValueError("implicit TLS needs the lab's certificates (ctx.tls)")
+    return await loop.create_server(protocol_factory, sock=sock, ssl=ssl_context,
+                                    ssl_handshake_timeout=15 if ssl_context else None)

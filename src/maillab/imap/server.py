@@ -17,7 +17,7 @@ import socket
 
 from ..i18n import _
 from ..net import ServerContext, quickack, set_nodelay
-from ..tls import describe
+from ..tls import describe, serve
 from .core import ImapSession
 
 __all__ = ["start_imap", "ImapProtocol"]
@@ -173,10 +173,4 @@ async def start_imap(ctx: ServerContext, sock: socket.socket, *, implicit_tls: b
 
     ``implicit_tls=True`` makes it IMAPS (port 993): TLS from the first byte, with ``ctx.tls``.
     """
-    loop = asyncio.get_running_loop()
-    ssl_context = ctx.server_tls_context() if implicit_tls else None
-    if implicit_tls and ssl_context is None:
-        raise ValueError("IMAPS needs TLS (ctx.tls)")
-    return await loop.create_server(lambda: ImapProtocol(ctx, implicit_tls), sock=sock,
-                                    ssl=ssl_context,
-                                    ssl_handshake_timeout=15 if ssl_context else None)
+    return await serve(ctx, sock, lambda: ImapProtocol(ctx, implicit_tls), implicit_tls=implicit_tls)

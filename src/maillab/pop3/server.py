@@ -17,7 +17,7 @@ import socket
 
 from ..i18n import _
 from ..net import ServerContext, set_nodelay
-from ..tls import describe, start_tls_server
+from ..tls import describe, serve, start_tls_server
 from .core import Pop3Session
 
 __all__ = ["start_pop3", "Pop3Protocol"]
@@ -187,10 +187,4 @@ async def start_pop3(ctx: ServerContext, sock: socket.socket, *, implicit_tls: b
 
     ``implicit_tls=True`` makes it POP3S (port 995): TLS from the first byte, with ``ctx.tls``.
     """
-    loop = asyncio.get_running_loop()
-    ssl_context = ctx.server_tls_context() if implicit_tls else None
-    if implicit_tls and ssl_context is None:
-        raise ValueError("POP3S needs TLS (ctx.tls)")
-    return await loop.create_server(lambda: Pop3Protocol(ctx, implicit_tls), sock=sock,
-                                    ssl=ssl_context,
-                                    ssl_handshake_timeout=15 if ssl_context else None)
+    return await serve(ctx, sock, lambda: Pop3Protocol(ctx, implicit_tls), implicit_tls=implicit_tls)
