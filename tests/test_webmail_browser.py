@@ -439,3 +439,54 @@ def test_whole_session_through_jupyter_server_proxy(browser, lab, jupyter):
         assert pre["sameSite"] == "Strict"
     finally:
         context.close()
+
+
+def test_a_lab_started_in_a_jupyter_kernel_gives_the_proxy_address(browser, jupyter):
+    """maillab.start() in a real kernel of that server: lab.webmail_url is the proxy path."""
+    import requests
+    from jupyter_client import BlockingKernelClient
+    base = jupyter["base"]
+    auth = {"Authorization": f"token {jupyter['token']}"}
+    kernel_id = requests.post(f"{base}/api/kernels", headers=auth, json={"name": "python3"},
+                              timeout=30).json()["id"]
+    client = None
+    try:
+        connection = jupyter["runtime"] / f"kernel-{kernel_id}.json"
+        deadline = time.time() + 30
+        while not connection.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        client = BlockingKernelClient()
+        client.load_connection_file(str(connection))
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        said = []
+
+        def run(code: str) -> str:
+            said.clear()
+            reply = client.execute_interactive(code, timeout=60, output_hook=said.append)
+            assert reply["content"]["status"] == "ok", reply["content"]
+            return "".join(m["content"].get("text", "") for m in said if m["msg_type"] == "stream")
+
+        out = run("import maillab\nlab = maillab.start(ports='any')\n"
+                  "print(lab.webmail_url)\nprint(lab.show_webmail()._repr_html_())")
+        url, html = out.split("\n", 1)
+        assert re.fullmatch(r"/proxy/\d+/", url), out
+        assert f'<iframe src="{url}"' in html
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"{base}{url}?token={jupyter['token']}")
+            page.get_by_label("Email Address").fill("maria@example.net")
+            page.get_by_label("Password").fill("sunflower")
+            page.get_by_role("button", name="Log In").click()
+            expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+            # the notebook's view of what just happened: the webmail's IMAP login, server-side
+            said_imap = run("print(lab.transcript('imap:example.net').client_lines())")
+            assert "LOGIN maria@example.net" in said_imap
+        finally:
+            context.close()
+        run("lab.stop()")
+    finally:
+        if client is not None:
+            client.stop_channels()
+        requests.delete(f"{base}/api/kernels/{kernel_id}", headers=auth, timeout=30)
