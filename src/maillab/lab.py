@@ -181,17 +181,14 @@ class MailLab:
         self._thread = threading.Thread(target=self._run_loop, name="maillab-loop", daemon=True)
         self._thread.start()
         try:
-            # Hash the passwords in threads while the servers start (scrypt is slow on purpose).
+            # Accounts (password hashes, folders on disk) are made in threads while the servers
+            # start in the loop's thread.
             with ThreadPoolExecutor(max_workers=2) as pool:
-                hashes = list(pool.map(self._hash_if_needed, self.accounts))
+                made = pool.map(self._make_account, self.accounts)
                 fut = asyncio.run_coroutine_threadsafe(self._start_services(), self._loop)
+                list(made)
                 fut.result(timeout=30)
-            for acct, hashed in zip(self.accounts, hashes):
-                if hashed is not None:
-                    self.store.add_account(acct.login, acct.password, acct.domain, [acct.address],
-                                           password_hash=hashed, apop=True)
-                else:
-                    self.store.account(acct.login).apop_secret = acct.password
+            self.store.save()
         except BaseException:
             self.stop()
             raise
@@ -199,11 +196,14 @@ class MailLab:
         _all_labs.add(self)
         return self
 
-    def _hash_if_needed(self, acct: LabAccount) -> str | None:
+    def _make_account(self, acct: LabAccount) -> None:
         existing = self.store.account(acct.login)
         if existing is not None and existing.check_password(acct.password):
-            return None  # a persistent store that has this account already
-        return hash_password(acct.password, n=self.hash_n)
+            existing.apop_secret = acct.password  # a persistent store that has it already
+            return
+        self.store.add_account(acct.login, acct.password, acct.domain, [acct.address],
+                               password_hash=hash_password(acct.password, n=self.hash_n),
+                               apop=True, save=False)
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -649,13 +649,24 @@ class Store:
 
     # ---- accounts
     def add_account(self, login: str, password: str, domain: str, addresses: Iterable[str] = (),
-                    *, apop: bool = False, password_hash: str | None = None) -> Account:
-        """Create an account (or replace its password if it exists). Addresses default to login@domain."""
+                    *, apop: bool = False, password_hash: str | None = None,
+                    save: bool = True) -> Account:
+        """Create an account (or replace its password if it exists). Addresses default to login@domain.
+
+        ``save=False`` leaves writing ``accounts.json`` to a later :meth:`save` (for many accounts).
+        Safe to call from several threads at once.
+        """
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", login):
             raise ValueError(f"invalid login {login!r}: use letters, digits, '.', '_' or '-'")
         domain = domain.lower()
         addresses = [a.lower() for a in addresses] or [f"{login.lower()}@{domain}"]
         hashed = password_hash or hash_password(password, n=self.hash_n)
+        # The folders on disk first, outside the lock: creating them is idempotent and slow-ish.
+        for folder in [self.root / login] + [self.root / login / ("." + n) for n in SPECIAL_USE]:
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(folder / sub, exist_ok=True)
+            if folder.name.startswith("."):
+                (folder / "maildirfolder").touch()  # the Maildir++ mark of a sub-folder
         with self.lock:
             acct = self._accounts.get(login)
             if acct is None:
@@ -664,12 +675,14 @@ class Store:
             else:  # update in place: open sessions keep the same object (and maildrop lock)
                 acct.domain, acct.addresses, acct.password_hash = domain, addresses, hashed
                 acct.apop_secret = password if apop else None
-            acct._maildir()
-            for name in SPECIAL_USE:
-                if not acct.has_folder(name):
-                    acct.create_folder(name)
-            self._save_accounts()
+            if save:
+                self._save_accounts()
             return acct
+
+    def save(self) -> None:
+        """Write ``accounts.json`` (after ``add_account(..., save=False)``)."""
+        with self.lock:
+            self._save_accounts()
 
     def account(self, login: str) -> Account | None:
         with self.lock:
