@@ -37,7 +37,7 @@ CAPABILITIES = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
                 "MOVE", "UNSELECT", "SPECIAL-USE", "CHILDREN"]
 DELIM = HIERARCHY_DELIMITER
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
-_TAG_RE = re.compile(rb"[^\x00-\x20\x7f(){%*\"\\+]+")
+_TAG_RE = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")  # RFC 3501: ASTRING-CHAR but "+", ASCII only
 
 
 class State(enum.Enum):
