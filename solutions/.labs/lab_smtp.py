@@ -1,0 +1,441 @@
+"""Lab 1: a raw-socket SMTP client (S1-S4)."""
+
+
+def build(b, setup_md, setup, stop):
+    b.md("""
+# Lab 1: write your own SMTP client
+
+In the lecture, a mail client hands a message to its mail server with **SMTP** (port 25, or
+587 / 465 with encryption). In this lab you write that client yourself, with nothing but a
+TCP socket: no `smtplib`. The grader does not just look at what your functions return: it reads
+what the **server** saw, line by line, and what it **stored** in the mailboxes.
+
+| part | what you build | points |
+| --- | --- | --- |
+| 1 | read one reply, also a reply of several lines | 10 |
+| 2 | greet the server with EHLO and list its extensions | 10 |
+| 3 | prepare a message for DATA (line ends, dot-stuffing) | 10 |
+| 4 | send a message to several recipients | 15 |
+| 5 | cope with refused recipients | 10 |
+| 6 | log in and send to another provider | 15 |
+| 7-8 | ports and reply codes | 20 |
+| 9 | a short written answer (graded by your teacher) | 10 |
+""")
+    b.md(setup_md)
+    b.given("setup", setup)
+    b.md("""
+## Part 1: read a reply (10 points)
+
+Every SMTP reply starts with a three-digit code. A reply can take several lines: then every
+line but the last has a `-` after the code, and the last one a space:
+
+```
+250-mail.example.com
+250-SIZE 10485760
+250 HELP
+```
+
+Write `read_reply(f)`. `f` is a file made from a socket with `sock.makefile("rb")`: its
+`readline()` returns one line as bytes, with its `\\r\\n` (or `b""` when the server hung up).
+Return the code as an `int` and the texts after the code (without the `-`/space and without
+`\\r\\n`) as a list of strings. Raise `ConnectionError` if the server hung up.
+""")
+    b.solution("read_reply", '''
+def read_reply(f):
+    """Read one SMTP reply from f; return (code, [text of each line])."""
+    ### BEGIN SOLUTION
+    texts = []
+    while True:
+        line = f.readline()
+        if not line:
+            raise ConnectionError("the server closed the connection")
+        line = line.decode("utf-8", "replace").rstrip("\\r\\n")
+        texts.append(line[4:])
+        if line[3:4] != "-":
+            return int(line[:3]), texts
+    ### END SOLUTION
+''')
+    b.tests("read_reply_tests", 10, '''
+import io
+sock = socket.create_connection((lab.host, lab.smtp_port))
+f = sock.makefile("rb")
+code, texts = read_reply(f)
+print(code, texts)
+assert code == 220 and texts[0].startswith("mail.example.com")
+sock.sendall(b"EHLO tester.example.org\\r\\n")
+code, texts = read_reply(f)
+print(code, texts)
+assert code == 250 and len(texts) > 3, "EHLO gets a reply of several lines"
+sock.sendall(b"QUIT\\r\\n")
+assert read_reply(f)[0] == 221
+sock.close()
+''', '''
+assert read_reply(io.BytesIO(b"250-a b\\r\\n250-c\\r\\n250 d\\r\\n")) == (250, ["a b", "c", "d"])
+assert read_reply(io.BytesIO(b"354 go ahead\\r\\n250 later\\r\\n")) == (354, ["go ahead"])
+_f = io.BytesIO(b"")
+try:
+    read_reply(_f)
+except ConnectionError:
+    pass
+else:
+    raise AssertionError("a closed connection must raise ConnectionError")
+''')
+    b.md("""
+## Part 2: say hello (10 points)
+
+A client introduces itself with `EHLO <its own name>`. The server answers with a list of the
+*extensions* it supports, one per line after the first (`SIZE 10485760`, `AUTH PLAIN LOGIN`,
+`STARTTLS`, ...).
+
+Write `ehlo_extensions(host, port, name)`: connect, read the greeting, send `EHLO name`, read
+the reply, say `QUIT` (and read its reply), close the socket, and return the set of extension
+**keywords** in upper case (the first word of each line after the first: `{"SIZE", "AUTH", ...}`).
+Use your `read_reply`.
+""")
+    b.solution("ehlo", '''
+def ehlo_extensions(host, port, name):
+    """Greet the server with EHLO name; return the set of extension keywords it offers."""
+    ### BEGIN SOLUTION
+    with socket.create_connection((host, port)) as sock:
+        f = sock.makefile("rb")
+        read_reply(f)
+        sock.sendall(f"EHLO {name}\\r\\n".encode())
+        code, texts = read_reply(f)
+        sock.sendall(b"QUIT\\r\\n")
+        read_reply(f)
+    return {t.split()[0].upper() for t in texts[1:] if t.split()}
+    ### END SOLUTION
+''')
+    b.tests("ehlo_tests", 10, '''
+with grading.watch(lab) as ev:
+    ext = ehlo_extensions(lab.host, lab.smtp_port, "student.example.org")
+print(ext)
+s = ev.session("smtp:example.com")
+print(s)  # your session, as the server saw it
+assert {"SIZE", "AUTH", "8BITMIME"} <= ext
+assert s.commands() == ["EHLO", "QUIT"], s.commands()
+''', '''
+assert s.client_lines[0] == "EHLO student.example.org"
+_offered = {t[4:].split()[0].upper() for t in s.server_lines[1:] if t.startswith("250")}
+_offered.discard("MAIL.EXAMPLE.COM")
+assert ext == _offered, (ext, _offered)
+with _g.watch(lab) as _ev:
+    _ext = ehlo_extensions(lab.host, lab.port("smtp", "example.net"), "other.example.org")
+_s = _ev.session("smtp:example.net")
+assert _s.client_lines == ["EHLO other.example.org", "QUIT"] and "SIZE" in _ext
+''')
+    b.md("""
+## Part 3: get a message ready for DATA (10 points)
+
+After `DATA` (and the server's `354`), the client sends the message and ends it with a line
+that holds a single dot. Two rules make that work:
+
+* every line ends with `\\r\\n` (CR LF), whatever your text used;
+* a line of the message that **starts** with a dot gets one more dot in front
+  (*dot-stuffing*), so that no line of the message can look like the end. The server removes it.
+
+Write `dot_stuff(text)`: return the bytes to send after `354` (UTF-8), ending with the
+final `.\\r\\n`. A text that does not end with a line break gets one first.
+""")
+    b.solution("dot_stuff", '''
+def dot_stuff(text):
+    """The bytes a client sends after 354: CRLF line ends, dot-stuffed, ending with '.' CRLF."""
+    ### BEGIN SOLUTION
+    text = text.replace("\\r\\n", "\\n")
+    if not text.endswith("\\n"):
+        text += "\\n"
+    lines = ["." + line if line.startswith(".") else line for line in text.split("\\n")[:-1]]
+    return ("\\r\\n".join(lines) + "\\r\\n.\\r\\n").encode("utf-8")
+    ### END SOLUTION
+''')
+    b.tests("dot_stuff_tests", 10, '''
+assert dot_stuff("Hi\\r\\n") == b"Hi\\r\\n.\\r\\n"
+assert dot_stuff("one\\ntwo\\n") == b"one\\r\\ntwo\\r\\n.\\r\\n"
+assert dot_stuff(".hidden\\r\\n") == b"..hidden\\r\\n.\\r\\n"
+''', '''
+assert dot_stuff("no end") == b"no end\\r\\n.\\r\\n"
+assert dot_stuff("a\\n.\\n..b\\n") == b"a\\r\\n..\\r\\n...b\\r\\n.\\r\\n"
+assert dot_stuff("x .y\\r\\n\\r\\nz.\\r\\n") == b"x .y\\r\\n\\r\\nz.\\r\\n.\\r\\n"
+assert dot_stuff("Grüße\\n") == "Grüße\\r\\n.\\r\\n".encode()
+''')
+    b.md("""
+## Part 4: send a message (15 points)
+
+Now the whole conversation: greeting, `EHLO name`, `MAIL FROM:<sender>`, one
+`RCPT TO:<...>` for **each** recipient, `DATA`, the message (your `dot_stuff`), and `QUIT`.
+Check every reply: if a code is not the one you expect (220, 250, 354, 221), raise
+`RuntimeError` with the reply.
+
+Write `send_mail(host, port, sender, recipients, message, name="student.example.org")` and
+return the queue id the server gives after the message (`250 2.0.0 OK: queued as 4F2A...`:
+the last word).
+""")
+    b.solution("send_mail", '''
+def send_mail(host, port, sender, recipients, message, name="student.example.org"):
+    """Send message from sender to every address in recipients; return the server's queue id."""
+    ### BEGIN SOLUTION
+    def expect(f, wanted):
+        code, texts = read_reply(f)
+        if code != wanted:
+            raise RuntimeError(f"{code} {' '.join(texts)}")
+        return texts
+
+    with socket.create_connection((host, port)) as sock:
+        f = sock.makefile("rb")
+        expect(f, 220)
+        sock.sendall(f"EHLO {name}\\r\\n".encode())
+        expect(f, 250)
+        sock.sendall(f"MAIL FROM:<{sender}>\\r\\n".encode())
+        expect(f, 250)
+        for rcpt in recipients:
+            sock.sendall(f"RCPT TO:<{rcpt}>\\r\\n".encode())
+            expect(f, 250)
+        sock.sendall(b"DATA\\r\\n")
+        expect(f, 354)
+        sock.sendall(dot_stuff(message))
+        texts = expect(f, 250)
+        sock.sendall(b"QUIT\\r\\n")
+        expect(f, 221)
+    return texts[-1].split()[-1]
+    ### END SOLUTION
+''')
+    b.tests("send_mail_tests", 15, '''
+msg = ("From: alice@example.com\\r\\nTo: bob@example.com\\r\\nSubject: dots\\r\\n\\r\\n"
+       ".this line starts with a dot\\r\\n.\\r\\nand the line above was a single dot\\r\\n")
+with grading.watch(lab) as ev:
+    qid = send_mail(lab.host, lab.smtp_port, "alice@example.com", ["bob@example.com"], msg)
+s = ev.session("smtp:example.com")
+print(s)
+assert s.commands() == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"], s.commands()
+assert s.queue_ids() == [qid]
+stored = ev.delivered("bob", s)
+assert len(stored) == 1 and stored[0].body == msg.encode(), "bob's mailbox has not got it"
+''', '''
+assert s.client_lines[1] == "MAIL FROM:<alice@example.com>"
+assert s.data_payloads() == [msg.replace("\\r\\n.", "\\r\\n..").encode()]
+_msg = ("From: maria@example.net\\r\\nSubject: two of you\\r\\n\\r\\n..two dots\\r\\nend\\r\\n")
+with _g.watch(lab) as _ev:
+    _q = send_mail(lab.host, lab.smtp_port, "maria@example.net",
+                   ["alice@example.com", "bob@example.com"], _msg, name="pc7.example.net")
+_s = _ev.session("smtp:example.com")
+assert _s.commands() == ["EHLO", "MAIL", "RCPT", "RCPT", "DATA", "QUIT"]
+assert _s.client_lines[0] == "EHLO pc7.example.net"
+assert _s.client_lines[2:4] == ["RCPT TO:<alice@example.com>", "RCPT TO:<bob@example.com>"]
+assert _s.data_payloads() == [_msg.replace("\\r\\n..", "\\r\\n...").encode()]
+for _who in ("alice", "bob"):
+    _got = _ev.delivered(_who, _s)
+    assert len(_got) == 1 and _got[0].body == _msg.encode(), _who
+assert _q == _s.queue_ids()[0]
+_bad = None
+try:
+    send_mail(lab.host, lab.smtp_port, "alice@example.com", ["nobody@example.com"], "x\\r\\n")
+except RuntimeError as _e:
+    _bad = str(_e)
+assert _bad and _bad.startswith("550"), _bad
+''')
+    b.md("""
+## Part 5: when the server says no (10 points)
+
+Servers refuse some recipients: `550` for a user that does not exist, `554` when you ask a
+server to pass mail on to a domain it is not responsible for, without logging in (it is not an
+*open relay*). A good client goes on with the recipients that were accepted; if none was, it
+sends no `DATA` at all.
+
+Write `send_checked(host, port, sender, recipients, message)` returning a pair
+`(queue_id, refused)`: `refused` is a dict `{address: reply code}` of the refused recipients,
+and `queue_id` is `None` when nothing was sent. End the session with `QUIT` in every case.
+""")
+    b.solution("send_checked", '''
+def send_checked(host, port, sender, recipients, message, name="student.example.org"):
+    """Send to the recipients the server accepts; return (queue_id or None, {refused: code})."""
+    ### BEGIN SOLUTION
+    refused, queue_id = {}, None
+    with socket.create_connection((host, port)) as sock:
+        f = sock.makefile("rb")
+        read_reply(f)
+        sock.sendall(f"EHLO {name}\\r\\n".encode())
+        read_reply(f)
+        sock.sendall(f"MAIL FROM:<{sender}>\\r\\n".encode())
+        code, texts = read_reply(f)
+        if code == 250:
+            for rcpt in recipients:
+                sock.sendall(f"RCPT TO:<{rcpt}>\\r\\n".encode())
+                code, texts = read_reply(f)
+                if code != 250:
+                    refused[rcpt] = code
+            if len(refused) < len(recipients):
+                sock.sendall(b"DATA\\r\\n")
+                if read_reply(f)[0] == 354:
+                    sock.sendall(dot_stuff(message))
+                    code, texts = read_reply(f)
+                    if code == 250:
+                        queue_id = texts[-1].split()[-1]
+        sock.sendall(b"QUIT\\r\\n")
+        read_reply(f)
+    return queue_id, refused
+    ### END SOLUTION
+''')
+    b.tests("send_checked_tests", 10, '''
+msg = "Subject: some of you\\r\\n\\r\\nhello\\r\\n"
+with grading.watch(lab) as ev:
+    qid, refused = send_checked(lab.host, lab.smtp_port, "alice@example.com",
+                                ["nobody@example.com", "bob@example.com"], msg)
+print(qid, refused)
+s = ev.session("smtp:example.com")
+assert refused == {"nobody@example.com": 550}
+assert s.commands() == ["EHLO", "MAIL", "RCPT", "RCPT", "DATA", "QUIT"], s.commands()
+assert len(ev.delivered("bob", s)) == 1
+''', '''
+with _g.watch(lab) as _ev:
+    _r = send_checked(lab.host, lab.smtp_port, "alice@example.com",
+                      ["john@example.net", "ghost@example.com"], msg)
+_s = _ev.session("smtp:example.com")
+assert _r == (None, {"john@example.net": 554, "ghost@example.com": 550}), _r
+assert "DATA" not in _s.commands() and _s.commands()[-1] == "QUIT"
+assert not any(_ev.new_messages(u) for u in ("alice", "bob", "john", "maria"))
+assert qid == s.queue_ids()[0]
+''')
+    b.md("""
+## Part 6: log in and send to another provider (15 points)
+
+Your server takes mail for *other* domains only from users who log in. SMTP's `AUTH PLAIN`
+does it in one line: `AUTH PLAIN ` followed by the base64 encoding of
+`\\0login\\0password` (two zero bytes). The server answers `235` when the login worked. Then
+your server passes the message on to the other provider's server, on its own (the lecture's
+journey, S3 and S11).
+
+Write `send_as_user(host, port, login, password, sender, recipients, message)`: like
+`send_mail`, but log in after `EHLO`. Return the queue id. (`import base64` first.)
+""")
+    b.solution("send_as_user", '''
+import base64
+
+def send_as_user(host, port, login, password, sender, recipients, message,
+                 name="student.example.org"):
+    """Log in with AUTH PLAIN, then send; return the queue id."""
+    ### BEGIN SOLUTION
+    def expect(f, wanted):
+        code, texts = read_reply(f)
+        if code != wanted:
+            raise RuntimeError(f"{code} {' '.join(texts)}")
+        return texts
+
+    token = base64.b64encode(f"\\0{login}\\0{password}".encode()).decode()
+    with socket.create_connection((host, port)) as sock:
+        f = sock.makefile("rb")
+        expect(f, 220)
+        sock.sendall(f"EHLO {name}\\r\\n".encode())
+        expect(f, 250)
+        sock.sendall(f"AUTH PLAIN {token}\\r\\n".encode())
+        expect(f, 235)
+        sock.sendall(f"MAIL FROM:<{sender}>\\r\\n".encode())
+        expect(f, 250)
+        for rcpt in recipients:
+            sock.sendall(f"RCPT TO:<{rcpt}>\\r\\n".encode())
+            expect(f, 250)
+        sock.sendall(b"DATA\\r\\n")
+        expect(f, 354)
+        sock.sendall(dot_stuff(message))
+        texts = expect(f, 250)
+        sock.sendall(b"QUIT\\r\\n")
+        expect(f, 221)
+    return texts[-1].split()[-1]
+    ### END SOLUTION
+''')
+    b.tests("send_as_user_tests", 15, '''
+msg = ("From: alice@example.com\\r\\nTo: john@example.net\\r\\nSubject: hello John\\r\\n"
+       "Date: Mon, 1 Jun 2026 10:00:00 +0000\\r\\nMessage-ID: <lab1.part6@example.com>\\r\\n\\r\\n"
+       "Greetings from example.com!\\r\\n")
+with grading.watch(lab) as ev:
+    qid = send_as_user(lab.host, lab.smtp_port, "alice", "wonderland",
+                       "alice@example.com", ["john@example.net"], msg)
+s = ev.session("smtp:example.com")
+print(s)
+assert s.commands() == ["EHLO", "AUTH", "MAIL", "RCPT", "DATA", "QUIT"], s.commands()
+got = ev.delivered("john", s)
+assert len(got) == 1 and got[0].body == msg.encode(), "john has not got it (yet?)"
+''', '''
+assert _g.plain_auth_user(s) == "alice" and qid == s.queue_ids()[0]
+assert got[0].raw.count(b"Received: ") == 2
+assert any(_x.service == "smtp:example.net" for _x in ev.sessions())  # the relay hop
+_msg = msg.replace("lab1.part6", "lab1.part6b").replace("John", "Maria and John")
+with _g.watch(lab) as _ev:
+    _q = send_as_user(lab.host, lab.port("smtp", "example.net"), "john", "postman",
+                      "john@example.net", ["maria@example.net", "bob@example.com"], _msg)
+_s = _ev.session("smtp:example.net")
+assert _g.plain_auth_user(_s) == "john"
+for _who in ("maria", "bob"):
+    _got = _ev.delivered(_who, _s)
+    assert len(_got) == 1 and _got[0].body == _msg.encode(), _who
+_err = None
+try:
+    send_as_user(lab.host, lab.smtp_port, "alice", "wrong", "alice@example.com",
+                 ["john@example.net"], _msg)
+except RuntimeError as _e:
+    _err = str(_e)
+assert _err and _err.startswith("535"), _err
+''')
+    b.md("""
+## Part 7: ports (10 points)
+
+Fill in the port numbers of the real world (not the lab's) and name the protocol.
+""")
+    b.solution("ports", '''
+# Which TCP port does a server listen on ...
+SMTP_PORT = None        # ... for SMTP between servers (and old-style clients)?
+SUBMISSION_PORT = None  # ... for mail clients sending with STARTTLS?
+SMTPS_PORT = None       # ... for SMTP encrypted from the first byte (SSL/TLS)?
+SENDING_PROTOCOL = None # "SMTP", "POP3" or "IMAP": which one hands mail to a server?
+### BEGIN SOLUTION
+SMTP_PORT = 25
+SUBMISSION_PORT = 587
+SMTPS_PORT = 465
+SENDING_PROTOCOL = "SMTP"
+### END SOLUTION
+''')
+    b.tests("ports_tests", 10, '''
+assert all(isinstance(p, int) for p in (SMTP_PORT, SUBMISSION_PORT, SMTPS_PORT))
+assert SENDING_PROTOCOL in ("SMTP", "POP3", "IMAP")
+''', '''
+assert (SMTP_PORT, SUBMISSION_PORT, SMTPS_PORT) == (25, 587, 465)
+assert SENDING_PROTOCOL == "SMTP"
+''')
+    b.md("""
+## Part 8: reading reply codes (10 points)
+
+Look back at your transcripts. Which code does the server send ...
+""")
+    b.solution("codes", '''
+READY = None         # ... as its greeting, when it is ready?
+GO_AHEAD = None      # ... after DATA, to say "send the message now"?
+NO_SUCH_USER = None  # ... for RCPT TO a user that does not exist?
+LOGGED_IN = None     # ... when AUTH worked?
+FIRST_DIGIT_OK = None  # which first digit means success ("2", "3", "4" or "5")?
+### BEGIN SOLUTION
+READY = 220
+GO_AHEAD = 354
+NO_SUCH_USER = 550
+LOGGED_IN = 235
+FIRST_DIGIT_OK = "2"
+### END SOLUTION
+''')
+    b.tests("codes_tests", 10, '''
+assert all(isinstance(c, int) for c in (READY, GO_AHEAD, NO_SUCH_USER, LOGGED_IN))
+''', '''
+assert (READY, GO_AHEAD, NO_SUCH_USER, LOGGED_IN) == (220, 354, 550, 235)
+assert FIRST_DIGIT_OK == "2"
+''')
+    b.md("""
+## Part 9: in your own words (10 points, graded by your teacher)
+
+Your server accepted a message for `bob@example.com` from you without a password (part 4),
+but refused `john@example.net` until you logged in (parts 5 and 6). Explain in two or three
+sentences why a mail server behaves like that.
+""")
+    b.written("why_auth", 10, """
+A server must accept mail for its own users from anyone, because other servers deliver to it
+without an account there. Passing mail on to other domains is different: if it did that for
+strangers, spammers could use it as an open relay. So it relays only for its own users, who
+prove who they are with AUTH.
+""")
+    b.given("stop", stop)

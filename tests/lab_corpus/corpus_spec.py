@@ -1,0 +1,130 @@
+"""What each corpus case does to each lab, and which tests must then fail (make_corpus.py)."""
+
+
+def busy_loop(fn: str) -> str:
+    return f'''
+def {fn}(*args, **kwargs):
+    while True:  # never ends
+        pass
+'''
+
+
+def recv_forever(fn: str) -> str:
+    return f'''
+def {fn}(host, port, *args, **kwargs):
+    sock = socket.create_connection((host, port))
+    f = sock.makefile("rb")
+    while True:
+        f.readline()  # waits for lines the server will never send
+'''
+
+
+def swallow(fn: str) -> str:
+    return f'''
+import time
+
+def {fn}(*args, **kwargs):
+    while True:
+        try:
+            time.sleep(0.1)
+        except BaseException:  # KeyboardInterrupt, the cell time limit: ignore them all
+            pass
+'''
+
+
+def kill(fn: str) -> str:
+    return f'''
+import os
+
+def {fn}(*args, **kwargs):
+    os._exit(1)  # ends the Python kernel
+'''
+
+
+# Patch the grading helpers so that every check "passes", and the lab's own methods.
+TAMPER = '''
+import maillab.grading, maillab.lab
+
+class _Anything:
+    """Says yes to everything a test could ask."""
+    def __getattr__(self, name): return _Anything()
+    def __call__(self, *a, **k): return _Anything()
+    def __eq__(self, other): return True
+    def __len__(self): return 1
+    def __iter__(self): return iter([_Anything()])
+    def __getitem__(self, i): return _Anything()
+    def __enter__(self): return self
+    def __exit__(self, *a): return True
+    def __contains__(self, x): return True
+    def __bool__(self): return True
+
+for _name in ("watch", "verify", "maildir", "plain_auth_user", "unstuff"):
+    setattr(maillab.grading, _name, lambda *a, **k: _Anything())
+maillab.grading.Watch.sessions = lambda self, service=None: [_Anything()]
+maillab.lab.MailLab.mailbox = lambda self, user, folder="INBOX": [_Anything()]
+lab.transcript = lambda *a, **k: _Anything()
+'''
+
+# Fake the evidence: forged transcript lines, a message file written straight into a Maildir,
+# a delivery through the store that no SMTP session made.
+FAKE_SMTP = '''
+import secrets, time
+from maillab.transcript import Line
+
+def _forge(service, client, server, conn=10**6):
+    for who, raws in (("S", server), ("C", client)):
+        for raw in raws:
+            lab.recorder._add(Line(time.time(), service, conn, who, raw, "127.0.0.1:1"))
+
+def send_mail(host, port, sender, recipients, message, name="student.example.org"):
+    qid = "FAKE" + secrets.token_hex(4).upper()
+    for rcpt in recipients:
+        new = lab.store.root / rcpt.split("@")[0] / "new"
+        (new / f"{time.time_ns()}.forged").write_bytes(
+            f"Received: from x by mail.example.com with ESMTP id {qid};\\r\\n".encode()
+            + message.encode())
+    _forge("smtp:example.com",
+           [f"EHLO {name}\\r\\n".encode(), f"MAIL FROM:<{sender}>\\r\\n".encode()]
+           + [f"RCPT TO:<{r}>\\r\\n".encode() for r in recipients]
+           + [b"DATA\\r\\n", message.replace("\\r\\n.", "\\r\\n..").encode(), b".\\r\\n", b"QUIT\\r\\n"],
+           [b"220 mail.example.com\\r\\n", b"354 go\\r\\n", f"250 2.0.0 OK: queued as {qid}\\r\\n".encode()])
+    return qid
+
+def send_as_user(host, port, login, password, sender, recipients, message, name="x"):
+    qid = "FAKE" + secrets.token_hex(4).upper()
+    for rcpt in recipients:
+        acct = lab.store.find_address(rcpt)
+        acct.folder("INBOX").deliver(
+            f"Received: from x by mail.example.com with ESMTPA id {qid};\\r\\n".encode()
+            + f"Received: from y by mail.example.net with ESMTP id {qid};\\r\\n".encode()
+            + message.encode())
+    return qid
+'''
+
+SPEC = {
+    "smtp": {
+        "partial": ["read_reply", "ehlo", "dot_stuff", "ports"],
+        "hang": {"send_mail": recv_forever("send_mail"), "send_checked": busy_loop("send_checked")},
+        "swallow": {"send_as_user": swallow("send_as_user")},
+        "kill": {"ehlo": kill("ehlo_extensions")},
+        "cells": {"unsolved": ["ehlo", "send_checked"],
+                  "edit_tests": ["send_checked_tests", "read_reply_tests"],
+                  "delete": ["dot_stuff_tests", "ehlo", "ehlo_tests", "setup"],
+                  "retype": ["read_reply", "stop"]},
+        "tamper": {"unsolved": ["send_mail"],
+                   "insert": [("send_mail_tests", TAMPER)]},
+        "fake": {"unsolved": ["send_mail", "send_as_user"],
+                 "insert": [("send_mail_tests", FAKE_SMTP)]},
+        "fail": {
+            "partial": ["send_mail_tests", "send_checked_tests", "send_as_user_tests",
+                        "codes_tests"],
+            "hang": ["send_mail_tests", "send_checked_tests"],
+            "swallow": ["send_as_user_tests"],
+            "kill": ["ehlo_tests"],
+            "cells": ["ehlo_tests", "send_checked_tests"],
+            "tamper": ["send_mail_tests", "send_checked_tests", "send_as_user_tests",
+                       "ports_tests", "codes_tests"],
+            "fake": ["send_mail_tests", "send_as_user_tests"],
+        },
+    },
+}
