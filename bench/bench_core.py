@@ -15,13 +15,14 @@ import smtplib
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import maillab  # noqa: E402
+from peers import serve_in_thread  # noqa: E402
 from aiosmtpd.smtp import SMTP  # noqa: E402
 
 MESSAGE = (b"From: alice@example.com\r\nTo: bob@example.com\r\nSubject: bench\r\n\r\n"
@@ -53,30 +54,9 @@ class CountingHandler:
 
 def bare_aiosmtpd():
     """A bare aiosmtpd server with a counting handler, on its own loop thread."""
-    loop = asyncio.new_event_loop()
     handler = CountingHandler()
-    ready = threading.Event()
-    box = {}
-
-    def run():
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(loop.create_server(
-            lambda: SMTP(handler, hostname="bench", loop=loop), "127.0.0.1", 0))
-        box["server"] = server
-        box["port"] = server.sockets[0].getsockname()[1]
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait()
-
-    def stop():
-        box["server"].close()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-
-    return box["port"], handler, stop
+    port, stop = serve_in_thread(lambda loop: lambda: SMTP(handler, hostname="bench", loop=loop))
+    return port, handler, stop
 
 
 def smtp_rate(port: int, n: int, rcpt: str) -> float:

@@ -12,13 +12,14 @@ import asyncio
 import socket
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import maillab  # noqa: E402
+from peers import serve_in_thread  # noqa: E402
 
 
 def bench_start(rounds: int) -> list[float]:
@@ -42,32 +43,14 @@ def handshakes(port: int, context, n: int, first_line: bool) -> float:
     return n / (time.perf_counter() - t)
 
 
+class Greeter(asyncio.Protocol):
+    def connection_made(self, transport):
+        transport.write(b"+OK hello\r\n")
+
+
 def bare_tls_server(context):
     """A bare asyncio TLS server that greets and waits: the same handshake, nothing else."""
-    loop = asyncio.new_event_loop()
-    box, ready = {}, threading.Event()
-
-    class Greeter(asyncio.Protocol):
-        def connection_made(self, transport):
-            transport.write(b"+OK hello\r\n")
-
-    def run():
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(loop.create_server(Greeter, "127.0.0.1", 0, ssl=context))
-        box["server"], box["port"] = server, server.sockets[0].getsockname()[1]
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait()
-
-    def stop():
-        box["server"].close()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-
-    return box["port"], stop
+    return serve_in_thread(lambda loop: Greeter, ssl=context)
 
 
 def main() -> None:
