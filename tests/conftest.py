@@ -19,6 +19,7 @@ APT_PACKAGES = {
     "dovecot": "dovecot-imapd dovecot-pop3d",
     "doveadm": "dovecot-core",
     "chromium": "chromium",
+    "openssl": "openssl",
 }
 
 
