@@ -15,7 +15,7 @@ CLIENT, SERVER, EVENT = "C", "S", "*"
 # One style sheet for every widget; scoped by the .maillab class so it cannot leak into the page.
 STYLE = """<style>
 .maillab table.ml-lines{border-collapse:collapse;width:100%;font-size:13px}
-.maillab table.ml-lines td{padding:1px 6px;vertical-align:top;text-align:left}
+.maillab table.ml-lines td{padding:1px 6px;vertical-align:top;text-align:left;line-height:1.35}
 .maillab .ml-time{color:#888;font-family:monospace;white-space:nowrap}
 .maillab .ml-side{font-weight:bold;white-space:nowrap;font-size:12px}
 .maillab .ml-text{font-family:monospace;white-space:pre-wrap;word-break:break-all}
@@ -32,7 +32,7 @@ STYLE = """<style>
 .maillab .ml-ok{color:#2d6317;font-weight:bold}
 .maillab .ml-bad{color:#b00020;font-weight:bold}
 .maillab table.ml-grid{border-collapse:collapse;font-size:13px}
-.maillab table.ml-grid td,.maillab table.ml-grid th{border:1px solid #ccc;padding:2px 8px;text-align:left}
+.maillab table.ml-grid td,.maillab table.ml-grid th{border:1px solid #ccc;padding:2px 8px;text-align:left;line-height:1.35}
 .maillab table.ml-grid th{background:#eee}
 .maillab .ml-hops{display:flex;align-items:center;flex-wrap:wrap;gap:4px;margin:6px 0}
 .maillab .ml-box{border:2px solid #999;border-radius:6px;padding:4px 8px;background:#fafafa;

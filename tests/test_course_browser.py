@@ -1,0 +1,277 @@
+"""The course in real JupyterLab, in a real headless Chromium (Debian chromium + Playwright).
+
+For the welcome notebook and two others: open the notebook, run all cells from the Run menu,
+check that no cell failed, that the widgets and the mermaid diagrams (in markdown cells and from
+``Transcript.diagram()``) render, that the quiz answers a click at once, and that a command typed
+into the console shows the server's reply. Screenshots go to test-artifacts/course/.
+
+The notebooks run from a copy of course/, so nothing the browser saves touches the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import in_ci, require_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "course"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+if in_ci():
+    from playwright.sync_api import expect, sync_playwright  # CI must have it: fail, not skip
+else:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
+
+# JupyterLab settings for the test: every cell rendered (no windowing), nothing fetched from the
+# Internet.
+SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false", "checkForUpdates": False},
+}
+
+
+# The notebook in the tab on show (hidden tabs stay in the page).
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory):
+    require_tool("chromium")
+    home = tmp_path_factory.mktemp("course-lab")
+    shutil.copytree(ROOT / "course", home / "course")
+    settings = home / "settings"
+    for name, value in SETTINGS.items():
+        path = settings / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value))
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+           "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={home / 'course'}", "--ServerApp.port_retries=0"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # Jupyter refuses to run as root without it
+    src = str(ROOT / "src")
+    env = {**os.environ,
+           "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "JUPYTERLAB_SETTINGS_DIR": str(settings),
+           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    log = open(home / "jupyter.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail("jupyter lab did not start: " + (home / "jupyter.log").read_text()[-2000:])
+        time.sleep(0.2)
+    yield {"base": base, "token": token, "log": home / "jupyter.log"}
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(jupyterlab):
+    chromium = require_tool("chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def sessions(jl) -> list[dict]:
+    with urllib.request.urlopen(f"{jl['base']}/api/sessions?token={jl['token']}", timeout=5) as r:
+        return json.load(r)
+
+
+def wait_for_kernel(jl, notebook: str, timeout: float = 90) -> None:
+    """Wait until the notebook's kernel exists and is idle (an idle status shown before the
+    kernel exists would make Run All do nothing)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for s in sessions(jl):
+            if s.get("path", "").endswith(notebook) and \
+                    (s.get("kernel") or {}).get("execution_state") == "idle":
+                return
+        time.sleep(0.25)
+    raise AssertionError(f"no idle kernel for {notebook}: {sessions(jl)}")
+
+
+def shot(target, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    target.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def open_and_run_all(page, jl, name: str) -> float:
+    notebook = f"{name}.ipynb"
+    # A workspace of its own: JupyterLab would otherwise reopen the notebooks of earlier tests.
+    page.goto(f"{jl['base']}/lab/workspaces/{name}/tree/{notebook}?token={jl['token']}")
+    expect(page.locator(f"{NOTEBOOK} .jp-Cell").first).to_be_visible(timeout=60_000)
+    wait_for_kernel(jl, notebook)
+    started = time.monotonic()
+    for attempt in range(3):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        try:  # the first cell starts ([*]) or is done ([1]) soon; if not, the click was lost
+            page.wait_for_function(
+                """() => /\\[(\\*|\\d+)\\]/.test(
+                    document.querySelector('%s .jp-CodeCell .jp-InputPrompt').textContent)""" % NOTEBOOK,
+                timeout=15_000)
+            break
+        except Exception:
+            page.keyboard.press("Escape")
+            wait_for_kernel(jl, notebook)
+    # Done when every code cell shows an execution number (none is waiting with [*] or [ ]).
+    try:
+        page.wait_for_function(
+            """() => {
+            const prompts = [...document.querySelectorAll('%s .jp-CodeCell .jp-InputPrompt')]
+                .map(e => e.textContent.trim());
+            return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t));
+            }""" % NOTEBOOK, timeout=90_000)
+    except Exception:
+        shot(page, f"{name}-run-all-timeout")
+        prompts = page.locator(f"{NOTEBOOK} .jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        raise AssertionError(f"{name}: Run All did not finish; prompts: {prompts}; "
+                             f"sessions: {sessions(jl)}")
+    elapsed = time.monotonic() - started
+    errors = page.locator(f'{NOTEBOOK} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+    tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+    assert not tracebacks, f"{name}: a cell failed: {tracebacks[0][:2000]}"
+    return elapsed
+
+
+def mermaid_rendered(page, at_least: int) -> None:
+    diagrams = page.locator(".jp-RenderedMermaid img, .jp-RenderedMermaid svg")
+    expect(diagrams.nth(at_least - 1)).to_be_attached(timeout=30_000)
+    for i in range(diagrams.count()):
+        box = diagrams.nth(i).bounding_box()
+        assert box and box["width"] > 50 and box["height"] > 20, f"diagram {i} is empty"
+    errors = page.locator(".jp-RenderedMermaid.jp-mod-warning, .jp-RenderedMermaid .error-icon")
+    assert errors.count() == 0, "a mermaid diagram failed to parse"
+
+
+def code_cell(page, contains: str):
+    return page.locator(f"{NOTEBOOK} .jp-CodeCell",
+                        has=page.locator(".jp-InputArea", has_text=contains)).first
+
+
+def rerun(page, cell) -> None:
+    """Run one cell again, as a learner does: click into it, Shift+Enter."""
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+
+
+def type_into_console(page, cell, command: str, reply: str) -> None:
+    box = cell.locator(".maillab-console input[type='text']")
+    expect(box).to_be_visible(timeout=30_000)
+    box.fill(command)
+    box.press("Enter")
+    screen = cell.locator(".maillab-console .ml-lines")
+    expect(screen.locator("tr.ml-C").last).to_contain_text(command, timeout=15_000)
+    expect(screen.locator("tr.ml-S").last).to_contain_text(reply, timeout=15_000)
+
+
+def restart_lab_and_console(page, console_source: str):
+    """After Run All the last cell has stopped the lab: start it again, and the console too."""
+    rerun(page, code_cell(page, "maillab.start()"))
+    expect(code_cell(page, "maillab.start()").locator(".jp-OutputArea-output")).to_contain_text(
+        "Mail lab running", timeout=30_000)
+    cell = code_cell(page, console_source)
+    rerun(page, cell)
+    expect(cell.locator(".maillab-console")).to_contain_text("connected", timeout=30_000)
+    return cell
+
+
+def test_welcome_notebook_in_jupyterlab(browser, jupyterlab):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    seconds = open_and_run_all(page, jupyterlab, "00-welcome")
+    shot(page, "00-welcome-after-run-all")
+    mermaid_rendered(page, 2)  # the system picture, and the learner's own session drawn
+    figure = page.locator("img[src*='mail-client.svg']")
+    expect(figure).to_be_visible()
+    assert figure.evaluate("img => img.naturalWidth") > 0, "the mail client figure did not load"
+    for widget in (".maillab-console", ".maillab-transcript", ".maillab-quiz"):
+        expect(page.locator(widget).first).to_be_visible()
+    # The live transcript viewer saw the console's HELO, with the reply explained on hover.
+    viewer = page.locator(".maillab-transcript").first
+    expect(viewer).to_contain_text("HELO laptop.example.com")
+    assert viewer.locator("summary[title]").count() > 0
+    shot(viewer, "00-welcome-transcript-viewer")
+    # The quiz answers a click at once.
+    quiz = page.locator(".maillab-quiz").first
+    quiz.locator(".widget-radio-box label", has_text="SMTP").first.click()
+    expect(quiz).to_contain_text("Right!")
+    shot(quiz, "00-welcome-quiz")
+    cell = restart_lab_and_console(page, "console = Console(lab)")
+    type_into_console(page, cell, "NOOP", "250")
+    type_into_console(page, cell, "HELLO", "500")  # a mistake, answered with a hint
+    shot(cell, "00-welcome-console")
+    page.close()
+    print(f"00-welcome: Run All took {seconds:.1f} s in JupyterLab")
+
+
+def test_smtp_notebook_in_jupyterlab(browser, jupyterlab):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_and_run_all(page, jupyterlab, "01-smtp")
+    shot(page, "01-smtp-after-run-all")
+    mermaid_rendered(page, 3)  # the SMTP conversation, the relay, the smtplib session
+    relay = code_cell(page, "relay.diagram()")
+    expect(relay.locator(".jp-RenderedMermaid")).to_be_visible()
+    shot(relay, "01-smtp-relay-diagram")
+    stranger = code_cell(page, "stranger = Console(lab)")
+    expect(stranger.locator(".maillab-console")).to_contain_text("554")
+    cell = restart_lab_and_console(page, "console = Console(lab)")
+    type_into_console(page, cell, "EHLO browser.example.com", "250 HELP")
+    type_into_console(page, cell, "MAIL FROM:<bob@example.com>", "250")
+    shot(cell, "01-smtp-console")
+    page.close()
+
+
+def test_journey_notebook_in_jupyterlab(browser, jupyterlab):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_and_run_all(page, jupyterlab, "04-journey")
+    mermaid_rendered(page, 2)
+    journey = page.locator(".maillab-journey").first
+    expect(journey).to_contain_text("Step 1 of 4")
+    expect(journey.locator(".ml-box").first).to_be_visible()
+    shot(journey, "04-journey-step-1")
+    journey.locator("button", has_text="Next").click()
+    expect(journey).to_contain_text("Step 2 of 4")
+    expect(journey).to_contain_text("Received:")
+    shot(journey, "04-journey-step-2")
+    expect(page.locator(".maillab-mailbox").first).to_contain_text("new/")
+    shot(page, "04-journey-after-run-all")
+    page.close()
