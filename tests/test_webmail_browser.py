@@ -299,7 +299,7 @@ def raw_html(raw: bytes) -> str:
 
 
 def test_csp_and_sandbox_alone_stop_script_if_the_sanitizer_were_bypassed(browser, lab, attacker):
-    """Defence in depth: the frame's own CSP and sandbox, with the hostile HTML put back raw."""
+    """Defence in depth: the body's own CSP (with sandbox), the hostile HTML put back raw."""
     from maillab.webmail.message import html_document
     lab.store.add_account("victim2", "victim2-pw", "example.com")
     folder = lab.store.account("victim2").folder("INBOX")
@@ -326,7 +326,9 @@ def test_csp_and_sandbox_alone_stop_script_if_the_sanitizer_were_bypassed(browse
         for uid in raw_by_uid:
             tab = context.new_page()
             pages.append(tab)
-            tab.goto(f"{lab.webmail_url}read?f=INBOX&uid={uid}")
+            # The body opened on its own, as a top-level page: no iframe sandbox attribute helps,
+            # only the response's own headers (CSP with its sandbox directive).
+            tab.goto(f"{lab.webmail_url}body?f=INBOX&uid={uid}")
         time.sleep(1.0)
     finally:
         for tab in pages:
