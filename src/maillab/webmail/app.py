@@ -34,7 +34,7 @@ from aiohttp import web
 from ..i18n import _
 from . import message as msgmod
 from .imapclient import ImapAccess, LoginFailed, MailServerError, NoSuchFolder
-from .security import (FRAME_ANCESTORS, SessionStore, Throttle, download_csp, frame_csp, login_token,
+from .security import (SessionStore, Throttle, download_csp, frame_csp, login_token,
                        new_token, page_csp, tokens_equal)
 
 __all__ = ["Backend", "Webmail", "WebmailServer", "start_webmail"]
@@ -343,6 +343,7 @@ class Webmail:
         except MailServerError as e:
             return self._login_page(request, status=502, address=address, error=str(e))
         self.throttle.succeeded(keys[1])
+        self.sessions.end(request.cookies.get(self.cookie))  # a new login replaces the old one
         s = self.sessions.create(address, password, domain)
         resp = web.HTTPSeeOther("mail")
         # No Path attribute: the browser scopes the cookie to the folder of this URL, which is
@@ -461,8 +462,7 @@ class Webmail:
         cleaned = msgmod.html_body(parsed, allow_remote_images=images, cid_url=cid_url)
         doc = msgmod.html_document(cleaned.html, view.subject)
         resp = web.Response(text=doc, content_type="text/html", charset="utf-8")
-        resp.headers["Content-Security-Policy"] = frame_csp(images).replace(
-            "frame-ancestors 'self'", "frame-ancestors " + FRAME_ANCESTORS)
+        resp.headers["Content-Security-Policy"] = frame_csp(images)
         return resp
 
     async def part(self, request: web.Request):

@@ -165,7 +165,7 @@ def frame_csp(allow_remote_images: bool) -> str:
     # data: carries the message's own inline (cid:) images, embedded by the server.
     images = "'self' data: http: https:" if allow_remote_images else "'self' data:"
     return (f"default-src 'none'; img-src {images}; style-src 'unsafe-inline'; "
-            "form-action 'none'; base-uri 'none'; frame-ancestors 'self'; "
+            f"form-action 'none'; base-uri 'none'; frame-ancestors {FRAME_ANCESTORS}; "
             "sandbox allow-popups allow-popups-to-escape-sandbox")
 
 
