@@ -334,7 +334,10 @@ class Watch:
         self.lab = lab
         lines = lab.recorder.lines()
         self.first_conn = (max((l.conn for l in lines), default=0)) + 1
-        self.users = list(users) if users is not None else [a.login for a in lab.accounts]
+        if users is None:
+            accounts = lab.store.accounts
+            users = [a.login for a in (accounts() if callable(accounts) else accounts)]
+        self.users = list(users)
         self.before = {u: maildir(lab, u) for u in self.users}
         self.after: dict[str, dict[str, Path]] | None = None
         self.error: BaseException | None = None
@@ -404,6 +407,33 @@ def _headers(raw: bytes) -> list[tuple[str, str]]:
             k, v = line.split(":", 1)
             out.append([k.strip(), v.strip()])
     return [(k, v) for k, v in out]
+
+
+def make_account(lab, messages=(), *, domain: str | None = None, flags=()) -> tuple[str, str]:
+    """A new account with these messages (bytes or str) in its INBOX: (login, password).
+
+    Tests use a fresh account each, so that what one test did cannot change another's mailbox.
+    """
+    import secrets
+    from maillab.store import hash_password
+
+    login = "user" + secrets.token_hex(3)
+    password = secrets.token_hex(5)
+    acct = lab.store.add_account(login, password, domain or lab.domains[0],
+                                 password_hash=hash_password(password, n=2**10))
+    for i, m in enumerate(messages):
+        raw = m.encode() if isinstance(m, str) else m
+        acct.folder("INBOX").deliver(raw, flags[i] if i < len(flags) else ())
+    return login, password
+
+
+def sample(n: int, sender: str = "maria@example.net", subject: str | None = None,
+           body: str | None = None) -> bytes:
+    """A small test message (CRLF), numbered n; its body has a line starting with a dot."""
+    subject = subject or f"Message number {n}"
+    body = body or f"Hello, this is message {n}.\r\n.a line that starts with a dot\r\nBye\r\n"
+    return (f"From: {sender}\r\nTo: someone@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <m{n}.{time.time_ns()}@example.net>\r\n\r\n{body}").encode()
 
 
 def watch(lab, users=None) -> Watch:

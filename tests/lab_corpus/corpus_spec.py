@@ -67,7 +67,7 @@ lab.transcript = lambda *a, **k: _Anything()
 
 # Fake the evidence: forged transcript lines, a message file written straight into a Maildir,
 # a delivery through the store that no SMTP session made.
-FAKE_SMTP = '''
+FORGE = '''
 import secrets, time
 from maillab.transcript import Line
 
@@ -75,6 +75,9 @@ def _forge(service, client, server, conn=10**6):
     for who, raws in (("S", server), ("C", client)):
         for raw in raws:
             lab.recorder._add(Line(time.time(), service, conn, who, raw, "127.0.0.1:1"))
+'''
+
+FAKE_SMTP = FORGE + '''
 
 def send_mail(host, port, sender, recipients, message, name="student.example.org"):
     qid = "FAKE" + secrets.token_hex(4).upper()
@@ -101,6 +104,22 @@ def send_as_user(host, port, login, password, sender, recipients, message, name=
     return qid
 '''
 
+FAKE_POP3 = FORGE + '''
+import os
+
+def download_all(host, port, user, password, keep=False):
+    """Reads the Maildir files straight from disk and deletes them there."""
+    folder = lab.store.root / user
+    paths = sorted((folder / "new").iterdir()) + sorted((folder / "cur").iterdir())
+    messages = [p.read_bytes().replace(b"\\n", b"\\r\\n") for p in paths]
+    if not keep:
+        for p in paths:
+            os.remove(p)
+    _forge("pop3:example.com", [f"USER {user}\\r\\n".encode(), b"PASS x\\r\\n", b"RETR 1\\r\\n",
+                                b"QUIT\\r\\n"], [b"+OK\\r\\n"] * 4)
+    return messages
+'''
+
 SPEC = {
     "smtp": {
         "partial": ["read_reply", "ehlo", "dot_stuff", "ports"],
@@ -125,6 +144,28 @@ SPEC = {
             "tamper": ["send_mail_tests", "send_checked_tests", "send_as_user_tests",
                        "ports_tests", "codes_tests"],
             "fake": ["send_mail_tests", "send_as_user_tests"],
+        },
+    },
+    "pop3": {
+        "partial": ["login", "stat", "multiline"],
+        "hang": {"list": recv_forever("list_messages"), "resume": busy_loop("download_new")},
+        "swallow": {"download": swallow("download_all")},
+        "kill": {"stat": kill("mailbox_size")},
+        "cells": {"unsolved": ["resume", "concepts"],
+                  "edit_tests": ["resume_tests", "login_tests"],
+                  "delete": ["multiline_tests", "concepts", "concepts_tests", "helpers"],
+                  "retype": ["list", "setup"]},
+        "tamper": {"unsolved": ["download"], "insert": [("download_tests", TAMPER)]},
+        "fake": {"unsolved": ["download"], "insert": [("download_tests", FAKE_POP3)]},
+        "fail": {
+            "partial": ["list_tests", "download_tests", "resume_tests", "drop_tests",
+                        "concepts_tests"],
+            "hang": ["list_tests", "resume_tests"],
+            "swallow": ["download_tests"],
+            "kill": ["stat_tests", "drop_tests"],
+            "cells": ["resume_tests", "concepts_tests"],
+            "tamper": ["download_tests", "resume_tests", "drop_tests", "concepts_tests"],
+            "fake": ["download_tests"],
         },
     },
 }
