@@ -407,7 +407,7 @@ def test_send_to_another_domain_with_attachment_and_keep_a_copy_in_sent(lab, log
     assert sent[0][1]["Bcc"] == "maria@example.net"  # only the sender's copy shows Bcc
     assert sent[0][1]["Message-ID"] == msg["Message-ID"]
     # Both halves are in the transcript: SMTP submission with AUTH, then IMAP APPEND.
-    smtp = lab.transcript("smtp:example.com", since=since)
+    smtp = lab.transcript("submission:example.com", since=since)  # 587, after STARTTLS
     lines = [l.upper() for l in smtp.client_lines()]  # smtplib writes "ehlo", "mail FROM:"
     assert "EHLO WEBMAIL.EXAMPLE.COM" in lines and any(l.startswith("AUTH ") for l in lines)
     assert f"MAIL FROM:<{address.upper()}>" in " ".join(lines)
@@ -722,15 +722,13 @@ def test_python_m_maillab_serve_serves_the_webmail():
         assert proc.wait(15) == 0
 
 
-def test_mnemonic_port_8025_when_free():
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", 8025))
-        except OSError:
-            pytest.skip("port 8025 is taken on this machine")
-    lab = maillab.MailLab(ports="mnemonic").start()
-    try:
-        assert lab.webmail_port == 8025
-    finally:
-        lab.stop()
+def test_webmail_port_is_8025_by_default_and_any_when_taken():
+    assert maillab.MailLab()._wanted_port("webmail", 0) == 8025
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        with maillab.MailLab(ports={"webmail": busy}) as lab:
+            assert lab.webmail_port != busy
+            with socket.create_connection(("127.0.0.1", lab.webmail_port), timeout=5):
+                pass

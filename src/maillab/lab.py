@@ -267,9 +267,12 @@ class MailLab:
         """Where the webmail finds a domain's IMAP and SMTP servers (None: not a lab domain)."""
         from .webmail import Backend
         if getattr(self, "_webmail_tls", None) is None and self.ca is not None:
-            self._webmail_tls = self.ca.client_context()  # for servers that insist on STARTTLS
+            self._webmail_tls = self.ca.client_context()
         try:
-            return Backend(LOOPBACK, self.port("imap", domain), LOOPBACK, self.port("smtp", domain),
+            # As a real webmail on its own host: IMAP with STARTTLS, and mail sent through the
+            # submission port (587) with STARTTLS and the user's login.
+            smtp = "submission" if self.ca is not None else "smtp"
+            return Backend(LOOPBACK, self.port("imap", domain), LOOPBACK, self.port(smtp, domain),
                            getattr(self, "_webmail_tls", None))
         except KeyError:
             return None

@@ -590,9 +590,8 @@ class Webmail:
                 with smtplib.SMTP(backend.smtp_host, backend.smtp_port,
                                   local_hostname=f"webmail.{s.domain}", timeout=30) as smtp:
                     smtp.ehlo()
-                    if (not smtp.has_extn("auth") and smtp.has_extn("starttls")
-                            and backend.tls_context is not None):
-                        # submission that takes AUTH only after STARTTLS (RFC 8314 3.3)
+                    if smtp.has_extn("starttls") and backend.tls_context is not None:
+                        # submission: STARTTLS before AUTH (RFC 6409, RFC 8314 3.3)
                         smtp.starttls(context=backend.tls_context)
                         smtp.ehlo()
                     smtp.login(s.address, s.password)

@@ -262,7 +262,10 @@ class ImapAccess:
         except (OSError, imaplib.IMAP4.error) as e:
             raise MailServerError(_("The IMAP server is not reachable ({0}).").format(e)) from None
         try:
-            if "LOGINDISABLED" in self.conn.capabilities:
+            if "LOGINDISABLED" in self.conn.capabilities or (
+                    self.tls_context is not None and "STARTTLS" in self.conn.capabilities):
+                # A webmail on another host than the mail server encrypts before logging in;
+                # the servers' transcripts still show the decrypted conversation.
                 self._starttls()
             self._login()
             if "ID" in self.conn.capabilities:
