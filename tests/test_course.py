@@ -7,6 +7,9 @@
 * Every notebook runs top to bottom twice in a row in the same kernel, each run under 30 s, and
   after the final ``lab.stop()`` no thread and no listening port of the lab is left behind.
   The timings are written to test-artifacts/course-timings.json.
+* Notebooks run in any order after their first cell: each section (a ``## `` heading and the
+  cells up to the next one) runs on its own after the setup (the cells before the first
+  section), so a teacher can jump to any part. Checked by running the sections backwards.
 """
 
 from __future__ import annotations
@@ -184,6 +187,31 @@ def test_notebook_runs_twice_in_one_kernel_and_cleans_up(path):
         if t in extra:
             extra.remove(t)
     assert not extra, f"threads left behind after lab.stop(): {extra}"
+
+
+def sections(nb) -> tuple[list, list[list]]:
+    """(setup, [cells of each "## " section]): the setup is everything up to the first code
+    cell and on to the next heading; the final lab.stop() cell is left out."""
+    setup, parts, started = [], [], False
+    for cell in nb.cells[:-1]:
+        if started and cell.cell_type == "markdown" and cell.source.startswith("## "):
+            parts.append([])
+        (parts[-1] if parts else setup).append(cell)
+        started = started or cell.cell_type == "code"
+    return setup, parts
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name)
+def test_sections_run_in_any_order(path):
+    source = read(path)
+    setup, parts = sections(source)
+    assert len(parts) >= 3, "a notebook has sections (## headings)"
+    order = setup + [cell for part in reversed(parts) for cell in part] + [source.cells[-1]]
+    work = nbformat.v4.new_notebook()
+    work.cells = [nbformat.v4.new_code_cell(c.source) for c in order if c.cell_type == "code"]
+    client = NotebookClient(work, timeout=60, kernel_name="python3",
+                            resources={"metadata": {"path": str(COURSE)}})
+    client.execute()  # raises CellExecutionError, naming the cell, if a section needs another
 
 
 def _record_timing(notebook: str, timings: list[float]) -> None:
