@@ -518,8 +518,10 @@ class MailLab:
             return "<MailLab stopped>"
         lines = [f"MailLab running on {self.host}"]
         for s in self.services:
-            lines.append(f"  {s.protocol.upper():5} {s.hostname:20} port {s.port:5}  "
+            lines.append(f"  {s.protocol.upper():10} {s.hostname:20} port {s.port:5}  "
                          f"(stands for {s.standard_port})")
+        if any(s.protocol == "webmail" for s in self.services):
+            lines.append(f"  webmail: http://{self.host}:{self.webmail_port}/")
         lines.append("  accounts: " + ", ".join(f"{a.address} / {a.password}" for a in self.accounts))
         return "\n".join(lines)
 
