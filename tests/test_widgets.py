@@ -373,3 +373,30 @@ def test_diagram_names_the_webmail(lab):
     urllib.request.urlopen(f"http://127.0.0.1:{lab.webmail_port}/login", timeout=5).read()
     text = lab.transcript("http").diagram().text
     assert "as webmail.example.com" in text and "GET /login" in text
+
+
+def test_console_tls_ports_and_starttls(lab):
+    c = Console(lab, "imaps")
+    assert any("TLS established" in t for _w, t, _x in c.history)
+    assert "a1 OK" in c.send("a1 LOGIN alice wonderland")
+    s = Console(lab, "submission")
+    s.send("EHLO laptop.example.com")
+    assert s.send("STARTTLS").startswith("220")
+    assert "TLS established" in s.history[-1][1]
+    assert s.send("EHLO laptop.example.com").startswith("250")
+    token = base64.b64encode(b"\0alice\0wonderland").decode()
+    assert s.send(f"AUTH PLAIN {token}").startswith("235")
+    p = Console(lab, "pop3")
+    assert p.send("STLS").startswith("+OK")
+    assert p.send("USER alice").startswith("+OK")
+
+
+def test_journey_from_the_submission_port(lab):
+    with smtplib.SMTP("127.0.0.1", lab.submission_port, timeout=5) as s:
+        s.starttls(context=lab.client_context())
+        s.login("alice", "wonderland")
+        s.sendmail("alice@example.com", ["john@example.net"], "Subject: via 587\r\n\r\nhi\r\n")
+    lab.settle()
+    j = Journey(lab)
+    assert [h.kind for h in j][:2] == ["submission", "relay"]
+    assert j[0].transcript.lines[0].service == "submission:example.com"

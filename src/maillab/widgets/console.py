@@ -22,6 +22,8 @@ from .replies import protocol_of
 
 __all__ = ["Console"]
 
+IMPLICIT_TLS = {"smtps", "pop3s", "imaps"}
+
 # POP3 commands whose positive answer spans several lines and ends with "." (RFC 1939, 2449).
 _POP3_MULTI = {"RETR", "TOP", "CAPA"}
 _POP3_MULTI_NOARG = {"LIST", "UIDL"}
@@ -129,12 +131,8 @@ class Console(W.VBox):
         self._event(_("connecting to {0} port {1} ...").format(self.host, self.port))
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-            if self.tls:
-                ctx = self.lab.client_context() if hasattr(self.lab, "client_context") else \
-                    ssl.create_default_context()
-                sock = ctx.wrap_socket(sock, server_hostname=self.host)
-                self._event(_("TLS established ({0}, {1})").format(sock.version(),
-                                                                   sock.cipher()[0]))
+            if self.tls or self.target.value[0] in IMPLICIT_TLS:
+                sock = self._wrap(sock)
         except OSError as e:
             self._event(_("could not connect: {0}").format(e))
             self._render()
@@ -147,6 +145,23 @@ class Console(W.VBox):
         reply = self._read_reply(greeting=True)
         self._render()
         return reply
+
+    def _wrap(self, sock: socket.socket) -> ssl.SSLSocket:
+        """Start TLS on the socket, trusting the lab's certificate authority."""
+        ctx = self.lab.client_context() if hasattr(self.lab, "client_context") else \
+            ssl.create_default_context()
+        sock = ctx.wrap_socket(sock, server_hostname=self.host)
+        self._event(_("TLS established ({0}, {1})").format(sock.version(), sock.cipher()[0]))
+        return sock
+
+    def starttls(self) -> None:
+        """Switch the open connection to TLS (after the server agreed to STARTTLS or STLS)."""
+        try:
+            self.sock.settimeout(self.timeout)
+            self.sock = self._wrap(self.sock)
+        except (OSError, ssl.SSLError) as e:
+            self._event(_("TLS failed: {0}").format(e))
+            self._drop()
 
     def send(self, line: str) -> str:
         """Send one line (CRLF is added) and return what the server answered to it."""
@@ -162,6 +177,8 @@ class Console(W.VBox):
             return ""
         reply = self._read_reply(sent=line)
         words = line.upper().split()
+        if self.sock is not None and _agreed_to_tls(words, reply):
+            self.starttls()  # from now on the console speaks through TLS, as a mail client would
         if self.sock is not None and (words[:1] == ["QUIT"] or words[1:2] == ["LOGOUT"]):
             reply += self._read(None, first_wait=0.5, quiet=0.1)  # see the server hang up
         self._render()
@@ -325,6 +342,16 @@ class Console(W.VBox):
                 self.sock.close()
         except Exception:
             pass
+
+
+def _agreed_to_tls(words: list[str], reply: str) -> bool:
+    """Did the server just accept STARTTLS (SMTP, IMAP) or STLS (POP3)?"""
+    last = reply.rstrip("\r\n").rsplit("\n", 1)[-1]
+    if words in (["STARTTLS"], ["STLS"]):
+        return last.startswith(("220", "+OK"))
+    if len(words) == 2 and words[1] == "STARTTLS":  # IMAP: a1 STARTTLS
+        return last.upper().startswith(words[0] + " OK")
+    return False
 
 
 # ---- when is an answer complete?

@@ -95,7 +95,9 @@ class Journey:
     # ---- finding the hops
     def _find(self, queue_id: str | None) -> None:
         everything = self.lab.transcript()
-        smtp = everything.filter(service="smtp")
+        # Mail can be handed over on port 25, on submission (587) or over SMTPS (465).
+        smtp = Transcript(l for l in everything.lines
+                          if l.service.split(":", 1)[0] in ("smtp", "submission", "smtps"))
         users = guess_user(smtp.lines)
         queued: list[tuple[str, int, float]] = []  # (queue id, conn, time)
         for line in smtp.lines:
