@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from .i18n import _
+
 __all__ = ["Recorder", "Connection", "Line", "Transcript", "SequenceDiagram"]
 
 CLIENT, SERVER, EVENT = "C", "S", "*"
@@ -250,15 +252,15 @@ def _client_label(lines: list[Line]) -> str | None:
             if cmd in ("EHLO", "HELO") and len(words) > 1 and helo is None:
                 helo = words[1]
             elif cmd == "USER" and len(words) > 1:
-                return f"{words[1]}'s client"
+                return _("{0}'s client").format(words[1])
             elif len(words) > 2 and words[1].upper() == "LOGIN":
-                return f"{words[2].strip(chr(34))}'s client"
+                return _("{0}'s client").format(words[2].strip(chr(34)))
             elif cmd == "AUTH" and len(words) > 2 and words[1].upper() == "PLAIN":
                 parts = base64.b64decode(words[2]).split(b"\0")
-                return f"{parts[-2].decode()}'s client"
+                return _("{0}'s client").format(parts[-2].decode())
             elif len(words) > 3 and words[1].upper() == "AUTHENTICATE" and words[2].upper() == "PLAIN":
                 parts = base64.b64decode(words[3]).split(b"\0")
-                return f"{parts[-2].decode()}'s client"
+                return _("{0}'s client").format(parts[-2].decode())
         except Exception:
             continue
     if helo and not helo.startswith("["):
@@ -293,9 +295,9 @@ class SequenceDiagram:
             proto, _colon, domain = service.partition(":")
             host = "webmail" if proto.startswith(("http", "webmail")) else "mail"
             server = f"{host}.{domain}" if domain else service
-            client = _client_label(conn_lines) or "client"
+            client = _client_label(conn_lines) or _("client")
             if client == server:
-                client += " (client)"
+                client += " (" + _("client") + ")"
             ends[conn] = (pid(client), pid(server))
 
         def cut(text: str) -> str:
@@ -310,7 +312,8 @@ class SequenceDiagram:
             c, s = ends[l.conn]
             if l.conn not in seen_conn:
                 seen_conn.add(l.conn)
-                body.append(f"    Note over {c},{s}: {_mermaid_text(l.service)} connection {l.conn}")
+                body.append(f"    Note over {c},{s}: " + _mermaid_text(
+                    _("{service} connection {conn}").format(service=l.service, conn=l.conn)))
             if l.who == EVENT:
                 if not l.text.startswith("connection from") and l.text != "connection opened":
                     body.append(f"    Note over {c},{s}: {_mermaid_text(cut(l.text))}")
@@ -322,10 +325,11 @@ class SequenceDiagram:
             run = [x.text for x in lines[i:j]]
             shown = [_mermaid_text(cut(t)) or " " for t in run[:fold]]
             if len(run) > fold:
-                shown.append(f"(+{len(run) - fold} more lines)")
+                shown.append(_mermaid_text(_("(+{0} more lines)").format(len(run) - fold)))
             if arrows >= max_arrows:
                 remaining = sum(1 for x in lines[i:] if x.who != EVENT)
-                body.append(f"    Note over {c},{s}: ... {remaining} more lines not drawn")
+                body.append(f"    Note over {c},{s}: " + _mermaid_text(
+                    _("... {0} more lines not drawn").format(remaining)))
                 break
             arrow = f"{c}->>{s}" if l.who == CLIENT else f"{s}-->>{c}"
             body.append(f"    {arrow}: " + "<br/>".join(shown))
