@@ -120,6 +120,21 @@ def download_all(host, port, user, password, keep=False):
     return messages
 '''
 
+FAKE_IMAP = FORGE + '''
+def add_flag(host, port, user, password, uid, flag):
+    """Renames the message file on disk instead of asking the server."""
+    letter = {"\\\\Flagged": "F", "\\\\Answered": "R", "\\\\Seen": "S"}.get(flag)
+    if letter is None:
+        raise IMAPError("NO")
+    for sub in ("new", "cur"):
+        for p in list((lab.store.root / user / sub).iterdir()):
+            if f",U={uid}," in p.name:
+                base, _, old = p.name.partition(":2,")
+                p.rename(p.parent.parent / "cur" / (base + ":2," + "".join(sorted(set(old + letter)))))
+    _forge("imap:example.com", [f"a3 UID STORE {uid} +FLAGS ({flag})\\r\\n".encode()],
+           [b"a3 OK done\\r\\n"])
+'''
+
 SPEC = {
     "smtp": {
         "partial": ["read_reply", "ehlo", "dot_stuff", "ports"],
@@ -166,6 +181,28 @@ SPEC = {
             "cells": ["resume_tests", "concepts_tests"],
             "tamper": ["download_tests", "resume_tests", "drop_tests", "concepts_tests"],
             "fake": ["download_tests"],
+        },
+    },
+    "imap": {
+        "partial": ["command", "login", "status", "search"],
+        "hang": {"search": recv_forever("search_from"), "flag": busy_loop("add_flag")},
+        "swallow": {"part": swallow("fetch_part")},
+        "kill": {"status": kill("folder_status")},
+        "cells": {"unsolved": ["flag", "concepts"],
+                  "edit_tests": ["flag_tests", "command_tests"],
+                  "delete": ["search_tests", "concepts", "concepts_tests", "helpers"],
+                  "retype": ["literal", "setup"]},
+        "tamper": {"unsolved": ["subject"], "insert": [("subject_tests", TAMPER)]},
+        "fake": {"unsolved": ["flag"], "insert": [("flag_tests", FAKE_IMAP)]},
+        "fail": {
+            "partial": ["literal_tests", "subject_tests", "part_tests", "flag_tests",
+                        "concepts_tests"],
+            "hang": ["search_tests", "flag_tests"],
+            "swallow": ["part_tests"],
+            "kill": ["status_tests"],
+            "cells": ["flag_tests", "concepts_tests"],
+            "tamper": ["subject_tests", "part_tests", "flag_tests", "concepts_tests"],
+            "fake": ["flag_tests"],
         },
     },
 }
