@@ -236,9 +236,15 @@ def test_welcome_notebook_in_jupyterlab(browser, jupyterlab):
     expect(quiz).to_contain_text("Right!")
     shot(quiz, "00-welcome-quiz")
     cell = restart_lab_and_console(page, "console = Console(lab)")
+    viewer_cell = code_cell(page, "TranscriptViewer(lab)")
+    rerun(page, viewer_cell)  # a viewer of the new lab, following it live
+    expect(viewer_cell.locator(".maillab-transcript")).to_contain_text("live", timeout=30_000)
     type_into_console(page, cell, "NOOP", "250")
     type_into_console(page, cell, "HELLO", "500")  # a mistake, answered with a hint
     shot(cell, "00-welcome-console")
+    # The viewer's background poller pushed the new lines to the browser by itself.
+    expect(viewer_cell.locator(".maillab-transcript")).to_contain_text("HELLO", timeout=10_000)
+    shot(viewer_cell, "00-welcome-live-viewer")
     page.close()
     print(f"00-welcome: Run All took {seconds:.1f} s in JupyterLab")
 

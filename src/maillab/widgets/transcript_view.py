@@ -53,6 +53,7 @@ class TranscriptViewer(W.VBox):
         self.refresh(force=True)
         if live and self._poller is not None:
             self._poller.start()
+            self._update_status(len(self.transcript()))
 
     # ---- data
     def transcript(self) -> Transcript:
