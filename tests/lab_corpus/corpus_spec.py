@@ -135,6 +135,10 @@ def add_flag(host, port, user, password, uid, flag):
            [b"a3 OK done\\r\\n"])
 '''
 
+FAKE_JOURNEY = FAKE_SMTP + '''
+submit = send_as_user  # delivers through the store, no SMTP at all
+'''
+
 SPEC = {
     "smtp": {
         "partial": ["read_reply", "ehlo", "dot_stuff", "ports"],
@@ -203,6 +207,28 @@ SPEC = {
             "cells": ["flag_tests", "concepts_tests"],
             "tamper": ["subject_tests", "part_tests", "flag_tests", "concepts_tests"],
             "fake": ["flag_tests"],
+        },
+    },
+    "journey": {
+        "partial": ["mx", "relay", "hops", "steps"],
+        "hang": {"pop3": recv_forever("pop3_latest"), "imap": busy_loop("imap_latest")},
+        "swallow": {"submit": swallow("submit")},
+        "kill": {"hops": kill("received_hops")},
+        "cells": {"unsolved": ["imap", "ports"],
+                  "edit_tests": ["imap_tests", "mx_tests"],
+                  "delete": ["relay_tests", "ports", "ports_tests", "helpers", "show_mx"],
+                  "retype": ["hops", "setup"]},
+        "tamper": {"unsolved": ["relay"], "insert": [("relay_tests", TAMPER)]},
+        "fake": {"unsolved": ["submit"], "insert": [("submit_tests", FAKE_JOURNEY)]},
+        "fail": {
+            "partial": ["submit_tests", "pop3_tests", "imap_tests", "ports_tests"],
+            "hang": ["pop3_tests", "imap_tests"],
+            "swallow": ["submit_tests"],
+            "kill": ["hops_tests"],
+            "cells": ["imap_tests", "ports_tests"],
+            "tamper": ["relay_tests", "submit_tests", "hops_tests", "pop3_tests", "imap_tests",
+                       "steps_tests", "ports_tests"],
+            "fake": ["submit_tests"],
         },
     },
 }
