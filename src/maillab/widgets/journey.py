@@ -336,7 +336,7 @@ class JourneyView(W.VBox):
             cells.append(f'<div class="ml-box{" ml-on" if lit else ""}">{esc(name)}</div>')
             if i < len(arrows):
                 h = arrows[i]
-                arrow = "\u2192" if h.kind != "retrieval" else "\u2190 \u2192"
+                arrow = "\u2192"  # the way the message goes
                 label = h.protocol if h.done else h.protocol + " ?"
                 cells.append(f'<div class="ml-arrow{" ml-on" if h is on else ""}">'
                              f"{esc(label)}<br>{arrow}</div>")
