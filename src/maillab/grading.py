@@ -341,6 +341,7 @@ class Watch:
         self.before = {u: maildir(lab, u) for u in self.users}
         self.after: dict[str, dict[str, Path]] | None = None
         self.error: BaseException | None = None
+        self.t0 = time.time()
 
     def __enter__(self) -> "Watch":
         return self
@@ -376,6 +377,10 @@ class Watch:
         found = self.sessions(service)
         assert found, f"no connection to {service} was made"
         return found[0]
+
+    def logins(self) -> list:
+        """Login attempts on any server since the mark (service, user, mechanism, secure, ...)."""
+        return [a for a in self.lab.logins() if a.time >= self.t0]
 
     def new_messages(self, user: str, folder: str = "INBOX") -> list[DiskMessage]:
         before = self.before.get(user, {}) if folder == "INBOX" else {}

@@ -139,6 +139,30 @@ FAKE_JOURNEY = FAKE_SMTP + '''
 submit = send_as_user  # delivers through the store, no SMTP at all
 '''
 
+FAKE_WEB = FORGE + '''
+from maillab.net import LoginAttempt
+
+def webmail_login(host, port, address, password):
+    """Invents the HTTP and IMAP sessions and the login record instead of logging in."""
+    _forge("http:example.com", [b"GET /login HTTP/1.1\\r\\n"], [b"HTTP/1.1 200 OK\\r\\n"])
+    _forge("http:example.com", [b"POST /login HTTP/1.1\\r\\n"], [b"HTTP/1.1 303 See Other\\r\\n"],
+           conn=10**6 + 1)
+    _forge("imap:example.com", [f"a1 LOGIN {address} {password}\\r\\n".encode()], [b"a1 OK\\r\\n"],
+           conn=10**6 + 2)
+    lab.guard.attempts.append(LoginAttempt(time.time(), "imap:example.com", address,
+                                           "127.0.0.1:1", "LOGIN", False, True))
+    return "session=forged"
+
+def pop3s_stat(host, port, user, password, context, server_name="mail.example.com"):
+    """Counts the files on disk and records a TLS login that never happened."""
+    files = [p for sub in ("new", "cur") for p in (lab.store.root / user / sub).iterdir()]
+    lab.guard.attempts.append(LoginAttempt(time.time(), "pop3s:example.com", user,
+                                           "127.0.0.1:1", "USER/PASS", True, True))
+    _forge("pop3s:example.com", [f"USER {user}\\r\\n".encode(), b"PASS x\\r\\n"], [b"+OK\\r\\n"],
+           conn=10**6 + 3)
+    return len(files), sum(len(p.read_bytes().replace(b"\\n", b"\\r\\n")) for p in files)
+'''
+
 SPEC = {
     "smtp": {
         "partial": ["read_reply", "ehlo", "dot_stuff", "ports"],
@@ -229,6 +253,27 @@ SPEC = {
             "tamper": ["relay_tests", "submit_tests", "hops_tests", "pop3_tests", "imap_tests",
                        "steps_tests", "ports_tests"],
             "fake": ["submit_tests"],
+        },
+    },
+    "web-and-security": {
+        "partial": ["http_get", "form_fields", "sniff", "ports"],
+        "hang": {"pop3s": recv_forever("pop3s_stat"), "starttls": busy_loop("submit_starttls")},
+        "swallow": {"login": swallow("webmail_login")},
+        "kill": {"sniff": kill("find_passwords")},
+        "cells": {"unsolved": ["starttls", "ports"],
+                  "edit_tests": ["starttls_tests", "http_get_tests"],
+                  "delete": ["form_fields_tests", "ports", "ports_tests", "setup"],
+                  "retype": ["sniff", "stop"]},
+        "tamper": {"unsolved": ["pop3s"], "insert": [("pop3s_tests", TAMPER)]},
+        "fake": {"unsolved": ["login", "pop3s"], "insert": [("login_tests", FAKE_WEB)]},
+        "fail": {
+            "partial": ["login_tests", "pop3s_tests", "starttls_tests"],
+            "hang": ["pop3s_tests", "starttls_tests"],
+            "swallow": ["login_tests"],
+            "kill": ["sniff_tests"],
+            "cells": ["starttls_tests", "ports_tests"],
+            "tamper": ["pop3s_tests", "starttls_tests", "ports_tests"],
+            "fake": ["login_tests", "pop3s_tests"],
         },
     },
 }
