@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from .i18n import _
 
@@ -24,8 +24,9 @@ CLIENT, SERVER, EVENT = "C", "S", "*"
 MAX_LINE = 64 * 1024  # a "line" longer than this is cut into pieces
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
+    """One line of a transcript (a named tuple: cheap to make, and servers make many)."""
+
     time: float  # time.time() when the line was complete
     service: str  # e.g. "smtp:example.com", "pop3", "imap"
     conn: int  # connection number, unique within the lab
@@ -71,8 +72,9 @@ class Connection:
         self._partial[who] = partial
         now = time.time()
         room = limit - self._kept[who]
-        for line in lines[:room]:
-            self.recorder._add(Line(now, self.service, self.id, who, line + b"\n", self.peer))
+        service, conn_id, peer = self.service, self.id, self.peer
+        self.recorder._extend([Line(now, service, conn_id, who, line + b"\n", peer)
+                               for line in lines[:room]])
         self._kept[who] += min(room, len(lines))
         if len(lines) > room:
             self.skipped[who] += len(lines) - room
@@ -127,6 +129,14 @@ class Recorder:
             if len(self._lines) == self._lines.maxlen:
                 self.dropped += 1
             self._lines.append(line)
+
+    def _extend(self, lines: list[Line]) -> None:
+        """Add many lines under one lock (a long reply is thousands of lines)."""
+        if not lines:
+            return
+        with self._lock:
+            self.dropped += max(0, len(self._lines) + len(lines) - self._lines.maxlen)
+            self._lines.extend(lines)
 
     def lines(self) -> list[Line]:
         with self._lock:
