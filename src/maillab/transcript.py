@@ -13,7 +13,6 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
 from .i18n import _
