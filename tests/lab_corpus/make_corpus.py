@@ -88,7 +88,8 @@ def index_of(nb, grade_id: str) -> int:
 
 
 def insert_before(nb, grade_id: str, source: str) -> None:
-    nb.cells.insert(index_of(nb, grade_id), new_code_cell(source.strip("\n")))
+    nb.cells.insert(index_of(nb, grade_id),
+                    new_code_cell(source.strip("\n"), id=f"inserted-before-{grade_id}"))
 
 
 def make_case(lab: str, case: str, spec: dict, master, student):
@@ -111,7 +112,7 @@ def make_case(lab: str, case: str, spec: dict, master, student):
             del nb.cells[index_of(nb, g)]
         for g in c["retype"]:  # the cell copied into a new plain cell, the original deleted
             i = index_of(nb, g)
-            nb.cells[i] = new_code_cell(nb.cells[i].source)
+            nb.cells[i] = new_code_cell(nb.cells[i].source, id=f"retyped-{g}")
         return nb
     if case in ("tamper", "fake"):
         t = spec[case]
