@@ -9,6 +9,7 @@ is that path; anywhere else it is ``http://127.0.0.1:<port>/``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 
@@ -42,11 +43,7 @@ def jupyter_base_url(*, environ=None, servers=None, parent_pid: int | None = Non
     if prefix:
         return "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
     if servers is None:
-        try:
-            from jupyter_server.serverapp import list_running_servers
-            servers = list(list_running_servers())
-        except Exception:  # no jupyter_server, or an unreadable runtime folder
-            servers = []
+        servers = running_servers()
     if not servers:
         return None
     parent_pid = os.getppid() if parent_pid is None else parent_pid
@@ -57,6 +54,32 @@ def jupyter_base_url(*, environ=None, servers=None, parent_pid: int | None = Non
         return None
     base = chosen.get("base_url") or "/"
     return "/" + base.strip("/") + "/" if base.strip("/") else "/"
+
+
+def running_servers() -> list[dict]:
+    """The running Jupyter servers, from their ``jpserver-<pid>.json`` files.
+
+    This is what ``jupyter_server.serverapp.list_running_servers`` reads, without importing
+    jupyter_server (seconds on a slow machine) into the learner's kernel.
+    """
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+        folder = jupyter_runtime_dir()
+        names = [n for n in os.listdir(folder) if n.startswith("jpserver-") and n.endswith(".json")]
+    except Exception:  # no jupyter_core, or no runtime folder
+        return []
+    servers = []
+    for name in names:
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                info = json.load(f)
+            os.kill(int(info["pid"]), 0)  # still running?
+        except PermissionError:
+            pass  # running, as another user
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        servers.append(info)
+    return servers
 
 
 def webmail_url(port: int, host: str = "127.0.0.1", *, kernel: bool | None = None, **kwargs) -> str:
