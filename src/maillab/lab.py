@@ -166,6 +166,7 @@ class MailLab:
         self.recorder = Recorder()
         self.started_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._contexts: list[ServerContext] = []
         self.router: Router | None = None
@@ -308,6 +309,7 @@ class MailLab:
             thread.join(timeout=10)
         if loop is not None and not loop.is_running():
             loop.close()
+        self._last_loop = loop  # its wire copies stay readable after the lab stops
         self._loop = self._thread = None
         self.services = []
         self._contexts = []
@@ -420,7 +422,8 @@ class MailLab:
         found = []
         for session in self.transcript(service, conn).sessions():
             first = session.lines[0]
-            wire = self._loop.wire_for(first.peer, first.time) if self._loop else None
+            loop = self._loop or self._last_loop
+            wire = loop.wire_for(first.peer, first.time) if loop is not None else None
             if wire is not None:
                 found.append(ObservedConnection(first.service, first.conn, wire))
         return Observed(found)

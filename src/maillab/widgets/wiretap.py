@@ -1,9 +1,9 @@
 """A wiretap: what someone watching the network would see of a session.
 
-:class:`Wiretap` listens on a port of its own and passes every byte on to one of the lab's
-services, keeping a copy, like a network observer (or Wireshark's "Follow TCP stream"). Point a
-client at ``tap.port`` instead of the service's port; afterwards the tap shows what crossed the
-wire: readable commands and passwords on the clear-text ports, unreadable bytes under TLS.
+The lab's event loop keeps a copy of the bytes of every connection its servers accept, exactly
+as they crossed the network (``lab.observed()``, see ``maillab.wire``). A :class:`Wiretap` shows
+that copy for the connections to one service made while it was open, like Wireshark's "Follow
+TCP stream": readable commands and passwords on the clear-text ports, unreadable bytes under TLS.
 
     with Wiretap(lab, "pop3") as tap:
         client = poplib.POP3("127.0.0.1", tap.port)
@@ -13,9 +13,6 @@ wire: readable commands and passwords on the clear-text ports, unreadable bytes 
 
 from __future__ import annotations
 
-import selectors
-import socket
-import threading
 import time
 
 from ..i18n import _
@@ -27,34 +24,24 @@ CLIENT, SERVER = "C", "S"
 
 
 class Wiretap:
-    """Relays connections from ``self.port`` to a lab service and records the raw bytes."""
+    """The wire bytes of the connections to one lab service made while the tap was open."""
 
-    def __init__(self, lab=None, service: str = "smtp", domain: str | None = None, *,
-                 port: int | None = None, host: str = "127.0.0.1", limit: int = 1 << 20):
+    def __init__(self, lab, service: str = "smtp", domain: str | None = None, *,
+                 limit: int = 1 << 20):
         self.lab = lab
         self.service = service
-        self.target = (host, port if port is not None else lab.port(service, domain))
+        self.domain = domain or lab.domains[0]
+        self.host = lab.host
+        self.port = lab.port(service, domain)  # clients connect here, as always
         self.limit = limit
-        self.chunks: list[tuple[str, bytes, float, int]] = []  # (side, bytes, time, connection)
-        self._lock = threading.Lock()
-        self._size = 0
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((host, 0))
-        self._listener.listen(16)
-        self._listener.setblocking(False)
-        self.host = host
-        self.port = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="maillab-wiretap", daemon=True)
-        self._thread.start()
+        self.opened = time.time()
+        self.closed_at: float | None = None
 
     # ---- life cycle
     def close(self) -> None:
-        """Stop listening and cut every relayed connection."""
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
+        """Stop watching: connections made after this are not shown."""
+        if self.closed_at is None:
+            self.closed_at = time.time()
 
     def __enter__(self) -> "Wiretap":
         return self
@@ -64,86 +51,30 @@ class Wiretap:
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        return self.closed_at is None and getattr(self.lab, "running", False)
 
-    # ---- the relay
-    def _run(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self._listener, selectors.EVENT_READ, None)
-        peers: dict[socket.socket, tuple[socket.socket, str, int]] = {}
-        count = 0
-        try:
-            draining = 0
-            while True:
-                if self._stop.is_set() or (self.lab is not None
-                                           and not getattr(self.lab, "running", True)):
-                    draining += 1  # pass on what is still in flight, then stop
-                    if draining > 5:
-                        break
-                events = sel.select(timeout=0.1 if not draining else 0.02)
-                if draining and not events:
-                    break
-                for key, _mask in events:
-                    if key.data is None:  # a new client
-                        try:
-                            client, _addr = self._listener.accept()
-                            server = socket.create_connection(self.target, timeout=5)
-                        except OSError:
-                            continue
-                        count += 1
-                        for s in (client, server):
-                            s.setblocking(False)
-                            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        peers[client] = (server, CLIENT, count)
-                        peers[server] = (client, SERVER, count)
-                        sel.register(client, selectors.EVENT_READ, "c")
-                        sel.register(server, selectors.EVENT_READ, "s")
-                        continue
-                    sock = key.fileobj
-                    if sock not in peers:
-                        continue
-                    other, side, conn = peers[sock]
-                    try:
-                        data = sock.recv(65536)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        data = b""
-                    if data:
-                        self._record(side, data, conn)
-                        try:
-                            other.setblocking(True)
-                            other.sendall(data)
-                            other.setblocking(False)
-                            continue
-                        except OSError:
-                            pass
-                    for s in (sock, other):  # one side closed: close both
-                        peers.pop(s, None)
-                        try:
-                            sel.unregister(s)
-                        except (KeyError, ValueError):
-                            pass
-                        s.close()
-        finally:
-            for s in list(peers):
-                s.close()
-            sel.close()
-            self._listener.close()
-
-    def _record(self, side: str, data: bytes, conn: int) -> None:
-        with self._lock:
-            if self._size >= self.limit:
-                return
-            data = data[: self.limit - self._size]
-            self._size += len(data)
-            self.chunks.append((side, data, time.time(), conn))
+    @property
+    def chunks(self) -> list[tuple[str, bytes, float, int]]:
+        """(side, bytes, time, connection) for every piece the observer saw, in order."""
+        seen = self.lab.observed(f"{self.service}:{self.domain}")
+        until = self.closed_at if self.closed_at is not None else float("inf")
+        out, size = [], 0
+        for c in seen.connections:
+            if not self.opened - 0.5 <= c.wire.opened <= until:
+                continue
+            for t, side, data in c.wire.chunks:
+                if size >= self.limit:
+                    return out
+                data = data[: self.limit - size]
+                size += len(data)
+                out.append((side, data, t, c.conn))
+        out.sort(key=lambda chunk: chunk[2])
+        return out
 
     # ---- what the observer saw
     def captured(self, side: str | None = None) -> bytes:
         """Every byte seen (of one side: "C" client, "S" server), in order."""
-        with self._lock:
-            return b"".join(d for s, d, _t, _c in self.chunks if side in (None, s))
+        return b"".join(d for s, d, _t, _c in self.chunks if side in (None, s))
 
     def readable(self) -> float:
         """Share of the captured bytes that are readable text (1.0: plain text, ~0.4: encrypted)."""
@@ -159,20 +90,17 @@ class Wiretap:
     def text(self, width: int = 400) -> str:
         """The captured bytes as an observer would print them: unreadable bytes as dots."""
         out = []
-        with self._lock:
-            chunks = list(self.chunks)
-        for side, data, _t, _c in chunks:
+        for side, data, _t, _c in self.chunks:
             arrow = "C->S" if side == CLIENT else "S->C"
             out.append(f"[{arrow} {len(data)} bytes] {_printable(data[:width]).rstrip()}")
         return "\n".join(out)
 
     def __repr__(self) -> str:
-        return (f"<Wiretap {self.host}:{self.port} -> {self.target[0]}:{self.target[1]} "
+        return (f"<Wiretap {self.service}:{self.domain} port {self.port}: "
                 f"{len(self.captured())} bytes seen, {self.readable():.0%} readable>")
 
     def _repr_html_(self) -> str:
-        with self._lock:
-            chunks = list(self.chunks)
+        chunks = self.chunks
         rows = []
         for side, data, _t, conn in chunks[:200]:
             cls = "ml-C" if side == CLIENT else "ml-S"
