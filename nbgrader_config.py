@@ -66,7 +66,8 @@ else:
                                            SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
 
 # ---- Collecting from an LMS ------------------------------------------------------------------
-# `nbgrader zip_collect <lab>` reads downloads/<lab>/archive/*.zip. LMS file names look like
-# "<student>_<lab>.ipynb" (or inside "<student>.zip"); the student id is taken from the start.
+# `nbgrader zip_collect <lab>` reads downloaded/<lab>/archive/ (zip files, or loose notebooks
+# named "<student>_<lab>.ipynb", as LMS downloads are). nbgrader matches the regexp against the
+# whole path of each extracted file: the student id is the part of the file name before "_".
 c.ZipCollectApp.archive_directory = "archive"
-c.FileNameCollectorPlugin.named_regexp = r"^(?P<student_id>[A-Za-z0-9.-]+)_(?P<file_id>.+)$"
+c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[A-Za-z0-9.-]+)_(?P<file_id>[^/]+)$"
