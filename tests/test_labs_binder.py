@@ -29,6 +29,10 @@ import yaml
 from labcourse import ROOT
 
 
+# Longer than the suite's --timeout=300: this module's fixture does minutes of work.
+pytestmark = pytest.mark.timeout(1200)
+
+
 def committed_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
     return [p for p in out.stdout.decode().split("\0") if p]

@@ -20,6 +20,10 @@ import pytest
 
 from labcourse import LABS, ROOT, Course
 
+
+# Longer than the suite's --timeout=300: this module's fixture does minutes of work.
+pytestmark = pytest.mark.timeout(1500)
+
 CORPUS = ROOT / "tests" / "lab_corpus"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
 ARTIFACTS = ROOT / "test-artifacts"
