@@ -222,10 +222,50 @@ def main() -> None:
             print(f"{'ratio maillab/dovecot at ' + str(sizes[-1]):30}" + "  ".join(
                 f"{op}: {results['maillab'][sizes[-1]][op] / results['dovecot'][sizes[-1]][op]:.1f}x"
                 for op in ops))
+        core_growth(tmp.name, sizes)
     finally:
         for srv in servers.values():
             srv.close()
         tmp.cleanup()
+
+
+def core_growth(root: str, sizes) -> None:
+    """The same SELECT and SEARCH on the sans-IO core in this process: no sockets, no client,
+    no other process. Over the network the small figures swing with the machine's load (and
+    the server process's garbage collector); here the cost per message can be read directly."""
+    from maillab.imap.core import ImapSession
+    from maillab.net import ServerContext
+    from maillab.transcript import Recorder
+
+    store = Store(root, hash_n=2**10)
+    ctx = ServerContext(store, Recorder(), "mail.example.com", DOMAIN)
+    ops = {"SELECT": b"c EXAMINE {f}\r\n", "SEARCH UNSEEN": b"c SEARCH UNSEEN\r\n",
+           "SEARCH FROM": b"c SEARCH FROM carol\r\n"}
+    per = {op: {} for op in ops}
+    for n in sizes:
+        session = ImapSession(ctx)
+        session.greeting()
+        folder = f"Size{n}".encode()
+        session.receive_data(b"a LOGIN alice " + ACCOUNTS["alice"].encode() + b"\r\n"
+                             b"b EXAMINE " + folder + b"\r\n")
+        session.data_to_send()
+        for op, cmd in ops.items():
+            cmd = cmd.replace(b"{f}", folder)
+            best = float("inf")
+            for _ in range(7):
+                t = time.perf_counter()
+                session.receive_data(cmd)
+                session.data_to_send()
+                best = min(best, time.perf_counter() - t)
+            per[op][n] = best / n
+    print()
+    print("The IMAP core in-process: microseconds per message (linear = the same at every size)")
+    print(f"{'':16}" + "".join(f"{n:>10}" for n in sizes) + "   growth of total cost")
+    for op, figures in per.items():
+        growth = figures[sizes[-1]] * sizes[-1] / (figures[sizes[0]] * sizes[0])
+        print(f"{op:16}" + "".join(f"{figures[n] * 1e6:10.2f}" for n in sizes) +
+              f"   {growth:.1f}x for {sizes[-1] / sizes[0]:.0f}x the messages")
+    store.close()
 
 
 if __name__ == "__main__":
