@@ -348,10 +348,8 @@ class Watch:
 
     def __exit__(self, exc_type, exc, tb):
         self.settle()
-        if exc is not None and isinstance(exc, Exception):
-            self.error = exc  # the learner's function failed: evidence is still checked
-            return True
-        return False
+        self.error = exc
+        return False  # the learner's own traceback is the best feedback
 
     def settle(self) -> None:
         try:
@@ -582,13 +580,27 @@ def nbgrader_preprocessors() -> dict:
         max_restarts = 5
 
         def preprocess(self, nb, resources=None, km=None):
-            self._replayable: list[int] = []
-            self._restarts = 0
-            return super().preprocess(nb, resources, km)
+            for attempt in (1, 2):
+                self._replayable: list[int] = []
+                self._restarts = 0
+                self._ran_a_cell = False
+                try:
+                    return super().preprocess(nb, resources, km)
+                except Exception as e:
+                    # A kernel that fails to start (before any cell ran) gets one more try.
+                    if self._ran_a_cell or attempt == 2:
+                        raise
+                    self.log.warning("The kernel did not start (%s); trying again", e)
+                    try:
+                        self._cleanup_kernel()
+                    except Exception:
+                        pass
+                    self.km = self.kc = None
 
         def preprocess_cell(self, cell, resources, index):
             if cell.cell_type != "code" or not cell.source.strip():
                 return super().preprocess_cell(cell, resources, index)
+            self._ran_a_cell = True
             try:
                 result = super().preprocess_cell(cell, resources, index)
             except (DeadKernelError, CellTimeoutError, UnresponsiveKernelError) as e:
