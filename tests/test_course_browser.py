@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from jupyterproc import running_jupyter
 from conftest import in_ci, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,12 +47,6 @@ SETTINGS = {
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory):
     require_tool("chromium")
@@ -66,40 +57,13 @@ def jupyterlab(tmp_path_factory):
         path = settings / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(value))
-    port, token = free_port(), secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-           "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={home / 'course'}", "--ServerApp.port_retries=0"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")  # Jupyter refuses to run as root without it
     src = str(ROOT / "src")
-    env = {**os.environ,
-           "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    env = {"PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "JUPYTERLAB_SETTINGS_DIR": str(settings),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
            "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    log = open(home / "jupyter.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("jupyter lab did not start: " + (home / "jupyter.log").read_text()[-2000:])
-        time.sleep(0.2)
-    yield {"base": base, "token": token, "log": home / "jupyter.log"}
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with running_jupyter("lab", home / "course", home / "jupyter.log", env=env) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import secrets
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 import maillab
+from jupyterproc import running_jupyter
 from conftest import in_ci, require_tool
 from maillab.webmail.testing import make_message
 
@@ -370,47 +366,15 @@ def test_remote_images_load_only_when_the_reader_allows_them(browser, lab, attac
 
 # ----------------------------------------------------------------------------- through Jupyter
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def jupyter(tmp_path_factory):
     """A real `jupyter server` (with jupyter-server-proxy) on a free port, with a token."""
     pytest.importorskip("jupyter_server_proxy") if not in_ci() else None
-    port, token = free_port(), secrets.token_hex(16)
     root = tmp_path_factory.mktemp("jupyter-root")
-    cmd = [sys.executable, "-m", "jupyter", "server", "--no-browser", f"--port={port}",
-           "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--ServerApp.port_retries=0"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("jupyter server did not start: " + (root / "server.log").read_text()[-2000:])
-        time.sleep(0.2)
-    yield {"base": base, "token": token, "proc": proc, "runtime": root / "runtime"}
-    proc.terminate()
-    try:
-        proc.wait(3)
-    except subprocess.TimeoutExpired:  # it has nothing to save: no kernels, no notebooks
-        proc.kill()
-        proc.wait(5)
-    log.close()
+    # stop_wait: it has nothing to save (no kernels, no notebooks)
+    with running_jupyter("server", root, root / "server.log", timeout=60, stop_wait=3,
+                         env={"JUPYTER_RUNTIME_DIR": str(root / "runtime")}) as server:
+        yield {**server, "runtime": root / "runtime"}
 
 
 def test_whole_session_through_jupyter_server_proxy(browser, lab, jupyter):
