@@ -136,6 +136,17 @@ class Webmail:
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def _fetch(self, s, folder: str, uid: int):
+        """(raw message, flags) of one message, or HTTP 404 if it has gone."""
+        def work():
+            with self._imap(s) as imap:
+                try:
+                    return imap.fetch(folder, uid)
+                except KeyError:
+                    raise HttpError(404, _("This message is not there any more.")) from None
+
+        return await self.run(work)
+
     # ------------------------------------------------------------------ middlewares
     @web.middleware
     async def _transcript_mw(self, request: web.Request, handler):
@@ -438,14 +449,7 @@ class Webmail:
         uid = self._int_arg(request.query.get("uid"))
         images = request.query.get("images") == "1"
 
-        def work():
-            with self._imap(s) as imap:
-                try:
-                    return imap.fetch(folder, uid)
-                except KeyError:
-                    raise HttpError(404, _("This message is not there any more.")) from None
-
-        raw, _flags = await self.run(work)
+        raw, _flags = await self._fetch(s, folder, uid)
         view, parsed = msgmod.read_view(raw, _flags)
         inline = msgmod.cid_sections(parsed)
 
@@ -474,14 +478,7 @@ class Webmail:
         if not _SECTION_RE.match(section):
             raise HttpError(400, _("That is not a part of a message."))
 
-        def work():
-            with self._imap(s) as imap:
-                try:
-                    return imap.fetch(folder, uid)
-                except KeyError:
-                    raise HttpError(404, _("This message is not there any more.")) from None
-
-        raw, flags = await self.run(work)
+        raw, flags = await self._fetch(s, folder, uid)
         view, parsed = msgmod.read_view(raw, flags)
         part = msgmod.find_part(parsed, section)
         if part is None:
@@ -504,14 +501,7 @@ class Webmail:
             folder = self._folder_arg(request.query.get("f"))
             uid = self._int_arg(request.query.get("uid"))
 
-            def work():
-                with self._imap(s) as imap:
-                    try:
-                        return imap.fetch(folder, uid)
-                    except KeyError:
-                        raise HttpError(404, _("This message is not there any more.")) from None
-
-            raw, flags = await self.run(work)
+            raw, flags = await self._fetch(s, folder, uid)
             view, parsed = msgmod.read_view(raw, flags)
             if mode == "forward":
                 fields.update(msgmod.forward_fields(parsed))
