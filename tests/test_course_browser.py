@@ -19,20 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM_ARGS, expect, sync_playwright
 from jupyterproc import running_jupyter
-from conftest import in_ci, require_tool
+from conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "course"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
-
-if in_ci():
-    from playwright.sync_api import expect, sync_playwright  # CI must have it: fail, not skip
-else:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
 
 # JupyterLab settings for the test: every cell rendered (no windowing), nothing fetched from the
 # Internet.

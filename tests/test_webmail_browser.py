@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import maillab
+from browser import CHROMIUM_ARGS, expect, sync_playwright
 from jupyterproc import running_jupyter
 from conftest import in_ci, require_tool
 from maillab.webmail.testing import make_message
@@ -30,15 +31,6 @@ from maillab.webmail.testing import make_message
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "webmail_corpus"
 ARTIFACTS = ROOT / "test-artifacts" / "webmail"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
-
-if in_ci():
-    from playwright.sync_api import expect, sync_playwright  # CI must have it: fail, not skip
-else:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
 
 
 @pytest.fixture(scope="module")
