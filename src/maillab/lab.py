@@ -22,6 +22,7 @@ from typing import Iterable
 
 from .i18n import _
 from .net import LOOPBACK, LoginGuard, ServerContext, bind_listener
+from .privacy import OwnerOnly, guard
 from .smtp import DEFAULT_SIZE_LIMIT, QueuedMessage, Router, start_smtp
 from .store import SCRYPT_N, Store, hash_password
 from .tls import LabCA
@@ -144,7 +145,8 @@ class MailLab:
     def __init__(self, *, accounts: Iterable[LabAccount] = DEFAULT_ACCOUNTS,
                  root: str | os.PathLike | None = None, ports: str | dict = "mnemonic",
                  size_limit: int = DEFAULT_SIZE_LIMIT, hash_n: int = LAB_SCRYPT_N,
-                 tls: bool = True, strict: bool = False, options: dict | None = None):
+                 tls: bool = True, strict: bool = False, options: dict | None = None,
+                 private: bool = True, allow_users: Iterable[int | str] = ()):
         self.accounts = list(accounts)
         self.domains = list(dict.fromkeys(a.domain for a in self.accounts))
         if not self.domains:
@@ -158,6 +160,9 @@ class MailLab:
         # strict: no password may cross an unencrypted connection, on any port (a real
         # provider's policy); the default lets learners log in by hand on 25, 110 and 143.
         self.strict = strict
+        # private: on a shared computer only this user's programs (and root's) may connect to
+        # any port of the lab; allow_users adds others, e.g. a sandboxed grader's account.
+        self.privacy = OwnerOnly(allow=allow_users) if private else None
         self.ca: LabCA | None = None
         self.guard = LoginGuard()
         self.host = LOOPBACK
@@ -233,7 +238,8 @@ class MailLab:
                                 guard=self.guard, tls=self.ca, strict=self.strict)
             self._contexts.append(ctx)
             for protocol, starter in self._starters().items():
-                sock = bind_listener(self._wanted_port(protocol, index))
+                sock = guard(bind_listener(self._wanted_port(protocol, index)), self.privacy,
+                             self.recorder, ctx.service_name(protocol))
                 port = sock.getsockname()[1]
                 server = await starter(ctx, sock)
                 std, _m, desc = PROTOCOLS[protocol]
@@ -253,7 +259,8 @@ class MailLab:
             return
         domain = self.domains[0]
         self._webmail_tls = None  # made from this start's CA when first needed
-        sock = bind_listener(self._wanted_port("webmail", 0))
+        sock = guard(bind_listener(self._wanted_port("webmail", 0)), self.privacy, self.recorder,
+                     f"http:{domain}")
         # Files travel base64-encoded (4/3 larger): uploads beyond 3/4 of SMTP's SIZE cannot pass.
         settings = {"max_upload": self.size_limit * 3 // 4, **self.options.get("webmail", {})}
         server = await start_webmail(sock, self._webmail_backend, domains=self.domains,
@@ -340,6 +347,18 @@ class MailLab:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def private(self) -> bool:
+        """True when other users of this computer cannot connect to the lab (see ``privacy``)."""
+        return self.privacy is not None and self.privacy.private
+
+    @property
+    def privacy_note(self) -> str:
+        """One sentence for the lab's table: who may connect to its ports."""
+        if self.privacy is None:
+            return _("shared: every user of this computer may connect (started with private=False)")
+        return self.privacy.describe()
 
     @property
     def running(self) -> bool:

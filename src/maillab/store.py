@@ -68,6 +68,17 @@ _NAME_RE = re.compile(r"^(?P<base>[^:,]+)(?P<extra>(?:,[A-Za-z]=[^,:]*)*)(?::2,(
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "maillab"
 
 
+# On a shared computer the store is its owner's alone: folders 0700, files 0600, whatever the
+# umask (explicit modes, not a umask change: that would be process-wide and race with threads).
+def _private_opener(path, flags):
+    return os.open(path, flags, 0o600)
+
+
+def _write_private(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8", opener=_private_opener) as f:
+        f.write(text)
+
+
 class FolderError(Exception):
     """A folder operation that cannot be done (no such folder, already exists, ...)."""
 
@@ -183,7 +194,7 @@ class Folder:
 
     def _save_uid_state(self):
         tmp = self.path / (UIDFILE + ".tmp")
-        tmp.write_text(f"{self.uidvalidity} {self._uidnext}\n")
+        _write_private(tmp, f"{self.uidvalidity} {self._uidnext}\n")
         os.replace(tmp, self.path / UIDFILE)
 
     @property
@@ -228,7 +239,7 @@ class Folder:
                 "uids": {str(uid): sorted(kws) for uid, kws in sorted(self.keywords.items()) if kws}}
         tmp = self.path / (KEYWORDFILE + ".tmp")
         try:
-            tmp.write_text(json.dumps(data))
+            _write_private(tmp, json.dumps(data))
             os.replace(tmp, self.path / KEYWORDFILE)
         except OSError:
             pass  # the folder was deleted meanwhile
@@ -348,7 +359,7 @@ class Folder:
             size = crlf_size(data)
             name = self._filename(uid, size, system)
             tmp = self.path / "tmp" / name
-            with open(tmp, "wb") as f:
+            with open(tmp, "wb", opener=_private_opener) as f:
                 f.write(data)
             if internaldate is not None:
                 os.utime(tmp, (internaldate, internaldate))
@@ -534,7 +545,7 @@ class Account:
             else:
                 return
             tmp = self.path / (SUBSCRIPTIONFILE + ".tmp")
-            tmp.write_text("".join(n + "\n" for n in names), "utf-8")
+            _write_private(tmp, "".join(n + "\n" for n in names))
             os.replace(tmp, self.path / SUBSCRIPTIONFILE)
 
     def has_folder(self, name: str) -> bool:
@@ -560,7 +571,8 @@ class Account:
             self._check_name(name)
             if self.has_folder(name):
                 raise FolderError(f"folder {name!r} exists already")
-            self._maildir().add_folder(name)
+            self._maildir().add_folder(name)  # folders 0700; its empty mark file by the umask
+            os.chmod(self._folder_path(name) / "maildirfolder", 0o600)
             return self.folder(name)
 
     def delete_folder(self, name: str) -> None:
@@ -616,6 +628,7 @@ class Store:
             root = self._tmp.name
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
         self.lock = threading.RLock()
         self.hash_n = hash_n
         self._last_validity = 0
@@ -643,8 +656,7 @@ class Store:
              "password_hash": a.password_hash}
             for a in self._accounts.values()]}
         tmp = self._accounts_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.chmod(tmp, 0o600)
+        _write_private(tmp, json.dumps(data, indent=1))
         os.replace(tmp, self._accounts_file)
 
     # ---- accounts
@@ -663,10 +675,11 @@ class Store:
         hashed = password_hash or hash_password(password, n=self.hash_n)
         # The folders on disk first, outside the lock: creating them is idempotent and slow-ish.
         for folder in [self.root / login] + [self.root / login / ("." + n) for n in SPECIAL_USE]:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
             for sub in ("tmp", "new", "cur"):
-                os.makedirs(folder / sub, exist_ok=True)
+                os.makedirs(folder / sub, mode=0o700, exist_ok=True)
             if folder.name.startswith("."):
-                (folder / "maildirfolder").touch()  # the Maildir++ mark of a sub-folder
+                (folder / "maildirfolder").touch(mode=0o600)  # the Maildir++ mark of a sub-folder
         with self.lock:
             acct = self._accounts.get(login)
             if acct is None:
