@@ -197,6 +197,61 @@ def test_console_widget_input_sends_on_enter(lab):
     assert c.connected
 
 
+def press_enter(console, text=""):
+    """What the browser does when the learner presses Enter in the console's box: the "submit"
+    event at once, then (if the box held text) the text as a value change."""
+    console.input._handle_custom_msg({"event": "submit"}, [])
+    if text:
+        console.input.value = text
+
+
+def test_console_enter_on_an_empty_line_sends_an_empty_line(lab):
+    # issue 11: the 01-smtp exercise typed with Enter only; the blank line must reach the server
+    c = Console(lab)
+    for line in ["EHLO laptop.example.com", "MAIL FROM:<bob@example.com>",
+                 "RCPT TO:<alice@example.com>", "DATA", "Subject: typed with Enter", "",
+                 "Hello Alice", ".", "QUIT"]:
+        press_enter(c, line)
+        if not line:
+            assert wait_for(lambda: c.history[-1] [:2] == ("C", ""), 2), \
+                "Enter on an empty line sent nothing"
+    assert wait_for(lambda: not c.connected, 3)
+    (stored,) = lab.mailbox("alice")
+    head, _sep, body = stored.raw.partition(b"\r\n\r\n")
+    assert b"Subject: typed with Enter" in head and body == b"Hello Alice\r\n"
+    assert stored.message["Subject"] == "typed with Enter"
+
+
+def test_console_enter_pairs_text_with_its_own_enter(lab):
+    c = Console(lab)
+    for line in ["EHLO laptop.example.com", "MAIL FROM:<bob@example.com>",
+                 "RCPT TO:<alice@example.com>", "DATA", "Subject: quick fingers"]:
+        press_enter(c, line)
+    press_enter(c)  # an empty line typed quickly, before its timer ran out...
+    press_enter(c, "first line")  # ...goes before the next line
+    c.input.value = "second line"  # the box lost the focus: the text goes without an Enter
+    press_enter(c)  # a browser's Enter event right after its own text: no extra line
+    time.sleep(0.6)
+    press_enter(c, ".")
+    assert [t for w, t, _x in c.history if w == "C"][-6:] == [
+        "DATA", "Subject: quick fingers", "", "first line", "second line", "."]
+    (stored,) = lab.mailbox("alice")
+    assert stored.raw.endswith(b"Subject: quick fingers\r\n\r\nfirst line\r\nsecond line\r\n")
+
+
+def test_console_says_the_lab_is_stopped(lab):
+    c = Console(lab)
+    c.send("NOOP")
+    lab.stop()
+    assert c.send("NOOP") == ""  # no traceback: the console says what to do
+    press_enter(c, "NOOP")
+    later = Console(lab)
+    for console in (c, later):
+        text = console.transcript_text()
+        assert "the lab is stopped: run the first cell again" in text, text
+        assert "Refused" not in text and "Error" not in text
+
+
 def test_console_pop3_multiline_and_imap_tags(lab):
     send(lab, to=("alice@example.com",), frm="bob", password="builder")
     p = Console(lab, "pop3")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import threading
 import time
+from collections import deque
 
 import ipywidgets as W
 
@@ -23,6 +25,13 @@ from .replies import protocol_of
 __all__ = ["Console"]
 
 IMPLICIT_TLS = {"smtps", "pop3s", "imaps"}
+
+# Pressing Enter in the text box sends the browser's "submit" event at once; the typed text
+# follows as a value change a few milliseconds later (measured in Chromium: 2-25 ms). Enter in an
+# empty box sends the event alone. A submit that no text follows within this many seconds was an
+# empty line (the blank line between a message's headers and its body, or the end of an HTTP
+# request).
+ENTER_WINDOW = 0.4
 
 # POP3 commands whose positive answer spans several lines and ends with "." (RFC 1939, 2449).
 _POP3_MULTI = {"RETR", "TOP", "CAPA"}
@@ -50,6 +59,10 @@ class Console(W.VBox):
         self.history: list[tuple[str, str, float]] = []  # (who, text, time)
         self._pending = b""
         self._smtp_data = False  # between 354 and the lone dot no reply is expected
+        self._lock = threading.RLock()  # Enter on an empty line is sent from a timer thread
+        self._enters: deque[float] = deque()  # times of Enter presses no text has followed yet
+        self._enter_timer: threading.Timer | None = None
+        self._text_alone_at = float("-inf")
 
         self.target = W.Dropdown(description=_("Server"), layout=W.Layout(width="auto"),
                                  style={"description_width": "initial"})
@@ -63,7 +76,8 @@ class Console(W.VBox):
                                     layout=W.Layout(width="auto"))
         self.empty_button = W.Button(description=_("Send empty line"),
                                      layout=W.Layout(width="auto"),
-                                     tooltip=_("An empty line ends the headers of an HTTP request"))
+                                     tooltip=_("The same as Enter in the empty box: an empty "
+                                               "line separates headers from the text"))
         self.check_button = W.Button(description=_("Check for more"),
                                      layout=W.Layout(width="auto"),
                                      tooltip=_("Show anything the server sent on its own since"))
@@ -75,7 +89,8 @@ class Console(W.VBox):
         self.send_button.on_click(lambda _b: self._submit())
         self.empty_button.on_click(lambda _b: self._ui(lambda: self.send("")))
         self.check_button.on_click(lambda _b: self._ui(self.receive))
-        self.input.observe(self._on_enter, "value")
+        self.input.observe(self._on_text, "value")
+        self.input.on_msg(self._on_browser_event)
         super().__init__([
             W.HBox([self.target, self.connect_button, self.close_button, self.state],
                    layout=W.Layout(align_items="center")),
@@ -85,7 +100,7 @@ class Console(W.VBox):
         self.add_class("maillab-console")
         self._render()
         if connect:
-            self.connect()
+            self._ui(self.connect)
 
     # ---- targets
     def _fill_targets(self, service, domain, port, protocol) -> None:
@@ -122,18 +137,25 @@ class Console(W.VBox):
     def connected(self) -> bool:
         return self.sock is not None
 
+    @property
+    def lab_stopped(self) -> bool:
+        """Was this console made for a lab that has stopped (or been replaced) since?"""
+        return self.lab is not None and not getattr(self.lab, "running", False)
+
     # ---- the session
     def connect(self) -> str:
         """Open the connection and return the server's greeting."""
         self.close(quiet=True)
-        if self.port is None:
-            raise RuntimeError(_("no server to connect to: is the lab running?"))
+        if self.lab_stopped or self.port is None:
+            raise LabStopped(stopped_text())
         self._event(_("connecting to {0} port {1} ...").format(self.host, self.port))
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
             if self.tls or self.target.value[0] in IMPLICIT_TLS:
                 sock = self._wrap(sock)
         except OSError as e:
+            if self.lab_stopped:  # it stopped between the check above and now
+                raise LabStopped(stopped_text()) from None
             self._event(_("could not connect: {0}").format(e))
             self._render()
             raise
@@ -164,9 +186,21 @@ class Console(W.VBox):
             self._drop()
 
     def send(self, line: str) -> str:
-        """Send one line (CRLF is added) and return what the server answered to it."""
-        if self.sock is None:
-            self.connect()
+        """Send one line (CRLF is added) and return what the server answered to it.
+
+        An empty string sends an empty line. If the lab has stopped, the console says so and
+        returns "" (run the notebook's first cell again).
+        """
+        with self._lock:
+            if self.sock is None:
+                try:
+                    self.connect()
+                except LabStopped:
+                    self._say_stopped()
+                    return ""
+            return self._send_line(line)
+
+    def _send_line(self, line: str) -> str:
         self.history.append((CLIENT, line, time.time()))
         try:
             self.sock.sendall(line.encode("utf-8") + b"\r\n")
@@ -282,7 +316,7 @@ class Console(W.VBox):
                 break
             if not data:
                 self._take_lines(buf, final=True)
-                self._event(_("the server closed the connection"))
+                self._event(stopped_text() if self.lab_stopped else _("the server closed the connection"))
                 self._drop()
                 return buf.decode("utf-8", "backslashreplace")
             buf += data
@@ -302,23 +336,75 @@ class Console(W.VBox):
 
     # ---- the widget
     def _submit(self) -> None:
+        """The Send button: send what is in the box."""
         line = self.input.value
         if line:
-            self.input.value = ""  # also fires _on_enter with "", which does nothing
+            self.input.value = ""  # also fires _on_text with "", which does nothing
             self._ui(lambda: self.send(line))
 
-    def _on_enter(self, change) -> None:
+    def _on_browser_event(self, _widget, content, _buffers) -> None:
+        """Enter was pressed in the box (the browser's "submit" event)."""
+        if content.get("event") != "submit":
+            return
+        with self._lock:
+            now = time.monotonic()
+            if now - self._text_alone_at < ENTER_WINDOW / 4:
+                return  # this Enter belongs to the text that came just before it
+            self._enters.append(now)
+            self._arm_timer(ENTER_WINDOW)
+
+    def _arm_timer(self, seconds: float) -> None:
+        if self._enter_timer is not None:
+            self._enter_timer.cancel()
+        self._enter_timer = threading.Timer(seconds, self._send_empty_lines)
+        self._enter_timer.daemon = True
+        self._enter_timer.start()
+
+    def _on_text(self, change) -> None:
+        """Text arrived from the box (after Enter, or when the box lost the focus)."""
         line = change["new"]
-        if line:
-            self.input.value = ""
+        if not line:
+            return
+        self.input.value = ""
+        with self._lock:
+            # The newest Enter is the one that sent this text; Enters before it, with no text
+            # of their own, were empty lines and go first.
+            if self._enters:
+                self._enters.pop()
+            else:  # a browser that sends the text before the Enter event, or the box lost focus
+                self._text_alone_at = time.monotonic()
+            self._send_empty_lines(all_of_them=True)
             self._ui(lambda: self.send(line))
+
+    def _send_empty_lines(self, all_of_them: bool = False) -> None:
+        """Send an empty line for each Enter that no text followed within ENTER_WINDOW."""
+        with self._lock:
+            now = time.monotonic()
+            while self._enters and (all_of_them or now - self._enters[0] >= ENTER_WINDOW * 0.9):
+                self._enters.popleft()
+                self._ui(lambda: self.send(""))
+            if self._enters:  # a younger Enter still waits for its text
+                self._arm_timer(ENTER_WINDOW - (now - self._enters[0]))
+
+    def enter(self, text: str = "") -> None:
+        """Do what typing ``text`` into the box and pressing Enter does (for tests and demos)."""
+        self._on_browser_event(self.input, {"event": "submit"}, [])
+        if text:
+            self.input.value = text
 
     def _ui(self, action) -> None:
         try:
             action()
+        except LabStopped:
+            self._say_stopped()
         except Exception as e:  # show it in the widget: the learner clicked, nobody reads a traceback
             self._event(f"{type(e).__name__}: {e}")
             self._render()
+
+    def _say_stopped(self) -> None:
+        if not self.history or self.history[-1][1] != stopped_text():
+            self._event(stopped_text())
+        self._render()
 
     def _render(self) -> None:
         service = self.protocol
@@ -342,6 +428,14 @@ class Console(W.VBox):
                 self.sock.close()
         except Exception:
             pass
+
+
+class LabStopped(RuntimeError):
+    """The console's lab is not running any more."""
+
+
+def stopped_text() -> str:
+    return _("the lab is stopped: run the first cell again")
 
 
 def _agreed_to_tls(words: list[str], reply: str) -> bool:
