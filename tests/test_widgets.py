@@ -381,7 +381,37 @@ def test_quiz_gives_instant_feedback():
     checks[1].value = True
     assert q.answer(2, [1]) is False
     assert q.answer(2, [2, 1]) is True
-    assert "3 of 3 right" in q.score.value
+    # right in the end, but only the typed answer was right at the first try
+    assert "1 of 3 right at the first try" in q.score.value
+
+
+def test_quiz_explains_after_a_wrong_try_and_cannot_be_clicked_through():
+    # issue 11: explanations after wrong tries too; after two wrong tries the answer is shown
+    q = Quiz([
+        Question("Who speaks first in SMTP?", ["the client", "the server", "nobody"], 1,
+                 explain="The server greets you with 220.", hint="Think of the 220 greeting."),
+        Question("IMAP over TLS?", answer="993", explain="143 is the clear-text port."),
+        Question("Which download mail?", ["SMTP", "POP3", "IMAP"], [1, 2],
+                 explain="SMTP only sends."),
+    ])
+    radio = q._inputs[0]
+    radio.value = 0
+    assert "Think of the 220 greeting." in q._feedback[0].value
+    assert "greets you" not in q._feedback[0].value  # not yet: one more try first
+    radio.value = 2
+    feedback = q._feedback[0].value
+    assert "The answer is: the server." in feedback and "The server greets you with 220." in feedback
+    assert radio.disabled, "after two wrong tries the question is closed"
+    assert q.answer(0, 1) is False and q.results[0] is False  # guessing afterwards scores nothing
+    q._inputs[1].value = "143"
+    assert "try once more" in q._feedback[1].value  # a hint even without one written
+    q._inputs[1].value = "25"
+    assert "The answer is: 993." in q._feedback[1].value and q._inputs[1].disabled
+    assert q.answer(2, [0, 1]) is False
+    assert q.answer(2, [1]) is False
+    assert "The answer is: POP3, IMAP." in q._feedback[2].value
+    assert all(w.disabled for w in q._inputs[2])
+    assert "0 of 3 right at the first try" in q.score.value
 
 
 def test_bar_chart_svg():
