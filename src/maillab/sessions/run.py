@@ -1,0 +1,483 @@
+"""Running a typed session over a real socket: connect, send each line, wait for each answer.
+
+This is the part with sockets; what the lines mean is the drivers' business (:mod:`.drivers`).
+Every wait is bounded by the session's timeout, every failure ends in a one-line hint in the
+result (:class:`~.result.SessionResult`), never in an exception: a learner reads the hint where
+the conversation stopped.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+from ..i18n import _
+from .drivers import DRIVERS, Driver, Step
+from .replies import Reply
+from .result import Exchange, SessionResult
+
+__all__ = ["run_session", "Target", "Session", "SessionProblem", "find_lab", "open_sessions",
+           "close_session", "DEFAULT_TIMEOUT"]
+
+DEFAULT_TIMEOUT = 5.0  # seconds: the longest wait for one answer (and for connecting)
+GOODBYE = {"smtp": "QUIT", "pop3": "QUIT", "imap": "LOGOUT"}
+CLOSE_WAIT = 1.0  # after QUIT or LOGOUT: how long to wait to see the server hang up
+
+# protocol -> (lab service, its implicit-TLS variant, standard port, standard TLS port)
+PORTS = {
+    "smtp": ("smtp", "smtps", 25, 465),
+    "pop3": ("pop3", "pop3s", 110, 995),
+    "imap": ("imap", "imaps", 143, 993),
+    "http": ("webmail", None, 80, 443),
+}
+
+
+class SessionProblem(Exception):
+    """The session cannot start; the message is the one-line hint shown to the learner."""
+
+
+@dataclass
+class Target:
+    """Where a session connects."""
+
+    host: str
+    port: int
+    server_hostname: str  # the name the TLS certificate must carry
+    implicit_tls: bool
+    label: str  # "mail.example.com port 2525 (stands for 25)"
+    lab: object = None
+
+
+def find_lab(lab=None):
+    """The running lab to talk to: ``lab`` if given, else the one ``maillab.start()`` made
+    (or any running lab of this process, the newest first)."""
+    from .. import lab as labmodule
+    if lab is not None:
+        if not lab.running:
+            raise SessionProblem(_("The lab is stopped: run the first cell again "
+                                   "(lab = maillab.start())."))
+        return lab
+    current = labmodule._current
+    if current is not None and current.running:
+        return current
+    known = list(labmodule._all_labs)
+    running = [one for one in known if one.running]
+    if running:
+        return max(running, key=lambda one: one.started_at or 0)
+    if known:
+        raise SessionProblem(_("The lab is stopped: run the first cell again "
+                               "(lab = maillab.start())."))
+    raise SessionProblem(_("No mail lab is running: run lab = maillab.start() first."))
+
+
+def resolve_target(protocol: str, where: str | None = None, *, host: str | None = None,
+                   port: int | None = None, tls: bool = False, submission: bool = False,
+                   lab=None) -> Target:
+    """The server a cell names: a domain of the lab (``example.net``, ``mail.example.net``),
+    or ``host``/``port`` for any server."""
+    plain, secure, standard, standard_tls = PORTS[protocol]
+    service = secure if tls else plain
+    if submission:
+        service = "submission"
+    if host is not None or (port is not None and where is None):
+        if host is None:
+            lab = find_lab(lab)  # a bare --port means a port of the lab's host
+            host = lab.host
+        else:
+            lab = _running_or_none(lab)
+        port = port if port is not None else (standard_tls if tls else standard)
+        return Target(host, port, host, tls, _("{0} port {1}").format(host, port), lab)
+    lab = find_lab(lab)
+    domain = _lab_domain(lab, where)
+    if service is None:
+        raise SessionProblem(_("The lab has no {0} server over TLS.").format(protocol.upper()))
+    try:
+        found = lab.service(service, domain)
+    except KeyError:
+        raise SessionProblem(_("This lab has no {0} service (was it started with tls=False?).")
+                             .format(service)) from None
+    if port is not None:
+        found_port, standard_port = port, None
+    else:
+        found_port, standard_port = found.port, found.standard_port
+    label = _("{0} port {1}").format(found.hostname, found_port)
+    if standard_port is not None and standard_port != found_port:
+        label += " " + _("(stands for {0})").format(standard_port)
+    return Target(lab.host, found_port, lab.hostname(domain), tls, label, lab)
+
+
+def _running_or_none(lab):
+    try:
+        return find_lab(lab)
+    except SessionProblem:
+        return None
+
+
+def _lab_domain(lab, where: str | None) -> str:
+    if not where:
+        return lab.domains[0]
+    name = where.lower().rstrip(".")
+    for prefix in ("mail.", "webmail."):
+        if name.startswith(prefix) and name[len(prefix):] in lab.domains:
+            name = name[len(prefix):]
+    if name not in lab.domains:
+        raise SessionProblem(_("{0} is not a domain of this lab ({1}); for another server use "
+                               "--host and --port.").format(where, ", ".join(lab.domains)))
+    return name
+
+
+class Session:
+    """An open connection and the driver following it; a named session lives across cells."""
+
+    def __init__(self, protocol: str, target: Target, timeout: float = DEFAULT_TIMEOUT):
+        self.protocol = protocol
+        self.target = target
+        self.timeout = timeout
+        self.driver: Driver = DRIVERS[protocol]()
+        self.sock: socket.socket | None = None
+        self.pending = b""  # bytes the server sent past the last answer
+        self.encrypted = False
+
+    @property
+    def connected(self) -> bool:
+        return self.sock is not None
+
+    # ---- opening
+    def open(self, result: SessionResult) -> None:
+        t = self.target
+        try:
+            sock = socket.create_connection((t.host, t.port), timeout=self.timeout)
+        except ConnectionRefusedError:
+            result.fail(self._refused_hint())
+            return
+        except (socket.timeout, TimeoutError):
+            result.fail(_("No answer from {0} within {1:g} s.").format(t.label, self.timeout))
+            return
+        except OSError as e:
+            result.fail(_("Could not connect to {0}: {1}").format(t.label, e.strerror or e))
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        result.event(_("connected to {0}").format(t.label))
+        if t.implicit_tls and not self._start_tls(result, _("TLS from the first byte")):
+            return
+        if self.driver.starts_talking:
+            self._exchange(result, None, self.driver.greeting())
+
+    def _refused_hint(self) -> str:
+        t = self.target
+        if t.lab is not None and not t.lab.running:
+            return _("The lab is stopped: run the first cell again (lab = maillab.start()).")
+        if t.lab is not None and t.host == t.lab.host:
+            return _("Nothing listens on port {0} of the lab: check the port in the lab's "
+                     "table (run lab).").format(t.port)
+        return _("{0} refused the connection: no server listens there.").format(t.label)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The system's trusted authorities, and the lab's own when a lab runs."""
+        context = ssl.create_default_context()
+        lab = self.target.lab
+        if lab is not None and getattr(lab, "ca", None) is not None:
+            context.load_verify_locations(lab.ca_file)
+        return context
+
+    def _start_tls(self, result: SessionResult, how: str) -> bool:
+        try:
+            self.sock.settimeout(self.timeout)
+            self.sock = self._tls_context().wrap_socket(self.sock,
+                                                        server_hostname=self.target.server_hostname)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            result.fail(_("TLS failed: {0}").format(getattr(e, "reason", None) or e))
+            self.close()
+            return False
+        self.encrypted = True
+        cipher = self.sock.cipher()
+        result.event(_("{0}: {1}, {2}. From here on everything is encrypted: someone watching "
+                       "the network sees only scrambled bytes.").format(
+            how, self.sock.version(), cipher[0] if cipher else "?"), "tls")
+        return True
+
+    # ---- the cell
+    def run(self, lines: list[str], result: SessionResult) -> None:
+        """Send the cell's lines, each followed by its answer, until the cell or the connection ends."""
+        self._take_unasked(result)
+        steps = self.driver.steps(lines)
+        sent = 0
+        for step in steps:
+            if self.sock is None:
+                break
+            sent += len([s for i, s in enumerate(step.shown) if i not in step.added])
+            if not self._exchange(result, step, step.reply):
+                break
+        if self.sock is None:
+            left = len(lines) - sent
+            if left > 0:
+                result.fail(_("{0} more lines of the cell were not sent: the connection is "
+                              "closed.").format(left))
+            return
+        notes = self.driver.unfinished()
+        if notes:
+            result.items.append(Exchange(notes=notes))
+
+    def _exchange(self, result: SessionResult, step: Step | None, reply: Reply | None) -> bool:
+        """Send one step and wait for its answer; False when the session cannot go on."""
+        x = self._current_exchange(result, step)
+        x.encrypted = self.encrypted
+        if step is not None:
+            first = len(x.sent)
+            x.sent += step.shown
+            x.added |= {first + i for i in step.added}
+            x.notes += step.notes
+            try:
+                self.sock.sendall(step.data)
+            except OSError as e:
+                self.close()
+                result.fail(_("The connection is gone ({0}): the server closed it.").format(e))
+                return False
+        if reply is None:
+            return True  # a line of a message or of a literal: no answer before the rest
+        outcome = self._await(reply)
+        x.reply += reply.lines
+        self._explain(x, reply)
+        if outcome == "timeout":
+            result.fail(_("No whole answer within {0:g} s: the server may be waiting for more "
+                          "from you, or not answering at all. The rest of the cell was not sent.")
+                        .format(self.timeout))
+            return False
+        if outcome == "closed":
+            self.close()
+            result.event(_("the server closed the connection"))
+            return False
+        self.driver.answered(step, reply)
+        if self.driver.start_tls:
+            if self.pending:
+                result.event(_("{0} bytes the server sent before TLS started were thrown away.")
+                             .format(len(self.pending)), "error")
+                self.pending = b""
+            if not self._start_tls(result, _("TLS started")):
+                return False
+            notes = self.driver.tls_started()
+            if notes:
+                result.items.append(Exchange(notes=notes, encrypted=True))
+        if self.driver.closing:
+            self._see_hang_up(result)
+            return self.sock is not None
+        return True
+
+    @staticmethod
+    def _current_exchange(result: SessionResult, step: Step | None) -> Exchange:
+        """Lines sent without an answer (a message after DATA, a literal) join the next answer."""
+        last = result.items[-1] if result.items else None
+        if step is not None and isinstance(last, Exchange) and last.sent and not last.reply \
+                and not last.explanation:
+            return last
+        x = Exchange()
+        result.items.append(x)
+        return x
+
+    def _await(self, reply: Reply) -> str:
+        """Read until the answer is whole: "done", "timeout" or "closed"."""
+        if self.pending:
+            self.pending = reply.feed(self.pending)
+            if reply.done:
+                return "done"
+        deadline = time.monotonic() + self.timeout
+        longest = time.monotonic() + 10 * self.timeout  # a server trickling bytes for ever
+        while True:
+            remaining = min(deadline, longest) - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            data = self._recv(remaining)
+            if data is None:
+                return "timeout"
+            if not data:
+                if reply.whole_at_close():
+                    reply.done = True
+                    self.close()
+                    return "done"
+                return "closed"
+            self.pending = reply.feed(data)
+            if reply.done:
+                return "done"
+            deadline = time.monotonic() + self.timeout
+
+    def _recv(self, wait: float) -> bytes | None:
+        """Bytes from the server; b"" when it closed; None when nothing came within ``wait``."""
+        try:
+            self.sock.settimeout(wait)
+            return self.sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            return None
+        except (OSError, ssl.SSLError):
+            return b""  # reset by the server: for the learner, it hung up
+
+    def _explain(self, x: Exchange, reply: Reply) -> None:
+        from ..widgets.replies import explain  # imported at the first session, not at import
+        x.explanation = explain(self.protocol, self.driver.deciding_line(reply))
+        if self.protocol == "imap":  # untagged lines mean something each: shown on hover
+            for index, line in enumerate(x.reply):
+                if line.startswith("* "):
+                    meaning = explain("imap", line)
+                    if meaning:
+                        x.line_meanings[index] = meaning
+
+    def _see_hang_up(self, result: SessionResult) -> None:
+        """After QUIT or LOGOUT: show the server closing the connection (briefly waited for)."""
+        deadline = time.monotonic() + min(CLOSE_WAIT, self.timeout)
+        extra = self.pending
+        while self.sock is not None and time.monotonic() < deadline:
+            data = self._recv(deadline - time.monotonic())
+            if data is None:
+                break
+            if not data:
+                self.close()
+                break
+            extra += data
+        self.pending = b""
+        if extra:
+            from .replies import split_lines
+            result.items.append(Exchange(reply=split_lines(extra), encrypted=self.encrypted))
+        if self.sock is None:
+            result.event(_("the server closed the connection"))
+
+    def _take_unasked(self, result: SessionResult) -> None:
+        """Show what the server said on its own since the last cell (a named session)."""
+        if self.sock is None:
+            return
+        data = self.pending
+        self.pending = b""
+        closed = False
+        while True:
+            ready = (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()) or \
+                select.select([self.sock], [], [], 0)[0]
+            if not ready:
+                break
+            chunk = self._recv(0.05)
+            if chunk is None:
+                break
+            if not chunk:
+                closed = True
+                break
+            data += chunk
+        if data:
+            from .replies import split_lines
+            result.items.append(Exchange(reply=split_lines(data), encrypted=self.encrypted,
+                                         notes=[_("The server said this on its own since the "
+                                                  "last cell.")]))
+        if closed:
+            self.close()
+            result.fail(_("The server closed this session since the last cell: start it again."))
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+
+# --------------------------------------------------------------------------- named sessions
+_open: dict[str, Session] = {}
+
+
+def open_sessions() -> dict[str, Session]:
+    """The named sessions still open (name -> session)."""
+    for name in [n for n, s in _open.items() if not s.connected]:
+        del _open[name]
+    return dict(_open)
+
+
+def close_session(name: str) -> bool:
+    """Close a named session without a word to the server; False if there was none."""
+    session = _open.pop(name, None)
+    if session is None:
+        return False
+    session.close()
+    return True
+
+
+def _cell_lines(text: str) -> list[str]:
+    """The typed lines; blank lines at the start and end of a cell are invisible, so not sent."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return lines
+
+
+def run_session(protocol: str, where: str | None = None, text: str = "", *,
+                host: str | None = None, port: int | None = None, tls: bool = False,
+                submission: bool = False, session: str | None = None, close: bool = False,
+                timeout: float = DEFAULT_TIMEOUT, lab=None) -> SessionResult:
+    """Run a typed session and return what was said.
+
+    ``run_session("smtp", "example.com", "EHLO me\\nQUIT")`` connects to the lab's SMTP server
+    for example.com, sends each line and waits for each answer. ``host``/``port`` reach any
+    server; ``tls`` uses the implicit-TLS port (465, 995, 993); ``submission`` the SMTP
+    submission port (587). ``session="name"`` keeps the connection open for the next call with
+    the same name; a call that names the server again (``where``, ``host``, ``port``, ``tls``,
+    ``submission``) starts it anew. ``close`` ends a named session after this call.
+    """
+    protocol = protocol.lower()
+    if protocol not in DRIVERS:
+        raise ValueError(f"no session driver for {protocol!r} (one of {', '.join(DRIVERS)})")
+    started = time.monotonic()
+    result = SessionResult(protocol, session)
+    lines = _cell_lines(text)
+    names_server = bool(where or host or port or tls or submission)
+    current = _open.get(session) if session else None
+    if current is not None:
+        lab_gone = current.target.lab is not None and not current.target.lab.running
+        if names_server or lab_gone or not current.connected:
+            if current.connected and lab_gone:
+                result.event(_("The lab of session {0} was stopped: a new connection is opened.")
+                             .format(session))
+            elif current.connected:
+                result.event(_("This cell names the server, so session {0} starts anew (the old "
+                               "connection was closed).").format(session))
+            _open.pop(session).close()
+            current = None
+    if current is not None and current.protocol != protocol:
+        result.fail(_("Session {0} is a {1} session: use %%{2}.").format(
+            session, current.protocol.upper(), current.protocol))
+        return _finished(result, started, None, session)
+    if current is None:
+        try:
+            target = resolve_target(protocol, where, host=host, port=port, tls=tls,
+                                    submission=submission, lab=lab)
+        except SessionProblem as e:
+            result.fail(str(e))
+            return _finished(result, started, None, session)
+        current = Session(protocol, target, timeout)
+        current.open(result)
+        if session and current.connected:
+            _open[session] = current
+    else:
+        current.timeout = timeout
+        result.event(_("session {0} goes on ({1})").format(session, current.target.label))
+    if current.connected:
+        current.run(lines, result)
+    if current.connected and (close or not session):
+        current.close()
+        if close:
+            result.event(_("you closed session {0}").format(session))
+        elif protocol in GOODBYE:
+            result.event(_("the cell ended, so maillab closed the connection (the server saw no "
+                           "{0})").format(GOODBYE[protocol]))
+        else:
+            result.event(_("the cell ended, so maillab closed the connection"))
+    return _finished(result, started, current, session)
+
+
+def _finished(result: SessionResult, started: float, current: Session | None,
+              name: str | None) -> SessionResult:
+    result.open = current is not None and current.connected and name is not None
+    if name and not result.open:
+        _open.pop(name, None)
+    result.seconds = time.monotonic() - started
+    return result
