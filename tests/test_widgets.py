@@ -113,6 +113,26 @@ def test_diagram_limits_and_empty():
     assert d.arrows == 10 and "more lines not drawn" in d.text
 
 
+def test_diagram_folds_routine_exchanges(lab):
+    # issue 11: the 05-webmail picture was ~3,800 px tall, mostly CAPABILITY and STATUS
+    import imaplib
+    imap = imaplib.IMAP4("127.0.0.1", lab.imap_port)
+    imap.login("alice", "wonderland")
+    imap.capability()
+    for folder in ("INBOX", "Sent", "Trash"):
+        imap.status(folder, "(MESSAGES UNSEEN)")
+    imap.select("INBOX")
+    imap.logout()
+    session = lab.transcript("imap").last()
+    full, brief = session.diagram(skip=()), session.diagram()
+    assert "STATUS" in full.text and "CAPABILITY" in full.text.split("LOGIN")[1]
+    arrows = [l for l in brief.text.splitlines() if "->>" in l]
+    assert not [a for a in arrows if " STATUS " in a or a.rstrip().endswith("CAPABILITY")]
+    assert "not drawn: CAPABILITY, STATUS \u00d73" in brief.text
+    assert any("SELECT INBOX" in a for a in arrows) and any("LOGIN" in a for a in arrows)
+    assert brief.arrows <= full.arrows - 8
+
+
 def test_transcript_api_is_unchanged(lab):
     send(lab)
     t = lab.transcript("smtp:example.com")

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 from .i18n import _
 
-__all__ = ["Recorder", "Connection", "Line", "Transcript", "SequenceDiagram"]
+__all__ = ["Recorder", "Connection", "Line", "Transcript", "SequenceDiagram", "ROUTINE"]
 
 CLIENT, SERVER, EVENT = "C", "S", "*"
 MAX_LINE = 64 * 1024  # a "line" longer than this is cut into pieces
@@ -212,13 +212,17 @@ class Transcript:
     def __repr__(self) -> str:
         return f"<Transcript {len(self.lines)} lines, {len(self.connections())} connections>"
 
-    def diagram(self, *, fold: int = 3, max_arrows: int = 120, width: int = 72) -> "SequenceDiagram":
+    def diagram(self, *, fold: int = 3, max_arrows: int = 120, width: int = 72,
+                skip: Iterable[str] = None) -> "SequenceDiagram":
         """These lines as a mermaid sequence diagram (renders in JupyterLab; ``.text`` is mermaid).
 
         Consecutive lines from one side become one arrow showing the first ``fold`` lines (a
         multi-line reply, or a message's text); long lines are cut to ``width`` characters.
+        Exchanges whose command is in ``skip`` (by default :data:`ROUTINE`: CAPABILITY, STATUS,
+        ID, ...) are not drawn: one note per run of them says which; ``skip=()`` draws all.
         """
-        return SequenceDiagram.from_lines(self.lines, fold=fold, max_arrows=max_arrows, width=width)
+        return SequenceDiagram.from_lines(self.lines, fold=fold, max_arrows=max_arrows, width=width,
+                                          skip=ROUTINE if skip is None else skip)
 
     def _repr_html_(self) -> str:
         colours = {CLIENT: "#0b5394", SERVER: "#38761d", EVENT: "#888888"}
@@ -238,6 +242,31 @@ class Transcript:
 
 
 # ---------------------------------------------------------------------------- diagrams
+
+# Commands a client sends out of routine, whose answers teach little in a picture: a webmail asks
+# for CAPABILITY three times and STATUS once per folder on every page.
+ROUTINE = frozenset({"CAPABILITY", "STATUS", "ID", "NAMESPACE", "ENABLE"})
+
+
+def _command(line: Line) -> str:
+    """The command word of a client line (IMAP lines start with a tag)."""
+    words = line.text.split()
+    if "imap" in line.service.split(":", 1)[0]:
+        words = words[1:]
+    return words[0].upper() if words else ""
+
+
+def _skipped(lines: list[Line], skip: frozenset) -> set[int]:
+    """Indexes of the lines of exchanges whose command is in ``skip``: the client's line and
+    the server's lines after it on the same connection, up to the client's next line."""
+    hidden: set[int] = set()
+    skipping: dict[int, bool] = {}
+    for i, l in enumerate(lines):
+        if l.who == CLIENT:
+            skipping[l.conn] = _command(l) in skip
+        if l.who != EVENT and skipping.get(l.conn):
+            hidden.add(i)
+    return hidden
 
 def _mermaid_text(text: str) -> str:
     """Text safe inside a mermaid message or label (mermaid reads ; # < > itself)."""
@@ -286,8 +315,9 @@ class SequenceDiagram:
 
     @classmethod
     def from_lines(cls, lines: Iterable[Line], *, fold: int = 3, max_arrows: int = 120,
-                   width: int = 72) -> "SequenceDiagram":
+                   width: int = 72, skip: Iterable[str] = ()) -> "SequenceDiagram":
         lines = list(lines)
+        hidden = _skipped(lines, frozenset(c.upper() for c in skip))
         by_conn: dict[int, list[Line]] = {}
         for l in lines:
             by_conn.setdefault(l.conn, []).append(l)
@@ -316,6 +346,16 @@ class SequenceDiagram:
         arrows = 0
         i = 0
         seen_conn: set[int] = set()
+        # A run of skipped exchanges on one connection becomes one note: connection -> (index
+        # of that note in body, the commands in it).
+        folded: dict[int, tuple[int, list[str]]] = {}
+
+        def close_fold(conn: int) -> None:
+            at, commands = folded.pop(conn)
+            counts = {cmd: commands.count(cmd) for cmd in dict.fromkeys(commands)}
+            names = ", ".join(cmd if n == 1 else f"{cmd} \u00d7{n}" for cmd, n in counts.items())
+            body[at] += _mermaid_text(_("not drawn: {0}").format(names))
+
         while i < len(lines):
             l = lines[i]
             c, s = ends[l.conn]
@@ -323,13 +363,24 @@ class SequenceDiagram:
                 seen_conn.add(l.conn)
                 body.append(f"    Note over {c},{s}: " + _mermaid_text(
                     _("{service} connection {conn}").format(service=l.service, conn=l.conn)))
+            if i in hidden:
+                if l.who == CLIENT:
+                    if l.conn not in folded:
+                        body.append(f"    Note over {c},{s}: ")
+                        folded[l.conn] = (len(body) - 1, [])
+                    folded[l.conn][1].append(_command(l))
+                i += 1
+                continue
+            if l.who != EVENT and l.conn in folded:
+                close_fold(l.conn)
             if l.who == EVENT:
                 if not l.text.startswith("connection from") and l.text != "connection opened":
                     body.append(f"    Note over {c},{s}: {_mermaid_text(cut(l.text))}")
                 i += 1
                 continue
             j = i
-            while j < len(lines) and lines[j].who == l.who and lines[j].conn == l.conn:
+            while (j < len(lines) and lines[j].who == l.who and lines[j].conn == l.conn
+                   and j not in hidden):
                 j += 1
             run = [x.text for x in lines[i:j]]
             shown = [_mermaid_text(cut(t)) or " " for t in run[:fold]]
@@ -344,6 +395,8 @@ class SequenceDiagram:
             body.append(f"    {arrow}: " + "<br/>".join(shown))
             arrows += 1
             i = j
+        for conn in list(folded):
+            close_fold(conn)
         head = ["sequenceDiagram"] + [f"    participant {p} as {_mermaid_text(label)}"
                                       for label, p in names.items()]
         return cls("\n".join(head + body), arrows)
