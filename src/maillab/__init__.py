@@ -19,7 +19,8 @@ def load_ipython_extension(ipython) -> None:
     ``import maillab`` stays quick.
     """
     for protocol in _SESSION_MAGICS:
-        ipython.register_magic_function(_session_magic(protocol), "cell", protocol)
+        # line_cell: "%imap --help" and "%imap --session box --close" work on one line too.
+        ipython.register_magic_function(_session_magic(protocol), "line_cell", protocol)
 
 
 def _session_magic(protocol: str):

@@ -76,7 +76,11 @@ def parser(protocol: str) -> argparse.ArgumentParser:
 
 
 def session_cell(protocol: str, line: str, cell: str | None) -> None:
-    """Run one session cell and show the conversation below it (the IPython magic's body)."""
+    """Run one session cell and show the conversation below it (the IPython magic's body).
+
+    As a line magic (``cell`` None: ``%imap --session box``) it sends nothing: it shows what the
+    named session's server said since the last cell, and ``--close`` ends the session.
+    """
     from IPython.display import display
     try:
         args = parser(protocol).parse_args(shlex.split(line))
@@ -87,6 +91,10 @@ def session_cell(protocol: str, line: str, cell: str | None) -> None:
         return
     except ValueError as e:  # shlex: an unfinished quote
         display(_problem(protocol, f"%%{protocol}: {e}"))
+        return
+    if cell is None and not args.session:  # %smtp (one %): a line magic has no lines to send
+        display(_problem(protocol, _("A session is a cell: %%{0} (two %) on its first line, the "
+                                     "lines to send below it.").format(protocol)))
         return
     options = {"host": args.host, "port": args.port, "tls": args.tls,
                "submission": getattr(args, "submission", False), "session": args.session,
@@ -108,7 +116,7 @@ def _problem(protocol: str, hint: str) -> SessionResult:
 def register(ipython) -> None:
     """Make ``%%smtp``, ``%%pop3``, ``%%imap`` and ``%%http`` known to an IPython shell."""
     for protocol in PROTOCOLS:
-        ipython.register_magic_function(_magic(protocol), "cell", protocol)
+        ipython.register_magic_function(_magic(protocol), "line_cell", protocol)
 
 
 def _magic(protocol: str):

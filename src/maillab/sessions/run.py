@@ -446,6 +446,9 @@ def run_session(protocol: str, where: str | None = None, text: str = "", *,
         result.fail(_("Session {0} is a {1} session: use %%{2}.").format(
             session, current.protocol.upper(), current.protocol))
         return _finished(result, started, None, session)
+    if current is None and session and not lines and not names_server:
+        result.event(_("There is no open session {0}: nothing to show or close.").format(session))
+        return _finished(result, started, None, session)
     if current is None:
         try:
             target = resolve_target(protocol, where, host=host, port=port, tls=tls,
