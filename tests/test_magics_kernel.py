@@ -15,11 +15,12 @@ CELLS = [
     "import maillab\nlab = maillab.start(ports='any')",
     textwrap.dedent("""\
         %%smtp example.com
-        EHLO laptop.example.com
+        EHLO desk.example.com
         MAIL FROM:<bob@example.com>
         RCPT TO:<alice@example.com>
         DATA
         Subject: My first message
+        From: Bob <bob@example.com>
 
         Hello Alice!
         .
@@ -57,7 +58,7 @@ def test_session_cells_in_a_real_kernel():
     assert not [o for cell in outputs for o in cell if o.output_type == "error"]
     smtp = shown(outputs[1])
     assert smtp.startswith("-- connected to mail.example.com port ")
-    for line in ("C: EHLO laptop.example.com", "S: 250-mail.example.com", "C: Subject: My first message",
+    for line in ("C: EHLO desk.example.com", "S: 250-mail.example.com", "C: Subject: My first message",
                  "C:\nC: Hello Alice!\nC: .", "S: 221 Bye", "   = Go ahead: send the message now"):
         assert line in smtp
     html = shown(outputs[1], "text/html")

@@ -27,8 +27,9 @@ import shlex
 from .i18n import _
 from .sessions import DEFAULT_TIMEOUT, SessionResult, close_session, open_sessions, run_session
 
-__all__ = ["run_session", "session_cell", "parser", "register", "open_sessions", "close_session",
-           "PROTOCOLS"]
+# The magics are registered by maillab.load_ipython_extension (on `import maillab` in IPython),
+# which imports this module only when the first session cell runs.
+__all__ = ["run_session", "session_cell", "parser", "open_sessions", "close_session", "PROTOCOLS"]
 
 PROTOCOLS = ("smtp", "pop3", "imap", "http")
 # The implicit-TLS port has a name of its own in each protocol: %%smtp --smtps, %%imap --imaps.
@@ -111,17 +112,3 @@ def _problem(protocol: str, hint: str) -> SessionResult:
     result = SessionResult(protocol)
     result.fail(hint)
     return result
-
-
-def register(ipython) -> None:
-    """Make ``%%smtp``, ``%%pop3``, ``%%imap`` and ``%%http`` known to an IPython shell."""
-    for protocol in PROTOCOLS:
-        ipython.register_magic_function(_magic(protocol), "line_cell", protocol)
-
-
-def _magic(protocol: str):
-    def magic(line: str, cell: str | None = None) -> None:
-        session_cell(protocol, line, cell)
-    magic.__name__ = protocol
-    magic.__doc__ = parser(protocol).format_help()
-    return magic
