@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from . import handover
 from .i18n import _
 from .net import LOOPBACK, LoginGuard, ServerContext, bind_listener
 from .privacy import OwnerOnly, guard
@@ -58,15 +59,15 @@ LAB_SCRYPT_N = 2**10
 
 # protocol -> (standard port, mnemonic port for the first domain, what it is for)
 PROTOCOLS = {
-    "smtp": (25, 2525, "SMTP: clients hand mail to a server, servers pass it on (S3)"),
-    "submission": (587, 2587, "SMTP submission: your client sends mail; STARTTLS, then AUTH (S4)"),
-    "smtps": (465, 2465, "SMTP over TLS from the first byte: your client sends mail (S4)"),
-    "pop3": (110, 1110, "POP3: download mail to the client (S5)"),
-    "pop3s": (995, 1995, "POP3 over TLS (S7)"),
-    "imap": (143, 1143, "IMAP: read and keep mail on the server (S8)"),
-    "imaps": (993, 1993, "IMAP over TLS (S10)"),
+    "smtp": (25, 2525, "SMTP between mail servers: mail for this provider's users arrives here"),
+    "submission": (587, 2587, "SMTP submission: your mail program sends here (STARTTLS, then AUTH)"),
+    "smtps": (465, 2465, "SMTP submission, TLS from the first byte: your mail program sends here"),
+    "pop3": (110, 1110, "POP3: download mail to your computer"),
+    "pop3s": (995, 1995, "POP3, TLS from the first byte"),
+    "imap": (143, 1143, "IMAP: read and keep mail on the server"),
+    "imaps": (993, 1993, "IMAP, TLS from the first byte"),
     # One webmail for the whole lab (it serves every domain: the address typed picks the servers).
-    "webmail": (80, 8025, "Webmail: mail in the browser over HTTP; it speaks IMAP and SMTP (S12)"),
+    "webmail": (80, 8025, "Webmail: mail in the browser over HTTP; it speaks IMAP and SMTP"),
 }
 
 
@@ -175,11 +176,16 @@ class MailLab:
         self._thread: threading.Thread | None = None
         self._contexts: list[ServerContext] = []
         self.router: Router | None = None
+        self.took_over: list[dict] = []  # older labs this one took the ports from (handover.py)
+        self.replaced_by: dict | None = None  # the newer lab that took this one's ports
+        self._control: handover.ControlSocket | None = None
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> "MailLab":
         if self._thread is not None:
             return self
+        if self.ports_policy == "mnemonic":  # an older lab in another notebook gives them back
+            self.took_over = handover.stop_older_labs()
         self.store = Store(self.root, hash_n=self.hash_n)
         if self.tls_enabled:
             self.ca = LabCA([self.hostname(d) for d in self.domains])
@@ -248,6 +254,9 @@ class MailLab:
                 if protocol == "smtp":
                     self.router.mx[domain] = (LOOPBACK, port)
         await self._start_webmail()
+        if self.ports_policy == "mnemonic":
+            self._control = await handover.serve(id(self), self._give_ports_back,
+                                                 self._finish_handover)
 
     async def _start_webmail(self) -> None:
         """The webmail (one for all domains), after the servers it talks to."""
@@ -330,6 +339,8 @@ class MailLab:
                 _current = None
 
     async def _stop_services(self) -> None:
+        if self._control is not None:
+            self._control.close()
         if self.router is not None:
             try:
                 await asyncio.wait_for(self.router.settle(), 2)
@@ -376,6 +387,35 @@ class MailLab:
                 self.stop()
         except Exception:
             pass
+
+    # ------------------------------------------------------------------ replaced labs
+    async def _give_ports_back(self, request: dict) -> dict:
+        """A newer lab of this Jupyter server wants the ports (see handover.py): close them."""
+        ports = [s.port for s in self.services]
+        self.replaced_by = request
+        await self._stop_services()
+        self.services = []  # closed already: stop() need not close them again
+        return {**handover.me(), "ports": ports}
+
+    def _finish_handover(self) -> None:
+        def finish():
+            self.stop()
+            self.forget()
+        threading.Thread(target=finish, name="maillab-handover", daemon=True).start()
+
+    def forget(self) -> None:
+        """Drop what a stopped lab still keeps: transcript lines, wire copies, store, routes.
+
+        A replaced lab calls it, so that an old ``lab`` in IPython's output cache holds almost
+        nothing (before, every re-run of ``lab = maillab.start()`` kept megabytes of evidence).
+        """
+        if self.running:
+            return
+        self.recorder = Recorder()
+        self._last_loop = None
+        self.router = None
+        self.store = None
+        self.guard = LoginGuard()
 
     # ------------------------------------------------------------------ ports and names
     def service(self, protocol: str, domain: str | None = None) -> Service:
@@ -535,9 +575,35 @@ class MailLab:
         acct.folder("INBOX").deliver(text.encode())
 
     # ------------------------------------------------------------------ display
+    def status_note(self) -> str:
+        """Why the lab is stopped, or why its ports are what they are, in a learner's words."""
+        if not self.running:
+            if self.replaced_by:
+                when = time.strftime("%H:%M", time.localtime(self.replaced_by.get("time", 0)))
+                where = self.replaced_by.get("notebook") or _("another notebook")
+                return _("The mail lab is stopped: a lab started in {0} took over its ports at "
+                         "{1}. Run the first cell again to start a lab here.").format(where, when)
+            return _("The mail lab is stopped. Run the first cell again to start it.")
+        notes = []
+        if self.took_over:
+            names = sorted({t.get("notebook") or _("another notebook") for t in self.took_over})
+            notes.append(_("This lab took the usual ports over from the lab of {0}, which has "
+                           "stopped.").format(", ".join(names)))
+        moved = [f"{wanted} \u2192 {s.port} ({s.protocol.upper()} {s.hostname})"
+                 for s, wanted in self._wanted_ports() if wanted and wanted != s.port]
+        if moved:
+            notes.append(_("Another program on this computer uses some of the usual ports, so this "
+                           "lab listens elsewhere: {0}. Always use the port in the table."
+                           ).format(", ".join(moved)))
+        return " ".join(notes)
+
+    def _wanted_ports(self) -> list[tuple[Service, int | None]]:
+        return [(s, self._wanted_port(s.protocol, self.domains.index(s.domain)))
+                for s in self.services if s.domain in self.domains]
+
     def __repr__(self) -> str:
         if not self.running:
-            return "<MailLab stopped>"
+            return "<MailLab stopped> " + self.status_note()
         lines = [f"MailLab running on {self.host}"]
         for s in self.services:
             lines.append(f"  {s.protocol.upper():10} {s.hostname:20} port {s.port:5}  "
@@ -545,12 +611,14 @@ class MailLab:
         if any(s.protocol == "webmail" for s in self.services):
             lines.append(f"  webmail: http://{self.host}:{self.webmail_port}/")
         lines.append("  accounts: " + ", ".join(f"{a.address} / {a.password}" for a in self.accounts))
+        if self.status_note():
+            lines.append("  " + self.status_note())
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        if not self.running:
-            return "<p>" + html.escape(_("The mail lab is stopped.")) + "</p>"
         esc = html.escape
+        if not self.running:
+            return "<p>" + esc(self.status_note()) + "</p>"
         rows = "".join(
             f"<tr><td>{esc(s.protocol.upper())}</td><td>{esc(s.hostname)}</td>"
             f"<td><b>{s.port}</b></td><td>{s.standard_port}</td><td>{esc(_(s.description))}</td>"
@@ -559,11 +627,14 @@ class MailLab:
         accts = "".join(
             f"<tr><td>{esc(a.login)}</td><td><code>{esc(a.password)}</code></td>"
             f"<td>{esc(a.address)}</td><td>mail.{esc(a.domain)}</td></tr>" for a in self.accounts)
+        notes = "".join(f"<p>{esc(text)}</p>" for text in (self.status_note(), self.privacy_note)
+                        if text)
         return (
             f"<div><b>{esc(_('Mail lab running'))}</b> {esc(_('on'))} {self.host}"
             f"<table><tr><th>{esc(_('Service'))}</th><th>{esc(_('Host'))}</th>"
             f"<th>{esc(_('Port here'))}</th><th>{esc(_('Standard port'))}</th>"
             f"<th>{esc(_('What it is for'))}</th><th>{esc(_('Passwords'))}</th></tr>{rows}</table>"
+            f"{notes}"
             f"<table><tr><th>{esc(_('Login'))}</th><th>{esc(_('Password'))}</th>"
             f"<th>{esc(_('Address'))}</th><th>{esc(_('Mail server'))}</th></tr>{accts}</table></div>")
 
@@ -575,6 +646,9 @@ def start(**kwargs) -> MailLab:
         previous, _current = _current, None
     if previous is not None:
         previous.stop()
+    for old in list(_all_labs):  # stopped labs, still shown in earlier outputs: free them
+        if not old.running:
+            old.forget()
     lab = MailLab(**kwargs).start()
     with _current_lock:
         _current = lab
