@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import signal
 import socket
 import sys
 import threading
@@ -489,6 +490,19 @@ def test_a_server_that_never_answers_is_waited_for_a_bounded_time():
         waited = time.monotonic() - started
     assert result.error.startswith("No whole answer within 0.3 s")
     assert waited < 5  # bounded by the timeout, not by the server
+
+
+def test_stop_button_ends_the_session_with_one_line():
+    """Jupyter's stop button (and nbgrader's cell timeout) send SIGINT to the kernel."""
+    with odd_server(lambda conn: None) as port:
+        main = threading.main_thread().ident
+        threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT)).start()
+        started = time.monotonic()
+        result = run_session("smtp", None, "EHLO me", host="127.0.0.1", port=port, timeout=5,
+                             session="stopped")
+        waited = time.monotonic() - started
+    assert result.error == "Interrupted: maillab closed the connection." and waited < 4
+    assert "stopped" not in open_sessions()
 
 
 # =========================================================================== real peers

@@ -457,14 +457,20 @@ def run_session(protocol: str, where: str | None = None, text: str = "", *,
             result.fail(str(e))
             return _finished(result, started, None, session)
         current = Session(protocol, target, timeout)
-        current.open(result)
-        if session and current.connected:
-            _open[session] = current
     else:
         current.timeout = timeout
         result.event(_("session {0} goes on ({1})").format(session, current.target.label))
-    if current.connected:
-        current.run(lines, result)
+    try:
+        if not current.connected:
+            current.open(result)
+            if session and current.connected:
+                _open[session] = current
+        if current.connected:
+            current.run(lines, result)
+    except KeyboardInterrupt:  # the learner pressed stop (or nbgrader's timeout did)
+        current.close()
+        result.fail(_("Interrupted: maillab closed the connection."))
+        return _finished(result, started, current, session)
     if current.connected and (close or not session):
         current.close()
         if close:
