@@ -63,6 +63,9 @@ def test_explain_knows_every_protocol():
     assert "permanent" in explain("smtp", "550 5.1.1 <x@example.com>: no such user here")
     assert "temporary" in explain("smtp", "451 4.3.0 try later")
     assert "more lines" in explain("smtp", "250-SIZE 10485760")
+    assert "extension" in explain("smtp", "250-SIZE 10485760")
+    assert "extension" not in explain("smtp", "250 2.1.0 OK")  # MAIL FROM's OK is no EHLO list
+    assert "start TLS" in explain("smtp", "220 Ready to start TLS")
     assert "Login failed" in explain("smtp", "535 5.7.8 Authentication credentials invalid")
     assert "worked" in explain("pop3:example.net", "+OK 2 320")
     assert "failed" in explain("pop3", "-ERR no such message")

@@ -16,10 +16,11 @@ __all__ = ["explain", "protocol_of"]
 SMTP_CODES = {
     "211": "System status or help reply.",
     "214": "Help message: text meant for a human reading it.",
-    "220": "The server is ready: this greeting is the first thing it says after you connect.",
+    "220": "The server is ready: the greeting after you connect, or, after STARTTLS, the go-ahead "
+           "to start TLS.",
     "221": "The server is closing the connection, as you asked with QUIT.",
     "235": "Login accepted: you are now authenticated (AUTH worked).",
-    "250": "OK: the command worked. After EHLO, the lines with 250- list the server's extensions.",
+    "250": "OK: the command worked.",
     "251": "The user is not local here, but the server will forward the message.",
     "252": "The server cannot check this address, but will try to deliver.",
     "334": "The server waits for the next part of your login (base64 text) after AUTH.",
@@ -156,6 +157,9 @@ def _smtp(text: str) -> str | None:
         parts.append(_(SMTP_CLASS[m.group(1)]))
     if text[3:4] == "-":
         parts.append(_("The dash after the code means more lines of this reply follow."))
+        if code == "250":
+            parts.append(_("After EHLO, each of these lines names an extension the server "
+                           "offers (SIZE, STARTTLS, AUTH, ...)."))
     return " ".join(parts) or None
 
 
