@@ -437,6 +437,19 @@ def test_quiz_explains_after_a_wrong_try_and_cannot_be_clicked_through():
     assert "0 of 3 right at the first try" in q.score.value
 
 
+def test_predictions_beside_what_happened():
+    from maillab.widgets import check_answers, reveal
+    assert "right!" in repr(reveal("3", 3)) and "right!" in repr(reveal(" Yes ", True))
+    wrong = reveal("maria", "John", explain="John uses POP3.")
+    assert repr(wrong) == "\u2718 You predicted maria; it is John. John uses POP3."
+    assert "did not predict" in repr(reveal(..., 465)) and "465" in repr(reveal(..., 465))
+    table = check_answers({"SMTP relay": 25, "IMAPS": "143"}, {"SMTP relay": 25, "IMAPS": 993,
+                                                               "POP3": 110})
+    assert table.right == 1 and len(table.rows) == 3
+    html = table._repr_html_()
+    assert "ml-ok" in html and "ml-bad" in html and "POP3: You did not predict" in html
+
+
 def test_bar_chart_svg():
     chart = bar_chart({"disk (MB)": {"POP3 user": 0.5, "IMAP user": 12.0}}, "Server load", "MB")
     svg = chart._repr_html_()
