@@ -704,3 +704,225 @@ def test_rename_inbox_moves_its_messages(ctx, store):
     acct = store.account("alice")
     assert len(acct.folder("INBOX")) == 0 and len(acct.folder("Saved")) == 5
     assert lines(c.cmd("a STATUS INBOX (MESSAGES UIDNEXT)"))[0] == b"* STATUS INBOX (MESSAGES 0 UIDNEXT 6)"
+
+
+# ----------------------------------------------------------------------------- issue 10: hostile input
+
+@pytest.mark.parametrize("value", [b"text/plain)", b")", b"text/plain; charset=utf-8) x", b"a)b)c"])
+def test_a_stray_parenthesis_in_a_mime_header_ends(value):
+    """A ')' outside a comment made the MIME tokenizer spin for ever (memory growing ~100 MB/s)."""
+    from maillab.imap.testing import returns_within
+    assert returns_within(5, fetchmod.parse_content_type, value)
+    assert returns_within(5, fetchmod.parse_disposition, value)
+    raw = (b"Content-Type: " + value + b"\r\nContent-Disposition: " + value +
+           b"\r\nContent-Language: " + value + b"\r\n\r\nx")
+    assert returns_within(5, lambda: fetchmod.bodystructure(fetchmod.parse_message(raw)))
+    assert fetchmod.parse_content_type(b"text/plain) ; charset=x") == (b"text", b"plain", [(b"charset", b"x")])
+
+
+def test_fetch_bodystructure_of_a_message_with_a_stray_parenthesis(ctx, store):
+    store.account("alice").folder("INBOX").deliver(b"Content-Type: text/plain)\r\n\r\nx\r\n")
+    c = Client(ctx).login()
+    c.cmd("s SELECT INBOX")
+    from maillab.imap.testing import returns_within
+    assert returns_within(5, c.cmd, "f FETCH 1 BODYSTRUCTURE")
+    assert lines(c.cmd("f FETCH 1 BODYSTRUCTURE")) == [
+        b'* 1 FETCH (BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 1 NIL NIL NIL NIL))',
+        b"f OK FETCH completed"]
+
+
+def test_list_with_many_wildcards_answers_at_once(ctx, store):
+    """80 stars made the regex backtrack for 71 s on this machine, holding the GIL."""
+    from maillab.imap.testing import returns_within
+    c = Client(ctx).login()
+    assert returns_within(5, c.cmd, 'l LIST "" "' + "*" * 80 + 'X"')
+    assert returns_within(5, c.cmd, 'l LIST "" "' + "%*" * 2000 + 'Q"')
+    assert lines(c.cmd('l LIST "" "' + "*" * 80 + 'X"')) == [b'* LIST (\\HasNoChildren) "." INBOX',
+                                                           b"l OK LIST completed"]
+
+
+@pytest.mark.parametrize("pattern,name,expected", [
+    ("*", "a.b.c", True), ("%", "a.b", False), ("%", "a", True), ("a.%", "a.b", True),
+    ("a.%", "a.b.c", False), ("a.*", "a.b.c", True), ("a%c", "abc", True), ("a%c", "a.c", False),
+    ("a*c", "a.b.c", True), ("%.%", "a.b", True), ("%.%", "a.b.c", False), ("*%", "a.b", True),
+    ("%*", "a.b", True), ("%%", "a.b", False), ("", "", True), ("", "a", False), ("a*", "", False),
+    ("*.c", "a.b.c", True), ("%.c", "a.b.c", False), ("**b", "ab", True), ("a%%%b", "axxb", True),
+])
+def test_list_pattern_semantics(pattern, name, expected):
+    """RFC 3501 6.3.8: * matches anything, % anything but the hierarchy delimiter."""
+    from maillab.imap.core import list_pattern
+    assert list_pattern(pattern)(name) is expected
+    assert list_pattern("inbox", ignore_case=True)("INBOX")
+    assert not list_pattern("inbox")("INBOX")
+
+
+def test_fetch_answers_repeated_items_once(selected):
+    out = selected.cmd("f FETCH 1 (UID BODY.PEEK[] UID BODY.PEEK[] FLAGS FLAGS)")
+    assert out.count(b"BODY[] {") == 1 and out.count(b"UID 1") == 1 and out.count(b"FLAGS (") == 1
+    assert out.endswith(b"f OK FETCH completed\r\n")
+    # BODY[] and BODY.PEEK[] stay two items, as in Dovecot
+    assert selected.cmd("f FETCH 1 (BODY.PEEK[]<0.5> BODY[]<0.5>)").count(b"BODY[]<0> {5}") == 2
+
+
+def test_a_fetch_answer_is_made_piece_by_piece(ctx, store):
+    """A long FETCH answer is made as the server sends it: never one giant bytes object."""
+    big = b"Subject: big\r\n\r\n" + b"0123456789" * 30_000  # 300 kB
+    for _ in range(8):
+        store.account("alice").folder("INBOX").deliver(big)
+    c = Client(ctx).login()
+    c.cmd("s SELECT INBOX")
+    c.s.receive_data(b"f FETCH 1:* (UID BODY.PEEK[])\r\nn NOOP\r\n")
+    pieces = []
+    while True:
+        piece = c.s.data_to_send(64 * 1024)
+        if not piece:
+            break
+        pieces.append(piece)
+    assert max(len(p) for p in pieces) <= 64 * 1024 + len(big) + 100  # a limit, then one item
+    assert len(pieces) > 8
+    answer = b"".join(pieces)
+    assert answer.count(b"BODY[] {%d}\r\n" % len(big) + big + b")\r\n") == 8
+    assert answer.endswith(b"f OK FETCH completed\r\nn OK NOOP completed\r\n")  # NOOP waited
+
+
+def test_a_fetch_that_would_answer_too_much_is_refused(selected, monkeypatch):
+    """600 distinct partial items of one message once built a 600 MB reply in memory."""
+    import maillab.imap.core as coremod
+    monkeypatch.setattr(coremod, "MAX_FETCH_OUTPUT", 20_000)
+    items = " ".join(f"BODY.PEEK[]<{i}.1000>" for i in range(600))
+    out = selected.cmd(f"f FETCH 1 ({items})")
+    assert lines(out) == [lines(out)[0]] and out.startswith(b"f NO [LIMIT] that FETCH would answer")
+    assert b"* 1 FETCH" not in out
+    # structure items are not estimated beforehand: the answer stops when it grows too big
+    monkeypatch.setattr(coremod, "MAX_FETCH_OUTPUT", 1_000)
+    out = lines(selected.cmd("f FETCH 1:* BODYSTRUCTURE"))
+    assert 1 <= len(out) - 1 < 5 and out[-1].startswith(b"f NO [LIMIT] FETCH stopped after")
+    assert all(line.startswith(b"* ") and line.endswith(b")") for line in out[:-1])
+
+
+def test_a_non_ascii_fetch_item_is_a_syntax_error(selected):
+    for item in (b"B\xc3\xa9", b"\xff", b"BODY.PEEK[\xc3\xa9]", b"(UID \xc3\xa9)"):
+        out = selected.send(b"f FETCH 1 " + item + b"\r\n")
+        assert out.startswith(b"f BAD FETCH:"), out
+
+
+def test_long_folder_names_are_refused_without_internal_errors(ctx, store):
+    """A folder name over 255 bytes reached the file system: NO [SERVERBUG] with the store's path."""
+    fill(store)
+    c = Client(ctx).login()
+    long = "x" * 300
+    replies = [c.cmd(f"a CREATE {long}"), c.cmd(f"a SELECT {long}"), c.cmd(f"a EXAMINE {long}"),
+               c.cmd(f"a STATUS {long} (MESSAGES)"), c.cmd(f"a DELETE {long}"),
+               c.cmd(f"a RENAME {long} y"), c.cmd(f"a RENAME Trash {long}"),
+               c.cmd(f"a SUBSCRIBE {long}"), c.cmd(f"a UNSUBSCRIBE {long}"),
+               c.cmd(f"a APPEND {long} {{3+}}\r\nx\r\n"), c.cmd(f'a LIST "" {long}'),
+               c.cmd("a CREATE " + "é" * 128)]  # 256 bytes in UTF-8
+    c.cmd("s SELECT INBOX")
+    replies += [c.cmd(f"a COPY 1 {long}"), c.cmd(f"a MOVE 1 {long}")]
+    for out in replies:
+        assert b"SERVERBUG" not in out and str(store.root).encode() not in out, out
+    assert replies[0].startswith(b"a NO [CANNOT] that folder name is too long: at most 254 bytes")
+    assert replies[1].startswith(b"a NO [NONEXISTENT] no folder named xxxx")
+    assert b"x" * 61 not in replies[1]  # the name is shortened in the reply
+    assert replies[6].startswith(b"a NO [CANNOT] that folder name is too long")
+    assert replies[9].startswith(b"a NO [TRYCREATE]")
+    assert replies[11].startswith(b"a NO [CANNOT] that folder name is too long")
+    assert c.cmd("a CREATE " + "x" * 254).startswith(b"a OK")  # the longest that fits
+    # sub-folders move with their parent: the longest of them must fit too
+    assert c.cmd("a CREATE p").startswith(b"a OK") and c.cmd("a CREATE p.child").startswith(b"a OK")
+    assert c.cmd("a RENAME p " + "y" * 250).startswith(b"a NO [CANNOT] that folder name is too long for")
+
+
+@pytest.mark.parametrize("name", [b"x\r\n* OK [ALERT] injected", b"a\nb", b"a\rb", b"x\x00y"])
+def test_responses_never_carry_a_clients_line_breaks(ctx, store, name):
+    """Folder names echoed in NO replies once carried raw CR/LF: one reply became two."""
+    c = Client(ctx).login()
+    lit = b"{%d+}\r\n" % len(name) + name
+    for cmd in (b"SELECT ", b"DELETE ", b"SUBSCRIBE ", b"STATUS ", b"CREATE ", b"RENAME Nope "):
+        tail = b" (MESSAGES)" if cmd == b"STATUS " else b""
+        out = c.send(b"a " + cmd + lit + tail + b"\r\n")
+        assert out.startswith(b"a NO ") and out.count(b"\r\n") == 1 and b"\n" not in out[:-1], out
+        assert b"\x00" not in out
+    out = c.send(b"a NOOP {%d+}\r\n" % len(name) + name + b"\r\n")  # echoed as unexpected text
+    assert out.startswith(b"a BAD ") and out.count(b"\r\n") == 1, out
+
+
+def test_an_internal_error_tells_no_paths(ctx, store, monkeypatch, caplog):
+    c = Client(ctx).login()
+    folder = store.account("alice").folder("INBOX")
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(folder.path / "tmp" / "x"))
+    monkeypatch.setattr(folder, "deliver", broken)
+    out = c.cmd("a APPEND INBOX {3+}\r\nx\r\n")
+    assert out.startswith(b"a NO [SERVERBUG] internal server error (OSError)")
+    assert str(store.root).encode() not in out and b"No space" not in out
+    assert str(folder.path) in caplog.text  # the details are in the log
+    assert c.cmd("b NOOP") == b"b OK NOOP completed\r\n"  # and the session goes on
+
+
+def test_deferred_logins_wait_for_their_answer(ctx):
+    """With defer_logins the server checks passwords off its loop; commands pipelined behind a
+    login wait for it, one login at a time (so each refusal can be answered late)."""
+    s = ImapSession(ctx, "test", defer_logins=True)
+    s.greeting()
+    s.data_to_send()
+    s.receive_data(b"a LOGIN alice wrong\r\nb LOGIN alice alice-pw\r\nc SELECT INBOX\r\n")
+    assert s.data_to_send() == b"" and s.busy
+    first = s.login_request
+    assert first.tag == b"a" and first.user == "alice"
+    s.finish_login(first.check())
+    assert s.data_to_send().startswith(b"a NO [AUTHENTICATIONFAILED]")
+    second = s.login_request
+    assert second is not None and second.tag == b"b"
+    s.finish_login(second.check())
+    out = s.data_to_send()
+    assert out.startswith(b"b OK [CAPABILITY") and out.endswith(b"c OK [READ-WRITE] SELECT completed\r\n")
+    assert s.login_attempts == 2 and not s.busy
+    s.receive_data(b"d LOGOUT\r\n")
+    assert s.closing
+
+
+# ----------------------------------------------------------------------------- issue 16: SEARCH numbering
+
+@pytest.fixture
+def gapped(ctx, store):
+    """INBOX with UIDs 1, 4, 5 (sequence numbers 1, 2, 3) after an EXPUNGE."""
+    fill(store)  # UIDs 1..5: bob, alice, carol, dave, zoe
+    c = Client(ctx).login()
+    c.cmd("s SELECT INBOX")
+    c.cmd("a STORE 2:3 +FLAGS.SILENT (\\Deleted)")
+    assert lines(c.cmd("a EXPUNGE")) == [b"* 3 EXPUNGE", b"* 2 EXPUNGE", b"a OK EXPUNGE completed"]
+    return c
+
+
+@pytest.mark.parametrize("query,by_seq,by_uid", [
+    ("ALL", b"1 2 3", b"1 4 5"),
+    ("FROM dave", b"2", b"4"),
+    ("NOT FROM bob", b"2 3", b"4 5"),
+    ("2:3", b"2 3", b"4 5"),  # a sequence set names sequence numbers, in both forms
+    ("UID 4:5", b"2 3", b"4 5"),
+    ("UID 2:3", b"", b""),
+    ("*", b"3", b"5"),
+    ("UID *", b"3", b"5"),
+])
+def test_search_after_expunge_answers_sequence_numbers(gapped, query, by_seq, by_uid):
+    """Plain SEARCH answers sequence numbers, UID SEARCH UIDs (RFC 3501 6.4.4, 6.4.8)."""
+    def result(out):
+        return lines(out)[0].removeprefix(b"* SEARCH").strip()
+    assert result(gapped.cmd(f"q SEARCH {query}")) == by_seq
+    assert result(gapped.cmd(f"q UID SEARCH {query}")) == by_uid
+
+
+def test_search_larger_and_smaller_are_strict(ctx, store):
+    """LARGER n: size > n; SMALLER n: size < n (RFC 3501 6.4.4): a message of size n is neither."""
+    folder = store.account("alice").folder("INBOX")
+    folder.deliver(b"Subject: a\r\n\r\nshort\r\n")
+    folder.deliver(b"Subject: b\r\n\r\na little longer\r\n")
+    n = folder.get(1).size
+    c = Client(ctx).login()
+    c.cmd("s SELECT INBOX")
+    for query, expected in [(f"LARGER {n}", b"* SEARCH 2"), (f"LARGER {n - 1}", b"* SEARCH 1 2"),
+                            (f"SMALLER {n}", b"* SEARCH"), (f"SMALLER {n + 1}", b"* SEARCH 1"),
+                            (f"LARGER {n - 1} SMALLER {n + 1}", b"* SEARCH 1")]:
+        assert lines(c.cmd(f"q SEARCH {query}"))[0] == expected, query

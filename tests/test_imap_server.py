@@ -13,6 +13,7 @@ import pytest
 
 from conftest import require_tool
 from maillab.imap.testing import ALTERNATIVE, ATTACHMENT, FORWARD, PLAIN, SAMPLES, ImapTestServer
+from maillab.net import LoginGuard
 from maillab.store import to_crlf
 
 
@@ -254,9 +255,11 @@ def test_transcript_records_every_byte_and_the_user(srv):
     assert server[0].startswith("* OK [CAPABILITY")
     assert any(l.endswith("OK [READ-WRITE] SELECT completed") for l in server)
     assert t.lines[-1].text == "connection closed"
-    assert srv.recorder._lines and any(True for _ in t)
-    conn = next(iter(srv.ctx.connections), None)
-    assert conn is None  # closed connections are forgotten
+    assert {line.conn for line in t} == {t.lines[0].conn}  # one connection, every line of it
+    logout_tag = client[-1].split()[0]
+    assert client[-1] == logout_tag + " LOGOUT"
+    assert server[-2:] == ["* BYE Logging out, goodbye", logout_tag + " OK LOGOUT completed"]
+    assert not srv.ctx.connections  # closed connections are forgotten
 
 
 def test_append_does_not_stall_on_delayed_acks(srv):
@@ -389,11 +392,161 @@ def test_repeated_failed_logins_are_answered_late(srv):
 def test_idle_connections_are_logged_out():
     with ImapTestServer(options={"imap_timeout": 0.3}) as srv:
         s, f, _g = _raw(srv)
-        s.sendall(b"a1 NOOP\r\n")
+        s.sendall(b"a1 LOGIN alice alice-pw\r\n")
         assert f.readline().startswith(b"a1 OK")
-        assert f.readline() == b"* BYE Autologout; idle for too long\r\n"
+        assert f.readline() == b"* BYE Autologout; idle for 0.3 seconds\r\n"
         assert f.readline() == b""
         s.close()
+        time.sleep(0.1)
+        events = [line.text for line in srv.transcript() if line.who == "*"]
+        assert "no command for 0.3 s (imap_timeout, RFC 3501 5.4): autologout" in events
+
+
+def _trickle(sock, data: bytes, every: float) -> None:
+    """Send ``data`` one byte at a time, ``every`` seconds apart, until the server hangs up."""
+    try:
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            time.sleep(every)
+    except OSError:
+        pass
+
+
+def test_a_trickled_command_does_not_keep_a_session_alive():
+    """A byte every so often once reset the idle timer for ever (issue 10: 1 byte / 20 s)."""
+    with ImapTestServer(options={"imap_timeout": 0.6, "imap_command_timeout": 60}) as srv:
+        s, f, _g = _raw(srv)
+        s.sendall(b"a1 LOGIN alice alice-pw\r\n")
+        assert f.readline().startswith(b"a1 OK")
+        trickler = threading.Thread(target=_trickle, args=(s, b"a2 NOOP and more and more" * 10, 0.05))
+        trickler.start()
+        t0 = time.monotonic()
+        assert f.readline() == b"* BYE Autologout; idle for 0.6 seconds\r\n"
+        assert time.monotonic() - t0 < 5
+        s.close()
+        trickler.join()
+
+
+def test_a_command_must_be_finished_in_time():
+    with ImapTestServer(options={"imap_command_timeout": 0.5}) as srv:
+        s, f, _g = _raw(srv)
+        s.sendall(b"a1 LOGIN alice alice-pw\r\na2 APPEND INBOX {100}\r\n")
+        assert f.readline().startswith(b"a1 OK")
+        assert f.readline().startswith(b"+ ")
+        trickler = threading.Thread(target=_trickle, args=(s, b"x" * 99, 0.05))
+        trickler.start()
+        assert f.readline() == (b"* BYE Autologout; a command was begun but not finished within "
+                                b"0.5 seconds\r\n")
+        s.close()
+        trickler.join()
+        time.sleep(0.1)
+        events = [line.text for line in srv.transcript() if line.who == "*"]
+        assert any("begun but not finished within 0.5 s (imap_command_timeout)" in e for e in events)
+        assert len(srv.folder()) == 0
+
+
+def test_a_client_that_does_not_log_in_is_closed_sooner():
+    """RFC 3501's 30 minutes are for logged-in clients; strangers get imap_login_timeout."""
+    with ImapTestServer(options={"imap_login_timeout": 0.5}) as srv:
+        s, f, _g = _raw(srv)
+        t0 = time.monotonic()
+        for n in range(4):  # complete commands, but no login: still closed
+            s.sendall(b"a%d NOOP\r\n" % n)
+            assert f.readline().startswith(b"a%d OK" % n)
+            time.sleep(0.1)
+        assert f.readline() == b"* BYE Autologout; no login within 0.5 seconds; connect again\r\n"
+        assert 0.4 < time.monotonic() - t0 < 5
+        s.close()
+        # a login attempt restarts the clock; after a login the 30 minutes apply
+        s, f, _g = _raw(srv)
+        time.sleep(0.3)
+        s.sendall(b"a1 LOGIN alice alice-pw\r\n")
+        assert f.readline().startswith(b"a1 OK")
+        time.sleep(0.7)
+        s.sendall(b"a2 NOOP\r\n")
+        assert f.readline() == b"a2 OK NOOP completed\r\n"
+        s.close()
+
+
+class FixedDelayGuard(LoginGuard):
+    """The lab's guard, but every refused login waits the same ``pause`` (and is counted)."""
+
+    pause = 0.15
+
+    def __init__(self):
+        super().__init__()
+        self.asked = 0
+
+    def delay(self, peer, user):
+        self.asked += 1
+        return self.pause
+
+
+def test_pipelined_logins_are_each_answered_late(srv):
+    """Eight wrong passwords and the right one in one write were answered in 0.01 s as one
+    batch with one delay (issue 16); each refusal must wait on its own, like separate tries."""
+    srv.ctx.guard = guard = FixedDelayGuard()
+    s, f, _g = _raw(srv)
+    packet = b"".join(b"w%d LOGIN alice wrong%d\r\n" % (i, i) for i in range(8))
+    t0 = time.monotonic()
+    s.sendall(packet + b"ok LOGIN alice alice-pw\r\nn NOOP\r\n")
+    answers = [f.readline() for _ in range(10)]
+    elapsed = time.monotonic() - t0
+    assert [a.split()[0] for a in answers] == [b"w%d" % i for i in range(8)] + [b"ok", b"n"]
+    assert all(b"NO [AUTHENTICATIONFAILED]" in a for a in answers[:8]) and b"ok OK" in answers[8]
+    assert guard.asked == 8
+    assert elapsed >= 8 * guard.pause, f"{elapsed:.2f} s for 8 refused logins"
+    s.close()
+
+
+def test_a_login_does_not_stop_other_sessions(srv):
+    """Passwords are checked in a worker thread: while one is checked, others are served."""
+    checking, release = threading.Event(), threading.Event()
+    authenticate = srv.ctx.authenticate
+
+    def slow_authenticate(*args, **kwargs):
+        checking.set()
+        release.wait(10)
+        return authenticate(*args, **kwargs)
+    srv.ctx.authenticate = slow_authenticate
+    try:
+        s, f, _g = _raw(srv)
+        s.sendall(b"a1 LOGIN alice alice-pw\r\n")
+        assert checking.wait(5)
+        other, g, greeting = _raw(srv)  # would time out if the loop were stuck in the check
+        assert greeting.startswith(b"* OK")
+        other.sendall(b"b1 NOOP\r\n")
+        assert g.readline() == b"b1 OK NOOP completed\r\n"
+        release.set()
+        assert f.readline().startswith(b"a1 OK [CAPABILITY")
+        s.close()
+        other.close()
+    finally:
+        release.set()
+
+
+def test_a_long_fetch_is_written_as_the_client_reads(srv):
+    """A FETCH answer goes out as fast as the client reads it: it never piles up in memory."""
+    body = (b"y" * 1000 + b"\r\n") * 250  # ~250 kB
+    for i in range(128):  # a 32 MB answer
+        srv.deliver(b"Subject: %d\r\n\r\n" % i + body)
+    M = srv.login()
+    ok(M.select())
+    M.send(b"f1 FETCH 1:* (BODY.PEEK[])\r\n")
+    time.sleep(0.5)  # the client reads nothing meanwhile
+    buffered = srv.call(lambda: sum(t.get_write_buffer_size() for t in srv.ctx.connections))
+    assert buffered < 2 * 1024 * 1024, f"{buffered} bytes waiting in the server"
+    got = 0
+    while True:
+        line = M.readline()
+        if line.startswith(b"f1 "):
+            break
+        m = re.search(rb"\{(\d+)\}\r\n$", line)
+        if m:
+            got += len(M.read(int(m.group(1))))
+    assert line == b"f1 OK FETCH completed\r\n"
+    assert got == sum(len(b"Subject: %d\r\n\r\n" % i + body) for i in range(128))
+    M.logout()
 
 
 def test_in_the_lab_smtp_delivery_wakes_idle_and_pop3_deletion_shows():

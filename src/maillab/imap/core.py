@@ -12,6 +12,15 @@ Changes that other sessions (IMAP, POP3, SMTP delivery) make to the selected fol
 store ``Change`` events, possibly in other threads. They wait in a queue and are announced
 (``* n EXISTS``, ``* n EXPUNGE``, ``* n FETCH (FLAGS ...)``) when RFC 3501 allows: at the end
 of a command (no EXPUNGE during FETCH, STORE or SEARCH, section 7.4.1) and at once during IDLE.
+
+Two things a server may do outside the loop it runs on, so the core hands them over:
+
+* A FETCH answer can be large. It is made piece by piece while :meth:`ImapSession.data_to_send`
+  is called with a ``limit``; the commands after it wait until it is done.
+* Checking a password is slow on purpose (scrypt). With ``defer_logins=True`` a LOGIN or
+  AUTHENTICATE leaves a :class:`LoginRequest` in :attr:`ImapSession.login_request` and the
+  session waits: the server runs ``request.check()`` in a worker thread and gives the result
+  to :meth:`ImapSession.finish_login`. Without it (tests, benchmarks) the check runs at once.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import base64
 import binascii
 import collections
 import enum
+import logging
 import re
 
 from .. import __version__
@@ -30,7 +40,10 @@ from . import search as searchmod
 from .parser import (MAX_APPEND, MAX_LITERAL, Cursor, Framer, LiteralAnnounced, ParseError, SeqSet,
                      TooLong, astring, encode_mailbox, format_datetime, parse_datetime)
 
-__all__ = ["ImapSession", "State", "SYSTEM_FLAGS", "CAPABILITIES"]
+__all__ = ["ImapSession", "State", "LoginRequest", "SYSTEM_FLAGS", "CAPABILITIES", "list_pattern",
+           "MAX_MAILBOX_NAME", "MAX_FETCH_OUTPUT"]
+
+log = logging.getLogger(__name__)
 
 SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
 CAPABILITIES = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
@@ -38,6 +51,14 @@ CAPABILITIES = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAM
 DELIM = HIERARCHY_DELIMITER
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 _TAG_RE = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")  # RFC 3501: ASTRING-CHAR but "+", ASCII only
+# A folder is a directory named "." + its name (Maildir++), and a directory name has at most
+# 255 bytes on Linux file systems.
+MAX_MAILBOX_NAME = 254
+# One FETCH answers at most this many bytes: refused beforehand when the sizes say so (a 7 KB
+# FETCH naming BODY[]<n.m> 600 times must not make hundreds of megabytes), and cut short with
+# NO [LIMIT] if the structure items grow past it while they are sent.
+MAX_FETCH_OUTPUT = 256 * 1024 * 1024
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class State(enum.Enum):
@@ -58,6 +79,43 @@ class No(Exception):
 
 class Bad(ParseError):
     pass
+
+
+def _printable(text: str) -> str:
+    """Response text without control characters: a CR or LF from a client's folder name must
+    not end the line early (the rest would read as a response of its own)."""
+    return _CONTROL_CHARS.sub(lambda m: "\\x%02x" % ord(m.group()), text)
+
+
+def _shown(name: str, limit: int = 60) -> str:
+    """A client's folder name as quoted in a reply: printable and short."""
+    return _printable(name[:limit]) + ("..." if len(name) > limit else "")
+
+
+class LoginRequest:
+    """A login the session waits for (``defer_logins=True``): the server calls :meth:`check`
+    in a worker thread, then ``session.finish_login(account)`` in its own."""
+
+    def __init__(self, session: "ImapSession", tag: bytes, user: bytes, password: bytes, mechanism: str):
+        self.session, self.tag, self.mechanism = session, tag, mechanism
+        try:
+            self._credentials = (user.decode("utf-8"), password.decode("utf-8"))
+        except UnicodeDecodeError:
+            self._credentials = None  # no account has such a name or password
+        # for LoginGuard.delay: whose failed logins to count
+        self.user = user.decode("utf-8", "replace")
+
+    def check(self):
+        """The account if the password is right, else None. Slow on purpose (scrypt)."""
+        if self._credentials is None:
+            return None
+        s = self.session
+        user, password = self._credentials
+        try:
+            return s.ctx.authenticate(user, password, protocol="imap", peer=s.peer,
+                                      mechanism=self.mechanism, secure=s.tls)
+        except TypeError:  # a context without the login audit
+            return s.ctx.authenticate(user, password)
 
 
 def _hint_example(state: State) -> str:
@@ -105,7 +163,7 @@ class ImapSession:
     the selected folder changes, so that the server can call :meth:`changes_arrived` in its own.
     """
 
-    def __init__(self, ctx, peer: str = "", *, tls: bool = False, wakeup=None):
+    def __init__(self, ctx, peer: str = "", *, tls: bool = False, wakeup=None, defer_logins: bool = False):
         self.ctx = ctx
         self.peer = peer
         self.tls = tls
@@ -122,23 +180,66 @@ class ImapSession:
         self.closing = False
         self.options = getattr(ctx, "options", {}) or {}
         self._flags_reported: set[int] = set()  # UIDs whose FLAGS this command already sent
-        self.failed_user: str | None = None  # set by a refused login: the server answers late
+        self.defer_logins = defer_logins
+        self.login_request: LoginRequest | None = None  # a login waiting for finish_login()
+        self._stream = None  # a long answer (FETCH) still being made: an iterator of bytes
+        # For the server's timers: complete commands (and continuation lines) so far, and
+        # login attempts so far.
+        self.commands_done = 0
+        self.login_attempts = 0
 
     # ------------------------------------------------------------------ I/O surface
     def greeting(self) -> None:
         self._untagged(f"OK [CAPABILITY {' '.join(self.capabilities())}] "
                        f"{self.ctx.hostname} IMAP4rev1 server (maillab) ready")
 
-    def data_to_send(self) -> bytes:
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
+    def data_to_send(self, limit: int | None = None) -> bytes:
+        """The bytes to send now. A long answer is made as it is asked for: with a ``limit``,
+        about that many bytes at most come out per call (call again until :attr:`has_more` is
+        false); without one, everything. Commands that waited behind it then run."""
+        out = self._out
+        size = sum(len(x) for x in out)
+        while self._stream is not None and (limit is None or size < limit):
+            try:
+                piece = next(self._stream)
+            except StopIteration:
+                self._stream = None
+                self._process()
+                size = sum(len(x) for x in out)
+                continue
+            out.append(piece)  # after what the stream itself wrote to _out before this piece
+            size += len(piece)
+        data = b"".join(out)
+        out.clear()
+        return data
+
+    @property
+    def has_more(self) -> bool:
+        """A long answer is not finished: call data_to_send() again (when the client reads)."""
+        return self._stream is not None or bool(self._out)
+
+    @property
+    def busy(self) -> bool:
+        """The session reads no further commands now (a login or a long answer is under way,
+        TLS is starting, or the session is over): a server should stop reading meanwhile."""
+        return (self.closing or self.starttls_wanted or self.login_request is not None
+                or self._stream is not None)
+
+    @property
+    def command_in_progress(self) -> bool:
+        """Part of a command has arrived, but not all of it (for the server's timers)."""
+        return (self.framer.buffered > 0 or self.framer.in_command
+                or (self._waiting is not None and self._waiting[0] == "auth"))
 
     def receive_data(self, data: bytes) -> None:
         if self.closing or self.starttls_wanted:
             return
         self.framer.feed(data)
-        while not self.closing and not self.starttls_wanted:
+        self._process()
+
+    def _process(self) -> None:
+        """Run the complete commands that have arrived, until one makes the session wait."""
+        while not self.busy:
             ev = self.framer.next_event()
             if ev is None:
                 return
@@ -149,12 +250,22 @@ class ImapSession:
             if isinstance(ev, LiteralAnnounced):
                 self._literal_announced(ev)
                 continue
+            self.commands_done += 1
             if self._waiting is not None:
                 self._continuation_line(ev.raw)
             else:
                 self._command(ev.raw)
         if self.starttls_wanted:
             self.framer = Framer()  # bytes sent before the handshake must not count (CVE-2011-0411)
+
+    def finish_login(self, account) -> None:
+        """The result of ``login_request.check()`` (an account, or None): answer the login, then
+        go on with the commands that came after it."""
+        request, self.login_request = self.login_request, None
+        if request is None or self.closing:
+            return
+        self._login_answer(request, account)
+        self._process()
 
     def changes_arrived(self) -> None:
         """Call in the server's thread after ``wakeup``: announces changes during IDLE."""
@@ -166,10 +277,13 @@ class ImapSession:
             self.selected.close()
             self.selected = None
         self.state = State.LOGOUT
+        self._stream = None
+        self.login_request = None
 
     def autologout(self, text: str | None = None) -> None:
         """The server ends an idle connection (RFC 3501 5.4): BYE, then close."""
-        self._untagged("BYE " + (text or _("Autologout; idle for too long")))
+        self._out.clear()  # what was not sent yet never will be (a FETCH cut short, say)
+        self._untagged("BYE " + _printable(text or _("Autologout; idle for too long")))
         self.connection_lost()
         self.closing = True
 
@@ -186,7 +300,7 @@ class ImapSession:
 
     def _tagged(self, tag: bytes, status: str, text: str, code: str | None = None) -> None:
         code_part = f"[{code}] " if code else ""
-        self._out.append(tag + f" {status} {code_part}{text}\r\n".encode("utf-8"))
+        self._out.append(tag + f" {status} {code_part}{_printable(text)}\r\n".encode("utf-8"))
 
     def _continue(self, text: str = "") -> None:
         self._out.append(b"+ " + text.encode() + b"\r\n")
@@ -306,8 +420,14 @@ class ImapSession:
         except ParseError as e:
             self._tagged(tag, "BAD", f"{word}: {e.hint}", e.code)
         except Exception as e:  # a bug here must not end the learner's session
-            self._tagged(tag, "NO", _("internal server error: {error}").format(
-                error=f"{type(e).__name__}: {e}"[:200]), "SERVERBUG")
+            self._internal_error(tag, word, e)
+
+    def _internal_error(self, tag: bytes, word: str, error: Exception) -> None:
+        # The details (which may hold paths of the store) go to the lab's log, not to the client.
+        log.error("IMAP %s failed", word, exc_info=error)
+        self._tagged(tag, "NO", _("internal server error ({error}); this is a bug in maillab, "
+                                  "the lab's log has the details").format(error=type(error).__name__),
+                     "SERVERBUG")
 
     def _missing_tag(self, line: bytes) -> None:
         first = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
@@ -391,21 +511,19 @@ class ImapSession:
         self._login(tag, user, password, "LOGIN")
 
     def _login(self, tag, user: bytes, password: bytes, mechanism: str) -> None:
-        try:
-            u, p = user.decode("utf-8"), password.decode("utf-8")
-        except UnicodeDecodeError:
-            u = p = None
-        acct = None
-        if u is not None:
-            try:
-                acct = self.ctx.authenticate(u, p, protocol="imap", peer=self.peer,
-                                             mechanism=mechanism, secure=self.tls)
-            except TypeError:  # a context without the login audit
-                acct = self.ctx.authenticate(u, p)
+        self.login_attempts += 1
+        request = LoginRequest(self, tag, user, password, mechanism)
+        if self.defer_logins:
+            self.login_request = request  # the server checks it off its loop: finish_login()
+        else:
+            self._login_answer(request, request.check())
+
+    def _login_answer(self, request: LoginRequest, acct) -> None:
+        tag = request.tag
         if acct is None:
-            self.failed_user = u if u is not None else user.decode("utf-8", "replace")
-            raise No(_("Authentication failed: check the user name (or address) and password"),
-                     "AUTHENTICATIONFAILED")
+            self._tagged(tag, "NO", _("Authentication failed: check the user name (or address) "
+                                      "and password"), "AUTHENTICATIONFAILED")
+            return
         self.account = acct
         self.user = acct.login
         self.state = State.AUTHENTICATED
@@ -442,18 +560,22 @@ class ImapSession:
         if authzid and authzid != authcid:
             self._tagged(tag, "NO", _("logging in as someone else is not allowed"), "AUTHORIZATIONFAILED")
             return
-        try:
-            self._login(tag, authcid, password, "AUTHENTICATE PLAIN")
-        except No as e:
-            self._tagged(tag, "NO", e.text, e.code)
+        self._login(tag, authcid, password, "AUTHENTICATE PLAIN")
 
     # ---- authenticated
     def _folder(self, name: str, *, trycreate: bool = False):
+        if not self._has_folder(name):
+            raise No(_("no folder named {name}; LIST \"\" \"*\" shows the folders").format(
+                name=_shown(name)), "TRYCREATE" if trycreate else "NONEXISTENT")
         try:
             return self.account.folder(name)
-        except FolderError:
-            raise No(_("no folder named {name}; LIST \"\" \"*\" shows the folders").format(name=name),
-                     "TRYCREATE" if trycreate else "NONEXISTENT") from None
+        except FolderError:  # deleted meanwhile
+            raise No(_("no folder named {name}; LIST \"\" \"*\" shows the folders").format(
+                name=_shown(name)), "TRYCREATE" if trycreate else "NONEXISTENT") from None
+
+    def _has_folder(self, name: str) -> bool:
+        # A name too long for a directory cannot exist: do not even ask the file system.
+        return _fits(name) and self.account.has_folder(name)
 
     def cmd_select(self, tag, cur, uid, readonly=False):
         cur.sp()
@@ -502,9 +624,12 @@ class ImapSession:
     @staticmethod
     def _check_new_name(name: str) -> None:
         if not name or any(c in name for c in "*%") or name.startswith(DELIM) or (DELIM * 2) in name \
-                or "/" in name or any(ord(c) < 32 for c in name):
+                or "/" in name or _CONTROL_CHARS.search(name):
             raise No(_("a folder name cannot be empty, contain * % / or two dots in a row, "
                        "or start with a dot"), "CANNOT")
+        if not _fits(name):
+            raise No(_("that folder name is too long: at most {limit} bytes (in UTF-8)").format(
+                limit=MAX_MAILBOX_NAME), "CANNOT")
 
     def cmd_create(self, tag, cur, uid):
         cur.sp()
@@ -516,7 +641,7 @@ class ImapSession:
             raise No(_("INBOX always exists"), "ALREADYEXISTS")
         self._check_new_name(name)
         if self.account.has_folder(name):
-            raise No(_("folder {name} exists already").format(name=name), "ALREADYEXISTS")
+            raise No(_("folder {name} exists already").format(name=_shown(name)), "ALREADYEXISTS")
         try:
             self.account.create_folder(name)
         except FolderError as e:
@@ -529,8 +654,8 @@ class ImapSession:
         cur.expect_end()
         if name == "INBOX":
             raise No(_("INBOX cannot be deleted"), "CANNOT")
-        if not self.account.has_folder(name):
-            raise No(_("no folder named {name}").format(name=name), "NONEXISTENT")
+        if not self._has_folder(name):
+            raise No(_("no folder named {name}").format(name=_shown(name)), "NONEXISTENT")
         if self.selected is not None and self.selected.folder.name == name:
             self.selected.close()
             self.selected = None
@@ -547,13 +672,18 @@ class ImapSession:
         cur.sp()
         new = cur.mailbox()
         cur.expect_end()
-        if not self.account.has_folder(old):
-            raise No(_("no folder named {name}").format(name=old), "NONEXISTENT")
-        if new.upper() == "INBOX" or self.account.has_folder(new):
-            raise No(_("folder {name} exists already").format(name=new), "ALREADYEXISTS")
+        if not self._has_folder(old):
+            raise No(_("no folder named {name}").format(name=_shown(old)), "NONEXISTENT")
         self._check_new_name(new)
+        if new.upper() == "INBOX" or self.account.has_folder(new):
+            raise No(_("folder {name} exists already").format(name=_shown(new)), "ALREADYEXISTS")
         if new.startswith(old + DELIM):
             raise No(_("a folder cannot move inside itself"), "CANNOT")
+        longest = max((n for n in self.account.folder_names() if n.startswith(old + DELIM)),
+                      key=len, default=old)
+        if not _fits(new + longest[len(old):]):  # its sub-folders move along
+            raise No(_("that folder name is too long for the folders inside it: at most {limit} "
+                       "bytes (in UTF-8)").format(limit=MAX_MAILBOX_NAME), "CANNOT")
         try:
             self.account.rename_folder(old, new)
         except FolderError as e:
@@ -568,8 +698,8 @@ class ImapSession:
         cur.sp()
         name = cur.mailbox()
         cur.expect_end()
-        if subscribed and not self.account.has_folder(name):
-            raise No(_("no folder named {name}").format(name=name), "NONEXISTENT")
+        if subscribed and not self._has_folder(name):
+            raise No(_("no folder named {name}").format(name=_shown(name)), "NONEXISTENT")
         self.account.set_subscribed(name, subscribed)
         self._done(tag, ("SUBSCRIBE" if subscribed else "UNSUBSCRIBE") + " completed")
 
@@ -625,12 +755,12 @@ class ImapSession:
             parts = n.split(DELIM)
             for i in range(1, len(parts)):
                 candidates.setdefault(DELIM.join(parts[:i]), False)
-        regexes = [_pattern_regex(ref + p) for p in patterns]
-        inbox_regexes = [_pattern_regex(ref + p, True) for p in patterns]
+        matchers = [list_pattern(ref + p) for p in patterns]
+        inbox_matchers = [list_pattern(ref + p, ignore_case=True) for p in patterns]
         show_children = not extended or "CHILDREN" in return_opts
         show_special = not extended or "SPECIAL-USE" in select_opts + return_opts
         for n in sorted(candidates, key=lambda x: (x != "INBOX", x)):
-            if not any(r.fullmatch(n) for r in (inbox_regexes if n == "INBOX" else regexes)):
+            if not any(match(n) for match in (inbox_matchers if n == "INBOX" else matchers)):
                 continue
             itself = candidates[n]
             exists = n in real
@@ -805,83 +935,118 @@ class ImapSession:
         uids = self._targets(seqset, uid)
         if uid and not any(i.name == "UID" for i in items):
             items.insert(0, fetchmod.FetchItem("UID"))
+        items = fetchmod.distinct_items(items)
+        folder = sel.folder
+        current = {info.uid: (info, flags) for info, flags in folder.snapshot()} if len(uids) > 20 else None
+        sizes = [(current[u][0] if u in current else None) if current is not None else folder.get(u)
+                 for u in uids]
+        estimate = sum(fetchmod.answer_size(items, info.size) for info in sizes if info is not None)
+        if estimate > MAX_FETCH_OUTPUT:
+            raise No(_("that FETCH would answer about {mb} MB, more than this server sends for one "
+                       "command ({limit} MB): ask for fewer messages or items at a time, e.g. "
+                       "1:100 then 101:200").format(mb=estimate >> 20, limit=MAX_FETCH_OUTPUT >> 20),
+                     "LIMIT")
+        # The answer is made as the server sends it (data_to_send), one item at a time.
+        self._stream = self._fetch_answers(tag, uid, items, uids, current)
+
+    def _fetch_answers(self, tag, uid, items, uids, current):
+        """The untagged FETCH responses, piece by piece, then the tagged reply."""
+        sel = self.selected
+        folder = sel.folder
         sets_seen = not sel.readonly and any(i.sets_seen for i in items)
         has_flags = any(i.name == "FLAGS" for i in items)
         needs_raw = any(i.needs_message for i in items)
         needs_tree = any(i.name in ("ENVELOPE", "BODY", "BODYSTRUCTURE") or
                          (i.section is not None and (i.section.parts or i.section.spec not in ("", "HEADER", "TEXT")))
                          for i in items)
-        folder = sel.folder
         missing = False
-        out = self._out
-        current = {info.uid: (info, flags) for info, flags in folder.snapshot()} if len(uids) > 20 else None
-        for u in uids:
-            seq = sel.seq_of(u)
-            if current is not None:
-                info, flags = current.get(u, (None, None))
-            else:
-                info = folder.get(u)
-            if info is None or seq == 0:
-                missing = True
-                continue
-            raw = root = None
-            if needs_raw:
+        line_open = False
+        sent = 0
+        try:
+            for u in uids:
+                seq = sel.seq_of(u)
+                if current is not None:
+                    info, flags = current.get(u, (None, None))
+                else:
+                    info = folder.get(u)
+                if info is None or seq == 0:
+                    missing = True
+                    continue
+                raw = root = None
+                if needs_raw:
+                    try:
+                        raw = _read(folder, info)
+                    except KeyError:
+                        missing = True
+                        continue
+                    if needs_tree:
+                        root = fetchmod.parse_message(raw)
                 try:
-                    raw = _read(folder, info)
+                    if current is None:
+                        flags = folder.flags_of(u)
+                    if sets_seen and "\\Seen" not in flags:
+                        flags = folder.store_flags(u, {"\\Seen"}, "add", origin=self)
+                        add_flags = not has_flags
+                    else:
+                        add_flags = False
                 except KeyError:
                     missing = True
                     continue
-                if needs_tree:
-                    root = fetchmod.parse_message(raw)
-            try:
-                if current is None:
-                    flags = folder.flags_of(u)
-                if sets_seen and "\\Seen" not in flags:
-                    flags = folder.store_flags(u, {"\\Seen"}, "add", origin=self)
-                    add_flags = not has_flags
-                else:
-                    add_flags = False
-            except KeyError:
-                missing = True
-                continue
-            parts = []
-            for item in items:
-                parts.append(self._fetch_item(item, u, info, flags, raw, root))
-            if add_flags:
-                parts.append(b"FLAGS " + self._flags_text(u, flags).encode())
-            if add_flags or has_flags:
-                self._flags_reported.add(u)
-            out.append(b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n")
+                line_open = True
+                yield b"* %d FETCH (" % seq
+                for i, item in enumerate(items):
+                    if i:
+                        yield b" "
+                    for piece in self._fetch_item(item, u, info, flags, raw, root):
+                        sent += len(piece)
+                        yield piece
+                if add_flags:
+                    yield b" FLAGS " + self._flags_text(u, flags).encode()
+                if add_flags or has_flags:
+                    self._flags_reported.add(u)
+                line_open = False
+                yield b")\r\n"
+                if sent > MAX_FETCH_OUTPUT:  # the structure items grew beyond the estimate
+                    self._sync(allow_expunge=uid)
+                    self._tagged(tag, "NO", _("FETCH stopped after {limit} MB; ask for fewer messages "
+                                              "at a time").format(limit=MAX_FETCH_OUTPUT >> 20), "LIMIT")
+                    return
+        except Exception as e:  # a bug must not leave the client waiting for the rest of a line
+            if line_open:
+                yield b")\r\n"
+            self._internal_error(tag, "FETCH", e)
+            return
         self._sync(allow_expunge=uid)
         if missing:
             self._tagged(tag, "NO", _("some of those messages were deleted meanwhile"), "EXPUNGEISSUED")
         else:
             self._tagged(tag, "OK", ("UID FETCH" if uid else "FETCH") + " completed")
 
-    def _fetch_item(self, item, u, info, flags, raw, root) -> bytes:
+    def _fetch_item(self, item, u, info, flags, raw, root) -> tuple[bytes, ...]:
+        """One data item of a FETCH response, as pieces (a message's bytes are not copied)."""
         name = item.name
         if name == "UID":
-            return b"UID %d" % u
+            return (b"UID %d" % u,)
         if name == "FLAGS":
-            return b"FLAGS " + self._flags_text(u, flags).encode()
+            return (b"FLAGS " + self._flags_text(u, flags).encode(),)
         if name == "INTERNALDATE":
-            return b'INTERNALDATE "' + format_datetime(info.internaldate).encode() + b'"'
+            return (b'INTERNALDATE "' + format_datetime(info.internaldate).encode() + b'"',)
         if name == "RFC822.SIZE":
-            return b"RFC822.SIZE %d" % len(raw) if raw is not None else b"RFC822.SIZE %d" % info.size
+            return (b"RFC822.SIZE %d" % (len(raw) if raw is not None else info.size),)
         if name == "RFC822":
-            return b"RFC822 {%d}\r\n" % len(raw) + raw
+            return b"RFC822 {%d}\r\n" % len(raw), raw
         if name == "RFC822.HEADER":
             h = fetchmod.split_header(raw)[0]
-            return b"RFC822.HEADER {%d}\r\n" % len(h) + h
+            return b"RFC822.HEADER {%d}\r\n" % len(h), h
         if name == "RFC822.TEXT":
             b = fetchmod.split_header(raw)[1]
-            return b"RFC822.TEXT {%d}\r\n" % len(b) + b
+            return b"RFC822.TEXT {%d}\r\n" % len(b), b
         if name == "ENVELOPE":
-            return b"ENVELOPE " + fetchmod.envelope(root)
+            return b"ENVELOPE ", fetchmod.envelope(root)
         if name == "BODY":
-            return b"BODY " + fetchmod.bodystructure(root, False)
+            return b"BODY ", fetchmod.bodystructure(root, False)
         if name == "BODYSTRUCTURE":
-            return b"BODYSTRUCTURE " + fetchmod.bodystructure(root, True)
+            return b"BODYSTRUCTURE ", fetchmod.bodystructure(root, True)
         # BODY[section]<partial>
         sec = item.section
         if root is None:  # whole message, HEADER or TEXT: no need to parse the MIME tree
@@ -896,8 +1061,8 @@ class ImapSession:
             if data is not None:
                 data = data[start:start + length]
         if data is None:
-            return label + b" NIL"
-        return label + b" {%d}\r\n" % len(data) + data
+            return (label + b" NIL",)
+        return label + b" {%d}\r\n" % len(data), data
 
     def cmd_store(self, tag, cur, uid):
         cur.sp()
@@ -1087,16 +1252,51 @@ def _read(folder, info) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def _pattern_regex(pattern: str, ignore_case: bool = False):
-    out = []
+def _fits(name: str) -> bool:
+    """Whether a folder name fits the store (see MAX_MAILBOX_NAME)."""
+    return len(name.encode("utf-8", "surrogatepass")) <= MAX_MAILBOX_NAME
+
+
+def list_pattern(pattern: str, ignore_case: bool = False):
+    """A test ``name -> bool`` for a LIST/LSUB pattern (RFC 3501 6.3.8): ``*`` matches any
+    text, ``%`` any text without the hierarchy delimiter; ``ignore_case`` folds ASCII letters.
+
+    The pattern runs as a little automaton over the name, all its states at once in the bits
+    of one integer (bit k: "the first k pattern elements matched so far"), so the time grows
+    with the name's length times the pattern's length, never exponentially. (A regular
+    expression with ``.*`` for each ``*`` backtracked: 80 stars froze the lab for 66 s.)
+    """
+    fold = (lambda ch: ch.upper() if ch.isascii() else ch) if ignore_case else (lambda ch: ch)
+    elements: list[str] = []
     for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append("[^" + re.escape(DELIM) + "]*")
+        if ch in "*%" and elements and elements[-1] in "*%":
+            if ch == "*":
+                elements[-1] = "*"  # a run of wildcards is one wildcard, "*" if it holds one
+            continue
+        elements.append(ch if ch in "*%" else fold(ch))
+    literal: dict[str, int] = {}
+    star = percent = 0
+    for k, el in enumerate(elements):
+        if el == "*":
+            star |= 1 << k
+        elif el == "%":
+            percent |= 1 << k
         else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.S | (re.I if ignore_case else 0))
+            literal[el] = literal.get(el, 0) | 1 << k
+    wild = star | percent
+    accept = 1 << len(elements)
+
+    def matches(name: str) -> bool:
+        states = 1 | (1 & wild) << 1  # a wildcard may match nothing: step over it at once
+        for ch in name:
+            nxt = (states & literal.get(fold(ch), 0)) << 1 | states & star
+            if ch != DELIM:
+                nxt |= states & percent
+            if not nxt:
+                return False
+            states = nxt | (nxt & wild) << 1  # no two wildcards are adjacent: one step is enough
+        return bool(states & accept)
+    return matches
 
 
 def _compress(uids: list[int]) -> str:

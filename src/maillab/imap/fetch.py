@@ -17,7 +17,7 @@ from ..i18n import _
 from .parser import Cursor, ParseError, nstring, quote
 
 __all__ = ["Part", "parse_message", "FetchItem", "parse_fetch_items", "envelope", "bodystructure",
-           "section_bytes", "header_fields"]
+           "section_bytes", "header_fields", "distinct_items", "answer_size", "MAX_DEPTH", "MAX_PARTS"]
 
 MAX_DEPTH = 50  # nesting of multiparts and message/rfc822 parts we follow
 
@@ -29,12 +29,16 @@ _HEADER_LINE = re.compile(rb"([^\x00-\x20\x7f:]+)[ \t]*:")
 
 def split_header(raw: bytes) -> tuple[bytes, bytes]:
     """(header including the empty line that ends it, body). Without an empty line: all header."""
-    if raw.startswith(b"\r\n"):
-        return b"\r\n", raw[2:]
-    i = raw.find(b"\r\n\r\n")
-    if i < 0:
-        return raw, b""
-    return raw[:i + 4], raw[i + 4:]
+    end = header_end(raw, 0, len(raw))
+    return raw[:end], raw[end:]
+
+
+def header_end(raw: bytes, start: int, end: int) -> int:
+    """Where the body of the entity ``raw[start:end]`` begins (just after its empty line)."""
+    if raw.startswith(b"\r\n", start, end):
+        return start + 2
+    i = raw.find(b"\r\n\r\n", start, end)
+    return end if i < 0 else i + 4
 
 
 def header_lines(header: bytes) -> list[tuple[bytes, bytes]]:
@@ -73,7 +77,11 @@ def header_fields(header: bytes, names: list[str], exclude: bool) -> bytes:
 # ----------------------------------------------------------------------------- content type
 
 def _tokens(value: bytes):
-    """Tokens of a structured MIME header value: atoms, quoted strings and specials; no comments."""
+    """Tokens of a structured MIME header value: atoms, quoted strings and specials; no comments.
+
+    Every branch moves ``i`` forward by at least one byte, so any input ends (a stray ``)``
+    outside a comment once made this loop spin forever: issue 10).
+    """
     i, n = 0, len(value)
     while i < n:
         c = value[i:i + 1]
@@ -94,6 +102,8 @@ def _tokens(value: bytes):
                         i += 1
                         break
                 i += 1
+        elif c == b")":  # a comment's end without its start: not part of any token
+            i += 1
         elif c == b'"':
             i += 1
             out = bytearray()
@@ -108,7 +118,7 @@ def _tokens(value: bytes):
             i += 1
             yield ("s", c)
         else:
-            j = i
+            j = i + 1
             while j < n and value[j:j + 1] not in b' \t\r\n()";=/':
                 j += 1
             yield ("a", value[i:j])
@@ -152,16 +162,38 @@ def parse_disposition(value: bytes | None):
 
 @dataclass
 class Part:
-    """One MIME entity: its header, its body, and what lies inside."""
+    """One MIME entity: where its header and body lie in the message, and what lies inside.
 
-    header: bytes
-    body: bytes
+    Parts keep offsets into the one ``raw`` message rather than copies of their bytes, so a
+    deeply nested message costs its size once, not once per level.
+    """
+
+    raw: bytes  # the whole message, shared by all its parts
+    start: int  # the entity's first header byte
+    body_start: int  # just after the empty line that ends its header
+    end: int
     type: bytes  # as written, e.g. b"text"
     subtype: bytes
     params: list[tuple[bytes, bytes]]
     children: list["Part"] | None = None  # multipart
     message: "Part | None" = None  # message/rfc822: the message inside
     _values: dict | None = field(default=None, repr=False)
+
+    @property
+    def header(self) -> bytes:
+        return self.raw[self.start:self.body_start]
+
+    @property
+    def body(self) -> bytes:
+        return self.raw[self.body_start:self.end]
+
+    @property
+    def body_size(self) -> int:
+        return self.end - self.body_start
+
+    def body_lines(self) -> int:
+        """Lines of the body, as Dovecot counts them: an unterminated last line does not count."""
+        return self.raw.count(b"\n", self.body_start, self.end)
 
     @property
     def values(self) -> dict[bytes, list[bytes]]:
@@ -184,43 +216,78 @@ class Part:
         return self.children is not None
 
 
-def parse_message(raw: bytes, default=(b"text", b"plain"), depth: int = 0) -> Part:
-    """Parse an entity (a whole message, or a body part) given with CRLF line ends."""
-    header, body = split_header(raw)
-    part = Part(header, body, default[0], default[1], [])
+MAX_PARTS = 10_000  # MIME parts of one message we split out; as Dovecot 2.3, the rest stays unsplit
+
+
+def parse_message(raw: bytes, default=(b"text", b"plain")) -> Part:
+    """Parse a message (or a body part) given with CRLF line ends into its tree of parts.
+
+    Hostile structure is bounded: at most :data:`MAX_DEPTH` levels and :data:`MAX_PARTS`
+    parts are split out; deeper or further content stays inside the part that holds it.
+    """
+    return _parse(raw, 0, len(raw), default, 0, [MAX_PARTS])
+
+
+def _parse(raw: bytes, start: int, end: int, default, depth: int, parts_left: list[int]) -> Part:
+    parts_left[0] -= 1
+    part = Part(raw, start, header_end(raw, start, end), end, default[0], default[1], [])
     ct = parse_content_type(part.first(b"content-type"))
     if ct is not None:
         part.type, part.subtype, part.params = ct
     if part.type.lower() == b"text" and part.param(b"charset") is None:
         part.params = part.params + [(b"charset", b"us-ascii")]  # RFC 2045 5.2 (and Dovecot)
     kind = part.type.lower()
-    if depth >= MAX_DEPTH:
+    if depth >= MAX_DEPTH or parts_left[0] <= 0:
         return part
     if kind == b"multipart":
         boundary = part.param(b"boundary")
         child_default = (b"message", b"rfc822") if part.subtype.lower() == b"digest" else (b"text", b"plain")
-        part.children = [parse_message(chunk, child_default, depth + 1)
-                         for chunk in split_multipart(body, boundary)] if boundary else []
+        spans = split_multipart(raw, part.body_start, end, boundary, parts_left[0]) if boundary else []
+        part.children = [_parse(raw, s, e, child_default, depth + 1, parts_left) for s, e in spans]
     elif kind == b"message" and part.subtype.lower() == b"rfc822":
-        part.message = parse_message(body, (b"text", b"plain"), depth + 1)
+        part.message = _parse(raw, part.body_start, end, (b"text", b"plain"), depth + 1, parts_left)
     return part
 
 
-def split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    """The body parts of a multipart body (RFC 2046 5.1.1); a missing close delimiter is forgiven."""
-    delim = re.compile(rb"(?:\A|\r\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r\n|\Z)")
-    parts = []
-    start = None
-    for m in delim.finditer(body):
-        if start is not None:
-            parts.append(body[start:m.start()])
-        if m.group(1):  # the close delimiter
-            start = None
+def split_multipart(raw: bytes, start: int, end: int, boundary: bytes,
+                    limit: int = MAX_PARTS) -> list[tuple[int, int]]:
+    """Where the body parts of the multipart body ``raw[start:end]`` lie (RFC 2046 5.1.1).
+
+    A delimiter line is ``--boundary`` at the start of the body or after a CRLF (the CRLF
+    belongs to it, and cannot be the one that ended the previous delimiter line), then
+    optionally ``--`` (the close delimiter), spaces or tabs, and a CRLF or the end. A missing
+    close delimiter is forgiven. At most ``limit`` parts: the last one then holds the rest.
+    One pass over the body, whatever it holds.
+    """
+    marker = b"--" + boundary
+    spans: list[tuple[int, int]] = []
+    part_start = None
+    floor = pos = start  # a delimiter's leading CRLF may not start before floor
+    while True:
+        i = raw.find(marker, pos, end)
+        if i < 0:
             break
-        start = m.end()
-    if start is not None:
-        parts.append(body[start:])
-    return parts
+        pos = i + 1
+        if i != start and (i - 2 < floor or not raw.startswith(b"\r\n", i - 2, i)):
+            continue  # not at the start of a line
+        j = i + len(marker)
+        close = raw.startswith(b"--", j, end)
+        if close:
+            j += 2
+        while j < end and raw[j] in (0x20, 0x09):
+            j += 1
+        if j < end and not raw.startswith(b"\r\n", j, end):
+            continue  # more text on the line: not a delimiter
+        if part_start is not None:
+            if len(spans) + 1 >= limit:
+                break  # this part keeps the rest of the body
+            spans.append((part_start, i - 2))
+        if close:
+            return spans
+        part_start = floor = pos = min(j + 2, end)
+    if part_start is not None:
+        spans.append((part_start, end))
+    return spans
 
 
 # ----------------------------------------------------------------------------- ENVELOPE
@@ -408,10 +475,6 @@ def _plist(params: list[tuple[bytes, bytes]]) -> bytes:
     return b"(" + b" ".join(quote(k) + b" " + quote(v) for k, v in params) + b")"
 
 
-def _lines(data: bytes) -> int:
-    return data.count(b"\n")  # as Dovecot counts: an unterminated last line does not count
-
-
 def _disposition(part: Part) -> bytes:
     d = parse_disposition(part.first(b"content-disposition"))
     if d is None:
@@ -448,12 +511,12 @@ def bodystructure(part: Part, extended: bool = True) -> bytes:
     enc = part.first(b"content-transfer-encoding")
     fields = [quote(part.type), quote(part.subtype), _plist(part.params),
               nstring(part.first(b"content-id")), nstring(part.first(b"content-description")),
-              quote(enc if enc else b"7bit"), str(len(part.body)).encode()]
+              quote(enc if enc else b"7bit"), str(part.body_size).encode()]
     if part.message is not None:
         fields += [envelope(part.message), bodystructure(part.message, extended),
-                   str(_lines(part.body)).encode()]
+                   str(part.body_lines()).encode()]
     elif part.type.lower() == b"text":
-        fields.append(str(_lines(part.body)).encode())
+        fields.append(str(part.body_lines()).encode())
     if extended:
         fields += [nstring(part.first(b"content-md5")), _disposition(part), _language(part),
                    nstring(part.first(b"content-location"))]
@@ -557,7 +620,7 @@ _FETCH_HINT = "FETCH wants data items such as FLAGS, UID, ENVELOPE, BODY[], BODY
 
 def _item(cur: Cursor) -> FetchItem:
     start = cur.pos
-    while cur.pos < cur.end and (chr(cur.data[cur.pos]).isalnum() or cur.data[cur.pos] in b"."):
+    while cur.peek().isalnum() or cur.peek() == b".":  # bytes.isalnum: ASCII letters and digits only
         cur.pos += 1
     name = cur.data[start:cur.pos].decode("ascii").upper()
     if not name:
@@ -617,6 +680,29 @@ def _section(cur: Cursor) -> Section:
                                "HEADER.FIELDS.NOT (...), TEXT or MIME, e.g. BODY[1.TEXT]"))
         cur.expect(b"]")
         return sec
+
+
+def distinct_items(items: list[FetchItem]) -> list[FetchItem]:
+    """The items without repeats, in their first order: ``(UID UID BODY.PEEK[] BODY.PEEK[])``
+    is answered with each item once, as Dovecot does. (BODY[] and BODY.PEEK[] stay two items.)"""
+    seen = set()
+    out = []
+    for item in items:
+        key = (item.name, item.section.text() if item.section else None, item.peek, item.partial)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+def answer_size(items: list[FetchItem], size: int) -> int:
+    """About how many bytes the items take for a message of ``size`` bytes: what its bytes
+    (whole or a section, at most the whole) contribute; structure items are not counted."""
+    total = 0
+    for item in items:
+        if item.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]"):
+            total += min(size, item.partial[1]) if item.partial else size
+    return total
 
 
 def parse_fetch_items(cur: Cursor) -> list[FetchItem]:

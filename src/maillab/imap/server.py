@@ -2,25 +2,50 @@
 
 It moves bytes between the socket and the core, records every byte in the transcript, turns on
 TCP_NODELAY (and TCP_QUICKACK after each ``+`` continuation: see facts.md on the APPEND stall),
-and wakes a session up when another session changes its selected folder (IDLE).
+and wakes a session up when another session changes its selected folder (IDLE). It also does
+the three things the core hands over (see ``core.py``), so that no client can hold up another:
+
+* long answers (FETCH) go out piece by piece, only as fast as the client reads them;
+* passwords are checked in a worker thread, and each refused login is answered late on its
+  own (``ctx.guard.delay``): commands pipelined behind a login wait for its answer;
+* timers end sessions that stall (RFC 3501 5.4), with a line in the transcript saying why.
 
 Settings it reads from the ``ServerContext``: ``ctx.tls`` (STARTTLS offered; IMAPS with
 ``implicit_tls=True``), ``ctx.strict`` (LOGINDISABLED until TLS), ``ctx.guard`` (late answers
-to repeated failed logins) and ``ctx.options["imap_timeout"]`` (autologout, default 30 minutes).
+to repeated failed logins) and ``ctx.options``:
+
+``imap_timeout``
+    autologout of a logged-in session after that many seconds without a complete command
+    (default 30 minutes, RFC 3501's minimum; IDLE clients renew every 29 minutes, RFC 2177);
+``imap_login_timeout``
+    a session that has not logged in is closed that long after it connected or last tried to
+    log in (default 3 minutes, as Dovecot);
+``imap_command_timeout``
+    a command that has begun to arrive must be complete within that time (default 5 minutes),
+    so a client cannot keep a connection by trickling a byte now and then.
+
 Limits (``parser.py``): a line 64 KiB, a literal 64 KiB (50 MiB in APPEND), a command 1 MiB.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 from ..i18n import _
 from ..net import ServerContext, quickack, set_nodelay
 from ..tls import describe, serve
-from .core import ImapSession
+from .core import ImapSession, State
 
 __all__ = ["start_imap", "ImapProtocol"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_CHUNK = 256 * 1024  # bytes of a long answer made and written at a time
+DEFAULT_TIMEOUT = 30 * 60.0
+DEFAULT_LOGIN_TIMEOUT = 3 * 60.0
+DEFAULT_COMMAND_TIMEOUT = 5 * 60.0
 
 
 class ImapProtocol(asyncio.Protocol):
@@ -33,11 +58,21 @@ class ImapProtocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self._wake_scheduled = False
         self._early_tls_data = b""  # encrypted-session bytes that beat the end of the handshake
-        # RFC 3501 5.4: an inactivity autologout timer of at least 30 minutes (IDLE included:
-        # clients re-issue IDLE every 29 minutes, RFC 2177).
-        self.timeout = float(ctx.options.get("imap_timeout", 30 * 60))
-        self._last_activity = self.loop.time()
-        self._timer = None
+        options = ctx.options
+        self.timeout = float(options.get("imap_timeout", DEFAULT_TIMEOUT))
+        self.login_timeout = float(options.get("imap_login_timeout", DEFAULT_LOGIN_TIMEOUT))
+        self.command_timeout = float(options.get("imap_command_timeout", DEFAULT_COMMAND_TIMEOUT))
+        now = self.loop.time()
+        self._last_command = now  # when the last complete command arrived
+        self._login_clock = now  # when the client connected or last tried to log in
+        self._partial_since: float | None = None  # when the unfinished command began
+        self._seen = (0, 0)  # the session's (commands_done, login_attempts) at the last look
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_paused = False  # the client does not read our answers fast enough
+        self._reading = True
+        self._pump_scheduled = False
+        self._login_task: asyncio.Task | None = None
+        self._tls_task: asyncio.Task | None = None
 
     # ---- asyncio callbacks
     def connection_made(self, transport) -> None:
@@ -51,15 +86,13 @@ class ImapProtocol(asyncio.Protocol):
         if tls:
             self.conn.event(tls)
         self.ctx.connections.add(transport)
-        self.session = ImapSession(self.ctx, peer, wakeup=self._wakeup_threadsafe)
+        self.session = ImapSession(self.ctx, peer, wakeup=self._wakeup_threadsafe, defer_logins=True)
         if self.implicit_tls:
             self.session.tls = True
         self.session.greeting()
-        self._flush()
-        self._timer = self.loop.call_later(self.timeout, self._check_idle)
+        self._pump()
 
     def data_received(self, data: bytes) -> None:
-        self._last_activity = self.loop.time()
         if self.session.starttls_wanted:
             # Reading stopped before the STARTTLS go-ahead, so these bytes came through TLS:
             # the client's first command, sent with its last handshake message before asyncio
@@ -68,7 +101,7 @@ class ImapProtocol(asyncio.Protocol):
             return
         self.conn.client(data)
         self.session.receive_data(data)
-        self._flush()
+        self._pump()
 
     def eof_received(self):
         return False  # close our side too
@@ -76,61 +109,146 @@ class ImapProtocol(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        for task in (self._login_task, self._tls_task):
+            if task is not None:
+                task.cancel()
         if self.session is not None:
             self.session.connection_lost()
         self.ctx.connections.discard(self.transport)
         if self.conn is not None:
             self.conn.close("connection closed" if exc is None else f"connection lost: {exc}")
 
+    # A client that does not read its replies must not make us buffer without end: while its
+    # unread answers pile up, we neither make more of a long answer nor read further commands.
     def pause_writing(self) -> None:
-        # A client that does not read its replies must not make us buffer without end.
-        self.transport.pause_reading()
+        self._write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        self.transport.resume_reading()
+        self._write_paused = False
+        self._schedule_pump()
 
     # ---- plumbing
-    def _flush(self) -> None:
+    def _pump(self) -> None:
+        """Send what the session has, then do what it waits for (a login, TLS, more output)."""
+        self._pump_scheduled = False
         s = self.session
-        if s.failed_user is not None:
-            guard = getattr(self.ctx, "guard", None)
-            delay = guard.delay(self.conn.peer, s.failed_user) if guard is not None else 0
-            s.failed_user = None
-            if delay:  # a refused login is answered late; nothing else is read meanwhile
-                self.transport.pause_reading()
-                self.loop.call_later(delay, self._answer_late)
-                return
-        out = s.data_to_send()
+        if self.transport is None or self.transport.is_closing():
+            return
+        out = s.data_to_send(OUTPUT_CHUNK)
         if out:
             self.conn.server(out)
-            if not self.transport.is_closing():
-                self.transport.write(out)
+            self.transport.write(out)
         if self.conn.user is None and s.user is not None:
             self.conn.user = s.user
         if s.quickack_wanted:
             s.quickack_wanted = False
             quickack(self.transport)
+        self._note_activity()
         if s.closing:
             self.transport.close()
-        elif s.starttls_wanted:
-            self.transport.pause_reading()
-            self.loop.create_task(self._start_tls())
+            return
+        if s.login_request is not None and self._login_task is None:
+            self._login_task = self.loop.create_task(self._check_login(s.login_request))
+        elif s.starttls_wanted and self._tls_task is None:
+            self._tls_task = self.loop.create_task(self._start_tls())
+        elif s.has_more and not self._write_paused:
+            self._schedule_pump()  # the next piece after other connections had their turn
+        self._update_reading()
 
-    def _check_idle(self) -> None:
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self.loop.call_soon(self._pump)
+
+    def _update_reading(self) -> None:
+        """Read from the client only while the session can take commands and the client reads
+        our answers; otherwise the bytes wait in the kernel, not in our memory."""
+        want = not (self._write_paused or self.session.busy)
+        if want != self._reading and not self.transport.is_closing():
+            self._reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    async def _check_login(self, request) -> None:
+        """Check a password off the loop; answer a refusal late (``ctx.guard.delay``), each
+        refusal on its own even when the client sent several logins at once."""
+        try:
+            try:
+                account = await self.loop.run_in_executor(None, request.check)
+            except Exception:  # a broken store: refuse, and keep the details in the log
+                log.exception("IMAP login check failed")
+                account = None
+            if account is None:
+                guard = getattr(self.ctx, "guard", None)
+                delay = guard.delay(self.conn.peer, request.user) if guard is not None else 0
+                if delay:
+                    await asyncio.sleep(delay)
+        finally:
+            self._login_task = None
+        if not self.transport.is_closing():
+            self.session.finish_login(account)
+            self._pump()
+
+    # ---- timers
+    def _note_activity(self) -> None:
+        s = self.session
+        now = self.loop.time()
+        seen = (s.commands_done, s.login_attempts)
+        if seen[0] != self._seen[0]:
+            self._last_command = now
+            self._partial_since = None
+        if seen[1] != self._seen[1]:
+            self._login_clock = now
+        self._seen = seen
+        if not s.command_in_progress:
+            self._partial_since = None
+        elif self._partial_since is None:
+            self._partial_since = now
+        when = self._next_deadline()[0]
+        if self._timer is None or when < self._timer.when():  # a deadline came closer
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(when, self._check_timers)
+
+    def _next_deadline(self) -> tuple[float, str]:
+        """(when, why) of the first timer that would end this session."""
+        if self.session.state is State.NOT_AUTHENTICATED:
+            deadlines = [(self._login_clock + self.login_timeout, "login")]
+        else:
+            deadlines = [(self._last_command + self.timeout, "idle")]
+        if self._partial_since is not None:
+            deadlines.append((self._partial_since + self.command_timeout, "command"))
+        return min(deadlines)
+
+    def _check_timers(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        quiet = self.loop.time() - self._last_activity
-        if quiet >= self.timeout:
-            self.session.autologout()
-            self._flush()
-        else:
-            self._timer = self.loop.call_later(self.timeout - quiet, self._check_idle)
-
-    def _answer_late(self) -> None:
-        if self.transport.is_closing():
+        when, why = self._next_deadline()
+        if self.loop.time() < when:
+            self._timer = self.loop.call_at(when, self._check_timers)
             return
-        self.transport.resume_reading()
-        self._flush()
+        if why == "login":
+            seconds = self.login_timeout
+            bye = _("Autologout; no login within {seconds:g} seconds; connect again").format(seconds=seconds)
+            event = _("no login within {seconds:g} s of connecting (imap_login_timeout): closed")
+        elif why == "command":
+            seconds = self.command_timeout
+            bye = _("Autologout; a command was begun but not finished within {seconds:g} seconds").format(
+                seconds=seconds)
+            event = _("a command begun but not finished within {seconds:g} s (imap_command_timeout): closed")
+        else:
+            seconds = self.timeout
+            bye = _("Autologout; idle for {seconds:g} seconds").format(seconds=seconds)
+            event = _("no command for {seconds:g} s (imap_timeout, RFC 3501 5.4): autologout")
+        self.conn.event(event.format(seconds=seconds))
+        self.session.autologout(bye)
+        out = self.session.data_to_send()
+        self.conn.server(out)
+        self.transport.write(out)
+        self.transport.close()
 
     async def _start_tls(self) -> None:
         ssl_context = (self.ctx.server_tls_context() if hasattr(self.ctx, "server_tls_context")
@@ -144,9 +262,12 @@ class ImapProtocol(asyncio.Protocol):
             self.conn.event(_("TLS handshake failed: {error}").format(error=e))
             self.transport.close()
             return
+        finally:
+            self._tls_task = None
+        self._reading = True  # a new transport, reading
         self.conn.event(describe(self.transport) or _("TLS started"))
         self.session.tls_started()
-        self._flush()
+        self._pump()
         early, self._early_tls_data = self._early_tls_data, b""
         if early:
             self.data_received(early)
@@ -164,7 +285,7 @@ class ImapProtocol(asyncio.Protocol):
         self._wake_scheduled = False
         if self.session is not None and self.transport is not None and not self.transport.is_closing():
             self.session.changes_arrived()
-            self._flush()
+            self._pump()
 
 
 async def start_imap(ctx: ServerContext, sock: socket.socket, *, implicit_tls: bool = False

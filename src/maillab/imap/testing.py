@@ -25,7 +25,7 @@ from ..net import ServerContext, bind_listener
 from ..store import Store
 from ..transcript import Recorder
 
-__all__ = ["ImapTestServer", "Dovecot", "dovecot_path", "ACCOUNTS"]
+__all__ = ["ImapTestServer", "Dovecot", "dovecot_path", "ACCOUNTS", "returns_within"]
 
 ACCOUNTS = {"alice": "alice-pw", "bob": "bob-pw"}
 DOMAIN = "example.com"
@@ -453,6 +453,29 @@ class RawClient:
 def literal(data: bytes) -> bytes:
     """A non-synchronizing literal (LITERAL+) for use inside RawClient.command text."""
     return b"{%d+}\r\n" % len(data) + data
+
+
+def returns_within(seconds: float, fn, *args) -> bool:
+    """Whether ``fn(*args)`` returns (or raises) within ``seconds``, run in a forked child.
+
+    For tests of inputs that once made a parser loop forever: a thread cannot be stopped, a
+    child process can (and its memory goes with it).
+    """
+    import multiprocessing
+
+    def child():
+        try:
+            fn(*args)
+        except BaseException:
+            pass
+    proc = multiprocessing.get_context("fork").Process(target=child, daemon=True)
+    proc.start()
+    proc.join(seconds)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- normalizing
