@@ -185,6 +185,10 @@ def test_smtp_session_stores_the_message_with_headers_and_body_apart(lab):
     assert result.reply_to("EHLO")[0].startswith("250-")  # the whole multi-line reply
     assert result.replies[5][0][-1] == "." and "" in result.replies[5][0]  # the blank lines went too
     assert "the server closed the connection" in result.events
+    # each meaning is written out once per cell (five 250 replies, one explanation)
+    assert result.text.count("   = OK: the command worked.") == 1
+    html = result._repr_html_()
+    assert html.count(">OK: the command worked.") == 1 and 'title="OK: the command' in html
     (stored,) = lab.mailbox("alice")
     message = stored.message
     assert message["Subject"] == "My first message"

@@ -3,7 +3,9 @@
 A :class:`SessionResult` is a list of exchanges (lines the client sent, the server's answer)
 and events (connected, TLS started, closed). It renders as HTML for JupyterLab (client and
 server coloured apart, inline styles so a saved, untrusted notebook keeps them) and as plain
-text for nbconvert and nbgrader (``C:``/``S:`` lines, RFC style).
+text for nbconvert and nbgrader (``C:``/``S:`` lines, RFC style). An explanation is written out
+the first time it comes in a cell; the same meaning again is shown on hover only, so that a
+session of many ``250`` replies stays short.
 """
 
 from __future__ import annotations
@@ -102,15 +104,16 @@ class SessionResult:
     # ---- display
     @property
     def text(self) -> str:
-        out = []
+        out, explained = [], set()
         for item in self.items:
             if isinstance(item, Event):
                 out.append(("!! " if item.kind == "error" else "-- ") + item.text)
                 continue
             out += [f"C: {line}".rstrip() for line in item.sent]
             out += [f"S: {line}".rstrip() for line in _shortened(item.reply)]
-            if item.explanation:
+            if item.explanation and item.explanation not in explained:
                 out.append(f"   = {item.explanation}")
+                explained.add(item.explanation)
             out += [f"   ! {note}" for note in item.notes]
         return "\n".join(out)
 
@@ -118,7 +121,8 @@ class SessionResult:
         return self.text or f"<{self.protocol} session: nothing was said>"
 
     def _repr_html_(self) -> str:
-        rows = [_html_item(item) for item in self.items]
+        explained: set[str] = set()
+        rows = [_html_item(item, explained) for item in self.items]
         return (f'<div class="maillab-session" style="font-size:13px;line-height:1.35;'
                 f'max-height:600px;overflow:auto">{"".join(rows)}</div>')
 
@@ -149,7 +153,8 @@ def _shortened(lines: list[str]) -> list[str]:
     return (lines[:keep] + [_("... {0} more lines ...").format(hidden)] + lines[-SHOWN_AT_END:])
 
 
-def _html_item(item: Exchange | Event) -> str:
+def _html_item(item: Exchange | Event, explained: set[str]) -> str:
+    """One exchange or event; an explanation already shown in this cell is shown on hover only."""
     if isinstance(item, Event):
         style = _ERROR if item.kind == "error" else _EVENT
         mark = "\U0001f512 " if item.kind == "tls" else ""
@@ -166,10 +171,12 @@ def _html_item(item: Exchange | Event) -> str:
     shown = _shortened(item.reply)
     for index, line in enumerate(shown):
         meaning = item.line_meanings.get(index) if shown is item.reply else None
+        meaning = meaning or item.explanation
         title = f' title="{_esc(meaning)}"' if meaning else ""
         rows.append(f'<div style="{_SERVER}"{title}><span style="{_SIDE}">{server}</span>'
                     f"{_esc(line)}</div>")
-    if item.explanation:
+    if item.explanation and item.explanation not in explained:
         rows.append(f'<div style="{_EXPLAIN}">{_esc(item.explanation)}</div>')
+        explained.add(item.explanation)
     rows += [f'<div style="{_NOTE}">{_esc(note)}</div>' for note in item.notes]
     return "".join(rows)
