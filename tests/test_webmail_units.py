@@ -12,7 +12,7 @@ import pytest
 
 from maillab.webmail import message as m
 from maillab.webmail.imapclient import _fetch_dicts, decode_mailbox, encode_mailbox, parse_values
-from maillab.webmail.security import Throttle
+from maillab.webmail.security import Busy, LoginThrottle, device_cookie, device_of
 
 CORPUS = Path(__file__).resolve().parent / "webmail_corpus"
 HOSTILE_FILES = sorted(p for p in CORPUS.iterdir() if p.suffix in (".html", ".eml"))
@@ -129,25 +129,66 @@ def test_imap_response_parsing_with_literals_and_brackets():
     assert parse_values(b"(\\Noselect) NIL INBOX") == [["\\Noselect"], None, "INBOX"]
 
 
-def test_throttle_counts_per_key_in_a_window(monkeypatch):
+def test_throttle_delays_grow_decay_and_never_overflow(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr("maillab.webmail.security.time.monotonic", lambda: now[0])
-    t = Throttle(per_address=4, per_account=2, window=60)
-    keys = ["addr:1.2.3.4", "acct:a@x"]
-    assert t.retry_after(keys) == 0
+    t = LoginThrottle(free=2, base=1.0, cap=8.0, half_life=60)
+    keys = ["acct:a@x", "client:browser:one"]
+    for _ in range(2):
+        t.failed(keys)
+    assert t.delay(keys) == 1.0  # two failures are free; then 1 s, doubling
     t.failed(keys)
-    now[0] += 10
-    t.failed(keys)
-    assert t.retry_after(keys) == pytest.approx(50)
-    assert t.retry_after(["addr:1.2.3.4", "acct:b@x"]) == 0  # other account, same address
-    now[0] += 51
-    assert t.retry_after(keys) == 0  # the first failure left the window
-    t.succeeded("acct:a@x")
-    t.failed(["addr:1.2.3.4", "acct:c@x"])
-    t.failed(["addr:1.2.3.4", "acct:d@x"])
-    assert t.retry_after(["addr:1.2.3.4", "acct:e@x"]) == 0  # 3 from this address in a minute
-    t.failed(["addr:1.2.3.4", "acct:e@x"])
-    assert t.retry_after(["addr:1.2.3.4", "acct:f@x"]) > 0  # the 4th: the address is throttled
+    assert t.delay(keys) == 2.0
+    assert t.delay(["acct:b@x", "client:browser:two"]) == 0  # others are not slowed down
+    for _ in range(5000):  # far past any lockout: still a capped wait, no OverflowError
+        t.failed(keys)
+    assert t.delay(keys) == 8.0
+    now[0] += 60 * 20  # twenty half-lives later the score has faded
+    assert t.delay(keys) == 0
+    t.failed(["acct:c@x"])
+    t.succeeded(["acct:c@x"])
+    assert t.score("acct:c@x") == 0
+
+
+def test_throttle_forgets_keys_beyond_its_size():
+    t = LoginThrottle(max_keys=100)
+    for i in range(1000):
+        t.failed([f"client:browser:{i}"])
+    assert len(t._scores) <= 100
+
+
+def test_attempts_on_one_key_take_turns_and_a_flood_is_told_to_wait():
+    import asyncio
+
+    async def scenario():
+        t = LoginThrottle(max_waiting=2)
+        inside, most = 0, 0
+
+        async def attempt():
+            nonlocal inside, most
+            async with t.turn("acct:a@x"):
+                inside += 1
+                most = max(most, inside)
+                await asyncio.sleep(0.01)
+                inside -= 1
+
+        results = await asyncio.gather(*(attempt() for _ in range(6)), return_exceptions=True)
+        return most, [r for r in results if isinstance(r, Busy)], t
+
+    most, busy, t = asyncio.run(scenario())
+    assert most == 1  # one at a time: parallel connections do not multiply the guessing rate
+    assert len(busy) == 3 and all(b.retry_after > 0 for b in busy)  # 1 inside + 2 waiting
+    assert t._turns == {}  # nothing left behind
+
+
+def test_device_cookies_are_bound_to_the_secret_and_the_address():
+    secret = b"s" * 32
+    value = device_cookie(secret, "Alice@example.com")
+    assert device_of(secret, value, "alice@example.com")
+    assert device_of(secret, value, "bob@example.com") is None
+    assert device_of(b"t" * 32, value, "alice@example.com") is None
+    for forged in ("", "x", "a.b", value + "x", "\udcff.\udcff", "a.b.c", None):
+        assert device_of(secret, forged, "alice@example.com") is None
 
 
 def test_reply_fields_quote_and_thread():

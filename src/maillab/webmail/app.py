@@ -3,13 +3,17 @@
 The browser speaks HTTP to this application; the application speaks IMAP and SMTP to the lab's
 servers with the user's own credentials, one short session per click (as Roundcube does). Those
 sessions run in worker threads (``imaplib``/``smtplib``) so the loop, which also runs the mail
-servers, never waits on them. Each HTTP request is recorded in the lab's transcript as well
+servers, never waits on them; parsing and showing a message (mail from strangers: any size, any
+shape) runs there too. Each HTTP request is recorded in the lab's transcript as well
 (service ``http:<domain>``: request line and status line only, never a body), so a notebook can
 show both halves: what the browser asked, and what the webmail then said to the mail servers.
 
 Every link and redirect is relative and every page lives at the application's root, so the
 webmail works at ``http://127.0.0.1:8025/`` and behind jupyter-server-proxy at
 ``/proxy/8025/`` (or any other prefix) alike.
+
+Bad input of any kind (a damaged form, odd bytes in a cookie, a hostile message) gets a page
+with a 4xx status and a hint; connections are limited and time out (``connections.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
+import logging
 import re
 import secrets
 import smtplib
@@ -33,9 +39,10 @@ from aiohttp import web
 
 from ..i18n import _
 from . import message as msgmod
+from .connections import ConnectionGuard
 from .imapclient import ImapAccess, LoginFailed, MailServerError, NoSuchFolder
-from .security import (SessionStore, Throttle, download_csp, frame_csp, login_token,
-                       new_token, page_csp, tokens_equal)
+from .security import (Busy, LoginThrottle, SessionStore, device_cookie, device_of, download_csp,
+                       frame_csp, is_token, login_token, new_token, page_csp, tokens_equal)
 
 __all__ = ["Backend", "Webmail", "WebmailServer", "start_webmail"]
 
@@ -45,6 +52,14 @@ MAX_UPLOAD = 25 * 1024 * 1024  # the form's total size; SMTP's SIZE limit still 
 _FOLDER_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 _ADDRESS_RE = re.compile(r'[^@\s<>,;"()\[\]\\]+@[^@\s<>,;"()\[\]\\]+')
 _SECTION_RE = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,4}){0,20}$")
+# What a login form may carry: no spaces or control characters in the address (it goes into an
+# IMAP command line), none in the password either, and no lone surrogates anywhere.
+_LOGIN_ADDRESS_RE = re.compile(r"[^\s\x00-\x1f\x7f@\ud800-\udfff]{1,64}@[^\s\x00-\x1f\x7f@\ud800-\udfff]{1,189}")
+_BAD_PASSWORD_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+MAX_RECIPIENTS = 100  # RCPT commands a server must accept per message (RFC 5321 4.5.3.1.8)
+MAX_UIDS = 1000  # messages one action may name (a page shows far fewer)
+STATIC_FILES = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
+log = logging.getLogger("maillab.webmail")
 # Inline images up to this size go into the frame as data: URLs (the frame has no cookies to
 # fetch them with: it is a sandboxed, opaque origin).
 MAX_INLINE_IMAGE = 2 * 1024 * 1024
@@ -65,9 +80,11 @@ class Backend:
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, text: str):
+    """An error page: status, the hint for the reader, and whether to hang up afterwards."""
+
+    def __init__(self, status: int, text: str, *, close: bool = False):
         super().__init__(text)
-        self.status, self.text = status, text
+        self.status, self.text, self.close = status, text, close
 
 
 def _folder_label(name: str, special: str | None) -> str:
@@ -83,19 +100,27 @@ class Webmail:
 
     def __init__(self, backend: Callable[[str], Backend | None], *, domains=(),
                  recorder=None, service_name: str = "http", page_size: int = PAGE_SIZE,
-                 throttle: Throttle | dict | None = None, sessions: SessionStore | dict | None = None,
-                 max_upload: int = MAX_UPLOAD, workers: int = 8, imap_timeout: float = 15,
-                 title: str | None = None):
+                 throttle: LoginThrottle | dict | None = None,
+                 sessions: SessionStore | dict | None = None, max_upload: int = MAX_UPLOAD,
+                 workers: int = 8, imap_timeout: float = 15, title: str | None = None,
+                 max_connections: int = 64, idle_timeout: float = 30.0,
+                 body_grace: float = 20.0, body_rate: float = 32 * 1024):
         self.backend = backend
         self.domains = list(domains)
         self.recorder = recorder
         self.service_name = service_name
         self.page_size = page_size
         # Both may be given as keyword dicts (from ``MailLab(options={"webmail": {...}})``).
-        self.throttle = Throttle(**throttle) if isinstance(throttle, dict) else throttle or Throttle()
+        self.throttle = (LoginThrottle(**throttle) if isinstance(throttle, dict)
+                         else throttle or LoginThrottle())
         self.sessions = (SessionStore(**sessions) if isinstance(sessions, dict)
                          else sessions or SessionStore())
         self.max_upload = max_upload
+        # A request body must arrive within body_grace seconds plus one second per body_rate
+        # bytes (a slow upload is fine, a stalled one is not).
+        self.body_grace, self.body_rate = body_grace, body_rate
+        self.connections = ConnectionGuard(limit=max_connections, idle_timeout=idle_timeout,
+                                           recorder=recorder, service_name=service_name)
         self.imap_timeout = imap_timeout
         self.title = title
         self.secret = secrets.token_bytes(32)
@@ -113,7 +138,8 @@ class Webmail:
     # ------------------------------------------------------------------ application
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_upload,
-                              middlewares=[self._transcript_mw, self._headers_mw, self._errors_mw])
+                              middlewares=[self._connection_mw, self._transcript_mw,
+                                           self._headers_mw, self._errors_mw])
         r = app.router
         r.add_get("/", self.index)
         r.add_get("/login", self.login_form)
@@ -126,7 +152,7 @@ class Webmail:
         r.add_get("/compose", self.compose)
         r.add_post("/send", self.send)
         r.add_post("/action", self.action)
-        r.add_static("/static/", HERE / "static", show_index=False, follow_symlinks=False)
+        r.add_get("/static/{name}", self.static)
         return app
 
     def set_port(self, port: int) -> None:
@@ -136,18 +162,41 @@ class Webmail:
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _fetch(self, s, folder: str, uid: int):
+    async def render_off_loop(self, template: str, request: web.Request, session, **context):
+        """``render`` in a worker thread: for pages as big as the message they show."""
+        return await self.run(functools.partial(self.render, template, request, session,
+                                                **context))
+
+    @staticmethod
+    def _fetched(imap: ImapAccess, folder: str, uid: int, mark_seen: bool = False):
         """(raw message, flags) of one message, or HTTP 404 if it has gone."""
+        try:
+            return imap.fetch(folder, uid, mark_seen=mark_seen)
+        except KeyError:
+            raise HttpError(404, _("This message is not there any more.")) from None
+
+    async def _fetch_view(self, s, folder: str, uid: int, then=None):
+        """Fetch one message and parse it, both in a worker thread: ``then(view, parsed)``
+        (also in the worker) or (view, parsed, flags)."""
         def work():
             with self._imap(s) as imap:
-                try:
-                    return imap.fetch(folder, uid)
-                except KeyError:
-                    raise HttpError(404, _("This message is not there any more.")) from None
+                raw, flags = self._fetched(imap, folder, uid)
+            view, parsed = msgmod.read_view(raw, flags)
+            return then(view, parsed) if then else (view, parsed, flags)
 
         return await self.run(work)
 
     # ------------------------------------------------------------------ middlewares
+    @web.middleware
+    async def _connection_mw(self, request: web.Request, handler):
+        """Tell the connection guard when a connection is busy (not idle)."""
+        transport = request.transport
+        self.connections.request_started(transport)
+        try:
+            return await handler(request)
+        finally:
+            self.connections.request_finished(transport)
+
     @web.middleware
     async def _transcript_mw(self, request: web.Request, handler):
         if self.recorder is None or request.path.startswith("/static/"):
@@ -196,7 +245,24 @@ class Webmail:
         try:
             return await handler(request)
         except HttpError as e:
-            return self.render("error.html", request, None, status=e.status, message=e.text)
+            resp = self.render("error.html", request, self._session(request), status=e.status,
+                               message=e.text)
+            if e.close:
+                resp.force_close()
+            return resp
+        except web.HTTPNotFound:
+            return self.render("error.html", request, self._session(request), status=404,
+                               message=_("There is no page at this address. Use the links of "
+                                         "the webmail's pages."))
+        except web.HTTPMethodNotAllowed as e:
+            resp = self.render("error.html", request, self._session(request), status=405,
+                               message=_("This address does not take {0} requests.").format(
+                                   request.method))
+            resp.headers["Allow"] = e.headers.get("Allow", "")
+            return resp
+        except msgmod.Unreadable as e:
+            return self.render("error.html", request, self._session(request), status=422,
+                               message=str(e))
         except web.HTTPRequestEntityTooLarge:
             return self.render("error.html", request, self._session(request), status=413,
                                message=_("That was too much to send at once: at most {0} in all. "
@@ -212,11 +278,20 @@ class Webmail:
         except MailServerError as e:
             return self.render("error.html", request, self._session(request), status=502,
                                message=str(e))
+        except web.HTTPException:
+            raise  # redirects and aiohttp's own answers
+        except Exception:  # a bug: say so plainly, keep the traceback in the lab's log
+            log.exception("webmail: %s %s failed", request.method, request.path)
+            return self.render("error.html", request, None, status=500, message=_(
+                "The webmail failed on this request: a bug, not your mistake. Go back and "
+                "try something else; the lab's log has the details."))
 
     # ------------------------------------------------------------------ helpers
     def render(self, template: str, request: web.Request, session, *, status: int = 200,
                **context) -> web.Response:
+        # Pages live at the root; an error page for a deeper address links back up.
         ctx = {"session": session, "title_suffix": self.title or _("maillab Webmail"),
+               "root": "../" * max(0, request.path.count("/") - 1),
                "notices": session.take_notices() if session is not None else [],
                "csrf": session.csrf if session is not None else "", "folders": [],
                "current_folder": None}
@@ -233,8 +308,27 @@ class Webmail:
             raise web.HTTPSeeOther("login")
         return s
 
+    async def read_form(self, request: web.Request):
+        """The request's form, read with a deadline; a damaged one is a 400 page."""
+        expected = request.content_length or self.max_upload
+        deadline = self.body_grace + expected / self.body_rate
+        try:
+            async with asyncio.timeout(deadline):
+                return await request.post()
+        except TimeoutError:
+            self.connections.record(self._peer(request), _(
+                "closed: the body of {0} {1} did not arrive within {2:g} s").format(
+                request.method, request.path, round(deadline, 1)))
+            raise HttpError(408, _("The form took too long to arrive, so the webmail stopped "
+                                   "waiting. Send it again."), close=True) from None
+        except web.HTTPException:
+            raise  # 413: too large
+        except Exception:  # bad multipart, bytes that are not UTF-8, ...
+            raise HttpError(400, _("The form arrived damaged (it is not valid form data). "
+                                   "Reload the page and send it again."), close=True) from None
+
     async def _form(self, request: web.Request, session) -> dict:
-        form = await request.post()
+        form = await self.read_form(request)
         if session is None or not tokens_equal(form.get("csrf"), session.csrf):
             raise HttpError(403, _("This form has expired or did not come from this webmail. "
                                    "Go back, reload the page and try again."))
@@ -287,9 +381,21 @@ class Webmail:
                              + ("; Secure" if https else ""))
 
     @staticmethod
-    def _client_address(request: web.Request) -> str:
+    def _peer(request: web.Request) -> str:
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        return peer[0] if peer else "unknown"
+        return f"{peer[0]}:{peer[1]}" if peer else ""
+
+    def _pre_cookie(self, request: web.Request) -> str | None:
+        pre = request.cookies.get(self.cookie + "_pre")
+        return pre if is_token(pre) else None
+
+    def _client_key(self, request: web.Request) -> str:
+        """Who is trying: the address, or behind a loopback proxy, where every browser is
+        127.0.0.1, the browser itself (its pre-session cookie)."""
+        address = self._peer(request).rpartition(":")[0]
+        if address and not address.startswith("127.") and address != "::1":
+            return f"client:{address}"
+        return f"client:browser:{self._pre_cookie(request)}"
 
     # ------------------------------------------------------------------ login and out
     async def index(self, request: web.Request):
@@ -297,9 +403,7 @@ class Webmail:
 
     def _login_page(self, request, *, status=200, error=None, address="", info=None,
                     retry_after: float = 0):
-        pre = request.cookies.get(self.cookie + "_pre")
-        if not pre or len(pre) > 100:
-            pre = new_token()
+        pre = self._pre_cookie(request) or new_token()
         resp = self.render("login.html", request, None, status=status, error=error, info=info,
                            address=address, login_csrf=login_token(self.secret, pre),
                            domains=self.domains)
@@ -316,29 +420,25 @@ class Webmail:
         return self._login_page(request, info=info)
 
     async def login(self, request: web.Request):
-        form = await request.post()
-        pre = request.cookies.get(self.cookie + "_pre", "")
+        form = await self.read_form(request)
+        pre = self._pre_cookie(request)
         if not pre or not tokens_equal(form.get("csrf"), login_token(self.secret, pre)):
             return self._login_page(request, status=403, error=_(
                 "The login form had expired. Please try again."))
         address = str(form.get("address", "")).strip()
         password = str(form.get("password", ""))
-        local, at, domain = address.rpartition("@")
-        if not at or not local or not domain or len(address) > 254 or not password:
+        if not _LOGIN_ADDRESS_RE.fullmatch(address) or not password or len(password) > 1024 \
+                or _BAD_PASSWORD_RE.search(password):
             return self._login_page(request, status=400, address=address, error=_(
-                "Type your whole e-mail address (such as alice@example.com) and your password."))
-        domain = domain.lower()
-        keys = [f"addr:{self._client_address(request)}", f"acct:{address.lower()}"]
-        wait = self.throttle.retry_after(keys)
-        if wait > 0:
-            return self._login_page(request, status=429, address=address, retry_after=wait,
-                                    error=_("Too many failed logins. Please wait {0} seconds "
-                                            "and try again.").format(int(wait) + 1))
+                "Type your whole e-mail address (such as alice@example.com) and your password, "
+                "without spaces or control characters in the address."))
+        domain = address.rpartition("@")[2].lower()
         backend = self.backend(domain)
-        if backend is None:
-            self.throttle.failed(keys)
-            return self._login_page(request, status=401, address=address, error=_(
-                "This webmail serves {0} only.").format(", ".join(self.domains) or "-"))
+        # Attempts take turns per account, or per browser where this browser logged in to the
+        # account before (then an attacker's failures do not slow it down).
+        device = device_of(self.secret, request.cookies.get(self.cookie + "_device"), address)
+        key = f"device:{device}" if device else f"acct:{address.lower()}"
+        keys = [key, self._client_key(request)]
 
         def check():
             with ImapAccess(backend.imap_host, backend.imap_port, address, password,
@@ -346,14 +446,29 @@ class Webmail:
                 pass
 
         try:
-            await self.run(check)
-        except LoginFailed:
-            self.throttle.failed(keys)
-            return self._login_page(request, status=401, address=address, error=_(
-                "Wrong e-mail address or password."))
+            async with self.throttle.turn(key):
+                wait = self.throttle.delay(keys)
+                if wait:
+                    await asyncio.sleep(wait)
+                if backend is None:
+                    self.throttle.failed(keys)
+                    return self._login_page(request, status=401, address=address, error=_(
+                        "This webmail serves {0} only.").format(", ".join(self.domains) or "-"))
+                try:
+                    await self.run(check)
+                except LoginFailed:
+                    self.throttle.failed(keys)
+                    return self._login_page(request, status=401, address=address, error=_(
+                        "Wrong e-mail address or password."))
+        except Busy as e:
+            return self._login_page(request, status=429, address=address,
+                                    retry_after=e.retry_after, error=_(
+                                        "Many logins to this account are being tried at this "
+                                        "moment. Please wait {0} seconds and try again.").format(
+                                        int(e.retry_after) + 1))
         except MailServerError as e:
             return self._login_page(request, status=502, address=address, error=str(e))
-        self.throttle.succeeded(keys[1])
+        self.throttle.succeeded(keys[1:] + ([key] if device else []))
         self.sessions.end(request.cookies.get(self.cookie))  # a new login replaces the old one
         s = self.sessions.create(address, password, domain)
         resp = web.HTTPSeeOther("mail")
@@ -361,6 +476,9 @@ class Webmail:
         # the application's root wherever a proxy put it (/proxy/8025/login -> /proxy/8025).
         self._set_cookie(request, resp, f"{self.cookie}={s.id}")
         self._set_cookie(request, resp, f"{self.cookie}_pre=; Max-Age=0")
+        if not device:
+            self._set_cookie(request, resp, f"{self.cookie}_device="
+                             f"{device_cookie(self.secret, address)}; Max-Age={30 * 24 * 3600}")
         raise resp
 
     async def logout(self, request: web.Request):
@@ -391,19 +509,19 @@ class Webmail:
                 listing = imap.message_page(folder, page, self.page_size,
                                             newest_first=(sort == "date-desc"),
                                             sort_key=msgmod.date_sort_key)
-                return folders, listing
+            current = next(f for f in folders if f.name == folder)
+            show_to = current.special in ("\\Sent", "\\Drafts")
+            entries = [msgmod.list_entry(r.uid, r.flags, r.size, r.header, r.internaldate,
+                                         show_to) for r in listing.rows]
+            return folders, current, show_to, listing.total, entries
 
-        folders, listing = await self.run(work)
-        current = next(f for f in folders if f.name == folder)
-        show_to = current.special in ("\\Sent", "\\Drafts")
-        entries = [msgmod.list_entry(r.uid, r.flags, r.size, r.header, r.internaldate, show_to)
-                   for r in listing.rows]
-        pages = max(1, -(-listing.total // self.page_size))
-        first = (page - 1) * self.page_size + 1 if listing.total else 0
+        folders, current, show_to, total, entries = await self.run(work)
+        pages = max(1, -(-total // self.page_size))
+        first = (page - 1) * self.page_size + 1 if total else 0
         return self.render(
             "mailbox.html", request, s, folders=folders, current_folder=current, entries=entries,
-            page=page, pages=pages, total=listing.total, first=first,
-            last=min(listing.total, page * self.page_size), sort=sort, show_to=show_to,
+            page=page, pages=pages, total=total, first=first,
+            last=min(total, page * self.page_size), sort=sort, show_to=show_to,
             list_url=self._list_url)
 
     # ------------------------------------------------------------------ one message
@@ -416,20 +534,18 @@ class Webmail:
 
         def work():
             with self._imap(s) as imap:
-                try:
-                    raw, flags = imap.fetch(folder, uid, mark_seen=True)
-                except KeyError:
-                    raise HttpError(404, _("This message is not there any more.")) from None
-                return imap.folders(with_counts=True), raw, flags
+                raw, flags = self._fetched(imap, folder, uid, mark_seen=True)
+                folders = imap.folders(with_counts=True)
+            view, parsed = msgmod.read_view(raw, flags, prefer_text=prefer_text)
+            if view.has_html:
+                view.remote_images = msgmod.html_body(parsed, allow_remote_images=False,
+                                                      cid_url=None).remote_images
+            return folders, view
 
-        folders, raw, flags = await self.run(work)
-        view, parsed = msgmod.read_view(raw, flags, prefer_text=prefer_text)
-        if view.has_html:
-            view.remote_images = msgmod.html_body(parsed, allow_remote_images=False,
-                                                  cid_url=None).remote_images
+        folders, view = await self.run(work)
         current = next((f for f in folders if f.name == folder), None)
         base = {"f": folder, "uid": uid}
-        return self.render(
+        return await self.render_off_loop(
             "message.html", request, s, folders=folders, current_folder=current, view=view,
             folder=folder, uid=uid, images=images, prefer_text=prefer_text,
             body_url="body?" + urlencode({**base, **({"images": 1} if images else {})}),
@@ -440,7 +556,7 @@ class Webmail:
             compose_url=lambda mode: "compose?" + urlencode({**base, "mode": mode}),
             back_url=self._list_url(folder),
             in_trash=current is not None and current.special == "\\Trash",
-            display=msgmod.display_name, formataddr=email.utils.formataddr)
+            display=msgmod.display_name, formataddr=msgmod.format_address)
 
     async def body(self, request: web.Request):
         """The sanitized HTML of a message, as its own document for a sandboxed frame."""
@@ -449,23 +565,24 @@ class Webmail:
         uid = self._int_arg(request.query.get("uid"))
         images = request.query.get("images") == "1"
 
-        raw, _flags = await self._fetch(s, folder, uid)
-        view, parsed = msgmod.read_view(raw, _flags)
-        inline = msgmod.cid_sections(parsed)
+        def document(view, parsed):
+            inline = msgmod.cid_sections(parsed)
 
-        def cid_url(cid: str):
-            section = inline.get(cid.strip("<>"))
-            part = msgmod.find_part(parsed, section) if section else None
-            if part is None:
-                return None
-            data = msgmod.part_payload(part)
-            if len(data) > MAX_INLINE_IMAGE:
-                return None
-            return f"data:{part.get_content_type()};base64,{base64.b64encode(data).decode()}"
+            def cid_url(cid: str):
+                section = inline.get(cid.strip("<>"))
+                part = msgmod.find_part(parsed, section) if section else None
+                if part is None:
+                    return None
+                data = msgmod.part_payload(part)
+                if len(data) > MAX_INLINE_IMAGE:
+                    return None
+                return f"data:{part.get_content_type()};base64,{base64.b64encode(data).decode()}"
 
-        cleaned = msgmod.html_body(parsed, allow_remote_images=images, cid_url=cid_url)
-        doc = msgmod.html_document(cleaned.html, view.subject)
-        resp = web.Response(text=doc, content_type="text/html", charset="utf-8")
+            cleaned = msgmod.html_body(parsed, allow_remote_images=images, cid_url=cid_url)
+            return msgmod.html_document(cleaned.html, view.subject)
+
+        resp = web.Response(text=await self._fetch_view(s, folder, uid, document),
+                            content_type="text/html", charset="utf-8")
         resp.headers["Content-Security-Policy"] = frame_csp(images)
         return resp
 
@@ -478,17 +595,26 @@ class Webmail:
         if not _SECTION_RE.match(section):
             raise HttpError(400, _("That is not a part of a message."))
 
-        raw, flags = await self._fetch(s, folder, uid)
-        view, parsed = msgmod.read_view(raw, flags)
-        part = msgmod.find_part(parsed, section)
-        if part is None:
-            raise HttpError(404, _("This message has no such part."))
-        name = next((a.filename for a in view.attachments if a.section == section),
-                    msgmod.safe_filename(part.get_filename(), f"part-{section}.bin"))
-        resp = web.Response(body=msgmod.part_payload(part), content_type="application/octet-stream")
+        def download(view, parsed):
+            part = msgmod.find_part(parsed, section)
+            if part is None:
+                raise HttpError(404, _("This message has no such part."))
+            name = next((a.filename for a in view.attachments if a.section == section),
+                        msgmod.safe_filename(part.get_filename(), f"part-{section}.bin"))
+            return name, msgmod.part_payload(part)
+
+        name, data = await self._fetch_view(s, folder, uid, download)
+        resp = web.Response(body=data, content_type="application/octet-stream")
         resp.headers["Content-Disposition"] = msgmod.content_disposition(name)
         resp.headers["Content-Security-Policy"] = download_csp()
         return resp
+
+    async def static(self, request: web.Request):
+        """The style sheet and the icon: a fixed list of files, nothing else on disk."""
+        path = STATIC_FILES.get(request.match_info["name"])
+        if path is None:
+            raise HttpError(404, _("There is no such file here."))
+        return web.FileResponse(path, headers={"Cache-Control": "max-age=3600"})
 
     # ------------------------------------------------------------------ writing
     async def compose(self, request: web.Request):
@@ -501,16 +627,16 @@ class Webmail:
             folder = self._folder_arg(request.query.get("f"))
             uid = self._int_arg(request.query.get("uid"))
 
-            raw, flags = await self._fetch(s, folder, uid)
-            view, parsed = msgmod.read_view(raw, flags)
-            if mode == "forward":
-                fields.update(msgmod.forward_fields(parsed))
-                origin = {"attachments": view.attachments}
-            else:
-                fields.update(msgmod.reply_fields(parsed, s.address, mode == "replyall"))
+            def prefilled(view, parsed):
+                if mode == "forward":
+                    return msgmod.forward_fields(parsed), {"attachments": view.attachments}
+                return msgmod.reply_fields(parsed, s.address, mode == "replyall"), {}
+
+            more, origin = await self._fetch_view(s, folder, uid, prefilled)
+            fields.update(more)
             origin.update({"f": folder, "uid": uid, "mode": mode})
-        return self.render("compose.html", request, s, fields=fields, origin=origin, error=None,
-                           max_upload=msgmod.human_size(self.max_upload))
+        return await self.render_off_loop("compose.html", request, s, fields=fields, origin=origin,
+                                          error=None, max_upload=msgmod.human_size(self.max_upload))
 
     async def send(self, request: web.Request):
         s = self._require(request)
@@ -523,35 +649,47 @@ class Webmail:
             origin = {"f": self._folder_arg(form.get("f")), "uid": self._int_arg(form.get("uid")),
                       "mode": mode}
 
-        def again(error: str, status: int = 400):
-            return self.render("compose.html", request, s, status=status, fields=fields,
-                               origin=origin, error=error,
-                               max_upload=msgmod.human_size(self.max_upload))
+        async def again(error: str, status: int = 400):
+            return await self.render_off_loop(
+                "compose.html", request, s, status=status, fields=fields, origin=origin,
+                error=error, max_upload=msgmod.human_size(self.max_upload))
 
         recipients = {}
         for key in ("to", "cc", "bcc"):
             pairs = email.utils.getaddresses([fields[key]]) if fields[key].strip() else []
             bad = [a or n for n, a in pairs if not _ADDRESS_RE.fullmatch(a or "")]
             if bad:
-                return again(_("This is not an e-mail address: {0}").format(", ".join(bad)))
-            recipients[key] = [email.utils.formataddr((n, a)) for n, a in pairs]
-        if not (recipients["to"] or recipients["cc"] or recipients["bcc"]):
-            return again(_("Say who gets the message: type at least one address in To."))
+                return await again(_("This is not an e-mail address: {0}").format(", ".join(bad)))
+            wide = [a for _n, a in pairs if not a.isascii()]
+            if wide:
+                return await again(_(
+                    "This webmail sends to plain ASCII addresses only (an address with other "
+                    "letters needs the SMTPUTF8 extension, RFC 6531): {0}").format(", ".join(wide)))
+            recipients[key] = [msgmod.format_address((n, a)) for n, a in pairs]
+        count = sum(len(r) for r in recipients.values())
+        if not count:
+            return await again(_("Say who gets the message: type at least one address in To."))
+        if count > MAX_RECIPIENTS:
+            return await again(_("That is {0} recipients; one message may go to at most {1}.")
+                               .format(count, MAX_RECIPIENTS))
         uploads = []
         for f in form.getall("attachment", []):
             if isinstance(f, web.FileField) and f.filename:
                 data = f.file.read()
                 uploads.append(msgmod.Upload(f.filename, f.content_type or "application/octet-stream", data))
-        msg = msgmod.build_message(
-            sender=s.address, to=recipients["to"], cc=recipients["cc"], bcc=recipients["bcc"],
-            subject=fields["subject"].replace("\r", " ").replace("\n", " "), body=fields["body"],
-            attachments=uploads, in_reply_to=fields["in_reply_to"].replace("\n", " "),
-            references=fields["references"].replace("\n", " "), domain=s.domain)
+        try:
+            msg = msgmod.build_message(
+                sender=s.address, to=recipients["to"], cc=recipients["cc"],
+                bcc=recipients["bcc"], subject=fields["subject"], body=fields["body"],
+                attachments=uploads, in_reply_to=fields["in_reply_to"],
+                references=fields["references"], domain=s.domain)
+        except msgmod.HeaderInjection as e:
+            return await again(str(e))
         envelope_to = [a for _n, a in email.utils.getaddresses(
             recipients["to"] + recipients["cc"] + recipients["bcc"])]
         backend = self.backend(s.domain)
         if backend is None:
-            return again(_("No mail server is known for {0}.").format(s.domain), 502)
+            return await again(_("No mail server is known for {0}.").format(s.domain), 502)
 
         def work():
             if origin.get("mode") == "forward":
@@ -567,15 +705,20 @@ class Webmail:
                         if part is not None:
                             ctype = part.get_content_type()
                             maintype, _s, subtype = ctype.partition("/")
-                            if ctype == "message/rfc822":
+                            if ctype == "message/rfc822" and part.get_payload():
                                 msg.add_attachment(part.get_payload()[0], filename=a.filename)
                             else:
                                 msg.add_attachment(msgmod.part_payload(part), maintype=maintype,
                                                    subtype=subtype or "octet-stream",
                                                    filename=a.filename)
-            outgoing = msg.as_bytes()  # the Sent copy keeps Bcc: only the user sees it
-            del msg["Bcc"]
-            sent = msg.as_bytes()
+            try:
+                outgoing = msg.as_bytes()  # the Sent copy keeps Bcc: only the user sees it
+                del msg["Bcc"]
+                sent = msg.as_bytes()
+            except RecursionError:
+                raise SendError(_("The forwarded message nests its parts too deeply to be sent "
+                                  "along. Forward it from an IMAP client, or send it without "
+                                  "its attachments."), 422) from None
             try:
                 with smtplib.SMTP(backend.smtp_host, backend.smtp_port,
                                   local_hostname=f"webmail.{s.domain}", timeout=30) as smtp:
@@ -610,7 +753,7 @@ class Webmail:
         try:
             refused = await self.run(work)
         except SendError as e:
-            return again(str(e), 502)
+            return await again(str(e), e.status)
         if refused:
             s.notify(_("Sent, but these recipients were refused: {0}").format(
                 "; ".join(f"{r}: {c} {m.decode('utf-8', 'replace')}" for r, (c, m) in refused.items())),
@@ -626,7 +769,10 @@ class Webmail:
         form = await self._form(request, s)
         folder = self._folder_arg(form.get("f"))
         op = str(form.get("op", ""))
-        uids = sorted({self._int_arg(u) for u in form.getall("uid", [])})
+        named = form.getall("uid", [])
+        if len(named) > MAX_UIDS:
+            raise HttpError(400, _("Choose at most {0} messages at a time.").format(MAX_UIDS))
+        uids = sorted({self._int_arg(u) for u in named})
         page = self._int_arg(form.get("page"), 1)
         sort = "date-asc" if form.get("sort") == "date-asc" else "date-desc"
         back = self._list_url(folder, page, sort)
@@ -666,16 +812,22 @@ class Webmail:
     # ------------------------------------------------------------------ serving
     async def serve(self, sock: socket.socket) -> "WebmailServer":
         self.set_port(sock.getsockname()[1])
+        # aiohttp's own keep-alive timer is the backstop; the guard closes idle connections
+        # first, and says so in the transcript.
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                               shutdown_timeout=2.0)
+                               shutdown_timeout=2.0,
+                               keepalive_timeout=self.connections.idle_timeout + 5)
         await runner.setup()
-        site = web.SockSite(runner, sock)
-        await site.start()
-        return WebmailServer(self, runner, sock)
+        server = await asyncio.get_running_loop().create_server(
+            self.connections.protocol_factory(runner.server), sock=sock)
+        self.connections.start()
+        return WebmailServer(self, runner, sock, server)
 
 
 class SendError(Exception):
-    pass
+    def __init__(self, text: str, status: int = 502):
+        super().__init__(text)
+        self.status = status
 
 
 def _reply(e: smtplib.SMTPResponseException) -> str:
@@ -686,17 +838,22 @@ def _reply(e: smtplib.SMTPResponseException) -> str:
 class WebmailServer:
     """The running webmail, with the ``close()``/``wait_closed()`` the lab expects of a server."""
 
-    def __init__(self, webmail: Webmail, runner: web.AppRunner, sock: socket.socket):
+    def __init__(self, webmail: Webmail, runner: web.AppRunner, sock: socket.socket,
+                 server: asyncio.AbstractServer):
         self.webmail = webmail
         self.runner = runner
+        self.server = server
         self.sockets = [sock]
         self._closed = False
 
     def close(self) -> None:
         self._closed = True
+        self.server.close()  # no new connections
 
     async def wait_closed(self) -> None:
-        await self.runner.cleanup()
+        self.server.close()
+        await self.webmail.connections.stop()
+        await self.runner.cleanup()  # closes the open connections (aiohttp's shutdown)
         self.webmail.sessions.clear()
         executor = self.webmail.executor
         executor.shutdown(wait=False, cancel_futures=True)

@@ -4,13 +4,23 @@ Parsing, MIME and RFC 2047 come from the stdlib ``email`` package. HTML mail is 
 nh3 (the Rust sanitizer ammonia) to an allow-list of tags, attributes, URL schemes and CSS
 properties; what remains is shown in a sandboxed frame under its own Content-Security-Policy,
 so that even a sanitizer bug could neither run script nor reach the network.
+
+Mail comes from strangers, so reading it is bounded: header values are cut to a few KB before
+the ``email`` package parses them (its parser is quadratic on some long values and recursive on
+nested comments), a value it cannot parse is shown as plain text, and only the first
+``MAX_PARTS`` parts, ``MAX_DEPTH`` levels deep, are walked. Mail the webmail writes is checked
+for header injection (CVE-2024-6923) whatever the Python: see ``build_message``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
 import email.policy
 import email.utils
+import functools
+import itertools
 import mimetypes
 import re
 import time
@@ -18,6 +28,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.message import EmailMessage, Message
+import email.parser
 from email.parser import BytesHeaderParser
 from urllib.parse import quote as urlquote
 
@@ -27,9 +38,61 @@ from ..i18n import _
 
 __all__ = ["ListEntry", "ReadView", "Attachment", "list_entry", "read_view", "sanitize_html",
            "safe_filename", "find_part", "build_message", "date_sort_key", "reply_fields",
-           "forward_fields", "part_payload"]
+           "forward_fields", "part_payload", "format_address", "HeaderInjection", "Unreadable"]
 
-POLICY = email.policy.default.clone(raise_on_defect=False)
+# How much of one header field the webmail parses: enough for any honest Subject, a long
+# References or a Cc of a hundred people; a message list needs less. The MIME headers of parts
+# (Content-Type, ...) get less again: a message can have many parts.
+READ_FIELD_LIMIT = 4096
+LIST_FIELD_LIMIT = 1024
+PART_FIELD_LIMIT = 1024
+_PART_FIELDS = {"content-type", "content-disposition", "content-transfer-encoding", "content-id"}
+# Parts walked in one message, and how deep multiparts may nest, for reading and attachments.
+MAX_PARTS = 100
+MAX_DEPTH = 12
+# More multiparts than this (counted as "multipart/" in the raw message, which is cheap and
+# errs on the safe side) and the message is shown as its source: see parse_message.
+MAX_MULTIPARTS = 16
+
+
+class Unreadable(Exception):
+    """A message (or part) built so that it cannot be shown; the text says so for the reader."""
+
+
+class _ReadingPolicy(email.policy.EmailPolicy):
+    """The default policy, made safe for mail from strangers (see the module's docstring).
+
+    Headers are written back exactly as they came (``refold_source="none"``): refolding parses
+    them again, and CPython before 3.11.10 can turn an encoded word into a raw line break there.
+    """
+
+    field_limit = READ_FIELD_LIMIT
+
+    def header_fetch_parse(self, name, value):
+        if hasattr(value, "name"):  # set by a program, parsed already
+            return value
+        limit = PART_FIELD_LIMIT if name.lower() in _PART_FIELDS else self.field_limit
+        return _parsed_header(self.header_factory, name, value[:limit])
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@functools.lru_cache(maxsize=512)  # parts ask for their Content-Type again and again
+def _parsed_header(factory, name: str, value: str):
+    value = re.sub(r"[\r\n]", "", value)  # unfold, as EmailPolicy does
+    try:
+        return factory(name, value)
+    except Exception:  # RecursionError on nested comments, IndexError on cut values, ...
+        pass
+    try:  # without comments (the usual culprit), the value often still parses
+        return factory(name, re.sub(r"[()\\]", " ", value))
+    except Exception:
+        return _CONTROL.sub(" ", value)  # plain text: str() and the MIME getters accept it
+
+
+POLICY = _ReadingPolicy(raise_on_defect=False, refold_source="none")
+LIST_POLICY = POLICY.clone(field_limit=LIST_FIELD_LIMIT)
 
 
 # ----------------------------------------------------------------------------- dates, names
@@ -60,7 +123,8 @@ def _parse_internaldate(value) -> datetime | None:
 def date_sort_key(header: bytes, internaldate) -> float:
     """RFC 5256 SORT DATE: the Date header's time, or the arrival time when it has none."""
     d = None
-    m = re.search(rb"^Date:[ \t]*(.*(?:\r?\n[ \t].*)*)", header, re.IGNORECASE | re.MULTILINE)
+    m = re.search(rb"^Date:[ \t]*(.*(?:\r?\n[ \t].*)*)", header[:LIST_FIELD_LIMIT],
+                  re.IGNORECASE | re.MULTILINE)
     if m:
         d = _parse_date(m.group(1).decode("ascii", "replace").replace("\r\n", " "))
     d = d or _parse_internaldate(internaldate)
@@ -103,6 +167,18 @@ def display_name(pairs: list[tuple[str, str]]) -> str:
     return ", ".join(n or a for n, a in pairs)
 
 
+def format_address(pair: tuple[str, str]) -> str:
+    """``Name <address>`` as ``email.utils.formataddr`` writes it, non-ASCII addresses too
+    (RFC 6531 allows them; formataddr raises on them)."""
+    try:
+        return email.utils.formataddr(pair)
+    except UnicodeError:
+        name, address = pair
+        if not name:
+            return address
+        return '"{}" <{}>'.format(name.replace("\\", "\\\\").replace('"', '\\"'), address)
+
+
 def human_size(n: int) -> str:
     if n < 1024:
         return _("{0} B").format(n)
@@ -129,7 +205,7 @@ class ListEntry:
 
 
 def list_entry(uid: int, flags, size: int, header: bytes, internaldate, show_to: bool = False) -> ListEntry:
-    msg = BytesHeaderParser(policy=POLICY).parsebytes(header)
+    msg = BytesHeaderParser(policy=LIST_POLICY).parsebytes(header)
     who = _addresses(msg, "To" if show_to else "From")
     d = _parse_date(_header(msg, "Date")) or _parse_internaldate(internaldate)
     ctype = _header(msg, "Content-Type").lower()
@@ -137,7 +213,7 @@ def list_entry(uid: int, flags, size: int, header: bytes, internaldate, show_to:
         uid=uid,
         subject=_header(msg, "Subject") or _("(no subject)"),
         sender=display_name(who) or _("(unknown)"),
-        sender_title=", ".join(email.utils.formataddr(p) for p in who),
+        sender_title=", ".join(format_address(p) for p in who),
         date=format_date(d), date_full=format_date(d, full=True), size=human_size(size),
         seen="\\Seen" in flags, answered="\\Answered" in flags, flagged="\\Flagged" in flags,
         has_attachment=ctype.startswith(("multipart/mixed", "application/", "multipart/related")),
@@ -151,19 +227,37 @@ def _is_container(part: Message) -> bool:
     return part.is_multipart() and part.get_content_maintype() == "multipart"
 
 
-def iter_parts(msg: Message, prefix: str = ""):
-    """(IMAP section number, part) for every part, as RFC 3501 6.4.5 numbers them.
+def _children(part: Message) -> list:
+    payload = part.get_payload()
+    return payload if isinstance(payload, list) else []
+
+
+def iter_parts(msg: Message):
+    """(IMAP section number, part) for the parts, as RFC 3501 6.4.5 numbers them.
 
     An attached message (message/rfc822) is one part: it is downloaded whole, not opened here.
+    At most MAX_PARTS parts, MAX_DEPTH levels deep (a loop, not recursion: mail can nest
+    multiparts thousands deep).
     """
-    if _is_container(msg):
-        for i, sub in enumerate(msg.get_payload(), 1):
-            section = f"{prefix}{i}"
-            yield section, sub
-            if _is_container(sub):
-                yield from iter_parts(sub, section + ".")
-    else:
-        yield (prefix.rstrip(".") or "1"), msg
+    if not _is_container(msg):
+        yield "1", msg
+        return
+    count = 0
+    stack = [(iter(enumerate(_children(msg), 1)), "")]
+    while stack:
+        children, prefix = stack[-1]
+        step = next(children, None)
+        if step is None:
+            stack.pop()
+            continue
+        i, sub = step
+        section = f"{prefix}{i}"
+        yield section, sub
+        count += 1
+        if count >= MAX_PARTS:
+            return
+        if _is_container(sub) and len(stack) < MAX_DEPTH:
+            stack.append((iter(enumerate(_children(sub), 1)), section + "."))
 
 
 def find_part(msg: Message, section: str) -> Message | None:
@@ -178,17 +272,23 @@ def part_payload(part: Message) -> bytes:
     if part.get_content_type() == "message/rfc822":
         inner = part.get_payload()
         if isinstance(inner, list) and inner:
-            return inner[0].as_bytes(policy=POLICY)
+            try:
+                return inner[0].as_bytes(policy=POLICY)
+            except RecursionError:
+                raise Unreadable(_("This attached message nests its parts too deeply to be "
+                                   "saved from here; an IMAP client can fetch it.")) from None
         return part.get_payload(decode=True) or b""
     return part.get_payload(decode=True) or b""
 
 
 def _text_of(part: Message) -> str:
     data = part.get_payload(decode=True) or b""
+    if not isinstance(data, bytes):
+        data = b""
     charset = part.get_content_charset() or "utf-8"
     try:
         text = data.decode(charset, "replace")
-    except LookupError:  # an unknown charset name
+    except (LookupError, ValueError):  # an unknown or malformed charset name
         text = data.decode("latin-1")
     return text.replace("\r\n", "\n")
 
@@ -249,8 +349,35 @@ def _bodies(msg: Message):
     return html_part, text_part
 
 
+_MULTIPART = re.compile(rb"multipart/", re.IGNORECASE)
+
+
+def _too_many_multiparts(raw: bytes) -> bool:
+    found = _MULTIPART.finditer(raw)
+    return next(itertools.islice(found, MAX_MULTIPARTS, None), None) is not None
+
+
+def parse_message(raw: bytes) -> tuple[EmailMessage, bool]:
+    """(the parsed message, True); for a message with more than MAX_MULTIPARTS multiparts,
+    (its headers with the body's source as plain text, False).
+
+    The stdlib parser runs every line through one generator per enclosing multipart (a 1.2 MB
+    message nested 400 deep: 15 s) and recurses per level (RecursionError near 1,000).
+    """
+    if not _too_many_multiparts(raw):
+        try:
+            return email.message_from_bytes(raw, policy=POLICY), True
+        except RecursionError:
+            pass
+    msg = email.parser.BytesParser(policy=POLICY).parsebytes(raw, headersonly=True)
+    for name in ("Content-Type", "Content-Transfer-Encoding"):
+        del msg[name]
+    msg["Content-Type"] = "text/plain; charset=utf-8"
+    return msg, False
+
+
 def read_view(raw: bytes, flags, *, prefer_text: bool = False) -> tuple[ReadView, EmailMessage]:
-    msg = email.message_from_bytes(raw, policy=POLICY)
+    msg, whole = parse_message(raw)
     html_part, text_part = _bodies(msg)
     view = ReadView(
         subject=_header(msg, "Subject") or _("(no subject)"),
@@ -266,6 +393,9 @@ def read_view(raw: bytes, flags, *, prefer_text: bool = False) -> tuple[ReadView
         used_cids = set(re.findall(r"cid:([^\"'\s)>]+)", _text_of(html_part), re.IGNORECASE))
     elif text_part is not None:
         view.text = _text_of(text_part)
+    if not whole:
+        view.text = _("(This message has more parts inside parts than the webmail follows; "
+                      "here is the source of its body.)") + "\n\n" + (view.text or "")
     view.has_text_alternative = html_part is not None and text_part is not None
     for section, part in iter_parts(msg):
         if _is_container(part) or id(part) in shown:
@@ -277,9 +407,13 @@ def read_view(raw: bytes, flags, *, prefer_text: bool = False) -> tuple[ReadView
         if inline_image and not filename:
             continue  # shown inside the HTML, not as an attachment
         ext = mimetypes.guess_extension(ctype) or (".eml" if ctype == "message/rfc822" else ".bin")
+        try:
+            size = human_size(len(part_payload(part)))
+        except Unreadable:
+            size = "?"
         view.attachments.append(Attachment(
-            section, safe_filename(filename, f"part-{section}{ext}"), ctype,
-            human_size(len(part_payload(part))), bool(inline_image)))
+            section, safe_filename(filename, f"part-{section}{ext}"), ctype, size,
+            bool(inline_image)))
     return view, msg
 
 
@@ -437,14 +571,14 @@ def _prefixed(subject: str, prefix: str) -> str:
 def reply_fields(msg: Message, me: str, reply_all: bool) -> dict:
     """To/Cc/Subject/body/threading headers of a reply (RFC 5322 3.6.4)."""
     author = _addresses(msg, "Reply-To") or _addresses(msg, "From")
-    to = [email.utils.formataddr(p) for p in author]
+    to = [format_address(p) for p in author]
     cc = []
     if reply_all:
         seen = {a.lower() for _n, a in author} | {me.lower()}
         for n, a in _addresses(msg, "To") + _addresses(msg, "Cc"):
             if a and a.lower() not in seen:
                 seen.add(a.lower())
-                cc.append(email.utils.formataddr((n, a)))
+                cc.append(format_address((n, a)))
     subject = _header(msg, "Subject")
     mid = _header(msg, "Message-ID")
     refs = (_header(msg, "References") + " " + mid).strip() if mid else _header(msg, "References")
@@ -477,11 +611,64 @@ class Upload:
     data: bytes
 
 
+class HeaderInjection(ValueError):
+    """A header value the user controls would start a new header line (or end the headers)."""
+
+
+# RFC 2047 encoded words. CPython's email package before 3.11.10 (CVE-2024-6923) decodes one when
+# it refolds a header and writes a line break inside it as a real line break: a Subject of
+# "=?utf-8?q?hi=0D=0ABcc:_someone@example.net?=" then sends a Bcc the form never had.
+_ENCODED_WORD = re.compile(r"=\?([^?\s]*)\?([qQbB])\?([^?\s]*)\?=")
+_LINE_BREAKING = re.compile(r"[\x00\r\n\x85\u2028\u2029]")
+
+
+def _decoded_words(value: str):
+    """The bytes each encoded word in ``value`` stands for (undecodable ones are skipped)."""
+    for _charset, kind, text in _ENCODED_WORD.findall(value):
+        try:
+            if kind in "qQ":
+                yield binascii.a2b_qp(text.replace("_", " ").encode("ascii"), header=True)
+            else:
+                yield base64.b64decode(text + "=" * (-len(text) % 4))
+        except (ValueError, binascii.Error, UnicodeEncodeError):
+            continue
+
+
+def check_header_text(field: str, value: str) -> None:
+    """Refuse a line break (or NUL) in a header value, typed or hidden in an encoded word."""
+    if _LINE_BREAKING.search(value) or any(
+            b"\r" in data or b"\n" in data or b"\0" in data for data in _decoded_words(value)):
+        raise HeaderInjection(_(
+            "The {0} field may not contain a line break, not even inside an encoded word "
+            "(=?...?=): it would add header lines of its own (header injection).").format(field))
+
+
+_MSG_ID = re.compile(r"<[!-;=?-~]{1,250}>")  # printable ASCII, no spaces, no < or > inside
+MAX_REFERENCES = 20
+
+
+def message_ids(value: str) -> str:
+    """The message ids in an In-Reply-To or References value, and nothing else (RFC 5322 3.6.4);
+    of a long References the first and the latest, as the RFC suggests when trimming."""
+    ids = _MSG_ID.findall(value)
+    if len(ids) > MAX_REFERENCES:
+        ids = ids[:1] + ids[-(MAX_REFERENCES - 1):]
+    return " ".join(ids)
+
+
 def build_message(*, sender: str, to: list[str], cc: list[str], bcc: list[str], subject: str,
                   body: str, attachments: list[Upload], in_reply_to: str = "", references: str = "",
                   domain: str = "localhost") -> EmailMessage:
-    """A complete RFC 5322 message (the Sent copy keeps Bcc; the sent one does not)."""
-    msg = EmailMessage(policy=email.policy.SMTP)
+    """A complete RFC 5322 message (the Sent copy keeps Bcc; the sent one does not).
+
+    Raises HeaderInjection for a line break in any header the user controls, whatever the
+    Python; In-Reply-To and References keep only well-formed message ids.
+    """
+    for field_name, value in ((_("To"), ", ".join(to)), (_("Cc"), ", ".join(cc)),
+                              (_("Bcc"), ", ".join(bcc)), (_("Subject"), subject)):
+        check_header_text(field_name, value)
+    # Attached messages keep their header lines exactly as they came (no refolding).
+    msg = EmailMessage(policy=email.policy.SMTP.clone(refold_source="none"))
     msg["From"] = sender
     if to:
         msg["To"] = ", ".join(to)
@@ -492,27 +679,27 @@ def build_message(*, sender: str, to: list[str], cc: list[str], bcc: list[str], 
     msg["Subject"] = subject
     msg["Date"] = email.utils.formatdate(localtime=True)
     msg["Message-ID"] = email.utils.make_msgid(domain=domain)
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-    if references:
-        msg["References"] = references
+    if message_ids(in_reply_to):
+        msg["In-Reply-To"] = message_ids(in_reply_to)
+    if message_ids(references):
+        msg["References"] = message_ids(references)
     msg["User-Agent"] = "maillab webmail"
     msg.set_content(body.replace("\r\n", "\n"))
     for up in attachments:
+        filename = safe_filename(up.filename)
+        check_header_text(_("Attach files"), filename)
         maintype, _slash, subtype = (up.content_type or "application/octet-stream").partition("/")
         if not subtype or maintype in ("multipart", "text") and subtype not in ("plain", "csv", "html"):
             maintype, subtype = "application", "octet-stream"
-        if maintype == "message":
+        if maintype == "message" or not re.fullmatch(r"[A-Za-z0-9!#$&^_.+-]{1,64}", maintype + subtype):
             maintype, subtype = "application", "octet-stream"
         if maintype == "text":
             try:
-                msg.add_attachment(up.data.decode("utf-8"), subtype=subtype,
-                                   filename=safe_filename(up.filename))
+                msg.add_attachment(up.data.decode("utf-8"), subtype=subtype, filename=filename)
                 continue
             except UnicodeDecodeError:
                 maintype, subtype = "application", "octet-stream"
-        msg.add_attachment(up.data, maintype=maintype, subtype=subtype,
-                           filename=safe_filename(up.filename))
+        msg.add_attachment(up.data, maintype=maintype, subtype=subtype, filename=filename)
     return msg
 
 

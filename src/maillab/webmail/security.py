@@ -5,22 +5,24 @@
   session, as in Roundcube) and never appear in a cookie, a URL or a page.
 * Every form carries a CSRF token tied to the session (the login form: to a pre-session cookie),
   checked on every POST.
-* Failed logins are counted per client address and per account in a sliding window; past the
-  limit the login form answers 429 until the window has moved on.
+* Password guessing is slowed down, never answered with a lockout: see ``LoginThrottle``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["Session", "SessionStore", "Throttle", "page_csp", "frame_csp", "download_csp",
-           "new_token", "tokens_equal"]
+__all__ = ["Session", "SessionStore", "LoginThrottle", "Busy", "page_csp", "frame_csp",
+           "download_csp", "new_token", "tokens_equal", "is_token", "device_cookie",
+           "device_of"]
 
 
 def new_token() -> str:
@@ -28,7 +30,16 @@ def new_token() -> str:
 
 
 def tokens_equal(a: str | None, b: str | None) -> bool:
-    return bool(a) and bool(b) and hmac.compare_digest(str(a), str(b))
+    return bool(a) and bool(b) and is_token(str(a)) and is_token(str(b)) and \
+        hmac.compare_digest(str(a), str(b))
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]{16,200}")
+
+
+def is_token(value: str | None) -> bool:
+    """Looks like a token we made (cookies and form fields may carry anything at all)."""
+    return bool(value) and _TOKEN.fullmatch(value) is not None
 
 
 @dataclass
@@ -103,50 +114,113 @@ class SessionStore:
             return len(self._sessions)
 
 
-class Throttle:
-    """Failed logins per key ("addr:127.0.0.1", "acct:alice@example.com") in a sliding window."""
+class Busy(Exception):
+    """Too many login attempts for one account are waiting their turn right now."""
 
-    def __init__(self, per_address: int = 20, per_account: int = 5, window: float = 300):
-        self.limits = {"addr": per_address, "acct": per_account}
-        self.window = window
-        self._failures: dict[str, deque] = {}
-        self._lock = threading.Lock()
+    def __init__(self, retry_after: float):
+        super().__init__(retry_after)
+        self.retry_after = retry_after
 
-    def _recent(self, key: str, now: float) -> deque:
-        q = self._failures.setdefault(key, deque())
-        while q and now - q[0] > self.window:
-            q.popleft()
-        return q
 
-    def retry_after(self, keys: list[str]) -> float:
-        """0 if a login may be tried now, else the seconds until one may."""
+class LoginThrottle:
+    """Slows password guessing down without ever locking the owner out.
+
+    Each key (``acct:<address>``, ``device:<id>``, ``client:<id>``) has a failure score that
+    halves every ``half_life`` seconds. Before its password is checked, an attempt waits
+    ``delay()``: nothing for the first ``free`` failures, then ``base`` seconds, doubling up to
+    ``cap``. The right password is checked like any other once the wait is over: a slower
+    answer, never a refusal.
+
+    Attempts on one account take turns (``turn()``), so parallel connections do not multiply
+    the guessing rate. While ``max_waiting`` attempts wait already (a flood in progress), more
+    are told to come back shortly (``Busy``). A browser that logged in to the account before
+    carries a device cookie (OWASP's "device cookies") and takes turns on its own key, so an
+    attacker's failures neither slow nor queue the owner's own browser. The client key is the
+    browser (its pre-session cookie) where the peer is the loopback address: behind
+    jupyter-server-proxy every browser is 127.0.0.1, and one of them must not slow the others.
+
+    Used on the event loop only (the waits are ``asyncio.sleep``, the turns asyncio locks).
+    """
+
+    def __init__(self, free: int = 3, base: float = 1.0, cap: float = 15.0,
+                 half_life: float = 600.0, max_waiting: int = 8, max_keys: int = 10_000):
+        self.free, self.base, self.cap = free, base, cap
+        self.half_life = half_life
+        self.max_waiting = max_waiting
+        self.max_keys = max_keys
+        self._scores: dict[str, tuple[float, float]] = {}  # key -> (score, when)
+        self._turns: dict[str, list] = {}  # key -> [asyncio.Lock, attempts holding or waiting]
+
+    def score(self, key: str, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        value, when = self._scores.get(key, (0.0, now))
+        return value * 0.5 ** (max(0.0, now - when) / self.half_life)
+
+    def delay(self, keys) -> float:
+        """Seconds an attempt under these keys waits before its password is checked."""
+        worst = max((self.score(k) for k in keys), default=0.0)
+        over = worst - self.free
+        if over < -0.05:  # (a score decays a little between two quick attempts)
+            return 0.0
+        return min(self.cap, self.base * 2 ** min(max(over, 0.0), 32))  # no overflow, ever
+
+    def failed(self, keys) -> None:
         now = time.monotonic()
-        wait = 0.0
-        with self._lock:
-            for key in keys:
-                q = self._recent(key, now)
-                limit = self.limits[key.split(":", 1)[0]]
-                if len(q) >= limit:
-                    wait = max(wait, self.window - (now - q[-limit]))
-        return wait
+        for key in keys:
+            self._scores[key] = (self.score(key, now) + 1, now)
+        if len(self._scores) > self.max_keys:
+            self._forget(now)
 
-    def failed(self, keys: list[str]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                self._recent(key, now).append(now)
-            if len(self._failures) > 10_000:  # forget keys with nothing recent
-                for k in [k for k, q in self._failures.items() if not q]:
-                    del self._failures[k]
+    def succeeded(self, keys) -> None:
+        for key in keys:
+            self._scores.pop(key, None)
 
-    def succeeded(self, account_key: str) -> None:
-        with self._lock:
-            self._failures.pop(account_key, None)
+    def _forget(self, now: float) -> None:
+        """Keep the map small: drop faded scores, then the oldest."""
+        for key in [k for k in self._scores if self.score(k, now) < 0.5]:
+            del self._scores[key]
+        while len(self._scores) > self.max_keys // 2:
+            del self._scores[next(iter(self._scores))]
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str):
+        """One attempt at a time per key; Busy when too many wait already."""
+        entry = self._turns.setdefault(key, [asyncio.Lock(), 0])
+        if entry[1] > self.max_waiting:
+            raise Busy(min(self.cap, max(1.0, self.delay([key]))) * entry[1])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0 and self._turns.get(key) is entry:
+                del self._turns[key]
+
+
+def device_cookie(secret: bytes, address: str) -> str:
+    """A cookie value that says "this browser logged in as ``address`` before"."""
+    device = secrets.token_urlsafe(18)
+    return f"{device}.{_device_mac(secret, device, address)}"
+
+
+def device_of(secret: bytes, value: str | None, address: str) -> str | None:
+    """The device id in a device cookie, if it was made here for this address; else None."""
+    if not value or not is_token(value) or value.count(".") != 1:
+        return None
+    device, mac = value.split(".")
+    return device if hmac.compare_digest(mac, _device_mac(secret, device, address)) else None
+
+
+def _device_mac(secret: bytes, device: str, address: str) -> str:
+    data = f"device:{device}:{address.lower()}".encode("utf-8", "surrogatepass")
+    return hmac.new(secret, data, hashlib.sha256).hexdigest()[:32]
 
 
 def login_token(secret: bytes, pre: str) -> str:
     """The login form's CSRF token: an HMAC of the pre-session cookie's random value."""
-    return hmac.new(secret, b"login:" + pre.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(secret, b"login:" + pre.encode("utf-8", "surrogatepass"),
+                    hashlib.sha256).hexdigest()
 
 
 # Pages: no script at all, styles and images from the webmail itself, forms only to itself,

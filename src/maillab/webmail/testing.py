@@ -145,3 +145,54 @@ class StandaloneWebmail:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ----------------------------------------------------------------------------- hostile mail
+
+def folded_subject_message(lines: int = 1800, *, to: str = "alice@example.com") -> bytes:
+    """A stranger's message whose Subject folds over ``lines`` lines of short words (~900 bytes
+    each: 1,800 lines make 1.6 MB). The stdlib's header parser is quadratic on such a value."""
+    subject = "Subject: start\r\n" + "".join(" " + "word " * 180 + "\r\n" for _ in range(lines))
+    return ("From: Stranger <stranger@example.net>\r\n"
+            f"To: {to}\r\n"
+            "Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n"
+            "Message-ID: <folded@example.net>\r\n"
+            f"{subject}\r\nHello.\r\n").encode()
+
+
+def nested_multipart_message(depth: int) -> bytes:
+    """A message whose multiparts nest ``depth`` deep (the stdlib parser recurses per level)."""
+    head = b"From: a@example.net\r\nTo: alice@example.com\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+    opening = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+                       for i in range(depth))
+    closing = b"".join(b"\r\n--b%d--\r\n" % i for i in reversed(range(depth)))
+    return head + opening + b"Content-Type: text/plain\r\n\r\nthe innermost part" + closing
+
+
+def render_everything(raw: bytes, me: str = "alice@example.com") -> None:
+    """Everything the webmail does with a stored message, as its pages do it: the list entry,
+    the read view, the HTML frame, every attachment, reply, reply all and forward. Raises what
+    a page would raise (``Unreadable`` is a proper refusal: a 422 page)."""
+    from . import message as m
+
+    header = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    m.list_entry(1, ("\\Seen",), len(raw), header, '"01-Jan-2024 10:00:00 +0000"')
+    m.list_entry(1, (), len(raw), header, None, show_to=True)
+    m.date_sort_key(header, None)
+    for prefer_text in (False, True):
+        view, parsed = m.read_view(raw, (), prefer_text=prefer_text)
+    inline = m.cid_sections(parsed)
+    cleaned = m.html_body(parsed, allow_remote_images=False, cid_url=lambda cid: (
+        "data:," if cid.strip("<>") in inline else None))
+    m.html_document(cleaned.html, view.subject)
+    for a in view.attachments:
+        part = m.find_part(parsed, a.section)
+        if part is not None:
+            try:
+                m.part_payload(part)
+            except m.Unreadable:
+                pass
+            m.content_disposition(a.filename)
+    m.reply_fields(parsed, me, reply_all=False)
+    m.reply_fields(parsed, me, reply_all=True)
+    m.forward_fields(parsed)
