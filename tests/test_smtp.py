@@ -238,7 +238,14 @@ def test_relay_failure_bounces_to_sender(lab):
         dead.close()
     bounce = lab.mailbox("alice")[-1]
     assert bounce.subject == "Undelivered Mail Returned to Sender"
-    assert "john@example.net" in bounce.message.get_content()
+    report = bounce.message
+    assert report.get_content_type() == "multipart/report"  # RFC 3464
+    assert "john@example.net" in report.get_body(("plain",)).get_content()
+    status = [p for p in report.walk() if p.get_content_type() == "message/delivery-status"][0]
+    assert "Final-Recipient: rfc822; john@example.net" in status.as_string()
+    assert "Action: failed" in status.as_string()
+    assert "Subject: lost" in report.as_string()  # the headers of the message that failed
+    assert bounce.message["Return-Path"] == "<>"  # a bounce never bounces
 
 
 def test_curl_sends_mail(lab, tmp_path):

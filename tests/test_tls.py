@@ -252,11 +252,18 @@ def test_wrong_password_codes_and_slowdown_and_audit(lab):
     failures = [a for a in lab.logins() if a.time >= t0 and not a.success and a.user == "bob"]
     assert {a.service for a in failures} >= {"smtp:example.com", "pop3:example.com",
                                             "imap:example.com"}
-    # a success resets the slowdown
+    # a success resets the slowdown: the next wrong password is answered at once again
     with smtplib.SMTP(lab.host, lab.smtp_port) as s:
         s.login("bob", "builder")
     ok = [a for a in lab.logins() if a.success and a.user == "bob"][-1]
     assert ok.mechanism == "AUTH PLAIN" and not ok.secure
+    p = poplib.POP3(lab.host, lab.pop3_port)
+    p.user("bob")
+    start = time.perf_counter()
+    with pytest.raises(poplib.error_proto):
+        p.pass_("nope")
+    assert time.perf_counter() - start < 0.2 < timings[-1]
+    p.quit()
 
 
 # ---------------------------------------------------------------- real clients

@@ -22,9 +22,13 @@ from typing import Iterable
 
 from . import handover
 from .i18n import _
-from .net import LOOPBACK, LoginGuard, ServerContext, bind_listener
+from .logs import LabLog, bind_thread, exception_handler
+from .logs import install as route_server_logs
+from .net import (LOOPBACK, LoginGuard, ServerContext, bind_listener, connection_limit_for,
+                  raise_open_file_limit)
+from .relay import HISTORY, QUEUE_DIR, Router
 from .privacy import OwnerOnly, guard
-from .smtp import DEFAULT_SIZE_LIMIT, QueuedMessage, Router, start_smtp
+from .smtp import DEFAULT_SIZE_LIMIT, start_smtp
 from .store import SCRYPT_N, Store, hash_password
 from .tls import LabCA
 from .wire import Observed, ObservedConnection, TappingEventLoop
@@ -165,7 +169,9 @@ class MailLab:
         # any port of the lab; allow_users adds others, e.g. a sandboxed grader's account.
         self.privacy = OwnerOnly(allow=allow_users) if private else None
         self.ca: LabCA | None = None
-        self.guard = LoginGuard()
+        # options={"login_guard": {"base": ..., "cap": ...}} tunes the slowdown of failed logins.
+        self.guard = LoginGuard(**self.options.get("login_guard", {}))
+        self.lab_log = LabLog()  # what the servers' threads report (lab.log() shows it)
         self.host = LOOPBACK
         self.services: list[Service] = []
         self.store: Store | None = None
@@ -187,6 +193,8 @@ class MailLab:
         if self.ports_policy == "mnemonic":  # an older lab in another notebook gives them back
             self.took_over = handover.stop_older_labs()
         self.store = Store(self.root, hash_n=self.hash_n)
+        route_server_logs()
+        self._limit_connections()
         if self.tls_enabled:
             self.ca = LabCA([self.hostname(d) for d in self.domains])
         self._loop = TappingEventLoop()
@@ -219,7 +227,22 @@ class MailLab:
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
+        # Whatever this thread, its tasks and its worker threads log goes to the lab's log,
+        # never into the notebook cell that happens to be running (see maillab.logs).
+        bind_thread(self.lab_log)
+        self._loop.set_exception_handler(exception_handler(self.lab_log))
+        self._loop.set_default_executor(ThreadPoolExecutor(
+            thread_name_prefix="maillab-worker", initializer=bind_thread, initargs=(self.lab_log,)))
+        try:
+            self._loop.run_forever()
+        finally:
+            bind_thread(None)
+
+    def _limit_connections(self) -> None:
+        """Every connection is an open file: keep all services together under the limit."""
+        open_files = raise_open_file_limit()
+        services = len(self.domains) * (7 if self.tls_enabled else 3) + 1
+        self.options.setdefault("max_connections", connection_limit_for(services, open_files))
 
     def _wanted_port(self, protocol: str, index: int) -> int | None:
         if self.ports_policy == "any":
@@ -232,8 +255,8 @@ class MailLab:
         return PROTOCOLS[protocol][1] + index
 
     async def _start_services(self) -> None:
-        self.router = Router(asyncio.get_running_loop())
-        self.router.bounce = self._bounce
+        self.router = Router(asyncio.get_running_loop(), self.store.root / QUEUE_DIR,
+                             store=self.store, history=self.options.get("relay_history", HISTORY))
         if self.ca is not None:
             self.router.tls_context = self.ca.client_context()
         for index, domain in enumerate(self.domains):
@@ -253,6 +276,7 @@ class MailLab:
                                              login_policy(protocol, self.strict)))
                 if protocol == "smtp":
                     self.router.mx[domain] = (LOOPBACK, port)
+        self.router.start()  # now that every domain has its MX: what an earlier run left queued
         await self._start_webmail()
         if self.ports_policy == "mnemonic":
             self._control = await handover.serve(id(self), self._give_ports_back,
@@ -312,13 +336,20 @@ class MailLab:
             })
         return starters
 
-    def stop(self) -> None:
-        """Stop every server, close every connection, end the thread, remove a temporary store."""
+    def stop(self, drain: float = 10.0) -> None:
+        """Stop every server, close every connection, end the thread, remove a temporary store.
+
+        Relayed mail still queued is first given up to ``drain`` seconds to reach its next hop.
+        What is left then stays in the queue on disk: a lab started again with the same
+        ``root=`` delivers it. A temporary store (no ``root=``) goes away with the lab, and with
+        it any message still queued: ``lab.log()`` names each one.
+        """
         global _current
         loop, thread = self._loop, self._thread
         if loop is not None and thread is not None and thread.is_alive():
             try:
-                asyncio.run_coroutine_threadsafe(self._stop_services(), loop).result(timeout=10)
+                asyncio.run_coroutine_threadsafe(self._stop_services(drain), loop).result(
+                    timeout=drain + 20)
             except Exception:
                 pass
             loop.call_soon_threadsafe(loop.stop)
@@ -338,14 +369,14 @@ class MailLab:
             if _current is self:
                 _current = None
 
-    async def _stop_services(self) -> None:
+    async def _stop_services(self, drain: float = 10.0) -> None:
         if self._control is not None:
             self._control.close()
         if self.router is not None:
-            try:
-                await asyncio.wait_for(self.router.settle(), 2)
-            except asyncio.TimeoutError:
-                pass
+            # The servers still run meanwhile: the next hops are this lab's own servers.
+            await self.router.drain(drain)
+            await self.router.close()
+            self._note_undelivered()
         for service in self.services:
             service.server.close()
         for ctx in self._contexts:
@@ -561,18 +592,22 @@ class MailLab:
         if self.running and self.router is not None:
             asyncio.run_coroutine_threadsafe(self.router.settle(), self._loop).result(timeout)
 
-    def _bounce(self, msg: QueuedMessage, error: str) -> None:
-        """Tell a local sender that relaying failed (a simple RFC 3464-style report)."""
-        acct = self.store.find_address(msg.mail_from) if msg.mail_from else None
-        if acct is None:
+    def _note_undelivered(self) -> None:
+        """Say in the lab's log what the queue still holds as the lab stops, and its fate."""
+        left = self.router.pending()
+        if not left:
             return
-        text = (f"From: Mail Delivery System <MAILER-DAEMON@{acct.domain}>\r\n"
-                f"To: {msg.mail_from}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
-                f"Date: {email.utils.formatdate(localtime=True)}\r\n"
-                f"Message-ID: <bounce.{msg.queue_id}@mail.{acct.domain}>\r\n\r\n"
-                f"Your message could not be delivered to {', '.join(msg.rcpt_tos)}.\r\n"
-                f"The last error was: {error}\r\n")
-        acct.folder("INBOX").deliver(text.encode())
+        temporary = self.root is None
+        fate = ("lost: the temporary store goes with the lab (start with root=... to keep a queue)"
+                if temporary else f"kept in {self.router.queue.directory} for the next start")
+        self.lab_log.add("WARNING" if temporary else "INFO", "maillab.relay",
+                         f"{len(left)} relayed message(s) not delivered when the lab stopped, {fate}: " +
+                         "; ".join(f"{m.queue_id} from <{m.mail_from}> to {', '.join(m.rcpt_tos)}"
+                                   for m in left[:200]))
+
+    def log(self) -> LabLog:
+        """The lab's own log: warnings and errors of its servers (never shown in cells)."""
+        return self.lab_log
 
     # ------------------------------------------------------------------ display
     def status_note(self) -> str:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import errno
 import socket
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Callable
 
+from .i18n import _
 from .store import Store
 from .transcript import Recorder
 
 LOOPBACK = "127.0.0.1"
+MAX_NAME = 256  # characters of a user name or address the login guard keeps
 
 
 def bind_listener(preferred: int | None, host: str = LOOPBACK) -> socket.socket:
@@ -59,6 +64,127 @@ def quickack(transport) -> None:
             pass
 
 
+# ----------------------------------------------------------------------------- connection limits
+
+DEFAULT_MAX_CONNECTIONS = 100  # per service; the lab lowers it when few file descriptors are left
+RESERVED_FILES = 64  # descriptors kept for the store, relays and the notebook itself
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit, where allowed.
+
+    Every connection is a file descriptor; the usual soft limit (1,024) is far below the usual
+    hard one. Returns the soft limit in force afterwards.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform: nothing to raise
+        return 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft if soft != resource.RLIM_INFINITY else wanted
+    for target in (wanted, 65536, 4096):
+        if soft < target <= wanted:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                return target
+            except (ValueError, OSError):
+                continue
+    return soft
+
+
+def connection_limit_for(services: int, open_files: int) -> int:
+    """A per-service connection limit that keeps all services together under ``open_files``.
+
+    A relayed message costs two descriptors (the relay's client end and the server's end).
+    """
+    return max(8, min(DEFAULT_MAX_CONNECTIONS, (open_files - RESERVED_FILES) // (2 * max(1, services))))
+
+
+class ConnectionLimit:
+    """At most ``limit`` open connections on one service; the next ones are refused politely.
+
+    A refused client gets ``busy_reply`` (the protocol's own words: SMTP ``421``, IMAP
+    ``* BYE [UNAVAILABLE]``, POP3 ``-ERR [SYS/TEMP]``) and is closed; the transcript shows it.
+    A connection holds its place from its first byte until ``connection_lost``. A TLS port's
+    connection whose handshake never completes never reaches the protocol: it gives its place
+    back after ``grace`` seconds (longer than the handshake timeout).
+    """
+
+    def __init__(self, limit: int, *, busy_reply: bytes | str | None = None, recorder=None,
+                 service: str = "", grace: float | None = None):
+        self.limit = limit
+        if isinstance(busy_reply, str):
+            busy_reply = busy_reply.encode("utf-8", "replace")
+        self.busy_reply = busy_reply.rstrip(b"\r\n") + b"\r\n" if busy_reply else None
+        self.recorder = recorder
+        self.service = service
+        self.grace = grace
+        self.open = 0
+        self.refused = 0
+
+    def wrap(self, protocol_factory: Callable[[], object]) -> Callable[[], object]:
+        """A protocol factory for ``loop.create_server`` that counts and limits connections."""
+        def make():
+            if self.open >= self.limit:
+                self.refused += 1
+                return _Busy(self)
+            protocol = protocol_factory()
+            self._hold(protocol)
+            return protocol
+        return make
+
+    def _hold(self, protocol) -> None:
+        # The protocol object stays the same through STARTTLS (asyncio hands it to the TLS
+        # transport), so its own connection_lost is the one place where its connection ends:
+        # wrap that method on this instance rather than putting a proxy in between.
+        self.open += 1
+        made = False
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.open -= 1
+
+        original_made, original_lost = protocol.connection_made, protocol.connection_lost
+
+        def connection_made(transport) -> None:
+            nonlocal made
+            made = True
+            original_made(transport)
+
+        def connection_lost(exc) -> None:
+            release()
+            original_lost(exc)
+
+        protocol.connection_made, protocol.connection_lost = connection_made, connection_lost
+        if self.grace is not None:
+            asyncio.get_running_loop().call_later(self.grace, lambda: made or release())
+
+
+class _Busy(asyncio.Protocol):
+    """The protocol of a refused connection: the busy reply, a transcript line, and goodbye."""
+
+    def __init__(self, limit: ConnectionLimit):
+        self.limit = limit
+
+    def connection_made(self, transport) -> None:
+        peer = transport.get_extra_info("peername")
+        peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        conn = self.limit.recorder.open(self.limit.service, peer) if self.limit.recorder else None
+        if self.limit.busy_reply:
+            if conn is not None:
+                conn.server(self.limit.busy_reply)
+            transport.write(self.limit.busy_reply)
+        if conn is not None:
+            conn.close(_("refused: {0} connections already open on this service").format(
+                self.limit.limit))
+        transport.close()
+
+
 @dataclass(frozen=True)
 class LoginAttempt:
     """One login attempt on any server of the lab, for the audit view."""
@@ -73,36 +199,107 @@ class LoginAttempt:
 
 
 class LoginGuard:
-    """Counts failed logins, slows repeated failures down, and keeps every attempt.
+    """Keeps every login attempt and slows repeated failures down, across connections.
 
-    Each failure from the same client address for the same user doubles the wait before the
-    answer (``base`` seconds after the second failure, at most ``cap``); a success resets it.
+    Failures are counted per *key*: the account being guessed (``user:alice``) and the client's
+    address (``addr:127.0.0.1``). Opening more connections does not buy more guesses: every
+    refused login waits for its key's next free *answer slot*, so concurrent failures for one key
+    are answered one after another, each later than the previous. The spacing between answers
+    starts at nothing for the first ``free`` failures, then ``base`` seconds, doubling with each
+    failure up to ``cap``: at most one refused answer per ``cap`` seconds per key, however many
+    connections guess at once.
+
+    * Counters decay: a key's failure score halves every ``half_life`` seconds.
+    * A successful login resets its account's counter. The address counter is left to decay
+      (otherwise logging in to any known account would reset it), but it forgives more
+      (``free_per_address``) because many learners and the webmail share 127.0.0.1.
+    * Successful logins are never delayed and never refused: the owner is not locked out.
+    * At most ``max_keys`` keys are remembered (the least recently failed are forgotten first),
+      and at most ``keep`` attempts, so a flood of made-up user names cannot grow memory.
+
+    Servers call :meth:`delay` once for each refused login, after it was recorded, and answer
+    that many seconds later without blocking the loop (``asyncio.sleep``/``call_later``).
     """
 
-    def __init__(self, base: float = 0.25, cap: float = 4.0, keep: int = 10_000):
-        self.base, self.cap = base, cap
+    def __init__(self, base: float = 0.25, cap: float = 4.0, keep: int = 10_000, *,
+                 free: int = 1, free_per_address: int = 10, half_life: float = 300.0,
+                 max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.base, self.cap, self.half_life = base, cap, half_life
+        self.free = {"user": free, "addr": free_per_address}
+        self.max_keys = max_keys
         self.attempts: deque[LoginAttempt] = deque(maxlen=keep)
-        self._failures: dict[tuple[str, str], int] = {}
+        self._clock = clock
+        self._failures: OrderedDict[tuple[str, str], _KeyState] = OrderedDict()
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _keys(peer: str, user: str) -> list[tuple[str, str]]:
+        host = peer.rsplit(":", 1)[0] if ":" in peer else peer
+        return [("user", user.lower()[:MAX_NAME]), ("addr", host[:MAX_NAME])]
+
+    def _decayed(self, state: "_KeyState", now: float) -> float:
+        if self.half_life <= 0:
+            return state.score
+        return state.score * 0.5 ** (max(0.0, now - state.changed) / self.half_life)
+
     def record(self, attempt: LoginAttempt) -> None:
-        key = (attempt.peer.rsplit(":", 1)[0], attempt.user.lower())
+        if len(attempt.user) > MAX_NAME:  # a made-up name of megabytes must not stay in memory
+            attempt = dataclasses.replace(attempt, user=attempt.user[:MAX_NAME])
+        now = self._clock()
         with self._lock:
             self.attempts.append(attempt)
+            user_key, addr_key = self._keys(attempt.peer, attempt.user)
             if attempt.success:
-                self._failures.pop(key, None)
-            else:
-                self._failures[key] = self._failures.get(key, 0) + 1
+                self._failures.pop(user_key, None)
+                return
+            for key in (user_key, addr_key):
+                state = self._failures.pop(key, None) or _KeyState()
+                state.score = self._decayed(state, now) + 1
+                state.changed = now
+                self._failures[key] = state  # now the most recently failed key
+            while len(self._failures) > self.max_keys:
+                self._failures.popitem(last=False)
+
+    def _spacing(self, kind: str, score: float) -> float:
+        """Seconds between two refused answers for a key with this many (decayed) failures."""
+        over = score - self.free[kind]  # fractional: older failures count less
+        if over < 0.5:
+            return 0.0
+        # 2 ** k is bounded before it is computed: no overflow after thousands of failures.
+        return min(self.cap, self.base * 2.0 ** min(max(over - 1, 0.0), 64))
 
     def delay(self, peer: str, user: str) -> float:
-        """Seconds to wait before answering the latest failure of this client and user."""
+        """Seconds to wait before answering the failure just recorded for this client and user.
+
+        Each call takes the next answer slot of the account's and the address's keys, so the
+        answer to a second concurrent failure comes after the first one's, and so on.
+        """
+        now = self._clock()
         with self._lock:
-            n = self._failures.get((peer.rsplit(":", 1)[0], user.lower()), 0)
-        return 0.0 if n < 2 else min(self.cap, self.base * 2 ** (n - 2))
+            hot = []  # keys past their free failures: only these queue their answers
+            for kind, name in self._keys(peer, user):
+                state = self._failures.get((kind, name))
+                spacing = self._spacing(kind, self._decayed(state, now)) if state else 0.0
+                if spacing > 0:
+                    hot.append((state, spacing))
+            answer_at = max([max(now, state.next_answer) + spacing for state, spacing in hot],
+                            default=now)
+            for state, _spacing in hot:
+                state.next_answer = answer_at
+        return answer_at - now
 
     def failures(self) -> int:
         with self._lock:
             return sum(1 for a in self.attempts if not a.success)
+
+
+@dataclass
+class _KeyState:
+    """What the guard remembers about one key (an account or a client address)."""
+
+    score: float = 0.0  # failures, decaying over time
+    changed: float = 0.0  # clock time of the last failure
+    next_answer: float = 0.0  # clock time before which no refused answer for this key goes out
 
 
 @dataclass

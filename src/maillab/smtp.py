@@ -10,35 +10,45 @@ its own host name (``mail.example.com``). A server:
 * adds a ``Received:`` header at every hop, and ``Message-ID``/``Date`` on submission;
 * answers every mistake with the RFC 5321 reply code followed by a hint for learners.
 
-aiosmtpd does the protocol; we subclass its ``SMTP`` class only to record transcripts and add
-hints, and keep the mail logic in :class:`DeliveryHandler`, its documented extension point.
+aiosmtpd does the protocol; we subclass its ``SMTP`` class to record transcripts, add hints and
+close the gaps a hostile or clumsy client finds (see :class:`LabSMTP`), and keep the mail logic
+in :class:`DeliveryHandler`, its documented extension point. Relayed mail goes through the queue
+on disk of :mod:`maillab.relay` before the client gets its ``250``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import email.utils
+import functools
 import logging
 import re
 import secrets
-import smtplib
 import socket
 import time
 import warnings
-from dataclasses import dataclass, field
+from base64 import b64decode, b64encode
 from email.parser import BytesHeaderParser
 from email import policy
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, syntax
 
 from .i18n import _
 from .net import ServerContext, set_nodelay
+from .relay import QueuedMessage, Router
 from .tls import describe, serve
 
 log = logging.getLogger("maillab.smtp")
 
 MAX_RECIPIENTS = 100
 DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024
+DEFAULT_TIMEOUT = 300  # seconds without progress before the server hangs up (RFC 5321 4.5.3.2.7)
+DEFAULT_SESSION_LIMIT = 3600  # seconds a session may last at most, whatever it does
+MAX_BAD_COMMANDS_IN_A_ROW = 10  # unrecognised commands in a row before the server hangs up
+# Commands that keep a session open without moving mail: they do not reset the idle timer.
+_NO_PROGRESS = {"NOOP", "RSET", "HELP", "VRFY", "EXPN"}
+AUTH_LINE_LIMIT = 12288  # octets of one AUTH exchange line (RFC 4954 4)
 
 
 class _DropAiosmtpdNoise(logging.Filter):
@@ -86,6 +96,14 @@ _HINTS: list[tuple[str, str]] = [
     ("538 5.7.11 Encryption required", "send STARTTLS first, so that your password travels encrypted"),
     ("554 Command refused due to lack of security", "the TLS handshake failed; connect again"),
     ("502 EXPN not implemented", "mailing lists are not expanded here"),
+    ("501 Not enough value", "name a mechanism: AUTH PLAIN or AUTH LOGIN"),
+    ("501 Too many values", "AUTH takes a mechanism and at most one base64 answer"),
+    ("500 Error: command 'AUTH' not recognized", "AUTH works after EHLO, not after HELO"),
+    ("501 5.7.0 Auth aborted", "you answered * : the login was cancelled"),
+    ("555 MAIL FROM parameters", "after the address this server knows SIZE=, BODY= and SMTPUTF8"),
+    ("555 RCPT TO parameters", "RCPT TO takes no parameters here"),
+    ("501 Error: BODY can only be", "write BODY=7BIT or BODY=8BITMIME"),
+    ("501 Error: SMTPUTF8 takes no arguments", "write just SMTPUTF8 after the address"),
 ]
 
 
@@ -102,99 +120,19 @@ def add_hint(reply: str) -> str:
     return reply
 
 
-@dataclass
-class QueuedMessage:
-    """A message waiting to be relayed to another domain's server."""
-
-    mail_from: str
-    rcpt_tos: list[str]
-    content: bytes
-    queue_id: str
-    attempts: int = 0
-    errors: list[str] = field(default_factory=list)
+def printable(text: str) -> str:
+    """``text`` safe to echo in a reply or a header: control characters and bytes that were not
+    UTF-8 (kept as surrogates by aiosmtpd) become ``?``, so a reply stays one clean line."""
+    return _UNPRINTABLE.sub("?", text)
 
 
-class Router:
-    """The lab's routing table (our stand-in for DNS MX records) and its outgoing queue.
-
-    ``mx`` maps a mail domain to the ``(host, port)`` of its SMTP server. Relaying runs as
-    tasks on the lab's loop; :meth:`settle` waits until nothing is in flight.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, retry_delays=(0.2, 1.0, 3.0)):
-        self.loop = loop
-        self.mx: dict[str, tuple[str, int]] = {}
-        self.retry_delays = retry_delays
-        self._in_flight: set[asyncio.Task] = set()
-        self.delivered: list[QueuedMessage] = []
-        self.failed: list[QueuedMessage] = []
-        self.bounce = None  # set by the lab: callable(QueuedMessage, error) delivering a DSN
-        self.tls_context = None  # a client context trusting the lab's CA: relay over STARTTLS
-
-    def knows(self, domain: str) -> bool:
-        return domain.lower() in self.mx
-
-    def enqueue(self, helo_name: str, msg: QueuedMessage) -> None:
-        task = self.loop.create_task(self._relay(helo_name, msg))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-
-    async def _relay(self, helo_name: str, msg: QueuedMessage) -> None:
-        by_domain: dict[str, list[str]] = {}
-        for rcpt in msg.rcpt_tos:
-            by_domain.setdefault(rcpt.rsplit("@", 1)[-1].lower(), []).append(rcpt)
-        for domain, rcpts in by_domain.items():
-            part = QueuedMessage(msg.mail_from, rcpts, msg.content, msg.queue_id)
-            for delay in (0.0, *self.retry_delays):
-                if delay:
-                    await asyncio.sleep(delay)
-                part.attempts += 1
-                try:
-                    await asyncio.to_thread(self._send, helo_name, domain, part)
-                except smtplib.SMTPResponseException as e:
-                    part.errors.append(f"{e.smtp_code} {e.smtp_error.decode(errors='replace')}")
-                    if 400 <= e.smtp_code < 500:
-                        continue  # temporary: try again later, as a real MTA would
-                    break
-                except smtplib.SMTPRecipientsRefused as e:
-                    part.errors.extend(f"{r}: {c} {m.decode(errors='replace')}"
-                                       for r, (c, m) in e.recipients.items())
-                    break
-                except (OSError, smtplib.SMTPException) as e:
-                    part.errors.append(f"{type(e).__name__}: {e}")
-                    continue
-                else:
-                    self.delivered.append(part)
-                    break
-            else:
-                pass
-            if part not in self.delivered:
-                self.failed.append(part)
-                if self.bounce is not None:
-                    self.bounce(part, part.errors[-1] if part.errors else "unknown error")
-
-    def _send(self, helo_name: str, domain: str, msg: QueuedMessage) -> None:
-        host, port = self.mx[domain]
-        with smtplib.SMTP(host, port, local_hostname=helo_name, timeout=10) as client:
-            client.ehlo()
-            if self.tls_context is not None and client.has_extn("starttls"):
-                # Server-to-server TLS as real MTAs do it (RFC 3207), checked against the
-                # lab's CA: an impostor on the MX's port would fail here.
-                client.starttls(context=self.tls_context)
-                client.ehlo()
-            refused = client.sendmail(msg.mail_from, msg.rcpt_tos, msg.content)
-            if refused:
-                msg.errors.extend(f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in refused.items())
-
-    async def settle(self) -> None:
-        while self._in_flight:
-            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def _received_header(server, session: Session, ctx: ServerContext, queue_id: str,
                      rcpt: str | None) -> bytes:
     peer_ip = session.peer[0] if session.peer else "unknown"
-    helo = session.host_name or "unknown"
+    helo = printable(session.host_name or "unknown")
     protocol = "ESMTP" if session.extended_smtp else "SMTP"  # names from RFC 3848
     if server.is_encrypted:
         protocol += "S"
@@ -213,10 +151,25 @@ _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\\\"]+@(?:[^\s@<>()\[\],;:\\\".]+\.)*[^
 
 def malformed(address: str) -> str | None:
     """The 553 reply for an address that is not local@domain, or None if it is fine."""
-    if _ADDRESS.match(address):
+    if _ADDRESS.match(address) and not _UNPRINTABLE.search(address):
         return None
-    return (f"553 5.1.3 <{address}>: " + _("malformed address") + f" ({_('hint')}: " +
-            _("an address looks like <name@example.com>") + ")")
+    if _UNPRINTABLE.search(address):
+        hint = _("an address is text in ASCII or UTF-8, without control characters")
+    else:
+        hint = _("an address looks like <name@example.com>")
+    return f"553 5.1.3 <{printable(address)}>: " + _("malformed address") + f" ({_('hint')}: {hint})"
+
+
+class NullPath(str):
+    """The null reverse-path ``<>`` (RFC 5321 4.5.5): the sender of bounces, which every server
+    must accept. It equals ``""`` but is true, because aiosmtpd takes a false ``mail_from`` to
+    mean "no MAIL command yet"."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+NULL_PATH = NullPath("")
 
 
 class DeliveryHandler:
@@ -227,33 +180,25 @@ class DeliveryHandler:
         self.router = router
         self.store = ctx.store
 
-    # ---- authentication (aiosmtpd's authenticator callable)
-    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
-        if not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        user = auth_data.login.decode("utf-8", "replace")
-        conn = getattr(server, "transcript", None)
-        server.last_auth_user = user
-        acct = self.ctx.authenticate(user, auth_data.password.decode("utf-8", "replace"),
-                                     protocol=server.mode, peer=conn.peer if conn else "",
-                                     mechanism=f"AUTH {mechanism}", secure=server.is_encrypted)
-        if acct is None:
-            return AuthResult(success=False, handled=False)
-        if conn is not None:
-            conn.user = acct.login
-        return AuthResult(success=True, auth_data=acct.login)
+    def sender_refusal(self, session: Session, address: str) -> str | None:
+        """The 553 reply when a logged-in user names a sender address that is not theirs."""
+        if not session.authenticated or address == "":
+            return None
+        acct = self.store.account(session.auth_data)
+        if acct is None or address.lower() in acct.addresses:
+            return None
+        return (f"553 5.7.1 <{printable(address)}>: " + _("sender address not owned by user") +
+                f" {acct.login} ({_('hint')}: " +
+                _("logged-in users send from their own address, here {0}").format(acct.address) + ")")
 
     # ---- envelope
     async def handle_MAIL(self, server, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
-        if address and malformed(address):  # "" is the null sender of bounces (RFC 5321 4.5.5)
+        if address != "" and malformed(address):  # "" is the null sender <> (RFC 5321 4.5.5)
             return malformed(address)
-        if session.authenticated and address:
-            acct = self.store.account(session.auth_data)
-            if acct is not None and address.lower() not in acct.addresses:
-                return (f"553 5.7.1 <{address}>: " + _("sender address not owned by user") +
-                        f" {acct.login} ({_('hint')}: " +
-                        _("logged-in users send from their own address, here {0}").format(acct.address) + ")")
+        refusal = self.sender_refusal(session, address)
+        if refusal:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -288,6 +233,7 @@ class DeliveryHandler:
     # ---- the message
     async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
         queue_id = secrets.token_hex(6).upper()
+        sender = str(envelope.mail_from)  # a plain "" for the null sender
         content = envelope.original_content or b""
         added = b""
         if session.authenticated:  # submission (RFC 6409 8.2, 8.3): complete the message
@@ -300,22 +246,52 @@ class DeliveryHandler:
         local = [r for r in envelope.rcpt_tos if r.rpartition("@")[2].lower() == self.ctx.domain]
         remote = [r for r in envelope.rcpt_tos if r not in local]
         body = added + content
+        if remote:
+            # On disk before anything else happens: the 250 below is a promise (RFC 5321 6.1).
+            try:
+                self.router.enqueue(self.ctx.hostname, QueuedMessage(
+                    sender, remote, _received_header(server, session, self.ctx, queue_id,
+                                                     remote[0] if len(remote) == 1 else None) + body,
+                    queue_id))
+            except OSError as e:
+                log.error("could not queue %s: %s", queue_id, e)
+                return ("451 4.3.0 " + _("could not queue the message; nothing was delivered") +
+                        f" ({_('hint')}: " + _("try again in a moment") + ")")
         delivered_to = set()
         for rcpt in local:
             acct = self.store.find_address(rcpt)
             if acct is None or acct.login in delivered_to:
                 continue
             delivered_to.add(acct.login)
-            trace = (f"Return-Path: <{envelope.mail_from or ''}>\r\n"
+            trace = (f"Return-Path: <{sender}>\r\n"
                      f"Delivered-To: {rcpt}\r\n").encode()
             acct.folder("INBOX").deliver(trace + _received_header(server, session, self.ctx,
                                                                   queue_id, rcpt) + body)
-        if remote:
-            self.router.enqueue(self.ctx.hostname, QueuedMessage(
-                envelope.mail_from or "", remote,
-                _received_header(server, session, self.ctx, queue_id,
-                                 remote[0] if len(remote) == 1 else None) + body, queue_id))
         return f"250 2.0.0 OK: queued as {queue_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A bug of ours, not the client's fault: logged (in the lab's log), and a 451."""
+        log.error("SMTP session error", exc_info=error)
+        return ("451 4.3.0 " + _("internal error; the command was not carried out") +
+                f" ({_('hint')}: " + _("lab.log() shows the details") + ")")
+
+
+class _Commands(dict):
+    """aiosmtpd's table of SMTP commands, consulted once per command line. Through it
+    :class:`LabSMTP` learns each command's name and answers the unrecognised ones itself."""
+
+    def __init__(self, methods: dict, session: "LabSMTP"):
+        super().__init__(methods)
+        self.session = session
+
+    def get(self, command, default=None):
+        method = super().get(command)
+        if method is None:
+            self.session.current_command = None
+            return functools.partial(self.session.unrecognised, command)
+        self.session.current_command = command
+        self.session.bad_commands_in_a_row = 0
+        return method
 
 
 class LabSMTP(SMTP):
@@ -324,6 +300,21 @@ class LabSMTP(SMTP):
     ``mode`` says which job the port has: ``"smtp"`` (25, the MX: mail from anyone for local
     users, STARTTLS offered), ``"submission"`` (587, RFC 6409: STARTTLS before AUTH, AUTH
     before MAIL) or ``"smtps"`` (465, RFC 8314: TLS from the first byte, AUTH before MAIL).
+
+    What it changes in aiosmtpd's behaviour, and why:
+
+    * ``MAIL FROM:<>`` is accepted (the null sender of bounces, RFC 5321 4.5.5);
+    * ``AUTH`` inside a mail transaction is refused (RFC 4954 4), so the sender check of
+      ``MAIL`` always sees the login that sends;
+    * password checks run in a worker thread (scrypt must not stall every other server), and a
+      refused login is answered late (:class:`maillab.net.LoginGuard`);
+    * unrecognised commands end the session only when ``MAX_BAD_COMMANDS_IN_A_ROW`` come in a
+      row (aiosmtpd counts five in a whole session), with a hint for header lines typed too early;
+    * every reply is one printable line, whatever bytes the client sent; an internal error is a
+      ``451`` and a record in the lab's log, never a traceback in a reply;
+    * the idle timer runs from the last command that moved mail along (NOOP and RSET do not
+      count), a session lasts at most ``smtp_session_limit`` seconds, and the transcript says
+      why the server hung up.
     """
 
     def __init__(self, handler: DeliveryHandler, ctx: ServerContext, mode: str = "smtp", **kwargs):
@@ -333,11 +324,17 @@ class LabSMTP(SMTP):
         self.transcript = None
         self.implicit_tls = False
         self.last_auth_user = ""
+        self.current_command: str | None = ""  # None while an unrecognised one is answered
+        self.bad_commands_in_a_row = 0
+        self.close_reason: str | None = None
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._smtp_methods = _Commands(self._smtp_methods, self)
 
     @property
     def is_encrypted(self) -> bool:
         return self.implicit_tls or self._tls_protocol is not None
 
+    # ---- connection and transcript
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transcript is None:  # not the second call after STARTTLS
             peer = transport.get_extra_info("peername")
@@ -346,6 +343,9 @@ class LabSMTP(SMTP):
             set_nodelay(transport)
             self.ctx.connections.add(transport)
             self.implicit_tls = transport.get_extra_info("ssl_object") is not None
+            limit = float(self.ctx.options.get("smtp_session_limit", DEFAULT_SESSION_LIMIT))
+            self._session_timer = self.loop.call_later(limit, self._hang_up, "4.4.2", _(
+                "session too long (at most {0:g} s); closing connection").format(limit))
         tls = describe(transport)
         if tls:  # implicit TLS (465) at once, or the end of a STARTTLS handshake
             self.transcript.event(tls)
@@ -357,12 +357,37 @@ class LabSMTP(SMTP):
 
     def connection_lost(self, error) -> None:
         if self.transcript is not None:
-            self.transcript.close()
+            self.transcript.close(self.close_reason or "connection closed")
+        if self._session_timer is not None:
+            self._session_timer.cancel()
         if self._original_transport is not None:
             self.ctx.connections.discard(self._original_transport)
         self.ctx.connections.discard(self.transport)
         super().connection_lost(error)
 
+    # ---- timeouts
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd restarts the idle timer for every recognised command; a client sending NOOP
+        # every few minutes would hold its connection for ever.
+        if self._timeout_handle is not None and (self.current_command is None
+                                                 or self.current_command in _NO_PROGRESS):
+            return
+        super()._reset_timeout(duration)
+
+    def _timeout_cb(self) -> None:
+        self._hang_up("4.4.2", _("idle for {0:g} s; closing connection").format(self._timeout_duration))
+
+    def _hang_up(self, status: str, why: str) -> None:
+        """Say goodbye with a 421 (RFC 5321 3.8) and close; the transcript says why."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.close_reason = why
+        line = f"421 {status} {self.hostname} {why}\r\n".encode()
+        self.transcript.server(line)
+        self.transport.write(line)
+        self.transport.close()
+
+    # ---- replies
     async def push(self, status) -> None:
         if isinstance(status, bytes):
             status = status.decode("utf-8", "replace")
@@ -370,12 +395,129 @@ class LabSMTP(SMTP):
             delay = self.ctx.guard.delay(self.transcript.peer, self.last_auth_user)
             if delay:
                 await asyncio.sleep(delay)
-        line = (add_hint(status) + "\r\n").encode("utf-8")
+        line = (printable(add_hint(status)) + "\r\n").encode("utf-8")
         self.transcript.server(line)
         if self.transport is None or self.transport.is_closing():
             return
         self._writer.write(line)
         await self._writer.drain()
+
+    async def unrecognised(self, command: str, arg: str | None) -> None:
+        """Answer a command SMTP does not have; hang up only after many in a row."""
+        self.bad_commands_in_a_row += 1
+        if self.bad_commands_in_a_row >= MAX_BAD_COMMANDS_IN_A_ROW:
+            self._hang_up("4.7.0", _("too many unrecognised commands in a row ({0}); closing "
+                                     "connection").format(self.bad_commands_in_a_row))
+            return
+        reply = f'500 5.5.2 Error: command "{command}" not recognized'
+        if command.endswith(":"):  # "Subject: hi" typed before DATA
+            reply += f" ({_('hint')}: " + _("header lines such as {0} go after DATA, in the "
+                                            "message itself").format(command.title()) + ")"
+        else:
+            reply += f" ({_('hint')}: " + _("SMTP commands are HELO, EHLO, MAIL, RCPT, DATA, RSET, "
+                                            "NOOP, QUIT, AUTH, VRFY, HELP") + ")"
+        await self.push(reply)
+
+    # ---- addresses
+    def _getaddr(self, arg: str):
+        if arg.lstrip().startswith("<>"):  # the null reverse-path, which aiosmtpd refuses
+            return NULL_PATH, arg.lstrip()[2:]
+        try:
+            return super()._getaddr(arg)
+        except Exception:  # the email package's parser raises on some inputs, e.g. "<@a.example:"
+            return None, None
+
+    # ---- AUTH
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self.envelope.mail_from:
+            # RFC 4954 4: no AUTH during a mail transaction. Otherwise MAIL FROM:<someone>
+            # followed by AUTH as yourself would skip the check that you own the sender.
+            await self.push("503 5.5.1 " + _("AUTH not permitted during a mail transaction") +
+                            f" ({_('hint')}: " + _("log in before MAIL FROM, or send RSET first") + ")")
+            return
+        await super().smtp_AUTH(arg)
+
+    async def auth_PLAIN(self, _server, args: list[str]) -> AuthResult:
+        blob = await self._auth_argument(args, b"")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\0")
+        if len(parts) != 3:  # [authorisation id] NUL login NUL password (RFC 4616)
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._check_login("PLAIN", parts[1], parts[2])
+
+    async def auth_LOGIN(self, _server, args: list[str]) -> AuthResult:
+        login = await self._auth_argument(args, b"User Name\0")
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(b"Password\0")
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        return await self._check_login("LOGIN", login, password)
+
+    async def _auth_argument(self, args: list[str], challenge: bytes) -> bytes | None:
+        """The base64 answer given with the AUTH command, or asked for with a 334 challenge."""
+        if len(args) == 1:
+            answer = await self.challenge_auth(challenge)
+            return None if answer is MISSING else answer
+        try:
+            return b64decode(args[1].encode("ascii", "strict"), validate=True)
+        except (binascii.Error, UnicodeError, ValueError):
+            await self.push("501 5.5.2 Can't decode base64")
+            return None
+
+    async def challenge_auth(self, challenge, encode_to_b64: bool = True,
+                             log_client_response: bool = False):
+        """A 334 challenge and the client's base64 answer (MISSING if there is none). Unlike
+        aiosmtpd's, an over-long answer line is read to its end and refused (RFC 4954 4)."""
+        if isinstance(challenge, str):
+            challenge = challenge.encode()
+        await self.push(b"334 " + (b64encode(challenge) if encode_to_b64 else challenge))
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError:  # the client hung up
+            return MISSING
+        except asyncio.LimitOverrunError as e:
+            await self._discard_line(e.consumed)
+            line = None
+        if line is None or len(line) > AUTH_LINE_LIMIT:
+            await self.push("500 5.5.6 Authentication Exchange line is too long")
+            return MISSING
+        blob = line.strip()
+        if blob == b"*":  # the client cancels (RFC 4954 4)
+            await self.push("501 5.7.0 Auth aborted")
+            return MISSING
+        try:
+            return b64decode(blob, validate=True)
+        except (binascii.Error, ValueError):
+            await self.push("501 5.5.2 Can't decode base64")
+            return MISSING
+
+    async def _discard_line(self, consumed: int) -> None:
+        """Skip the rest of a line longer than the reader's limit."""
+        while True:
+            await self._reader.read(consumed)
+            try:
+                await self._reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as e:
+                consumed = e.consumed
+            except asyncio.IncompleteReadError:
+                return
+
+    async def _check_login(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
+        user = login.decode("utf-8", "replace")
+        self.last_auth_user = user
+        # scrypt takes milliseconds: in a worker thread, so the loop serves everyone meanwhile.
+        acct = await asyncio.to_thread(
+            self.ctx.authenticate, user, password.decode("utf-8", "replace"), protocol=self.mode,
+            peer=self.transcript.peer, mechanism=f"AUTH {mechanism}", secure=self.is_encrypted)
+        if acct is None:
+            return AuthResult(success=False, handled=False)  # aiosmtpd answers 535
+        self.transcript.user = acct.login
+        return AuthResult(success=True, auth_data=acct.login)
 
 
 async def start_smtp(ctx: ServerContext, sock: socket.socket, router: Router, *,
@@ -384,7 +526,8 @@ async def start_smtp(ctx: ServerContext, sock: socket.socket, router: Router, *,
     """Serve SMTP for ``ctx.domain`` on an already listening socket.
 
     ``mode``: ``"smtp"`` (port 25's job), ``"submission"`` (587) or ``"smtps"`` (465); the TLS
-    modes need ``ctx.tls``.
+    modes need ``ctx.tls``. Options read from ``ctx.options``: ``smtp_timeout`` (seconds without
+    progress, default 300), ``smtp_session_limit`` (default 3600), ``max_connections``.
     """
     handler = DeliveryHandler(ctx, router)
     loop = asyncio.get_running_loop()
@@ -408,7 +551,10 @@ async def start_smtp(ctx: ServerContext, sock: socket.socket, router: Router, *,
             warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
             return LabSMTP(handler, ctx, mode, hostname=ctx.hostname, ident="ESMTP maillab",
                            data_size_limit=size_limit, enable_SMTPUTF8=True,
-                           authenticator=handler.authenticate,
-                           timeout=ctx.options.get("smtp_timeout", 300), loop=loop, **settings)
+                           timeout=float(ctx.options.get("smtp_timeout", DEFAULT_TIMEOUT)),
+                           loop=loop, **settings)
 
-    return await serve(ctx, sock, factory, implicit_tls=mode == "smtps")
+    busy = (f"421 4.7.0 {ctx.hostname} " + _("too many connections; try again later") +
+            f" ({_('hint')}: " + _("close connections you no longer use") + ")")
+    return await serve(ctx, sock, factory, implicit_tls=mode == "smtps", busy_reply=busy,
+                       service=ctx.service_name(mode))

@@ -40,6 +40,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -61,6 +62,7 @@ LETTER_TO_FLAG = {v: k for k, v in FLAG_TO_LETTER.items()}
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
 
 UIDFILE = "maillab-uidvalidity"
+LAST_VALIDITY_FILE = "maillab-last-uidvalidity"  # at the store's root: the largest ever given
 KEYWORDFILE = "maillab-keywords.json"  # custom IMAP keywords per UID (Maildir has no place for them)
 SUBSCRIPTIONFILE = "maillab-subscriptions"  # IMAP SUBSCRIBE state, one folder name a line
 HIERARCHY_DELIMITER = "."  # Maildir++: folder "Archive.2024" lives in ".Archive.2024/"
@@ -186,11 +188,12 @@ class Folder:
             validity, nxt = uidfile.read_text().split()
             self.uidvalidity, self._uidnext = int(validity), int(nxt)
         except (OSError, ValueError):
-            # A new folder: UIDVALIDITY from the clock, so a re-created folder gets a new one.
-            self.uidvalidity = max(int(time.time()), self.account.store._last_validity + 1)
+            # A new folder (or a re-created one): a UIDVALIDITY larger than any this store gave
+            # before, so a client never mistakes the new folder's UIDs for the old one's.
+            self.uidvalidity = self.account.store._next_validity()
             self._uidnext = 1
             self._save_uid_state()
-        self.account.store._last_validity = max(self.account.store._last_validity, self.uidvalidity)
+        self.account.store._saw_validity(self.uidvalidity)
 
     def _save_uid_state(self):
         tmp = self.path / (UIDFILE + ".tmp")
@@ -258,31 +261,32 @@ class Folder:
     def _scan(self) -> dict[int, MessageInfo]:
         index: dict[int, MessageInfo] = {}
         foreign: list[Path] = []
+        found = []
         for sub in ("cur", "new"):
-            d = self.path / sub
             try:
-                names = os.listdir(d)
+                found += [(name, sub) for name in os.listdir(self.path / sub) if not name.startswith(".")]
             except FileNotFoundError:
                 continue
-            for name in names:
-                if name.startswith("."):
-                    continue
-                p = d / name
-                parsed = _parse_name(name)
-                if parsed is None or "U" not in parsed[1] or "W" not in parsed[1]:
-                    foreign.append(p)
-                    continue
-                _, extra, flags = parsed
-                try:
-                    uid, size = int(extra["U"]), int(extra["W"])
-                    mtime = p.stat().st_mtime
-                except (ValueError, OSError):
-                    foreign.append(p)
-                    continue
-                if uid in index or uid >= self._uidnext + 1_000_000:
-                    foreign.append(p)
-                    continue
-                index[uid] = MessageInfo(uid, size, flags, mtime, p, recent=(sub == "new"))
+        # In name order (a name starts with its delivery time), so that when two files claim one
+        # UID (a learner's copy, say) the same one keeps it on every scan, whatever order the
+        # directory lists them in; the other is taken as a new message below.
+        for name, sub in sorted(found):
+            p = self.path / sub / name
+            parsed = _parse_name(name)
+            if parsed is None or "U" not in parsed[1] or "W" not in parsed[1]:
+                foreign.append(p)
+                continue
+            _, extra, flags = parsed
+            try:
+                uid, size = int(extra["U"]), int(extra["W"])
+                mtime = p.stat().st_mtime
+            except (ValueError, OSError):
+                foreign.append(p)
+                continue
+            if uid in index or uid >= self._uidnext + 1_000_000:
+                foreign.append(p)
+                continue
+            index[uid] = MessageInfo(uid, size, flags, mtime, p, recent=(sub == "new"))
         if index:
             self._uidnext = max(self._uidnext, max(index) + 1)
         # Files put here by something else (a learner copying a file into new/, say) get a UID.
@@ -631,9 +635,38 @@ class Store:
         os.chmod(self.root, 0o700)
         self.lock = threading.RLock()
         self.hash_n = hash_n
-        self._last_validity = 0
+        self._last_validity = self._read_last_validity()
         self._accounts: dict[str, Account] = {}
+        self._dummy_hashes: dict[tuple, str] = {}
         self._load_accounts()
+
+    # ---- UIDVALIDITY: one counter for the whole store, kept on disk
+    # A deleted folder's UIDVALIDITY file goes with it; this counter remembers the largest value
+    # ever given, so a folder re-created under the same name (even after a restart within the
+    # same second, when the clock alone would repeat itself) gets a larger one (RFC 3501 2.3.1.1).
+    def _read_last_validity(self) -> int:
+        try:
+            return int((self.root / LAST_VALIDITY_FILE).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def _next_validity(self) -> int:
+        with self.lock:
+            validity = max(int(time.time()), self._last_validity + 1)
+            self._saw_validity(validity)
+            return validity
+
+    def _saw_validity(self, validity: int) -> None:
+        with self.lock:
+            if validity <= self._last_validity:
+                return
+            self._last_validity = validity
+            tmp = self.root / (LAST_VALIDITY_FILE + ".tmp")
+            try:
+                tmp.write_text(f"{validity}\n")
+                os.replace(tmp, self.root / LAST_VALIDITY_FILE)
+            except OSError:
+                pass  # a read-only store: the in-memory counter still protects this run
 
     # ---- persistence
     @property
@@ -724,9 +757,22 @@ class Store:
         acct = self.account(user) or self.find_address(user)
         if acct is None:
             # Spend the same time as a real check, so timing does not tell who exists.
-            verify_password(password, _DUMMY_HASH)
+            verify_password(password, self._dummy_hash())
             return None
         return acct if acct.check_password(password) else None
+
+    def _dummy_hash(self) -> str:
+        """A hash no password matches, with the scrypt cost most accounts here have."""
+        costs = Counter(_scrypt_cost(a.password_hash) for a in self.accounts)
+        cost = costs.most_common(1)[0][0] if costs else None
+        if cost is None:
+            cost = (self.hash_n, SCRYPT_R, SCRYPT_P)
+        dummy = self._dummy_hashes.get(cost)
+        if dummy is None:
+            salt = base64.b64encode(secrets.token_bytes(16)).decode()
+            dummy = "scrypt${}${}${}${}$".format(*cost, salt) + base64.b64encode(bytes(64)).decode()
+            self._dummy_hashes[cost] = dummy
+        return dummy
 
     def close(self):
         if self._tmp is not None:
@@ -737,4 +783,10 @@ class Store:
         return f"<Store {self.root} {len(self._accounts)} accounts>"
 
 
-_DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+def _scrypt_cost(stored: str) -> tuple[int, int, int] | None:
+    """(n, r, p) of a stored hash, or None if it is not one of ours."""
+    try:
+        scheme, n, r, p, _salt, _digest = stored.split("$")
+        return (int(n), int(r), int(p)) if scheme == "scrypt" else None
+    except ValueError:
+        return None

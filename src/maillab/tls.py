@@ -15,7 +15,11 @@ from pathlib import Path
 
 import trustme
 
+from .net import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
+
 __all__ = ["LabCA", "describe", "start_tls_server", "serve"]
+
+HANDSHAKE_TIMEOUT = 15  # seconds a client gets to finish a TLS handshake
 
 
 class LabCA:
@@ -69,15 +73,29 @@ async def start_tls_server(protocol: asyncio.BaseProtocol, transport: asyncio.Tr
     """
     loop = asyncio.get_running_loop()
     return await loop.start_tls(transport, protocol, context, server_side=True,
-                                ssl_handshake_timeout=15)
+                                ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
 
 
-async def serve(ctx, sock, protocol_factory, *, implicit_tls: bool = False):
+async def serve(ctx, sock, protocol_factory, *, implicit_tls: bool = False,
+                busy_reply: bytes | str | None = None, service: str | None = None):
     """``loop.create_server`` on a bound socket; with ``implicit_tls`` every connection starts
-    with a TLS handshake using the host's certificate (SMTPS 465, POP3S 995, IMAPS 993)."""
+    with a TLS handshake using the host's certificate (SMTPS 465, POP3S 995, IMAPS 993).
+
+    At most ``ctx.options["max_connections"]`` connections are open at once on this service
+    (:data:`maillab.net.DEFAULT_MAX_CONNECTIONS` unless the lab set it); a client beyond that
+    gets ``busy_reply``, the protocol's own refusal (e.g. ``421 4.7.0 ...``, ``* BYE
+    [UNAVAILABLE] ...``, ``-ERR [SYS/TEMP] ...``), recorded in the transcript as ``service``.
+    Returns the asyncio server; its ``connection_limit`` attribute counts open and refused ones.
+    """
     loop = asyncio.get_running_loop()
     ssl_context = ctx.server_tls_context() if implicit_tls else None
     if implicit_tls and ssl_context is None:
         raise ValueError("implicit TLS needs the lab's certificates (ctx.tls)")
-    return await loop.create_server(protocol_factory, sock=sock, ssl=ssl_context,
-                                    ssl_handshake_timeout=15 if ssl_context else None)
+    limit = ConnectionLimit(int(ctx.options.get("max_connections", DEFAULT_MAX_CONNECTIONS)),
+                            busy_reply=busy_reply, recorder=ctx.recorder,
+                            service=service or ctx.service_name("server"),
+                            grace=HANDSHAKE_TIMEOUT + 1 if ssl_context else None)
+    server = await loop.create_server(limit.wrap(protocol_factory), sock=sock, ssl=ssl_context,
+                                      ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ssl_context else None)
+    server.connection_limit = limit
+    return server

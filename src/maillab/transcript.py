@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import logging
 import re
 import threading
 import time
@@ -20,7 +21,26 @@ from .i18n import _
 __all__ = ["Recorder", "Connection", "Line", "Transcript", "SequenceDiagram", "ROUTINE"]
 
 CLIENT, SERVER, EVENT = "C", "S", "*"
-MAX_LINE = 64 * 1024  # a "line" longer than this is cut into pieces
+MAX_LINE = 8 * 1024  # bytes of one line that are kept; the rest is counted and marked
+LINE_OVERHEAD = 200  # bytes of memory a Line costs besides its text (for the memory budget)
+REFUSED_KEPT = 20  # refused commands in a row that are kept; later ones are only counted
+
+log = logging.getLogger("maillab.transcript")
+
+
+def _refusal_test(service: str):
+    """A test telling whether a server line refuses the client's command, for this protocol."""
+    protocol = service.partition(":")[0]
+    if protocol in ("smtp", "submission", "smtps"):
+        return lambda line: line[:1] in (b"4", b"5") and line[1:3].isdigit()
+    if protocol in ("pop3", "pop3s"):
+        return lambda line: line.startswith(b"-ERR")
+    if protocol in ("imap", "imaps"):
+        def imap(line: bytes) -> bool:
+            words = line.split(b" ", 2)
+            return len(words) > 1 and words[0] not in (b"*", b"+") and words[1] in (b"BAD", b"NO")
+        return imap
+    return None  # no notion of a refused line (HTTP): only the other limits apply
 
 
 class Line(NamedTuple):
@@ -44,7 +64,17 @@ class Line(NamedTuple):
 
 
 class Connection:
-    """The recorder's handle for one connection. Thread-safe through the recorder's lock."""
+    """The recorder's handle for one connection. Thread-safe through the recorder's lock.
+
+    What one connection may keep is bounded, and every cut leaves an event line saying so:
+
+    * a line keeps at most :data:`MAX_LINE` bytes;
+    * each side keeps at most ``recorder.per_connection`` lines and
+      ``recorder.per_connection_bytes`` bytes;
+    * once the server has refused :data:`REFUSED_KEPT` commands in a row (garbage, a client
+      that never logs in), further refused commands and their refusals are counted, not kept,
+      until the server accepts something again.
+    """
 
     def __init__(self, recorder: "Recorder", service: str, conn_id: int, peer: str):
         self.recorder = recorder
@@ -53,33 +83,84 @@ class Connection:
         self.peer = peer
         self.user: str | None = None  # set by the server after a successful login
         self._partial = {CLIENT: b"", SERVER: b""}
+        self._partial_cut = {CLIENT: 0, SERVER: 0}  # bytes of the current line beyond MAX_LINE
         self._kept = {CLIENT: 0, SERVER: 0}
+        self._kept_bytes = {CLIENT: 0, SERVER: 0}
         self.skipped = {CLIENT: 0, SERVER: 0}  # lines counted but not kept (over the limit)
+        self._is_refusal = _refusal_test(service)
+        self.refusals_in_a_row = 0
+        self._refused_skipped = [0, 0]  # lines and bytes not kept while refusals go on
         self.closed = False
 
     def _feed(self, who: str, data: bytes) -> None:
-        limit = self.recorder.per_connection
-        if self._kept[who] >= limit:  # a huge download: count its lines, keep none of them
-            self.skipped[who] += data.count(b"\n")
+        rec = self.recorder
+        if self._kept[who] >= rec.per_connection or self._kept_bytes[who] >= rec.per_connection_bytes:
+            self.skipped[who] += data.count(b"\n")  # a huge download: count its lines, keep none
             return
         buf = self._partial[who] + data
         lines = buf.split(b"\n")
         partial = lines.pop()
-        if len(partial) > MAX_LINE:  # no line end in sight: keep a piece, not all of it
-            lines.append(partial[:MAX_LINE])
-            partial = b""
+        if len(partial) > MAX_LINE:  # no line end in sight: keep the line's start only
+            self._partial_cut[who] += len(partial) - MAX_LINE
+            partial = partial[:MAX_LINE]
         self._partial[who] = partial
         now = time.time()
-        room = limit - self._kept[who]
-        service, conn_id, peer = self.service, self.id, self.peer
-        self.recorder._extend([Line(now, service, conn_id, who, line + b"\n", peer)
-                               for line in lines[:room]])
-        self._kept[who] += min(room, len(lines))
-        if len(lines) > room:
-            self.skipped[who] += len(lines) - room
-            side = "client" if who == CLIENT else "server"
-            self.event(f"transcript limit of {limit} {side} lines for this connection reached: "
-                       f"further {side} lines are counted, not kept")
+        out: list[Line] = []
+        for i, line in enumerate(lines):
+            cut = self._partial_cut[who] + max(0, len(line) - MAX_LINE)
+            self._partial_cut[who] = 0
+            raw = line[:MAX_LINE] + b"\n"
+            if self._skip_refused(who, raw, cut):
+                continue
+            if not self._room(who, len(raw), out):
+                self.skipped[who] += len(lines) - i - 1  # the rest of this chunk
+                break
+            out.append(Line(now, self.service, self.id, who, raw, self.peer))
+            if cut:
+                out.append(self._event_line(_("{0} more bytes of this line not kept").format(cut)))
+        rec._extend(out)
+
+    def _room(self, who: str, size: int, out: list[Line]) -> bool:
+        """Count a line against this side's limits; False (and a marker, once) when full."""
+        rec = self.recorder
+        self._kept[who] += 1
+        self._kept_bytes[who] += size
+        if self._kept[who] <= rec.per_connection and self._kept_bytes[who] <= rec.per_connection_bytes:
+            return True
+        self.skipped[who] += 1
+        side = "client" if who == CLIENT else "server"
+        out.append(self._event_line(
+            f"transcript limit of {rec.per_connection} {side} lines or "
+            f"{rec.per_connection_bytes // 1024} KiB for this connection reached: "
+            f"further {side} lines are counted, not kept"))
+        return False
+
+    def _skip_refused(self, who: str, raw: bytes, cut: int) -> bool:
+        """Keep track of refused commands; True when this line is one not to keep."""
+        if self._is_refusal is None:
+            return False
+        if who == SERVER:
+            if raw.startswith(b"* ") or raw.startswith(b"+ "):  # IMAP untagged data, continuations
+                return self.refusals_in_a_row > REFUSED_KEPT
+            if self._is_refusal(raw):
+                self.refusals_in_a_row += 1
+                if self.refusals_in_a_row == REFUSED_KEPT + 1:
+                    self.event(_("{0} commands in a row were refused: further refused commands "
+                                 "and their answers are counted, not kept").format(REFUSED_KEPT))
+            else:
+                self._end_refusals()
+        if self.refusals_in_a_row <= REFUSED_KEPT:
+            return False
+        self._refused_skipped[0] += 1
+        self._refused_skipped[1] += len(raw) + cut
+        return True
+
+    def _end_refusals(self) -> None:
+        lines, size = self._refused_skipped
+        if lines:
+            self.event(_("{0} refused lines ({1} bytes) were not kept").format(lines, size))
+        self._refused_skipped = [0, 0]
+        self.refusals_in_a_row = 0
 
     def client(self, data: bytes) -> None:
         """Bytes the client sent."""
@@ -89,8 +170,11 @@ class Connection:
         """Bytes the server sent."""
         self._feed(SERVER, data)
 
+    def _event_line(self, text: str) -> Line:
+        return Line(time.time(), self.service, self.id, EVENT, text.encode("utf-8", "replace"), self.peer)
+
     def event(self, text: str) -> None:
-        self.recorder._add(Line(time.time(), self.service, self.id, EVENT, text.encode(), self.peer))
+        self.recorder._add(self._event_line(text))
 
     def close(self, reason: str = "connection closed") -> None:
         if self.closed:
@@ -100,7 +184,10 @@ class Connection:
                 self.recorder._add(Line(time.time(), self.service, self.id, who, self._partial[who],
                                         self.peer))
                 self._partial[who] = b""
+                if self._partial_cut[who]:
+                    self.event(_("{0} more bytes of this line not kept").format(self._partial_cut[who]))
         self.closed = True
+        self._end_refusals()
         for who, n in self.skipped.items():
             if n:
                 self.event(f"{n} more {'client' if who == CLIENT else 'server'} lines not kept")
@@ -108,11 +195,23 @@ class Connection:
 
 
 class Recorder:
-    """All transcript lines of one lab, in order. Keeps at most ``limit`` lines (oldest go first)."""
+    """All transcript lines of one lab, in order, within a memory budget.
 
-    def __init__(self, limit: int = 200_000, per_connection: int = 20_000):
+    Keeps at most ``limit`` lines and about ``max_bytes`` bytes of memory (lines' text plus
+    their bookkeeping); when either is reached the oldest lines go first (``dropped`` counts
+    them, and the lab's log says so once). Each connection has limits of its own
+    (``per_connection`` lines and ``per_connection_bytes`` bytes per side; see
+    :class:`Connection`).
+    """
+
+    def __init__(self, limit: int = 200_000, per_connection: int = 20_000, *,
+                 max_bytes: int = 32 * 1024 * 1024, per_connection_bytes: int = 4 * 1024 * 1024):
+        self.limit = limit
+        self.max_bytes = max_bytes
         self.per_connection = per_connection  # lines kept per connection and side
-        self._lines: deque[Line] = deque(maxlen=limit)
+        self.per_connection_bytes = per_connection_bytes  # bytes kept per connection and side
+        self._lines: deque[Line] = deque()
+        self._bytes = 0
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._users: dict[int, str] = {}
@@ -124,18 +223,29 @@ class Recorder:
         return conn
 
     def _add(self, line: Line) -> None:
-        with self._lock:
-            if len(self._lines) == self._lines.maxlen:
-                self.dropped += 1
-            self._lines.append(line)
+        self._extend([line])
 
     def _extend(self, lines: list[Line]) -> None:
         """Add many lines under one lock (a long reply is thousands of lines)."""
         if not lines:
             return
         with self._lock:
-            self.dropped += max(0, len(self._lines) + len(lines) - self._lines.maxlen)
             self._lines.extend(lines)
+            self._bytes += sum(len(l.raw) for l in lines) + LINE_OVERHEAD * len(lines)
+            first_drop = self.dropped == 0
+            while self._lines and (len(self._lines) > self.limit or self._bytes > self.max_bytes):
+                old = self._lines.popleft()
+                self._bytes -= len(old.raw) + LINE_OVERHEAD
+                self.dropped += 1
+        if first_drop and self.dropped:
+            log.warning("transcript memory limit reached (%d lines, %d MiB): the oldest lines are "
+                        "dropped from now on", self.limit, self.max_bytes // (1024 * 1024))
+
+    @property
+    def memory(self) -> int:
+        """About how many bytes the kept lines take."""
+        with self._lock:
+            return self._bytes
 
     def lines(self) -> list[Line]:
         with self._lock:
@@ -144,6 +254,7 @@ class Recorder:
     def clear(self) -> None:
         with self._lock:
             self._lines.clear()
+            self._bytes = 0
 
 
 class Transcript:
