@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import itertools
 import signal
 import socket
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -153,6 +155,7 @@ def test_smtp_and_pop3_drivers_follow_the_state():
     data = s.step("DATA")
     s.answered(data, _fed(SmtpReply(), b"354 go\r\n"))
     assert s.step("QUIT").reply is None  # inside the message: a line of text, no answer yet
+    assert s.step(". ").reply is None and "just a dot" in s.step(". ").notes[0]
     assert "dot" in s.unfinished()[0]
     p = Pop3Driver()
     assert "log" in " ".join(p.step("RETR 1").notes)
@@ -357,6 +360,18 @@ def test_a_named_session_goes_on_in_the_next_cell(lab):
     assert third.replies[0][1][-1].startswith("250") and not third.open
     assert "mine" not in open_sessions()
     assert [m.subject for m in lab.mailbox("alice")] == ["two cells"]
+
+
+def test_an_open_session_does_not_keep_a_replaced_lab_alive():
+    old = maillab.MailLab(ports="any").start()
+    run_session("smtp", None, "EHLO me", session="kept", lab=old)
+    gone = weakref.ref(old)
+    old.stop()
+    del old
+    gc.collect()
+    assert gone() is None  # issue 11: a replaced lab must free its memory
+    later = run_session("smtp", None, "QUIT", session="kept")
+    assert "kept" not in open_sessions() and later.error
 
 
 def test_a_cell_that_names_the_server_starts_the_session_anew(lab):

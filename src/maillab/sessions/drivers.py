@@ -112,7 +112,10 @@ class SmtpDriver(Driver):
             if line == ".":
                 self.in_data = False  # whatever the answer, the message has ended
                 return Step([line], _plain(line), SmtpReply(), command=".")
-            if line.startswith("."):
+            if line.strip() == ".":
+                notes.append(_("This line holds a dot and spaces: only a line holding just a dot "
+                               "ends the message."))
+            elif line.startswith("."):
                 notes.append(_("The server takes away the first dot of a line that starts with "
                                "a dot (dot-stuffing): type two dots to keep one."))
             return Step([line], _plain(line), None, notes, command="")

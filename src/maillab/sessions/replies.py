@@ -42,7 +42,7 @@ class Reply:
     """One answer of the server, assembled from its bytes as they come."""
 
     def __init__(self):
-        self.raw = b""
+        self.raw = bytearray()  # grows in place: a long message arrives in many pieces
         self.done = False
 
     def feed(self, data: bytes) -> bytes:
@@ -54,7 +54,8 @@ class Reply:
         if end is None:
             return b""
         self.done = True
-        self.raw, rest = self.raw[:end], self.raw[end:]
+        rest = bytes(self.raw[end:])
+        del self.raw[end:]
         return rest
 
     def _end(self) -> int | None:

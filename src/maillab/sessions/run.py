@@ -12,7 +12,7 @@ import select
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+import weakref
 
 from ..i18n import _
 from .drivers import DRIVERS, Driver, Step
@@ -39,16 +39,26 @@ class SessionProblem(Exception):
     """The session cannot start; the message is the one-line hint shown to the learner."""
 
 
-@dataclass
 class Target:
     """Where a session connects."""
 
-    host: str
-    port: int
-    server_hostname: str  # the name the TLS certificate must carry
-    implicit_tls: bool
-    label: str  # "mail.example.com port 2525 (stands for 25)"
-    lab: object = None
+    def __init__(self, host: str, port: int, server_hostname: str, implicit_tls: bool, label: str,
+                 lab=None):
+        self.host = host
+        self.port = port
+        self.server_hostname = server_hostname  # the name the TLS certificate must carry
+        self.implicit_tls = implicit_tls
+        self.label = label  # "mail.example.com port 2525 (stands for 25)"
+        # A named session must not keep a replaced lab (and its memory) alive.
+        self._lab = weakref.ref(lab) if lab is not None else None
+
+    @property
+    def lab(self):
+        return self._lab() if self._lab is not None else None
+
+    def lab_gone(self) -> bool:
+        """Was this a lab's server, and is that lab stopped (or gone)?"""
+        return self._lab is not None and (self.lab is None or not self.lab.running)
 
 
 def find_lab(lab=None):
@@ -169,7 +179,7 @@ class Session:
 
     def _refused_hint(self) -> str:
         t = self.target
-        if t.lab is not None and not t.lab.running:
+        if t.lab_gone():
             return _("The lab is stopped: run the first cell again (lab = maillab.start()).")
         if t.lab is not None and t.host == t.lab.host:
             return _("Nothing listens on port {0} of the lab: check the port in the lab's "
@@ -432,7 +442,7 @@ def run_session(protocol: str, where: str | None = None, text: str = "", *,
     names_server = bool(where or host or port or tls or submission)
     current = _open.get(session) if session else None
     if current is not None:
-        lab_gone = current.target.lab is not None and not current.target.lab.running
+        lab_gone = current.target.lab_gone()
         if names_server or lab_gone or not current.connected:
             if current.connected and lab_gone:
                 result.event(_("The lab of session {0} was stopped: a new connection is opened.")
