@@ -123,8 +123,8 @@ class SessionResult:
     def _repr_html_(self) -> str:
         explained: set[str] = set()
         rows = [_html_item(item, explained) for item in self.items]
-        return (f'<div class="maillab-session" style="font-size:13px;line-height:1.35;'
-                f'max-height:600px;overflow:auto">{"".join(rows)}</div>')
+        # No scroll box of its own: JupyterLab scrolls long outputs, and a printed page shows all.
+        return f'<div class="maillab-session" style="font-size:13px;line-height:1.35">{"".join(rows)}</div>'
 
 
 # Inline styles (not a style sheet): JupyterLab keeps them when a saved notebook is reopened.
@@ -139,6 +139,12 @@ _NOTE = ("font-family:sans-serif;color:#6b3a00;background:#ffeedd;border-left:3p
 _EVENT = "font-family:sans-serif;color:#777;font-style:italic;padding:1px 6px;margin:0"
 _ERROR = "font-family:sans-serif;color:#b00020;font-weight:bold;padding:2px 6px;margin:0"
 _ADDED = "font-family:sans-serif;font-size:11px;color:#888;font-style:italic"
+_TLS = ("font-family:sans-serif;font-size:9px;font-weight:bold;border:1px solid;border-radius:3px;"
+        "padding:0 2px;margin:0 4px")
+
+
+def _tls_badge() -> str:
+    return f'<span style="{_TLS}" title="{_esc(_("encrypted (TLS)"))}">TLS</span>'
 
 
 def _esc(text: str) -> str:
@@ -157,11 +163,12 @@ def _html_item(item: Exchange | Event, explained: set[str]) -> str:
     """One exchange or event; an explanation already shown in this cell is shown on hover only."""
     if isinstance(item, Event):
         style = _ERROR if item.kind == "error" else _EVENT
-        mark = "\U0001f512 " if item.kind == "tls" else ""
+        mark = _tls_badge() if item.kind == "tls" else ""
         return f'<div style="{style}">{mark}{_esc(item.text)}</div>'
-    lock = "\U0001f512" if item.encrypted else ""
+    lock = _tls_badge() if item.encrypted else ""  # a badge, not an emoji: fonts may lack it
     rows = []
-    you, server = _esc(_("client") + " \u2192" + lock), _esc("\u2190 " + _("server") + lock)
+    you = _esc(_("client") + " \u2192") + lock
+    server = _esc("\u2190 " + _("server")) + lock
     for index, line in enumerate(item.sent):
         text = _esc(line) if line else (f'<span style="color:#999" title="{_esc(_("empty line"))}">'
                                         "\u23ce</span>")
