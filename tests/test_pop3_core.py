@@ -534,3 +534,70 @@ def test_message_without_final_line_end(ctx, store):
     assert say(session, "RETR 4") == (f"+OK {size} octets\r\nSubject: x\r\n\r\n"
                                       "no line end\r\n.\r\n")
     assert say(session, "TOP 4 9").endswith("\r\n\r\nno line end\r\n.\r\n")
+
+
+# ----------------------------------------------------------------------------- issue 10
+
+def test_strict_mode_refuses_apop_before_stls(ctx, store):
+    """An APOP digest of a known password is crackable offline: like USER/PASS, not in clear."""
+    ctx.strict = True
+    alice = store.account("alice")
+    session = Pop3Session(ctx, tls_available=True)
+    session.greeting()
+    digest = hashlib.md5((session.timestamp + alice.apop_secret).encode()).hexdigest()
+    assert say(session, f"APOP alice {digest}").startswith(
+        "-ERR [AUTH] encryption required before logging in (send STLS first")
+    assert session.state is State.AUTHORIZATION and not ctx.guard.attempts  # not even tried
+    assert say(session, "STLS").startswith("+OK")
+    session.tls_started()
+    assert say(session, f"APOP alice {digest}").startswith("+OK alice's maildrop")
+
+
+def test_a_big_message_comes_in_pieces(ctx, store):
+    """RETR of a big message: bounded pieces, never the whole message copied at once."""
+    lines_ = [b".dot at a line start" if i % 7 == 0 else b"line %d" % i for i in range(300_000)]
+    big = b"Subject: big\n\n" + b"\n".join(lines_) + b"\n"
+    inbox(store).deliver(big)
+    session = new_session(ctx)
+    say(session, "USER alice")
+    say(session, f"PASS {PASSWORD}")
+    pieces = [session.receive_data(b"RETR 4\r\nNOOP\r\n")]
+    while session.pending:
+        pieces.append(session.receive_data())
+    assert len(pieces) > 3 and max(len(p) for p in pieces) < 2 * OUTPUT_BUDGET
+    answer = b"".join(pieces)
+    data = inbox(store).read(4)
+    assert answer == b"+OK %d octets\r\n" % len(data) + byte_stuff(data) + b".\r\n+OK\r\n"
+
+
+@pytest.mark.parametrize("data", [b".a\r\n.b", b"x\r\n.\r\n..\r\n", b"abc.\r\n.", b"...", b"",
+                                  b"\r\n.\r\n.\r\n.", b"a\r\n" * 5 + b".end"])
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 1000])
+def test_stuffed_pieces_are_byte_stuffing_cut_anywhere(data, size):
+    from maillab.pop3.core import stuffed_pieces
+    assert b"".join(stuffed_pieces(data, size)) == byte_stuff(data)
+
+
+def test_deferred_logins_wait_for_their_answer(ctx):
+    """With defer_logins the server checks passwords off its loop; what was pipelined behind
+    a login waits for its answer."""
+    session = Pop3Session(ctx, defer_logins=True)
+    session.greeting()
+    out = session.receive_data(b"USER alice\r\nPASS wrong\r\nUSER alice\r\nPASS " + PASSWORD.encode()
+                               + b"\r\nSTAT\r\n")
+    assert out == b"+OK now send your password with PASS\r\n"
+    request = session.login_request
+    assert request is not None and request.user == "alice" and not session.pending
+    assert session.receive_data() == b""  # nothing moves until the check is done
+    assert session.finish_login(request.check()).startswith(b"-ERR [AUTH] invalid user name or password")
+    assert session.auth_failed and session.pending
+    out = session.receive_data()
+    assert out == b"+OK now send your password with PASS\r\n"
+    assert session.finish_login(session.login_request.check()).startswith(b"+OK alice's maildrop")
+    assert session.receive_data().startswith(b"+OK 3 ")
+    # APOP goes the same way
+    other = Pop3Session(ctx, defer_logins=True)
+    digest = hashlib.md5((other.timestamp + "nope").encode()).hexdigest()
+    assert other.receive_data(f"APOP alice {digest}\r\n".encode()) == b""
+    assert other.finish_login(other.login_request.check()).startswith(b"-ERR [AUTH] invalid user name or digest")
+    assert other.finish_login(None) == b""  # no login waiting: nothing to answer

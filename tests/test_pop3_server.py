@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import require_tool
-from maillab.net import ServerContext, bind_listener
+from maillab.net import LoginGuard, ServerContext, bind_listener
 from maillab.pop3.server import start_pop3
 from maillab.store import Store
 from maillab.transcript import Recorder, Transcript
@@ -291,8 +291,12 @@ def test_retr_of_many_messages_in_one_session(lab):
                          for i in range(200)])
     client = lab.login()
     for n in range(1, 204):
-        client.retr(n)
-    client.quit()
+        resp, lines, octets = client.retr(n)
+        expected = MESSAGES[n - 1] if n <= 3 else b"Subject: %d\n\nbody %d\n" % (n - 4, n - 4)
+        assert resp == b"+OK %d octets" % len(expected.replace(b"\n", b"\r\n"))
+        assert lines == expected.rstrip(b"\n").split(b"\n"), n
+    assert client.quit().endswith(b"(0 messages deleted)")
+    assert all("\\Seen" in info.flags for info in lab.inbox().messages())
 
 
 # ----------------------------------------------------------------------------- raw socket
@@ -411,3 +415,109 @@ def test_curl_account_without_apop_needs_a_server_without_apop():
         assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 3
     finally:
         stop()
+
+
+# ----------------------------------------------------------------------------- issue 10 and 16
+
+class FixedDelayGuard(LoginGuard):
+    """The lab's guard, but every refused login waits the same ``pause`` (and is counted)."""
+
+    pause = 0.15
+
+    def __init__(self):
+        super().__init__()
+        self.asked = 0
+
+    def delay(self, peer, user):
+        self.asked += 1
+        return self.pause
+
+
+def test_pipelined_wrong_passwords_are_each_answered_late(lab):
+    """A packet of wrong PASS commands and then the right one: each refusal waits on its own
+    (issue 16: a POP3 loop that went on after a refusal answered them all at once)."""
+    lab.ctx.guard = guard = FixedDelayGuard()
+    sock, reader = raw_connect(lab)
+    with sock, reader:
+        packet = b"".join(b"USER alice\r\nPASS wrong%d\r\n" % i for i in range(6))
+        t0 = time.monotonic()
+        sock.sendall(packet + f"USER alice\r\nPASS {PASSWORD}\r\nSTAT\r\n".encode())
+        answers = [reader.readline() for _ in range(15)]
+        elapsed = time.monotonic() - t0
+        assert [a.startswith(b"-ERR [AUTH]") for a in answers[1:12:2]] == [True] * 6
+        assert answers[13].startswith(b"+OK alice's maildrop") and answers[14].startswith(b"+OK 3 ")
+    assert guard.asked == 6
+    assert elapsed >= 6 * guard.pause, f"{elapsed:.2f} s for 6 refused logins"
+
+
+def test_a_login_does_not_stop_other_sessions(lab):
+    """Passwords are checked in a worker thread: while one is checked, others are served."""
+    checking, release = threading.Event(), threading.Event()
+    authenticate = lab.ctx.authenticate
+
+    def slow_authenticate(*args, **kwargs):
+        checking.set()
+        release.wait(30)
+        return authenticate(*args, **kwargs)
+    lab.ctx.authenticate = slow_authenticate
+    try:
+        sock, reader = raw_connect(lab)
+        sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\n".encode())
+        assert reader.readline().startswith(b"+OK")
+        assert checking.wait(5)
+        other = socket.create_connection(("127.0.0.1", lab.port), timeout=3)
+        other_reader = other.makefile("rb")
+        assert other_reader.readline().startswith(b"+OK")  # would time out if the loop were stuck
+        other.sendall(b"CAPA\r\n")
+        assert other_reader.readline().startswith(b"+OK capability list follows")
+        release.set()
+        assert reader.readline().startswith(b"+OK alice's maildrop")
+        for s in (sock, reader, other, other_reader):
+            s.close()
+    finally:
+        release.set()
+
+
+def test_a_trickled_line_does_not_keep_a_session_alive():
+    """Only complete commands count as activity (a byte every 20 s once kept a session for ever)."""
+    lab, stop = start_lab({"pop3_timeout": 0.6})
+    try:
+        sock, reader = raw_connect(lab)
+        with sock, reader:
+            sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\n".encode())
+            assert reader.readline().startswith(b"+OK") and reader.readline().startswith(b"+OK")
+
+            def trickle():
+                try:
+                    for byte in b"NOOP and more" * 20:
+                        sock.sendall(bytes([byte]))
+                        time.sleep(0.05)
+                except OSError:
+                    pass
+            t0 = time.monotonic()
+            trickler = threading.Thread(target=trickle)
+            trickler.start()
+            assert reader.readline() == b""  # closed, without a reply (RFC 1939 3)
+            assert time.monotonic() - t0 < 5
+        trickler.join()
+        assert wait_until(lambda: maildrop_free(lab))
+        assert "idle: no complete command for 0.6 s" in lab.transcript().lines[-1].text
+    finally:
+        stop()
+
+
+def test_a_big_retr_is_written_as_the_client_reads(lab):
+    """A message goes out as fast as the client reads it: it never piles up in memory."""
+    big = b"Subject: big\n\n" + (b"z" * 98 + b"\n") * 320_000  # 32 MB
+    lab.on_loop(lambda: lab.inbox().deliver(big))
+    sock, reader = raw_connect(lab)
+    with sock, reader:
+        sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\nRETR 4\r\nQUIT\r\n".encode())
+        time.sleep(0.5)  # the client reads nothing meanwhile
+        buffered = lab.on_loop(lambda: sum(t.get_write_buffer_size() for t in lab.ctx.connections))
+        assert buffered < 4 * 1024 * 1024, f"{buffered} bytes waiting in the server"
+        got = bytearray()
+        while chunk := sock.recv(1 << 20):
+            got += chunk
+    assert got.count(b"\r\n") == 3 + 2 + 320_000 + 1 + 1  # USER, PASS, RETR; header; body; "."; QUIT
+    assert got.endswith(b"\r\n.\r\n+OK mail.example.com POP3 server signing off (0 messages deleted)\r\n")

@@ -20,6 +20,15 @@ Extension points for later RFCs: STLS (RFC 2595) and AUTH (RFC 5034) are more co
 AUTHORIZATION (add them to ``COMMANDS``) plus lines in :meth:`Pop3Session.capabilities`.
 After STLS the loop in :meth:`Pop3Session.receive_data` must stop and drop whatever the client
 pipelined behind it (commands sent in plain text must not run inside TLS).
+
+Two things a server may do outside the loop it runs on, so the session hands them over:
+
+* A message is sent in pieces of at most ``OUTPUT_BUDGET`` bytes: :attr:`Pop3Session.pending`
+  stays true, and ``receive_data()`` with no new bytes gives the next piece.
+* Checking a password is slow on purpose (scrypt). With ``defer_logins=True`` a PASS, APOP or
+  AUTH leaves a :class:`LoginRequest` in :attr:`Pop3Session.login_request`; the server runs
+  ``request.check()`` in a worker thread and ``session.finish_login(result)`` gives the reply.
+  Without it (tests) the check runs at once.
 """
 
 from __future__ import annotations
@@ -51,7 +60,8 @@ MAX_LINE = 512
 
 # A client may pipeline many RETRs at once. Answering all of them in one go could need
 # gigabytes, so one call answers commands until about this much output is ready; the rest
-# waits in the buffer (see Pop3Session.pending) until the caller asks again.
+# waits in the buffer (see Pop3Session.pending) until the caller asks again. A big message
+# goes out in pieces of this size too.
 OUTPUT_BUDGET = 1 << 20
 
 CRLF = b"\r\n"
@@ -116,6 +126,16 @@ def make_timestamp(host: str) -> str:
     return f"<{os.getpid()}.{clock}@{host}>"
 
 
+class LoginRequest:
+    """A login the session waits for (``defer_logins=True``): ``check()`` runs in a worker
+    thread, then ``session.finish_login(result)`` gives the reply."""
+
+    def __init__(self, user: str, check, answer):
+        self.user = user  # for LoginGuard.delay: whose failed logins to count
+        self.check = check  # () -> result; slow on purpose (scrypt)
+        self.answer = answer  # result -> reply bytes, in the session's thread
+
+
 def byte_stuff(data: bytes) -> bytes:
     """Make message text safe for a multi-line reply (RFC 1939 section 3).
 
@@ -124,6 +144,18 @@ def byte_stuff(data: bytes) -> bytes:
     """
     stuffed = data.replace(b"\n.", b"\n..")
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+def stuffed_pieces(data: bytes, size: int = OUTPUT_BUDGET):
+    """``byte_stuff(data)`` in pieces made from about ``size`` bytes each, so that a big
+    message is never copied whole. A "." right after a cut is stuffed when the cut fell at a
+    line start."""
+    line_start = True
+    for i in range(0, len(data), size):
+        piece = data[i:i + size]
+        stuffed = piece.replace(b"\n.", b"\n..")
+        yield b"." + stuffed if line_start and piece.startswith(b".") else stuffed
+        line_start = piece.endswith(b"\n")
 
 
 def top_of(data: bytes, lines: int) -> bytes:
@@ -150,6 +182,11 @@ def _number(arg: bytes) -> int | None:
     return None
 
 
+def _one_line(text: str) -> str:
+    """Reply text can never end its line early: control characters become escapes."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: "\\x%02x" % ord(m.group()), text)
+
+
 def _show(token: bytes, limit: int = 20) -> str:
     """A client's word, safe to quote in a reply: printable ASCII only, and short."""
     text = "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in token[:limit])
@@ -169,7 +206,8 @@ class Pop3Session:
     """
 
     def __init__(self, ctx, *, timestamp_banner_host: str | None = None, apop: bool = True,
-                 tls_available: bool = False, secure: bool = False, peer: str = ""):
+                 tls_available: bool = False, secure: bool = False, peer: str = "",
+                 defer_logins: bool = False):
         self.ctx = ctx
         self.peer = peer  # "host:port" of the client, for the login audit
         # STLS (RFC 2595) is offered when the server has a certificate and the session is not
@@ -192,6 +230,10 @@ class Pop3Session:
         self.failed_user = ""  # the user name of the last refused login
         self._buffer = b""
         self._discarding = False  # inside an over-long line: drop bytes up to the next newline
+        self.defer_logins = defer_logins
+        self.login_request: LoginRequest | None = None  # a login waiting for finish_login()
+        self._stream = None  # the rest of a long reply (a big message): an iterator of bytes
+        self.commands_done = 0  # complete command lines so far (the server's idle timer)
 
     # ------------------------------------------------------------------ bytes in, bytes out
 
@@ -214,10 +256,18 @@ class Pop3Session:
         size = 0
         self.auth_failed = False
         buffer, start = self._buffer + data, 0
-        # Stop after STLS (what follows was sent in clear text and must not run inside TLS)
-        # and after a refused login (the server answers it late, see LoginGuard).
+        # Stop after STLS (what follows was sent in clear text and must not run inside TLS),
+        # while a login is checked, and after a refused login (answered late, see LoginGuard).
         while not self.closed and size < OUTPUT_BUDGET and not self.starttls_pending \
-                and not self.auth_failed:
+                and not self.auth_failed and self.login_request is None:
+            if self._stream is not None:
+                piece = next(self._stream, None)
+                if piece is None:
+                    self._stream = None
+                else:
+                    replies.append(piece)
+                    size += len(piece)
+                continue
             eol = buffer.find(b"\n", start)
             if eol < 0:
                 if len(buffer) - start > MAX_LINE:
@@ -225,6 +275,7 @@ class Pop3Session:
                     start, self._discarding = len(buffer), True
                 break
             line, start = buffer[start:eol], eol + 1
+            self.commands_done += 1
             if self._discarding or len(line) + 1 > MAX_LINE:
                 self._discarding = False
                 reply = self._err(_("line too long") + " (" + _(
@@ -247,13 +298,24 @@ class Pop3Session:
 
     @property
     def pending(self) -> bool:
-        """Are there complete commands still waiting to be answered?"""
-        return not self.closed and not self.starttls_pending and b"\n" in self._buffer
+        """Is there more to answer: the rest of a long reply, or complete commands?"""
+        return not self.closed and not self.starttls_pending and self.login_request is None and (
+            self._stream is not None or b"\n" in self._buffer)
+
+    def finish_login(self, result) -> bytes:
+        """The result of ``login_request.check()``: the reply to the login. (Then, as after
+        every reply, ``receive_data()`` answers what the client sent behind it.)"""
+        request, self.login_request = self.login_request, None
+        if request is None or self.closed:
+            return b""
+        return request.answer(result)
 
     def connection_lost(self) -> None:
         """The connection is gone without QUIT: release the maildrop, delete nothing."""
         self.closed = True
         self._buffer = b""
+        self._stream = None
+        self.login_request = None
         self._release_maildrop()
 
     on_close = connection_lost
@@ -337,13 +399,23 @@ class Pop3Session:
         return self._check_password(user, password.decode("utf-8", "replace"), "USER/PASS")
 
     def _check_password(self, user: str, password: str, mechanism: str) -> bytes:
-        account = self.ctx.authenticate(user, password, protocol="pop3", peer=self.peer,
-                                        mechanism=mechanism, secure=self.secure)
-        if account is None:
-            self.auth_failed = True
-            self.failed_user = user
-            return self._err(_("invalid user name or password"), code="AUTH")
-        return self._log_in(account)
+        def check():
+            return self.ctx.authenticate(user, password, protocol="pop3", peer=self.peer,
+                                         mechanism=mechanism, secure=self.secure)
+
+        def answer(account) -> bytes:
+            if account is None:
+                self.auth_failed = True
+                self.failed_user = user
+                return self._err(_("invalid user name or password"), code="AUTH")
+            return self._log_in(account)
+        return self._login(LoginRequest(user, check, answer))
+
+    def _login(self, request: LoginRequest) -> bytes:
+        if self.defer_logins:
+            self.login_request = request  # the server checks it off its loop: finish_login()
+            return b""
+        return request.answer(request.check())
 
     # ---- STLS (RFC 2595) and AUTH PLAIN (RFC 5034, RFC 4616)
 
@@ -393,6 +465,8 @@ class Pop3Session:
         return self._check_password(user_s, password.decode("utf-8", "replace"), "AUTH PLAIN")
 
     def do_apop(self, args: list[bytes]) -> bytes:
+        if self.cleartext_refused:  # the digest of a known password is crackable offline
+            return self._encryption_first()
         if len(args) != 2:
             return self._syntax(_("APOP takes a name and an MD5 digest, e.g. APOP alice "
                                   "c4c9334bac560ecc979e58001b3e22fb"))
@@ -401,25 +475,31 @@ class Pop3Session:
                 "log in with USER and PASS instead") + ")", code="AUTH")
         user = args[0].decode("utf-8", "replace")
         digest = args[1].decode("ascii", "replace").lower()
-        account = self._find_account(user)
-        ok = account is not None and account.apop_secret is not None and hmac.compare_digest(
-            digest.encode(), hashlib.md5((self.timestamp + account.apop_secret).encode()).hexdigest().encode())
-        self.ctx.guard.record(LoginAttempt(time.time(), self.ctx.service_name("pop3"), user, self.peer,
-                                           "APOP", self.secure, ok))
-        if not ok:
-            self.auth_failed = True
-            self.failed_user = user
-        if account is None:
-            return self._err(_("invalid user name or digest"), code="AUTH")
-        if account.apop_secret is None:
-            return self._err(_("APOP is not enabled for this account") + " (" + _(
-                "log in with USER and PASS instead") + ")", code="AUTH")
-        expected = hashlib.md5((self.timestamp + account.apop_secret).encode()).hexdigest()
-        if not hmac.compare_digest(digest.encode(), expected.encode()):
-            return self._err(_("invalid user name or digest") + " (" + _(
-                "the digest is MD5 of the greeting's <...> timestamp followed by the password"
-            ) + ")", code="AUTH")
-        return self._log_in(account)
+
+        def check():
+            account = self._find_account(user)
+            ok = account is not None and account.apop_secret is not None and hmac.compare_digest(
+                digest.encode(), hashlib.md5((self.timestamp + account.apop_secret).encode()).hexdigest().encode())
+            self.ctx.guard.record(LoginAttempt(time.time(), self.ctx.service_name("pop3"), user,
+                                               self.peer, "APOP", self.secure, ok))
+            return account, ok
+
+        def answer(result) -> bytes:
+            account, ok = result or (None, False)  # None: the check itself failed
+            if not ok:
+                self.auth_failed = True
+                self.failed_user = user
+            if account is None:
+                return self._err(_("invalid user name or digest"), code="AUTH")
+            if account.apop_secret is None:
+                return self._err(_("APOP is not enabled for this account") + " (" + _(
+                    "log in with USER and PASS instead") + ")", code="AUTH")
+            if not ok:
+                return self._err(_("invalid user name or digest") + " (" + _(
+                    "the digest is MD5 of the greeting's <...> timestamp followed by the password"
+                ) + ")", code="AUTH")
+            return self._log_in(account)
+        return self._login(LoginRequest(user, check, answer))
 
     def _find_account(self, user: str):
         """The account of this host's domain with that login or address, if any."""
@@ -489,7 +569,7 @@ class Pop3Session:
             self._folder.store_flags(msg.uid, {"\\Seen"}, "add", origin=self)
         except (KeyError, OSError):
             pass
-        return self._multiline(_("{0} octets").format(len(data)), data)
+        return self._long_reply(_("{0} octets").format(len(data)), data)
 
     def do_top(self, args: list[bytes]) -> bytes:
         lines = _number(args[1]) if len(args) == 2 else None
@@ -498,7 +578,7 @@ class Pop3Session:
                                   "e.g. TOP 1 10"))
         msg = self._message(args[0])
         data = self._read(msg)
-        return self._multiline(_("top of message follows"), top_of(data, lines))
+        return self._long_reply(_("top of message follows"), top_of(data, lines))
 
     def do_dele(self, args: list[bytes]) -> bytes:
         if len(args) != 1:
@@ -612,15 +692,25 @@ class Pop3Session:
         ending = b"" if body.endswith(CRLF) or not body else CRLF
         return b"".join((self._ok(first), byte_stuff(body), ending, b".\r\n"))
 
+    def _long_reply(self, first: str, body: bytes) -> bytes:
+        """Like :meth:`_multiline`, but the body follows in pieces (``self._stream``)."""
+        ending = b"" if body.endswith(CRLF) or not body else CRLF
+
+        def pieces():
+            yield from stuffed_pieces(body)
+            yield ending + b".\r\n"
+        self._stream = pieces()
+        return self._ok(first)
+
     @staticmethod
     def _ok(text: str) -> bytes:
-        return (f"+OK {text}" if text else "+OK").encode("utf-8") + CRLF
+        return (f"+OK {_one_line(text)}" if text else "+OK").encode("utf-8") + CRLF
 
     @staticmethod
     def _err(text: str, code: str | None = None) -> bytes:
         """``-ERR [CODE] text``: the status word first, then an RFC 2449/3206 response code."""
         prefix = f"-ERR [{code}] " if code else "-ERR "
-        return (prefix + text).encode("utf-8") + CRLF
+        return (prefix + _one_line(text)).encode("utf-8") + CRLF
 
     def _syntax(self, hint: str) -> bytes:
         return self._err(_("syntax error") + f" ({hint})")

@@ -1,8 +1,14 @@
 """The POP3 server: the sans-IO :class:`~maillab.pop3.core.Pop3Session` on an asyncio socket.
 
-All the protocol lives in ``core.py``; this file only moves bytes, records them in the
-transcript, and enforces the idle timeout (RFC 1939 section 3: at least 10 minutes; when it
-expires the connection is closed *without* entering UPDATE, so nothing is deleted).
+All the protocol lives in ``core.py``; this file moves bytes, records them in the transcript,
+and does what the session hands over, so that no client can hold up another:
+
+* passwords are checked in a worker thread, and each refused login is answered late on its
+  own (``ctx.guard.delay``): commands pipelined behind a login wait for its answer;
+* a big message goes out piece by piece, only as fast as the client reads it;
+* the idle timeout (RFC 1939 section 3: at least 10 minutes) counts complete commands only, so
+  a client trickling a byte now and then cannot keep a connection; when it expires the
+  connection is closed *without* entering UPDATE, so nothing is deleted.
 
 Options read from ``ctx.options``: ``pop3_timeout`` (seconds, default 600) and ``pop3_apop``
 (default True; False leaves the APOP timestamp out of the greeting, see ``Pop3Session``).
@@ -13,6 +19,7 @@ The store is called from the loop thread directly: it is guarded by its own lock
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 from ..i18n import _
@@ -21,6 +28,8 @@ from ..tls import describe, serve, start_tls_server
 from .core import Pop3Session
 
 __all__ = ["start_pop3", "Pop3Protocol"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 600.0  # seconds; RFC 1939 asks for at least 10 minutes
 
@@ -42,6 +51,9 @@ class Pop3Protocol(asyncio.Protocol):
         self._raw_transport = None  # the TCP transport under TLS, after STLS
         self._early_tls_data = b""  # encrypted-session bytes that beat the end of the handshake
         self._lost = False
+        self._commands_seen = 0  # the session's commands_done at the last look
+        self._login_task: asyncio.Task | None = None
+        self._reading = True
 
     # ---- asyncio callbacks
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -57,14 +69,13 @@ class Pop3Protocol(asyncio.Protocol):
             self.conn.event(tls)
         self.session = Pop3Session(self.ctx, apop=bool(self.ctx.options.get("pop3_apop", True)),
                                    tls_available=self.ctx.tls is not None and not self.implicit_tls,
-                                   secure=self.implicit_tls, peer=peer)
+                                   secure=self.implicit_tls, peer=peer, defer_logins=True)
         self._send(self.session.greeting())
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
         self._timer = loop.call_later(self.timeout, self._check_idle)
 
     def data_received(self, data: bytes) -> None:
-        self._last_heard = asyncio.get_running_loop().time()
         if self.session.starttls_pending:
             # Reading stopped before "+OK begin TLS", so these bytes came through TLS: the
             # client's first command, sent with its last handshake message before asyncio
@@ -82,6 +93,8 @@ class Pop3Protocol(asyncio.Protocol):
         self.ctx.connections.discard(self._raw_transport)
         if self._timer is not None:
             self._timer.cancel()
+        if self._login_task is not None:
+            self._login_task.cancel()
         if self.session is None:  # connection_made never ran to its end
             return
         # Without QUIT this deletes nothing; it only gives the maildrop back.
@@ -96,22 +109,23 @@ class Pop3Protocol(asyncio.Protocol):
     # read more commands nor answer those already received (the session keeps them pending).
     def pause_writing(self) -> None:
         self._paused = True
-        self.transport.pause_reading()
+        self._update_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
         if not self.transport.is_closing():
-            self.transport.resume_reading()
-            if self.session.pending:
+            self._update_reading()
+            if self.session.pending and self._login_task is None:
                 self._answer()
 
     # ---- helpers
     def _answer(self, data: bytes = b"") -> None:
         """Give the session the client's bytes and send its answers."""
         reply = self.session.receive_data(data)
-        if self.session.account is not None and self.conn.user is None:
-            self.conn.user = self.session.account.login
-        if self.session.auth_failed:
+        if self.session.commands_done != self._commands_seen:  # only whole commands count
+            self._commands_seen = self.session.commands_done
+            self._last_heard = asyncio.get_running_loop().time()
+        if self.session.auth_failed:  # (refused before any password check: AUTH for another)
             delay = self.ctx.guard.delay(self.conn.peer, self.session.failed_user)
             if delay:  # a refused login is answered late; nothing else is read meanwhile
                 self.transport.pause_reading()
@@ -126,21 +140,61 @@ class Pop3Protocol(asyncio.Protocol):
         if self.session.starttls_pending:
             asyncio.get_running_loop().create_task(self._start_tls())
             return
-        if self.session.closed:  # after QUIT, or a fatal error
+        if self.session.login_request is not None:
+            self._login_task = asyncio.get_running_loop().create_task(
+                self._check_login(self.session.login_request))
+        elif self.session.closed:  # after QUIT, or a fatal error
             self._close_reason = (_("closed after a server error") if self.session.failed
                                   else _("closed after QUIT"))
             self.transport.close()  # sends what is still buffered, then closes
+            return
         elif self.session.pending and not self._paused:
-            # More pipelined commands, and the client keeps up: answer them next.
+            # More to send (pipelined commands, the rest of a message) and the client keeps
+            # up: go on after the other connections had their turn.
             asyncio.get_running_loop().call_soon(self._answer_pending)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read from the client only while nothing of it waits to be answered and it reads our
+        answers; otherwise its bytes wait in the kernel, not in our memory."""
+        s = self.session
+        want = not (self._paused or s.pending or self._login_task is not None or s.closed)
+        if want != self._reading and not self.transport.is_closing():
+            self._reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    async def _check_login(self, request) -> None:
+        """Check a password off the loop; answer a refusal late (``ctx.guard.delay``), each
+        refusal on its own even when the client sent several logins at once."""
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                result = await loop.run_in_executor(None, request.check)
+            except Exception:  # a broken store: refuse, and keep the details in the log
+                log.exception("POP3 login check failed")
+                result = None
+            if self.transport.is_closing():
+                return
+            reply = self.session.finish_login(result)
+            if self.session.account is not None and self.conn.user is None:
+                self.conn.user = self.session.account.login
+            if self.session.auth_failed:
+                delay = self.ctx.guard.delay(self.conn.peer, self.session.failed_user)
+                if delay:
+                    await asyncio.sleep(delay)
+        finally:
+            self._login_task = None
+        self._answer_late(reply)
 
     def _answer_late(self, reply: bytes) -> None:
         if self.transport.is_closing():
             return
         self._send(reply)
-        self.transport.resume_reading()
-        if self.session.pending:
-            self._answer()
+        self._reading = False  # make _answer decide afresh
+        self._answer()
 
     async def _start_tls(self) -> None:
         """After "+OK begin TLS negotiation": the handshake, then the same session, encrypted."""
@@ -162,7 +216,8 @@ class Pop3Protocol(asyncio.Protocol):
             self.data_received(early)
 
     def _answer_pending(self) -> None:
-        if not self._paused and not self.transport.is_closing() and self.session.pending:
+        if not self._paused and not self.transport.is_closing() and self.session.pending \
+                and self._login_task is None:
             self._answer()
 
     def _send(self, data: bytes) -> None:
@@ -170,14 +225,15 @@ class Pop3Protocol(asyncio.Protocol):
         self.transport.write(data)
 
     def _check_idle(self) -> None:
-        """Close the connection once the client has said nothing for ``timeout`` seconds."""
+        """Close the connection once the client has sent no complete command for ``timeout``
+        seconds (a line trickled byte by byte does not count until it ends)."""
         loop = asyncio.get_running_loop()
         quiet = loop.time() - self._last_heard
         if quiet < self.timeout:
             self._timer = loop.call_later(self.timeout - quiet, self._check_idle)
             return
-        self._close_reason = _("idle for {0:g} s: closed without UPDATE (nothing deleted)").format(
-            self.timeout)
+        self._close_reason = _("idle: no complete command for {0:g} s (pop3_timeout, RFC 1939 3): "
+                               "closed without UPDATE (nothing deleted)").format(self.timeout)
         self.transport.abort()  # no reply is sent on timeout (RFC 1939 section 3)
 
 
