@@ -77,6 +77,21 @@ def test_session_cells_in_a_real_kernel():
                                   "(lab = maillab.start()).")
 
 
+def test_import_maillab_in_ipython_registers_the_magics_lazily():
+    program = textwrap.dedent("""\
+        import json, sys
+        from IPython.core.interactiveshell import InteractiveShell
+        shell = InteractiveShell.instance()
+        import maillab
+        print(json.dumps([sorted(m for m in ("smtp", "pop3", "imap", "http")
+                                 if m in shell.magics_manager.magics["cell"]),
+                          "maillab.magics" in sys.modules]))
+        """)
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    # the magics are there, but their code is imported only when a session cell runs
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [["http", "imap", "pop3", "smtp"], False]
+
+
 def test_load_ext_in_a_plain_ipython_shell():
     program = textwrap.dedent("""\
         import json
