@@ -39,6 +39,16 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
+def require_root(why: str) -> None:
+    """Skip a test that needs root (e.g. a reference Dovecot); under CI a skip would hide the
+    check, so it fails instead, as a missing tool does."""
+    if os.geteuid() == 0:
+        return
+    if in_ci():
+        pytest.fail(f"not running as root: {why}; CI must run as root", pytrace=False)
+    pytest.skip(f"not running as root: {why}")
+
+
 @pytest.fixture(name="require_tool")
 def require_tool_fixture():
     """The same helper as a fixture: `def test_x(require_tool): curl = require_tool("curl")`."""
