@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import gc
+import http.server
 import itertools
 import signal
 import socket
@@ -406,7 +407,7 @@ def test_http_get_and_log_in_to_the_webmail_over_raw_http(lab):
     page = run_session("http", None, "GET /login HTTP/1.1\nHost: webmail.example.com\n",
                        session="web", lab=lab)
     assert page.ok and page.open and page.server_lines[0] == "HTTP/1.1 200 OK"
-    assert page.server_lines[-1] == "</html>" and "blank line" not in page.text
+    assert page.server_lines[-1] == "</html>" and "maillab sent the empty line" in page.text
     cookie = [line.split(":", 1)[1].split(";")[0].strip() for line in page.server_lines
               if line.lower().startswith("set-cookie:")][0]
     csrf = [line.split('value="')[1].split('"')[0] for line in page.server_lines
@@ -423,6 +424,7 @@ def test_http_get_and_log_in_to_the_webmail_over_raw_http(lab):
                                       f"Cookie: {session_cookie}\nConnection: close\n\n", session="web", lab=lab)
     assert inbox.server_lines[0] == "HTTP/1.1 200 OK" and "alice@example.com" in inbox.text
     assert not inbox.open  # Connection: close
+    assert "maillab sent the empty line" not in inbox.text  # the learner's cell ended with it
     requests = lab.transcript("http").client_lines()
     assert requests == ["GET /login HTTP/1.1", "POST /login HTTP/1.1", "GET /mail HTTP/1.1"]
 
@@ -431,6 +433,46 @@ def test_http_head_and_not_found(lab):
     result = run_session("http", None, "HEAD /nowhere HTTP/1.1\nHost: x\n\nGET / HTTP/1.1", lab=lab)
     assert result.server_lines[0] == "HTTP/1.1 404 Not Found"
     assert "Not found" in result.exchanges[0].explanation
+
+
+class ChunkedOrClose(http.server.BaseHTTPRequestHandler):
+    """/chunked answers in chunks on a kept-alive connection; anything else until it closes."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.path == "/chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in (b"Hello, ", b"chunked\r\n", b"world"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"no length:\r\nthe end is when I close")
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_http_chunked_and_until_close_from_a_plain_http_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ChunkedOrClose)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        chunked = run_session("http", None, "GET /chunked HTTP/1.1\nHost: x\n\n", host="127.0.0.1",
+                              port=port, session="plain")
+        assert chunked.ok and chunked.open and chunked.server_lines[-4:] == ["5", "world", "0", ""]
+        assert "maillab sent the empty line" not in chunked.text  # the cell ended with it
+        closing = run_session("http", None, "GET /close HTTP/1.1\nHost: x\n\n", session="plain")
+        assert closing.ok and not closing.open, closing.text
+        assert closing.server_lines[-2:] == ["no length:", "the end is when I close"]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # =========================================================================== failures: one line, bounded

@@ -410,13 +410,19 @@ def close_session(name: str) -> bool:
     return True
 
 
-def _cell_lines(text: str) -> list[str]:
-    """The typed lines; blank lines at the start and end of a cell are invisible, so not sent."""
+def _cell_lines(text: str, keep_final_blank: bool = False) -> list[str]:
+    """The typed lines; blank lines at the start and end of a cell are invisible, so not sent
+    (but an HTTP request keeps one at its end: the empty line that ends its headers)."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the line end of the last line
+    ended_blank = bool(lines) and not lines[-1].strip()
     while lines and not lines[-1].strip():
         lines.pop()
     while lines and not lines[0].strip():
         lines.pop(0)
+    if keep_final_blank and ended_blank and lines:
+        lines.append("")
     return lines
 
 
@@ -438,7 +444,7 @@ def run_session(protocol: str, where: str | None = None, text: str = "", *,
         raise ValueError(f"no session driver for {protocol!r} (one of {', '.join(DRIVERS)})")
     started = time.monotonic()
     result = SessionResult(protocol, session)
-    lines = _cell_lines(text)
+    lines = _cell_lines(text, keep_final_blank=protocol == "http")
     names_server = bool(where or host or port or tls or submission)
     current = _open.get(session) if session else None
     if current is not None:
