@@ -23,15 +23,11 @@ import pytest
 from conftest import require_tool
 from maillab.privacy import GuardedListener, OwnerOnly, PeerCheck, _proc_hex
 from maillab.store import Store
-from unixusers import UnixUser, require_root, unique_name
+from unixusers import UnixUser, require_root, shared_python, unique_name
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the peer check reads Linux's socket tables")
 METHODS = ["netlink", "proc"]
-# The interpreter this venv was made from: under /usr, so every user can run it (a checkout
-# and its .venv may sit in a folder other users cannot enter). Scripts run by it use only the
-# standard library.
-SYSTEM_PYTHON = os.path.join(sys.base_prefix, "bin", "python3")
 
 
 def connected_pair(family=socket.AF_INET, address="127.0.0.1"):
@@ -136,7 +132,7 @@ def users():
 
 
 def run_as(user: UnixUser, code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(user.command([SYSTEM_PYTHON, "-c", code, *args]), env=user.env(),
+    return subprocess.run(user.command([shared_python(), "-c", code, *args]), env=user.env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -159,7 +155,7 @@ def test_listener_admits_only_the_users_the_policy_names(users, allowed):
         plain.bind(("127.0.0.1", 0))
         plain.listen(8)
         listener = GuardedListener(plain, policy, lambda addr, text: refused.append(text))
-        proc = subprocess.Popen(other.command([SYSTEM_PYTHON, "-c", CONNECT,
+        proc = subprocess.Popen(other.command([shared_python(), "-c", CONNECT,
                                                str(plain.getsockname()[1])]),
                                 env=other.env(), stdout=subprocess.PIPE, text=True)
         plain.settimeout(10)

@@ -63,6 +63,18 @@ class UnixUser:
             shutil.rmtree(self.home, ignore_errors=True)
 
 
+def shared_python() -> str:
+    """A Python 3.11+ every user can run: the system's (/usr/bin/python3), not this venv's base,
+    which may live under /root (pyenv) where other users cannot enter."""
+    for candidate in ("/usr/bin/python3", os.path.join(sys.base_prefix, "bin", "python3")):
+        if os.path.exists(candidate):
+            version = subprocess.run([candidate, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                                     capture_output=True, text=True).stdout.strip()
+            if version == "True":
+                return candidate
+    pytest.fail("no Python 3.11 for every user (Debian: python3, python3-venv)", pytrace=False)
+
+
 def unique_name(prefix: str) -> str:
     """A user name nobody has: the prefix, this process id, and a counter."""
     n = 0
