@@ -18,6 +18,8 @@ import maillab
 from conftest import require_tool
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
+# The maillab these tests import (the one child processes must import too).
+MAILLAB_SRC = str(Path(maillab.__file__).resolve().parent.parent)
 
 
 def listening(port: int) -> bool:
@@ -50,7 +52,15 @@ def test_rerunning_start_replaces_the_previous_lab():
     second = maillab.start(ports="any")
     try:
         assert not first.running and second.running
-        assert not listening(old_port) or old_port == second.smtp_port
+        if old_port in [s.port for s in second.services]:
+            # The new lab got the old number: whoever answers there must be the new lab.
+            t0 = time.time()
+            with socket.create_connection(("127.0.0.1", old_port), timeout=5) as c:
+                assert c.recv(200).endswith(b"\r\n")
+            assert len(second.transcript(since=t0).connections()) == 1
+            assert len(first.transcript(since=t0)) == 0
+        else:
+            assert not listening(old_port)
         assert not old_root.exists()  # the temporary store went with the old lab
         with smtplib.SMTP("127.0.0.1", second.smtp_port) as s:
             assert s.noop()[0] == 250
@@ -190,3 +200,88 @@ def test_python_m_maillab_serve_and_ctrl_c(tmp_path):
         assert not listening(port)
     finally:
         proc.kill()
+
+
+# ---------------------------------------------------------------- resources (#10)
+
+CHILD_LAB = textwrap.dedent("""
+    import json, resource, sys
+    sys.path.insert(0, {src!r})
+    resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))
+    import maillab
+    lab = maillab.MailLab(ports="any").start()
+    print(json.dumps({{"smtp": lab.smtp_port, "pop3": lab.pop3_port, "imap": lab.imap_port,
+                       "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                       "limit": lab.options.get("max_connections")}}), flush=True)
+    sys.stdin.readline()
+    lab.stop()
+    print(str(lab.log()).count("Traceback"), flush=True)
+""")
+
+
+def child_lab(soft: int, hard: int) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD_LAB.format(src=MAILLAB_SRC, soft=soft, hard=hard)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read()
+    return proc, json.loads(line)
+
+
+def test_a_lab_raises_its_open_file_limit_where_allowed():
+    proc, info = child_lab(512, 4096)
+    try:
+        assert info["nofile"] == 4096
+    finally:
+        proc.communicate("\n", timeout=30)
+
+
+def test_idle_connections_cannot_exhaust_the_open_files():
+    # 256 files and no way to raise the limit: about 1,000 idle clients once stopped every
+    # service of a lab with 1,024.
+    proc, info = child_lab(256, 256)
+    idle = []
+    try:
+        for _ in range(300):
+            c = socket.create_connection(("127.0.0.1", info["smtp"]), timeout=5)
+            idle.append(c)
+        for port, first in ((info["pop3"], b"+OK"), (info["imap"], b"* OK")):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as other:
+                assert other.recv(200).startswith(first)  # the other services still answer
+        greetings = [c.recv(200) for c in idle]
+        assert sum(g.startswith(b"220 ") for g in greetings) == info["limit"] < 256 // 2
+        assert all(g.startswith(b"421 4.7.0") for g in greetings if not g.startswith(b"220 "))
+    finally:
+        for c in idle:
+            c.close()
+        out, err = proc.communicate("\n", timeout=30)
+    assert out.strip() == "0" and "Traceback" not in err  # no errors, in the log or on stderr
+
+
+SERVER_ERRORS = textwrap.dedent("""
+    import asyncio, logging, smtplib, sys
+    sys.path.insert(0, {src!r})
+    import maillab
+    lab = maillab.MailLab(ports="any").start()
+    async def failing():
+        raise RuntimeError("a task of the lab's loop failed")
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(0), lab._loop).result()
+    lab._loop.call_soon_threadsafe(lambda: lab._loop.create_task(failing()))
+    with smtplib.SMTP("127.0.0.1", lab.smtp_port) as s:
+        for i in range(7):
+            s.docmd("Subject:", "header %d typed before DATA" % i)
+    logging.getLogger("maillab.smtp").warning("from the notebook's own thread")
+    import time; time.sleep(0.3)
+    import gc; gc.collect()
+    lab.stop()
+    print(repr(str(lab.log())), flush=True)
+""")
+
+
+def test_server_thread_logs_go_to_the_lab_log_not_to_the_cell():
+    done = subprocess.run([sys.executable, "-c", SERVER_ERRORS.format(src=MAILLAB_SRC)],
+                          capture_output=True, text=True, timeout=60)
+    log = eval(done.stdout.strip().splitlines()[-1])
+    assert "a task of the lab's loop failed" in log  # asyncio's report, kept by the lab
+    # A kernel shows the process's stderr in the running cell: only the notebook's own record.
+    assert done.stderr.strip() == "from the notebook's own thread", done.stderr

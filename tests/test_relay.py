@@ -17,7 +17,7 @@ import pytest
 
 import maillab
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+SRC = str(Path(maillab.__file__).resolve().parent.parent)  # the maillab under test
 
 
 class ScriptedMX:

@@ -4,11 +4,13 @@ import base64
 import smtplib
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
 import maillab
+from maillab import smtp
 from conftest import require_tool
 from rawclient import Raw
 
@@ -284,3 +286,191 @@ def test_swaks_auth_relay_and_refusal(lab):
     relay = subprocess.run([swaks, "-s", lab.host, "-p", str(lab.smtp_port), "-f", "x@elsewhere.example",
                             "-t", "maria@example.net", "--silent", "2"], capture_output=True, timeout=30)
     assert relay.returncode != 0 and b"554" in relay.stdout + relay.stderr
+
+
+# ---------------------------------------------------------------- edge rules (#10, #16)
+
+def test_null_sender_is_accepted_for_bounces(lab, raw):
+    raw.cmd("EHLO mx.elsewhere.example")
+    assert raw.cmd("MAIL FROM:<>")[0] == 250  # RFC 5321 4.5.5
+    assert raw.cmd("RCPT TO:<bob@example.com>")[0] == 250
+    raw.cmd("DATA")
+    raw.send("Subject: a bounce\r\n\r\nundeliverable\r\n.\r\n")
+    assert raw.smtp_reply()[0] == 250
+    assert lab.mailbox("bob")[-1].message["Return-Path"] == "<>"
+    assert raw.cmd("MAIL FROM:<> SIZE=100")[0] == 250  # parameters after <> are read too
+    assert raw.cmd("MAIL FROM:<>")[0] == 503  # and one transaction at a time, as ever
+
+
+def test_auth_inside_a_mail_transaction_is_refused(lab, raw):
+    before = len(lab.mailbox("john"))
+    raw.cmd("EHLO me")
+    assert raw.cmd("MAIL FROM:<maria@example.net>")[0] == 250
+    code, lines = raw.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0wonderland").decode())
+    assert code == 503 and "5.5.1" in lines[0] and "hint" in lines[0]  # RFC 4954 4
+    assert raw.cmd("RCPT TO:<john@example.net>")[0] == 554  # still a stranger: no relay
+    assert raw.cmd("RSET")[0] == 250
+    assert raw.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0wonderland").decode())[0] == 235
+    assert raw.cmd("MAIL FROM:<maria@example.net>")[0] == 553  # and the sender check applies
+    lab.settle()
+    assert len(lab.mailbox("john")) == before
+
+
+@pytest.mark.parametrize("line, code", [
+    (b"MAIL FROM:<\xff\xfe@example.org>", 553),  # not UTF-8
+    (b"MAIL FROM:<a\x01b@example.org>", 553),  # a control character
+    (b"MAIL FROM:<@a.example:", 553),  # the email package's parser raised on this one
+    (b"MAIL FROM:<" + b"\xc3\xa9" * 20 + b"@example.org>", 250),  # UTF-8 is fine (SMTPUTF8)
+])
+def test_bad_addresses_get_a_553_not_an_internal_error(raw, line, code):
+    raw.cmd("EHLO me")
+    raw.send(line + b"\r\n")
+    got, lines = raw.smtp_reply()
+    assert got == code and "Error: (" not in lines[0]
+    assert lines[0].isprintable()
+    if code == 553:
+        assert "hint" in lines[0]
+        raw.send(b"RCPT TO:<\xff@example.com>\r\n")
+        assert raw.smtp_reply()[0] == 503  # still no transaction, and no traceback
+
+
+def test_an_overlong_auth_answer_is_refused_and_the_session_goes_on(raw):
+    raw.cmd("EHLO me")
+    assert raw.cmd("AUTH LOGIN")[0] == 334
+    code, lines = raw.cmd("A" * 70_000)
+    assert code == 500 and lines[0].startswith("500 5.5.6")  # RFC 4954 4
+    assert raw.cmd("NOOP")[0] == 250  # the rest of the long line was not taken as a command
+    assert raw.cmd("AUTH LOGIN")[0] == 334
+    assert raw.cmd("*")[0] == 501  # cancelled, one reply only
+    assert raw.cmd("NOOP")[0] == 250
+
+
+def test_only_unrecognised_commands_in_a_row_end_the_session(raw):
+    raw.cmd("EHLO me")
+    for header in ("Subject: hi", "From: me", "To: you", "Date: today", "X-A: 1", "X-B: 2"):
+        code, lines = raw.cmd(header)
+        assert code == 500 and "after DATA" in lines[0]  # the learner's hint
+        assert raw.cmd("NOOP")[0] == 250  # aiosmtpd hung up at the fifth in a session
+    for _ in range(9):
+        assert raw.cmd("BOGUS")[0] == 500
+    code, lines = raw.cmd("BOGUS")  # the tenth in a row
+    assert code == 421 and "in a row" in lines[0]
+    assert raw.file.readline() == b""
+
+
+def test_idle_timer_ignores_noop_and_says_why_it_hangs_up():
+    with maillab.MailLab(ports="any", options={"smtp_timeout": 0.6}) as lab:
+        with Raw(lab.smtp_port) as r:
+            r.smtp_reply()
+            r.cmd("EHLO me")
+            start = time.monotonic()
+            with pytest.raises(ConnectionError):
+                while time.monotonic() - start < 5:
+                    r.cmd("NOOP")  # keeping a connection open without sending mail
+                    time.sleep(0.1)
+            # the last reply read before the close was the server's goodbye
+        took = time.monotonic() - start
+        t = lab.transcript("smtp:example.com").last()
+        assert 0.5 < took < 2
+        assert any(l.text.startswith("421 4.4.2") for l in t if l.who == "S")
+        assert t.lines[-1].text.startswith("idle for 0.6 s")
+
+
+def test_recipient_domain_is_case_insensitive(lab, raw):
+    raw.cmd("EHLO me")
+    raw.cmd("MAIL FROM:<x@elsewhere.example>")
+    assert raw.cmd("RCPT TO:<bob@EXAMPLE.Com>")[0] == 250
+    raw.cmd("DATA")
+    raw.send("Subject: upper case domain\r\n\r\nx\r\n.\r\n")
+    assert raw.smtp_reply()[0] == 250
+    assert lab.mailbox("bob")[-1].subject == "upper case domain"
+    raw.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0wonderland").decode())
+    raw.cmd("MAIL FROM:<alice@example.com>")
+    assert raw.cmd("RCPT TO:<john@Example.NET>")[0] == 250  # a relay, whatever the case
+
+
+def test_the_recipient_limit(raw):
+    raw.cmd("EHLO me")
+    raw.cmd("MAIL FROM:<x@elsewhere.example>")
+    for _ in range(smtp.MAX_RECIPIENTS):
+        assert raw.cmd("RCPT TO:<bob@example.com>")[0] == 250
+    code, lines = raw.cmd("RCPT TO:<bob@example.com>")
+    assert code == 452 and "4.5.3" in lines[0] and str(smtp.MAX_RECIPIENTS) in lines[0]
+
+
+def test_received_header_names_the_recipient(lab):
+    with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+        s.sendmail("x@elsewhere.example", ["bob@example.com"], b"Subject: for whom\r\n\r\nx\r\n")
+    received = lab.mailbox("bob")[-1].message["Received"]
+    assert "for <bob@example.com>;" in " ".join(received.split())
+
+
+def test_two_addresses_of_one_account_get_one_copy(lab):
+    lab.store.add_account("carol", "pw", "example.com", ["carol@example.com", "c.smith@example.com"])
+    with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+        s.sendmail("x@elsewhere.example", ["carol@example.com", "c.smith@example.com"],
+                   b"Subject: twice addressed\r\n\r\nx\r\n")
+    assert [m.subject for m in lab.mailbox("carol")] == ["twice addressed"]
+
+
+def test_an_internal_error_is_a_451_and_a_log_entry_not_a_traceback(lab, raw, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+    raw.cmd("EHLO me")
+    raw.cmd("MAIL FROM:<x@elsewhere.example>")
+    raw.cmd("RCPT TO:<bob@example.com>")
+    raw.cmd("DATA")
+    monkeypatch.setattr(lab.store.account("bob").folder("INBOX"), "deliver", broken)
+    raw.send("Subject: s\r\n\r\nx\r\n.\r\n")
+    code, lines = raw.smtp_reply()
+    assert code == 451 and "disk on fire" not in lines[0] and "lab.log()" in lines[0]
+    assert "RuntimeError: disk on fire" in str(lab.log())
+
+
+def test_too_many_connections_get_a_polite_421():
+    with maillab.MailLab(ports="any", options={"max_connections": 3}) as lab:
+        held = [Raw(lab.smtp_port) for _ in range(3)]
+        for r in held:
+            assert r.smtp_reply()[0] == 220
+        with Raw(lab.smtp_port) as extra:
+            code, lines = extra.smtp_reply()
+            assert code == 421 and lines[0].startswith("421 4.7.0 mail.example.com")
+            assert extra.file.readline() == b""
+        assert "421 4.7.0" in lab.transcript("smtp:example.com").last().server_lines()[0]
+        held.pop().close()
+        time.sleep(0.1)
+        with Raw(lab.smtp_port) as again:  # a place is free again
+            assert again.smtp_reply()[0] == 220
+        with Raw(lab.pop3_port) as other:  # other services have places of their own
+            assert other.line().startswith("+OK")
+        for r in held:
+            r.close()
+
+
+def test_password_hashing_does_not_stall_other_sessions():
+    # A slow hash (as accounts added by hand have) on some connections; NOOPs on another.
+    accounts = [maillab.LabAccount("zoe", "pw", "zoe@example.org", "example.org")]
+    with maillab.MailLab(ports="any", accounts=accounts, hash_n=2**16, tls=False) as lab:
+        logins = []
+
+        def log_in():
+            for _ in range(3):
+                with Raw(lab.smtp_port) as r:
+                    r.smtp_reply()
+                    r.cmd("EHLO me")
+                    t = time.perf_counter()
+                    assert r.cmd("AUTH PLAIN " + base64.b64encode(b"\0zoe\0pw").decode())[0] == 235
+                    logins.append(time.perf_counter() - t)
+
+        with Raw(lab.smtp_port) as r:
+            r.smtp_reply()
+            hashing = threading.Thread(target=log_in)
+            hashing.start()
+            worst = 0.0
+            while hashing.is_alive():
+                t = time.perf_counter()
+                assert r.cmd("NOOP")[0] == 250
+                worst = max(worst, time.perf_counter() - t)
+            hashing.join()
+        assert len(logins) == 3
+        assert worst < min(logins) / 2, (worst, logins)  # the loop answered while scrypt ran

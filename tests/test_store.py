@@ -1,8 +1,10 @@
 """The Maildir store: UIDs, flags, atomic delivery, persistence."""
 
+import hashlib
 import json
 import mailbox
 import os
+import shutil
 
 import pytest
 
@@ -141,3 +143,51 @@ def test_changing_a_password_keeps_the_account_object(store):
     again = store.add_account("alice", "new", "example.com")
     assert again is first  # open sessions (and POP3's maildrop lock) stay valid
     assert store.authenticate("alice", "new") and not store.authenticate("alice", "old")
+
+
+def test_a_recreated_folder_never_reuses_a_uidvalidity(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("maillab.store.time.time", lambda: 1_700_000_000.0)  # a frozen clock
+    acct = store.add_account("alice", "pw", "example.com")
+    first = acct.create_folder("Projects").uidvalidity
+    acct.delete_folder("Projects")
+    assert acct.create_folder("Projects").uidvalidity > first
+    acct.delete_folder("Projects")
+    # ... also after a restart within the same second, when only the store remembers
+    again = Store(store.root, hash_n=2**10).account("alice")
+    validities = {first, again.create_folder("Projects").uidvalidity}
+    assert len(validities) == 2 and max(validities) > 1
+
+
+def test_two_files_with_one_uid_are_not_both_indexed(store, tmp_path, monkeypatch):
+    inbox = store.add_account("alice", "pw", "example.com").folder()
+    info = inbox.deliver(b"Subject: original\n\nx\n")
+    # A learner's copy beside it, under a name that claims the same UID.
+    (info.path.parent / ("1." + info.path.name.split(".", 1)[1])).write_bytes(b"Subject: copy\n\nx\n")
+    kept = set()
+    for i, order in enumerate((sorted, lambda names: sorted(names, reverse=True))):
+        root = tmp_path / f"scan{i}"
+        shutil.copytree(store.root, root)  # the same files, listed in another order
+        real = os.listdir
+        monkeypatch.setattr("maillab.store.os.listdir", lambda d: order(real(d)))
+        folder = Store(root, hash_n=2**10).account("alice").folder()
+        uids = [m.uid for m in folder.messages()]  # the folder is scanned here
+        monkeypatch.undo()
+        assert uids == [1, 2]  # both kept, each with a UID of its own
+        kept.add(folder.read(1))
+    assert len(kept) == 1  # the same file keeps UID 1, whatever order the directory lists
+
+
+def test_an_unknown_user_costs_the_same_hash_as_an_account(store, monkeypatch):
+    store.add_account("alice", "pw", "example.com")  # this store's work factor: 2**10
+    costs = []
+    real = hashlib.scrypt
+
+    def counting(password, **kw):
+        costs.append(kw["n"])
+        return real(password, **kw)
+
+    monkeypatch.setattr("maillab.store.hashlib.scrypt", counting)
+    store.authenticate("alice", "wrong")
+    store.authenticate("nobody", "wrong")
+    store.authenticate("nobody@example.com", "wrong")
+    assert costs == [2**10] * 3  # was 2**14 for unknown users: 36 ms against 1.9 ms

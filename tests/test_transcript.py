@@ -38,3 +38,49 @@ def test_a_client_that_never_sends_a_newline_cannot_grow_memory():
     for _ in range(100):
         conn.client(b"x" * 10_000)
     assert len(conn._partial["C"]) < 70_000
+
+
+def test_refused_garbage_is_counted_not_kept():
+    rec = Recorder()
+    conn = rec.open("smtp:example.com", "127.0.0.1:5003")
+    conn.server(b"220 hello\r\n")
+    for i in range(10_000):  # a client that never says anything the server accepts
+        conn.client(b"GARBAGE %d " % i + b"x" * 1000 + b"\r\n")
+        conn.server(b'500 5.5.2 Error: command "GARBAGE" not recognized\r\n')
+    conn.client(b"NOOP\r\n")
+    conn.server(b"250 OK\r\n")  # accepted again: lines are kept again
+    conn.client(b"QUIT\r\n")
+    conn.close()
+    t = Transcript(rec.lines())
+    assert len(t.client_lines()) == 20 + 2 and t.client_lines()[-2:] == ["NOOP", "QUIT"]
+    assert rec.memory < 100_000  # was more than 10 MB
+    events = [l.text for l in t if l.who == "*"]
+    assert any("20 commands in a row were refused" in e for e in events)
+    assert any("19960 refused lines" in e for e in events)  # 9,980 commands and their 500s
+
+
+def test_a_long_line_keeps_its_start_and_says_what_was_cut():
+    rec = Recorder()
+    conn = rec.open("imap:example.com", "127.0.0.1:5004")
+    conn.client(b"a LOGIN " + b"y" * 100_000 + b"\r\n")
+    conn.close()
+    t = Transcript(rec.lines())
+    [line] = [l for l in t if l.who == "C"]
+    assert line.raw.startswith(b"a LOGIN yyy") and len(line.raw) <= 8 * 1024 + 1
+    assert any("bytes of this line not kept" in l.text for l in t if l.who == "*")
+
+
+def test_each_connection_and_the_whole_recorder_stay_within_their_bytes():
+    rec = Recorder(max_bytes=2_000_000, per_connection_bytes=500_000)
+    for c in range(10):
+        conn = rec.open("pop3:example.com", f"127.0.0.1:{6000 + c}")
+        conn.client(b"RETR 1\r\n")
+        conn.server(b"+OK\r\n" + (b"z" * 76 + b"\r\n") * 20_000)  # 1.5 MB of message
+        conn.close()
+    assert rec.memory <= 2_000_000 and rec.dropped > 0
+    per_conn = {}
+    for l in rec.lines():
+        per_conn[l.conn] = per_conn.get(l.conn, 0) + len(l.raw)
+    assert max(per_conn.values()) <= 500_000 + 1000
+    last = Transcript(rec.lines()).last()
+    assert any("transcript limit" in l.text for l in last if l.who == "*")

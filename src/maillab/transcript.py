@@ -90,6 +90,7 @@ class Connection:
         self._is_refusal = _refusal_test(service)
         self.refusals_in_a_row = 0
         self._refused_skipped = [0, 0]  # lines and bytes not kept while refusals go on
+        self._held: Line | None = None  # a client line waiting for the server's verdict
         self.closed = False
 
     def _feed(self, who: str, data: bytes) -> None:
@@ -109,14 +110,15 @@ class Connection:
         for i, line in enumerate(lines):
             cut = self._partial_cut[who] + max(0, len(line) - MAX_LINE)
             self._partial_cut[who] = 0
-            raw = line[:MAX_LINE] + b"\n"
-            if self._skip_refused(who, raw, cut):
-                continue
-            if not self._room(who, len(raw), out):
-                self.skipped[who] += len(lines) - i - 1  # the rest of this chunk
-                break
-            out.append(Line(now, self.service, self.id, who, raw, self.peer))
-            if cut:
+            kept = self._past_refusals(Line(now, self.service, self.id, who,
+                                            line[:MAX_LINE] + b"\n", self.peer), cut)
+            for one in kept:
+                if not self._room(who, len(one.raw), out):
+                    self.skipped[who] += len(lines) - i - 1  # the rest of this chunk
+                    rec._extend(out)
+                    return
+                out.append(one)
+            if cut and kept:
                 out.append(self._event_line(_("{0} more bytes of this line not kept").format(cut)))
         rec._extend(out)
 
@@ -135,32 +137,54 @@ class Connection:
             f"further {side} lines are counted, not kept"))
         return False
 
-    def _skip_refused(self, who: str, raw: bytes, cut: int) -> bool:
-        """Keep track of refused commands; True when this line is one not to keep."""
-        if self._is_refusal is None:
-            return False
-        if who == SERVER:
-            if raw.startswith(b"* ") or raw.startswith(b"+ "):  # IMAP untagged data, continuations
-                return self.refusals_in_a_row > REFUSED_KEPT
-            if self._is_refusal(raw):
-                self.refusals_in_a_row += 1
-                if self.refusals_in_a_row == REFUSED_KEPT + 1:
-                    self.event(_("{0} commands in a row were refused: further refused commands "
-                                 "and their answers are counted, not kept").format(REFUSED_KEPT))
-            else:
-                self._end_refusals()
-        if self.refusals_in_a_row <= REFUSED_KEPT:
-            return False
-        self._refused_skipped[0] += 1
-        self._refused_skipped[1] += len(raw) + cut
-        return True
+    def _past_refusals(self, line: Line, cut: int) -> list[Line]:
+        """The lines to keep now, given the run of refused commands so far (see the class).
 
-    def _end_refusals(self) -> None:
+        While refused commands go on, a client line waits (``_held``) for the server's verdict:
+        refused, it is counted and dropped; accepted, it is kept after a marker line that says
+        how many were not kept."""
+        if self._is_refusal is None:
+            return [line]
+        counting = self.refusals_in_a_row >= REFUSED_KEPT
+        if line.who == CLIENT:
+            if not counting:
+                return [line]
+            self._drop_held()
+            self._held = line
+            return []
+        if line.raw.startswith((b"* ", b"+ ")):  # IMAP untagged data and continuations
+            return [] if counting else [line]
+        if self._is_refusal(line.raw):
+            self.refusals_in_a_row += 1
+            if counting:
+                self._drop_held()
+                self._refused_skipped[0] += 1
+                self._refused_skipped[1] += len(line.raw) + cut
+                return []
+            if self.refusals_in_a_row == REFUSED_KEPT:
+                return [line, self._event_line(_(
+                    "{0} commands in a row were refused: further refused commands and their "
+                    "answers are counted, not kept").format(REFUSED_KEPT))]
+            return [line]
+        return self._end_refusals() + [line]
+
+    def _drop_held(self) -> None:
+        if self._held is not None:
+            self._refused_skipped[0] += 1
+            self._refused_skipped[1] += len(self._held.raw)
+            self._held = None
+
+    def _end_refusals(self) -> list[Line]:
+        """The marker of a run of refused commands that were not kept, and the held line."""
         lines, size = self._refused_skipped
+        out = []
         if lines:
-            self.event(_("{0} refused lines ({1} bytes) were not kept").format(lines, size))
-        self._refused_skipped = [0, 0]
-        self.refusals_in_a_row = 0
+            out.append(self._event_line(_("{0} refused lines ({1} bytes) were not kept").format(
+                lines, size)))
+        if self._held is not None:
+            out.append(self._held)
+        self._refused_skipped, self._held, self.refusals_in_a_row = [0, 0], None, 0
+        return out
 
     def client(self, data: bytes) -> None:
         """Bytes the client sent."""
@@ -179,6 +203,7 @@ class Connection:
     def close(self, reason: str = "connection closed") -> None:
         if self.closed:
             return
+        self.recorder._extend(self._end_refusals())
         for who in (CLIENT, SERVER):
             if self._partial[who]:  # a line without its ending, e.g. a client that hung up mid-line
                 self.recorder._add(Line(time.time(), self.service, self.id, who, self._partial[who],
@@ -187,7 +212,6 @@ class Connection:
                 if self._partial_cut[who]:
                     self.event(_("{0} more bytes of this line not kept").format(self._partial_cut[who]))
         self.closed = True
-        self._end_refusals()
         for who, n in self.skipped.items():
             if n:
                 self.event(f"{n} more {'client' if who == CLIENT else 'server'} lines not kept")
