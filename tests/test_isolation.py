@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -307,30 +308,54 @@ def test_a_lab_refuses_every_other_user_on_every_port(users):
     assert report["counts"] == {str(other.uid): 2 * len(services) + 2}
 
 
-def test_store_on_disk_is_readable_by_its_owner_only(users, tmp_path):
-    owner, other = users
+def modes_not_private(root: Path) -> dict[str, str]:
+    """Every folder under root that is not 0700 and every file that is not 0600."""
+    wrong = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + [""] + files:
+            path = os.path.join(folder, name)
+            mode = os.stat(path).st_mode & 0o777
+            if mode != (0o700 if os.path.isdir(path) else 0o600):
+                wrong[path] = oct(mode)
+    return wrong
+
+
+@pytest.fixture
+def open_folder(tmp_path):
+    """A folder everyone may enter and write: only the store's own modes protect it."""
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(tmp_path, 0o755)
-    os.chmod(shared, 0o777)  # a folder everyone may enter: only the store's own modes protect it
-    store = Store(shared / "mail", hash_n=2**4)
+    os.chmod(shared, 0o777)
+    return shared
+
+
+def test_store_on_disk_is_readable_by_its_owner_only(users, open_folder):
+    owner, other = users
+    store = Store(open_folder / "mail", hash_n=2**4)
     alice = store.add_account("alice", "wonderland", "example.com")
     inbox = alice.folder("INBOX")
     inbox.deliver(b"Subject: private\n\nsecret\n")
     inbox.store_flags(1, ["$Label1"], "add")  # keywords file
     alice.create_folder("Projects")
     alice.set_subscribed("Projects")
-    modes = {}
-    for folder, dirs, files in os.walk(store.root):
-        for name in dirs + [""]:
-            modes[os.path.join(folder, name)] = os.stat(os.path.join(folder, name)).st_mode & 0o777
-        for name in files:
-            modes[os.path.join(folder, name)] = os.stat(os.path.join(folder, name)).st_mode & 0o777
-    wrong = {path: oct(mode) for path, mode in modes.items()
-             if mode != (0o700 if os.path.isdir(path) else 0o600)}
-    assert wrong == {}
-    message = next(p for p in modes if "/new/" in p)
+    assert modes_not_private(store.root) == {}
+    message = next(info.path for info in inbox.messages())
     peek = run_as(other, "import sys\ntry:\n    print(open(sys.argv[1]).read())\nexcept OSError as e:\n"
-                         "    print(type(e).__name__)", message)
+                         "    print(type(e).__name__)", str(message))
     assert peek.stdout.strip() == "PermissionError"
     store.close()
+
+
+def test_a_whole_lab_keeps_its_store_and_relay_queue_private(open_folder):
+    import smtplib
+
+    import maillab
+
+    with maillab.MailLab(root=open_folder / "lab", ports="any") as lab:
+        with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+            s.login("alice", "wonderland")
+            s.sendmail("alice@example.com", ["john@example.net"], b"Subject: relayed\r\n\r\nhi\r\n")
+        lab.settle()
+        assert [m.subject for m in lab.mailbox("john")] == ["relayed"]
+    assert modes_not_private(open_folder / "lab") == {}

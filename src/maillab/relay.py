@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .i18n import _
+from .store import private_opener
 
 __all__ = ["Router", "RelayQueue", "QueuedMessage", "RETRY_DELAYS", "delivery_status_notification"]
 
@@ -86,8 +87,8 @@ class RelayQueue:
         self.directory = Path(directory)
         self.tmp = self.directory / "tmp"
         self.ready = self.directory / "ready"
-        for d in (self.tmp, self.ready):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (self.directory, self.tmp, self.ready):  # private, as the store around it
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._parts = itertools.count(1)
 
     def _name(self, msg: QueuedMessage, part: int) -> str:
@@ -99,7 +100,7 @@ class RelayQueue:
                              "helo": msg.helo, "id": msg.queue_id})
         name = self._name(msg, next(self._parts))
         tmp = self.tmp / name
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb", opener=private_opener) as f:
             f.write(header.encode() + b"\n" + msg.content)
         final = self.ready / name
         os.rename(tmp, final)  # the step that makes the whole entry visible at once

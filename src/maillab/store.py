@@ -72,12 +72,12 @@ _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "mai
 
 # On a shared computer the store is its owner's alone: folders 0700, files 0600, whatever the
 # umask (explicit modes, not a umask change: that would be process-wide and race with threads).
-def _private_opener(path, flags):
+def private_opener(path, flags):
     return os.open(path, flags, 0o600)
 
 
 def _write_private(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8", opener=_private_opener) as f:
+    with open(path, "w", encoding="utf-8", opener=private_opener) as f:
         f.write(text)
 
 
@@ -363,7 +363,7 @@ class Folder:
             size = crlf_size(data)
             name = self._filename(uid, size, system)
             tmp = self.path / "tmp" / name
-            with open(tmp, "wb", opener=_private_opener) as f:
+            with open(tmp, "wb", opener=private_opener) as f:
                 f.write(data)
             if internaldate is not None:
                 os.utime(tmp, (internaldate, internaldate))
@@ -663,7 +663,7 @@ class Store:
             self._last_validity = validity
             tmp = self.root / (LAST_VALIDITY_FILE + ".tmp")
             try:
-                tmp.write_text(f"{validity}\n")
+                _write_private(tmp, f"{validity}\n")
                 os.replace(tmp, self.root / LAST_VALIDITY_FILE)
             except OSError:
                 pass  # a read-only store: the in-memory counter still protects this run
