@@ -9,13 +9,16 @@ The masters are ordinary nbgrader notebooks: an instructor may also edit them in
 nbgrader does not take it for an assignment) and run this
 script, then `nbgrader generate_assignment` (tests fail while labs/ or a master is stale).
 
-Every hidden test block starts by loading a fresh copy of maillab/grading.py from its file,
-checked against the file's sha256 taken here: after a change to grading.py, run this again.
+Every hidden test block starts with `_g = grading.fresh(lab)`. Test cells are written once and
+run in two places: in the learner's kernel (a plain `nbgrader autograde`, and the learner's
+feedback) and, under `python -m maillab grade`, in the grader's own process against the
+learner's answers (maillab/grader/checks.py). So a test cell uses only `lab`, `grading`/`_g`,
+the modules the given cells import and the learner's names; it may pass plain values,
+`io.BytesIO`, sockets and `ssl.SSLContext`s to the learner's functions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import sys
 from pathlib import Path
@@ -26,22 +29,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LABS = ["smtp", "pop3", "imap", "journey", "web-and-security"]
-GRADING = ROOT / "src" / "maillab" / "grading.py"
 
-
-def grading_digest() -> str:
-    return hashlib.sha256(GRADING.read_bytes()).hexdigest()
-
-
-# The first lines of every hidden test block: a fresh, verified copy of maillab.grading as _g.
-FRESH = """import importlib.util as _iu, hashlib as _hl, maillab as _ml
-_p = _ml.__path__[0] + "/grading.py"
-assert _hl.sha256(open(_p, "rb").read()).hexdigest() == "{digest}", "maillab.grading is not the grader's copy"
-_s = _iu.spec_from_file_location("maillab_grading_fresh", _p)
-_g = _iu.module_from_spec(_s)
-_s.loader.exec_module(_g)
-_g.verify(lab)
-"""
+# The first line of every hidden test block: maillab.grading afresh, after its in-kernel checks.
+FRESH = "_g = grading.fresh(lab)\n"
 
 
 class Builder:
@@ -74,7 +64,7 @@ class Builder:
 
     def tests(self, grade_id: str, points: int, visible: str, hidden: str) -> None:
         source = (visible.strip("\n") + "\n\n### BEGIN HIDDEN TESTS\n"
-                  + FRESH.format(digest=grading_digest()) + hidden.strip("\n")
+                  + FRESH + hidden.strip("\n")
                   + "\n### END HIDDEN TESTS")
         cell = new_code_cell(source, id=self._id())
         cell.metadata.update(deletable=False, editable=False, nbgrader={

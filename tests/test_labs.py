@@ -1,7 +1,7 @@
 """The graded labs: shape, freshness, and nbgrader validate.
 
-* Every master in solutions/ is what solutions/make_masters.py builds (hidden tests carry the
-  digest of maillab/grading.py: a changed grading.py needs rebuilt masters).
+* Every master in solutions/ is what solutions/make_masters.py builds (hidden tests start with
+  `_g = grading.fresh(lab)`).
 * labs/ is exactly what `nbgrader generate_assignment` makes from solutions/ (a stale student
   version fails here).
 * Every lab: 100 points, at least six autograded code parts with visible and hidden tests,
@@ -76,7 +76,7 @@ def test_lab_shape(lab):
         visible = cell.source.split("### BEGIN HIDDEN TESTS")[0]
         assert "assert" in visible, f"{meta(cell)['grade_id']} has no visible test"
         hidden = cell.source.split("### BEGIN HIDDEN TESTS")[1]
-        assert make_masters.grading_digest() in hidden and "_g.verify(lab)" in hidden
+        assert hidden.lstrip("\n").startswith(make_masters.FRESH)
     concept = [c for c in tests if "ports" in meta(c)["grade_id"] or "concepts" in
                meta(c)["grade_id"] or "codes" in meta(c)["grade_id"] or "steps" in meta(c)["grade_id"]]
     assert concept, "no concept check"
@@ -98,7 +98,7 @@ def test_student_version_hides_solutions_and_hidden_tests(lab):
     nb = student(lab)
     text = "\n".join(c.source for c in nb.cells)
     assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
-    assert "_g.verify" not in text
+    assert "grading.fresh" not in text
     assert text.count("raise NotImplementedError()") >= 6
     assert "YOUR ANSWER HERE" in text
 

@@ -1,4 +1,7 @@
-"""``python -m maillab serve``: the lab as a foreground process, for Thunderbird, curl or a terminal."""
+"""``python -m maillab serve``: the lab as a foreground process, for Thunderbird, curl or a terminal.
+
+``python -m maillab grade LAB``: autograde a lab's submissions in sandboxes (maillab.grader).
+"""
 
 from __future__ import annotations
 
@@ -20,8 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--ports", choices=["mnemonic", "any", "standard"], default="mnemonic",
                        help="mnemonic: 2525, 1110, 1143 ... when free (default); any: free ports; "
                             "standard: 25, 110, 143 (needs permission to bind ports below 1024)")
+    grade = sub.add_parser("grade", help="autograde every collected submission of a lab, in "
+                                         "sandboxes, checked outside the notebooks")
+    from .grader.command import add_arguments
+    add_arguments(grade)
     args = parser.parse_args(argv)
+    if args.command == "grade":
+        from .grader.command import run
+        return run(args)
+    return serve(args)
 
+
+def serve(args) -> int:
     ports = args.ports
     if ports == "standard":
         ports = {"smtp": 25, "pop3": 110, "imap": 143}

@@ -1,4 +1,4 @@
-"""Evidence for graded labs: what the servers saw, read back in a way learners' code cannot fake.
+"""Evidence for graded labs: what the servers saw, read back for the labs' test cells.
 
 Lab notebooks (solutions/ -> labs/) use this module in three places:
 
@@ -8,13 +8,20 @@ Lab notebooks (solutions/ -> labs/) use this module in three places:
 * test cells wrap a call of the learner's function in :func:`watch` and check the evidence: which
   sessions the learner's client opened, what it sent (byte for byte), what the servers stored
   on disk and what they removed;
-* hidden tests load a fresh copy of this module straight from its file (checked against a
-  digest written into the test when the masters were built) and call :func:`verify` first, so
-  that patching this module, the lab's classes or the lab object itself is detected.
+* hidden tests start with ``_g = grading.fresh(lab)``: a copy of this module loaded afresh from
+  its file, after :func:`verify` looked for patched maillab code, lab or evidence.
+
+Inside the learner's kernel none of this can be trusted: notebook code runs in the same
+process and can change anything. It is feedback, and the verdict of a plain ``nbgrader
+autograde``. ``python -m maillab grade`` (:mod:`maillab.grader`) does not rely on it: it runs
+the lab's servers in the grader and runs the same test cells in the grader's own process
+against the learner's answers; there this module works on a lab the grader owns, and on a
+sealed lab's copies of the evidence inside the sandboxed kernel.
 
 The second half holds the nbgrader side (:func:`nbgrader_preprocessors`): an executor that
 survives a killed or unresponsive kernel (restart, replay the earlier non-test cells, fail only
-the guilty cell) and an OverwriteCells that puts back deleted locked and test cells.
+the guilty cell), an OverwriteCells that puts back deleted locked and test cells, and a
+feedback step that hides the hidden tests.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ import time
 import types
 from pathlib import Path
 
-__all__ = ["prepare", "watch", "verify", "Watch", "CellTimeLimit", "Tampered", "unstuff",
-           "maildir", "SOCKET_TIMEOUT", "CELL_LIMIT"]
+__all__ = ["prepare", "watch", "verify", "fresh", "Watch", "CellTimeLimit", "Tampered",
+           "unstuff", "maildir", "SOCKET_TIMEOUT", "CELL_LIMIT"]
 
 SOCKET_TIMEOUT = 3.0  # seconds a socket may wait for the lab's servers (they answer in ms)
 CELL_LIMIT = 8.0  # seconds a notebook cell may run before it is interrupted
@@ -82,8 +89,16 @@ class _SealedLines(collections.deque):
         self.refused += 1
 
 
+def _sealed_evidence(lab):
+    """The evidence service of a lab whose servers run in the grader (maillab.grader.client),
+    or None for a lab running in this process."""
+    return getattr(lab, "sealed_evidence", None)
+
+
 def seal(lab) -> None:
     """Make the lab's transcript accept lines from its own server thread only."""
+    if _sealed_evidence(lab) is not None:
+        return  # the transcript is in the grader's process: nothing here can add to it
     rec = lab.recorder
     with rec._lock:
         if not isinstance(rec._lines, _SealedLines):
@@ -103,12 +118,15 @@ class _CellLimit:
         self.seconds = seconds
         self.grace = grace
         self.started: float | None = None
+        self.windows: list[tuple] = []  # (cell id, start, end) of cells that ran, for during()
+        self.cell: tuple | None = None
         self.hard = os.environ.get("NBGRADER_EXECUTION", "") in ("autograde", "validate")
         self.lock = threading.Lock()
 
-    def pre(self, *args) -> None:
+    def pre(self, info=None) -> None:
         with self.lock:
             self.started = time.monotonic()
+        self.cell = (getattr(info, "cell_id", None), time.time())
         signal.signal(signal.SIGALRM, self.alarm)
         signal.setitimer(signal.ITIMER_REAL, self.seconds, 1.0)
 
@@ -116,6 +134,9 @@ class _CellLimit:
         with self.lock:
             self.started = None
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        if self.cell is not None:
+            self.windows = (self.windows + [(*self.cell, time.time())])[-200:]
+            self.cell = None
 
     def alarm(self, signum, frame) -> None:
         if self.started is None:
@@ -180,6 +201,9 @@ def prepare(lab, *, cell_limit: float = CELL_LIMIT, socket_timeout: float = SOCK
 
 def maildir(lab, user: str, folder: str = "INBOX") -> dict[str, Path]:
     """The message files of a user's folder, read from disk: {unique base name: path}."""
+    remote = _sealed_evidence(lab)
+    if remote is not None:
+        return remote.files(user, folder)
     acct = lab.store.account(user) or lab.store.find_address(user)
     if acct is None:
         raise KeyError(user)
@@ -335,8 +359,7 @@ class Watch:
         lines = lab.recorder.lines()
         self.first_conn = (max((l.conn for l in lines), default=0)) + 1
         if users is None:
-            accounts = lab.store.accounts
-            users = [a.login for a in (accounts() if callable(accounts) else accounts)]
+            users = account_logins(lab)
         self.users = list(users)
         self.before = {u: maildir(lab, u) for u in self.users}
         self.after: dict[str, dict[str, Path]] | None = None
@@ -361,15 +384,7 @@ class Watch:
 
     def sessions(self, service: str | None = None) -> list[Session]:
         """Connections opened since the mark, optionally of one service ("smtp:example.net")."""
-        by_conn: dict[int, list] = {}
-        for l in self.lab.recorder.lines():
-            if l.conn < self.first_conn:
-                continue
-            if service is not None and not (l.service == service or
-                                            l.service.startswith(service + ":")):
-                continue
-            by_conn.setdefault(l.conn, []).append(l)
-        return [Session(v) for _k, v in sorted(by_conn.items())]
+        return _sessions(self.lab, service, lambda first: first.conn >= self.first_conn)
 
     def session(self, service: str) -> Session:
         found = self.sessions(service)
@@ -391,13 +406,73 @@ class Watch:
 
     def delivered(self, user: str, session: Session) -> list[DiskMessage]:
         """Messages new in the user's INBOX that came through ``session`` (queue id match)."""
-        ids = session.queue_ids()
-        out = []
-        for m in self.new_messages(user):
-            received = [v for k, v in _headers(m.raw) if k.lower() == "received"]
-            if any(re.search(rf"\bid {qid}\b", r) for r in received for qid in ids):
-                out.append(m)
-        return out
+        new = {m.path.name for m in self.new_messages(user)}
+        return [m for m in _queue_delivered(self.lab, user, session) if m.path.name in new]
+
+
+def _sessions(lab, service: str | None, keep) -> list[Session]:
+    """The lab's connections whose first line passes ``keep``, optionally of one service."""
+    by_conn: dict[int, list] = {}
+    for l in lab.recorder.lines():
+        if service is not None and not (l.service == service or
+                                        l.service.startswith(service + ":")):
+            continue
+        if l.conn in by_conn or keep(l):
+            by_conn.setdefault(l.conn, []).append(l)
+    return [Session(v) for _k, v in sorted(by_conn.items())]
+
+
+def _queue_delivered(lab, user: str, session: Session) -> list[DiskMessage]:
+    """Messages in the user's INBOX whose Received: header names a queue id of ``session``."""
+    ids = session.queue_ids()
+    out = []
+    for path in sorted(maildir(lab, user).values(), key=lambda p: p.stat().st_mtime):
+        m = DiskMessage(path)
+        received = [v for k, v in _headers(m.raw) if k.lower() == "received"]
+        if any(re.search(rf"\bid {qid}\b", r) for r in received for qid in ids):
+            out.append(m)
+    return out
+
+
+class CellEvidence:
+    """What the servers saw while one notebook cell ran: for a part whose answer is a session
+    the learner typed by hand in that cell (see :func:`during`)."""
+
+    def __init__(self, lab, start: float, end: float):
+        self.lab, self.start, self.end = lab, start, end
+
+    def sessions(self, service: str | None = None) -> list[Session]:
+        return _sessions(self.lab, service, lambda first: self.start <= first.time <= self.end)
+
+    def session(self, service: str) -> Session:
+        found = self.sessions(service)
+        assert found, f"no connection to {service} was made in that cell"
+        return found[0]
+
+    def logins(self) -> list:
+        return [a for a in self.lab.logins() if self.start <= a.time <= self.end]
+
+    def delivered(self, user: str, session: Session) -> list[DiskMessage]:
+        return _queue_delivered(self.lab, user, session)
+
+
+def during(lab, cell: str | None = None) -> CellEvidence:
+    """The evidence of one cell that already ran: by default the code cell just before the
+    test that asks, or the cell with this id. In the notebook's own kernel the times come from
+    :func:`prepare`'s cell hooks; ``maillab grade`` uses the times its executor recorded."""
+    windows = _limit.windows if _limit is not None else []
+    found = windows[-1] if cell is None and windows else \
+        next((w for w in reversed(windows) if w[0] == cell), None)
+    assert found is not None, "that cell has not run in this kernel"
+    return CellEvidence(lab, found[1], found[2])
+
+
+def account_logins(lab) -> list[str]:
+    remote = _sealed_evidence(lab)
+    if remote is not None:
+        return remote.users()
+    accounts = lab.store.accounts
+    return [a.login for a in (accounts() if callable(accounts) else accounts)]
 
 
 def _headers(raw: bytes) -> list[tuple[str, str]]:
@@ -420,6 +495,9 @@ def make_account(lab, messages=(), *, domain: str | None = None, flags=()) -> tu
     import secrets
     from maillab.store import hash_password
 
+    remote = _sealed_evidence(lab)
+    if remote is not None:
+        return remote.make_account(messages, domain=domain, flags=flags)
     login = "user" + secrets.token_hex(3)
     password = secrets.token_hex(5)
     acct = lab.store.add_account(login, password, domain or lab.domains[0],
@@ -546,31 +624,92 @@ def verify(lab) -> None:
         raise Tampered("grading evidence cannot be trusted: " + "; ".join(sorted(set(problems))))
 
 
-def file_digest() -> str:
-    """sha256 of this module's file (hidden tests compare it before loading a fresh copy)."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+def fresh(lab):
+    """The first line of every hidden test: ``_g = grading.fresh(lab)``.
+
+    A copy of this module loaded afresh from its file (so that functions notebook code
+    replaced here do not count), after :func:`verify` looked at the lab. Inside the learner's
+    kernel this is feedback, not a defence: code in the same process can change this too.
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("maillab_grading_fresh", __file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.verify(lab)
+    return module
 
 
 # ---------------------------------------------------------------------------- nbgrader side
+
+def definitions(source: str) -> str:
+    """The top-level ``def``, ``class`` and ``import`` statements of a cell's source.
+
+    What a cell that ended the kernel still defined: replayed after the restart, so that the
+    functions written in that cell are not lost for the later tests.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ""
+    kept = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                    ast.ClassDef, ast.Import, ast.ImportFrom))]
+    return ast.unparse(ast.Module(kept, [])) if kept else ""
+
+
+def is_test_cell(cell) -> bool:
+    """An autograded test cell (nbgrader: graded, not a solution, code)."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) \
+        and not meta.get("solution")
+
+
+def split_hidden(source: str) -> tuple[list[str], list[str]]:
+    """A test cell's lines: (outside the hidden tests, between ``### BEGIN HIDDEN TESTS`` and
+    ``### END HIDDEN TESTS``); the marker lines are in neither."""
+    visible, hidden, inside = [], [], False
+    for line in source.splitlines():
+        if "BEGIN HIDDEN TESTS" in line:
+            inside = True
+        elif "END HIDDEN TESTS" in line:
+            inside = False
+        else:
+            (hidden if inside else visible).append(line)
+    return visible, hidden
+
+
+def visible_source(source: str) -> str:
+    """A test cell's source without its hidden tests (what learners see)."""
+    return "\n".join(split_hidden(source)[0]).rstrip()
+
 
 def nbgrader_preprocessors() -> dict:
     """Preprocessor classes for nbgrader_config.py (imports nbgrader only when called).
 
     ``RobustExecute``: nbgrader's Execute, but a cell that kills the kernel (``os._exit``) or
     leaves it unresponsive (a loop that swallows interrupts) gets an error output, the kernel
-    is restarted, the earlier non-test cells are run again (their outputs discarded) and grading
-    goes on. Without it nbgrader drops the whole submission. A graded test cell that did not run
-    fails (never a silent pass).
+    is restarted, the earlier non-test cells are run again (their outputs discarded), and the
+    ``def``/``class``/``import`` statements of the guilty cell too, so that functions it
+    defined are not lost; then grading goes on. Without it nbgrader drops the whole
+    submission. A graded test cell that did not run fails (never a silent pass).
 
     ``RobustOverwriteCells``: also puts back deleted *locked* cells (the setup cell) and
     deleted test cells, after the nearest earlier cell that is still there.
+
+    ``HideHiddenTests``: for ``nbgrader generate_feedback``: the hidden tests' source is taken
+    out of the test cells, and so is an error's traceback when it would show hidden lines
+    (the error's name and message stay: what failed and why).
     """
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     import nbformat
     from nbformat import NotebookNode
     from nbgrader import utils
-    from nbgrader.preprocessors import Execute, OverwriteCells
+    from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells
     from nbgrader.preprocessors.execute import UnresponsiveKernelError
+
+    stopped = (DeadKernelError, CellTimeoutError, UnresponsiveKernelError)
 
     def error_output(ename: str, evalue: str) -> NotebookNode:
         return NotebookNode(output_type="error", ename=ename, evalue=evalue,
@@ -581,7 +720,7 @@ def nbgrader_preprocessors() -> dict:
 
         def preprocess(self, nb, resources=None, km=None):
             for attempt in (1, 2):
-                self._replayable: list[int] = []
+                self._replayable: list[tuple[int, str]] = []
                 self._restarts = 0
                 self._ran_a_cell = False
                 try:
@@ -603,7 +742,7 @@ def nbgrader_preprocessors() -> dict:
             self._ran_a_cell = True
             try:
                 result = super().preprocess_cell(cell, resources, index)
-            except (DeadKernelError, CellTimeoutError, UnresponsiveKernelError) as e:
+            except stopped as e:
                 dead = isinstance(e, DeadKernelError)
                 self.log.warning("Cell %d %s; restarting the kernel and replaying earlier cells",
                                  index, "killed the kernel" if dead else "did not stop")
@@ -612,14 +751,33 @@ def nbgrader_preprocessors() -> dict:
                     "this cell ended the Python kernel" if dead else
                     "this cell did not stop when interrupted"))
                 self._recover()
+                if not is_test_cell(cell):
+                    self._keep_definitions(cell, index)
                 return cell, self.resources
-            if utils.is_grade(cell) and not utils.is_solution(cell):
+            if is_test_cell(cell):
                 if cell.get("execution_count") is None and not any(
                         o.get("output_type") == "error" for o in cell.outputs):
                     cell.outputs.append(error_output("NotExecuted", "this test did not run"))
             else:
-                self._replayable.append(index)
+                self._replayable.append((index, cell.source))
             return result
+
+        def _keep_definitions(self, cell, index: int) -> None:
+            source = definitions(cell.source)
+            if source:
+                self._replayable.append((index, source))
+                self._replay(index, source)
+
+        def _replay(self, index: int, source: str) -> bool:
+            copy = NotebookNode(dict(self.nb.cells[index]))
+            copy["source"], copy["outputs"] = source, []
+            try:
+                self.execute_cell(copy, index, store_history=False)
+                return True
+            except stopped:
+                self._replayable = [r for r in self._replayable if r[0] != index]
+                self._recover()
+                return False
 
         def _recover(self) -> None:
             from jupyter_core.utils import run_sync
@@ -632,15 +790,20 @@ def nbgrader_preprocessors() -> dict:
                 pass
             run_sync(self.km.restart_kernel)(now=True)
             self.start_new_kernel_client()
-            for i in list(self._replayable):
-                copy = NotebookNode(dict(self.nb.cells[i]))
-                copy["outputs"] = []
-                try:
-                    self.execute_cell(copy, i, store_history=False)
-                except (DeadKernelError, CellTimeoutError, UnresponsiveKernelError):
-                    self._replayable.remove(i)
-                    self._recover()
+            for index, source in list(self._replayable):
+                if not self._replay(index, source):
                     return
+
+    class HideHiddenTests(NbGraderPreprocessor):
+        def preprocess_cell(self, cell, resources, index):
+            if is_test_cell(cell):
+                hidden = [l.strip() for l in split_hidden(cell.source)[1] if l.strip()]
+                cell.source = visible_source(cell.source)
+                for out in cell.get("outputs", []):
+                    if out.get("output_type") == "error" and any(
+                            h in "\n".join(out.get("traceback", [])) for h in hidden):
+                        out["traceback"] = [f"{out.get('ename', '')}: {out.get('evalue', '')}"]
+            return cell, resources
 
     class RobustOverwriteCells(OverwriteCells):
         def add_missing_grade_cells(self, nb, resources):
@@ -677,4 +840,5 @@ def nbgrader_preprocessors() -> dict:
                 present.append(src.name)
             return nb, resources
 
-    return {"RobustExecute": RobustExecute, "RobustOverwriteCells": RobustOverwriteCells}
+    return {"RobustExecute": RobustExecute, "RobustOverwriteCells": RobustOverwriteCells,
+            "HideHiddenTests": HideHiddenTests}

@@ -1,0 +1,262 @@
+"""``python -m maillab grade LAB``: autograde every collected submission of a lab.
+
+Runs in the course folder (where ``nbgrader_config.py`` and ``gradebook.db`` are). Takes the
+submissions nbgrader collected into ``submitted/<student>/<lab>/`` (``--collect zip`` runs
+``nbgrader zip_collect`` first, ``--collect exchange`` runs ``nbgrader collect``), grades them
+with N workers (:mod:`maillab.grader.worker`), each submission in sandboxes of its own, shows
+progress, and writes the scores into the gradebook as ``nbgrader autograde`` does; the
+formgrader, ``generate_feedback`` and ``export`` work on them as usual. The report (a table
+here, all details in ``grade-reports/<lab>.json``) says per student the score, the time, which
+parts the grader checked outside the notebook, and anything odd: a kernel that died, a cell
+that would not stop, code that ended the answer process, a notebook check that disagreed with
+the grader's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SUBMISSION_LIMIT = 1800.0  # seconds one submission may take before its worker is replaced
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("lab", help="the lab (nbgrader assignment) to grade, e.g. smtp")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="submissions graded at once (default: the number of CPUs)")
+    parser.add_argument("--student", action="append", default=[],
+                        help="grade only this student (may be repeated)")
+    parser.add_argument("--collect", choices=["zip", "exchange"],
+                        help="first run nbgrader zip_collect (LMS downloads) or nbgrader "
+                             "collect (a JupyterHub exchange)")
+    parser.add_argument("--course", default=".", help="the course folder (default: here)")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="run learners' code as yourself, without isolation (only on a "
+                             "machine you trust; the grader still checks outside the notebook)")
+    parser.add_argument("--uid-base", type=int, default=None,
+                        help="throwaway user ids for the sandboxes start here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from .sandbox import UID_BASE, SandboxUnavailable, check_available
+
+    course = Path(args.course).resolve()
+    if not args.no_sandbox:
+        try:
+            check_available()
+        except SandboxUnavailable as e:
+            print(f"maillab grade: {e}", file=sys.stderr)
+            return 2
+    if args.collect:
+        step = "zip_collect" if args.collect == "zip" else "collect"
+        done = subprocess.run([sys.executable, "-m", "nbgrader", step, args.lab], cwd=course,
+                              env=tool_environment())
+        if done.returncode:
+            print(f"maillab grade: nbgrader {step} failed", file=sys.stderr)
+            return done.returncode
+    students = args.student or submissions(course, args.lab)
+    if not students:
+        print(f"maillab grade: no submissions of {args.lab} in {course / 'submitted'}",
+              file=sys.stderr)
+        return 1
+    workers = max(1, min(args.workers or os.cpu_count() or 1, len(students)))
+    progress = Progress(len(students), quiet=args.quiet)
+    pool = Pool(course, args.lab, workers, args.uid_base or UID_BASE, args.no_sandbox)
+    start = time.monotonic()
+    try:
+        results = pool.grade(students, progress.done)
+    finally:
+        pool.close()
+    elapsed = time.monotonic() - start
+    progress.finish()
+    report = {"lab": args.lab, "workers": workers, "seconds": round(elapsed, 1),
+              "sandbox": not args.no_sandbox, "submissions": results}
+    path = course / "grade-reports" / f"{args.lab}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(table(results))
+    print(f"{len(results)} submissions in {elapsed:.1f} s with {workers} workers; "
+          f"details in {path.relative_to(course)}")
+    return 1 if any("error" in r for r in results) else 0
+
+
+def tool_environment() -> dict:
+    """This environment, with this Python's scripts first on PATH (nbgrader runs alembic)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    return env
+
+
+def submissions(course: Path, lab: str) -> list[str]:
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config() \
+        if (course / "nbgrader_config.py").exists() else None
+    coursedir = CourseDirectory(config=config) if config else CourseDirectory()
+    coursedir.root = str(course)
+    submitted = Path(coursedir.format_path(coursedir.submitted_directory, ".", "."))
+    return sorted(p.parent.name for p in submitted.glob(f"*/{lab}") if p.is_dir())
+
+
+class Pool:
+    """N worker processes; each takes the next student when it is done with one."""
+
+    def __init__(self, course: Path, lab: str, size: int, uid_base: int, unsandboxed: bool):
+        self.course, self.lab, self.uid_base, self.unsandboxed = course, lab, uid_base, unsandboxed
+        self.logs = course / "grade-reports" / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.selector = selectors.DefaultSelector()
+        self.workers: dict[int, dict] = {}
+        for index in range(size):
+            self._start(index)
+
+    def _start(self, index: int) -> None:
+        private = Path(tempfile.mkdtemp(prefix=f"maillab-grade-{index}-"))
+        cmd = [sys.executable, "-m", "maillab.grader.worker", "--course", str(self.course),
+               "--lab", self.lab, "--uid", str(self.uid_base + index), "--private", str(private)]
+        if self.unsandboxed:
+            cmd.append("--no-sandbox")
+        log = open(self.logs / f"{self.lab}-worker{index}.log", "a")
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                text=True, bufsize=1, start_new_session=True,
+                                env=tool_environment())
+        self.workers[index] = {"proc": proc, "private": private, "student": None, "since": 0.0,
+                               "log": log, "ready": False}
+        self.selector.register(proc.stdout, selectors.EVENT_READ, index)
+
+    def _stop(self, index: int) -> None:
+        w = self.workers.pop(index)
+        self.selector.unregister(w["proc"].stdout)
+        if w["proc"].poll() is None:
+            try:
+                os.killpg(w["proc"].pid, 9)
+            except ProcessLookupError:
+                pass
+        w["proc"].wait()
+        w["log"].close()
+        shutil.rmtree(w["private"], ignore_errors=True)
+
+    def grade(self, students: list[str], done) -> list[dict]:
+        queue = list(students)
+        tries: dict[str, int] = {}
+        results: dict[str, dict] = {}
+        while len(results) < len(students):
+            for index, w in list(self.workers.items()):
+                if w["ready"] and w["student"] is None and queue:
+                    student = queue.pop(0)
+                    tries[student] = tries.get(student, 0) + 1
+                    w["student"], w["since"] = student, time.monotonic()
+                    w["proc"].stdin.write(json.dumps({"student": student}) + "\n")
+            for key, _ in self.selector.select(timeout=1.0):
+                index = key.data
+                w = self.workers[index]
+                line = w["proc"].stdout.readline()
+                if not line:  # the worker ended: replace it, grade its student again once
+                    self._lost(index, queue, tries, results, done,
+                               "the grading worker ended unexpectedly")
+                    continue
+                message = json.loads(line)
+                if message.get("ready"):
+                    w["ready"] = True
+                    continue
+                results[message["student"]] = message
+                done(message)
+                w["student"] = None
+            for index, w in list(self.workers.items()):
+                if w["student"] is not None and \
+                        time.monotonic() - w["since"] > SUBMISSION_LIMIT:
+                    self._lost(index, queue, tries, results, done,
+                               f"grading took longer than {SUBMISSION_LIMIT:g} s")
+        return [results[s] for s in students]
+
+    def _lost(self, index, queue, tries, results, done, why: str) -> None:
+        student = self.workers[index]["student"]
+        self._stop(index)
+        self._start(index)
+        if student is None:
+            return
+        if tries[student] < 2:
+            queue.insert(0, student)
+        else:
+            results[student] = {"student": student, "lab": self.lab, "error": why,
+                                "score": None, "max_score": None}
+            done(results[student])
+
+    def close(self) -> None:
+        for index, w in list(self.workers.items()):
+            try:
+                w["proc"].stdin.close()
+                w["proc"].wait(30)
+            except Exception:
+                pass
+            self._stop(index)
+
+
+class Progress:
+    def __init__(self, total: int, quiet: bool = False):
+        self.total, self.count, self.quiet = total, 0, quiet
+        self.tty = sys.stderr.isatty()
+        self.start = time.monotonic()
+
+    def done(self, result: dict) -> None:
+        self.count += 1
+        if self.quiet:
+            return
+        line = (f"{self.count}/{self.total} {result['student']}: {score_text(result)} "
+                f"({result.get('seconds', 0):.1f} s)")
+        if self.tty:
+            width = 30
+            filled = width * self.count // self.total
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {line[:60]:60}")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.tty and not self.quiet:
+            sys.stderr.write("\n")
+
+
+def score_text(result: dict) -> str:
+    if result.get("score") is None:
+        return "not graded"
+    return f"{result['score']:g}/{result['max_score']:g}"
+
+
+def oddities(result: dict) -> list[str]:
+    """What a teacher should look at, in a few words each."""
+    out = list(result.get("odd", []))
+    if result.get("error"):
+        out.append(f"not graded: {result['error']}")
+    if result.get("kernel_restarts"):
+        out.append(f"the notebook's kernel was restarted {result['kernel_restarts']} time(s)")
+    for gid, part in result.get("parts", {}).items():
+        if part["passed"] != part["kernel_passed"]:
+            out.append(f"{gid}: the notebook's own test {'passed' if part['kernel_passed'] else 'failed'}"
+                       f", the grader's check {'passed' if part['passed'] else 'failed'}")
+        out += part.get("notes", [])
+    out += [f"loading: {x}" for x in result.get("loading", []) if "skipped" in x]
+    return out
+
+
+def table(results: list[dict]) -> str:
+    rows = [("student", "score", "time", "sealed checks", "look at")]
+    for r in results:
+        parts = r.get("parts", {})
+        passed = sum(1 for p in parts.values() if p["passed"])
+        odd = oddities(r)
+        rows.append((r["student"], score_text(r), f"{r.get('seconds', 0):.1f} s",
+                     f"{passed}/{len(parts)} passed", odd[0][:70] if odd else ""))
+        rows += [("", "", "", "", o[:70]) for o in odd[1:4]]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

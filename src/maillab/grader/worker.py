@@ -1,0 +1,132 @@
+"""One grading worker: ``python -m maillab.grader.worker`` (started by ``maillab grade``).
+
+A worker grades one submission at a time with nbgrader's own Autograde converter, in this
+process (nbgrader starts once per worker, not once per student), with the two sealed
+preprocessors of :mod:`maillab.grader.execute`. It reads ``{"student": ...}`` lines on stdin
+and answers each with one line of JSON on its original stdout (the report of that
+submission); nbgrader's log goes to stderr.
+
+With sandboxes, the first thing a worker does, while it still has one thread, is to move into
+network and mount namespaces of its own (:func:`maillab.grader.sandbox.isolate_worker`): its
+sealed labs, the sandboxes it starts and their evidence are then out of reach of every other
+process on the machine, other workers included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m maillab.grader.worker")
+    parser.add_argument("--course", required=True)
+    parser.add_argument("--lab", required=True)
+    parser.add_argument("--uid", type=int, required=True)
+    parser.add_argument("--private", required=True, help="this worker's own folder")
+    parser.add_argument("--no-sandbox", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    private = Path(args.private)
+    if not args.no_sandbox:
+        from .sandbox import isolate_worker
+        isolate_worker(private)  # before any thread exists
+    else:
+        private.mkdir(parents=True, exist_ok=True)
+    reports = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # nbgrader and everything else print to stderr
+    worker = Worker(Path(args.course), args.lab, args.uid, private, not args.no_sandbox)
+    reports.write(json.dumps({"ready": True}) + "\n")
+    for line in sys.stdin:
+        student = json.loads(line)["student"]
+        reports.write(json.dumps(worker.grade(student)) + "\n")
+    return 0
+
+
+class Worker:
+    def __init__(self, course: Path, lab: str, uid: int, private: Path, sandboxed: bool):
+        import socket
+
+        from nbgrader.coursedir import CourseDirectory  # noqa: F401 (imported once, here)
+
+        from .sandbox import Sandbox, Unsandboxed, python_folders
+        self.course, self.lab, self.uid, self.private = course, lab, uid, private
+        self.sandboxed = sandboxed
+        self.readable = python_folders(course)
+        self.sandbox_class = Sandbox if sandboxed else Unsandboxed
+        self.config = self._config()
+        self.count = 0
+        socket.setdefaulttimeout(None)
+
+    def _config(self):
+        from nbconvert.preprocessors import ClearMetadataPreprocessor
+        from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata,
+                                            IgnorePattern, LimitOutput, SaveAutoGrades)
+        from traitlets.config import Config
+        from traitlets.config.loader import PyFileConfigLoader
+
+        from .execute import SealedExecute, SealedVerdicts
+        config = Config()
+        if (self.course / "nbgrader_config.py").exists():
+            config = PyFileConfigLoader("nbgrader_config.py", path=str(self.course)).load_config()
+        config.CourseDirectory.root = str(self.course)
+        config.BaseConverter.force = True
+        config.Autograde.autograde_preprocessors = [
+            SealedExecute, SealedVerdicts, IgnorePattern, ClearMetadataPreprocessor,
+            LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+        return config
+
+    def make_sandbox(self, control: Path):
+        return self.sandbox_class(self.uid, control, self.readable)
+
+    def grade(self, student: str) -> dict:
+        from nbgrader.converters import Autograde
+        from nbgrader.coursedir import CourseDirectory
+
+        from . import execute
+        self.count += 1
+        folder = self.private / f"submission-{self.count}"
+        folder.mkdir(mode=0o700)
+        sub = execute.Submission(student, folder, self.make_sandbox)
+        sub.report.update(student=student, lab=self.lab, sandbox=self.sandboxed)
+        start = time.monotonic()
+        execute.CURRENT = sub
+        try:
+            coursedir = CourseDirectory(config=self.config)
+            coursedir.assignment_id = self.lab
+            coursedir.student_id = student
+            Autograde(coursedir=coursedir, config=self.config).start()
+        except BaseException as e:  # nbgrader's own refusal (no such assignment, ...)
+            sub.report["error"] = f"{type(e).__name__}: {e}"[:500]
+            sub.report["traceback"] = traceback.format_exc()[-3000:]
+        finally:
+            execute.CURRENT = None
+            self.make_sandbox(folder).kill_all()
+            shutil.rmtree(folder, ignore_errors=True)
+        sub.report["seconds"] = round(time.monotonic() - start, 2)
+        sub.report.update(self.scores(student))
+        return sub.report
+
+    def scores(self, student: str) -> dict:
+        """The autograded score nbgrader wrote in the gradebook (the one the CSV shows)."""
+        from nbgrader.api import Gradebook, MissingEntry
+        from nbgrader.coursedir import CourseDirectory
+        try:
+            with Gradebook(CourseDirectory(config=self.config).db_url) as gb:
+                sub = gb.find_submission(self.lab, student)
+                return {"score": sub.code_score, "max_score": sub.max_code_score}
+        except MissingEntry:
+            return {"score": None, "max_score": None}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
