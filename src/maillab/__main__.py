@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 
+from .i18n import _
 from .lab import MailLab
 
 
@@ -17,12 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m maillab",
                                      description="maillab: a little mail system for learning.")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the mail lab until Ctrl-C")
-    serve.add_argument("--root", help="keep the mail store in this folder (default: a temporary "
-                                      "folder removed on exit)")
-    serve.add_argument("--ports", choices=["mnemonic", "any", "standard"], default="mnemonic",
-                       help="mnemonic: 2525, 1110, 1143 ... when free (default); any: free ports; "
-                            "standard: 25, 110, 143 (needs permission to bind ports below 1024)")
+    serve_parser = sub.add_parser("serve", help="run the mail lab until Ctrl-C")
+    serve_parser.add_argument("--root", help="keep the mail store, and the lab's CA and server "
+                                             "keys (ROOT/tls/), in this folder (default: a "
+                                             "temporary folder removed on exit)")
+    serve_parser.add_argument("--ports", choices=["mnemonic", "any", "standard"],
+                              default="mnemonic",
+                              help="mnemonic: 2525, 1110, 1143 ... when free (default); any: free "
+                                   "ports; standard: 25, 110, 143 (needs permission to bind ports "
+                                   "below 1024)")
     grade = sub.add_parser("grade", help="autograde every collected submission of a lab, in "
                                          "sandboxes, checked outside the notebooks")
     from .grader.command import add_arguments
@@ -48,6 +52,9 @@ def serve(args) -> int:
     signal.signal(signal.SIGINT, on_signal)
     print(lab, flush=True)
     print(f"store: {lab.store.root}", flush=True)
+    if lab.ca is not None:
+        print(_("CA certificate (tell your mail program to trust it): {0}").format(lab.ca_file),
+              flush=True)
     print("ready; press Ctrl-C to stop", flush=True)
     try:
         while not stop.wait(0.5):

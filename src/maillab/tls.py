@@ -2,6 +2,7 @@
 
 Each lab makes a fresh CA with ``trustme`` (which exists for exactly this: test CAs) and issues
 one certificate per simulated host, valid for ``localhost``, ``127.0.0.1`` and the host's name.
+A lab with a folder of its own (``python -m maillab serve --root``) keeps them there instead.
 Clients that should trust the lab load ``lab.ca_file`` or use ``lab.client_context()``; a client
 that does not trust the lab's CA fails verification, as it would against a stranger's server.
 """
@@ -9,6 +10,7 @@ that does not trust the lab's CA fails verification, as it would against a stran
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import tempfile
 from pathlib import Path
@@ -23,16 +25,59 @@ HANDSHAKE_TIMEOUT = 15  # seconds a client gets to finish a TLS handshake
 
 
 class LabCA:
-    """The lab's certificate authority and the server certificates it issued."""
+    """The lab's certificate authority and the server certificates it issued.
 
-    def __init__(self, hostnames: list[str]):
-        self._dir = tempfile.TemporaryDirectory(prefix="maillab-ca-")
-        self.ca = trustme.CA(organization_name="maillab", organization_unit_name="lab CA")
-        self.ca_file = Path(self._dir.name) / "maillab-ca.pem"
-        self.ca.cert_pem.write_to_path(str(self.ca_file))
-        self._certs = {h: self.ca.issue_cert("localhost", "127.0.0.1", h, common_name=h)
-                       for h in hostnames}
+    With ``directory`` the CA and the server keys are kept there (keys readable by their owner
+    only) and used again on the next start: a mail program told once to trust the lab's CA
+    keeps trusting it. Without it, a fresh CA lives in a temporary folder until close().
+    """
+
+    def __init__(self, hostnames: list[str], directory: str | os.PathLike | None = None):
+        self._dir = tempfile.TemporaryDirectory(prefix="maillab-ca-") if directory is None else None
+        self.directory = Path(self._dir.name if directory is None else directory)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.ca_file = self.directory / "maillab-ca.pem"
+        self.ca = self._saved_ca()
+        reuse = self.ca is not None  # certificates on disk belong to this CA only
+        if self.ca is None:
+            self.ca = trustme.CA(organization_name="maillab", organization_unit_name="lab CA")
+            self._save(self.ca_file, self.ca.cert_pem.bytes(), self.ca.private_key_pem.bytes())
+        self._certs = {h: self._server_cert(h, reuse) for h in hostnames}
         self._server_contexts: dict[str, ssl.SSLContext] = {}
+
+    def _saved_ca(self) -> trustme.CA | None:
+        if self._dir is not None:
+            return None
+        try:
+            return trustme.CA.from_pem(self.ca_file.read_bytes(),
+                                       self.ca_file.with_suffix(".key").read_bytes())
+        except (OSError, ValueError):
+            return None  # none yet, or damaged: a new CA (clients must trust it anew)
+
+    def _server_cert(self, hostname: str, reuse: bool) -> trustme.LeafCert:
+        cert_file = self.directory / f"{hostname}.pem"
+        if reuse:
+            try:
+                return trustme.LeafCert(cert_file.with_suffix(".key").read_bytes(),
+                                        cert_file.read_bytes(), [])
+            except OSError:
+                pass
+        leaf = self.ca.issue_cert("localhost", "127.0.0.1", hostname, common_name=hostname)
+        self._save(cert_file, leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes())
+        return leaf
+
+    def _save(self, cert_file: Path, cert: bytes, key: bytes) -> None:
+        """Write a certificate (world-readable) and, when kept for later starts, its private
+        key beside it (``.key``, mode 0600, written whole before it replaces an older one)."""
+        cert_file.write_bytes(cert)
+        if self._dir is not None:
+            return
+        key_file = cert_file.with_suffix(".key")
+        tmp = key_file.with_name(key_file.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(key)
+        os.replace(tmp, key_file)
 
     def server_context(self, hostname: str) -> ssl.SSLContext:
         """The TLS context a server for ``hostname`` uses (TLS 1.2 or newer)."""
@@ -51,7 +96,8 @@ class LabCA:
         return ctx
 
     def close(self) -> None:
-        self._dir.cleanup()
+        if self._dir is not None:
+            self._dir.cleanup()
 
 
 def describe(transport) -> str | None:
