@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import handover
-from .i18n import _
+from .i18n import _, set_language, speak_protocol_in_this_thread
 from .logs import LabLog, bind_thread, exception_handler
 from .logs import install as route_server_logs
 from .net import (LOOPBACK, LoginGuard, ServerContext, bind_listener, connection_limit_for,
@@ -151,7 +151,10 @@ class MailLab:
                  root: str | os.PathLike | None = None, ports: str | dict = "mnemonic",
                  size_limit: int = DEFAULT_SIZE_LIMIT, hash_n: int = LAB_SCRYPT_N,
                  tls: bool = True, strict: bool = False, options: dict | None = None,
-                 private: bool = True, allow_users: Iterable[int | str] = ()):
+                 private: bool = True, allow_users: Iterable[int | str] = (),
+                 lang: str | None = None):
+        if lang is not None:  # "el": everything the package shows is in Greek (maillab.i18n)
+            set_language(lang)
         self.accounts = list(accounts)
         self.domains = list(dict.fromkeys(a.domain for a in self.accounts))
         if not self.domains:
@@ -227,6 +230,7 @@ class MailLab:
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
+        speak_protocol_in_this_thread()  # what servers say goes on the wire: English (i18n)
         # Whatever this thread, its tasks and its worker threads log goes to the lab's log,
         # never into the notebook cell that happens to be running (see maillab.logs).
         bind_thread(self.lab_log)
@@ -674,9 +678,14 @@ class MailLab:
             f"<th>{esc(_('Address'))}</th><th>{esc(_('Mail server'))}</th></tr>{accts}</table></div>")
 
 
-def start(**kwargs) -> MailLab:
-    """Start the lab. Running it again stops the previous lab of this process first."""
+def start(*, lang: str | None = None, **kwargs) -> MailLab:
+    """Start the lab. Running it again stops the previous lab of this process first.
+
+    ``lang="el"`` shows everything the package says in Greek (protocol text stays English).
+    """
     global _current
+    if lang is not None:  # also for a sealed lab below: the grader's feedback is in it too
+        set_language(lang)
     # ---- maillab.grader: while `maillab grade` grades this notebook, its servers run in the
     # grader (outside this kernel); the lab returned only connects to them.
     if os.environ.get("MAILLAB_SEALED"):
