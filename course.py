@@ -2,6 +2,7 @@
 """Start the maillab course, or run its tests. Needs only Python 3.11+; standard library only.
 
     python3 course.py             open the course in JupyterLab
+    python3 course.py --lang el   open the Greek edition (course/el/), Η ελληνική έκδοση
     python3 course.py test        run the test suite
 
 The first run creates a virtual environment in .venv and installs maillab into it (a few
@@ -23,7 +24,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / "maillab-install.json"  # what was installed, from which pyproject.toml
-WELCOME = "course/00-welcome.ipynb"
+WELCOME = "course/00-welcome.ipynb"  # a translated edition has its own: course/<lang>/00-welcome
 PYTEST_FLAGS = ["-q", "-ra", "--timeout=300"]
 
 
@@ -70,6 +71,26 @@ def run(command: list[str]) -> None:
     os.execv(command[0], command)  # the program takes over this process (and Ctrl-C)
 
 
+def welcome_page(args: list[str]) -> tuple[str, list[str]]:
+    """The first notebook to open (``--lang el``: the Greek edition's) and the other arguments."""
+    lang, rest = "en", []
+    for arg in args:
+        if rest and rest[-1] == "--lang":
+            rest.pop()
+            lang = arg
+        elif arg.startswith("--lang="):
+            lang = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    if rest and rest[-1] == "--lang":
+        sys.exit("--lang needs a language, e.g. python3 course.py --lang el")
+    course, welcome = WELCOME.rsplit("/", 1)
+    page = WELCOME if lang == "en" else f"{course}/{lang}/{welcome}"
+    if not (ROOT / page).exists():
+        sys.exit(f"There is no edition of the course in {lang!r} ({page} is missing).")
+    return page, rest
+
+
 def main(args: list[str]) -> None:
     if args[:1] in (["-h"], ["--help"], ["help"]):
         print(__doc__.strip())
@@ -77,10 +98,11 @@ def main(args: list[str]) -> None:
         bootstrap({"test"})
         run([str(PYTHON), "-m", "pytest", *PYTEST_FLAGS, *args[1:]])
     else:
+        page, args = welcome_page(args)
         bootstrap(set())
         # The whole repository in the file browser (course/ and labs/), the welcome notebook open,
         # also from the URL printed with --no-browser.
-        options = [f"--ServerApp.root_dir={ROOT}", f"--LabApp.default_url=/lab/tree/{WELCOME}"]
+        options = [f"--ServerApp.root_dir={ROOT}", f"--LabApp.default_url=/lab/tree/{page}"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             options.append("--allow-root")  # Jupyter refuses to run as root without it
         run([str(BIN / "jupyter"), "lab", *options, *args])
