@@ -50,14 +50,20 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 25
 MAX_UPLOAD = 25 * 1024 * 1024  # the form's total size; SMTP's SIZE limit still applies to mail
 _FOLDER_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
-_ADDRESS_RE = re.compile(r'[^@\s<>,;"()\[\]\\]+@[^@\s<>,;"()\[\]\\]+')
+# A local part without spaces or specials, at a domain of letters, digits, - and _ (so that a
+# misparsed piece such as "x@example.net?=", which Python < 3.11.10's getaddresses can make of
+# an encoded word, is not taken for an address: CVE-2023-27043).
+_ADDRESS_RE = re.compile(r'[^@\s<>,;:"()\[\]\\]+@[\w-]+(?:\.[\w-]+)*')
 _SECTION_RE = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,4}){0,20}$")
 # What a login form may carry: no spaces or control characters in the address (it goes into an
 # IMAP command line), none in the password either, and no lone surrogates anywhere.
 _LOGIN_ADDRESS_RE = re.compile(r"[^\s\x00-\x1f\x7f@\ud800-\udfff]{1,64}@[^\s\x00-\x1f\x7f@\ud800-\udfff]{1,189}")
 _BAD_PASSWORD_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 MAX_RECIPIENTS = 100  # RCPT commands a server must accept per message (RFC 5321 4.5.3.1.8)
-MAX_UIDS = 1000  # messages one action may name (a page shows far fewer)
+# Characters a compose form's header fields may have: far above honest use.
+FIELD_LIMITS = {"to": 10_000, "cc": 10_000, "bcc": 10_000, "subject": 2_000,
+                "in_reply_to": 2_000, "references": 20_000}
+MAX_UIDS = 500  # messages one action may name (a page shows far fewer)
 STATIC_FILES = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
 log = logging.getLogger("maillab.webmail")
 # Inline images up to this size go into the frame as data: URLs (the frame has no cookies to
@@ -265,9 +271,10 @@ class Webmail:
                                message=str(e))
         except web.HTTPRequestEntityTooLarge:
             return self.render("error.html", request, self._session(request), status=413,
-                               message=_("That was too much to send at once: at most {0} in all. "
-                                         "Go back and attach fewer or smaller files.").format(
-                                   msgmod.human_size(self.max_upload)))
+                               message=_("That was too much to send at once: at most {0} in all, "
+                                         "in at most {1} form fields. Go back and attach fewer "
+                                         "or smaller files, or select fewer messages.").format(
+                                   msgmod.human_size(self.max_upload), request.client_max_fields))
         except NoSuchFolder as e:
             return self.render("error.html", request, self._session(request), status=404,
                                message=str(e))
@@ -654,39 +661,54 @@ class Webmail:
                 "compose.html", request, s, status=status, fields=fields, origin=origin,
                 error=error, max_upload=msgmod.human_size(self.max_upload))
 
-        recipients = {}
-        for key in ("to", "cc", "bcc"):
-            pairs = email.utils.getaddresses([fields[key]]) if fields[key].strip() else []
-            bad = [a or n for n, a in pairs if not _ADDRESS_RE.fullmatch(a or "")]
-            if bad:
-                return await again(_("This is not an e-mail address: {0}").format(", ".join(bad)))
-            wide = [a for _n, a in pairs if not a.isascii()]
-            if wide:
-                return await again(_(
-                    "This webmail sends to plain ASCII addresses only (an address with other "
-                    "letters needs the SMTPUTF8 extension, RFC 6531): {0}").format(", ".join(wide)))
-            recipients[key] = [msgmod.format_address((n, a)) for n, a in pairs]
-        count = sum(len(r) for r in recipients.values())
-        if not count:
-            return await again(_("Say who gets the message: type at least one address in To."))
-        if count > MAX_RECIPIENTS:
-            return await again(_("That is {0} recipients; one message may go to at most {1}.")
-                               .format(count, MAX_RECIPIENTS))
         uploads = []
         for f in form.getall("attachment", []):
             if isinstance(f, web.FileField) and f.filename:
                 data = f.file.read()
                 uploads.append(msgmod.Upload(f.filename, f.content_type or "application/octet-stream", data))
-        try:
+
+        def prepare():
+            """Check the fields and build the message (in a worker: parsing headers costs)."""
+            labels = {"to": _("To"), "cc": _("Cc"), "bcc": _("Bcc"), "subject": _("Subject"),
+                      "in_reply_to": "In-Reply-To", "references": "References"}
+            too_long = [labels[k] for k, limit in FIELD_LIMITS.items() if len(fields[k]) > limit]
+            if too_long:
+                raise FormError(_("The {0} field is too long.").format(too_long[0]))
+            recipients = {}
+            for key in ("to", "cc", "bcc"):
+                label = labels[key]
+                # the field as typed: what the parser below makes of it may hide an injection
+                msgmod.check_header_text(label, fields[key], "To")
+                pairs = email.utils.getaddresses([fields[key]]) if fields[key].strip() else []
+                bad = [a or n for n, a in pairs if not _ADDRESS_RE.fullmatch(a or "")]
+                if bad:
+                    raise FormError(_("This is not an e-mail address: {0}").format(", ".join(bad)))
+                wide = [a for _n, a in pairs if not a.isascii()]
+                if wide:
+                    raise FormError(_(
+                        "This webmail sends to plain ASCII addresses only (an address with other "
+                        "letters needs the SMTPUTF8 extension, RFC 6531): {0}").format(
+                        ", ".join(wide)))
+                recipients[key] = [msgmod.format_address((n, a)) for n, a in pairs]
+            count = sum(len(r) for r in recipients.values())
+            if not count:
+                raise FormError(_("Say who gets the message: type at least one address in To."))
+            if count > MAX_RECIPIENTS:
+                raise FormError(_("That is {0} recipients; one message may go to at most {1}.")
+                                .format(count, MAX_RECIPIENTS))
             msg = msgmod.build_message(
                 sender=s.address, to=recipients["to"], cc=recipients["cc"],
                 bcc=recipients["bcc"], subject=fields["subject"], body=fields["body"],
                 attachments=uploads, in_reply_to=fields["in_reply_to"],
                 references=fields["references"], domain=s.domain)
-        except msgmod.HeaderInjection as e:
+            envelope_to = [a for _n, a in email.utils.getaddresses(
+                recipients["to"] + recipients["cc"] + recipients["bcc"])]
+            return msg, envelope_to
+
+        try:
+            msg, envelope_to = await self.run(prepare)
+        except (FormError, msgmod.HeaderInjection) as e:
             return await again(str(e))
-        envelope_to = [a for _n, a in email.utils.getaddresses(
-            recipients["to"] + recipients["cc"] + recipients["bcc"])]
         backend = self.backend(s.domain)
         if backend is None:
             return await again(_("No mail server is known for {0}.").format(s.domain), 502)
@@ -822,6 +844,10 @@ class Webmail:
             self.connections.protocol_factory(runner.server), sock=sock)
         self.connections.start()
         return WebmailServer(self, runner, sock, server)
+
+
+class FormError(Exception):
+    """A compose form that cannot be sent as it is; the text says why."""
 
 
 class SendError(Exception):

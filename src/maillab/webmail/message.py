@@ -618,29 +618,47 @@ class HeaderInjection(ValueError):
 # RFC 2047 encoded words. CPython's email package before 3.11.10 (CVE-2024-6923) decodes one when
 # it refolds a header and writes a line break inside it as a real line break: a Subject of
 # "=?utf-8?q?hi=0D=0ABcc:_someone@example.net?=" then sends a Bcc the form never had.
-_ENCODED_WORD = re.compile(r"=\?([^?\s]*)\?([qQbB])\?([^?\s]*)\?=")
-_LINE_BREAKING = re.compile(r"[\x00\r\n\x85\u2028\u2029]")
+_ENCODED_WORD = re.compile(r"=\?([^?]*)\?([qQbB])\?([^?]*)(?:\?=|$)")
+# Control characters: CR and LF, and what str.splitlines() also takes for a line end (the email
+# package checks header values with it), NUL, DEL and the C1 controls.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+OUTGOING = email.policy.SMTP.clone(refold_source="none")  # attached messages stay as they came
 
 
 def _decoded_words(value: str):
-    """The bytes each encoded word in ``value`` stands for (undecodable ones are skipped)."""
-    for _charset, kind, text in _ENCODED_WORD.findall(value):
+    """The text each encoded word in ``value`` stands for, read generously (the email package
+    decodes words that RFC 2047 would not call encoded words: in quoted strings, unclosed, ...)."""
+    for charset, kind, text in _ENCODED_WORD.findall(value):
         try:
             if kind in "qQ":
-                yield binascii.a2b_qp(text.replace("_", " ").encode("ascii"), header=True)
+                data = binascii.a2b_qp(text.replace("_", " ").encode("ascii", "replace"),
+                                       header=True)
             else:
-                yield base64.b64decode(text + "=" * (-len(text) % 4))
-        except (ValueError, binascii.Error, UnicodeEncodeError):
+                text = re.sub(r"[^A-Za-z0-9+/]", "", text)
+                data = base64.b64decode(text + "=" * (-len(text) % 4))
+        except (ValueError, binascii.Error):
             continue
+        try:
+            yield data.decode(charset.split("*")[0], "replace")
+        except (LookupError, ValueError):
+            yield data.decode("latin-1")
 
 
-def check_header_text(field: str, value: str) -> None:
-    """Refuse a line break (or NUL) in a header value, typed or hidden in an encoded word."""
-    if _LINE_BREAKING.search(value) or any(
-            b"\r" in data or b"\n" in data or b"\0" in data for data in _decoded_words(value)):
+def check_header_text(field: str, value: str, header: str = "Subject") -> None:
+    """Refuse line breaks and other control characters in a header value, typed or hidden in
+    an encoded word: as we read it, and as the email package reads it (``header`` names the
+    header the value goes into; an address header is parsed as one)."""
+    unsafe = _CONTROLS.search(value) or any(_CONTROLS.search(t) for t in _decoded_words(value))
+    if not unsafe:
+        try:
+            unsafe = _CONTROLS.search(str(OUTGOING.header_factory(header, value)))
+        except Exception:  # e.g. "address parts cannot contain CR or LF"
+            unsafe = True
+    if unsafe:
         raise HeaderInjection(_(
-            "The {0} field may not contain a line break, not even inside an encoded word "
-            "(=?...?=): it would add header lines of its own (header injection).").format(field))
+            "The {0} field may not contain line breaks or other control characters, not even "
+            "inside an encoded word (=?...?=): they would add header lines of their own "
+            "(header injection).").format(field))
 
 
 _MSG_ID = re.compile(r"<[!-;=?-~]{1,250}>")  # printable ASCII, no spaces, no < or > inside
@@ -650,7 +668,8 @@ MAX_REFERENCES = 20
 def message_ids(value: str) -> str:
     """The message ids in an In-Reply-To or References value, and nothing else (RFC 5322 3.6.4);
     of a long References the first and the latest, as the RFC suggests when trimming."""
-    ids = _MSG_ID.findall(value)
+    # (an encoded word has no place in a message id, and the email package would decode it)
+    ids = [i for i in _MSG_ID.findall(value) if "=?" not in i]
     if len(ids) > MAX_REFERENCES:
         ids = ids[:1] + ids[-(MAX_REFERENCES - 1):]
     return " ".join(ids)
@@ -664,11 +683,11 @@ def build_message(*, sender: str, to: list[str], cc: list[str], bcc: list[str], 
     Raises HeaderInjection for a line break in any header the user controls, whatever the
     Python; In-Reply-To and References keep only well-formed message ids.
     """
-    for field_name, value in ((_("To"), ", ".join(to)), (_("Cc"), ", ".join(cc)),
-                              (_("Bcc"), ", ".join(bcc)), (_("Subject"), subject)):
-        check_header_text(field_name, value)
-    # Attached messages keep their header lines exactly as they came (no refolding).
-    msg = EmailMessage(policy=email.policy.SMTP.clone(refold_source="none"))
+    for label, header, value in ((_("To"), "To", ", ".join(to)), (_("Cc"), "Cc", ", ".join(cc)),
+                                 (_("Bcc"), "Bcc", ", ".join(bcc)),
+                                 (_("Subject"), "Subject", subject)):
+        check_header_text(label, value, header)
+    msg = EmailMessage(policy=OUTGOING)
     msg["From"] = sender
     if to:
         msg["To"] = ", ".join(to)
@@ -687,7 +706,7 @@ def build_message(*, sender: str, to: list[str], cc: list[str], bcc: list[str], 
     msg.set_content(body.replace("\r\n", "\n"))
     for up in attachments:
         filename = safe_filename(up.filename)
-        check_header_text(_("Attach files"), filename)
+        check_header_text(_("Attach files"), filename, "Content-Disposition")
         maintype, _slash, subtype = (up.content_type or "application/octet-stream").partition("/")
         if not subtype or maintype in ("multipart", "text") and subtype not in ("plain", "csv", "html"):
             maintype, subtype = "application", "octet-stream"

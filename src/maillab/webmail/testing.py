@@ -169,10 +169,10 @@ def nested_multipart_message(depth: int) -> bytes:
     return head + opening + b"Content-Type: text/plain\r\n\r\nthe innermost part" + closing
 
 
-def render_everything(raw: bytes, me: str = "alice@example.com") -> None:
+def render_everything(raw: bytes, me: str = "alice@example.com") -> str:
     """Everything the webmail does with a stored message, as its pages do it: the list entry,
     the read view, the HTML frame, every attachment, reply, reply all and forward. Raises what
-    a page would raise (``Unreadable`` is a proper refusal: a 422 page)."""
+    a page would raise. Returns the sanitized HTML body (for checks of its own)."""
     from . import message as m
 
     header = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
@@ -196,3 +196,160 @@ def render_everything(raw: bytes, me: str = "alice@example.com") -> None:
     m.reply_fields(parsed, me, reply_all=False)
     m.reply_fields(parsed, me, reply_all=True)
     m.forward_fields(parsed)
+    return cleaned.html
+
+
+# ----------------------------------------------------------------------------- fuzzing helpers
+# Shared by tests/test_webmail_fuzz.py (hypothesis, bounded) and bench/fuzz_webmail.py (long runs).
+
+# Tags and attributes no sanitized HTML may have, and URLs no attribute may hold.
+ACTIVE_TAGS = {"script", "style", "iframe", "frame", "frameset", "object", "embed", "applet",
+               "svg", "math", "form", "input", "button", "textarea", "select", "meta", "base",
+               "link", "video", "audio", "source", "track", "template", "portal", "isindex",
+               "picture", "noscript", "xmp", "plaintext"}
+ACTIVE_ATTRIBUTES = {"srcset", "formaction", "ping", "background", "action", "poster", "xmlns",
+                     "http-equiv", "srcdoc", "data", "codebase", "dynsrc", "lowsrc"}
+ACTIVE_VALUE = re.compile(r"^\s*(javascript|vbscript|data:(?!image/(png|jpeg|gif|webp);)|"
+                          r"livescript)|expression\(|url\(|@import", re.IGNORECASE)
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ACTIVE_TAGS:
+            self.found.append(f"<{tag}>")
+        for name, value in attrs:
+            if name.startswith("on") or name in ACTIVE_ATTRIBUTES:
+                self.found.append(f"{tag} {name}=")
+            elif value and ACTIVE_VALUE.search(value):
+                self.found.append(f"{tag} {name}={value[:40]!r}")
+
+    handle_startendtag = handle_starttag
+
+
+def active_html(html: str) -> str | None:
+    """What in sanitized HTML could still run or load something (a tag, an event handler, an
+    active URL), as a browser's parser would see it; None if nothing. Text is text: an
+    "onclick=" that is not inside a tag is harmless."""
+    parser = _Tags()
+    parser.feed(html)
+    parser.close()
+    return parser.found[0] if parser.found else None
+
+
+def injected_headers(msg, expected: set[str]) -> list[str]:
+    """Header names in the serialized message other than ``expected`` (lower case)."""
+    head = msg.as_bytes().split(b"\r\n\r\n", 1)[0]
+    names = {line.split(b":", 1)[0].decode("ascii", "replace").lower()
+             for line in head.split(b"\r\n") if line and line[:1] not in (b" ", b"\t")}
+    return sorted(names - expected)
+
+
+# The pages a fuzzed request is aimed at (logout is left out: it would end the fuzzer's session).
+FUZZ_PATHS = ("", "login", "mail", "read", "body", "part", "compose", "send", "action",
+              "static/style.css", "static/x", "nowhere")
+FUZZ_FIELDS = ("csrf", "f", "uid", "page", "sort", "op", "part", "images", "view", "mode", "to",
+               "cc", "bcc", "subject", "body", "in_reply_to", "references", "address", "password",
+               "attachment")
+
+
+def _quote_bytes(data: bytes) -> str:
+    from urllib.parse import quote_from_bytes
+    return quote_from_bytes(data, safe="")
+
+
+def fuzz_request(data: bytes, *, port: int, cookie: str, csrf: str) -> bytes:
+    """An HTTP request for the webmail made from fuzz bytes: the first byte picks its shape
+    (a query, a form, a multipart form, cookies, a path, or raw bytes), the next ones a page
+    and field names, the rest the values. ``cookie`` and ``csrf`` make it a logged-in user's."""
+    shape = data[0] % 6 if data else 0
+    path = FUZZ_PATHS[data[1] % len(FUZZ_PATHS)] if len(data) > 1 else ""
+    rest = data[2:]
+    pieces = rest.split(b"\x00")
+    names = [FUZZ_FIELDS[p[0] % len(FUZZ_FIELDS)] if p else "f" for p in pieces]
+    values = [p[1:] for p in pieces]
+    host = f"Host: 127.0.0.1:{port}\r\nConnection: close\r\n"
+    cookies = f"Cookie: {cookie}\r\n"
+    if shape == 0:  # GET with a query
+        query = "&".join(f"{n}={_quote_bytes(v)}" for n, v in zip(names, values))
+        return f"GET /{path}?{query} HTTP/1.1\r\n{host}{cookies}\r\n".encode()
+    if shape == 1:  # a urlencoded form, with the session's token first
+        body = (f"csrf={csrf}&" + "&".join(f"{n}={_quote_bytes(v)}" for n, v in zip(names, values))
+                ).encode()
+        return (f"POST /{path} HTTP/1.1\r\n{host}{cookies}Content-Type: "
+                f"application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode() + body
+    if shape == 2:  # multipart, values as raw bytes (a file when the field is "attachment")
+        parts = [b'--fuzz\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n' + csrf.encode()]
+        for n, v in zip(names, values):
+            head, _sep, value = v.partition(b"\x01")
+            if n == "attachment":
+                parts.append(b'--fuzz\r\nContent-Disposition: form-data; name="attachment"; '
+                             b'filename="' + head.replace(b"\r", b"").replace(b"\n", b"")
+                             + b'"\r\nContent-Type: text/plain\r\n\r\n' + value)
+            else:
+                parts.append(b'--fuzz\r\nContent-Disposition: form-data; name="' + n.encode()
+                             + b'"\r\n\r\n' + v)
+        body = b"\r\n".join(parts) + (b"\r\n--fuzz--\r\n" if len(rest) % 3 else b"")
+        return (f"POST /{path} HTTP/1.1\r\n{host}{cookies}Content-Type: multipart/form-data; "
+                f"boundary=fuzz\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    if shape == 3:  # cookies of any bytes (no line breaks: those would end the header)
+        jar = rest.replace(b"\r", b"").replace(b"\n", b"")
+        return (f"GET /{path} HTTP/1.1\r\n{host}Cookie: ").encode() + jar + b"; " + \
+            cookie.encode() + b"\r\n\r\n"
+    if shape == 4:  # a path of any bytes
+        return b"GET /" + _quote_bytes(rest).encode() + f" HTTP/1.1\r\n{host}{cookies}\r\n".encode()
+    return rest + b"\r\n\r\n"  # raw: whatever the bytes say
+
+
+def http_exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
+    """Send a request as it is; the whole answer (the server closes: Connection: close), or
+    b"" if it hung up without one. A request that is not complete (fuzz bytes often are not)
+    leaves the server waiting for the rest: after ``timeout`` the client says it has no more
+    (half-close) and the server has ``timeout`` again to finish. socket.timeout if it does not."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it answered and hung up before reading it all: read what it said
+        chunks, half_closed = [], False
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            except socket.timeout:
+                if half_closed or chunks:
+                    raise
+                s.shutdown(socket.SHUT_WR)
+                half_closed = True
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def http_failure(answer: bytes) -> str | None:
+    """A fuzzed request's failure: a 5xx other than 502 (a mail server's refusal, passed on)
+    and 503 (busy), a traceback, or a path of the server's disk; None if the answer is fine."""
+    status = answer[9:12]
+    if answer[:5] == b"HTTP/" and status[:1] == b"5" and status not in (b"502", b"503"):
+        return f"HTTP {status.decode('ascii', 'replace')}"
+    for leak in (b"Traceback (most recent call last)", b"/site-packages/", b"/maillab/webmail/"):
+        if leak in answer:
+            return f"the answer shows {leak.decode()!r}"
+    return None
+
+
+def session_for(base_url: str, address: str, password: str) -> tuple[str, str]:
+    """(Cookie header, CSRF token) of a fresh logged-in session."""
+    web = WebClient(base_url)
+    r = web.login(address, password)
+    assert r.status_code == 303, r.status_code
+    cookie = "; ".join(f"{k}={v}" for k, v in web.http.cookies.items())
+    return cookie, web.csrf()

@@ -1,0 +1,160 @@
+"""Bounded, deterministic fuzzing of the webmail (issue 10): hostile MIME and headers through
+everything the pages do with a message, HTML through the sanitizer, header fields through
+``build_message``, and requests of every shape to a real lab's webmail.
+
+The long runs are bench/fuzz_webmail.py's (the same checks, 100,000 inputs and more).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import maillab
+from maillab.webmail import message as m
+from maillab.webmail import testing as t
+
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# ----------------------------------------------------------------------------- hostile mail
+
+# Pieces that have broken mail readers before: comments, quotes, encoded words (good, bogus and
+# ones hiding line breaks), parameters in RFC 2231 form, odd characters, folding.
+PIECES = st.sampled_from([
+    "a@example.com", '"Quoted, Name" <q@example.com>', "Name <n@example.com>", "(comment)",
+    "(((deep)))", "(", ")", "<", ">", ";", ":", ",", '"', "\\", "@", "=?utf-8?q?caf=C3=A9?=",
+    "=?utf-8?b?w6k=?=", "=?bogus?x?y?=", "=?utf-8?q?=0D=0ABcc:_x@y?=", "=?iso-8859-7?q?=E1?=",
+    "multipart/mixed", "multipart/alternative", "text/html", "text/plain", "image/png",
+    "message/rfc822", "boundary=b", "boundary=\"b\"", "charset=utf-8", "charset=bogus",
+    "name*0*=utf-8''%C3%A9", "name*1=x", "filename=\"../a.txt\"", "base64", "quoted-printable",
+    " ", "\t", "\r\n ", "é", "Ω", "\u202e", "\x00", "\x7f", "Mon, 01 Jan 2024 10:00:00 +0000",
+    "Thu, 31 Feb 99999 25:61:61 +9999", "<id@example.com>",
+])
+HEADER_VALUE = st.lists(st.one_of(PIECES, st.text(max_size=12)), max_size=16).map("".join)
+HEADER_NAME = st.sampled_from([
+    "From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID", "References",
+    "In-Reply-To", "Content-Type", "Content-Disposition", "Content-Transfer-Encoding",
+    "Content-ID", "MIME-Version", "X-Other"])
+HEADERS = st.lists(st.tuples(HEADER_NAME, HEADER_VALUE), max_size=10)
+BODY = st.one_of(
+    st.binary(max_size=200),
+    st.lists(st.one_of(PIECES, st.sampled_from(["<b>", "<script>x</script>", "<img src=cid:a>",
+                                                "<a href=javascript:x>", "--b", "--b--", "=3D",
+                                                "QUJD", "\r\n"])), max_size=20).map("".join),
+)
+
+
+def _part(headers, body) -> bytes:
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    body = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+    return head.encode("utf-8", "surrogatepass") + b"\r\n" + body
+
+
+@st.composite
+def mime_trees(draw, depth=0) -> bytes:
+    headers = draw(HEADERS)
+    if depth < 3 and draw(st.booleans()):
+        boundary = draw(st.sampled_from(["b", "b1", "", "a b", "--", "é"]))
+        kind = draw(st.sampled_from(["mixed", "alternative", "related", "digest"]))
+        children = draw(st.lists(mime_trees(depth=depth + 1), max_size=3))
+        inner = b"".join(b"--" + boundary.encode("utf-8", "surrogatepass") + b"\r\n" + c + b"\r\n"
+                         for c in children)
+        if draw(st.booleans()):  # the closing boundary is often forgotten
+            inner += b"--" + boundary.encode("utf-8", "surrogatepass") + b"--\r\n"
+        headers = headers + [("Content-Type", f'multipart/{kind}; boundary="{boundary}"')]
+        return _part(headers, inner)
+    return _part(headers, draw(BODY))
+
+
+@FUZZ
+@given(mime_trees())
+def test_hostile_mime_renders_everywhere_without_errors_or_active_html(raw):
+    html = t.render_everything(raw)
+    assert t.active_html(html) is None, html
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_render_as_a_message(raw):
+    t.render_everything(raw)
+
+
+HTML_PIECES = st.sampled_from([
+    "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "<svg onload=alert(1)>",
+    "<a href='javascript:alert(1)'>x</a>", "<a href=\"jav&#x09;ascript:alert(1)\">x</a>",
+    "<style>*{background:url(http://x/)}</style>", "<div style='background:url(x)'>",
+    "<iframe srcdoc='<script>x</script>'>", "<form action=x><input></form>", "<!--", "-->",
+    "<![CDATA[", "]]>", "<math><mtext><table><mglyph><style><img src=x onerror=x>",
+    "<noscript><p title=\"</noscript><img src=x onerror=x>\">", "<p>", "</p>", "<b>", "<",
+    ">", "\"", "'", "=", "&", "&lt;", "<img src=cid:a>", "<img src=https://t.example/p.gif>",
+    "<a href=https://example.org/ ping=http://x/>", "<base href=http://x/>",
+    "<meta http-equiv=refresh content='0;url=javascript:x'>", "<object data=x>", "\x00",
+])
+
+
+@FUZZ
+@given(st.lists(st.one_of(HTML_PIECES, st.text(max_size=8)), max_size=30).map("".join))
+def test_the_sanitizer_leaves_nothing_active(html):
+    for allow in (False, True):
+        out = m.sanitize_html(html, allow_remote_images=allow, cid_url=lambda cid: "data:,")
+        assert t.active_html(out.html) is None, (html, out.html)
+
+
+# ----------------------------------------------------------------------------- mail we write
+
+EXPECTED = {"from", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references",
+            "user-agent", "content-type", "content-transfer-encoding", "mime-version"}
+FIELD_TEXT = st.lists(st.one_of(PIECES, st.sampled_from([
+    "\r", "\n", "\r\n", "\x1d", "\x85", "\u2028", "=?utf-8?q?x=0A?=", "=?utf-8?b?eA0K?=",
+    "=?utf-16?b?AA0ACg==?=", "Bcc: x@y", "<a@b>", "<c=?utf-8?q?=0D=0A?=d@e>"])), max_size=10).map("".join)
+
+
+@FUZZ
+@given(subject=FIELD_TEXT, name=FIELD_TEXT, in_reply_to=FIELD_TEXT, references=FIELD_TEXT,
+       filename=FIELD_TEXT)
+def test_sent_mail_has_only_the_headers_asked_for(subject, name, in_reply_to, references,
+                                                   filename):
+    try:
+        msg = m.build_message(
+            sender="alice@example.com", to=[m.format_address((name, "bob@example.com"))], cc=[],
+            bcc=[], subject=subject, body="x", in_reply_to=in_reply_to, references=references,
+            attachments=[m.Upload(filename, "text/plain", b"x")], domain="example.com")
+    except m.HeaderInjection:
+        return
+    assert t.injected_headers(msg, EXPECTED) == []
+    assert msg["In-Reply-To"] in (None, m.message_ids(in_reply_to))
+
+
+# ----------------------------------------------------------------------------- requests
+
+@pytest.fixture(scope="module")
+def live():
+    lab = maillab.MailLab(ports="any").start()
+    lab.store.add_account("fuzz", "fuzz-password", "example.com")
+    inbox = lab.store.find_address("fuzz@example.com").folder("INBOX")
+    inbox.deliver(t.make_message(to="fuzz@example.com", html="<p>hi</p>",
+                                 attachments=[("a.txt", "text/plain", b"a")]))
+    inbox.deliver(t.folded_subject_message(30, to="fuzz@example.com"))
+    cookie, csrf = t.session_for(lab.webmail_url, "fuzz@example.com", "fuzz-password")
+    yield lab, cookie, csrf
+    lab.stop()
+
+
+REQUEST = st.one_of(
+    st.binary(max_size=300),
+    st.tuples(st.integers(0, 5), st.integers(0, 255),
+              st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=6)).map(
+        lambda x: bytes([x[0], x[1]]) + b"\x00".join(bytes([n]) + v for n, v in x[2])),
+)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=REQUEST)
+def test_no_request_gets_a_500_a_traceback_or_a_path(live, data):
+    lab, cookie, csrf = live
+    request = t.fuzz_request(data, port=lab.webmail_port, cookie=cookie, csrf=csrf)
+    answer = t.http_exchange(lab.webmail_port, request, timeout=2)
+    assert t.http_failure(answer) is None, (request[:300], answer[:500])
