@@ -442,12 +442,12 @@ def test_predictions_beside_what_happened():
     assert "right!" in repr(reveal("3", 3)) and "right!" in repr(reveal(" Yes ", True))
     wrong = reveal("maria", "John", explain="John uses POP3.")
     assert repr(wrong) == "\u2718 You predicted maria; it is John. John uses POP3."
-    assert "did not predict" in repr(reveal(..., 465)) and "465" in repr(reveal(..., 465))
+    assert "No answer yet" in repr(reveal(..., 465)) and "465" in repr(reveal(..., 465))
     table = check_answers({"SMTP relay": 25, "IMAPS": "143"}, {"SMTP relay": 25, "IMAPS": 993,
                                                                "POP3": 110})
     assert table.right == 1 and len(table.rows) == 3
     html = table._repr_html_()
-    assert "ml-ok" in html and "ml-bad" in html and "POP3: You did not predict" in html
+    assert "ml-ok" in html and "ml-bad" in html and "POP3: No answer yet" in html
 
 
 def test_bar_chart_svg():

@@ -62,8 +62,7 @@ class Reveal:
 
     def _line(self, what, guess, actual, explanation) -> tuple[str, str]:
         if _missing(guess):
-            mark, text = "\u2022", _("You did not predict (replace the ... above, run that cell, "
-                                     "then this one). It is: {0}.").format(_shown(actual))
+            mark, text = "\u2022", _("No answer yet. It is: {0}.").format(_shown(actual))
         elif same(guess, actual):
             mark, text = "\u2714", _("You predicted {0}: right!").format(_shown(guess))
         else:
@@ -75,16 +74,21 @@ class Reveal:
             text += " " + explanation
         return mark, text
 
+    def _lines(self) -> list[tuple[str, str]]:
+        lines = [self._line(*row) for row in self.rows]
+        if any(_missing(guess) for _w, guess, _a, _e in self.rows):
+            lines.append(("", _("Replace the ... above with your answer, run that cell, then "
+                                "this one.")))
+        return lines
+
     def __repr__(self) -> str:
-        return "\n".join(" ".join(self._line(*row)) for row in self.rows)
+        return "\n".join(f"{mark} {text}".strip() for mark, text in self._lines())
 
     def _repr_html_(self) -> str:
-        classes = {"\u2714": "ml-ok", "\u2718": "ml-bad", "\u2022": "ml-note"}
-        items = []
-        for row in self.rows:
-            mark, text = self._line(*row)
-            items.append(f'<div><span class="{classes[mark]}">{mark}</span> {esc(text)}</div>')
-        return f'<div class="maillab maillab-reveal">{STYLE}{"".join(items)}</div>'
+        classes = {"\u2714": "ml-ok", "\u2718": "ml-bad", "\u2022": "ml-note", "": "ml-note"}
+        items = "".join(f'<div><span class="{classes[mark]}">{mark}</span> {esc(text)}</div>'
+                        for mark, text in self._lines())
+        return f'<div class="maillab maillab-reveal">{STYLE}{items}</div>'
 
 
 def reveal(guess, actual, explain: str = "") -> Reveal:
