@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from .i18n import _
+from .i18n import N_, _
 from .sessions import DEFAULT_TIMEOUT, SessionResult, close_session, open_sessions, run_session
 
 # The magics are registered by maillab.load_ipython_extension (on `import maillab` in IPython),
@@ -34,11 +34,12 @@ __all__ = ["run_session", "session_cell", "parser", "open_sessions", "close_sess
 PROTOCOLS = ("smtp", "pop3", "imap", "http")
 # The implicit-TLS port has a name of its own in each protocol: %%smtp --smtps, %%imap --imaps.
 TLS_NAMES = {"smtp": "--smtps", "pop3": "--pop3s", "imap": "--imaps", "http": "--https"}
-WHAT = {
-    "smtp": "SMTP: send mail (port 25; --submission: 587, STARTTLS then AUTH; --tls: 465)",
-    "pop3": "POP3: download mail (port 110; --tls: 995); type STLS to encrypt",
-    "imap": "IMAP: mail kept on the server (port 143; --tls: 993); tag every command: a1 ...",
-    "http": "HTTP: one request to the webmail (port 80): request line, headers, empty line, body",
+WHAT = {  # translated where shown (N_ only marks them for the catalog)
+    "smtp": N_("SMTP: send mail (port 25; --submission: 587, STARTTLS then AUTH; --tls: 465)"),
+    "pop3": N_("POP3: download mail (port 110; --tls: 995); type STLS to encrypt"),
+    "imap": N_("IMAP: mail kept on the server (port 143; --tls: 993); tag every command: a1 ..."),
+    "http": N_("HTTP: one request to the webmail (port 80): request line, headers, empty line, "
+               "body"),
 }
 
 
