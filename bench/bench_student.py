@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     per_student = per_kernel + per_server
     start_cpu = med([u.cpu for u in with_lab]) + med([u.cpu for u in server])
     lab_cpu = max((after.cpu - before.cpu for before, after, _s in worked.values()), default=0.0)
-    reserve = 1024 + 124 + 56 + per_student  # system, hub, proxy (facts.md), the teacher
+    reserve = 1024 + 125 + 56 + per_student  # system, hub, proxy (RSS in tests/test_hub.py), the teacher
     print("\nsizing:")
     print(f"  per student: kernel + lab {per_kernel:.0f} MiB {verdict(per_kernel, BUDGET_KERNEL_LAB_PSS_MIB)}, "
           f"JupyterLab server {per_server:.0f} MiB {verdict(per_server, BUDGET_SERVER_PSS_MIB)}, "

@@ -46,7 +46,8 @@ GLOBAL_NBGRADER = ROOT / "docs" / "jupyterhub" / "nbgrader_config.py"
 CACHE = Path(os.environ.get("MAILLAB_HUB_CACHE", "/opt/maillab-hub-test"))
 HUB_PACKAGES = ["jupyterhub==6.1.1", "jupyterhub-idle-culler==2.0.0", "ipykernel>=6.29",
                 "setuptools>=77", "requests"]
-PROXY_PACKAGE = "configurable-http-proxy@5.3.0"
+PROXY_PACKAGE = "configurable-http-proxy@5.3.0"  # needs Node.js 20; Debian 12's is 18:
+PROXY_PACKAGE_NODE18 = "configurable-http-proxy@4.6.3"
 REPO2DOCKER = "jupyter-repo2docker==2026.4.0"  # builds Binder's images; here it only writes one
 LAB = "smtp"
 CORPUS = ROOT / "tests" / "lab_corpus" / LAB
@@ -99,11 +100,13 @@ def hub_environment() -> tuple[Path, Path]:
                             ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
             _run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall",
                   "--no-build-isolation", build], timeout=300)
-        proxy_dir = CACHE / "proxy"
+        node = _run([require_tool("node"), "--version"]).stdout.strip()  # "v20.20.2"
+        package = PROXY_PACKAGE if int(node.lstrip("v").split(".")[0]) >= 20 else PROXY_PACKAGE_NODE18
+        proxy_dir = CACHE / package.replace("@", "-")
         proxy = proxy_dir / "node_modules" / ".bin" / "configurable-http-proxy"
         if not proxy.exists():
             _run([require_tool("npm"), "install", "--prefix", str(proxy_dir), "--no-save",
-                  "--no-audit", "--no-fund", PROXY_PACKAGE], timeout=600)
+                  "--no-audit", "--no-fund", package], timeout=600)
     return venv, proxy
 
 
@@ -235,6 +238,7 @@ class Kernel:
 @pytest.fixture(scope="module")
 def hub():
     require_root()
+    require_tool("node")
     require_tool("npm")
     timings = {}
     start = time.perf_counter()
