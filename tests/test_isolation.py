@@ -112,6 +112,7 @@ def test_lab_table_says_it_is_private():
     with maillab.MailLab(ports="any") as lab:
         assert lab.private
         assert lab.privacy_note.startswith("private")
+        assert lab.privacy_note in repr(lab) and lab.privacy_note in lab._repr_html_()
     with maillab.MailLab(ports="any", private=False) as lab:
         assert not lab.private
         assert "every user" in lab.privacy_note

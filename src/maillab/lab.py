@@ -650,6 +650,7 @@ class MailLab:
         if any(s.protocol == "webmail" for s in self.services):
             lines.append(f"  webmail: http://{self.host}:{self.webmail_port}/")
         lines.append("  accounts: " + ", ".join(f"{a.address} / {a.password}" for a in self.accounts))
+        lines.append("  " + self.privacy_note)
         if self.status_note():
             lines.append("  " + self.status_note())
         return "\n".join(lines)
