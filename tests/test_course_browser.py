@@ -1,9 +1,12 @@
 """The course in real JupyterLab, in a real headless Chromium (Debian chromium + Playwright).
 
-For the welcome notebook and two others: open the notebook, run all cells from the Run menu,
+For the welcome notebook and three others: open the notebook, run all cells from the Run menu,
 check that no cell failed, that the widgets and the mermaid diagrams (in markdown cells and from
 ``Transcript.diagram()``) render, that the quiz answers a click at once, and that a command typed
-into the console shows the server's reply. Screenshots go to test-artifacts/course/.
+into the console shows the server's reply. In 01-smtp the typed exercise is done key by key as the
+notebook says, and the kernel's lab then holds the message with its headers and body apart; in
+05-webmail the picture of one press of Send stays a readable height. Screenshots go to
+test-artifacts/course/.
 
 The notebooks run from a copy of course/, so nothing the browser saves touches the repository.
 """
@@ -55,7 +58,7 @@ def jupyterlab(tmp_path_factory):
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
            "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
     with running_jupyter("lab", home / "course", home / "jupyter.log", env=env) as server:
-        yield server
+        yield {**server, "runtime": home / "runtime", "course": home / "course"}
 
 
 @pytest.fixture(scope="module")
@@ -205,20 +208,67 @@ def test_welcome_notebook_in_jupyterlab(browser, jupyterlab):
     print(f"00-welcome: Run All took {seconds:.1f} s in JupyterLab")
 
 
+def typed_exercise(course: Path) -> list[str]:
+    """The lines 01-smtp asks the learner to type into the console, as the notebook shows them."""
+    nb = json.loads((course / "01-smtp.ipynb").read_text())
+    text = next("".join(c["source"]) for c in nb["cells"]
+                if c["cell_type"] == "markdown" and "deliver a message by hand" in "".join(c["source"]))
+    assert "press **Enter in the empty" in text, "the notebook explains how to send the empty line"
+    return text.split("```\n")[1].rstrip("\n").split("\n")  # the block between the fences
+
+
+def in_kernel(jl, notebook: str, code: str) -> str:
+    """Run code in the notebook's own kernel (beside the browser) and return what it printed."""
+    from jupyter_client import BlockingKernelClient
+    kernel = next(s["kernel"]["id"] for s in sessions(jl) if s["path"].endswith(notebook))
+    client = BlockingKernelClient(connection_file=str(jl["runtime"] / f"kernel-{kernel}.json"))
+    client.load_connection_file()
+    client.start_channels()
+    printed = []
+    try:
+        reply = client.execute_interactive(code, timeout=30, output_hook=lambda msg: printed.append(
+            msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+    finally:
+        client.stop_channels()
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return "".join(printed)
+
+
 def test_smtp_notebook_in_jupyterlab(browser, jupyterlab):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     open_and_run_all(page, jupyterlab, "01-smtp")
     shot(page, "01-smtp-after-run-all")
-    mermaid_rendered(page, 3)  # the SMTP conversation, the relay, the smtplib session
+    mermaid_rendered(page, 2)  # the SMTP conversation, the relay
     relay = code_cell(page, "relay.diagram()")
     expect(relay.locator(".jp-RenderedMermaid")).to_be_visible()
     shot(relay, "01-smtp-relay-diagram")
-    stranger = code_cell(page, "stranger = Console(lab)")
-    expect(stranger.locator(".maillab-console")).to_contain_text("554")
+    cells = page.locator(f"{NOTEBOOK} .jp-CodeCell")
+    inputs = cells.locator(".jp-InputArea").all_inner_texts()
+    stranger = next(i for i, text in enumerate(inputs)  # no AUTH, no DATA: relay refused
+                    if "RCPT TO:<john@example.net>" in text and "AUTH" not in text
+                    and "DATA" not in text)
+    expect(cells.nth(stranger).locator(".jp-OutputArea")).to_contain_text("554")
     cell = restart_lab_and_console(page, "console = Console(lab)")
-    type_into_console(page, cell, "EHLO browser.example.com", "250 HELP")
-    type_into_console(page, cell, "MAIL FROM:<bob@example.com>", "250")
-    shot(cell, "01-smtp-console")
+    # the typed exercise, key by key, exactly as the notebook says
+    box = cell.locator(".maillab-console input[type='text']")
+    sent = cell.locator(".maillab-console .ml-lines tr.ml-C")
+    for line in typed_exercise(jupyterlab["course"]):
+        before = sent.count()
+        box.click()
+        page.keyboard.type(line)
+        page.keyboard.press("Enter")  # on an empty line too: that sends the empty line
+        expect(sent).to_have_count(before + 1, timeout=15_000)
+        expect(sent.last).to_have_text(f"client \u2192{line}" if line else "client \u2192",
+                                       timeout=5_000)
+    expect(cell.locator(".maillab-console .ml-lines tr.ml-S").last).to_contain_text(
+        "221", timeout=15_000)
+    shot(cell, "01-smtp-typed-exercise")
+    stored = json.loads(in_kernel(jupyterlab, "01-smtp.ipynb", "import json; m = "
+                                  "lab.mailbox('alice')[-1]; print(json.dumps(m.raw.decode()))"))
+    head, separator, body = stored.partition("\r\n\r\n")
+    assert separator, f"no empty line between headers and body: {stored!r}"
+    assert "Subject: My first message by hand" in head and "Hello Alice" not in head
+    assert body == "Hello Alice, I typed this myself!\r\n", body
     page.close()
 
 
@@ -236,4 +286,18 @@ def test_journey_notebook_in_jupyterlab(browser, jupyterlab):
     shot(journey, "04-journey-step-2")
     expect(page.locator(".maillab-mailbox").first).to_contain_text("new/")
     shot(page, "04-journey-after-run-all")
+    page.close()
+
+
+def test_webmail_picture_stays_readable(browser, jupyterlab):
+    # issue 11: the "both halves" picture of 05-webmail was about 3,800 px tall
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_and_run_all(page, jupyterlab, "05-webmail")
+    picture = code_cell(page, "Transcript(picture).diagram").locator(".jp-RenderedMermaid img, "
+                                                                      ".jp-RenderedMermaid svg")
+    expect(picture.first).to_be_visible(timeout=30_000)
+    box = picture.first.bounding_box()
+    shot(picture.first, "05-webmail-both-halves")
+    print(f"05-webmail: the picture of one Send is {box['height']:.0f} px tall")
+    assert box["height"] < 2000, f"{box['height']:.0f} px: fold more of the routine exchanges"
     page.close()

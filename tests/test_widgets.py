@@ -262,6 +262,24 @@ def test_console_enter_pairs_text_with_its_own_enter(lab):
     assert stored.raw.endswith(b"Subject: quick fingers\r\n\r\nfirst line\r\nsecond line\r\n")
 
 
+def test_console_text_before_its_enter_event(lab, monkeypatch):
+    # a browser may deliver the text before the Enter event; while a slow line is being sent
+    # (a big RETR, a server slow to answer) that Enter event waits in the kernel's queue, and
+    # must not then count as an empty line of its own
+    c = Console(lab)
+    send = c.send
+
+    def slow_send(line):
+        time.sleep(0.3)
+        return send(line)
+    monkeypatch.setattr(c, "send", slow_send)
+    for line in ("EHLO laptop.example.com", "NOOP"):
+        c.input.value = line
+        c.input._handle_custom_msg({"event": "submit"}, [])
+    time.sleep(1.2)  # longer than an empty line's wait (0.4 s) and its slow send (0.3 s)
+    assert [t for w, t, _x in c.history if w == "C"] == ["EHLO laptop.example.com", "NOOP"]
+
+
 def test_console_says_the_lab_is_stopped(lab):
     c = Console(lab)
     c.send("NOOP")

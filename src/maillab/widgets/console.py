@@ -369,12 +369,14 @@ class Console(W.VBox):
         with self._lock:
             # The newest Enter is the one that sent this text; Enters before it, with no text
             # of their own, were empty lines and go first.
+            alone = not self._enters
             if self._enters:
                 self._enters.pop()
-            else:  # a browser that sends the text before the Enter event, or the box lost focus
-                self._text_alone_at = time.monotonic()
             self._send_empty_lines(all_of_them=True)
             self._ui(lambda: self.send(line))
+            if alone:  # the text came before its Enter event (or the box lost the focus): the
+                # Enter event, queued while the line was sent, must not count as an empty line
+                self._text_alone_at = time.monotonic()
 
     def _send_empty_lines(self, all_of_them: bool = False) -> None:
         """Send an empty line for each Enter that no text followed within ENTER_WINDOW."""
