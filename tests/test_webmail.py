@@ -16,7 +16,8 @@ import time
 import pytest
 
 import maillab
-from maillab.webmail.testing import WebClient, csrf_of, links_of, make_message, tags_of
+from maillab.webmail.testing import (WebClient, csrf_of, fresh_account, links_of, make_message,
+                                     tags_of)
 
 PAGE_SIZE = 3
 _counter = itertools.count(1)
@@ -32,9 +33,7 @@ def lab():
 @pytest.fixture
 def user(lab):
     """A fresh account of example.com for one test: (address, password)."""
-    login = f"user{next(_counter)}"
-    lab.store.add_account(login, "pw-" + login, "example.com")
-    return f"{login}@example.com", "pw-" + login
+    return fresh_account(lab)
 
 
 @pytest.fixture

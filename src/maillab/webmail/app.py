@@ -181,14 +181,13 @@ class Webmail:
         except KeyError:
             raise HttpError(404, _("This message is not there any more.")) from None
 
-    async def _fetch_view(self, s, folder: str, uid: int, then=None):
-        """Fetch one message and parse it, both in a worker thread: ``then(view, parsed)``
-        (also in the worker) or (view, parsed, flags)."""
+    async def _fetch_view(self, s, folder: str, uid: int, then):
+        """Fetch one message, parse it and return ``then(view, parsed)``, all in a worker
+        thread: mail from strangers can take long to parse."""
         def work():
             with self._imap(s) as imap:
                 raw, flags = self._fetched(imap, folder, uid)
-            view, parsed = msgmod.read_view(raw, flags)
-            return then(view, parsed) if then else (view, parsed, flags)
+            return then(*msgmod.read_view(raw, flags))
 
         return await self.run(work)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import itertools
 import re
 from email.message import EmailMessage
 from html.parser import HTMLParser
@@ -90,6 +91,16 @@ class WebClient:
             [v for k, v in r.raw.headers.items() if k.lower() == "set-cookie"]
 
 
+_accounts = itertools.count(1)
+
+
+def fresh_account(lab, prefix: str = "user", domain: str = "example.com") -> tuple[str, str]:
+    """A new account on a running lab, for one test: (address, password)."""
+    login = f"{prefix}{next(_accounts)}"
+    lab.store.add_account(login, "pw-" + login, domain)
+    return f"{login}@{domain}", "pw-" + login
+
+
 def make_message(*, sender="bob@example.com", to="alice@example.com", subject="Hello",
                  text: str | None = "Hello there.", html: str | None = None, date=None,
                  attachments=(), message_id=None) -> bytes:
@@ -149,10 +160,11 @@ class StandaloneWebmail:
 
 # ----------------------------------------------------------------------------- hostile mail
 
-def folded_subject_message(lines: int = 1800, *, to: str = "alice@example.com") -> bytes:
-    """A stranger's message whose Subject folds over ``lines`` lines of short words (~900 bytes
-    each: 1,800 lines make 1.6 MB). The stdlib's header parser is quadratic on such a value."""
-    subject = "Subject: start\r\n" + "".join(" " + "word " * 180 + "\r\n" for _ in range(lines))
+def folded_subject_message(lines: int = 1800, *, words: int = 180,
+                           to: str = "alice@example.com") -> bytes:
+    """A stranger's message whose Subject folds over ``lines`` lines of ``words`` short words
+    (1,800 lines of 180 make 1.6 MB). The stdlib's header parser is quadratic on such a value."""
+    subject = "Subject: start\r\n" + "".join(" " + "word " * words + "\r\n" for _ in range(lines))
     return ("From: Stranger <stranger@example.net>\r\n"
             f"To: {to}\r\n"
             "Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n"
