@@ -428,8 +428,9 @@ class MailLab:
         """A newer lab of this Jupyter server wants the ports (see handover.py): close them."""
         ports = [s.port for s in self.services]
         self.replaced_by = request
-        await self._stop_services()
+        await self._stop_services(drain=2.0)  # the newer lab is waiting for the ports
         self.services = []  # closed already: stop() need not close them again
+        self.router = None  # closed too; what is still queued stays on disk
         return {**handover.me(), "ports": ports}
 
     def _finish_handover(self) -> None:
