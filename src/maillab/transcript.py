@@ -348,7 +348,7 @@ class Transcript:
         return f"<Transcript {len(self.lines)} lines, {len(self.connections())} connections>"
 
     def diagram(self, *, fold: int = 3, max_arrows: int = 120, width: int = 72,
-                skip: Iterable[str] = None) -> "SequenceDiagram":
+                skip: Iterable[str] | None = None) -> "SequenceDiagram":
         """These lines as a mermaid sequence diagram (renders in JupyterLab; ``.text`` is mermaid).
 
         Consecutive lines from one side become one arrow showing the first ``fold`` lines (a
