@@ -17,7 +17,8 @@ from ..i18n import _
 from .parser import Cursor, ParseError, nstring, quote
 
 __all__ = ["Part", "parse_message", "FetchItem", "parse_fetch_items", "envelope", "bodystructure",
-           "section_bytes", "header_fields", "distinct_items", "answer_size", "MAX_DEPTH", "MAX_PARTS"]
+           "section_bytes", "header_fields", "distinct_items", "answer_size", "walk", "MAX_DEPTH",
+           "MAX_PARTS"]
 
 MAX_DEPTH = 50  # nesting of multiparts and message/rfc822 parts we follow
 
@@ -247,6 +248,13 @@ def _parse(raw: bytes, start: int, end: int, default, depth: int, parts_left: li
     elif kind == b"message" and part.subtype.lower() == b"rfc822":
         part.message = _parse(raw, part.body_start, end, (b"text", b"plain"), depth + 1, parts_left)
     return part
+
+
+def walk(part: Part):
+    """The part and all parts inside it, in order (as ``email.message.Message.walk``)."""
+    yield part
+    for inner in part.children if part.children is not None else [part.message] if part.message else []:
+        yield from walk(inner)
 
 
 def split_multipart(raw: bytes, start: int, end: int, boundary: bytes,

@@ -3,7 +3,9 @@
 Text is compared as RFC 3501 asks: case-insensitive substring. Headers are decoded first
 (RFC 2047 encoded words, via ``email.header``) and bodies are decoded (base64 or
 quoted-printable, then their charset, via ``email``), so a learner searching for ``Grüße`` finds
-it however the sender encoded it.
+it however the sender encoded it. A message is cut into its parts by ``fetch.parse_message``
+(which stops at ``MAX_PARTS`` parts) and each part is decoded on its own: the ``email`` package
+given a whole message of 200,000 empty parts took 4.6 s of the server's loop.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..i18n import _
-from .fetch import header_values, split_header
+from .fetch import header_values, parse_message, split_header, walk
 from .parser import Cursor, ParseError
 
 __all__ = ["parse_search", "SearchContext", "matches", "needs_message", "SUPPORTED_CHARSETS"]
@@ -59,7 +61,11 @@ def parse_search(cur: Cursor, *, allow_charset: bool = True):
 
 def _text(cur: Cursor, charset: str) -> str:
     raw = cur.astring("search text")
-    return raw.decode(charset, "replace").casefold()
+    try:
+        return raw.decode(charset, "replace").casefold()
+    except (LookupError, ValueError):  # a codec that is not a text encoding (base64, idna ...)
+        raise ParseError(_("{charset} is not a charset for text; use CHARSET UTF-8").format(charset=charset),
+                         code="BADCHARSET (" + " ".join(SUPPORTED_CHARSETS) + ")") from None
 
 
 def _key(cur: Cursor, charset: str, depth: int = 0):
@@ -150,7 +156,7 @@ def _decode_payload(part) -> str:
     charset = part.get_content_charset() or "us-ascii"
     try:
         return payload.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown, not a text encoding, a NUL in its name ...
         return payload.decode("utf-8", "replace")
 
 
@@ -169,6 +175,7 @@ class SearchContext:
     star_uid: int = 0
     _raw: bytes | None = None
     _headers: dict | None = None
+    _entities: list | None = None
     _body: str | None = None
     _full: str | None = None
 
@@ -184,35 +191,55 @@ class SearchContext:
             self._headers = header_values(split_header(self.raw)[0])
         return self._headers
 
+    def entities(self) -> list[tuple[list[str], str | None]]:
+        """Each MIME entity in order: its header fields ("Name: decoded value") and, for a
+        text part, its decoded text (else None)."""
+        if self._entities is None:
+            self._entities = []
+            raw = self.raw
+            for part in walk(parse_message(raw)):
+                if part.children is not None or part.message is not None or part.type.lower() == b"multipart":
+                    # A container (or a multipart left unsplit at the limits): its header only.
+                    self._entities.append((_fields(_parse(part.header)), None))
+                    continue
+                for sub in _parse(raw[part.start:part.end]).walk():  # (message/delivery-status: blocks)
+                    text = None
+                    if not sub.is_multipart() and sub.get_content_maintype() in ("text", "message"):
+                        text = _decode_payload(sub)
+                    self._entities.append((_fields(sub), text))
+        return self._entities
+
     def body_text(self) -> str:
         if self._body is None:
-            msg = email.message_from_bytes(self.raw, policy=email.policy.compat32)
-            texts = []
-            for part in msg.walk():
-                if part.is_multipart():
-                    continue
-                if part.get_content_maintype() in ("text", "message"):
-                    texts.append(_decode_payload(part))
-            self._body = "\n".join(texts).casefold()
+            self._body = "\n".join(text for _fields, text in self.entities() if text is not None).casefold()
         return self._body
 
     def full_text(self) -> str:
         """TEXT searches everything: the header, the MIME headers of the parts and their text."""
         if self._full is None:
-            msg = email.message_from_bytes(self.raw, policy=email.policy.compat32)
             texts = []
-            for part in msg.walk():
-                for k, v in part.items():
-                    if isinstance(v, str):
-                        v = decode_header_value(v.encode("utf-8", "surrogateescape"))
-                    texts.append(f"{k}: {v}")  # (a Header object's str() is its decoded text)
-                if not part.is_multipart() and part.get_content_maintype() in ("text", "message"):
-                    texts.append(_decode_payload(part))
+            for fields, text in self.entities():
+                texts += fields
+                if text is not None:
+                    texts.append(text)
             self._full = "\n".join(texts).casefold()
         return self._full
 
     def header_text(self, name: str) -> list[str]:
         return [decode_header_value(v).casefold() for v in self.headers.get(name.encode("ascii", "replace"), [])]
+
+
+def _parse(data: bytes):
+    return email.message_from_bytes(data, policy=email.policy.compat32)
+
+
+def _fields(part) -> list[str]:
+    out = []
+    for k, v in part.items():
+        if isinstance(v, str):
+            v = decode_header_value(v.encode("utf-8", "surrogateescape"))
+        out.append(f"{k}: {v}")  # (a Header object's str() is its decoded text)
+    return out
 
 
 def _day(ts: float) -> tuple[int, int, int]:
