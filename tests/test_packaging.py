@@ -144,3 +144,24 @@ def test_a_missing_tool_skips_on_a_dev_machine_and_fails_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="no-such-tool is not installed"):
         require_tool("no-such-tool")
+
+
+def test_a_plain_install_carries_templates_and_the_greek_catalog(tmp_path):
+    """Binder's postBuild runs `pip install .`: the built wheel must hold every non-Python file
+    the package reads at run time (webmail templates and styles, compiled Greek catalog)."""
+    import zipfile
+
+    import shutil
+
+    source = tmp_path / "source"  # a copy, so the build leaves nothing behind in the checkout
+    shutil.copytree(ROOT / "src", source / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(source)], check=True, cwd=tmp_path)
+    wheel = next(tmp_path.glob("maillab-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "maillab/locale/el/LC_MESSAGES/maillab.mo" in names
+    assert "maillab/webmail/templates/base.html" in names
+    assert "maillab/webmail/static/style.css" in names
