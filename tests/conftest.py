@@ -20,6 +20,12 @@ APT_PACKAGES = {
     "doveadm": "dovecot-core",
     "chromium": "chromium",
     "openssl": "openssl",
+    "bwrap": "bubblewrap",
+    "node": "nodejs",
+    "npm": "npm",
+    "Xvfb": "xvfb",
+    "xdotool": "xdotool",
+    "thunderbird": "thunderbird",
 }
 
 
