@@ -44,17 +44,17 @@ def header_end(raw: bytes, start: int, end: int) -> int:
 
 def header_lines(header: bytes) -> list[tuple[bytes, bytes]]:
     """Split a header into (lower-case name, the field's raw bytes with its folded lines)."""
-    out: list[tuple[bytes, bytes]] = []
+    fields: list[tuple[bytes, list[bytes]]] = []  # a field's lines are joined once, at the end:
+    # adding each folded line to the bytes so far made 80,000 folded lines take 3 s
     for line in header.split(b"\r\n")[:-1] if header.endswith(b"\r\n") else header.split(b"\r\n"):
         if not line:
             continue
-        if line[:1] in (b" ", b"\t") and out:
-            name, raw = out[-1]
-            out[-1] = (name, raw + b"\r\n" + line)
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1][1].append(line)
             continue
         m = _HEADER_LINE.match(line)
-        out.append((m.group(1).lower() if m else b"", line))
-    return [(n, raw + b"\r\n") for n, raw in out]
+        fields.append((m.group(1).lower() if m else b"", [line]))
+    return [(name, b"\r\n".join(lines) + b"\r\n") for name, lines in fields]
 
 
 def header_values(header: bytes) -> dict[bytes, list[bytes]]:
