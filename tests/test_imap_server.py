@@ -506,7 +506,7 @@ def test_a_login_does_not_stop_other_sessions(srv):
 
     def slow_authenticate(*args, **kwargs):
         checking.set()
-        release.wait(10)
+        release.wait(30)
         return authenticate(*args, **kwargs)
     srv.ctx.authenticate = slow_authenticate
     try:
@@ -580,3 +580,21 @@ def test_in_the_lab_smtp_delivery_wakes_idle_and_pop3_deletion_shows():
                    for l in lab.recorder.lines())
     finally:
         lab.stop()
+
+
+def test_a_client_over_the_connection_limit_gets_a_polite_bye():
+    with ImapTestServer(options={"max_connections": 2}) as srv:
+        first, second = _raw(srv), _raw(srv)
+        s, f, greeting = _raw(srv)
+        assert greeting == (b"* BYE [UNAVAILABLE] mail.example.com has too many connections open; "
+                            b"close one of yours or try again in a moment\r\n")
+        assert f.readline() == b""
+        s.close()
+        first[0].sendall(b"a1 LOGOUT\r\n")
+        assert first[1].readline().startswith(b"* BYE Logging out") and first[1].readline().startswith(b"a1 OK")
+        first[0].close()
+        time.sleep(0.2)
+        s, f, greeting = _raw(srv)  # a place is free again
+        assert greeting.startswith(b"* OK [CAPABILITY")
+        s.close()
+        second[0].close()

@@ -521,3 +521,23 @@ def test_a_big_retr_is_written_as_the_client_reads(lab):
             got += chunk
     assert got.count(b"\r\n") == 3 + 2 + 320_000 + 1 + 1  # USER, PASS, RETR; header; body; "."; QUIT
     assert got.endswith(b"\r\n.\r\n+OK mail.example.com POP3 server signing off (0 messages deleted)\r\n")
+
+
+def test_a_client_over_the_connection_limit_gets_a_polite_refusal():
+    lab, stop = start_lab({"max_connections": 1})
+    try:
+        sock, reader = raw_connect(lab)
+        with socket.create_connection(("127.0.0.1", lab.port), timeout=10) as other:
+            answer = other.makefile("rb").readline()
+            assert answer == (b"-ERR [SYS/TEMP] mail.example.com has too many connections open; "
+                              b"close one of yours or try again in a moment\r\n")
+        sock.sendall(b"QUIT\r\n")
+        assert reader.readline().startswith(b"+OK")
+        sock.close()
+        reader.close()
+        assert wait_until(lambda: not lab.ctx.connections)
+        sock, reader = raw_connect(lab)  # a place is free again
+        sock.close()
+        reader.close()
+    finally:
+        stop()

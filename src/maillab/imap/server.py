@@ -293,5 +293,10 @@ async def start_imap(ctx: ServerContext, sock: socket.socket, *, implicit_tls: b
     """Serve IMAP on an already bound and listening socket (from ``net.bind_listener``).
 
     ``implicit_tls=True`` makes it IMAPS (port 993): TLS from the first byte, with ``ctx.tls``.
+    A client beyond the lab's connection limit gets ``* BYE [UNAVAILABLE]`` as its greeting
+    (RFC 3501 7.1.5, RFC 5530) and is closed.
     """
-    return await serve(ctx, sock, lambda: ImapProtocol(ctx, implicit_tls), implicit_tls=implicit_tls)
+    busy = "* BYE [UNAVAILABLE] " + _("{host} has too many connections open; close one of yours "
+                                      "or try again in a moment").format(host=ctx.hostname)
+    return await serve(ctx, sock, lambda: ImapProtocol(ctx, implicit_tls), implicit_tls=implicit_tls,
+                       busy_reply=busy, service=ctx.service_name("imaps" if implicit_tls else "imap"))

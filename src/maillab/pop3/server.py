@@ -242,5 +242,10 @@ async def start_pop3(ctx: ServerContext, sock: socket.socket, *, implicit_tls: b
     """Serve POP3 on ``sock`` (bound and listening, from ``net.bind_listener``) in this loop.
 
     ``implicit_tls=True`` makes it POP3S (port 995): TLS from the first byte, with ``ctx.tls``.
+    A client beyond the lab's connection limit gets ``-ERR [SYS/TEMP]`` instead of a greeting
+    (RFC 2449 8, RFC 3206) and is closed.
     """
-    return await serve(ctx, sock, lambda: Pop3Protocol(ctx, implicit_tls), implicit_tls=implicit_tls)
+    busy = "-ERR [SYS/TEMP] " + _("{host} has too many connections open; close one of yours "
+                                  "or try again in a moment").format(host=ctx.hostname)
+    return await serve(ctx, sock, lambda: Pop3Protocol(ctx, implicit_tls), implicit_tls=implicit_tls,
+                       busy_reply=busy, service=ctx.service_name("pop3s" if implicit_tls else "pop3"))
