@@ -972,3 +972,15 @@ def test_a_header_folded_many_times_is_read_in_linear_time():
     values = fetchmod.header_values(fetchmod.split_header(raw)[0])
     assert values[b"subject"] == [b"x" + b" y" * 300_000]
     assert fetchmod.header_lines(b"A: 1\r\n 2\r\nB: 3\r\n") == [(b"a", b"A: 1\r\n 2\r\n"), (b"b", b"B: 3\r\n")]
+
+
+@pytest.mark.parametrize("date", ["01-Jan-0000 00:00:00 +0000", "31-Feb-2024 10:00:00 +0000",
+                                  "01-Jan-2024 24:00:00 +0000", "01-Jan-2024 10:61:00 +0000",
+                                  "01-Jan-2024 10:00:00 +0099"])
+def test_append_with_a_date_that_does_not_exist_is_a_syntax_error(ctx, store, date):
+    """Year 0 reached calendar.timegm: ValueError, NO [SERVERBUG]."""
+    c = Client(ctx).login()
+    out = c.cmd(f'a APPEND INBOX "{date}" {{3+}}\r\nabc')
+    assert out == f"a BAD APPEND: there is no such date or time: {date}\r\n".encode()
+    assert len(store.account("alice").folder("INBOX")) == 0
+    assert c.cmd('a APPEND INBOX "30-Jun-2015 23:59:60 +0000" {3+}\r\nabc').startswith(b"a OK")  # a leap second

@@ -12,9 +12,10 @@ Neither knows anything about sockets.
 
 from __future__ import annotations
 
+import calendar
+import datetime
 import re
 import time
-import calendar
 from dataclasses import dataclass
 
 from ..i18n import _
@@ -495,10 +496,16 @@ def parse_datetime(text: str) -> float:
     m = _DT_RE.match(text)
     if not m or m.group(2).capitalize() not in MONTHS:
         raise ParseError(_('a date-time looks like "17-Jul-1996 02:44:25 -0700"'))
-    day, mon, year, hh, mm, ss, sign, zh, zm = m.groups()
-    t = calendar.timegm((int(year), MONTHS.index(mon.capitalize()) + 1, int(day), int(hh), int(mm),
-                         int(ss), 0, 0, 0))
-    off = (int(zh) * 3600 + int(zm) * 60) * (1 if sign == "+" else -1)
+    day, mon, year, hh, mm, ss, sign, zh, zm = (int(g) if g.isdigit() else g for g in m.groups())
+    month = MONTHS.index(mon.capitalize()) + 1
+    try:  # a day, hour or year that does not exist (31-Feb, 25:00, year 0) is a client's error
+        datetime.datetime(year, month, day, hh, mm, min(ss, 59))  # (a leap second :60 is fine)
+        if ss > 60 or zm > 59:
+            raise ValueError(ss)
+    except ValueError:
+        raise ParseError(_('there is no such date or time: {text}').format(text=text.strip())) from None
+    t = calendar.timegm((year, month, day, hh, mm, ss, 0, 0, 0))
+    off = (zh * 3600 + zm * 60) * (1 if sign == "+" else -1)
     return float(t - off)
 
 
