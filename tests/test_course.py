@@ -32,7 +32,7 @@ NOTEBOOKS = sorted(COURSE.glob("*.ipynb"))
 POINTS = [f"S{i}" for i in range(1, 15)]
 EXPECTED = ["00-welcome", "01-smtp", "02-pop3", "03-imap", "04-journey", "05-webmail",
             "06-security", "07-administrator"]
-RUN_LIMIT = 10.0  # seconds per run of a notebook (issue 11)
+RUN_LIMIT = 30.0  # seconds per run: a guard against hangs (the 10 s goal: bench/bench_course.py)
 MAX_MARKDOWN_LINES = 30  # short cells, one idea each: a teacher projects them
 MAX_CODE_LINES = 25
 
