@@ -280,6 +280,10 @@ def test_journey_notebook_in_jupyterlab(browser, jupyterlab):
     expect(journey).to_contain_text("Step 1 of 4")
     expect(journey.locator(".ml-box").first).to_be_visible()
     shot(journey, "04-journey-step-1")
+    picture = code_cell(page, "hops = Journey(lab)").locator(".jp-RenderedMermaid img, "
+                                                             ".jp-RenderedMermaid svg").first
+    expect(picture).to_be_visible(timeout=30_000)
+    print(f"04-journey: the picture of the journey is {picture.bounding_box()['height']:.0f} px tall")
     journey.locator("button", has_text="Next").click()
     expect(journey).to_contain_text("Step 2 of 4")
     expect(journey).to_contain_text("Received:")
