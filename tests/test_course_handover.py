@@ -199,3 +199,19 @@ def test_a_replaced_lab_frees_its_memory():
         assert lab.store is None and lab.router is None and lab._last_loop is None
         assert loop() is None, "the old lab's event loop (and its wire copies) is still alive"
         newer.stop()
+
+
+def test_the_table_says_why_a_port_is_not_the_usual_one():
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    try:
+        with maillab.MailLab(ports={"smtp": busy}) as lab:
+            note = lab.status_note()
+            assert f"{busy} \u2192 {lab.smtp_port} (SMTP mail.example.com)" in note, note
+            assert "Another program" in note and note in lab._repr_html_()
+    finally:
+        taken.close()
+    with maillab.MailLab(ports="any") as lab:
+        assert lab.status_note() == ""  # free ports were asked for: nothing to explain
