@@ -411,7 +411,7 @@ class Webmail:
                     retry_after: float = 0):
         pre = self._pre_cookie(request) or new_token()
         resp = self.render("login.html", request, None, status=status, error=error, info=info,
-                           address=address, login_csrf=login_token(self.secret, pre),
+                           address=address[:254], login_csrf=login_token(self.secret, pre),
                            domains=self.domains)
         # A pre-session cookie ties the login form's token to this browser (login CSRF).
         self._set_cookie(request, resp, f"{self.cookie}_pre={pre}; Max-Age=3600")
@@ -877,7 +877,7 @@ class WebmailServer:
 
     async def wait_closed(self) -> None:
         self.server.close()
-        await self.webmail.connections.stop()
+        self.webmail.connections.stop()
         await self.runner.cleanup()  # closes the open connections (aiohttp's shutdown)
         self.webmail.sessions.clear()
         executor = self.webmail.executor

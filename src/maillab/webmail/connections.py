@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 
 from ..i18n import _
 
@@ -44,7 +45,7 @@ class _Tracked(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
-        self.guard.open[transport] = self
+        self.guard.open.add(self)
         self.inner.connection_made(transport)
 
     def data_received(self, data):
@@ -55,7 +56,7 @@ class _Tracked(asyncio.Protocol):
         return self.inner.eof_received()
 
     def connection_lost(self, exc):
-        self.guard.open.pop(self.transport, None)
+        self.guard.open.discard(self)
         self.inner.connection_lost(exc)
 
     def pause_writing(self):
@@ -114,9 +115,13 @@ class ConnectionGuard:
         self.recorder = recorder
         self.service_name = service_name
         self.refusal_wait = refusal_wait  # how long a refused client may take to send its request
-        self.open: dict[object, _Tracked] = {}  # transport -> its tracked protocol
+        # The open connections, weakly: the guard must keep no connection (and so no aiohttp
+        # task) alive, even while a traceback keeps the guard alive.
+        self.open: weakref.WeakSet[_Tracked] = weakref.WeakSet()
         self.refusing: set = set()  # transports being answered 503
-        self._sweeper: asyncio.Task | None = None
+        # A timer, not a task: a task still pending when the interpreter exits (a lab stopped
+        # by atexit, say) can crash CPython 3.11 while it is finalized.
+        self._sweeper: asyncio.TimerHandle | None = None
 
     # ---- wiring
     def protocol_factory(self, make_protocol):
@@ -128,27 +133,28 @@ class ConnectionGuard:
         return factory
 
     def start(self) -> None:
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        self._schedule(asyncio.get_running_loop())
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         for transport in list(self.refusing):
             transport.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
-            try:
-                await self._sweeper
-            except asyncio.CancelledError:
-                pass
             self._sweeper = None
 
     # ---- what the application tells the guard
+    @staticmethod
+    def _tracked(transport) -> _Tracked | None:
+        conn = transport.get_protocol() if transport is not None else None
+        return conn if isinstance(conn, _Tracked) else None
+
     def request_started(self, transport) -> None:
-        conn = self.open.get(transport)
+        conn = self._tracked(transport)
         if conn is not None:
             conn.busy += 1
 
     def request_finished(self, transport) -> None:
-        conn = self.open.get(transport)
+        conn = self._tracked(transport)
         if conn is not None:
             conn.busy = max(0, conn.busy - 1)
             conn.last_activity = time.monotonic()
@@ -175,14 +181,17 @@ class ConnectionGuard:
         return head.encode("ascii") + page
 
     # ---- the idle sweep
-    async def _sweep_forever(self) -> None:
+    def _schedule(self, loop) -> None:
         interval = max(0.05, min(1.0, self.idle_timeout / 4))
-        while True:
-            await asyncio.sleep(interval)
-            self.sweep(time.monotonic())
+        self._sweeper = loop.call_later(interval, self._sweep_and_schedule, loop)
+
+    def _sweep_and_schedule(self, loop) -> None:
+        self.sweep(time.monotonic())
+        self._schedule(loop)
 
     def sweep(self, now: float) -> None:
-        for transport, conn in list(self.open.items()):
+        for conn in list(self.open):
+            transport = conn.transport
             if conn.busy or transport.is_closing():
                 continue
             unsent = transport.get_write_buffer_size()

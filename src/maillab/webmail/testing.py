@@ -318,10 +318,11 @@ def fuzz_request(data: bytes, *, port: int, cookie: str, csrf: str) -> bytes:
 
 
 def http_exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
-    """Send a request as it is; the whole answer (the server closes: Connection: close), or
-    b"" if it hung up without one. A request that is not complete (fuzz bytes often are not)
-    leaves the server waiting for the rest: after ``timeout`` the client says it has no more
-    (half-close) and the server has ``timeout`` again to finish. socket.timeout if it does not."""
+    """Send a request as it is; the whole answer (the server closes: Connection: close, or
+    is silent for ``timeout`` after it answered: keep-alive), or b"" if it hung up without one.
+    A request that is not complete (fuzz bytes often are not) leaves the server waiting for the
+    rest: after ``timeout`` the client says it has no more (half-close) and the server has
+    ``timeout`` again to finish. socket.timeout if it does not."""
     import socket
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         try:
@@ -335,7 +336,9 @@ def http_exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
             except ConnectionResetError:
                 break
             except socket.timeout:
-                if half_closed or chunks:
+                if chunks:  # an answer, and the connection kept alive for more: fine
+                    break
+                if half_closed:
                     raise
                 s.shutdown(socket.SHUT_WR)
                 half_closed = True
