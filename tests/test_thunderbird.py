@@ -1,0 +1,339 @@
+"""A real Thunderbird (Debian's package) against the lab's servers, under Xvfb.
+
+What runs is Thunderbird's own mail code: its SMTP client sends through the submission port
+(STARTTLS, then AUTH), its IMAP client reads alice's mail (STARTTLS), its POP3 client downloads
+bob's (POP3S), and it creates a folder and moves the message there. The lab's transcripts and
+mailboxes are the evidence.
+
+How it is driven: the accounts are written into a fresh profile's ``user.js`` (the prefs
+Thunderbird's account wizard writes; the lab serves no autoconfig file yet), and Thunderbird's
+remote protocol (Marionette, started with ``--marionette``) runs the steps a user clicks
+through: trust the lab's CA in Thunderbird's certificate store, type the passwords, open the
+compose window and press Send, Get Messages, New Folder, Move To. Screenshots of each step go to
+``$MAILLAB_THUNDERBIRD_SHOTS`` (a folder) when set, else to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import maillab
+from conftest import require_tool
+
+SUBJECT = "Hello from Thunderbird"
+
+
+class Marionette:
+    """The smallest Marionette client: length-prefixed JSON commands over TCP."""
+
+    def __init__(self, port: int, timeout: float = 90):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.buffer = b""
+        self.last_id = 0
+        self._read()  # {"applicationType": "gecko", "marionetteProtocol": 3}
+        self.call("WebDriver:NewSession", {"capabilities": {}})
+        self.call("Marionette:SetContext", {"value": "chrome"})
+        self.call("WebDriver:SetTimeouts", {"script": 60000})
+
+    def _read(self):
+        while b":" not in self.buffer:
+            self.buffer += self._recv()
+        size, rest = self.buffer.split(b":", 1)
+        while len(rest) < int(size):
+            rest += self._recv()
+        self.buffer = rest[int(size):]
+        return json.loads(rest[:int(size)])
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError("Thunderbird closed the Marionette connection")
+        return data
+
+    def call(self, command: str, params: dict | None = None):
+        self.last_id += 1
+        data = json.dumps([0, self.last_id, command, params or {}]).encode()
+        self.sock.sendall(b"%d:" % len(data) + data)
+        while True:
+            kind, msg_id, error, result = self._read()
+            if kind == 1 and msg_id == self.last_id:
+                if error:
+                    raise RuntimeError(f"{command}: {error.get('message')}")
+                return result
+
+    def js(self, script: str, *args):
+        """Run ``script`` with chrome privileges in Thunderbird's main window; its return value."""
+        return self.call("WebDriver:ExecuteScript", {"script": script, "args": list(args)})["value"]
+
+    def wait(self, script: str, *args, timeout: float = 60):
+        """Evaluate ``script`` until it returns something true; that value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.js(script, *args)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(script)
+            time.sleep(0.2)
+
+    def screenshot(self, path: Path) -> None:
+        """A PNG of the window Marionette is switched to."""
+        png = self.call("WebDriver:TakeScreenshot", {"full": False, "hash": False})["value"]
+        path.write_bytes(base64.b64decode(png))
+
+    def windows(self) -> list[str]:
+        return self.call("WebDriver:GetWindowHandles")
+
+    def switch(self, handle: str) -> None:
+        self.call("WebDriver:SwitchToWindow", {"handle": handle, "focus": False})
+
+
+def wait_until(condition, timeout: float = 60):
+    """Poll ``condition()`` until it returns something true; that value (the last one if not)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return value
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def user_js(lab: maillab.MailLab, marionette_port: int) -> str:
+    """Prefs for a profile with alice on IMAP (STARTTLS), bob on POP3S and both sending through
+    the submission port (STARTTLS, then AUTH), as the account wizard would write them."""
+    prefs = {
+        "marionette.port": marionette_port,
+        # a quiet first start: no start page, no default-client or rights questions
+        "mail.shell.checkDefaultClient": False, "mailnews.start_page.enabled": False,
+        "mail.rights.version": 1, "mail.spotlight.firstRunDone": True,
+        "mail.provider.suppress_dialog_on_startup": True, "app.update.enabled": False,
+        "datareporting.policy.dataSubmissionEnabled": False, "mail.biff.show_alert": False,
+        "mail.accountmanager.accounts": "account1,account2,account3",
+        "mail.accountmanager.defaultaccount": "account1",
+        "mail.accountmanager.localfoldersserver": "server3",
+        "mail.server.server3.type": "none", "mail.server.server3.hostname": "Local Folders",
+        "mail.server.server3.userName": "nobody", "mail.server.server3.name": "Local Folders",
+        "mail.account.account3.server": "server3",
+        "mail.smtpservers": "smtp1,smtp2", "mail.smtp.defaultserver": "smtp1",
+    }
+    # (login, name, incoming protocol, port, socketType: 2 STARTTLS, 3 TLS from the first byte)
+    accounts = [("alice", "Alice", "imap", lab.imap_port, 2),
+                ("bob", "Bob", "pop3", lab.pop3s_port, 3)]
+    for n, (login, name, protocol, port, socket_type) in enumerate(accounts, 1):
+        prefs.update({
+            f"mail.account.account{n}.server": f"server{n}",
+            f"mail.account.account{n}.identities": f"id{n}",
+            f"mail.server.server{n}.type": protocol,
+            f"mail.server.server{n}.hostname": "localhost",  # the certificate's name
+            f"mail.server.server{n}.port": port,
+            f"mail.server.server{n}.userName": login,
+            f"mail.server.server{n}.name": f"{login}@example.com ({protocol.upper()})",
+            f"mail.server.server{n}.socketType": socket_type,
+            f"mail.server.server{n}.authMethod": 3,  # normal password
+            # nothing connects before the test has trusted the lab's CA
+            f"mail.server.server{n}.login_at_startup": False,
+            f"mail.server.server{n}.check_new_mail": False,
+            f"mail.identity.id{n}.fullName": name,
+            f"mail.identity.id{n}.useremail": f"{login}@example.com",
+            f"mail.identity.id{n}.smtpServer": f"smtp{n}",
+            f"mail.identity.id{n}.valid": True,
+            f"mail.smtpserver.smtp{n}.hostname": "localhost",
+            f"mail.smtpserver.smtp{n}.port": lab.submission_port,
+            f"mail.smtpserver.smtp{n}.username": login,
+            f"mail.smtpserver.smtp{n}.try_ssl": 2,  # STARTTLS
+            f"mail.smtpserver.smtp{n}.authMethod": 3,
+        })
+    # alice keeps a copy of what she sends in the server's Sent folder (IMAP APPEND)
+    prefs["mail.identity.id1.fcc_folder"] = "imap://alice@localhost/Sent"
+    prefs["mail.identity.id1.fcc_folder_picker_mode"] = "1"
+    return "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items())
+
+
+@contextmanager
+def xvfb():
+    """A private X display; yields its name (":N")."""
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([require_tool("Xvfb"), "-displayfd", str(write_end), "-screen", "0",
+                             "1280x900x24", "-nolisten", "tcp"], pass_fds=[write_end],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end) as f:
+            yield ":" + f.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def thunderbird(profile: Path, display: str, marionette_port: int):
+    env = dict(os.environ, DISPLAY=display, MOZ_CRASHREPORTER_DISABLE="1", HOME=str(profile.parent))
+    log = open(profile.parent / "thunderbird.log", "wb")
+    # Debian's /usr/bin/thunderbird is a script that starts the real program: a session of
+    # its own lets the test end both (and Thunderbird's helper processes) at the end.
+    proc = subprocess.Popen([require_tool("thunderbird"), "--profile", str(profile), "--no-remote",
+                             "--marionette", "-remote-allow-system-access"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield Marionette(marionette_port)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+# JavaScript run inside Thunderbird. ``account(login)`` finds an account by its user name.
+ACCOUNT = ("const account = login => MailServices.accounts.accounts.find("
+           "a => a.incomingServer.username == login);\n"
+           "const inboxOf = login => account(login).incomingServer.rootFolder"
+           ".getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);\n"
+           "const mainWindow = Services.wm.getMostRecentWindow('mail:3pane');\n"
+           "const subjects = folder => [...folder.messages].map(h => h.mime2DecodedSubject);\n")
+
+
+def session_lines(lab, service: str) -> list[str]:
+    """What clients said to ``service`` (e.g. "imap:example.com"), upper-cased, IMAP tags dropped."""
+    said = [line.strip().upper() for line in lab.transcript(service).client_lines()]
+    if service.startswith("imap"):
+        said = [line.split(" ", 1)[-1] for line in said]
+    return said
+
+
+def test_thunderbird_sends_reads_over_imap_and_pop3_and_moves(tmp_path):
+    require_tool("thunderbird")
+    require_tool("Xvfb")
+    shots = Path(os.environ.get("MAILLAB_THUNDERBIRD_SHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    port = free_port()
+    with maillab.MailLab(root=tmp_path / "mail", ports="any") as lab:
+        (profile / "user.js").write_text(user_js(lab, port))
+        with xvfb() as display, thunderbird(profile, display, port) as tb:
+            # Settings > Privacy & Security > Manage Certificates > Authorities > Import
+            der = ssl.PEM_cert_to_DER_cert(Path(lab.ca_file).read_text())
+            tb.js("Cc['@mozilla.org/security/x509certdb;1'].getService(Ci.nsIX509CertDB)"
+                  ".addCertFromBase64(arguments[0], 'C,,');", base64.b64encode(der).decode())
+            # the passwords, as typed into Thunderbird's password prompt
+            tb.js(ACCOUNT + """
+                for (const [login, password] of arguments[0]) {
+                  account(login).incomingServer.password = password;
+                  for (const s of MailServices.outgoingServer.servers)
+                    if (s.username == login) s.password = password;
+                }""", [["alice", "wonderland"], ["bob", "builder"]])
+
+            # 1. Write a message in the compose window and press Send.
+            main_window = tb.call("WebDriver:GetWindowHandle")["value"]
+            tb.js(ACCOUNT + """
+                const fields = Cc['@mozilla.org/messengercompose/composefields;1']
+                  .createInstance(Ci.nsIMsgCompFields);
+                fields.from = 'Alice <alice@example.com>';
+                fields.to = 'Bob <bob@example.com>';
+                fields.cc = 'Alice <alice@example.com>';
+                fields.subject = arguments[0];
+                fields.body = 'Sent by a real Thunderbird through the lab.\\n';
+                const params = Cc['@mozilla.org/messengercompose/composeparams;1']
+                  .createInstance(Ci.nsIMsgComposeParams);
+                params.composeFields = fields;
+                params.identity = account('alice').defaultIdentity;
+                params.format = Ci.nsIMsgCompFormat.PlainText;
+                MailServices.compose.OpenComposeWindowWithParams(null, params);""", SUBJECT)
+            tb.wait("const w = Services.wm.getMostRecentWindow('msgcompose');"
+                    "return !!(w && w.document.readyState == 'complete' && w.gMsgCompose);")
+            time.sleep(1)  # let the window paint for the screenshot
+            compose_window = [w for w in tb.windows() if w != main_window][-1]
+            tb.switch(compose_window)
+            tb.screenshot(shots / "1-compose.png")
+            tb.switch(main_window)
+            tb.js("Services.wm.getMostRecentWindow('msgcompose').goDoCommand('cmd_sendNow');")
+            received = wait_until(lambda: lab.mailbox("bob"))
+            assert [m.subject for m in received] == [SUBJECT]
+            assert "Thunderbird" in received[0].message["User-Agent"]
+            sent = wait_until(lambda: lab.mailbox("alice", "Sent"))
+            assert [m.subject for m in sent] == [SUBJECT]  # Thunderbird's copy, over IMAP
+            submission = session_lines(lab, "submission:example.com")
+            assert submission.index("STARTTLS") < min(
+                i for i, line in enumerate(submission) if line.startswith("AUTH")), submission
+
+            # 2. alice: Get Messages over IMAP (STARTTLS).
+            tb.js(ACCOUNT + """
+                const inbox = inboxOf('alice');
+                mainWindow.gTabmail.currentAbout3Pane.displayFolder(inbox.URI);
+                inbox.QueryInterface(Ci.nsIMsgImapMailFolder)
+                  .updateFolderWithListener(mainWindow.msgWindow, null);""")
+            assert tb.wait(ACCOUNT + "const got = subjects(inboxOf('alice'));"
+                           "return got.length && got;") == [SUBJECT]
+            time.sleep(1)
+            tb.screenshot(shots / "2-imap-inbox.png")
+            imap = session_lines(lab, "imap:example.com")
+            assert "STARTTLS" in imap and any(line.startswith(("AUTHENTICATE", "LOGIN"))
+                                              for line in imap), imap
+            assert any(line.startswith("SELECT") for line in imap), imap
+
+            # 3. bob: Get Messages over POP3S; Thunderbird deletes what it downloaded.
+            tb.js(ACCOUNT + """
+                const inbox = inboxOf('bob');
+                mainWindow.gTabmail.currentAbout3Pane.displayFolder(inbox.URI);
+                account('bob').incomingServer.getNewMessages(inbox, mainWindow.msgWindow, null);""")
+            assert tb.wait(ACCOUNT + "const got = subjects(inboxOf('bob'));"
+                           "return got.length && got;") == [SUBJECT]
+            time.sleep(1)
+            tb.screenshot(shots / "3-pop3-inbox.png")
+            # (Thunderbird shows the message before it has sent DELE and QUIT: wait for them.)
+            assert wait_until(lambda: lab.mailbox("bob") == []), lab.mailbox("bob")
+            pop3 = session_lines(lab, "pop3s:example.com")
+            assert "RETR 1" in pop3 and "DELE 1" in pop3 and pop3[-1] == "QUIT", pop3
+
+            # 4. alice: New Folder "Lab", then Move To > Lab.
+            tb.js(ACCOUNT + "account('alice').incomingServer.rootFolder"
+                  ".createSubfolder('Lab', mainWindow.msgWindow);")
+            tb.wait(ACCOUNT + "return account('alice').incomingServer.rootFolder"
+                    ".containsChildNamed('Lab');")
+            tb.js(ACCOUNT + """
+                const inbox = inboxOf('alice');
+                const lab = account('alice').incomingServer.rootFolder.getChildNamed('Lab');
+                MailServices.copy.copyMessages(inbox, [...inbox.messages], lab, true, null,
+                                               mainWindow.msgWindow, false);""")
+            moved = wait_until(lambda: lab.mailbox("alice", "Lab"))
+            assert [m.subject for m in moved] == [SUBJECT]
+            assert wait_until(lambda: lab.mailbox("alice") == []), lab.mailbox("alice")
+            tb.js(ACCOUNT + """
+                const lab = account('alice').incomingServer.rootFolder.getChildNamed('Lab');
+                mainWindow.gTabmail.currentAbout3Pane.displayFolder(lab.URI);
+                lab.QueryInterface(Ci.nsIMsgImapMailFolder)
+                  .updateFolderWithListener(mainWindow.msgWindow, null);""")
+            assert tb.wait(ACCOUNT + "const got = subjects(account('alice').incomingServer"
+                           ".rootFolder.getChildNamed('Lab')); return got.length && got;") == [SUBJECT]
+            time.sleep(1)
+            tb.screenshot(shots / "4-moved-to-lab.png")
+            imap = session_lines(lab, "imap:example.com")
+            assert any(line.startswith('CREATE "LAB"') or line.startswith("CREATE LAB")
+                       for line in imap), imap
+            assert any(line.startswith(("UID MOVE", "MOVE", "UID COPY", "COPY")) for line in imap), imap
