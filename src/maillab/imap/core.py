@@ -15,8 +15,10 @@ of a command (no EXPUNGE during FETCH, STORE or SEARCH, section 7.4.1) and at on
 
 Two things a server may do outside the loop it runs on, so the core hands them over:
 
-* A FETCH answer can be large. It is made piece by piece while :meth:`ImapSession.data_to_send`
-  is called with a ``limit``; the commands after it wait until it is done.
+* A FETCH answer can be large, a SEARCH can read every message. Both are made piece by piece
+  while :meth:`ImapSession.data_to_send` is called with a ``limit``; the commands after them
+  wait until they are done. With ``commands_per_turn`` the session also runs only that many
+  pipelined commands per call, so one client's burst cannot keep a server from its others.
 * Checking a password is slow on purpose (scrypt). With ``defer_logins=True`` a LOGIN or
   AUTHENTICATE leaves a :class:`LoginRequest` in :attr:`ImapSession.login_request` and the
   session waits: the server runs ``request.check()`` in a worker thread and gives the result
@@ -59,6 +61,8 @@ MAX_MAILBOX_NAME = 254
 # NO [LIMIT] if the structure items grow past it while they are sent.
 MAX_FETCH_OUTPUT = 256 * 1024 * 1024
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# Pieces of a long answer made in one data_to_send(limit) call (a SEARCH makes one per message).
+PIECES_PER_TURN = 256
 
 
 class State(enum.Enum):
@@ -163,7 +167,8 @@ class ImapSession:
     the selected folder changes, so that the server can call :meth:`changes_arrived` in its own.
     """
 
-    def __init__(self, ctx, peer: str = "", *, tls: bool = False, wakeup=None, defer_logins: bool = False):
+    def __init__(self, ctx, peer: str = "", *, tls: bool = False, wakeup=None, defer_logins: bool = False,
+                 commands_per_turn: int | None = None):
         self.ctx = ctx
         self.peer = peer
         self.tls = tls
@@ -182,7 +187,9 @@ class ImapSession:
         self._flags_reported: set[int] = set()  # UIDs whose FLAGS this command already sent
         self.defer_logins = defer_logins
         self.login_request: LoginRequest | None = None  # a login waiting for finish_login()
-        self._stream = None  # a long answer (FETCH) still being made: an iterator of bytes
+        self._stream = None  # a long answer (FETCH, SEARCH) still being made: an iterator of bytes
+        self.commands_per_turn = commands_per_turn
+        self._more = False  # commands may be waiting in the framer for the next turn
         # For the server's timers: complete commands (and continuation lines) so far, and
         # login attempts so far.
         self.commands_done = 0
@@ -195,28 +202,39 @@ class ImapSession:
 
     def data_to_send(self, limit: int | None = None) -> bytes:
         """The bytes to send now. A long answer is made as it is asked for: with a ``limit``,
-        about that many bytes at most come out per call (call again until :attr:`has_more` is
-        false); without one, everything. Commands that waited behind it then run."""
+        one call makes about that many bytes (or PIECES_PER_TURN pieces, or one turn of
+        commands) at most; call again while :attr:`has_more`. Without one, everything: the
+        answer and the commands that waited behind it."""
         out = self._out
         size = sum(len(x) for x in out)
-        while self._stream is not None and (limit is None or size < limit):
-            try:
-                piece = next(self._stream)
-            except StopIteration:
-                self._stream = None
+        pieces = 0
+        while limit is None or (size < limit and pieces < PIECES_PER_TURN):
+            if self._stream is not None:
+                try:
+                    piece = next(self._stream)
+                except StopIteration:
+                    self._stream = None
+                    self._more = True  # the commands behind it run next
+                    continue
+                out.append(piece)  # after what the stream itself wrote to _out before this piece
+                size += len(piece)
+                pieces += 1
+            elif self._more:
                 self._process()
                 size = sum(len(x) for x in out)
-                continue
-            out.append(piece)  # after what the stream itself wrote to _out before this piece
-            size += len(piece)
+                if limit is not None:
+                    break  # one turn of commands per call
+            else:
+                break
         data = b"".join(out)
         out.clear()
         return data
 
     @property
     def has_more(self) -> bool:
-        """A long answer is not finished: call data_to_send() again (when the client reads)."""
-        return self._stream is not None or bool(self._out)
+        """An answer is not finished, or commands wait: call data_to_send() again (when the
+        client reads)."""
+        return self._stream is not None or bool(self._out) or (self._more and not self.busy)
 
     @property
     def busy(self) -> bool:
@@ -238,8 +256,14 @@ class ImapSession:
         self._process()
 
     def _process(self) -> None:
-        """Run the complete commands that have arrived, until one makes the session wait."""
+        """Run the complete commands that have arrived, until one makes the session wait (or
+        ``commands_per_turn`` of them ran: data_to_send runs the next ones)."""
+        self._more = False
+        done = 0
         while not self.busy:
+            if self.commands_per_turn is not None and done >= self.commands_per_turn:
+                self._more = True
+                return
             ev = self.framer.next_event()
             if ev is None:
                 return
@@ -251,6 +275,7 @@ class ImapSession:
                 self._literal_announced(ev)
                 continue
             self.commands_done += 1
+            done += 1
             if self._waiting is not None:
                 self._continuation_line(ev.raw)
             else:
@@ -1155,25 +1180,35 @@ class ImapSession:
                 raise No(e.hint, e.code) from None
             raise
         cur.expect_end()
+        # Messages are tested one at a time as the server asks for the answer (data_to_send):
+        # a search that reads every message does not hold up the server's other sessions.
+        self._stream = self._search_answer(tag, uid, tree)
+
+    def _search_answer(self, tag, uid, tree):
         sel = self.selected
         folder = sel.folder
-        star_uid = sel.uids[-1] if sel.uids else 0
-        n = len(sel.uids)
+        uids = list(sel.uids)
+        star_uid = uids[-1] if uids else 0
         found = []
         current = {info.uid: (info, flags) for info, flags in folder.snapshot()}
         recent = sel.recent
-        for seq, u in enumerate(sel.uids, 1):
-            got = current.get(u)
-            if got is None:
-                continue  # expunged by someone else meanwhile
-            info, flags = got
-            ctx = searchmod.SearchContext(seq, u, flags, info.size, info.internaldate, u in recent,
-                                          (lambda u=u: folder.read(u)), n, star_uid)
-            try:
-                if searchmod.matches(tree, ctx):
-                    found.append(u if uid else seq)
-            except KeyError:
-                continue
+        try:
+            for seq, u in enumerate(uids, 1):
+                got = current.get(u)
+                if got is None:
+                    continue  # expunged by someone else meanwhile
+                info, flags = got
+                ctx = searchmod.SearchContext(seq, u, flags, info.size, info.internaldate, u in recent,
+                                              (lambda u=u: folder.read(u)), len(uids), star_uid)
+                try:
+                    if searchmod.matches(tree, ctx):
+                        found.append(u if uid else seq)
+                except KeyError:
+                    continue
+                yield b""
+        except Exception as e:
+            self._internal_error(tag, "SEARCH", e)
+            return
         self._untagged("SEARCH" + "".join(f" {x}" for x in found))
         self._done(tag, ("UID SEARCH" if uid else "SEARCH") + " completed", allow_expunge=uid)
 

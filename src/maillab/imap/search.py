@@ -3,9 +3,9 @@
 Text is compared as RFC 3501 asks: case-insensitive substring. Headers are decoded first
 (RFC 2047 encoded words, via ``email.header``) and bodies are decoded (base64 or
 quoted-printable, then their charset, via ``email``), so a learner searching for ``Grüße`` finds
-it however the sender encoded it. A message is cut into its parts by ``fetch.parse_message``
-(which stops at ``MAX_PARTS`` parts) and each part is decoded on its own: the ``email`` package
-given a whole message of 200,000 empty parts took 4.6 s of the server's loop.
+it however the sender encoded it. A message that may have many parts is cut into its parts by
+``fetch.parse_message`` (which stops at ``MAX_PARTS`` parts) and each part decoded on its own:
+the ``email`` package given a whole message of 200,000 empty parts took 4.6 s of the loop.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from .parser import Cursor, ParseError
 __all__ = ["parse_search", "SearchContext", "matches", "needs_message", "SUPPORTED_CHARSETS"]
 
 SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
+# Up to this many delimiter lines and message/* parts the email package reads a whole message;
+# beyond, the parts come from fetch.parse_message (see SearchContext.entities).
+FEW_PARTS = 200
 _HINT = ("SEARCH wants keys such as ALL, UNSEEN, FROM alice, SUBJECT \"hello\", SINCE 1-Feb-2024, "
          "or OR key1 key2")
 
@@ -191,37 +194,38 @@ class SearchContext:
             self._headers = header_values(split_header(self.raw)[0])
         return self._headers
 
-    def entities(self) -> list[tuple[list[str], str | None]]:
-        """Each MIME entity in order: its header fields ("Name: decoded value") and, for a
-        text part, its decoded text (else None)."""
+    def entities(self) -> list:
+        """Each MIME entity in order, as an ``email`` message. A message with few parts is
+        read by the ``email`` package at once; one that may have many is cut into parts by
+        ``fetch.parse_message`` (bounded) and each part read on its own (a container: its
+        header only; a leaf: header and body)."""
         if self._entities is None:
-            self._entities = []
             raw = self.raw
+            if raw.count(b"\n--") + raw.lower().count(b"message/") <= FEW_PARTS:
+                self._entities = list(_parse(raw).walk())
+                return self._entities
+            self._entities = []
             for part in walk(parse_message(raw)):
                 if part.children is not None or part.message is not None or part.type.lower() == b"multipart":
                     # A container (or a multipart left unsplit at the limits): its header only.
-                    self._entities.append((_fields(_parse(part.header)), None))
-                    continue
-                for sub in _parse(raw[part.start:part.end]).walk():  # (message/delivery-status: blocks)
-                    text = None
-                    if not sub.is_multipart() and sub.get_content_maintype() in ("text", "message"):
-                        text = _decode_payload(sub)
-                    self._entities.append((_fields(sub), text))
+                    self._entities.append(_parse(part.header))
+                else:  # (message/delivery-status and the like hold blocks of their own)
+                    self._entities.extend(_parse(raw[part.start:part.end]).walk())
         return self._entities
 
     def body_text(self) -> str:
         if self._body is None:
-            self._body = "\n".join(text for _fields, text in self.entities() if text is not None).casefold()
+            self._body = "\n".join(_text_of(e) for e in self.entities() if _has_text(e)).casefold()
         return self._body
 
     def full_text(self) -> str:
         """TEXT searches everything: the header, the MIME headers of the parts and their text."""
         if self._full is None:
             texts = []
-            for fields, text in self.entities():
-                texts += fields
-                if text is not None:
-                    texts.append(text)
+            for entity in self.entities():
+                texts += _fields(entity)
+                if _has_text(entity):
+                    texts.append(_text_of(entity))
             self._full = "\n".join(texts).casefold()
         return self._full
 
@@ -231,6 +235,17 @@ class SearchContext:
 
 def _parse(data: bytes):
     return email.message_from_bytes(data, policy=email.policy.compat32)
+
+
+def _has_text(part) -> bool:
+    return not part.is_multipart() and part.get_content_maintype() in ("text", "message")
+
+
+def _text_of(part) -> str:
+    text = getattr(part, "_maillab_text", None)  # decoded once for BODY and TEXT alike
+    if text is None:
+        text = part._maillab_text = _decode_payload(part)
+    return text
 
 
 def _fields(part) -> list[str]:

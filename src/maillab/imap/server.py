@@ -5,7 +5,8 @@ TCP_NODELAY (and TCP_QUICKACK after each ``+`` continuation: see facts.md on the
 and wakes a session up when another session changes its selected folder (IDLE). It also does
 the three things the core hands over (see ``core.py``), so that no client can hold up another:
 
-* long answers (FETCH) go out piece by piece, only as fast as the client reads them;
+* long answers (FETCH, SEARCH) are made piece by piece, and pipelined commands run one per
+  turn of the loop, only as fast as the client reads the answers;
 * passwords are checked in a worker thread, and each refused login is answered late on its
   own (``ctx.guard.delay``): commands pipelined behind a login wait for its answer;
 * timers end sessions that stall (RFC 3501 5.4), with a line in the transcript saying why.
@@ -86,7 +87,8 @@ class ImapProtocol(asyncio.Protocol):
         if tls:
             self.conn.event(tls)
         self.ctx.connections.add(transport)
-        self.session = ImapSession(self.ctx, peer, wakeup=self._wakeup_threadsafe, defer_logins=True)
+        self.session = ImapSession(self.ctx, peer, wakeup=self._wakeup_threadsafe, defer_logins=True,
+                                   commands_per_turn=1)
         if self.implicit_tls:
             self.session.tls = True
         self.session.greeting()
@@ -164,7 +166,7 @@ class ImapProtocol(asyncio.Protocol):
     def _update_reading(self) -> None:
         """Read from the client only while the session can take commands and the client reads
         our answers; otherwise the bytes wait in the kernel, not in our memory."""
-        want = not (self._write_paused or self.session.busy)
+        want = not (self._write_paused or self.session.busy or self.session.has_more)
         if want != self._reading and not self.transport.is_closing():
             self._reading = want
             if want:
