@@ -28,6 +28,8 @@ from typing import Callable, Iterable
 
 from common import python_env
 
+from maillab.imap.testing import dovecot_path
+
 
 def serve_in_thread(make_protocol: Callable[[asyncio.AbstractEventLoop], Callable], *,
                     ssl=None) -> tuple[int, Callable[[], None]]:
@@ -69,17 +71,29 @@ class MaillabServe:
     """``python -m maillab serve --ports any [--root ROOT]`` as a child process, until close()."""
 
     def __init__(self, root: str | os.PathLike | None = None, timeout: float = 60):
+        self.root = root
+        self.timeout = timeout
+        self.start()
+
+    def restart(self) -> None:
+        """Stop and start again on the same store (the ports change)."""
+        self.close()
+        self.start()
+
+    def start(self) -> None:
         args = [sys.executable, "-m", "maillab", "serve", "--ports", "any"]
-        if root is not None:
-            args += ["--root", str(root)]
+        if self.root is not None:
+            args += ["--root", str(self.root)]
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # stderr to a file: a pipe nobody reads would stop the server once it filled up
+        self.errors = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.errors,
                                      env=python_env(), text=True)
         self.pid = self.proc.pid
         self.host = "127.0.0.1"
         self.services: list[tuple[str, str, int]] = []  # (protocol, host name, port)
         self.output: list[str] = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.timeout
         for line in self.proc.stdout:
             self.output.append(line)
             m = _SERVICE_LINE.match(line)
@@ -88,9 +102,10 @@ class MaillabServe:
             if line.startswith("ready") or time.monotonic() > deadline:
                 break
         if not self.services or self.proc.poll() is not None:
-            self.proc.kill()
-            _out, err = self.proc.communicate(timeout=10)
-            raise RuntimeError(f"maillab serve did not start: {''.join(self.output)} {err}")
+            self.close()
+            self.errors.seek(0)
+            raise RuntimeError(f"maillab serve did not start: {''.join(self.output)} "
+                               f"{self.errors.read()[-3000:]}")
 
     def port(self, protocol: str, domain: str = "example.com") -> int:
         for proto, host, port in self.services:
@@ -112,8 +127,7 @@ class MaillabServe:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+        self.proc.stdout.close()
 
 
 # ----------------------------------------------------------------------------- services answer
@@ -210,6 +224,16 @@ def dovecot_all_services(dv, cert_file: str, key_file: str) -> dict[str, int]:
              "}\n")
     conf_path.write_text(conf)
     return ports
+
+
+def restart_dovecot(dv) -> None:
+    """Stop the private Dovecot ``dv`` and start it again on the same config and mail (its
+    index files stay on disk, as across a real restart); return when IMAP answers."""
+    dv.proc.terminate()
+    dv.proc.wait(30)
+    dv.proc = subprocess.Popen([dovecot_path(), "-F", "-c", str(dv.dir / "dovecot.conf")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_answering(dv.host, [(dv.port, "greeting")])
 
 
 def free_port() -> int:
