@@ -58,12 +58,25 @@ else:
                                         DeduplicateIds, IgnorePattern, LimitOutput,
                                         OverwriteKernelspec, SaveAutoGrades)
 
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import GetGrades
+
     _robust = nbgrader_preprocessors()
     c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec,
                                           _robust["RobustOverwriteCells"], CheckCellMetadata]
     c.Autograde.autograde_preprocessors = [_robust["RobustExecute"], IgnorePattern,
                                            ClearMetadataPreprocessor, LimitOutput,
                                            SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    # Feedback shows what failed and why, never the hidden tests: their source is taken out of
+    # the test cells, and so is a traceback that would quote it.
+    c.GenerateFeedback.preprocessors = [GetGrades, _robust["HideHiddenTests"],
+                                        CSSHTMLHeaderPreprocessor]
+
+# ---- Grading in sandboxes ---------------------------------------------------------------------
+# `sudo python -m maillab grade <lab>` (docs/instructor.md) uses this same configuration: the
+# folders, the gradebook, the sanitizing steps and Execute's limits above. It replaces the
+# autograde steps with its own (the notebook runs in a sandbox against a lab the grader runs;
+# every test cell then runs in the grader's process against the learner's answers).
 
 # ---- Collecting from an LMS ------------------------------------------------------------------
 # `nbgrader zip_collect <lab>` reads downloaded/<lab>/archive/ (zip files, or loose notebooks

@@ -1,25 +1,36 @@
-"""Every submission of tests/lab_corpus/ autograded with the real `nbgrader autograde`.
+"""Every submission of tests/lab_corpus/, graded in one batch by `python -m maillab grade`.
 
 For each lab: a correct submission, the unchanged student version, partial solutions, code that
-hangs, code that swallows interrupts, code that ends the kernel, deleted/edited/retyped graded
-cells, tampering with the grading helpers and faked server state. Each must get exactly the
-score in tests/lab_corpus/expected.json (and exactly those tests failing), with no manual step:
-nbgrader must not drop any submission, and nothing may hang (the whole run has a deadline).
+hangs, swallows interrupts or ends the kernel, deleted/edited/retyped graded cells, and the
+attacks of tests/lab_corpus/attacks.py and corpus_spec.py (patched grading helpers, forged
+transcripts and Maildir files, input and AST transformers, importlib and sys.modules tricks,
+lying ``__eq__``, a background process writing gradebook.db, killing the grader, reading the
+hidden tests and other students' files, a fork bomb, a full disk, a flood of output, handlers
+that ignore every signal). Each must get exactly the score in expected.json (and exactly those
+tests failing): what its honest work earns. The batch must grade every submission in one run,
+and the sandbox must have held (nothing outside it changed). Feedback must not show the hidden
+tests.
 
-The autogrades run two at a time against one gradebook (several `nbgrader autograde --student X`
-processes, as facts.md found safe). Timings go to test-artifacts/lab-corpus-timings.json.
+The whole corpus is graded with two workers (this machine has two cores). Timings go to
+test-artifacts/lab-corpus-timings.json.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 
-from labcourse import LABS, ROOT, Course
-
+from conftest import require_tool
+from labcourse import LABS, ROOT, Course, nbgrader_env
 
 # Longer than the suite's --timeout=300: this module's fixture does minutes of work.
 pytestmark = pytest.mark.timeout(1500)
@@ -28,71 +39,127 @@ CORPUS = ROOT / "tests" / "lab_corpus"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
 ARTIFACTS = ROOT / "test-artifacts"
 CASES = [(lab, case) for lab in LABS if lab in EXPECTED for case in EXPECTED[lab]]
-DEADLINE = 900  # seconds for the whole corpus (about 45 autogrades on 2 cores)
+DEADLINE = 1200  # seconds for the whole corpus
+MARKER = Path("/tmp/maillab-corpus-was-here")  # what the escape attack tries to leave behind
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    require_tool("bwrap")
+    if os.geteuid() != 0:
+        pytest.skip("grading in sandboxes needs root")
+    MARKER.unlink(missing_ok=True)
     course = Course(tmp_path_factory.mktemp("course"), [lab for lab in LABS if lab in EXPECTED])
     for lab in EXPECTED:
         course.generate(lab)
         for case in EXPECTED[lab]:
-            course.submit(lab, f"{case}", CORPUS / lab / f"{case}.ipynb")
-    # The slow cases (hang, swallow) first, so that they overlap with the quick ones.
-    order = sorted(CASES, key=lambda job: job[1] not in ("swallow", "hang", "cells"))
-    # One student per case name, so each lab's submissions of that case share a student id.
+            course.submit(lab, case, CORPUS / lab / f"{case}.ipynb")
+    submitted = {p: digest(p) for p in (course.root / "submitted").rglob("*.ipynb")}
     start = time.perf_counter()
-    results = course.autograde_many(order, workers=2)
+    done = subprocess.run([sys.executable, "-m", "maillab", "grade", *EXPECTED, "--workers", "2",
+                           "--quiet"], cwd=course.root, env=nbgrader_env(), capture_output=True,
+                          text=True, timeout=DEADLINE)
     elapsed = time.perf_counter() - start
+    reports = {lab: json.loads((course.root / "grade-reports" / f"{lab}.json").read_text())
+               for lab in EXPECTED}
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "lab-corpus-timings.json").write_text(json.dumps(
-        {"total_seconds": round(elapsed, 1),
-         "per_submission": {f"{lab}/{case}": round(sec, 1)
-                            for (lab, case), (sec, _log) in results.items()}}, indent=1))
-    assert elapsed < DEADLINE, f"the corpus took {elapsed:.0f} s"
-    return course, results
+        {"total_seconds": round(elapsed, 1), "load": os.getloadavg(),
+         "per_submission": {f"{lab}/{r['student']}": r.get("seconds")
+                            for lab, rep in reports.items() for r in rep["submissions"]}},
+        indent=1))
+    return course, done, reports, submitted
 
 
 @pytest.mark.parametrize("lab,case", CASES, ids=[f"{lab}-{case}" for lab, case in CASES])
-def test_submission_gets_the_expected_score(graded, lab, case):
-    course, results = graded
+def test_submission_gets_the_score_its_honest_work_earns(graded, lab, case):
+    course, _done, reports, _ = graded
     expected = EXPECTED[lab][case]
     grades = course.grades(lab, case)
     tests = _code_tests(course, lab)
     assert set(tests) <= set(grades), "a test cell is missing from the gradebook"
     failing = sorted(g for g in tests if grades[g] == 0)
     score = sum(grades[g] for g in tests)
-    detail = course.errors(lab, case)
+    report = next(r for r in reports[lab]["submissions"] if r["student"] == case)
+    detail = {g: p["message"] for g, p in report.get("parts", {}).items() if not p["passed"]}
     assert failing == expected["failing"], detail
-    assert score == expected["score"], detail
+    assert score == expected["score"] == report["score"], detail
 
 
 def _code_tests(course, lab: str) -> list[str]:
     """grade ids of the autograded test cells (not the written answer)."""
-    import nbformat
-
     nb = nbformat.read(course.root / "solutions" / lab / f"{lab}.ipynb", 4)
     return [c.metadata.nbgrader["grade_id"] for c in nb.cells
             if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
 
 
-def test_the_correct_submission_gets_100_once_the_written_answer_is_graded(graded):
-    from nbgrader.api import Gradebook
-
-    course, _ = graded
-    with Gradebook(f"sqlite:///{course.root / 'gradebook.db'}") as gb:
-        for lab in EXPECTED:
-            sub = gb.find_submission_notebook(lab, lab, "correct")
-            manual = [g for g in sub.grades if g.auto_score is None]
-            assert len(manual) == 1 and manual[0].needs_manual_grade, lab
-            manual[0].manual_score = manual[0].max_score
-            gb.db.commit()
-            assert sub.score == 100 and sub.max_score == 100, lab
+def test_one_run_graded_every_submission(graded):
+    _course, done, reports, _ = graded
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for lab, report in reports.items():
+        got = {r["student"]: r for r in report["submissions"]}
+        assert set(got) == set(EXPECTED[lab])
+        assert not [r for r in got.values() if "error" in r], lab
+        assert all(r["sandbox"] for r in got.values())
 
 
-def test_nothing_was_dropped_and_the_kernel_recoveries_are_logged(graded):
-    _course, results = graded
-    for (lab, case), (_seconds, log) in results.items():
-        assert "Removing failed" not in log, (lab, case)
-        if case in ("kill", "swallow"):
-            assert "restarting the kernel" in log, (lab, case)
+def test_the_sandbox_held(graded):
+    """The escape attack wiped no other student's notebook, left nothing in /tmp, found no
+    hidden test on disk and left no process running; the gradebook has the graded scores
+    only (checked per submission above)."""
+    course, _done, _reports, submitted = graded
+    assert {p: digest(p) for p in submitted} == submitted
+    assert not MARKER.exists()
+    for lab in EXPECTED:
+        nb = nbformat.read(course.root / "autograded" / "escape" / lab / f"{lab}.ipynb", 4)
+        text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+        assert "hidden tests found: []" in text, lab
+    alive = [name for name in os.listdir("/proc") if name.isdigit()
+             and 2_000_100_000 <= os.stat(f"/proc/{name}").st_uid < 2_000_100_100]
+    assert not alive
+
+
+def test_the_report_says_what_happened(graded):
+    _course, done, reports, _ = graded
+    for lab in EXPECTED:
+        by = {r["student"]: r for r in reports[lab]["submissions"]}
+        assert by["kill"]["kernel_restarts"] >= 1 and by["swallow"]["kernel_restarts"] >= 1
+        assert any("printed more than" in o for o in by["resources"]["odd"]), by["resources"]
+        assert any("left processes running" in o for o in by["escape"]["odd"])
+        tamper = by["tamper"]["parts"]
+        assert any(p["kernel_passed"] and not p["passed"] for p in by["transformer"]["parts"]
+                   .values()), "the transformer fooled the notebook's own tests"
+        assert all(p["passed"] == (p["points"] > 0) for p in tamper.values())
+    assert "look at" in done.stdout and "submissions in" in done.stdout
+
+
+HIDDEN_MARKS = ("grading.fresh", "BEGIN HIDDEN TESTS", "/run/maillab", "MAILLAB_SEALED",
+                "sandbox", "bwrap")
+
+
+def test_feedback_shows_what_failed_without_the_hidden_tests(graded):
+    course, *_ = graded
+    labs = list(EXPECTED)
+    for lab in labs:
+        course.run("generate_feedback", lab, "--force")
+    hidden_lines = set()
+    for lab in labs:
+        nb = nbformat.read(course.root / "solutions" / lab / f"{lab}.ipynb", 4)
+        for cell in nb.cells:
+            part = cell.source.split("### BEGIN HIDDEN TESTS")[1:]
+            hidden_lines |= {l.strip() for l in "".join(part).splitlines()
+                             if len(l.strip()) > 25 and "END HIDDEN" not in l}
+    for lab in labs:
+        for case in EXPECTED[lab]:
+            html = (course.root / "feedback" / case / lab / f"{lab}.html").read_text()
+            text = re.sub(r"<[^>]+>", "", html)
+            for mark in HIDDEN_MARKS:
+                assert mark not in text, (lab, case, mark)
+            leaked = [l for l in hidden_lines if l in text]
+            assert not leaked, (lab, case, leaked[:3])
+        partial = (course.root / "feedback" / "hang" / lab / f"{lab}.html").read_text()
+        assert "ran longer than" in partial or "timed out" in partial, lab

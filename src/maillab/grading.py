@@ -788,7 +788,8 @@ def nbgrader_preprocessors() -> dict:
                 self.kc.stop_channels()
             except Exception:
                 pass
-            run_sync(self.km.restart_kernel)(now=True)
+            # new ports: the old kernel's may not be free yet (or a child it forked holds them)
+            run_sync(self.km.restart_kernel)(now=True, newports=True)
             self.start_new_kernel_client()
             for index, source in list(self._replayable):
                 if not self._replay(index, source):

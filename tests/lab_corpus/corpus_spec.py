@@ -1,4 +1,12 @@
-"""What each corpus case does to each lab, and which tests must then fail (make_corpus.py)."""
+"""What each corpus case does to each lab, and which tests must then fail (make_corpus.py).
+
+The first cases are a learner's slips and accidents (hang, swallow, kill, cells). The others
+are attacks, written as a determined student would write them with nothing but the notebook;
+each one's expected score is what its *honest* work earns (the parts it really solved), and
+``maillab grade`` must give exactly that. Attacks that could hurt the machine they run on (a
+fork bomb, filling the disk) go off only under a throwaway user id, as in the grader's
+sandboxes, so that running this corpus anywhere else does no harm.
+"""
 
 
 def busy_loop(fn: str) -> str:
@@ -184,8 +192,7 @@ SPEC = {
             "swallow": ["send_as_user_tests"],
             "kill": ["ehlo_tests"],
             "cells": ["ehlo_tests", "send_checked_tests"],
-            "tamper": ["send_mail_tests", "send_checked_tests", "send_as_user_tests",
-                       "ports_tests", "codes_tests"],
+            "tamper": ["send_mail_tests"],  # honest work (the notebook's own tests fail more)
             "fake": ["send_mail_tests", "send_as_user_tests"],
         },
     },
@@ -207,7 +214,7 @@ SPEC = {
             "swallow": ["download_tests"],
             "kill": ["stat_tests", "drop_tests"],
             "cells": ["resume_tests", "concepts_tests"],
-            "tamper": ["download_tests", "resume_tests", "drop_tests", "concepts_tests"],
+            "tamper": ["download_tests"],  # honest work (the notebook's own tests fail more)
             "fake": ["download_tests"],
         },
     },
@@ -229,7 +236,7 @@ SPEC = {
             "swallow": ["part_tests"],
             "kill": ["status_tests"],
             "cells": ["flag_tests", "concepts_tests"],
-            "tamper": ["subject_tests", "part_tests", "flag_tests", "concepts_tests"],
+            "tamper": ["subject_tests"],  # honest work (the notebook's own tests fail more)
             "fake": ["flag_tests"],
         },
     },
@@ -250,8 +257,7 @@ SPEC = {
             "swallow": ["submit_tests"],
             "kill": ["hops_tests"],
             "cells": ["imap_tests", "ports_tests"],
-            "tamper": ["relay_tests", "submit_tests", "hops_tests", "pop3_tests", "imap_tests",
-                       "steps_tests", "ports_tests"],
+            "tamper": ["relay_tests"],  # honest work (the notebook's own tests fail more)
             "fake": ["submit_tests"],
         },
     },
@@ -272,8 +278,9 @@ SPEC = {
             "swallow": ["login_tests"],
             "kill": ["sniff_tests"],
             "cells": ["starttls_tests", "ports_tests"],
-            "tamper": ["pop3s_tests", "starttls_tests", "ports_tests"],
+            "tamper": ["pop3s_tests"],  # honest work (the notebook's own tests fail more)
             "fake": ["login_tests", "pop3s_tests"],
         },
     },
 }
+

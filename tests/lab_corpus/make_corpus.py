@@ -18,8 +18,11 @@ changed the way a learner might change it. Cases, for every lab:
   fake         code that fakes server state: writes into a Maildir, delivers through the store
                and appends invented lines to the transcript
 
+and the attacks of attacks.py (transformer, importlib, modules, eq, killcell, escape,
+resources): each expected to score exactly what its honest work earns.
+
 expected.json holds, per lab and case, the tests that must fail and the autograded score.
-tests/test_labs_corpus.py autogrades every submission with the real nbgrader and compares.
+tests/test_labs_corpus.py grades every submission with `python -m maillab grade` and compares.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
+from attacks import attack_cases  # noqa: E402
 from corpus_spec import SPEC  # noqa: E402
 
 
@@ -92,6 +96,23 @@ def insert_before(nb, grade_id: str, source: str) -> None:
                     new_code_cell(source.strip("\n"), id=f"inserted-before-{grade_id}"))
 
 
+def solution_ids(master) -> set[str]:
+    return {gid(x) for x in master.cells if nbg(x).get("solution")}
+
+
+def make_attack(attack: dict, master, student):
+    unsolved = attack.get("unsolved", [])
+    solve = set() if unsolved == "all" else solution_ids(master) - set(unsolved)
+    nb = fill(student, master, solve, attack.get("append"))
+    if "insert_after_setup" in attack:
+        nb.cells.insert(index_of(nb, "setup") + 1, new_code_cell(
+            attack["insert_after_setup"].strip("\n"), id="inserted-after-setup"))
+    if "extra" in attack:
+        nb.cells.insert(index_of(nb, "stop"), new_code_cell(attack["extra"].strip("\n"),
+                                                            id="inserted-before-stop"))
+    return nb
+
+
 def make_case(lab: str, case: str, spec: dict, master, student):
     every = None
     if case == "correct":
@@ -114,9 +135,11 @@ def make_case(lab: str, case: str, spec: dict, master, student):
             i = index_of(nb, g)
             nb.cells[i] = new_code_cell(nb.cells[i].source, id=f"retyped-{g}")
         return nb
+    if case in ATTACKS:
+        return make_attack(attack_cases(lab)[case], master, student)
     if case in ("tamper", "fake"):
         t = spec[case]
-        solve = {gid(x) for x in master.cells if nbg(x).get("solution")} - set(t["unsolved"])
+        solve = solution_ids(master) - set(t["unsolved"])
         nb = fill(student, master, solve)
         for before, source in t["insert"]:
             insert_before(nb, before, source)
@@ -124,12 +147,18 @@ def make_case(lab: str, case: str, spec: dict, master, student):
     raise ValueError(case)
 
 
-CASES = ["correct", "unchanged", "partial", "hang", "swallow", "kill", "cells", "tamper", "fake"]
+ATTACKS = ["transformer", "importlib", "modules", "eq", "killcell", "escape", "resources"]
+CASES = ["correct", "unchanged", "partial", "hang", "swallow", "kill", "cells", "tamper",
+         "fake"] + ATTACKS
 
 
-def expected_for(master, spec: dict, case: str) -> dict:
+def expected_for(lab: str, master, spec: dict, case: str) -> dict:
     points = tests_and_points(master)
-    failing = set(points) if case == "unchanged" else set(spec.get("fail", {}).get(case, []))
+    if case in ATTACKS:
+        fail = attack_cases(lab)[case]["fail"]
+        failing = set(points) if fail == "all" else set(fail)
+    else:
+        failing = set(points) if case == "unchanged" else set(spec.get("fail", {}).get(case, []))
     if case == "correct":
         failing = set()
     unknown = failing - set(points)
@@ -153,7 +182,7 @@ def main(labs: list[str]) -> None:
             ids = [c.get("id") for c in nb.cells]
             assert len(set(ids)) == len(ids), ids
             (out / f"{case}.ipynb").write_text(nbformat.writes(nb) + "\n")
-            expected[lab][case] = expected_for(master, spec, case)
+            expected[lab][case] = expected_for(lab, master, spec, case)
         print(lab, {k: v["score"] for k, v in expected[lab].items()})
     expected_path.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
 

@@ -227,8 +227,8 @@ def tls_context(recipe: dict):
 class _Prefixed(io.RawIOBase):
     """A socket's raw stream that first gives back bytes the grader had already buffered."""
 
-    def __init__(self, raw, prefix: bytes):
-        self.raw, self.prefix = raw, prefix
+    def __init__(self, reader, prefix: bytes):
+        self.reader, self.raw, self.prefix = reader, reader.raw, prefix  # reader: kept open
 
     def readable(self) -> bool:
         return True
@@ -245,7 +245,7 @@ def socket_file(sock: socket.socket, buffered: bytes):
     reader = sock.makefile("rb")
     if not buffered:
         return reader
-    return io.BufferedReader(_Prefixed(reader.raw, buffered))
+    return io.BufferedReader(_Prefixed(reader, buffered))
 
 
 def main() -> int:

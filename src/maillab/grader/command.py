@@ -1,4 +1,4 @@
-"""``python -m maillab grade LAB``: autograde every collected submission of a lab.
+"""``python -m maillab grade LAB [LAB ...]``: autograde every collected submission of a lab.
 
 Runs in the course folder (where ``nbgrader_config.py`` and ``gradebook.db`` are). Takes the
 submissions nbgrader collected into ``submitted/<student>/<lab>/`` (``--collect zip`` runs
@@ -29,7 +29,9 @@ SUBMISSION_LIMIT = 1800.0  # seconds one submission may take before its worker i
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("lab", help="the lab (nbgrader assignment) to grade, e.g. smtp")
+    parser.add_argument("labs", nargs="+", metavar="lab",
+                        help="the lab (nbgrader assignment) to grade, e.g. smtp; several labs "
+                             "are graded in one batch")
     parser.add_argument("--workers", type=int, default=None,
                         help="submissions graded at once (default: the number of CPUs)")
     parser.add_argument("--student", action="append", default=[],
@@ -56,36 +58,43 @@ def run(args) -> int:
         except SandboxUnavailable as e:
             print(f"maillab grade: {e}", file=sys.stderr)
             return 2
-    if args.collect:
-        step = "zip_collect" if args.collect == "zip" else "collect"
-        done = subprocess.run([sys.executable, "-m", "nbgrader", step, args.lab], cwd=course,
-                              env=tool_environment())
-        if done.returncode:
-            print(f"maillab grade: nbgrader {step} failed", file=sys.stderr)
-            return done.returncode
-    students = args.student or submissions(course, args.lab)
-    if not students:
-        print(f"maillab grade: no submissions of {args.lab} in {course / 'submitted'}",
-              file=sys.stderr)
+    jobs = []
+    for lab in args.labs:
+        if args.collect:
+            step = "zip_collect" if args.collect == "zip" else "collect"
+            done = subprocess.run([sys.executable, "-m", "nbgrader", step, lab], cwd=course,
+                                  env=tool_environment())
+            if done.returncode:
+                print(f"maillab grade: nbgrader {step} {lab} failed", file=sys.stderr)
+                return done.returncode
+        students = args.student or submissions(course, lab)
+        if not students:
+            print(f"maillab grade: no submissions of {lab} in {course / 'submitted'}",
+                  file=sys.stderr)
+        jobs += [(lab, s) for s in students]
+    if not jobs:
         return 1
-    workers = max(1, min(args.workers or os.cpu_count() or 1, len(students)))
-    progress = Progress(len(students), quiet=args.quiet)
-    pool = Pool(course, args.lab, workers, args.uid_base or UID_BASE, args.no_sandbox)
+    workers = max(1, min(args.workers or os.cpu_count() or 1, len(jobs)))
+    progress = Progress(len(jobs), quiet=args.quiet)
+    pool = Pool(course, workers, args.uid_base or UID_BASE, args.no_sandbox)
     start = time.monotonic()
     try:
-        results = pool.grade(students, progress.done)
+        results = pool.grade(jobs, progress.done)
     finally:
         pool.close()
     elapsed = time.monotonic() - start
     progress.finish()
-    report = {"lab": args.lab, "workers": workers, "seconds": round(elapsed, 1),
-              "sandbox": not args.no_sandbox, "submissions": results}
-    path = course / "grade-reports" / f"{args.lab}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
-    print(table(results))
+    for lab in args.labs:
+        mine = [r for r in results if r["lab"] == lab]
+        report = {"lab": lab, "workers": workers, "seconds": round(elapsed, 1),
+                  "sandbox": not args.no_sandbox, "submissions": mine}
+        path = course / "grade-reports" / f"{lab}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"{lab}:")
+        print(table(mine))
     print(f"{len(results)} submissions in {elapsed:.1f} s with {workers} workers; "
-          f"details in {path.relative_to(course)}")
+          f"details in grade-reports/")
     return 1 if any("error" in r for r in results) else 0
 
 
@@ -111,8 +120,8 @@ def submissions(course: Path, lab: str) -> list[str]:
 class Pool:
     """N worker processes; each takes the next student when it is done with one."""
 
-    def __init__(self, course: Path, lab: str, size: int, uid_base: int, unsandboxed: bool):
-        self.course, self.lab, self.uid_base, self.unsandboxed = course, lab, uid_base, unsandboxed
+    def __init__(self, course: Path, size: int, uid_base: int, unsandboxed: bool):
+        self.course, self.uid_base, self.unsandboxed = course, uid_base, unsandboxed
         self.logs = course / "grade-reports" / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.selector = selectors.DefaultSelector()
@@ -123,14 +132,14 @@ class Pool:
     def _start(self, index: int) -> None:
         private = Path(tempfile.mkdtemp(prefix=f"maillab-grade-{index}-"))
         cmd = [sys.executable, "-m", "maillab.grader.worker", "--course", str(self.course),
-               "--lab", self.lab, "--uid", str(self.uid_base + index), "--private", str(private)]
+               "--uid", str(self.uid_base + index), "--private", str(private)]
         if self.unsandboxed:
             cmd.append("--no-sandbox")
-        log = open(self.logs / f"{self.lab}-worker{index}.log", "a")
+        log = open(self.logs / f"worker{index}.log", "a")
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                 text=True, bufsize=1, start_new_session=True,
                                 env=tool_environment())
-        self.workers[index] = {"proc": proc, "private": private, "student": None, "since": 0.0,
+        self.workers[index] = {"proc": proc, "private": private, "job": None, "since": 0.0,
                                "log": log, "ready": False}
         self.selector.register(proc.stdout, selectors.EVENT_READ, index)
 
@@ -146,17 +155,18 @@ class Pool:
         w["log"].close()
         shutil.rmtree(w["private"], ignore_errors=True)
 
-    def grade(self, students: list[str], done) -> list[dict]:
-        queue = list(students)
-        tries: dict[str, int] = {}
-        results: dict[str, dict] = {}
-        while len(results) < len(students):
+    def grade(self, jobs: list[tuple[str, str]], done) -> list[dict]:
+        """Grade (lab, student) jobs; their reports, in the same order."""
+        queue = list(jobs)
+        tries: dict[tuple, int] = {}
+        results: dict[tuple, dict] = {}
+        while len(results) < len(jobs):
             for index, w in list(self.workers.items()):
-                if w["ready"] and w["student"] is None and queue:
-                    student = queue.pop(0)
-                    tries[student] = tries.get(student, 0) + 1
-                    w["student"], w["since"] = student, time.monotonic()
-                    w["proc"].stdin.write(json.dumps({"student": student}) + "\n")
+                if w["ready"] and w["job"] is None and queue:
+                    job = queue.pop(0)
+                    tries[job] = tries.get(job, 0) + 1
+                    w["job"], w["since"] = job, time.monotonic()
+                    w["proc"].stdin.write(json.dumps({"lab": job[0], "student": job[1]}) + "\n")
             for key, _ in self.selector.select(timeout=1.0):
                 index = key.data
                 w = self.workers[index]
@@ -169,28 +179,27 @@ class Pool:
                 if message.get("ready"):
                     w["ready"] = True
                     continue
-                results[message["student"]] = message
+                results[(message["lab"], message["student"])] = message
                 done(message)
-                w["student"] = None
+                w["job"] = None
             for index, w in list(self.workers.items()):
-                if w["student"] is not None and \
-                        time.monotonic() - w["since"] > SUBMISSION_LIMIT:
+                if w["job"] is not None and time.monotonic() - w["since"] > SUBMISSION_LIMIT:
                     self._lost(index, queue, tries, results, done,
                                f"grading took longer than {SUBMISSION_LIMIT:g} s")
-        return [results[s] for s in students]
+        return [results[job] for job in jobs]
 
     def _lost(self, index, queue, tries, results, done, why: str) -> None:
-        student = self.workers[index]["student"]
+        job = self.workers[index]["job"]
         self._stop(index)
         self._start(index)
-        if student is None:
+        if job is None:
             return
-        if tries[student] < 2:
-            queue.insert(0, student)
+        if tries[job] < 2:
+            queue.insert(0, job)
         else:
-            results[student] = {"student": student, "lab": self.lab, "error": why,
-                                "score": None, "max_score": None}
-            done(results[student])
+            results[job] = {"lab": job[0], "student": job[1], "error": why,
+                            "score": None, "max_score": None}
+            done(results[job])
 
     def close(self) -> None:
         for index, w in list(self.workers.items()):

@@ -92,8 +92,9 @@ class MasterCells:
                     given[c.name] = c.source
         return cls(given, tests)
 
-    def lab_options(self) -> dict:
-        """The keyword arguments the setup cell passes to maillab.start() (tls=False, ...)."""
+    def lab_options(self) -> dict | None:
+        """The keyword arguments the setup cell passes to maillab.start() (tls=False, ...);
+        None if no given cell starts a lab (then the grader starts none either)."""
         for source in self.given.values():
             try:
                 tree = ast.parse(source)
@@ -111,7 +112,7 @@ class MasterCells:
                             except ValueError:
                                 pass
                     return out
-        return {}
+        return None
 
     def answer_cells(self, nb) -> list[str]:
         """The code the answer process loads, in notebook order: the given cells as the
@@ -129,6 +130,17 @@ class MasterCells:
             elif cell.source.strip() not in given_sources:  # a retyped given cell: once is enough
                 out.append(cell.source)
         return out
+
+
+def sealed_lab(sub: Submission, phase: str, master: MasterCells, sandbox: Sandbox,
+               evidence: bool) -> SealedLab | None:
+    """The lab the given setup cell asks for, run by the grader for this phase (none if the
+    lab's notebook starts no lab)."""
+    options = master.lab_options()
+    if options is None:
+        return None
+    return SealedLab(sub.private / phase, sub.control(phase) / "lab.sock", options,
+                     allow=[sandbox.uid], evidence=evidence)
 
 
 def grade_id(cell) -> str | None:
@@ -150,6 +162,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             display_name="Python 3 (sandboxed)", language="python", interrupt_mode="message")
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
+        self.sandbox.kill_all()  # a restart: what is left of the old kernel holds its ports
         outside = {self.connection_file, os.path.realpath(self.connection_file)}
         inside = self.sandbox.visible_path(Path(self.connection_file))
         os.chmod(self.connection_file, 0o644)  # the sandbox's user reads it
@@ -169,14 +182,15 @@ class SealedExecute(_robust["RobustExecute"]):
         self.shutdown_kernel = "immediate"
         self._budget_end = time.monotonic() + PHASE1_BUDGET
         self._output_bytes: dict[int, int] = {}
+        self._strays_noted = False
         self._sandbox = sub.make_sandbox(sub.control("phase1"))
-        sub.phase1 = SealedLab(sub.private / "phase1", sub.control("phase1") / "lab.sock",
-                               master.lab_options(), allow=[self._sandbox.uid])
+        sub.phase1 = sealed_lab(sub, "phase1", master, self._sandbox, evidence=True)
         full = {}
         for i, cell in enumerate(nb.cells):
             if grading.is_test_cell(cell):
                 full[i] = cell.source
                 cell.source = grading.visible_source(cell.source)
+        started = time.monotonic()
         try:
             return super().preprocess(nb, resources, km)
         except Exception as e:  # the grade comes from phase 2 whatever happened here
@@ -187,6 +201,7 @@ class SealedExecute(_robust["RobustExecute"]):
                 nb.cells[i].source = source
             self._sandbox.kill_all()
             sub.report["kernel_restarts"] = getattr(self, "_restarts", 0)
+            sub.report["notebook_seconds"] = round(time.monotonic() - started, 2)
 
     def create_kernel_manager(self):
         self.km = SandboxedKernelManager(self._sandbox, config=self.config)
@@ -201,6 +216,11 @@ class SealedExecute(_robust["RobustExecute"]):
             return super().preprocess_cell(cell, resources, index)
         finally:
             CURRENT.windows.append((index, grade_id(cell), cell.get("id"), start, time.time()))
+            pid = getattr(getattr(self.km, "provisioner", None), "pid", None)
+            if pid and self._sandbox.end_strays(pid) and not self._strays_noted:
+                self._strays_noted = True
+                CURRENT.note(f"cell {index + 1} (and maybe later ones) left processes running; "
+                             "they were ended")
 
     def output(self, outs, msg, display_id, cell_index):
         size = len(json.dumps(msg.get("content", {}), default=str))
@@ -253,12 +273,13 @@ class SealedVerdicts(NbGraderPreprocessor):
         master = MasterCells.from_gradebook(resources)
         control = sub.control("phase2")
         sandbox = sub.make_sandbox(control)
-        sealed = SealedLab(sub.private / "phase2", control / "lab.sock", master.lab_options(),
-                           allow=[sandbox.uid])
-        answers = AnswerProcess(master.answer_cells(nb), lambda fd: spawn_answers(sandbox, fd))
-        run = TestRun(answers, sealed.lab, list(master.given.values()),
+        sealed = sealed_lab(sub, "phase2", master, sandbox, evidence=False)
+        answers = AnswerProcess(master.answer_cells(nb), lambda fd: spawn_answers(sandbox, fd),
+                                after_call=lambda proc: sandbox.end_strays(proc.pid))
+        run = TestRun(answers, sealed.lab if sealed else None, list(master.given.values()),
                       NotebookRun(sub.phase1, sub.windows, nb))
         parts = sub.report.setdefault("parts", {})
+        started = time.monotonic()
         try:
             for cell in nb.cells:
                 gid = grade_id(cell)
@@ -270,9 +291,10 @@ class SealedVerdicts(NbGraderPreprocessor):
         finally:
             answers.kill()
             sandbox.kill_all()
-            sealed.stop()
-            if sub.phase1 is not None:
-                sub.phase1.stop()
+            for lab in (sealed, sub.phase1):
+                if lab is not None:
+                    lab.stop()
+        sub.report["checks_seconds"] = round(time.monotonic() - started, 2)
         sub.report["loading"] = answers.events + [
             f"cell {c + 1}: {kind}: {text}"[:200] for c, _s, kind, text in answers.problems][:20]
         return nb, resources

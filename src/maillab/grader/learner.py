@@ -17,10 +17,10 @@ Arguments go the other way as data too; a check may also hand over a ``BytesIO``
 
 from __future__ import annotations
 
-import builtins
 import io
 import socket
 import ssl
+import sys
 import time
 
 from ..i18n import _
@@ -29,6 +29,7 @@ from .codec import CodecError, decode, encode, frame, read_frame
 STATEMENT_LIMIT = 8.0  # seconds one top-level statement of the learner's code may take to load
 CALL_LIMIT = 8.0  # seconds one call of the learner's code may take (the notebook's cell limit)
 MAX_LOADS = 8  # attempts at loading the code, each skipping what ended the process before
+STARTUP_LIMIT = 60.0  # seconds the answer process may take to start (not the learner's code)
 
 
 class LearnerStopped(BaseException):
@@ -62,9 +63,11 @@ class AnswerProcess:
     """
 
     def __init__(self, cells: list[str], spawn, *, statement_limit: float = STATEMENT_LIMIT,
-                 call_limit: float = CALL_LIMIT, max_loads: int = MAX_LOADS):
+                 call_limit: float = CALL_LIMIT, max_loads: int = MAX_LOADS,
+                 after_call=None):
         self.cells = list(cells)
         self.spawn = spawn
+        self.after_call = after_call  # proc -> None: ends what a call left running
         self.statement_limit = statement_limit
         self.call_limit = call_limit
         self.max_loads = max_loads
@@ -108,8 +111,8 @@ class AnswerProcess:
         self.send({"cells": self.cells, "skip": sorted(self.skip)})
         at = None
         while True:
-            try:
-                message = self.receive(self.statement_limit)
+            try:  # starting Python is not the learner's time: a busy machine may be slow
+                message = self.receive(self.statement_limit if at else STARTUP_LIMIT)
             except LearnerStopped as e:
                 where = f"cell {at[0] + 1}, statement {at[1] + 1}" if at else "start-up"
                 self.events.append(f"loading: {where}: {e} (skipped)")
@@ -123,6 +126,8 @@ class AnswerProcess:
                 self.names = loaded["names"] if type(loaded.get("names")) is dict else {}
                 self.problems = loaded.get("problems", [])
                 self.generation += 1
+                if self.after_call is not None:
+                    self.after_call(self.proc)
                 return None
             else:
                 self.kill()
@@ -203,6 +208,8 @@ class AnswerProcess:
         message["id"] = self._ids
         self.send(message, fds)
         reply = self.receive(self.call_limit)
+        if self.after_call is not None and self.proc is not None:
+            self.after_call(self.proc)
         if reply.get("id") != self._ids:
             self.kill()
             raise LearnerDied(_("the answer process said something unexpected"))
@@ -287,11 +294,12 @@ class AnswerProcess:
 
     def _exception_class(self, mro) -> type:
         """Subclass of the stand-ins of the learner's classes in ``mro`` and of the first
-        built-in exception in it (ConnectionError, ...), so that checks can catch either."""
+        standard exception class in it (ConnectionError, ssl.SSLError, ...): a check can catch
+        either. Standard classes come from modules this process has imported already."""
         bases = [self._standins[m] for m in mro if m in self._standins] + [LearnerException]
         for module, qualname in mro:
-            found = getattr(builtins, qualname, None) if module == "builtins" else None
-            if isinstance(found, type) and issubclass(found, Exception):
+            found = _standard_class(module, qualname)
+            if found is not None:
                 if found is not Exception:
                     bases.append(found)
                 break
@@ -300,6 +308,19 @@ class AnswerProcess:
             return type(name, tuple(bases), {"__module__": "learner"})
         except TypeError:  # bases that cannot be combined: keep the name only
             return type(name, (LearnerException,), {"__module__": "learner"})
+
+
+def _standard_class(module: str, qualname: str) -> type | None:
+    """The exception class of that name in an already imported standard module, if any."""
+    if module != "builtins" and module not in sys.stdlib_module_names and \
+            module.lstrip("_") not in sys.stdlib_module_names:
+        return None
+    found = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if isinstance(found, type) and issubclass(found, Exception):
+        return found
+    return None
 
 
 def _buffered(reader: io.BufferedReader) -> bytes:
@@ -352,9 +373,10 @@ class Handle:
         return _Method(self, attr)
 
     def __repr__(self) -> str:
+        """The object's type (not a plain value: say so) and its own repr."""
         try:
             if self._generation == self._answers.generation and self._answers.alive:
-                return self._answers.describe(self)
+                return f"<{self._type}: {self._answers.describe(self)}>"
         except (LearnerException, LearnerStopped):
             pass
         return f"<{self._type}>"

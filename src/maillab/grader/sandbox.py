@@ -33,6 +33,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,22 +69,25 @@ def check_available() -> None:
             raise SandboxUnavailable(f"{tool} is missing: apt-get install {package}")
 
 
-def python_folders(course_root: Path | None = None) -> list[str]:
-    """The folders a sandboxed Python needs to read: its installation, its packages and
-    maillab; never the course folder itself."""
+def python_folders() -> list[str]:
+    """The folders a sandboxed Python needs to read: its installation, its site-packages and
+    the maillab package itself (for a checkout: the package folder, not the checkout)."""
+    import site
+
     import maillab
-    found = [sys.base_prefix, sys.prefix, str(Path(maillab.__file__).resolve().parent.parent)]
-    found += [p for p in sys.path if p and os.path.isdir(p)]
-    course = course_root.resolve() if course_root else None
+    found = [sys.base_prefix, sys.prefix, *site.getsitepackages(), maillab_folder()]
     out: list[str] = []
     for p in found:
         p = str(Path(p).resolve())
-        if course is not None and Path(p) == course:
-            continue
-        if _under(p, SYSTEM) or _under(p, out):
+        if not os.path.isdir(p) or _under(p, SYSTEM) or _under(p, out):
             continue
         out = [o for o in out if not _under(o, [p])] + [p]
     return out
+
+
+def maillab_folder() -> str:
+    import maillab
+    return str(Path(maillab.__file__).resolve().parent)
 
 
 def _under(path: str, folders) -> bool:
@@ -108,8 +112,7 @@ class Sandbox:
                "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONNOUSERSITE": "1", "MALLOC_ARENA_MAX": "2",
                "MAILLAB_SEALED": f"{CONTROL}/lab.sock"}
-        if os.environ.get("PYTHONPATH"):
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        env["PYTHONPATH"] = os.path.dirname(maillab_folder())  # maillab, even from a checkout
         env.update(self.env)
         env.update(extra)
         return env
@@ -152,11 +155,97 @@ class Sandbox:
         """Where the sandbox sees a file of its control folder."""
         return f"{CONTROL}/{Path(path).relative_to(self.control_dir)}"
 
-    def kill_all(self) -> None:
-        """End every process of this sandbox's user (what a submission left running)."""
+    def end_strays(self, outer_pid: int) -> int:
+        """End every process of the sandbox started as ``outer_pid`` (bwrap) but its command:
+        what code started and left behind (a fork bomb's children, a daemon). Returns how many.
+        Run after every cell and every call: nothing a cell starts outlives it."""
+        ended = 0
+        for _round in range(3):
+            found = []
+            for init in _children(outer_pid):  # the pid namespace's init (bwrap's reaper)
+                for child in _children(init):
+                    if _inner_pid(child) == 2:  # the command itself: keep it, not what it made
+                        found += _descendants(child)
+                    else:  # an orphan that init adopted
+                        found += [child, *_descendants(child)]
+            if not found:
+                break
+            for pid in found:
+                try:
+                    os.kill(pid, 9)
+                    ended += 1
+                except ProcessLookupError:
+                    pass
+        return ended
+
+    def kill_all(self, wait: float = 2.0) -> None:
+        """End every process of this sandbox's user (what a submission left running), and wait
+        until they are gone (so that the ports they held are free again)."""
         kill = shutil.which("kill") or "/bin/kill"
-        subprocess.run([kill, "-s", "KILL", "--", "-1"], user=self.uid, group=self.uid,
-                       extra_groups=[], capture_output=True, timeout=10)
+        deadline = time.monotonic() + wait
+        while True:
+            subprocess.run([kill, "-s", "KILL", "--", "-1"], user=self.uid, group=self.uid,
+                           extra_groups=[], capture_output=True, timeout=10)
+            if not _alive_of_user(self.uid) or time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+
+
+def _alive_of_user(uid: int) -> bool:
+    """Whether a process of this user still runs (zombies do not count)."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                info = os.stat(f"/proc/{name}")
+                if info.st_uid == uid and not _zombie(int(name)):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(x) for x in f.read().split() if not _zombie(int(x))]
+        except OSError:
+            continue
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], _children(pid)
+    while todo and len(out) < 100_000:
+        child = todo.pop()
+        out.append(child)
+        todo += _children(child)
+    return out
+
+
+def _inner_pid(pid: int) -> int | None:
+    """The pid a process has in its own (innermost) pid namespace."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _parents(path: str, made: set[str]) -> list[str]:
@@ -186,6 +275,9 @@ class Unsandboxed(Sandbox):
 
     def visible_path(self, path: Path) -> str:
         return str(path)
+
+    def end_strays(self, outer_pid: int) -> int:
+        return 0
 
     def kill_all(self) -> None:
         pass

@@ -35,8 +35,13 @@ class SealedLab:
     """One lab for one phase of one submission: servers in this process, a control socket."""
 
     def __init__(self, private: Path, socket_path: Path, options: dict | None = None,
-                 allow: list[int] = ()):
-        """``allow``: the sandbox's user id (the lab admits its owner, root and these only)."""
+                 allow: list[int] = (), evidence: bool = True):
+        """``allow``: the sandbox's user id (the lab admits its owner, root and these only).
+        ``evidence=False``: the control socket tells ports and accounts only; the learner's
+        answer process has no use for the transcripts or the store, and must not read them
+        while the grader's tests run (it could answer a test from the store without a session).
+        """
+        self.evidence = evidence
         self.options = dict(options or {})
         private.mkdir(parents=True, exist_ok=True)
         self.lab = MailLab(root=private / "store", ports="any", allow_users=list(allow),
@@ -109,6 +114,8 @@ class SealedLab:
         op = request.get("op")
         if op == "info":
             return self.info()
+        if not self.evidence:
+            raise PermissionError("not while your work is graded")
         if op == "lines":
             return self.lines(int(request.get("min_conn", 0)))
         if op == "files":

@@ -2,9 +2,9 @@
 
 A worker grades one submission at a time with nbgrader's own Autograde converter, in this
 process (nbgrader starts once per worker, not once per student), with the two sealed
-preprocessors of :mod:`maillab.grader.execute`. It reads ``{"student": ...}`` lines on stdin
-and answers each with one line of JSON on its original stdout (the report of that
-submission); nbgrader's log goes to stderr.
+preprocessors of :mod:`maillab.grader.execute`. It reads ``{"lab": ..., "student": ...}``
+lines on stdin and answers each with one line of JSON on its original stdout (the report of
+that submission); nbgrader's log goes to stderr.
 
 With sandboxes, the first thing a worker does, while it still has one thread, is to move into
 network and mount namespaces of its own (:func:`maillab.grader.sandbox.isolate_worker`): its
@@ -27,7 +27,6 @@ from pathlib import Path
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m maillab.grader.worker")
     parser.add_argument("--course", required=True)
-    parser.add_argument("--lab", required=True)
     parser.add_argument("--uid", type=int, required=True)
     parser.add_argument("--private", required=True, help="this worker's own folder")
     parser.add_argument("--no-sandbox", action="store_true")
@@ -44,24 +43,24 @@ def main(argv=None) -> int:
         private.mkdir(parents=True, exist_ok=True)
     reports = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # nbgrader and everything else print to stderr
-    worker = Worker(Path(args.course), args.lab, args.uid, private, not args.no_sandbox)
+    worker = Worker(Path(args.course), args.uid, private, not args.no_sandbox)
     reports.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
-        student = json.loads(line)["student"]
-        reports.write(json.dumps(worker.grade(student)) + "\n")
+        job = json.loads(line)
+        reports.write(json.dumps(worker.grade(job["lab"], job["student"])) + "\n")
     return 0
 
 
 class Worker:
-    def __init__(self, course: Path, lab: str, uid: int, private: Path, sandboxed: bool):
+    def __init__(self, course: Path, uid: int, private: Path, sandboxed: bool):
         import socket
 
         from nbgrader.coursedir import CourseDirectory  # noqa: F401 (imported once, here)
 
         from .sandbox import Sandbox, Unsandboxed, python_folders
-        self.course, self.lab, self.uid, self.private = course, lab, uid, private
+        self.course, self.uid, self.private = course, uid, private
         self.sandboxed = sandboxed
-        self.readable = python_folders(course)
+        self.readable = python_folders()
         self.sandbox_class = Sandbox if sandboxed else Unsandboxed
         self.config = self._config()
         self.count = 0
@@ -88,7 +87,7 @@ class Worker:
     def make_sandbox(self, control: Path):
         return self.sandbox_class(self.uid, control, self.readable)
 
-    def grade(self, student: str) -> dict:
+    def grade(self, lab: str, student: str) -> dict:
         from nbgrader.converters import Autograde
         from nbgrader.coursedir import CourseDirectory
 
@@ -97,12 +96,12 @@ class Worker:
         folder = self.private / f"submission-{self.count}"
         folder.mkdir(mode=0o700)
         sub = execute.Submission(student, folder, self.make_sandbox)
-        sub.report.update(student=student, lab=self.lab, sandbox=self.sandboxed)
+        sub.report.update(student=student, lab=lab, sandbox=self.sandboxed)
         start = time.monotonic()
         execute.CURRENT = sub
         try:
             coursedir = CourseDirectory(config=self.config)
-            coursedir.assignment_id = self.lab
+            coursedir.assignment_id = lab
             coursedir.student_id = student
             Autograde(coursedir=coursedir, config=self.config).start()
         except BaseException as e:  # nbgrader's own refusal (no such assignment, ...)
@@ -113,16 +112,16 @@ class Worker:
             self.make_sandbox(folder).kill_all()
             shutil.rmtree(folder, ignore_errors=True)
         sub.report["seconds"] = round(time.monotonic() - start, 2)
-        sub.report.update(self.scores(student))
+        sub.report.update(self.scores(lab, student))
         return sub.report
 
-    def scores(self, student: str) -> dict:
+    def scores(self, lab: str, student: str) -> dict:
         """The autograded score nbgrader wrote in the gradebook (the one the CSV shows)."""
         from nbgrader.api import Gradebook, MissingEntry
         from nbgrader.coursedir import CourseDirectory
         try:
             with Gradebook(CourseDirectory(config=self.config).db_url) as gb:
-                sub = gb.find_submission(self.lab, student)
+                sub = gb.find_submission(lab, student)
                 return {"score": sub.code_score, "max_score": sub.max_code_score}
         except MissingEntry:
             return {"score": None, "max_score": None}

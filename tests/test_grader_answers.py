@@ -1,0 +1,208 @@
+"""maillab.grader's answer process and the values that cross to the grader (no sandbox here).
+
+The learner's code loads in a fresh interpreter one statement at a time; the grader calls it
+through proxies and gets plain data back. These tests pin down what the sealed grading rests
+on: a lying ``__eq__`` never reaches a check, a statement that ends or hangs Python is skipped
+(the functions around it survive), exceptions keep their learner-side names, and sockets and
+TLS contexts a check opens reach the learner's code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import ssl
+import subprocess
+import sys
+
+import pytest
+
+from maillab.grader import codec
+from maillab.grader.learner import (AnswerProcess, Handle, LearnerDied, LearnerException,
+                                    LearnerFunction, LearnerTimeout)
+
+
+def spawn(fd: int) -> subprocess.Popen:
+    env = dict(os.environ, MAILLAB_ANSWERS_FD=str(fd))
+    return subprocess.Popen([sys.executable, "-m", "maillab.grader.answers"], env=env,
+                            pass_fds=[fd])
+
+
+@pytest.fixture
+def answers():
+    made = []
+
+    def make(*cells, **kwargs):
+        a = AnswerProcess(list(cells), spawn, **kwargs)
+        made.append(a)
+        a.ensure_loaded()
+        return a
+    yield make
+    for a in made:
+        a.kill()
+
+
+# ------------------------------------------------------------------ codec
+def test_plain_values_round_trip_and_keep_their_exact_types():
+    value = {"a": [1, 2.5, None, True], (1, "x"): {b"\x00\xff", frozenset({3})},
+             "b": bytearray(b"ok"), "nan": float("inf")}
+    back = codec.decode(codec.encode(value))
+    assert back == value
+    assert type(back["b"]) is bytearray and type(next(iter(back[(1, "x")]))) in (bytes, frozenset)
+
+
+def test_anything_that_is_not_exact_data_is_refused_or_becomes_a_handle():
+    class Yes(bytes):
+        def __eq__(self, other):
+            return True
+    with pytest.raises(codec.CodecError):
+        codec.encode(Yes(b"x"))
+    assert codec.encode([Yes(b"x")], lambda v: {"$h": 7, "type": "Yes"}) == \
+        [{"$h": 7, "type": "Yes"}]
+
+
+def test_decoding_refuses_what_encode_never_makes():
+    for bad in ({"$h": 1}, {"$zz": 1}, {"$b": 5}, {"$d": [[1]]}, {"a": 1, "b": 2}):
+        with pytest.raises(codec.CodecError):
+            codec.decode(bad)
+    with pytest.raises(codec.CodecError):
+        codec.read_frame(lambda n: (b"\xff\xff\xff\xff", []))
+
+
+# ------------------------------------------------------------------ the answer process
+def test_a_lying_eq_never_reaches_the_grader(answers):
+    a = answers('''
+class Yes(bytes):
+    def __eq__(self, other):
+        return True
+def dot_stuff(text):
+    return Yes(b"whatever")
+PORT = Yes(b"25")
+''')
+    got = LearnerFunction(a, "dot_stuff")("x")
+    assert isinstance(got, Handle) and got != b"whatever" and not got == b"anything"
+    assert a.names["PORT"]["kind"] == "object"
+    assert "Yes" in repr(got)  # what it is, for the learner's feedback
+
+
+def test_statements_that_end_or_hang_python_are_skipped_and_the_rest_loads(answers):
+    a = answers('''
+import os, time
+def first():
+    return "first"
+os._exit(3)
+def second():
+    return "second"
+''', '''
+while True:
+    pass
+def third():
+    return 3
+''', statement_limit=1.0)
+    assert LearnerFunction(a, "first")() == "first"
+    assert LearnerFunction(a, "second")() == "second"
+    assert LearnerFunction(a, "third")() == 3
+    assert len(a.events) == 2 and "exit code 3" in a.events[0] and "1 s" in a.events[1]
+
+
+def test_a_call_that_ends_or_outlasts_python_fails_and_the_next_call_gets_a_fresh_process(
+        answers):
+    a = answers('''
+import os
+def die():
+    os._exit(5)
+def spin():
+    while True:
+        pass
+def fine():
+    return "fine"
+''', call_limit=1.0)
+    with pytest.raises(LearnerDied, match="exit code 5"):
+        LearnerFunction(a, "die")()
+    assert LearnerFunction(a, "fine")() == "fine"
+    with pytest.raises(LearnerTimeout):
+        LearnerFunction(a, "spin")()
+    assert LearnerFunction(a, "fine")() == "fine"
+    assert a.generation == 3
+
+
+def test_learner_exceptions_keep_their_names_and_standard_bases(answers):
+    a = answers('''
+import ssl
+class POP3Error(Exception):
+    pass
+def refuse():
+    raise POP3Error("-ERR no such user")
+def hang_up():
+    raise ConnectionError("the server closed the connection")
+def tls():
+    raise ssl.SSLCertVerificationError("certificate verify failed")
+''')
+    pop3_error = a.standin("__main__", "POP3Error")
+    with pytest.raises(pop3_error) as e:
+        LearnerFunction(a, "refuse")()
+    assert e.value.learner_text == "-ERR no such user" and isinstance(e.value, LearnerException)
+    with pytest.raises(ConnectionError):
+        LearnerFunction(a, "hang_up")()
+    with pytest.raises(ssl.SSLError):
+        LearnerFunction(a, "tls")()
+
+
+def test_sockets_files_streams_and_tls_contexts_reach_the_learners_code(answers):
+    a = answers('''
+import io
+def read_line(f):
+    return f.readline()
+def peer_says(sock):
+    return sock.recv(100)
+def both(f, tag):
+    return tag, f.read(3)
+def context(ctx):
+    return ctx.check_hostname, len(ctx.get_ca_certs())
+def connect(sock_file):
+    return sock_file
+''')
+    left, right = socket.socketpair()
+    right.sendall(b"first line\r\nsecond line\r\n")
+    f = left.makefile("rb")
+    assert f.readline() == b"first line\r\n"  # the grader read one line; the learner the next
+    assert LearnerFunction(a, "read_line")(f) == b"second line\r\n"
+    right.sendall(b"more")
+    assert LearnerFunction(a, "peer_says")(left) == b"more"
+    stream = io.BytesIO(b"abcdef")
+    stream.read(2)
+    assert LearnerFunction(a, "both")(stream, "t") == ("t", b"cde")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    assert LearnerFunction(a, "context")(ctx) == (False, len(ctx.get_ca_certs()))
+    with pytest.raises(TypeError, match="cannot hand a"):
+        LearnerFunction(a, "connect")(object())
+
+
+def test_returned_objects_are_handles_whose_methods_run_in_the_answer_process(answers):
+    a = answers('''
+import socket
+def pair():
+    mine, theirs = socket.socketpair()
+    theirs.sendall(b"+OK hello\\r\\n")
+    kept.append(theirs)
+    return mine, mine.makefile("rb")
+kept = []
+''')
+    sock, f = LearnerFunction(a, "pair")()
+    assert isinstance(sock, Handle) and isinstance(f, Handle)
+    assert f.readline() == b"+OK hello\r\n"
+    sock.close()
+
+
+def test_a_child_of_os_fork_does_not_answer_for_the_parent(answers):
+    a = answers('''
+import os
+def fork_and_return():
+    os.fork()
+    return os.getpid()
+''')
+    first = LearnerFunction(a, "fork_and_return")()
+    assert type(first) is int
+    assert LearnerFunction(a, "fork_and_return")() == first  # always the same (parent) process
