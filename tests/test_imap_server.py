@@ -602,8 +602,8 @@ def test_a_client_over_the_connection_limit_gets_a_polite_bye():
 
 def test_a_burst_of_pipelined_commands_does_not_starve_other_sessions(filled):
     """Pipelined commands run one per turn of the loop, a SEARCH one message per piece: a
-    client sending hundreds of heavy commands at once cannot hold the server for itself."""
-    for i in range(45):
+    client sending dozens of heavy commands at once cannot hold the server for itself."""
+    for i in range(25):
         filled.deliver(ATTACHMENT)
     a, fa, _g = _raw(filled)
     b, fb, _g = _raw(filled)
@@ -611,21 +611,15 @@ def test_a_burst_of_pipelined_commands_does_not_starve_other_sessions(filled):
         s.sendall(b"l LOGIN alice alice-pw\r\ns SELECT INBOX\r\n")
         while not f.readline().startswith(b"s OK"):
             pass
-    a.sendall(b"".join(b"q%d SEARCH TEXT zzz\r\n" % i for i in range(40)))
-    time.sleep(0.05)
+    a.sendall(b"".join(b"q%d SEARCH TEXT zzz\r\n" % i for i in range(60)))
+    time.sleep(0.02)  # the server has the burst
     b.sendall(b"n NOOP\r\n")
     assert fb.readline() == b"n OK NOOP completed\r\n"
-    a.settimeout(0.05)
-    so_far = b""
-    try:
-        while chunk := a.recv(65536):
-            so_far += chunk
-    except OSError:
+    while fa.readline() != b"q59 OK SEARCH completed\r\n":
         pass
-    assert b"q39 OK" not in so_far, "the other session waited for the whole burst"
-    a.settimeout(30)
-    while not so_far.endswith(b"q39 OK SEARCH completed\r\n"):
-        so_far += a.recv(65536)
-    assert so_far.count(b"* SEARCH\r\n") == 40
+    # The order in which the server wrote its answers, from the transcript:
+    said = [line.text for line in filled.transcript() if line.who == "S"]
+    assert said.index("n OK NOOP completed") < said.index("q59 OK SEARCH completed"), \
+        "the other session waited for the whole burst"
     a.close()
     b.close()
