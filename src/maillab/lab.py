@@ -200,7 +200,8 @@ class MailLab:
         self._limit_connections()
         if self.tls_enabled:
             self.ca = LabCA([self.hostname(d) for d in self.domains])
-        self._loop = TappingEventLoop()
+        # Wire copies of the last 500 connections (each keeps up to 64 KiB a direction).
+        self._loop = TappingEventLoop(keep=500)
         self._thread = threading.Thread(target=self._run_loop, name="maillab-loop", daemon=True)
         self._thread.start()
         try:

@@ -32,7 +32,7 @@ from base64 import b64decode, b64encode
 from email.parser import BytesHeaderParser
 from email import policy
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException, syntax
 
 from .i18n import _
 from .net import ServerContext, set_nodelay
@@ -104,6 +104,13 @@ _HINTS: list[tuple[str, str]] = [
     ("555 RCPT TO parameters", "RCPT TO takes no parameters here"),
     ("501 Error: BODY can only be", "write BODY=7BIT or BODY=8BITMIME"),
     ("501 Error: SMTPUTF8 takes no arguments", "write just SMTPUTF8 after the address"),
+    ("501 Syntax: STARTTLS", "STARTTLS takes no argument"),
+    ("501 Syntax: VRFY", "write it as VRFY <name@example.com>"),
+    ("502 Could not VRFY", "write it as VRFY <name@example.com>"),
+    ("501 Supported commands", "HELP alone lists the commands; HELP MAIL explains one of them"),
+    ("454 TLS not available", "this port has no TLS; the lab's other ports do (lab.services)"),
+    ("500 5.5.6 Authentication Exchange line is too long",
+     "the answer to a 334 challenge is one base64 line of at most 1000 characters"),
 ]
 
 
@@ -121,12 +128,12 @@ def add_hint(reply: str) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` safe to echo in a reply or a header: control characters and bytes that were not
-    UTF-8 (kept as surrogates by aiosmtpd) become ``?``, so a reply stays one clean line."""
-    return _UNPRINTABLE.sub("?", text)
-
-
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+    """``text`` safe to echo in a reply or a header: control characters, other characters that
+    are not printable (line separators, ...) and bytes that were not UTF-8 (kept as surrogates
+    by aiosmtpd) become ``?``, so a reply stays one clean line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _received_header(server, session: Session, ctx: ServerContext, queue_id: str,
@@ -151,9 +158,9 @@ _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\\\"]+@(?:[^\s@<>()\[\],;:\\\".]+\.)*[^
 
 def malformed(address: str) -> str | None:
     """The 553 reply for an address that is not local@domain, or None if it is fine."""
-    if _ADDRESS.match(address) and not _UNPRINTABLE.search(address):
+    if _ADDRESS.match(address) and address.isprintable():
         return None
-    if _UNPRINTABLE.search(address):
+    if not address.isprintable():
         hint = _("an address is text in ASCII or UTF-8, without control characters")
     else:
         hint = _("an address looks like <name@example.com>")
@@ -417,6 +424,13 @@ class LabSMTP(SMTP):
             reply += f" ({_('hint')}: " + _("SMTP commands are HELO, EHLO, MAIL, RCPT, DATA, RSET, "
                                             "NOOP, QUIT, AUTH, VRFY, HELP") + ")"
         await self.push(reply)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):  # the client's doing, not a bug of ours
+            self.close_reason = _("TLS handshake failed ({0})").format(error.__cause__ or error)
+            log.info("STARTTLS handshake with %s failed: %r", self.transcript.peer, error.__cause__)
+            return "554 5.7.0 TLS handshake failed"  # not sent: aiosmtpd closes the connection
+        return await super().handle_exception(error)
 
     # ---- addresses
     def _getaddr(self, arg: str):

@@ -229,7 +229,7 @@ class Recorder:
     """
 
     def __init__(self, limit: int = 200_000, per_connection: int = 20_000, *,
-                 max_bytes: int = 32 * 1024 * 1024, per_connection_bytes: int = 4 * 1024 * 1024):
+                 max_bytes: int = 12 * 1024 * 1024, per_connection_bytes: int = 2 * 1024 * 1024):
         self.limit = limit
         self.max_bytes = max_bytes
         self.per_connection = per_connection  # lines kept per connection and side

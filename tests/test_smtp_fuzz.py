@@ -1,0 +1,68 @@
+"""Bounded fuzzing of the SMTP servers (the long runs are bench/fuzz_smtp.py).
+
+Each input goes to a real LabSMTP over loopback on a fresh connection; a failure is a reply that
+reports an exception, a refusal without a hint, a reply that is not one printable line, a
+session that does not end, or an error in the lab's log (see bench/fuzz_smtp.py).
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import maillab
+from maillab.smtp import malformed, printable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from fuzz_smtp import SEEDS, SmtpFuzzer, _LAB_OPTIONS  # noqa: E402
+
+BOUNDED = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                   suppress_health_check=[HealthCheck.too_slow])
+
+pieces = st.one_of(st.sampled_from(SEEDS), st.binary(max_size=40))
+lines = st.lists(pieces, min_size=1, max_size=6).map(b"\r\n".join)
+
+
+@pytest.fixture(scope="module")
+def fuzzer():
+    with maillab.MailLab(ports="any", options=dict(_LAB_OPTIONS)) as lab:
+        yield SmtpFuzzer(lab)
+
+
+@BOUNDED
+@given(data=lines)
+def test_any_session(fuzzer, data):
+    assert fuzzer.session(data) is None
+
+
+@BOUNDED
+@given(data=pieces)
+def test_any_sender_address(fuzzer, data):
+    assert fuzzer.envelope(data) is None
+
+
+@BOUNDED
+@given(data=pieces)
+def test_any_recipient_address(fuzzer, data):
+    assert fuzzer.recipient(data) is None
+
+
+@BOUNDED
+@given(data=lines)
+def test_any_auth_exchange(fuzzer, data):
+    assert fuzzer.auth(data) is None
+
+
+@BOUNDED
+@given(data=st.lists(st.one_of(pieces, st.sampled_from([b"", b".", b"..", b"From: x", b" folded"])),
+                     max_size=8).map(b"\r\n".join))
+def test_any_message_text(fuzzer, data):
+    assert fuzzer.message(data) is None
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(address=st.text(max_size=60))
+def test_an_address_is_accepted_or_refused_in_one_printable_line(address):
+    reply = malformed(address)
+    assert reply is None or (reply.startswith("553 5.1.3 ") and printable(reply) == reply)
