@@ -1,0 +1,924 @@
+#!/usr/bin/env python3
+"""Mutation testing: plant one realistic bug at a time and see whether some test fails.
+
+    .venv/bin/python bench/mutation.py                       # every module of bench/mutation.toml
+    .venv/bin/python bench/mutation.py --modules 'src/maillab/sessions/*'
+    .venv/bin/python bench/mutation.py --report               # the table from cached results only
+    .venv/bin/python bench/mutation.py --list --modules src/maillab/imap/search.py
+
+How it works (docs/mutation.md has the details and how to read the output):
+
+1. A snapshot of the repository (``git archive`` of a commit, or a copy of a folder) goes under
+   the work folder (/work/mut by default). The checkout the script lives in is never changed:
+   other people work in it.
+2. One coverage run per group of bench/mutation.toml, with a coverage context per test
+   (bench/mutation_coverage.py), tells which tests execute which line, which tests pass on the
+   unmutated code and how long each takes.
+3. Mutants come from the AST: comparison boundaries and negations, ``and``/``or``, ``not``,
+   off-by-one integers, ``True``/``False``, ``return x`` -> ``return None``, a removed call /
+   ``break`` / ``continue`` / ``raise`` / state update, protocol tokens and CRLF, slice bounds,
+   exception handlers that catch nothing, ``min``/``max``. Docstrings, logging, ``_()`` text,
+   f-strings, annotations and ``__repr__`` are left alone, and so is a line marked
+   ``# pragma: no mutate``.
+4. Each mutant is written into one worker's own copy of the snapshot, and only the passing tests
+   that execute its line run (``pytest -x``, in collection order) under ``nice -n 19`` with a
+   timeout from the tests' usual duration. A failing test kills the mutant, a timeout too.
+5. Results are cached by mutant id + a hash of the enclosing function's source, so a rerun only
+   runs mutants that survived (new tests may kill them now) or whose function changed.
+6. bench/mutation_equivalent.txt names mutants that cannot be killed because the program behaves
+   the same, each with its reason. The score of a module is killed / non-equivalent mutants;
+   FAIL under 90 %, the goal is 95 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import fnmatch
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from queue import Queue
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+FLOOR = 0.90  # killed / non-equivalent mutants, per module
+GOAL = 0.95
+
+# Not copied into the snapshot: version control, environments, build output, caches.
+IGNORED = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc", "build", ".hypothesis",
+                                 ".pytest_cache", "test-artifacts", "node_modules",
+                                 ".ipynb_checkpoints")
+
+# --- finding mutants ------------------------------------------------------------------------
+
+COMPARE_SWAPS = {  # boundary for orderings, negation for the rest
+    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In,
+    ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+}
+# Calls whose arguments are display text or diagnostics, not behaviour.
+DISPLAY_CALLS = {"_", "N_", "ngettext", "print", "for_learner"}
+LOGGER_NAMES = {"log", "logger", "logging", "_log", "LOG", "warnings"}
+DISPLAY_FUNCTIONS = re.compile(r"^(__repr__|__str__|__format__|_repr_\w+_)$")
+# A protocol word: a command, a response code, a flag, a capability ("LOGIN", "+OK", "\\Seen").
+# Lower-case words ("key", "rb", "do_user") are mostly names inside the program, not protocol.
+TOKEN = re.compile(r"^(\\[A-Za-z]+|[+\-*]?[A-Z0-9][A-Z0-9._\-]{1,39})$")
+NO_MUTATE = b"pragma: no mutate"
+# What an exception handler is changed into: a class nothing raises, i.e. no handler at all.
+NEVER_RAISED = "type('NeverRaised', (Exception,), {})"
+
+
+@dataclass
+class Mutant:
+    path: str  # relative to the project root
+    line: int
+    end_line: int
+    col: int  # byte offset in the line, as the AST gives it
+    operator: str
+    original: str  # the replaced source text (first line of it)
+    replacement: str
+    scope: str  # "Class.method", "function" or "<module>"
+    scope_hash: str  # the enclosing function's source (or the top-level statement's)
+    source_line: str
+    start: int = 0  # byte offsets of the replaced span in the file
+    end: int = 0
+    id: str = ""
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.id}:{self.scope_hash}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    @property
+    def change(self) -> str:
+        return f"{_clip(self.original)} -> {_clip(self.replacement)}"
+
+    def apply(self, source: bytes) -> bytes:
+        return source[:self.start] + self.replacement.encode() + source[self.end:]
+
+
+def _clip(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _sha(*parts: str) -> str:
+    return hashlib.sha1("\0".join(parts).encode()).hexdigest()
+
+
+def _is_logging_call(call: ast.Call) -> bool:
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id in DISPLAY_CALLS
+    if isinstance(func, ast.Attribute):
+        base = func.value
+        if isinstance(base, ast.Name) and base.id in LOGGER_NAMES:
+            return True  # log.info(...), logging.getLogger(...), warnings.warn(...)
+        if isinstance(base, ast.Attribute) and base.attr in LOGGER_NAMES:
+            return True  # self.log.debug(...)
+    return False
+
+
+def _skipped_nodes(tree: ast.AST) -> set[int]:
+    """ids of nodes never mutated: display text, logging, annotations, docstrings and such."""
+    skipped: set[int] = set()
+
+    def skip(*nodes):
+        for node in nodes:
+            if node is not None:
+                skipped.update(id(n) for n in ast.walk(node))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _is_logging_call(node):
+            skip(node)
+        elif isinstance(node, ast.Expr) and (
+                isinstance(node.value, ast.Constant)
+                or isinstance(node.value, ast.Call) and _is_logging_call(node.value)):
+            skip(node)  # docstrings, bare strings, logging statements
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if DISPLAY_FUNCTIONS.match(node.name):
+                skip(node)
+            skip(*node.decorator_list, node.returns)
+            for arg in ast.walk(node.args):
+                if isinstance(arg, ast.arg):
+                    skip(arg.annotation)
+        elif isinstance(node, ast.ClassDef):
+            skip(*node.decorator_list)
+        elif isinstance(node, ast.AnnAssign):
+            skip(node.annotation)
+        elif isinstance(node, ast.JoinedStr):
+            skip(node)  # f-strings are messages
+        elif isinstance(node, ast.If) and _is_setup_guard(node.test):
+            skip(node)
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            skip(node)
+        elif isinstance(node, (ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal)):
+            skip(node)
+        elif isinstance(node, ast.Call):
+            # The codec's name and error handler: "ascii" vs "ASCII" is no bug.
+            for keyword in node.keywords:
+                if keyword.arg in ("encoding", "errors"):
+                    skip(keyword.value)
+            if isinstance(node.func, ast.Attribute) and node.func.attr in ("encode", "decode"):
+                skip(*node.args)
+    return skipped
+
+
+def _is_setup_guard(test: ast.expr) -> bool:
+    text = ast.unparse(test)
+    return text in ("TYPE_CHECKING", "typing.TYPE_CHECKING", "__name__ == '__main__'")
+
+
+class MutantFinder:
+    """All mutants of one module, each checked to compile and to change exactly one node."""
+
+    def __init__(self, path: str, source: bytes):
+        self.path = path
+        self.source = source
+        self.tree = ast.parse(source)
+        self.lines = source.split(b"\n")
+        self.line_starts = [0]
+        for line in self.lines:
+            self.line_starts.append(self.line_starts[-1] + len(line) + 1)
+        self.parents: dict[int, ast.AST] = {}
+        for node in ast.walk(self.tree):
+            for child in ast.iter_child_nodes(node):
+                self.parents[id(child)] = node
+        self.skipped = _skipped_nodes(self.tree)
+        self.no_mutate = {i + 1 for i, line in enumerate(self.lines) if NO_MUTATE in line}
+
+    # where a node lives
+    def offset(self, line: int, col: int) -> int:
+        return self.line_starts[line - 1] + col
+
+    def scope_of(self, node: ast.AST) -> tuple[str, str]:
+        names, function, top = [], None, node
+        current = node
+        while id(current) in self.parents:
+            parent = self.parents[id(current)]
+            if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.append(parent.name)
+                if function is None and not isinstance(parent, ast.ClassDef):
+                    function = parent
+            if isinstance(parent, ast.Module):
+                top = current
+            current = parent
+        owner = function or top
+        text = self.source[self.offset(owner.lineno, owner.col_offset):
+                           self.offset(owner.end_lineno, owner.end_col_offset)]
+        return ".".join(reversed(names)) or "<module>", hashlib.sha1(text).hexdigest()[:12]
+
+    # the candidate changes
+    def candidates(self):
+        """(node to replace, its replacement node, operator name) for every mutable spot."""
+        for node in ast.walk(self.tree):
+            if id(node) in self.skipped or getattr(node, "lineno", 0) in self.no_mutate:
+                continue
+            yield from self._expression_mutants(node)
+            yield from self._statement_mutants(node)
+
+    def _expression_mutants(self, node):
+        if isinstance(node, ast.Compare):
+            for i, op in enumerate(node.ops):
+                new = copy.deepcopy(node)
+                new.ops[i] = COMPARE_SWAPS[type(op)]()
+                yield node, new, "compare"
+        elif isinstance(node, ast.BoolOp):
+            new = copy.deepcopy(node)
+            new.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+            yield node, new, "boolean"
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            yield node, copy.deepcopy(node.operand), "not"
+        elif isinstance(node, (ast.If, ast.While, ast.IfExp)) and not isinstance(
+                node.test, (ast.Compare, ast.BoolOp, ast.UnaryOp, ast.Constant)):
+            yield node.test, ast.UnaryOp(ast.Not(), copy.deepcopy(node.test)), "negate"
+        elif isinstance(node, ast.Constant):
+            yield from self._constant_mutants(node)
+        elif isinstance(node, ast.Return) and node.value is not None and not (
+                isinstance(node.value, ast.Constant)
+                and (node.value.value is None or isinstance(node.value.value, bool))):
+            yield node.value, ast.Constant(None), "return-none"
+        elif isinstance(node, ast.Slice):
+            for bound in ("lower", "upper"):
+                value = getattr(node, bound)
+                if value is not None and not isinstance(value, ast.Constant):
+                    new = copy.deepcopy(node)
+                    setattr(new, bound, None)
+                    yield node, new, "slice"
+        elif isinstance(node, ast.ExceptHandler) and node.type is not None:
+            if isinstance(node.type, ast.Tuple) and len(node.type.elts) > 1:
+                for i in range(len(node.type.elts)):
+                    new = copy.deepcopy(node.type)
+                    del new.elts[i]
+                    yield node.type, new, "except"
+            else:
+                yield node.type, ast.parse(NEVER_RAISED, mode="eval").body, "except"
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ("min", "max") and len(node.args) >= 2):
+            new = copy.deepcopy(node)
+            new.func.id = "max" if node.func.id == "min" else "min"
+            yield node, new, "min-max"
+
+    def _constant_mutants(self, node: ast.Constant):
+        value = node.value
+        if isinstance(value, bool):
+            yield node, ast.Constant(not value), "true-false"
+        elif isinstance(value, int):
+            yield node, ast.Constant({0: 1, 1: 0}.get(value, value + 1)), "number"
+        elif isinstance(value, (str, bytes)):
+            crlf = "\r\n" if isinstance(value, str) else b"\r\n"
+            lf = "\n" if isinstance(value, str) else b"\n"
+            if crlf in value:
+                yield node, ast.Constant(value.replace(crlf, lf)), "crlf"
+            elif TOKEN.match(value if isinstance(value, str) else value.decode("latin-1")):
+                yield node, ast.Constant(value[:-1]), "token"
+
+    def _statement_mutants(self, node):
+        removable = (
+            isinstance(node, (ast.Break, ast.Continue, ast.Raise, ast.AugAssign, ast.Delete))
+            or isinstance(node, ast.Expr) and isinstance(node.value, (ast.Call, ast.Await))
+            or isinstance(node, ast.Assign) and all(
+                isinstance(t, (ast.Attribute, ast.Subscript)) or self._rebinds(node, t)
+                for t in node.targets))
+        if removable:
+            yield node, ast.Pass(), "remove"
+
+    def _rebinds(self, assign: ast.Assign, target: ast.expr) -> bool:
+        """True if ``target`` is a name the function already had (a parameter or an earlier
+        assignment): ``line = line.strip()`` can be forgotten, a first assignment cannot."""
+        if not isinstance(target, ast.Name):
+            return False
+        function = assign
+        while id(function) in self.parents and not isinstance(
+                function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = self.parents[id(function)]
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return False
+        args = function.args
+        names = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs}
+        if target.id in names:
+            return True
+        return any(isinstance(n, ast.Name) and n.id == target.id and isinstance(n.ctx, ast.Store)
+                   and n.lineno < assign.lineno for n in ast.walk(function))
+
+    # turning a candidate into text
+    def mutants(self) -> list[Mutant]:
+        found = []
+        for node, new, operator in self.candidates():
+            mutant = self._materialize(node, new, operator)
+            if mutant is not None:
+                found.append(mutant)
+        self._assign_ids(found)
+        found.sort(key=lambda m: (m.line, m.col, m.operator, m.replacement))
+        return found
+
+    def _materialize(self, node, new, operator) -> Mutant | None:
+        if node.lineno != node.end_lineno and operator != "remove":
+            return None  # single-line changes only (a removed statement may span lines)
+        if ast.dump(node) == ast.dump(new):
+            return None
+        start = self.offset(node.lineno, node.col_offset)
+        end = self.offset(node.end_lineno, node.end_col_offset)
+        text = "pass" if operator == "remove" else ast.unparse(new)
+        for replacement in (text, f"({text})"):
+            if self._changes_only(node, new, start, end, replacement.encode()):
+                break
+        else:
+            return None
+        scope, scope_hash = self.scope_of(node)
+        original = self.source[start:end].decode("utf-8", "replace").split("\n")[0]
+        source_line = self.lines[node.lineno - 1].decode("utf-8", "replace").strip()
+        return Mutant(self.path, node.lineno, node.end_lineno, node.col_offset, operator,
+                      original, replacement, scope, scope_hash, source_line, start, end)
+
+    def _unit_lines(self, node) -> tuple[int, int]:
+        """The first and last line of the outermost function around ``node`` (with its
+        decorators; outermost, so that a ``nonlocal`` finds its binding), or of its top-level
+        statement: the smallest piece that compiles alone."""
+        current, function = node, None
+        while id(current) in self.parents:
+            parent = self.parents[id(current)]
+            if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                function = parent
+            if isinstance(parent, ast.Module):
+                break
+            current = parent
+        if function is not None:
+            return min([function.lineno] + [d.lineno for d in function.decorator_list]), \
+                function.end_lineno
+        return current.lineno, current.end_lineno
+
+    def _changes_only(self, node, new, start: int, end: int, replacement: bytes) -> bool:
+        """The mutated function compiles and holds ``new`` where ``node`` was (so no precedence
+        surprise turned the change into another one). Only the enclosing function is parsed:
+        parsing the whole module for each of hundreds of mutants is what would be slow."""
+        first, last = self._unit_lines(node)
+        unit_start, unit_end = self.line_starts[first - 1], self.line_starts[last]
+        unit = (self.source[unit_start:start] + replacement + self.source[end:unit_end])
+        shift = first - 1
+        if unit[:1] in (b" ", b"\t"):  # a method: let an `if` take the indented block
+            unit, shift = b"if 1:\n" + unit, first - 2
+        try:
+            tree = ast.parse(unit)
+            compile(tree, self.path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            return False
+        want = ast.dump(new)
+        return any(getattr(n, "lineno", None) == node.lineno - shift
+                   and n.col_offset in (node.col_offset, node.col_offset + 1)
+                   and ast.dump(n) == want for n in ast.walk(tree))
+
+    def _assign_ids(self, mutants: list[Mutant]) -> None:
+        """An id that survives edits elsewhere in the file: the scope, the line's text and which
+        of the identical lines in that scope it is, the column and the change."""
+        lines_by_text: dict[tuple[str, str], set[int]] = {}
+        for m in mutants:
+            lines_by_text.setdefault((m.scope, m.source_line), set()).add(m.line)
+        for m in mutants:
+            nth = sorted(lines_by_text[(m.scope, m.source_line)]).index(m.line)
+            m.id = _sha(m.path, m.scope, m.source_line, str(nth), str(m.col), m.operator,
+                        m.replacement)[:10]
+
+
+def find_mutants(root: Path, relpath: str) -> list[Mutant]:
+    return MutantFinder(relpath, (root / relpath).read_bytes()).mutants()
+
+
+# --- configuration, snapshot and copies ------------------------------------------------------
+
+@dataclass
+class Group:
+    name: str
+    modules: list[str]  # globs relative to the project root
+    tests: list[str]  # test files (or node ids) of the group's coverage run
+    fallback: bool = False  # lines no test reaches in-process run all the group's tests
+
+
+def load_groups(config: Path) -> list[Group]:
+    data = tomllib.loads(config.read_text())
+    return [Group(g["name"], g["modules"], g["tests"], g.get("fallback", False))
+            for g in data["group"]]
+
+
+def expand_modules(root: Path, group: Group) -> list[str]:
+    found = []
+    for pattern in group.modules:
+        for path in sorted(root.glob(pattern)):
+            rel = path.relative_to(root).as_posix()
+            if path.name != "__init__.py" or path.stat().st_size > 200:
+                found.append(rel)
+    return list(dict.fromkeys(found))
+
+
+def make_snapshot(workdir: Path, repo: Path, commit: str | None, from_dir: Path | None) -> tuple[Path, str]:
+    """A pristine copy of the project that nothing ever mutates; returns (folder, its id)."""
+    if from_dir is not None:
+        digest = hashlib.sha1()
+        for path in sorted(p for p in from_dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(from_dir)
+            if any(IGNORED(str(rel.parent), [part]) for part in rel.parts):
+                continue
+            digest.update(str(rel).encode() + b"\0" + path.read_bytes())
+        snapshot_id = "dir-" + digest.hexdigest()[:12]
+    else:
+        snapshot_id = subprocess.run(["git", "-C", str(repo), "rev-parse", commit or "HEAD"],
+                                     check=True, capture_output=True, text=True).stdout.strip()
+    base = workdir / f"base-{snapshot_id[:12]}"
+    if not (base / ".complete").exists():
+        shutil.rmtree(base, ignore_errors=True)
+        if from_dir is not None:
+            shutil.copytree(from_dir, base, ignore=IGNORED)
+        else:
+            archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar",
+                                      snapshot_id], check=True, capture_output=True).stdout
+            base.mkdir(parents=True)
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(base, filter="data")
+        (base / ".complete").write_text(snapshot_id)
+    return base, snapshot_id
+
+
+def prepare_copy(base: Path, target: Path, snapshot_id: str) -> Path:
+    """A worker's own copy of the snapshot; an existing one is reused after its package files
+    are restored from the snapshot (a killed run may have left a mutant behind)."""
+    stamp = target / ".snapshot"
+    if not stamp.exists() or stamp.read_text() != snapshot_id:
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(base, target)
+        stamp.write_text(snapshot_id)
+    else:
+        for path in (base / "src").rglob("*.py"):
+            copy_target = target / path.relative_to(base)
+            if not copy_target.exists() or copy_target.read_bytes() != path.read_bytes():
+                shutil.copy2(path, copy_target)
+    return target
+
+
+class Clock:
+    """Distinct whole-second mtimes for rewritten files, so that Python never takes a cached
+    .pyc of the original for a mutant of the same size (or the other way round)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.last = int(time.time()) + 10
+
+    def next(self) -> int:
+        with self.lock:
+            self.last += 1
+            return self.last
+
+
+# --- the coverage run -----------------------------------------------------------------------
+
+@dataclass
+class CoverageMap:
+    lines: dict[str, dict[int, list[str]]]  # module -> line -> node ids that executed it
+    durations: dict[str, float]
+    outcomes: dict[str, str]
+    order: list[str]
+    seconds: float = 0.0
+
+    def passing(self) -> set[str]:
+        return {t for t, outcome in self.outcomes.items() if outcome == "passed"}
+
+
+def test_environment(copy_dir: Path, python: str, extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    for key in ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG", "PYTEST_ADDOPTS",
+                "MUTATION_COVERAGE_DATA"):
+        env.pop(key, None)
+    env["PYTHONPATH"] = os.pathsep.join(str(copy_dir / p) for p in ("src", "tests"))
+    env["PATH"] = os.pathsep.join([os.path.dirname(python), env.get("PATH", "")])
+    env.update(extra or {})
+    return env
+
+
+def pytest_command(python: str, basetemp: Path, nice: bool) -> list[str]:
+    cmd = ["nice", "-n", "19"] if nice else []
+    return cmd + [python, "-m", "pytest", "-q", "-rfE", "--no-header", "-p", "no:cacheprovider",
+                  "--basetemp", str(basetemp)]
+
+
+def collect_coverage(group: Group, base: Path, snapshot_id: str, workdir: Path, python: str,
+                     nice: bool, modules: list[str]) -> CoverageMap:
+    key = _sha(snapshot_id, group.name, *group.tests, *modules)[:12]
+    cache = workdir / "coverage" / f"{group.name}-{key}.json"
+    if cache.exists():
+        data = json.loads(cache.read_text())
+        data["lines"] = {m: {int(k): v for k, v in lines.items()}
+                         for m, lines in data["lines"].items()}
+        return CoverageMap(**data)
+    import coverage
+
+    copy_dir = prepare_copy(base, workdir / "cov", snapshot_id)
+    data_dir = workdir / "coverage" / f"{group.name}-{key}.data"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    Path(str(data_dir) + ".tests.json").unlink(missing_ok=True)
+    data_dir.mkdir(parents=True)
+    data_file = data_dir / ".coverage"
+    env = test_environment(copy_dir, python, {
+        "MUTATION_COVERAGE_DATA": str(data_file),
+        "MUTATION_COVERAGE_INCLUDE": str(copy_dir / "src") + "/*",
+        "MUTATION_COVERAGE_SUMMARY": str(data_dir) + ".tests.json"})
+    env["PYTHONPATH"] += os.pathsep + str(HERE)  # the plugin, from this script's folder
+    cmd = pytest_command(python, workdir / "tmp-cov", nice) + ["-p", "mutation_coverage",
+                                                               *group.tests]
+    print(f"coverage run of group {group.name}: {' '.join(group.tests)}", flush=True)
+    started = time.monotonic()
+    done = subprocess.run(cmd, cwd=copy_dir, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    summary_file = Path(str(data_dir) + ".tests.json")
+    if not summary_file.exists():
+        raise SystemExit(f"the coverage run of {group.name} failed:\n{done.stdout[-3000:]}"
+                         f"\n{done.stderr[-3000:]}")
+    summary = json.loads(summary_file.read_text())
+    cov = coverage.Coverage(data_file=str(data_file), config_file=False)
+    cov.combine([str(data_dir)], keep=False)
+    data = cov.get_data()
+    lines: dict[str, dict[int, list[str]]] = {}
+    for measured in data.measured_files():
+        rel = Path(measured).resolve().relative_to(copy_dir.resolve()).as_posix()
+        if rel in modules:
+            lines[rel] = {n: sorted(c) for n, c in data.contexts_by_lineno(measured).items()}
+    result = CoverageMap(lines, summary["durations"], summary["outcomes"], summary["order"],
+                         seconds)
+    cache.write_text(json.dumps(asdict(result)))
+    failing = sorted(t for t, o in result.outcomes.items() if o == "failed")
+    print(f"  {seconds:.0f} s, {len(result.passing())} tests pass, {len(failing)} fail "
+          f"(not used): {' '.join(failing[:10])}", flush=True)
+    return result
+
+
+def tests_for(mutant: Mutant, cmap: CoverageMap, group: Group) -> list[str]:
+    """The passing tests that execute the mutated line(s), in collection order. A line run
+    only while modules are imported (a default value, a class attribute) gets every test that
+    executes anything in the module."""
+    passing = cmap.passing()
+    module_lines = cmap.lines.get(mutant.path, {})
+    contexts: set[str] = set()
+    for line in range(mutant.line, mutant.end_line + 1):
+        contexts.update(module_lines.get(line, ()))
+    chosen = contexts & passing
+    if not chosen and "" in contexts:
+        chosen = {c for cs in module_lines.values() for c in cs} & passing
+    if not chosen and group.fallback:
+        chosen = passing
+    rank = {t: i for i, t in enumerate(cmap.order)}
+    return sorted(chosen, key=lambda t: rank.get(t, len(rank)))
+
+
+# --- running mutants ------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    status: str  # killed, timeout, survived, no-test, error
+    seconds: float = 0.0
+    tests: int = 0
+    killed_by: str = ""
+    detail: str = ""
+
+
+class Runner:
+    def __init__(self, base: Path, snapshot_id: str, workdir: Path, workers: int, python: str,
+                 nice: bool, timeout_factor: float, timeout_extra: float):
+        self.base, self.python, self.nice = base, python, nice
+        self.timeout_factor, self.timeout_extra = timeout_factor, timeout_extra
+        self.clock = Clock()
+        self.copies: Queue = Queue()
+        self.workdir = workdir
+        for n in range(1, workers + 1):
+            self.copies.put(prepare_copy(base, workdir / f"wt-{n}", snapshot_id))
+
+    def run(self, mutant: Mutant, tests: list[str], cmap: CoverageMap) -> Outcome:
+        if not tests:
+            return Outcome("no-test")
+        expected = sum(cmap.durations.get(t, 1.0) for t in tests)
+        timeout = self.timeout_extra + self.timeout_factor * expected
+        copy_dir = self.copies.get()
+        try:
+            return self._run_in(copy_dir, mutant, tests, timeout)
+        finally:
+            self.copies.put(copy_dir)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        path.write_bytes(data)
+        stamp = self.clock.next()
+        os.utime(path, (stamp, stamp))
+
+    def _run_in(self, copy_dir: Path, mutant: Mutant, tests: list[str], timeout: float) -> Outcome:
+        target = copy_dir / mutant.path
+        original = (self.base / mutant.path).read_bytes()
+        shutil.rmtree(copy_dir / ".hypothesis", ignore_errors=True)
+        cmd = pytest_command(self.python, self.workdir / f"tmp-{copy_dir.name}", self.nice)
+        cmd += ["-x", *tests]
+        self._write(target, mutant.apply(original))
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(cmd, cwd=copy_dir, env=test_environment(copy_dir, self.python),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                out, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                return Outcome("timeout", time.monotonic() - started, len(tests),
+                               detail=f"over {timeout:.0f} s")
+        finally:
+            self._write(target, original)
+        seconds = time.monotonic() - started
+        text = out.decode("utf-8", "replace")
+        failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, re.M)
+        if proc.returncode == 0:
+            return Outcome("survived", seconds, len(tests))
+        if proc.returncode in (1, 2, 3):
+            return Outcome("killed", seconds, len(tests), failed[0] if failed else
+                           f"pytest exit {proc.returncode}")
+        return Outcome("error", seconds, len(tests), detail=text[-2000:])
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """A mutant that hangs: ask pytest to stop (SIGINT runs fixture teardown, which stops the
+    servers and programs a test started), then kill what is left of its process tree."""
+    try:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=15)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        pass
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.communicate()
+
+
+# --- results, equivalent mutants and the report ----------------------------------------------
+
+class ResultCache:
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.data: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, mutant: Mutant) -> dict | None:
+        return self.data.get(mutant.cache_key)
+
+    def put(self, mutant: Mutant, outcome: Outcome, snapshot_id: str) -> None:
+        with self.lock:
+            self.data[mutant.cache_key] = {**asdict(outcome), "where": mutant.where,
+                                           "change": mutant.change, "snapshot": snapshot_id,
+                                           "when": time.strftime("%Y-%m-%d %H:%M")}
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.data, indent=0))
+            temporary.replace(self.path)
+
+
+def load_equivalents(path: Path) -> dict[str, str]:
+    """``<id>  <where and what, for people>  -- <why the program behaves the same>``"""
+    equivalents = {}
+    if not path.exists():
+        return equivalents
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        mutant_id = line.split()[0]
+        reason = line.partition(" -- ")[2].strip()
+        if not re.fullmatch(r"[0-9a-f]{10}", mutant_id) or not reason:
+            raise SystemExit(f"{path}:{number}: want '<10-hex id> <where> -- <reason>'")
+        equivalents[mutant_id] = reason
+    return equivalents
+
+
+@dataclass
+class ModuleScore:
+    module: str
+    mutants: int = 0
+    equivalent: int = 0
+    killed: int = 0
+    timeout: int = 0
+    survived: int = 0
+    no_test: int = 0
+    pending: int = 0
+    error: int = 0
+    seconds: float = 0.0
+    survivors: list = field(default_factory=list)
+
+    @property
+    def score(self) -> float | None:
+        counted = self.mutants - self.equivalent - self.pending
+        return (self.killed + self.timeout) / counted if counted else None
+
+    @property
+    def verdict(self) -> str:
+        if self.score is None:
+            return ""
+        if self.pending:
+            return "partial"
+        return "FAIL" if self.score < FLOOR else ("goal" if self.score >= GOAL else "ok")
+
+
+def score_module(module: str, mutants: list[Mutant], cache: ResultCache,
+                 equivalents: dict[str, str]) -> ModuleScore:
+    score = ModuleScore(module, len(mutants))
+    for mutant in mutants:
+        if mutant.id in equivalents:
+            score.equivalent += 1
+            continue
+        record = cache.get(mutant)
+        status = record["status"] if record else "pending"
+        attribute = status.replace("-", "_")
+        setattr(score, attribute, getattr(score, attribute) + 1)
+        if status in ("survived", "no-test"):
+            score.survivors.append((mutant, status))
+    return score
+
+
+def format_table(scores: list[ModuleScore]) -> str:
+    header = (f"| module | mutants | equivalent | killed | timeout | survived | no test "
+              f"| pending | score | verdict | run time |\n|{'---|' * 11}")
+    rows = [header]
+    for s in scores:
+        score = f"{100 * s.score:.1f}%" if s.score is not None else "-"
+        rows.append(f"| {_short(s.module)} | {s.mutants} | {s.equivalent} "
+                    f"| {s.killed} | {s.timeout} | {s.survived} | {s.no_test} | {s.pending} "
+                    f"| {score} | {s.verdict} | {s.seconds / 60:.1f} min |")
+    return "\n".join(rows)
+
+
+def _short(module: str) -> str:
+    return module.removeprefix("src/").removeprefix("maillab/")
+
+
+def format_survivors(scores: list[ModuleScore]) -> str:
+    out = []
+    for s in scores:
+        if not s.survivors:
+            continue
+        out.append(f"\n## {s.module} ({len(s.survivors)} surviving)\n")
+        for mutant, status in s.survivors:
+            note = " (no test runs this line)" if status == "no-test" else ""
+            out.append(f"- `{mutant.id}` {mutant.where} [{mutant.operator}] "
+                       f"`{mutant.change}`{note}\n    `{_clip(mutant.source_line, 100)}`")
+    return "\n".join(out)
+
+
+# --- the command line -----------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=HERE / "mutation.toml")
+    parser.add_argument("--equivalent", type=Path, default=HERE / "mutation_equivalent.txt")
+    parser.add_argument("--modules", nargs="*", default=[],
+                        help="only modules matching these globs (e.g. 'src/maillab/imap/*')")
+    parser.add_argument("--repo", type=Path, default=REPO)
+    parser.add_argument("--commit", default="HEAD", help="the commit to snapshot (git archive)")
+    parser.add_argument("--from-dir", type=Path, help="snapshot this folder instead of a commit")
+    parser.add_argument("--workdir", type=Path, default=Path("/work/mut"))
+    parser.add_argument("--out", type=Path, help="write table.md, survivors.md here")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--timeout-factor", type=float, default=3.0,
+                        help="timeout = extra + factor x the tests' duration in the coverage run")
+    parser.add_argument("--timeout-extra", type=float, default=30.0)
+    parser.add_argument("--max-mutants", type=int, help="per module, for a quick look")
+    parser.add_argument("--fresh", action="store_true", help="ignore cached results")
+    parser.add_argument("--no-nice", action="store_true")
+    parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    parser.add_argument("--report", action="store_true", help="cached results only, run nothing")
+    args = parser.parse_args(argv)
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    base, snapshot_id = make_snapshot(args.workdir, args.repo.resolve(), args.commit,
+                                      args.from_dir.resolve() if args.from_dir else None)
+    print(f"snapshot {snapshot_id} in {base}", flush=True)
+    groups = load_groups(args.config)
+    equivalents = load_equivalents(args.equivalent)
+    cache = ResultCache(args.workdir / "results.json")
+    if args.fresh:
+        cache.data.clear()
+
+    selected = []  # (group, module)
+    for group in groups:
+        for module in expand_modules(base, group):
+            if not args.modules or any(fnmatch.fnmatch(module, g) for g in args.modules):
+                selected.append((group, module))
+    if not selected:
+        raise SystemExit("no module matches")
+
+    all_mutants = {module: find_mutants(base, module) for _, module in selected}
+    if args.max_mutants:
+        all_mutants = {m: ms[:args.max_mutants] for m, ms in all_mutants.items()}
+    if args.list:
+        for module, mutants in all_mutants.items():
+            for m in mutants:
+                print(f"{m.id} {m.where} [{m.operator}] {m.change}")
+        print(f"{sum(map(len, all_mutants.values()))} mutants", file=sys.stderr)
+        return 0
+
+    seconds: dict[str, float] = {}
+    if not args.report:
+        runner = Runner(base, snapshot_id, args.workdir, max(1, args.workers), args.python,
+                        not args.no_nice, args.timeout_factor, args.timeout_extra)
+        for group in groups:
+            modules = [m for g, m in selected if g is group]
+            if not modules:
+                continue
+            to_run = [m for module in modules for m in all_mutants[module]
+                      if m.id not in equivalents and _needs_run(cache.get(m))]
+            if not to_run:
+                continue
+            cmap = collect_coverage(group, base, snapshot_id, args.workdir, args.python,
+                                    not args.no_nice, [m for _, m in selected])
+            for module in modules:
+                seconds[module] = _run_module(module, [m for m in to_run if m.path == module],
+                                              runner, cmap, group, cache, snapshot_id,
+                                              args.workers)
+
+    scores = [score_module(module, all_mutants[module], cache, equivalents)
+              for _, module in selected]
+    for s in scores:
+        s.seconds = seconds.get(s.module, 0.0)
+    table, survivors = format_table(scores), format_survivors(scores)
+    stale = set(equivalents) - {m.id for ms in all_mutants.values() for m in ms}
+    heading = (f"Mutation score at {snapshot_id} ({time.strftime('%Y-%m-%d %H:%M')}); "
+               f"floor {FLOOR:.0%}, goal {GOAL:.0%} of non-equivalent mutants killed")
+    print(f"\n{heading}\n\n{table}\n{survivors}")
+    if stale and not args.modules:
+        print(f"\nequivalent-mutant ids that match no mutant any more: {' '.join(sorted(stale))}")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "table.md").write_text(f"{heading}\n\n{table}\n")
+        (args.out / "survivors.md").write_text(f"# Surviving mutants at {snapshot_id}\n"
+                                               f"{survivors}\n")
+    return 1 if any(s.verdict == "FAIL" for s in scores) else 0
+
+
+def _needs_run(record: dict | None) -> bool:
+    """Killed stays killed while its function is unchanged; the rest runs again."""
+    return record is None or record["status"] not in ("killed", "timeout")
+
+
+def _run_module(module, mutants, runner, cmap, group, cache, snapshot_id, workers) -> float:
+    started = time.monotonic()
+    total = len(mutants)
+    counter = iter(range(1, total + 1))
+    lock = threading.Lock()
+
+    def one(mutant: Mutant):
+        tests = tests_for(mutant, cmap, group)
+        outcome = runner.run(mutant, tests, cmap)
+        cache.put(mutant, outcome, snapshot_id)
+        with lock:
+            print(f"[{next(counter)}/{total}] {mutant.where} [{mutant.operator}] "
+                  f"{mutant.change}: {outcome.status} ({outcome.tests} tests, "
+                  f"{outcome.seconds:.1f} s) {outcome.killed_by}", flush=True)
+            if outcome.status == "error":
+                print(outcome.detail, flush=True)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, mutants))
+    return time.monotonic() - started
+
+
+if __name__ == "__main__":
+    sys.exit(main())
