@@ -541,3 +541,25 @@ def test_a_client_over_the_connection_limit_gets_a_polite_refusal():
         reader.close()
     finally:
         stop()
+
+
+def test_a_burst_of_pipelined_commands_does_not_starve_other_sessions(lab):
+    """Pipelined commands are answered one per turn of the loop: a client sending hundreds at
+    once cannot hold the server for itself."""
+    for batch in range(3):
+        lab.on_loop(lambda: [lab.inbox().deliver(b"Subject: %d\n\nx\n" % i) for i in range(200)])
+    sock, reader = raw_connect(lab)
+    other, other_reader = raw_connect(lab)
+    with sock, reader, other, other_reader:
+        sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\n".encode())
+        assert reader.readline().startswith(b"+OK") and reader.readline().startswith(b"+OK")
+        sock.sendall(b"UIDL 1\r\n" + b"STAT\r\n" * 1000 + b"UIDL 2\r\n")
+        time.sleep(0.02)  # the server has the burst
+        other.sendall(b"CAPA\r\n")
+        assert other_reader.readline().startswith(b"+OK capability list follows")
+        while not reader.readline().startswith(b"+OK 2 "):
+            pass
+    said = [line.text for line in lab.transcript() if line.who == "S"]
+    capa = said.index("+OK capability list follows")
+    last = next(i for i, text in enumerate(said) if text.startswith("+OK 2 "))
+    assert capa < last, "the other session waited for the whole burst"

@@ -24,7 +24,9 @@ pipelined behind it (commands sent in plain text must not run inside TLS).
 Two things a server may do outside the loop it runs on, so the session hands them over:
 
 * A message is sent in pieces of at most ``OUTPUT_BUDGET`` bytes: :attr:`Pop3Session.pending`
-  stays true, and ``receive_data()`` with no new bytes gives the next piece.
+  stays true, and ``receive_data()`` with no new bytes gives the next piece. With
+  ``commands_per_turn`` a call also answers at most that many pipelined commands, so one
+  client's burst cannot keep a server from its others.
 * Checking a password is slow on purpose (scrypt). With ``defer_logins=True`` a PASS, APOP or
   AUTH leaves a :class:`LoginRequest` in :attr:`Pop3Session.login_request`; the server runs
   ``request.check()`` in a worker thread and ``session.finish_login(result)`` gives the reply.
@@ -207,7 +209,7 @@ class Pop3Session:
 
     def __init__(self, ctx, *, timestamp_banner_host: str | None = None, apop: bool = True,
                  tls_available: bool = False, secure: bool = False, peer: str = "",
-                 defer_logins: bool = False):
+                 defer_logins: bool = False, commands_per_turn: int | None = None):
         self.ctx = ctx
         self.peer = peer  # "host:port" of the client, for the login audit
         # STLS (RFC 2595) is offered when the server has a certificate and the session is not
@@ -234,6 +236,7 @@ class Pop3Session:
         self.login_request: LoginRequest | None = None  # a login waiting for finish_login()
         self._stream = None  # the rest of a long reply (a big message): an iterator of bytes
         self.commands_done = 0  # complete command lines so far (the server's idle timer)
+        self.commands_per_turn = commands_per_turn
 
     # ------------------------------------------------------------------ bytes in, bytes out
 
@@ -256,6 +259,7 @@ class Pop3Session:
         size = 0
         self.auth_failed = False
         buffer, start = self._buffer + data, 0
+        done = 0
         # Stop after STLS (what follows was sent in clear text and must not run inside TLS),
         # while a login is checked, and after a refused login (answered late, see LoginGuard).
         while not self.closed and size < OUTPUT_BUDGET and not self.starttls_pending \
@@ -268,6 +272,8 @@ class Pop3Session:
                     replies.append(piece)
                     size += len(piece)
                 continue
+            if self.commands_per_turn is not None and done >= self.commands_per_turn:
+                break  # the next ones in the next call (pending stays true)
             eol = buffer.find(b"\n", start)
             if eol < 0:
                 if len(buffer) - start > MAX_LINE:
@@ -276,6 +282,7 @@ class Pop3Session:
                 break
             line, start = buffer[start:eol], eol + 1
             self.commands_done += 1
+            done += 1
             if self._discarding or len(line) + 1 > MAX_LINE:
                 self._discarding = False
                 reply = self._err(_("line too long") + " (" + _(

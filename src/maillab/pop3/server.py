@@ -5,7 +5,8 @@ and does what the session hands over, so that no client can hold up another:
 
 * passwords are checked in a worker thread, and each refused login is answered late on its
   own (``ctx.guard.delay``): commands pipelined behind a login wait for its answer;
-* a big message goes out piece by piece, only as fast as the client reads it;
+* a big message goes out piece by piece, and pipelined commands are answered one per turn of
+  the loop, only as fast as the client reads the answers;
 * the idle timeout (RFC 1939 section 3: at least 10 minutes) counts complete commands only, so
   a client trickling a byte now and then cannot keep a connection; when it expires the
   connection is closed *without* entering UPDATE, so nothing is deleted.
@@ -69,7 +70,8 @@ class Pop3Protocol(asyncio.Protocol):
             self.conn.event(tls)
         self.session = Pop3Session(self.ctx, apop=bool(self.ctx.options.get("pop3_apop", True)),
                                    tls_available=self.ctx.tls is not None and not self.implicit_tls,
-                                   secure=self.implicit_tls, peer=peer, defer_logins=True)
+                                   secure=self.implicit_tls, peer=peer, defer_logins=True,
+                                   commands_per_turn=1)
         self._send(self.session.greeting())
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
