@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import require_tool
-from maillab.imap.testing import ALTERNATIVE, ATTACHMENT, FORWARD, PLAIN, SAMPLES, ImapTestServer
-from maillab.net import LoginGuard
+from maillab.imap.testing import (ALTERNATIVE, ATTACHMENT, FORWARD, PLAIN, SAMPLES, FixedDelayGuard,
+                                  ImapTestServer)
 from maillab.store import to_crlf
 
 
@@ -224,6 +224,14 @@ def _raw(srv):
     return s, f, greeting
 
 
+def _logged_in(srv):
+    """A raw connection, logged in as alice: (socket, its reader)."""
+    s, f, _greeting = _raw(srv)
+    s.sendall(b"a1 LOGIN alice alice-pw\r\n")
+    assert f.readline().startswith(b"a1 OK")
+    return s, f
+
+
 def test_by_hand_mistakes_keep_the_session(srv):
     s, f, greeting = _raw(srv)
     assert greeting.startswith(b"* OK [CAPABILITY IMAP4rev1")
@@ -391,9 +399,7 @@ def test_repeated_failed_logins_are_answered_late(srv):
 
 def test_idle_connections_are_logged_out():
     with ImapTestServer(options={"imap_timeout": 0.3}) as srv:
-        s, f, _g = _raw(srv)
-        s.sendall(b"a1 LOGIN alice alice-pw\r\n")
-        assert f.readline().startswith(b"a1 OK")
+        s, f = _logged_in(srv)
         assert f.readline() == b"* BYE Autologout; idle for 0.3 seconds\r\n"
         assert f.readline() == b""
         s.close()
@@ -415,9 +421,7 @@ def _trickle(sock, data: bytes, every: float) -> None:
 def test_a_trickled_command_does_not_keep_a_session_alive():
     """A byte every so often once reset the idle timer for ever (issue 10: 1 byte / 20 s)."""
     with ImapTestServer(options={"imap_timeout": 0.6, "imap_command_timeout": 60}) as srv:
-        s, f, _g = _raw(srv)
-        s.sendall(b"a1 LOGIN alice alice-pw\r\n")
-        assert f.readline().startswith(b"a1 OK")
+        s, f = _logged_in(srv)
         trickler = threading.Thread(target=_trickle, args=(s, b"a2 NOOP and more and more" * 10, 0.05))
         trickler.start()
         t0 = time.monotonic()
@@ -429,9 +433,8 @@ def test_a_trickled_command_does_not_keep_a_session_alive():
 
 def test_a_command_must_be_finished_in_time():
     with ImapTestServer(options={"imap_command_timeout": 0.5}) as srv:
-        s, f, _g = _raw(srv)
-        s.sendall(b"a1 LOGIN alice alice-pw\r\na2 APPEND INBOX {100}\r\n")
-        assert f.readline().startswith(b"a1 OK")
+        s, f = _logged_in(srv)
+        s.sendall(b"a2 APPEND INBOX {100}\r\n")
         assert f.readline().startswith(b"+ ")
         trickler = threading.Thread(target=_trickle, args=(s, b"x" * 99, 0.05))
         trickler.start()
@@ -468,24 +471,10 @@ def test_a_client_that_does_not_log_in_is_closed_sooner():
         s.close()
 
 
-class FixedDelayGuard(LoginGuard):
-    """The lab's guard, but every refused login waits the same ``pause`` (and is counted)."""
-
-    pause = 0.15
-
-    def __init__(self):
-        super().__init__()
-        self.asked = 0
-
-    def delay(self, peer, user):
-        self.asked += 1
-        return self.pause
-
-
 def test_pipelined_logins_are_each_answered_late(srv):
     """Eight wrong passwords and the right one in one write were answered in 0.01 s as one
     batch with one delay (issue 16); each refusal must wait on its own, like separate tries."""
-    srv.ctx.guard = guard = FixedDelayGuard()
+    srv.ctx.guard = guard = FixedDelayGuard(srv.ctx.guard)
     s, f, _g = _raw(srv)
     packet = b"".join(b"w%d LOGIN alice wrong%d\r\n" % (i, i) for i in range(8))
     t0 = time.monotonic()

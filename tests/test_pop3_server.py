@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import require_tool
-from maillab.net import LoginGuard, ServerContext, bind_listener
+from maillab.imap.testing import FixedDelayGuard
+from maillab.net import ServerContext, bind_listener
 from maillab.pop3.server import start_pop3
 from maillab.store import Store
 from maillab.transcript import Recorder, Transcript
@@ -347,145 +348,15 @@ def test_garbage_and_overlong_line_over_the_wire(lab):
 
 
 def test_idle_timeout_closes_without_deleting():
-    lab, stop = start_lab({"pop3_timeout": 0.3})
+    """Only complete commands count as activity: a line trickled byte by byte does not keep a
+    session (a byte every 20 s once did, for ever)."""
+    lab, stop = start_lab({"pop3_timeout": 0.6})
     try:
         sock, reader = raw_connect(lab)
         with sock, reader:
             sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\nDELE 1\r\n".encode())
             for _line in range(3):
                 assert reader.readline().startswith(b"+OK")
-            assert reader.readline() == b""  # closed by the server, with no reply (RFC 1939)
-        assert wait_until(lambda: maildrop_free(lab))
-        assert len(lab.inbox()) == 3
-        assert "idle" in lab.transcript().lines[-1].text
-    finally:
-        stop()
-
-
-# ----------------------------------------------------------------------------- curl
-
-def curl(lab, *args: str, user: str = "alice", password: str = PASSWORD, path: str = "/"):
-    exe = require_tool("curl")
-    return subprocess.run([exe, "-sS", "-m", "10", f"pop3://127.0.0.1:{lab.port}{path}",
-                           "-u", f"{user}:{password}", *args],
-                          capture_output=True, timeout=30)
-
-
-def test_curl_list_retrieve_uidl_top(lab):
-    sizes = [len(m.replace(b"\n", b"\r\n")) for m in MESSAGES]
-    listing = curl(lab)
-    assert listing.returncode == 0, listing.stderr
-    assert listing.stdout == b"".join(f"{n} {s}\r\n".encode() for n, s in enumerate(sizes, 1))
-
-    message = curl(lab, path="/1")
-    assert message.returncode == 0, message.stderr
-    assert message.stdout == MESSAGES[0].replace(b"\n", b"\r\n")  # curl undoes the stuffing
-
-    uidl = curl(lab, "-X", "UIDL")
-    assert uidl.returncode == 0 and len(uidl.stdout.splitlines()) == 3
-
-    top = curl(lab, "-X", "TOP 1 0")
-    assert top.returncode == 0
-    assert top.stdout == b"From: bob@example.com\r\nSubject: one\r\n\r\n"
-    assert len(lab.inbox()) == 3  # nothing of that deleted anything
-
-
-def test_curl_dele(lab):
-    result = curl(lab, "-I", "-X", "DELE 1")
-    assert result.returncode == 0, result.stderr
-    assert wait_until(lambda: len(lab.inbox()) == 2)  # curl sends QUIT: UPDATE removes it
-
-
-def test_curl_wrong_password(lab):
-    result = curl(lab, password="wrong")
-    assert result.returncode == 67  # CURLE_LOGIN_DENIED
-    assert wait_until(lambda: maildrop_free(lab))
-
-
-def test_curl_account_without_apop_needs_a_server_without_apop():
-    # curl always answers a greeting's APOP timestamp with APOP and does not fall back to
-    # USER/PASS, so an account without an APOP secret needs pop3_apop=False.
-    lab, stop = start_lab({"pop3_apop": False})
-    try:
-        result = curl(lab, user="bob", password=BOB_PASSWORD)
-        assert result.returncode == 0, result.stderr
-        # bob's maildrop is empty; for "+OK ...\r\n.\r\n" curl prints a lone CRLF
-        assert result.stdout.strip() == b""
-        listing = curl(lab)
-        assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 3
-    finally:
-        stop()
-
-
-# ----------------------------------------------------------------------------- issue 10 and 16
-
-class FixedDelayGuard(LoginGuard):
-    """The lab's guard, but every refused login waits the same ``pause`` (and is counted)."""
-
-    pause = 0.15
-
-    def __init__(self):
-        super().__init__()
-        self.asked = 0
-
-    def delay(self, peer, user):
-        self.asked += 1
-        return self.pause
-
-
-def test_pipelined_wrong_passwords_are_each_answered_late(lab):
-    """A packet of wrong PASS commands and then the right one: each refusal waits on its own
-    (issue 16: a POP3 loop that went on after a refusal answered them all at once)."""
-    lab.ctx.guard = guard = FixedDelayGuard()
-    sock, reader = raw_connect(lab)
-    with sock, reader:
-        packet = b"".join(b"USER alice\r\nPASS wrong%d\r\n" % i for i in range(6))
-        t0 = time.monotonic()
-        sock.sendall(packet + f"USER alice\r\nPASS {PASSWORD}\r\nSTAT\r\n".encode())
-        answers = [reader.readline() for _ in range(15)]
-        elapsed = time.monotonic() - t0
-        assert [a.startswith(b"-ERR [AUTH]") for a in answers[1:12:2]] == [True] * 6
-        assert answers[13].startswith(b"+OK alice's maildrop") and answers[14].startswith(b"+OK 3 ")
-    assert guard.asked == 6
-    assert elapsed >= 6 * guard.pause, f"{elapsed:.2f} s for 6 refused logins"
-
-
-def test_a_login_does_not_stop_other_sessions(lab):
-    """Passwords are checked in a worker thread: while one is checked, others are served."""
-    checking, release = threading.Event(), threading.Event()
-    authenticate = lab.ctx.authenticate
-
-    def slow_authenticate(*args, **kwargs):
-        checking.set()
-        release.wait(30)
-        return authenticate(*args, **kwargs)
-    lab.ctx.authenticate = slow_authenticate
-    try:
-        sock, reader = raw_connect(lab)
-        sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\n".encode())
-        assert reader.readline().startswith(b"+OK")
-        assert checking.wait(5)
-        other = socket.create_connection(("127.0.0.1", lab.port), timeout=3)
-        other_reader = other.makefile("rb")
-        assert other_reader.readline().startswith(b"+OK")  # would time out if the loop were stuck
-        other.sendall(b"CAPA\r\n")
-        assert other_reader.readline().startswith(b"+OK capability list follows")
-        release.set()
-        assert reader.readline().startswith(b"+OK alice's maildrop")
-        for s in (sock, reader, other, other_reader):
-            s.close()
-    finally:
-        release.set()
-
-
-def test_a_trickled_line_does_not_keep_a_session_alive():
-    """Only complete commands count as activity (a byte every 20 s once kept a session for ever)."""
-    lab, stop = start_lab({"pop3_timeout": 0.6})
-    try:
-        sock, reader = raw_connect(lab)
-        with sock, reader:
-            sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\n".encode())
-            assert reader.readline().startswith(b"+OK") and reader.readline().startswith(b"+OK")
 
             def trickle():
                 try:
@@ -497,10 +368,11 @@ def test_a_trickled_line_does_not_keep_a_session_alive():
             t0 = time.monotonic()
             trickler = threading.Thread(target=trickle)
             trickler.start()
-            assert reader.readline() == b""  # closed, without a reply (RFC 1939 3)
+            assert reader.readline() == b""  # closed by the server, with no reply (RFC 1939)
             assert time.monotonic() - t0 < 5
         trickler.join()
         assert wait_until(lambda: maildrop_free(lab))
+        assert len(lab.inbox()) == 3
         assert "idle: no complete command for 0.6 s" in lab.transcript().lines[-1].text
     finally:
         stop()

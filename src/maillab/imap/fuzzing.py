@@ -26,14 +26,14 @@ from .core import ImapSession, State
 from .parser import Cursor
 from .testing import SAMPLES, UNUSUAL
 
-__all__ = ["ImapTarget", "mime_target", "check_imap_answer", "HOSTILE_MESSAGES", "IMAP_SEEDS",
+__all__ = ["StoreTarget", "ImapTarget", "mime_target", "check_imap_answer", "HOSTILE_MESSAGES", "IMAP_SEEDS",
            "IMAP_TOKENS", "MIME_SEEDS", "MIME_TOKENS"]
 
 # Messages built to hurt a MIME parser: each once hung, grew memory or raised somewhere.
 HOSTILE_MESSAGES = [
     b"Content-Type: text/plain)\r\nContent-Disposition: )attachment)\r\nContent-Language: )\r\n\r\nx",
     b"Content-Type: multipart/mixed; boundary=\"\"\r\n\r\n----\r\n--\r\n",
-    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\n" * 20_000 + b"--b--\r\n",
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\n" * 12_000 + b"--b--\r\n",
     b"".join(b'Content-Type: multipart/mixed; boundary="n%d"\r\n\r\n--n%d\r\n' % (i, i) for i in range(80))
     + b"\r\ninnermost\r\n",
     b"Content-Type: message/rfc822\r\n\r\n" * 60 + b"Subject: deep\r\n\r\nx",
@@ -110,30 +110,30 @@ def check_imap_answer(out: bytes) -> str | None:
     return None
 
 
-class ImapTarget:
-    """An IMAP session fed one input; a fresh store every ``reset_every`` inputs (mailboxes
-    change under APPEND, EXPUNGE, CREATE ...)."""
-
-    STATES = ("not authenticated", "authenticated", "selected", "examined", "idle", "authenticate")
+class StoreTarget:
+    """A protocol target on a store of its own in a temporary folder, made afresh every
+    ``reset_every`` inputs (mailboxes change under APPEND, EXPUNGE, DELE ...); subclasses fill
+    it in :meth:`fill`. An answer longer than ``output_limit`` bytes is a failure."""
 
     def __init__(self, reset_every: int = 300, output_limit: int = 64 * 1024 * 1024):
         self.reset_every = reset_every
-        self.output_limit = output_limit  # more answer than this for one input is a failure
+        self.output_limit = output_limit
         self._uses = 0
         self._tmp = None
         self.ctx = None
 
-    def _fresh_store(self) -> None:
-        self.close()
-        self._tmp = tempfile.TemporaryDirectory(prefix="maillab-fuzz-imap-")
-        store = Store(self._tmp.name, hash_n=2**4)
-        acct = store.add_account("alice", "alice-pw", "example.com")
-        store.add_account("bob", "bob-pw", "example.com")
-        for i, message in enumerate(MESSAGES):
-            acct.folder("INBOX").deliver(message, ["\\Seen"] if i % 2 else [])
-        acct.create_folder("Projects.Alpha")
-        acct.folder("Projects.Alpha").deliver(MESSAGES[0])
-        self.ctx = ServerContext(store, Recorder(), "mail.example.com", "example.com")
+    def fill(self, store: Store) -> None:
+        raise NotImplementedError
+
+    def next_input(self) -> None:
+        """Call at the start of every input: a fresh store when it is time for one."""
+        if self._uses % self.reset_every == 0:
+            self.close()
+            self._tmp = tempfile.TemporaryDirectory(prefix="maillab-fuzz-")
+            store = Store(self._tmp.name, hash_n=2**4)
+            self.fill(store)
+            self.ctx = ServerContext(store, Recorder(), "mail.example.com", "example.com")
+        self._uses += 1
 
     def close(self) -> None:
         if self.ctx is not None:
@@ -141,6 +141,20 @@ class ImapTarget:
         if self._tmp is not None:
             self._tmp.cleanup()
         self.ctx = self._tmp = None
+
+
+class ImapTarget(StoreTarget):
+    """An IMAP session fed one input."""
+
+    STATES = ("not authenticated", "authenticated", "selected", "examined", "idle", "authenticate")
+
+    def fill(self, store: Store) -> None:
+        acct = store.add_account("alice", "alice-pw", "example.com")
+        store.add_account("bob", "bob-pw", "example.com")
+        for i, message in enumerate(MESSAGES):
+            acct.folder("INBOX").deliver(message, ["\\Seen"] if i % 2 else [])
+        acct.create_folder("Projects.Alpha")
+        acct.folder("Projects.Alpha").deliver(MESSAGES[0])
 
     def session(self, state: str) -> ImapSession:
         """A session already in ``state`` (one of :attr:`STATES`)."""
@@ -161,9 +175,7 @@ class ImapTarget:
         return s
 
     def __call__(self, data: bytes) -> str | None:
-        if self._uses % self.reset_every == 0:
-            self._fresh_store()
-        self._uses += 1
+        self.next_input()
         state = self.STATES[data[0] % len(self.STATES)] if data else self.STATES[0]
         body = data[1:]
         s = self.session(state)

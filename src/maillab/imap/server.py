@@ -169,10 +169,7 @@ class ImapProtocol(asyncio.Protocol):
         want = not (self._write_paused or self.session.busy or self.session.has_more)
         if want != self._reading and not self.transport.is_closing():
             self._reading = want
-            if want:
-                self.transport.resume_reading()
-            else:
-                self.transport.pause_reading()
+            (self.transport.resume_reading if want else self.transport.pause_reading)()
 
     async def _check_login(self, request) -> None:
         """Check a password off the loop; answer a refusal late (``ctx.guard.delay``), each

@@ -25,7 +25,7 @@ from ..net import ServerContext, bind_listener
 from ..store import Store
 from ..transcript import Recorder
 
-__all__ = ["ImapTestServer", "Dovecot", "dovecot_path", "ACCOUNTS", "returns_within"]
+__all__ = ["ImapTestServer", "Dovecot", "dovecot_path", "ACCOUNTS", "returns_within", "FixedDelayGuard"]
 
 ACCOUNTS = {"alice": "alice-pw", "bob": "bob-pw"}
 DOMAIN = "example.com"
@@ -453,6 +453,21 @@ class RawClient:
 def literal(data: bytes) -> bytes:
     """A non-synchronizing literal (LITERAL+) for use inside RawClient.command text."""
     return b"{%d+}\r\n" % len(data) + data
+
+
+class FixedDelayGuard:
+    """Wraps a lab's LoginGuard for tests: every refused login waits ``pause`` seconds, and
+    the server's calls to ``delay`` are counted (so a test sees one per refusal)."""
+
+    def __init__(self, guard, pause: float = 0.15):
+        self._guard, self.pause, self.asked = guard, pause, 0
+
+    def delay(self, peer: str, user: str) -> float:
+        self.asked += 1
+        return self.pause
+
+    def __getattr__(self, name):  # record(), attempts ... as the lab's guard
+        return getattr(self._guard, name)
 
 
 def returns_within(seconds: float, fn, *args) -> bool:

@@ -9,13 +9,10 @@ not ``+OK``/``-ERR``/``+`` where one must start, or an answer that does not end.
 from __future__ import annotations
 
 import re
-import tempfile
 
-from ..imap.fuzzing import HOSTILE_MESSAGES
+from ..imap.fuzzing import HOSTILE_MESSAGES, StoreTarget
 from ..imap.testing import SAMPLES
-from ..net import ServerContext
 from ..store import Store
-from ..transcript import Recorder
 from .core import Pop3Session
 
 __all__ = ["Pop3Target", "POP3_SEEDS", "POP3_TOKENS"]
@@ -32,39 +29,18 @@ POP3_TOKENS = [b" ", b"\r\n", b"\n", b"\r", b"0", b"1", b"-1", b"999999999999999
 _REPLY_START = re.compile(rb"(\+OK|-ERR|\+)( |\r\n)")
 
 
-class Pop3Target:
-    """A POP3 session fed one input; a fresh store every ``reset_every`` inputs (QUIT after
-    DELE removes messages)."""
+class Pop3Target(StoreTarget):
+    """A POP3 session fed one input."""
 
     STATES = ("authorization", "transaction", "auth plain", "strict")
 
-    def __init__(self, reset_every: int = 300, output_limit: int = 64 * 1024 * 1024):
-        self.reset_every = reset_every
-        self.output_limit = output_limit
-        self._uses = 0
-        self._tmp = None
-        self.ctx = None
-
-    def _fresh_store(self) -> None:
-        self.close()
-        self._tmp = tempfile.TemporaryDirectory(prefix="maillab-fuzz-pop3-")
-        store = Store(self._tmp.name, hash_n=2**4)
+    def fill(self, store: Store) -> None:
         acct = store.add_account("alice", "alice-pw", "example.com", apop=True)
         for message in [m if isinstance(m, bytes) else m.encode() for m in SAMPLES] + HOSTILE_MESSAGES:
             acct.folder("INBOX").deliver(message)
-        self.ctx = ServerContext(store, Recorder(), "mail.example.com", "example.com")
-
-    def close(self) -> None:
-        if self.ctx is not None:
-            self.ctx.store.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-        self.ctx = self._tmp = None
 
     def __call__(self, data: bytes) -> str | None:
-        if self._uses % self.reset_every == 0:
-            self._fresh_store()
-        self._uses += 1
+        self.next_input()
         state = self.STATES[data[0] % len(self.STATES)] if data else self.STATES[0]
         body = data[1:]
         self.ctx.strict = state == "strict"

@@ -163,10 +163,7 @@ class Pop3Protocol(asyncio.Protocol):
         want = not (self._paused or s.pending or self._login_task is not None or s.closed)
         if want != self._reading and not self.transport.is_closing():
             self._reading = want
-            if want:
-                self.transport.resume_reading()
-            else:
-                self.transport.pause_reading()
+            (self.transport.resume_reading if want else self.transport.pause_reading)()
 
     async def _check_login(self, request) -> None:
         """Check a password off the loop; answer a refusal late (``ctx.guard.delay``), each
