@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import fcntl
 import fnmatch
 import hashlib
 import io
@@ -56,6 +57,7 @@ from queue import Queue
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+STOPPING = threading.Event()  # set on Ctrl-C: no new mutant starts
 FLOOR = 0.90  # killed / non-equivalent mutants, per module
 GOAL = 0.95
 
@@ -529,7 +531,7 @@ def collect_coverage(group: Group, base: Path, snapshot_id: str, workdir: Path, 
         return CoverageMap(**data)
     import coverage
 
-    copy_dir = prepare_copy(base, workdir / "cov", snapshot_id)
+    copy_dir = prepare_copy(base, workdir / f"cov-{group.name}", snapshot_id)
     data_dir = workdir / "coverage" / f"{group.name}-{key}.data"
     shutil.rmtree(data_dir, ignore_errors=True)
     Path(str(data_dir) + ".tests.json").unlink(missing_ok=True)
@@ -540,8 +542,8 @@ def collect_coverage(group: Group, base: Path, snapshot_id: str, workdir: Path, 
         "MUTATION_COVERAGE_INCLUDE": str(copy_dir / "src") + "/*",
         "MUTATION_COVERAGE_SUMMARY": str(data_dir) + ".tests.json"})
     env["PYTHONPATH"] += os.pathsep + str(HERE)  # the plugin, from this script's folder
-    cmd = pytest_command(python, workdir / "tmp-cov", nice) + ["-p", "mutation_coverage",
-                                                               *group.tests]
+    cmd = pytest_command(python, workdir / f"tmp-cov-{group.name}", nice)
+    cmd += ["-p", "mutation_coverage", *group.tests]
     print(f"coverage run of group {group.name}: {' '.join(group.tests)}", flush=True)
     started = time.monotonic()
     done = subprocess.run(cmd, cwd=copy_dir, env=env, capture_output=True, text=True)
@@ -599,14 +601,14 @@ class Outcome:
 
 class Runner:
     def __init__(self, base: Path, snapshot_id: str, workdir: Path, workers: int, python: str,
-                 nice: bool, timeout_factor: float, timeout_extra: float):
+                 nice: bool, timeout_factor: float, timeout_extra: float, prefix: str = "wt"):
         self.base, self.python, self.nice = base, python, nice
         self.timeout_factor, self.timeout_extra = timeout_factor, timeout_extra
         self.clock = Clock()
         self.copies: Queue = Queue()
         self.workdir = workdir
         for n in range(1, workers + 1):
-            self.copies.put(prepare_copy(base, workdir / f"wt-{n}", snapshot_id))
+            self.copies.put(prepare_copy(base, workdir / f"{prefix}-{n}", snapshot_id))
 
     def run(self, mutant: Mutant, tests: list[str], cmap: CoverageMap) -> Outcome:
         if not tests:
@@ -694,19 +696,27 @@ def _stop(proc: subprocess.Popen) -> None:
 # --- results, equivalent mutants and the report ----------------------------------------------
 
 class ResultCache:
+    """Outcomes by cache key in one JSON file. Two runs may share it (different modules, their
+    own worker copies): each write merges under a file lock."""
+
     def __init__(self, path: Path):
         self.path = path
         self.lock = threading.Lock()
-        self.data: dict[str, dict] = json.loads(path.read_text()) if path.exists() else {}
+        self.data: dict[str, dict] = self._read()
+
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def get(self, mutant: Mutant) -> dict | None:
         return self.data.get(mutant.cache_key)
 
     def put(self, mutant: Mutant, outcome: Outcome, snapshot_id: str) -> None:
-        with self.lock:
-            self.data[mutant.cache_key] = {**asdict(outcome), "where": mutant.where,
-                                           "change": mutant.change, "snapshot": snapshot_id,
-                                           "when": time.strftime("%Y-%m-%d %H:%M")}
+        record = {**asdict(outcome), "where": mutant.where, "change": mutant.change,
+                  "snapshot": snapshot_id, "when": time.strftime("%Y-%m-%d %H:%M")}
+        with self.lock, open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.data.update(self._read())
+            self.data[mutant.cache_key] = record
             temporary = self.path.with_suffix(".tmp")
             temporary.write_text(json.dumps(self.data, indent=0))
             temporary.replace(self.path)
@@ -815,12 +825,19 @@ def main(argv=None) -> int:
     parser.add_argument("--from-dir", type=Path, help="snapshot this folder instead of a commit")
     parser.add_argument("--workdir", type=Path, default=Path("/work/mut"))
     parser.add_argument("--out", type=Path, help="write table.md, survivors.md here")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="parallel mutants; most tests wait on sockets and timers, so more "
+                             "workers than cores pay off")
+    parser.add_argument("--copies", default="wt",
+                        help="name prefix of the workers' copies (a second run at the same time "
+                             "needs its own)")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--timeout-factor", type=float, default=3.0,
                         help="timeout = extra + factor x the tests' duration in the coverage run")
     parser.add_argument("--timeout-extra", type=float, default=30.0)
-    parser.add_argument("--max-mutants", type=int, help="per module, for a quick look")
+    parser.add_argument("--sample", type=float, default=1.0,
+                        help="run this fraction of each module's mutants, chosen by id (the "
+                             "same ones every time); the score is then an estimate")
     parser.add_argument("--fresh", action="store_true", help="ignore cached results")
     parser.add_argument("--no-nice", action="store_true")
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
@@ -846,8 +863,9 @@ def main(argv=None) -> int:
         raise SystemExit("no module matches")
 
     all_mutants = {module: find_mutants(base, module) for _, module in selected}
-    if args.max_mutants:
-        all_mutants = {m: ms[:args.max_mutants] for m, ms in all_mutants.items()}
+    if args.sample < 1:
+        all_mutants = {m: [x for x in ms if int(x.id, 16) / 16 ** 10 < args.sample]
+                       for m, ms in all_mutants.items()}
     if args.list:
         for module, mutants in all_mutants.items():
             for m in mutants:
@@ -858,7 +876,7 @@ def main(argv=None) -> int:
     seconds: dict[str, float] = {}
     if not args.report:
         runner = Runner(base, snapshot_id, args.workdir, max(1, args.workers), args.python,
-                        not args.no_nice, args.timeout_factor, args.timeout_extra)
+                        not args.no_nice, args.timeout_factor, args.timeout_extra, args.copies)
         for group in groups:
             modules = [m for g, m in selected if g is group]
             if not modules:
@@ -881,7 +899,9 @@ def main(argv=None) -> int:
     table, survivors = format_table(scores), format_survivors(scores)
     stale = set(equivalents) - {m.id for ms in all_mutants.values() for m in ms}
     heading = (f"Mutation score at {snapshot_id} ({time.strftime('%Y-%m-%d %H:%M')}); "
-               f"floor {FLOOR:.0%}, goal {GOAL:.0%} of non-equivalent mutants killed")
+               f"floor {FLOOR:.0%}, goal {GOAL:.0%} of non-equivalent mutants killed"
+               + (f"; a {args.sample:.0%} sample of each module's mutants" if args.sample < 1
+                  else ""))
     print(f"\n{heading}\n\n{table}\n{survivors}")
     if stale and not args.modules:
         print(f"\nequivalent-mutant ids that match no mutant any more: {' '.join(sorted(stale))}")
@@ -905,6 +925,8 @@ def _run_module(module, mutants, runner, cmap, group, cache, snapshot_id, worker
     lock = threading.Lock()
 
     def one(mutant: Mutant):
+        if STOPPING.is_set():
+            return
         tests = tests_for(mutant, cmap, group)
         outcome = runner.run(mutant, tests, cmap)
         cache.put(mutant, outcome, snapshot_id)
@@ -916,7 +938,13 @@ def _run_module(module, mutants, runner, cmap, group, cache, snapshot_id, worker
                 print(outcome.detail, flush=True)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, mutants))
+        try:
+            list(pool.map(one, mutants))
+        except KeyboardInterrupt:
+            # Let the running mutants finish (their files are restored), start no more.
+            STOPPING.set()
+            print("interrupted: finishing the mutants that are running", flush=True)
+            raise
     return time.monotonic() - started
 
 
