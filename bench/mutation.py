@@ -571,7 +571,7 @@ def collect_coverage(group: Group, base: Path, snapshot_id: str, workdir: Path, 
 
 
 def tests_for(mutant: Mutant, cmap: CoverageMap, group: Group) -> list[str]:
-    """The passing tests that execute the mutated line(s), in collection order. A line run
+    """The passing tests that execute the mutated line(s), in the order to run them. A line run
     only while modules are imported (a default value, a class attribute) gets every test that
     executes anything in the module."""
     passing = cmap.passing()
@@ -584,8 +584,11 @@ def tests_for(mutant: Mutant, cmap: CoverageMap, group: Group) -> list[str]:
         chosen = {c for cs in module_lines.values() for c in cs} & passing
     if not chosen and group.fallback:
         chosen = passing
-    rank = {t: i for i, t in enumerate(cmap.order)}
-    return sorted(chosen, key=lambda t: rank.get(t, len(rank)))
+    # Test files in collection order (conftest and module fixtures stay as pytest sets them
+    # up), the quickest tests of each file first: most mutants die in the first test that runs.
+    files = {t.split("::")[0]: i for i, t in reversed(list(enumerate(cmap.order)))}
+    return sorted(chosen, key=lambda t: (files.get(t.split("::")[0], len(files)),
+                                         cmap.durations.get(t, 0.0), t))
 
 
 # --- running mutants ------------------------------------------------------------------------
