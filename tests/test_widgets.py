@@ -86,6 +86,28 @@ def test_explanations_go_through_the_translation_function(monkeypatch):
     assert explain("pop3", "+OK").startswith("\u00bb")
 
 
+def test_explanations_are_greek_in_a_greek_lab_with_the_servers_hint_beside_them():
+    from maillab import i18n
+    from maillab.widgets import journey
+
+    tables = [replies.SMTP_CODES, replies.SMTP_CLASS, replies.POP3_STATUS, replies.IMAP_TAGGED,
+              replies.IMAP_UNTAGGED, replies.IMAP_CODES, replies.HTTP_CODES, journey._EXPLAIN]
+    hinted = "452 4.5.3 too many recipients (hint: at most 100 per message)"
+    with i18n.language("el"):
+        untranslated = [english for table in tables for english in table.values()
+                        if i18n._(english) == english]
+        assert not untranslated
+        greek = explain("smtp", hinted)
+        # the hint went out in English on the wire; beside the reply it is Greek, number kept
+        assert "Υπόδειξη: το πολύ 100 ανά μήνυμα" in greek and "at most" not in greek
+        assert "Ο διακομιστής λέει: συνδέσου πρώτα" in explain(
+            "imap", "a1 BAD FETCH: log in first, for example: a1 LOGIN alice password")
+        assert "Ο διακομιστής λέει" not in explain("imap", "a1 OK done, 42 zorglubs")  # unknown
+    with i18n.language("en"):
+        english = explain("smtp", hinted)
+        assert "at most" not in english and "Hint" not in english  # shown once, in the reply
+
+
 # ---------------------------------------------------------------- Transcript.diagram()
 def test_diagram_is_mermaid_of_a_real_session(lab):
     send(lab, subject="diagram; #1 <test>")

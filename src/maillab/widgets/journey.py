@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import ipywidgets as W
 
-from ..i18n import _
+from ..i18n import N_, _
 from ..transcript import Transcript
 from ._common import CLIENT, SERVER, STYLE, esc, guess_user, render_lines
 
@@ -245,15 +245,15 @@ def _helo(t: Transcript) -> str | None:
 
 
 _EXPLAIN = {
-    "submission": "{sender} connects to {receiver}, logs in with AUTH and hands over the message "
-                  "with SMTP. This is what happens when you press Send.",
-    "relay": "{sender} looks up which server takes mail for the recipient's domain (here in the "
-             "lab's routing table, on the Internet in DNS MX records) and hands the message to "
-             "{receiver} with SMTP. Now a server is the client.",
-    "stored": "{sender} writes the message into {receiver} as one file (Maildir). It waits "
-              "there until the recipient's client comes for it.",
-    "retrieval": "{receiver} logs in to {sender} (user name and password) and fetches the "
-                 "message with POP3 or IMAP.",
+    "submission": N_("{sender} connects to {receiver}, logs in with AUTH and hands over the "
+                     "message with SMTP. This is what happens when you press Send."),
+    "relay": N_("{sender} looks up which server takes mail for the recipient's domain (here in "
+                "the lab's routing table, on the Internet in DNS MX records) and hands the "
+                "message to {receiver} with SMTP. Now a server is the client."),
+    "stored": N_("{sender} writes the message into {receiver} as one file (Maildir). It waits "
+                 "there until the recipient's client comes for it."),
+    "retrieval": N_("{receiver} logs in to {sender} (user name and password) and fetches the "
+                    "message with POP3 or IMAP."),
 }
 
 
