@@ -309,6 +309,12 @@ def message_ids(root: Path) -> dict[str, list[str]]:
     return found
 
 
+def queued(root: Path) -> int:
+    """Relay queue entries on disk (none where a lab keeps its queue in memory only)."""
+    ready = root / "queue" / "ready"
+    return len(os.listdir(ready)) if ready.is_dir() else 0
+
+
 def pct(samples: list[float], q: float) -> float:
     samples = sorted(samples)
     return samples[min(len(samples) - 1, int(q * len(samples)))] if samples else float("nan")
@@ -335,11 +341,11 @@ async def run(args) -> int:
         before = len(load.acknowledged)
         took = await lab.stop()
         print(f"t={third:.0f}s  SIGTERM (lab.stop, drain) after {before} acknowledged: stopped in "
-              f"{took:.2f} s; queue left on disk: {len(os.listdir(root / 'queue' / 'ready'))}")
+              f"{took:.2f} s; queue left on disk: {queued(root)}")
         print(f"        restarted in {await lab.start():.2f} s")
         await asyncio.sleep(third)
         await lab.kill()
-        left = len(os.listdir(root / "queue" / "ready"))
+        left = queued(root)
         print(f"t={2 * third:.0f}s  SIGKILL in the burst; queue entries on disk: {left}")
         print(f"        restarted in {await lab.start():.2f} s")
         await asyncio.sleep(third)
@@ -356,7 +362,7 @@ async def run(args) -> int:
         print(f"t={args.seconds}s  end of load; final stop in {took:.2f} s")
         await lab.start()  # a last start delivers whatever the last stop kept
         deadline = time.time() + 60
-        while os.listdir(root / "queue" / "ready") and time.time() < deadline:
+        while queued(root) and time.time() < deadline:
             await asyncio.sleep(0.2)
         await lab.stop()
 

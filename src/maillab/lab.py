@@ -236,8 +236,11 @@ class MailLab:
         # never into the notebook cell that happens to be running (see maillab.logs).
         bind_thread(self.lab_log)
         self._loop.set_exception_handler(exception_handler(self.lab_log))
+        # Few worker threads (password hashing, parsing): each thread that allocates gets a
+        # malloc arena of its own, which keeps freed memory (10 threads: ~10 MiB more RSS).
         self._loop.set_default_executor(ThreadPoolExecutor(
-            thread_name_prefix="maillab-worker", initializer=bind_thread, initargs=(self.lab_log,)))
+            max_workers=3, thread_name_prefix="maillab-worker", initializer=bind_thread,
+            initargs=(self.lab_log,)))
         try:
             self._loop.run_forever()
         finally:

@@ -54,7 +54,7 @@ QUEUE_DIR = "queue"
 RETRY_DELAYS = (0.2, 1.0, 3.0, 10.0, 30.0)
 HISTORY = 1000  # delivered and failed messages remembered (without their text) for inspection
 BATCH = 50  # messages handed to one next hop over one connection
-PARALLEL = 4  # connections to next hops at once
+PARALLEL = 2  # connections to next hops at once (each a worker thread)
 SMTP_TIMEOUT = 30  # seconds smtplib waits for any one reply of the next hop
 IDLE_CLOSE = 2.0  # seconds an unused connection to a next hop stays open for the next batch
 
