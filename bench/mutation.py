@@ -498,6 +498,7 @@ class CoverageMap:
     outcomes: dict[str, str]
     order: list[str]
     seconds: float = 0.0
+    load: float = 0.0  # the 1-minute load average when the coverage run ended (0: unknown)
 
     def passing(self) -> set[str]:
         return {t for t, outcome in self.outcomes.items() if outcome == "passed"}
@@ -562,7 +563,7 @@ def collect_coverage(group: Group, base: Path, snapshot_id: str, workdir: Path, 
         if rel in modules:
             lines[rel] = {n: sorted(c) for n, c in data.contexts_by_lineno(measured).items()}
     result = CoverageMap(lines, summary["durations"], summary["outcomes"], summary["order"],
-                         seconds)
+                         seconds, os.getloadavg()[0])
     cache.write_text(json.dumps(asdict(result)))
     failing = sorted(t for t, o in result.outcomes.items() if o == "failed")
     print(f"  {seconds:.0f} s, {len(result.passing())} tests pass, {len(failing)} fail "
@@ -617,7 +618,9 @@ class Runner:
         if not tests:
             return Outcome("no-test")
         expected = sum(cmap.durations.get(t, 1.0) for t in tests)
-        timeout = self.timeout_extra + self.timeout_factor * expected
+        # The machine is shared: when it is busier than during the coverage run, wait longer.
+        busier = max(1.0, os.getloadavg()[0] / max(cmap.load, 1.0)) if cmap.load else 1.0
+        timeout = (self.timeout_extra + self.timeout_factor * expected) * busier
         copy_dir = self.copies.get()
         try:
             return self._run_in(copy_dir, mutant, tests, timeout)
@@ -632,32 +635,42 @@ class Runner:
     def _run_in(self, copy_dir: Path, mutant: Mutant, tests: list[str], timeout: float) -> Outcome:
         target = copy_dir / mutant.path
         original = (self.base / mutant.path).read_bytes()
-        shutil.rmtree(copy_dir / ".hypothesis", ignore_errors=True)
-        cmd = pytest_command(self.python, self.workdir / f"tmp-{copy_dir.name}", self.nice)
-        cmd += ["-x", *tests]
         self._write(target, mutant.apply(original))
-        started = time.monotonic()
         try:
-            proc = subprocess.Popen(cmd, cwd=copy_dir, env=test_environment(copy_dir, self.python),
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            try:
-                out, _ = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _stop(proc)
-                return Outcome("timeout", time.monotonic() - started, len(tests),
-                               detail=f"over {timeout:.0f} s")
+            returncode, text, seconds = self._pytest(copy_dir, tests, timeout)
         finally:
             self._write(target, original)
-        seconds = time.monotonic() - started
-        text = out.decode("utf-8", "replace")
+        if returncode is None:
+            # A hang counts as killed only if the unmutated code passes the same tests in the
+            # same time; otherwise the machine was too busy and the mutant runs again next time.
+            unmutated, _, _ = self._pytest(copy_dir, tests, timeout)
+            if unmutated != 0:
+                return Outcome("error", seconds, len(tests),
+                               detail=f"the unmutated code does not pass in {timeout:.0f} s")
+            return Outcome("timeout", seconds, len(tests), detail=f"over {timeout:.0f} s")
         failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, re.M)
-        if proc.returncode == 0:
+        if returncode == 0:
             return Outcome("survived", seconds, len(tests))
-        if proc.returncode in (1, 2, 3):
+        if returncode in (1, 2, 3):
             return Outcome("killed", seconds, len(tests), failed[0] if failed else
-                           f"pytest exit {proc.returncode}")
+                           f"pytest exit {returncode}")
         return Outcome("error", seconds, len(tests), detail=text[-2000:])
+
+    def _pytest(self, copy_dir: Path, tests: list[str], timeout: float):
+        """(exit status or None on timeout, output, seconds) of ``pytest -x tests``."""
+        shutil.rmtree(copy_dir / ".hypothesis", ignore_errors=True)
+        cmd = pytest_command(self.python, self.workdir / f"tmp-{copy_dir.name}", self.nice)
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd + ["-x", *tests], cwd=copy_dir,
+                                env=test_environment(copy_dir, self.python),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            return None, "", time.monotonic() - started
+        return proc.returncode, out.decode("utf-8", "replace"), time.monotonic() - started
 
 
 def _descendants(pid: int) -> list[int]:
