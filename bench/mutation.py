@@ -902,7 +902,7 @@ def main(argv=None) -> int:
             if not to_run:
                 continue
             cmap = collect_coverage(group, base, snapshot_id, args.workdir, args.python,
-                                    not args.no_nice, [m for _, m in selected])
+                                    not args.no_nice, expand_modules(base, group))
             for module in modules:
                 seconds[module] = _run_module(module, [m for m in to_run if m.path == module],
                                               runner, cmap, group, cache, snapshot_id,
