@@ -23,6 +23,9 @@ bench/fuzz_webmail.py when they exist, beside its own IMAP, POP3 and MIME target
     Inputs worth mutating: a list for all targets, or a dict from target name to a list.
 ``TOKENS`` (optional)
     Words the mutator inserts (same two shapes as SEEDS).
+``MAX_INPUT`` (optional)
+    The largest input a mutation may make (bytes), for all targets or a dict per target;
+    default 64 KiB.
 ``random_input(rng: random.Random) -> bytes`` (optional)
     Made-up inputs, mixed in with the mutations (a quarter of them).
 ``CLOSE`` (optional)
@@ -80,6 +83,9 @@ def own_targets() -> dict:
     # The heaviest hostile messages cost a second each: the test suite runs them one by one.
     light = [m for m in MIME_SEEDS if len(m) < 64 * 1024]
     return {"TARGETS": {"imap": imap, "pop3": pop3, "mime": mime_target},
+            # A session input of a few kilobytes holds dozens of commands; each turn of the
+            # loop (one command) is timed by the target itself.
+            "MAX_INPUT": {"imap": 4096, "pop3": 4096, "mime": MAX_INPUT},
             "SEEDS": {"imap": sessions(IMAP_SEEDS, len(ImapTarget.STATES)),
                       "pop3": sessions(POP3_SEEDS, len(Pop3Target.STATES)), "mime": light},
             "TOKENS": {"imap": IMAP_TOKENS, "pop3": POP3_TOKENS, "mime": MIME_TOKENS},
@@ -91,8 +97,8 @@ def load_source(source: str) -> dict:
     if source == "own":
         return own_targets()
     module = importlib.import_module(source)
-    return {key: getattr(module, key) for key in ("TARGETS", "SEEDS", "TOKENS", "random_input", "CLOSE")
-            if hasattr(module, key)}
+    return {key: getattr(module, key) for key in ("TARGETS", "SEEDS", "TOKENS", "MAX_INPUT", "random_input",
+                                                   "CLOSE") if hasattr(module, key)}
 
 
 def sources() -> dict[str, list[str]]:
@@ -118,8 +124,10 @@ def _for(table, name: str, default: list[bytes]) -> list[bytes]:
 class Mutator:
     """Inputs made from seeds by a few random edits each (the "havoc" of AFL, simplified)."""
 
-    def __init__(self, rng: random.Random, seeds: list[bytes], tokens: list[bytes], generate=None):
+    def __init__(self, rng: random.Random, seeds: list[bytes], tokens: list[bytes], generate=None,
+                 max_input: int = MAX_INPUT):
         self.rng, self.seeds, self.tokens, self.generate = rng, seeds or GENERIC_SEEDS, tokens + SPECIAL, generate
+        self.max_input = max_input
 
     def next(self) -> bytes:
         rng = self.rng
@@ -130,8 +138,8 @@ class Mutator:
         data = bytearray(rng.choice(self.seeds))
         for _ in range(rng.randint(1, 8)):
             self._edit(data)
-            if len(data) > MAX_INPUT:
-                del data[MAX_INPUT:]
+            if len(data) > self.max_input:
+                del data[self.max_input:]
         return bytes(data)
 
     def _edit(self, data: bytearray) -> None:
@@ -179,8 +187,9 @@ def worker(conn, source: str, name: str, count: int, seed: int, hang: float, out
     plugin = load_source(source)
     target = plugin["TARGETS"][name]
     rng = random.Random(seed)
+    limit = plugin.get("MAX_INPUT", MAX_INPUT)
     mutator = Mutator(rng, _for(plugin.get("SEEDS"), name, GENERIC_SEEDS), _for(plugin.get("TOKENS"), name, []),
-                      plugin.get("random_input"))
+                      plugin.get("random_input"), limit.get(name, MAX_INPUT) if isinstance(limit, dict) else limit)
 
     def interrupt(_signum, _frame):
         raise _Interrupted()

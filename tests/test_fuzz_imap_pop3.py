@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maillab.imap.fuzzing import HOSTILE_MESSAGES, IMAP_SEEDS, ImapTarget, mime_target
+from maillab.imap.fuzzing import HEAVY_MESSAGES, HOSTILE_MESSAGES, IMAP_SEEDS, ImapTarget, mime_target
 from maillab.pop3.fuzzing import POP3_SEEDS, Pop3Target
 
 BOUNDED = settings(max_examples=250, deadline=None, derandomize=True, database=None,
@@ -34,14 +34,14 @@ def run(target, data: bytes):
 
 @pytest.fixture(scope="module")
 def imap():
-    target = ImapTarget()
+    target = ImapTarget(turn_limit=ANSWERED_WITHIN)
     yield target
     target.close()
 
 
 @pytest.fixture(scope="module")
 def pop3():
-    target = Pop3Target()
+    target = Pop3Target(turn_limit=ANSWERED_WITHIN)
     yield target
     target.close()
 
@@ -127,6 +127,6 @@ def test_mime_parsers_take_any_message(data):
     run(mime_target, data)
 
 
-@pytest.mark.parametrize("index", range(len(HOSTILE_MESSAGES)))
+@pytest.mark.parametrize("index", range(len(HOSTILE_MESSAGES + HEAVY_MESSAGES)))
 def test_mime_parsers_take_each_hostile_message(index):
-    run(mime_target, HOSTILE_MESSAGES[index])
+    run(mime_target, (HOSTILE_MESSAGES + HEAVY_MESSAGES)[index])

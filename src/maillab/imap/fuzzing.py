@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 
 from ..net import ServerContext
 from ..store import Store, to_crlf
@@ -26,14 +27,14 @@ from .core import ImapSession, State
 from .parser import Cursor
 from .testing import SAMPLES, UNUSUAL
 
-__all__ = ["StoreTarget", "ImapTarget", "mime_target", "check_imap_answer", "HOSTILE_MESSAGES", "IMAP_SEEDS",
+__all__ = ["StoreTarget", "ImapTarget", "mime_target", "check_imap_answer", "HOSTILE_MESSAGES",
+           "HEAVY_MESSAGES", "IMAP_SEEDS",
            "IMAP_TOKENS", "MIME_SEEDS", "MIME_TOKENS"]
 
 # Messages built to hurt a MIME parser: each once hung, grew memory or raised somewhere.
 HOSTILE_MESSAGES = [
     b"Content-Type: text/plain)\r\nContent-Disposition: )attachment)\r\nContent-Language: )\r\n\r\nx",
     b"Content-Type: multipart/mixed; boundary=\"\"\r\n\r\n----\r\n--\r\n",
-    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\n" * 12_000 + b"--b--\r\n",
     b"".join(b'Content-Type: multipart/mixed; boundary="n%d"\r\n\r\n--n%d\r\n' % (i, i) for i in range(80))
     + b"\r\ninnermost\r\n",
     b"Content-Type: message/rfc822\r\n\r\n" * 60 + b"Subject: deep\r\n\r\nx",
@@ -47,6 +48,9 @@ HOSTILE_MESSAGES = [
     b":\r\n:\r\n\r\n",
 ]
 
+# More parts than fetch.MAX_PARTS: its BODYSTRUCTURE takes a tenth of a second, so it is fuzzed
+# on its own (mime_target, the test suite) rather than in every session's mailbox.
+HEAVY_MESSAGES = [b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\n" * 12_000 + b"--b--\r\n"]
 MESSAGES = [to_crlf(m if isinstance(m, bytes) else m.encode()) for m in SAMPLES + UNUSUAL] + HOSTILE_MESSAGES
 
 # Commands learners and clients send, for a mutation fuzzer to start from.
@@ -72,7 +76,7 @@ IMAP_TOKENS = [b" ", b"\r\n", b"\n", b"(", b")", b"[", b"]", b"<", b">", b"{", b
                b"BODY.PEEK[", b"HEADER.FIELDS.NOT (", b"CHARSET ", b"&", b"&AOk-", b"\xc3\xa9", b"\xff", b"\x00",
                b"INBOX", b"x" * 300, b"*" * 80]
 
-MIME_SEEDS = MESSAGES
+MIME_SEEDS = MESSAGES + HEAVY_MESSAGES
 MIME_TOKENS = [b"\r\n", b"\r\n\r\n", b"Content-Type: multipart/mixed; boundary=b\r\n", b"--b\r\n", b"--b--",
                b"Content-Type: message/rfc822\r\n", b"Content-Transfer-Encoding: base64\r\n", b"=?utf-8?q?",
                b"?=", b"(", b")", b'"', b"\\", b"<", b">", b"@", b",", b";", b":", b"charset=", b"\xff", b" "]
@@ -113,11 +117,14 @@ def check_imap_answer(out: bytes) -> str | None:
 class StoreTarget:
     """A protocol target on a store of its own in a temporary folder, made afresh every
     ``reset_every`` inputs (mailboxes change under APPEND, EXPUNGE, DELE ...); subclasses fill
-    it in :meth:`fill`. An answer longer than ``output_limit`` bytes is a failure."""
+    it in :meth:`fill`. Sessions run as a server runs them, one command per turn: a turn that
+    holds the loop longer than ``turn_limit`` seconds, or an answer longer than
+    ``output_limit`` bytes, is a failure."""
 
-    def __init__(self, reset_every: int = 300, output_limit: int = 64 * 1024 * 1024):
+    def __init__(self, reset_every: int = 300, output_limit: int = 64 * 1024 * 1024, turn_limit: float = 1.0):
         self.reset_every = reset_every
         self.output_limit = output_limit
+        self.turn_limit = turn_limit
         self._uses = 0
         self._tmp = None
         self.ctx = None
@@ -158,7 +165,7 @@ class ImapTarget(StoreTarget):
 
     def session(self, state: str) -> ImapSession:
         """A session already in ``state`` (one of :attr:`STATES`)."""
-        s = ImapSession(self.ctx, "127.0.0.1:1")
+        s = ImapSession(self.ctx, "127.0.0.1:1", commands_per_turn=1)
         s.greeting()
         if state != "not authenticated" and state != "authenticate":
             s.account = self.ctx.store.account("alice")  # logged in without a password check
@@ -184,14 +191,17 @@ class ImapTarget(StoreTarget):
             # Cut the input where its second byte says: a client's bytes arrive in any pieces.
             cut = (data[1] * len(body) // 256) if len(data) > 1 else 0
             for chunk in (body[:cut], body[cut:]):
+                started = time.perf_counter()
                 s.receive_data(chunk)
                 while True:
-                    piece = s.data_to_send(1 << 20)
-                    if not piece:
-                        break
-                    out += piece
+                    out += s.data_to_send(1 << 20)
+                    took, started = time.perf_counter() - started, time.perf_counter()
+                    if took > self.turn_limit:
+                        return f"one turn held the loop for {took:.2f} s"
                     if len(out) > self.output_limit:
                         return f"answer longer than {self.output_limit} bytes"
+                    if not s.has_more:
+                        break
         finally:
             s.connection_lost()
         return check_imap_answer(bytes(out))

@@ -9,6 +9,7 @@ not ``+OK``/``-ERR``/``+`` where one must start, or an answer that does not end.
 from __future__ import annotations
 
 import re
+import time
 
 from ..imap.fuzzing import HOSTILE_MESSAGES, StoreTarget
 from ..imap.testing import SAMPLES
@@ -44,10 +45,11 @@ class Pop3Target(StoreTarget):
         state = self.STATES[data[0] % len(self.STATES)] if data else self.STATES[0]
         body = data[1:]
         self.ctx.strict = state == "strict"
-        s = Pop3Session(self.ctx, peer="127.0.0.1:1", tls_available=True)
+        s = Pop3Session(self.ctx, peer="127.0.0.1:1", tls_available=True, commands_per_turn=1)
         s.greeting()
         if state == "transaction":
-            s.receive_data(b"USER alice\r\nPASS alice-pw\r\n")
+            s.receive_data(b"USER alice\r\n")
+            s.receive_data(b"PASS alice-pw\r\n")
         elif state == "auth plain":
             s.receive_data(b"AUTH PLAIN\r\n")
         answers = []
@@ -55,8 +57,14 @@ class Pop3Target(StoreTarget):
         try:
             cut = (data[1] * len(body) // 256) if len(data) > 1 else 0
             for chunk in (body[:cut], body[cut:]):
+                started = time.perf_counter()
                 answers.append(s.receive_data(chunk))
-                while s.pending:
+                while True:
+                    took, started = time.perf_counter() - started, time.perf_counter()
+                    if took > self.turn_limit:
+                        return f"one turn held the loop for {took:.2f} s"
+                    if not s.pending:
+                        break
                     answers.append(s.receive_data())
                     size += len(answers[-1])
                     if size > self.output_limit:
