@@ -194,6 +194,10 @@ def worker(conn, source: str, name: str, count: int, seed: int, hang: float, out
     def interrupt(_signum, _frame):
         raise _Interrupted()
     signal.signal(signal.SIGALRM, interrupt)
+    try:  # a warm-up, not counted: a target may start a lab or a server on its first input
+        target(mutator.seeds[0])
+    except Exception:  # noqa: BLE001 - the counted inputs will show it again
+        pass
     stats = {"inputs": 0, "seconds": 0.0, "hangs": 0, "exceptions": 0, "failures": 0, "slowest": 0.0,
              "examples": [], "rss_warm": 0.0}
     last_report = time.monotonic()
