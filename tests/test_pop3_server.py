@@ -378,6 +378,108 @@ def test_idle_timeout_closes_without_deleting():
         stop()
 
 
+# ----------------------------------------------------------------------------- curl
+
+def curl(lab, *args: str, user: str = "alice", password: str = PASSWORD, path: str = "/"):
+    exe = require_tool("curl")
+    return subprocess.run([exe, "-sS", "-m", "10", f"pop3://127.0.0.1:{lab.port}{path}",
+                           "-u", f"{user}:{password}", *args],
+                          capture_output=True, timeout=30)
+
+
+def test_curl_list_retrieve_uidl_top(lab):
+    sizes = [len(m.replace(b"\n", b"\r\n")) for m in MESSAGES]
+    listing = curl(lab)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout == b"".join(f"{n} {s}\r\n".encode() for n, s in enumerate(sizes, 1))
+
+    message = curl(lab, path="/1")
+    assert message.returncode == 0, message.stderr
+    assert message.stdout == MESSAGES[0].replace(b"\n", b"\r\n")  # curl undoes the stuffing
+
+    uidl = curl(lab, "-X", "UIDL")
+    assert uidl.returncode == 0 and len(uidl.stdout.splitlines()) == 3
+
+    top = curl(lab, "-X", "TOP 1 0")
+    assert top.returncode == 0
+    assert top.stdout == b"From: bob@example.com\r\nSubject: one\r\n\r\n"
+    assert len(lab.inbox()) == 3  # nothing of that deleted anything
+
+
+def test_curl_dele(lab):
+    result = curl(lab, "-I", "-X", "DELE 1")
+    assert result.returncode == 0, result.stderr
+    assert wait_until(lambda: len(lab.inbox()) == 2)  # curl sends QUIT: UPDATE removes it
+
+
+def test_curl_wrong_password(lab):
+    result = curl(lab, password="wrong")
+    assert result.returncode == 67  # CURLE_LOGIN_DENIED
+    assert wait_until(lambda: maildrop_free(lab))
+
+
+def test_curl_account_without_apop_needs_a_server_without_apop():
+    # curl always answers a greeting's APOP timestamp with APOP and does not fall back to
+    # USER/PASS, so an account without an APOP secret needs pop3_apop=False.
+    lab, stop = start_lab({"pop3_apop": False})
+    try:
+        result = curl(lab, user="bob", password=BOB_PASSWORD)
+        assert result.returncode == 0, result.stderr
+        # bob's maildrop is empty; for "+OK ...\r\n.\r\n" curl prints a lone CRLF
+        assert result.stdout.strip() == b""
+        listing = curl(lab)
+        assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 3
+    finally:
+        stop()
+
+
+# ----------------------------------------------------------------------------- issue 10 and 16
+
+def test_pipelined_wrong_passwords_are_each_answered_late(lab):
+    """A packet of wrong PASS commands and then the right one: each refusal waits on its own
+    (issue 16: a POP3 loop that went on after a refusal answered them all at once)."""
+    lab.ctx.guard = guard = FixedDelayGuard(lab.ctx.guard)
+    sock, reader = raw_connect(lab)
+    with sock, reader:
+        packet = b"".join(b"USER alice\r\nPASS wrong%d\r\n" % i for i in range(6))
+        t0 = time.monotonic()
+        sock.sendall(packet + f"USER alice\r\nPASS {PASSWORD}\r\nSTAT\r\n".encode())
+        answers = [reader.readline() for _ in range(15)]
+        elapsed = time.monotonic() - t0
+        assert [a.startswith(b"-ERR [AUTH]") for a in answers[1:12:2]] == [True] * 6
+        assert answers[13].startswith(b"+OK alice's maildrop") and answers[14].startswith(b"+OK 3 ")
+    assert guard.asked == 6
+    assert elapsed >= 6 * guard.pause, f"{elapsed:.2f} s for 6 refused logins"
+
+
+def test_a_login_does_not_stop_other_sessions(lab):
+    """Passwords are checked in a worker thread: while one is checked, others are served."""
+    checking, release = threading.Event(), threading.Event()
+    authenticate = lab.ctx.authenticate
+
+    def slow_authenticate(*args, **kwargs):
+        checking.set()
+        release.wait(30)
+        return authenticate(*args, **kwargs)
+    lab.ctx.authenticate = slow_authenticate
+    try:
+        sock, reader = raw_connect(lab)
+        sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\n".encode())
+        assert reader.readline().startswith(b"+OK")
+        assert checking.wait(5)
+        other = socket.create_connection(("127.0.0.1", lab.port), timeout=3)
+        other_reader = other.makefile("rb")
+        assert other_reader.readline().startswith(b"+OK")  # would time out if the loop were stuck
+        other.sendall(b"CAPA\r\n")
+        assert other_reader.readline().startswith(b"+OK capability list follows")
+        release.set()
+        assert reader.readline().startswith(b"+OK alice's maildrop")
+        for s in (sock, reader, other, other_reader):
+            s.close()
+    finally:
+        release.set()
+
+
 def test_a_big_retr_is_written_as_the_client_reads(lab):
     """A message goes out as fast as the client reads it: it never piles up in memory."""
     big = b"Subject: big\n\n" + (b"z" * 98 + b"\n") * 320_000  # 32 MB
