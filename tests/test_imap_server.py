@@ -13,7 +13,7 @@ import pytest
 
 from conftest import require_tool
 from maillab.imap.testing import (ALTERNATIVE, ATTACHMENT, FORWARD, PLAIN, SAMPLES, FixedDelayGuard,
-                                  ImapTestServer)
+                                  ImapTestServer, SlowLogins)
 from maillab.store import to_crlf
 
 
@@ -490,28 +490,18 @@ def test_pipelined_logins_are_each_answered_late(srv):
 
 def test_a_login_does_not_stop_other_sessions(srv):
     """Passwords are checked in a worker thread: while one is checked, others are served."""
-    checking, release = threading.Event(), threading.Event()
-    authenticate = srv.ctx.authenticate
-
-    def slow_authenticate(*args, **kwargs):
-        checking.set()
-        release.wait(30)
-        return authenticate(*args, **kwargs)
-    srv.ctx.authenticate = slow_authenticate
-    try:
+    with SlowLogins(srv.ctx) as slow:
         s, f, _g = _raw(srv)
         s.sendall(b"a1 LOGIN alice alice-pw\r\n")
-        assert checking.wait(5)
+        assert slow.checking.wait(5)
         other, g, greeting = _raw(srv)  # would time out if the loop were stuck in the check
         assert greeting.startswith(b"* OK")
         other.sendall(b"b1 NOOP\r\n")
         assert g.readline() == b"b1 OK NOOP completed\r\n"
-        release.set()
+        slow.release.set()
         assert f.readline().startswith(b"a1 OK [CAPABILITY")
         s.close()
         other.close()
-    finally:
-        release.set()
 
 
 def test_a_long_fetch_is_written_as_the_client_reads(srv):

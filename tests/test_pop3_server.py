@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import require_tool
-from maillab.imap.testing import FixedDelayGuard
+from maillab.imap.testing import FixedDelayGuard, SlowLogins
 from maillab.net import ServerContext, bind_listener
 from maillab.pop3.server import start_pop3
 from maillab.store import Store
@@ -454,30 +454,20 @@ def test_pipelined_wrong_passwords_are_each_answered_late(lab):
 
 def test_a_login_does_not_stop_other_sessions(lab):
     """Passwords are checked in a worker thread: while one is checked, others are served."""
-    checking, release = threading.Event(), threading.Event()
-    authenticate = lab.ctx.authenticate
-
-    def slow_authenticate(*args, **kwargs):
-        checking.set()
-        release.wait(30)
-        return authenticate(*args, **kwargs)
-    lab.ctx.authenticate = slow_authenticate
-    try:
+    with SlowLogins(lab.ctx) as slow:
         sock, reader = raw_connect(lab)
         sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\n".encode())
         assert reader.readline().startswith(b"+OK")
-        assert checking.wait(5)
+        assert slow.checking.wait(5)
         other = socket.create_connection(("127.0.0.1", lab.port), timeout=3)
         other_reader = other.makefile("rb")
         assert other_reader.readline().startswith(b"+OK")  # would time out if the loop were stuck
         other.sendall(b"CAPA\r\n")
         assert other_reader.readline().startswith(b"+OK capability list follows")
-        release.set()
+        slow.release.set()
         assert reader.readline().startswith(b"+OK alice's maildrop")
         for s in (sock, reader, other, other_reader):
             s.close()
-    finally:
-        release.set()
 
 
 def test_a_big_retr_is_written_as_the_client_reads(lab):

@@ -25,7 +25,8 @@ from ..net import ServerContext, bind_listener
 from ..store import Store
 from ..transcript import Recorder
 
-__all__ = ["ImapTestServer", "Dovecot", "dovecot_path", "ACCOUNTS", "returns_within", "FixedDelayGuard"]
+__all__ = ["ImapTestServer", "Dovecot", "dovecot_path", "ACCOUNTS", "returns_within", "FixedDelayGuard",
+           "SlowLogins"]
 
 ACCOUNTS = {"alice": "alice-pw", "bob": "bob-pw"}
 DOMAIN = "example.com"
@@ -468,6 +469,29 @@ class FixedDelayGuard:
 
     def __getattr__(self, name):  # record(), attempts ... as the lab's guard
         return getattr(self._guard, name)
+
+
+class SlowLogins:
+    """``with SlowLogins(ctx) as slow:`` every password check waits until ``slow.release`` is
+    set (``slow.checking`` says one has begun): a test sees what the server does meanwhile."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.checking, self.release = threading.Event(), threading.Event()
+
+    def __enter__(self):
+        authenticate = self._authenticate = self.ctx.authenticate
+
+        def slow(*args, **kwargs):
+            self.checking.set()
+            self.release.wait(30)
+            return authenticate(*args, **kwargs)
+        self.ctx.authenticate = slow
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.ctx.authenticate = self._authenticate
 
 
 def returns_within(seconds: float, fn, *args) -> bool:
