@@ -256,6 +256,77 @@ def test_english_left_in_a_translation_is_found():
     assert "Send now" in checks.english_left("Πάτησε Send now για αποστολή.", allowed)
 
 
+def test_glossary_terms_are_found_across_line_breaks_and_beside_names_in_capitals():
+    terms = checks.load_glossary(LOCALE / "glossary.tsv")
+    ok = lambda en, el: not checks.glossary_problems(en, el, terms)  # noqa: E731
+    # a translator's line break inside a term: neither a missed term nor a false alarm
+    assert ok("The SMTP\nenvelope holds the\naddresses.",
+              "Ο ταχυδρομικός\nφάκελος του SMTP έχει τις διευθύνσεις.")
+    assert not ok("The SMTP envelope holds the addresses.",
+                  "Ο ταχυδρομικός φάκελος του SMTP έχει τις διευθύνσεις· ο\nφάκελος τις ξέρει.")
+    assert not ok("Ask the incoming-mail\nserver.", "Ρώτα τον διακομιστή.")
+    assert ok("Ask the incoming-mail\nserver.",
+              "Ρώτα τον διακομιστή εισερχόμενης\nαλληλογραφίας.")
+    # a term with a name in capitals, and no term inside a command
+    assert ok("Look up the MX record.", "Ψάξε την εγγραφή MX.")
+    assert not ok("Look up the MX record.", "Ψάξε το αρχείο MX.")
+    assert ok("Send AUTHENTICATE PLAIN.", "Στείλε AUTHENTICATE PLAIN.")
+    # the log is not the transcript; logging in is no log
+    assert ok("The lab's log shows it.", "Το ημερολόγιο του εργαστηρίου το δείχνει.")
+    assert not ok("The lab's log shows it.", "Η καταγραφή του εργαστηρίου το δείχνει.")
+    assert ok("Log in first.", "Συνδέσου πρώτα.")
+    # a quoted value is data: "lab" the learner types needs no εργαστήριο
+    assert ok('Type "system" or "lab".', 'Γράψε "system" ή "lab".')
+    assert not ok("Clear text: readable.", "Απλό κείμενο: διαβάζεται.")
+    assert ok("Clear text: readable.", "Χωρίς κρυπτογράφηση: διαβάζεται.")
+
+
+def test_header_names_and_quoted_values_are_no_english_prose_but_sentences_still_are():
+    allowed = {"Alice"}
+    assert checks.english_left("Γράψε τα To: και From: όπως και το Subject:.", allowed) == []
+    # the values a learner types, quoted in the English too: data, not prose
+    english = 'How many will it find: "one" or "all"? Type "no" if none.'
+    assert checks.english_left('Πόσα θα βρει: "one" (ένα) ή «all» (όλα); Γράψε "no" αν κανένα.',
+                               allowed, english) == []
+    # ... but only those: an English word the English did not quote, a quoted sentence, and a
+    # sentence left in English are still found
+    assert "no" in checks.english_left('Γράψε "no" εδώ.', allowed, "Write no here.")
+    assert "the server says no" in checks.english_left(
+        'Θα δεις «the server says no».', allowed, 'You see "the server says no".')
+    left = checks.english_left('Γράψε "one" ή "all". This sentence was left in English.',
+                               allowed, english)
+    assert "This sentence was left in English" in left and "one" not in left
+
+
+def test_a_string_two_cells_compare_has_one_translation():
+    from maillab.i18n.notebooks import KIND_NOTES
+    from maillab.i18n.state import disagreement_problems
+
+    def catalog(*renderings):
+        po = polib.POFile()
+        for n, text in enumerate(renderings):
+            po.append(polib.POEntry(msgctxt=f"course/x.ipynb#x-0{n}", msgid="user name",
+                                    msgstr=text, comment=KIND_NOTES["string"]))
+        return po
+
+    # the prediction's key (cell x-00) and its check's key (x-01) must stay equal in Greek
+    assert disagreement_problems(Path("x.po"), catalog("όνομα χρήστη", "όνομα χρήστη")) == []
+    assert disagreement_problems(Path("x.po"), catalog("όνομα χρήστη", "όνομα του χρήστη"))
+
+
+def test_a_pages_words_exclude_code_and_what_the_user_typed():
+    html = ('<html lang="el"><head><title>Εισερχόμενα</title><style>p {color: red}</style></head>'
+            '<body><p title="Σύνδεση ως">alice@example.com</p><pre>250 OK queued</pre>'
+            '<code>EHLO x</code><textarea>what I typed</textarea>'
+            '<button aria-label="Delete for good">X</button><p>Log In &amp; more</p></body></html>')
+    texts = checks.page_texts(html)
+    assert texts == ["Εισερχόμενα", "Σύνδεση ως", "alice@example.com", "Delete for good", "X",
+                     "Log In & more"]
+    english = checks.english_in_texts(texts, set())
+    assert "Delete for good" in english and "Log In" in english
+    assert not [text for text in english if "queued" in text or "typed" in text]
+
+
 def test_unmarked_tables_are_found():
     source = ('from .i18n import N_\nHINTS = {"503": "say hello first, then send",\n'
               '         "504": N_("this one is marked, fine")}\nCODES = ("250 OK here now",)\n')

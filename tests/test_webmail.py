@@ -336,7 +336,7 @@ def test_mark_unread_and_read_from_the_list(lab, logged_in, user):
     r = logged_in.post("action", {"csrf": token, "f": "INBOX", "op": "unread",
                                   "uid": [a.uid, b.uid]})
     assert r.status_code == 303 and r.headers["Location"] == "mail?f=INBOX"
-    assert "2 message(s) marked as unread" in logged_in.follow(r).text
+    assert "2 messages marked as unread" in logged_in.follow(r).text
     f = folder_of(lab, address)
     assert "\\Seen" not in f.flags_of(a.uid) and "\\Seen" not in f.flags_of(b.uid)
     r = logged_in.post("action", {"csrf": token, "f": "INBOX", "op": "read", "uid": [b.uid]})

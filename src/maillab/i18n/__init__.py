@@ -34,8 +34,8 @@ import threading
 from pathlib import Path
 
 __all__ = ["_", "N_", "ngettext", "set_language", "get_language", "for_learner", "language",
-           "speak_protocol_in_this_thread", "translate_text", "translation", "LANGUAGES",
-           "SOURCE_LANGUAGE"]
+           "current_language", "speak_protocol_in_this_thread", "translate_text", "translation",
+           "LANGUAGES", "SOURCE_LANGUAGE"]
 
 SOURCE_LANGUAGE = "en"
 LANGUAGES = ("en", "el")  # the languages the package has catalogs for (English is the source)
@@ -105,13 +105,18 @@ def for_learner():
     return language(get_language())
 
 
-def _current() -> str:
+def current_language() -> str:
+    """The language ``_()`` translates into here and now (a web page's ``lang`` attribute):
+    ``with language(...)`` first, English on a protocol thread, else the learner's."""
     lang = _override.get()
     if lang is not None:
         return lang
     if getattr(_protocol_thread, "active", False):
         return SOURCE_LANGUAGE
     return get_language()
+
+
+_current = current_language
 
 
 def translation(lang: str | None = None):

@@ -13,6 +13,7 @@ import string
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 _FORMATTER = string.Formatter()
@@ -97,8 +98,9 @@ def load_glossary(path: Path) -> list[Term]:
     return terms
 
 
-def prose_of(text: str) -> str:
-    """The words of a text that are prose: code, URLs, addresses and fields taken out."""
+def prose_of(text: str, *, commands: bool = False) -> str:
+    """The words of a text that are prose: code, URLs, addresses, fields, header names and
+    (unless ``commands``) words in capitals (commands, protocol and item names) taken out."""
     text = _FENCE.sub(" ", text)
     text = _CODE_SPAN.sub(" ", text)
     text = re.sub(r"\]\([^)]*\)", "] ", text)  # link targets
@@ -110,18 +112,30 @@ def prose_of(text: str) -> str:
     text = re.sub(r"(?<![\w-])--?[a-z][\w-]*", " ", text)  # command-line options (--port)
     text = re.sub(r"\b[a-z]\d+ [A-Z]{2,}\b[^.,;:()\u00b7]*", " ", text)  # IMAP: a1 LOGIN alice password
     text = re.sub(r"\b[1-5]\d\d( [A-Z][\w-]*)+", " ", text)  # a status and its reason: 503 Service Unavailable
-    text = re.sub(r"\b[A-Z][a-z]+(-[A-Z][a-z]+)+:", " ", text)  # header names: Retry-After:
-    text = re.sub(r"\b[A-Z][A-Z0-9]+\b", " ", text)  # commands, protocol and item names (FLAGS)
+    text = re.sub(r"\b[A-Z][a-z]+(-[A-Z][a-z]+)*:", " ", text)  # header names: To:, Retry-After:
+    if not commands:
+        text = re.sub(r"\b[A-Z][A-Z0-9]+\b", " ", text)  # commands, protocol and item names
     return text
+
+
+def _one_line(text: str) -> str:
+    """Runs of white space as one space: a term may be broken over two lines."""
+    return " ".join(text.split())
 
 
 def glossary_problems(msgid: str, msgstr: str, terms: list[Term]) -> list[str]:
     if not msgstr:
         return []
-    english, greek = prose_of(msgid), plain(prose_of(msgstr))
+    # Names in capitals stay (MX record, εγγραφή MX) but a term is not found in a command
+    # (AUTHENTICATE, HEADER); quoted values ("lab") are data; white space is one space, so that
+    # a term broken over two lines is found and a look-behind such as (?<!ταχυδρομικός ) holds.
+    english = _one_line(_without_quoted_values(prose_of(msgid, commands=True),
+                                               quoted_values(msgid)))
+    greek = plain(_one_line(prose_of(msgstr, commands=True)))
+    says = lambda pattern: any(not m.group(0).isupper() for m in pattern.finditer(english))  # noqa: E731
     problems = []
     for t in terms:
-        if not t.english.search(english) or (t.unless and t.unless.search(english)):
+        if not says(t.english) or (t.unless and says(t.unless)):
             continue
         if not t.greek.search(greek):
             problems.append(f"{t.concept}: the English says it, the translation lacks "
@@ -150,14 +164,42 @@ def latin_words(text: str) -> list[str]:
     return _LATIN_WORD.findall(prose_of(text))
 
 
+# A value in quotes ("yes", «one», 'all'): what the learner types or a program prints.
+_QUOTED = re.compile(r'"([^"\n]{1,40})"|\u00ab([^\u00bb\n]{1,40})\u00bb|\u201c([^\u201d\n]{1,40})\u201d'
+                     r"|(?<!\w)'([^'\s][^'\n]{0,38})'(?!\w)")
+QUOTED_WORDS = 3  # a quoted value longer than this is a sentence, checked as prose
+
+
+def _value(m: re.Match) -> str:
+    return " ".join(next(g for g in m.groups() if g is not None).lower().split())
+
+
+def quoted_values(text: str) -> set[str]:
+    """The short quoted values of a text and its code spans without their quotes, lower case;
+    also as they read once code, addresses and host names are taken out (see prose_of)."""
+    found = {_value(m) for t in (text, prose_of(text)) for m in _QUOTED.finditer(t)}
+    found |= {" ".join(span.strip("\"'").lower().split()) for span in code_spans(text)}
+    return {value for value in found if len(value.split()) <= QUOTED_WORDS}
+
+
+def _without_quoted_values(text: str, values: set[str]) -> str:
+    """``text`` without the quoted values that the English had quoted (or as code) too: in
+    `Γράψε "yes" ή "no"` the "no" is what the learner types, not an English sentence."""
+    def sub(m: re.Match) -> str:
+        return " " if _value(m) in values else m.group(0)
+
+    return _QUOTED.sub(sub, text) if values else text
+
+
 def english_left(msgstr: str, allowed: set[str], msgid: str = "") -> list[str]:
     """English words in a translated text: an English function word, or two Latin-script
     words in a row that are neither commands (upper case), nor allowed names and terms, nor
-    names the English itself had as code."""
+    names the English itself had as code, nor short values the English had in quotes too."""
     code = set(" ".join(code_spans(msgid)).split()) if msgid else set()
     allowed_lower = {w.lower() for w in allowed}
     found = set()
-    for sentence in re.split(r"[.;:!?\u00b7\u0387\u037e()\n\u00ab\u00bb\"]", prose_of(msgstr)):
+    prose = _without_quoted_values(prose_of(msgstr), quoted_values(msgid) if msgid else set())
+    for sentence in re.split(r"[.;:!?\u00b7\u0387\u037e()\n\u00ab\u00bb\"]", prose):
         run: list[str] = []
         for word in sentence.split():
             latin = _LATIN_WORD.fullmatch(word.strip(",*_'"))
@@ -171,6 +213,48 @@ def english_left(msgstr: str, allowed: set[str], msgid: str = "") -> list[str]:
             if len(run) >= 2:
                 found.add(" ".join(run))
     return sorted(found)
+
+
+def english_in_texts(texts, allowed: set[str]) -> list[str]:
+    """English left in texts shown to a learner (a page's or a widget's), each text apart."""
+    return sorted({found for text in texts for found in english_left(text, allowed)})
+
+
+# ------------------------------------------------------------------ a web page's words
+class _PageTexts(HTMLParser):
+    # Not prose: code and protocol text (pre, code), what the user typed (textarea), machinery.
+    SKIP = {"script", "style", "pre", "code", "textarea", "svg"}
+    HUMAN_ATTRIBUTES = ("title", "aria-label", "placeholder", "alt")
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.texts: list[str] = []
+        self.skipping = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.SKIP:
+            self.skipping += 1
+        if not self.skipping:
+            self.texts += [value for name, value in attrs
+                           if name in self.HUMAN_ATTRIBUTES and value and value.strip()]
+
+    def handle_endtag(self, tag):
+        if tag in self.SKIP and self.skipping:
+            self.skipping -= 1
+
+    def handle_data(self, data):
+        if not self.skipping and data.strip():
+            self.texts.append(" ".join(data.split()))
+
+
+def page_texts(html: str) -> list[str]:
+    """What a reader of a web page sees or hears: the text between tags and the attributes
+    written for people (title, aria-label, placeholder, alt); not scripts, styles, code or
+    protocol text (pre, code) nor what the user typed (textarea)."""
+    parser = _PageTexts()
+    parser.feed(html)
+    parser.close()
+    return parser.texts
 
 
 # ------------------------------------------------------------------ unmarked strings in the package

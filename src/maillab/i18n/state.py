@@ -133,7 +133,22 @@ def entry_problems(ed: Edition, path: Path) -> list[str]:
             if left:
                 problems.append(f"English left: {left}")
             found += [f"{path.name}: {_name(e)}: {p}" for p in problems]
-    return found
+    return found + disagreement_problems(path, po)
+
+
+def disagreement_problems(path: Path, po) -> list[str]:
+    """The same string of code translated two ways in one notebook: cells compare such strings
+    (the keys of a prediction and of its check), so one translation must serve them all."""
+    from .notebooks import KIND_NOTES
+
+    renderings: dict[str, set[str]] = {}
+    for e in po:
+        if not e.obsolete and "fuzzy" not in e.flags and e.msgstr and \
+                e.comment == KIND_NOTES["string"]:
+            renderings.setdefault(e.msgid, set()).add(e.msgstr)
+    return [f"{path.name}: {msgid!r} is translated in {len(found)} ways {sorted(found)}: cells "
+            "compare it, give it one translation" for msgid, found in renderings.items()
+            if len(found) > 1]
 
 
 # ------------------------------------------------------------------ notebooks

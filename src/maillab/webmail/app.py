@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import email.utils
 import functools
 import logging
@@ -37,7 +38,8 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from ..i18n import _
+from .. import i18n
+from ..i18n import _, ngettext
 from . import message as msgmod
 from .connections import ConnectionGuard
 from .imapclient import ImapAccess, LoginFailed, MailServerError, NoSuchFolder
@@ -110,8 +112,13 @@ class Webmail:
                  sessions: SessionStore | dict | None = None, max_upload: int = MAX_UPLOAD,
                  workers: int = 8, imap_timeout: float = 15, title: str | None = None,
                  max_connections: int = 64, idle_timeout: float = 30.0,
-                 body_grace: float = 20.0, body_rate: float = 32 * 1024):
+                 body_grace: float = 20.0, body_rate: float = 32 * 1024,
+                 lang: str | None = None):
         self.backend = backend
+        # The pages' language: ``lang``, else the learner's at each request (maillab.start(
+        # lang="el") makes a Greek lab's webmail Greek). It runs on the lab's protocol thread,
+        # where _() speaks English, so every request asks for the learner's language itself.
+        self.lang = lang
         self.domains = list(domains)
         self.recorder = recorder
         self.service_name = service_name
@@ -145,7 +152,8 @@ class Webmail:
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_upload,
                               middlewares=[self._connection_mw, self._transcript_mw,
-                                           self._headers_mw, self._errors_mw])
+                                           self._headers_mw, self._language_mw,
+                                           self._errors_mw])
         r = app.router
         r.add_get("/", self.index)
         r.add_get("/login", self.login_form)
@@ -166,7 +174,9 @@ class Webmail:
         self.cookie = f"maillab_webmail_{port}"
 
     async def run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        # In the request's context: a worker thread's messages and pages speak its language.
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, contextvars.copy_context().run, fn, *args)
 
     async def render_off_loop(self, template: str, request: web.Request, session, **context):
         """``render`` in a worker thread: for pages as big as the message they show."""
@@ -246,6 +256,13 @@ class Webmail:
             h.setdefault("Cache-Control", "no-store")
 
     @web.middleware
+    async def _language_mw(self, request: web.Request, handler):
+        """Pages, notices and error pages in the learner's language (the HTTP status line and
+        the transcript's notes stay English: protocol text)."""
+        with i18n.language(self.lang) if self.lang else i18n.for_learner():
+            return await handler(request)
+
+    @web.middleware
     async def _errors_mw(self, request: web.Request, handler):
         try:
             return await handler(request)
@@ -297,6 +314,7 @@ class Webmail:
                **context) -> web.Response:
         # Pages live at the root; an error page for a deeper address links back up.
         ctx = {"session": session, "title_suffix": self.title or _("maillab Webmail"),
+               "page_lang": i18n.current_language(),
                "root": "../" * max(0, request.path.count("/") - 1),
                "notices": session.take_notices() if session is not None else [],
                "csrf": session.csrf if session is not None else "", "folders": [],
@@ -821,13 +839,17 @@ class Webmail:
         result = await self.run(work)
         n = len(uids)
         if result == "moved":
-            s.notify(_("{0} message(s) moved to Trash.").format(n))
+            s.notify(ngettext("{0} message moved to Trash.", "{0} messages moved to Trash.",
+                              n).format(n))
         elif result == "deleted":
-            s.notify(_("{0} message(s) deleted for good.").format(n))
+            s.notify(ngettext("{0} message deleted for good.", "{0} messages deleted for good.",
+                              n).format(n))
         elif op == "read":
-            s.notify(_("{0} message(s) marked as read.").format(n))
+            s.notify(ngettext("{0} message marked as read.", "{0} messages marked as read.",
+                              n).format(n))
         else:
-            s.notify(_("{0} message(s) marked as unread.").format(n))
+            s.notify(ngettext("{0} message marked as unread.", "{0} messages marked as unread.",
+                              n).format(n))
         raise web.HTTPSeeOther(back)
 
     # ------------------------------------------------------------------ serving
