@@ -15,12 +15,12 @@ import maillab
 from maillab.smtp import malformed, printable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from fuzz_smtp import SEEDS, SmtpFuzzer, _LAB_OPTIONS  # noqa: E402
+from fuzz_smtp import TOKENS, SmtpFuzzer, _LAB_OPTIONS  # noqa: E402
 
 BOUNDED = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                    suppress_health_check=[HealthCheck.too_slow])
 
-pieces = st.one_of(st.sampled_from(SEEDS), st.binary(max_size=40))
+pieces = st.one_of(st.sampled_from(TOKENS), st.binary(max_size=40))
 lines = st.lists(pieces, min_size=1, max_size=6).map(b"\r\n".join)
 
 
