@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import handover
-from .i18n import _, set_language, speak_protocol_in_this_thread
+from .i18n import N_, _, set_language, speak_protocol_in_this_thread
 from .logs import LabLog, bind_thread, exception_handler
 from .logs import install as route_server_logs
 from .net import (LOOPBACK, LoginGuard, ServerContext, bind_listener, connection_limit_for,
@@ -63,15 +63,15 @@ LAB_SCRYPT_N = 2**10
 
 # protocol -> (standard port, mnemonic port for the first domain, what it is for)
 PROTOCOLS = {
-    "smtp": (25, 2525, "SMTP between mail servers: mail for this provider's users arrives here"),
-    "submission": (587, 2587, "SMTP submission: your mail program sends here (STARTTLS, then AUTH)"),
-    "smtps": (465, 2465, "SMTP submission, TLS from the first byte: your mail program sends here"),
-    "pop3": (110, 1110, "POP3: download mail to your computer"),
-    "pop3s": (995, 1995, "POP3, TLS from the first byte"),
-    "imap": (143, 1143, "IMAP: read and keep mail on the server"),
-    "imaps": (993, 1993, "IMAP, TLS from the first byte"),
+    "smtp": (25, 2525, N_("SMTP between mail servers: mail for this provider's users arrives here")),
+    "submission": (587, 2587, N_("SMTP submission: your mail program sends here (STARTTLS, then AUTH)")),
+    "smtps": (465, 2465, N_("SMTP submission, TLS from the first byte: your mail program sends here")),
+    "pop3": (110, 1110, N_("POP3: download mail to your computer")),
+    "pop3s": (995, 1995, N_("POP3, TLS from the first byte")),
+    "imap": (143, 1143, N_("IMAP: read and keep mail on the server")),
+    "imaps": (993, 1993, N_("IMAP, TLS from the first byte")),
     # One webmail for the whole lab (it serves every domain: the address typed picks the servers).
-    "webmail": (80, 8025, "Webmail: mail in the browser over HTTP; it speaks IMAP and SMTP"),
+    "webmail": (80, 8025, N_("Webmail: mail in the browser over HTTP; it speaks IMAP and SMTP")),
 }
 
 
