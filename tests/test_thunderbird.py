@@ -218,6 +218,22 @@ ACCOUNT = ("const account = login => MailServices.accounts.accounts.find("
            "const subjects = folder => [...folder.messages].map(h => h.mime2DecodedSubject);\n")
 
 
+IMAP_UPDATE = ("folder.QueryInterface(Ci.nsIMsgImapMailFolder)"
+               ".updateFolderWithListener(mainWindow.msgWindow, null)")
+
+
+def show_folder(tb: Marionette, folder: str, get_messages: str, shot: Path) -> list[str]:
+    """Select ``folder`` (a JavaScript expression) in Thunderbird's folder pane, run
+    ``get_messages`` (JavaScript, with ``folder`` bound), wait until the folder lists a message,
+    take a screenshot; the subjects Thunderbird shows."""
+    tb.js(ACCOUNT + f"const folder = {folder};"
+          f"mainWindow.gTabmail.currentAbout3Pane.displayFolder(folder.URI); {get_messages};")
+    shown = tb.wait(ACCOUNT + f"const got = subjects({folder}); return got.length && got;")
+    time.sleep(1)  # let the message list paint
+    tb.screenshot(shot)
+    return shown
+
+
 def session_lines(lab, service: str) -> list[str]:
     """What clients said to ``service`` (e.g. "imap:example.com"), upper-cased, IMAP tags dropped."""
     said = [line.strip().upper() for line in lab.transcript(service).client_lines()]
@@ -283,29 +299,16 @@ def test_thunderbird_sends_reads_over_imap_and_pop3_and_moves(tmp_path):
                 i for i, line in enumerate(submission) if line.startswith("AUTH")), submission
 
             # 2. alice: Get Messages over IMAP (STARTTLS).
-            tb.js(ACCOUNT + """
-                const inbox = inboxOf('alice');
-                mainWindow.gTabmail.currentAbout3Pane.displayFolder(inbox.URI);
-                inbox.QueryInterface(Ci.nsIMsgImapMailFolder)
-                  .updateFolderWithListener(mainWindow.msgWindow, null);""")
-            assert tb.wait(ACCOUNT + "const got = subjects(inboxOf('alice'));"
-                           "return got.length && got;") == [SUBJECT]
-            time.sleep(1)
-            tb.screenshot(shots / "2-imap-inbox.png")
+            assert show_folder(tb, "inboxOf('alice')", IMAP_UPDATE,
+                               shots / "2-imap-inbox.png") == [SUBJECT]
             imap = session_lines(lab, "imap:example.com")
             assert "STARTTLS" in imap and any(line.startswith(("AUTHENTICATE", "LOGIN"))
                                               for line in imap), imap
             assert any(line.startswith("SELECT") for line in imap), imap
 
             # 3. bob: Get Messages over POP3S; Thunderbird deletes what it downloaded.
-            tb.js(ACCOUNT + """
-                const inbox = inboxOf('bob');
-                mainWindow.gTabmail.currentAbout3Pane.displayFolder(inbox.URI);
-                account('bob').incomingServer.getNewMessages(inbox, mainWindow.msgWindow, null);""")
-            assert tb.wait(ACCOUNT + "const got = subjects(inboxOf('bob'));"
-                           "return got.length && got;") == [SUBJECT]
-            time.sleep(1)
-            tb.screenshot(shots / "3-pop3-inbox.png")
+            get_pop3 = "account('bob').incomingServer.getNewMessages(folder, mainWindow.msgWindow, null)"
+            assert show_folder(tb, "inboxOf('bob')", get_pop3, shots / "3-pop3-inbox.png") == [SUBJECT]
             # (Thunderbird shows the message before it has sent DELE and QUIT: wait for them.)
             assert wait_until(lambda: lab.mailbox("bob") == []), lab.mailbox("bob")
             pop3 = session_lines(lab, "pop3s:example.com")
@@ -324,15 +327,8 @@ def test_thunderbird_sends_reads_over_imap_and_pop3_and_moves(tmp_path):
             moved = wait_until(lambda: lab.mailbox("alice", "Lab"))
             assert [m.subject for m in moved] == [SUBJECT]
             assert wait_until(lambda: lab.mailbox("alice") == []), lab.mailbox("alice")
-            tb.js(ACCOUNT + """
-                const lab = account('alice').incomingServer.rootFolder.getChildNamed('Lab');
-                mainWindow.gTabmail.currentAbout3Pane.displayFolder(lab.URI);
-                lab.QueryInterface(Ci.nsIMsgImapMailFolder)
-                  .updateFolderWithListener(mainWindow.msgWindow, null);""")
-            assert tb.wait(ACCOUNT + "const got = subjects(account('alice').incomingServer"
-                           ".rootFolder.getChildNamed('Lab')); return got.length && got;") == [SUBJECT]
-            time.sleep(1)
-            tb.screenshot(shots / "4-moved-to-lab.png")
+            lab_folder = "account('alice').incomingServer.rootFolder.getChildNamed('Lab')"
+            assert show_folder(tb, lab_folder, IMAP_UPDATE, shots / "4-moved-to-lab.png") == [SUBJECT]
             imap = session_lines(lab, "imap:example.com")
             assert any(line.startswith('CREATE "LAB"') or line.startswith("CREATE LAB")
                        for line in imap), imap
