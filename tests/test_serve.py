@@ -145,8 +145,6 @@ def test_labca_directory_with_a_damaged_ca_makes_a_new_one(tmp_path):
     second.server_context("mail.example.com")  # and its server certificates match it
 
 
-@pytest.mark.xfail(strict=True, reason="needs lab.py to pass LabCA(directory=ROOT/tls) "
-                                       "when the lab has a root (see bench helper's report)")
 def test_serve_root_keeps_the_ca_across_restarts(serve, tmp_path):
     root = tmp_path / "mail"
     first = serve(root)

@@ -199,7 +199,10 @@ class MailLab:
         route_server_logs()
         self._limit_connections()
         if self.tls_enabled:
-            self.ca = LabCA([self.hostname(d) for d in self.domains])
+            # A store on disk keeps its CA too (ROOT/tls), so a mail program told once to
+            # trust it keeps trusting it after a restart.
+            self.ca = LabCA([self.hostname(d) for d in self.domains],
+                            directory=Path(self.root) / "tls" if self.root else None)
         # Wire copies of the last 500 connections (each keeps up to 64 KiB a direction).
         self._loop = TappingEventLoop(keep=500)
         self._thread = threading.Thread(target=self._run_loop, name="maillab-loop", daemon=True)
