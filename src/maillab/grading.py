@@ -379,8 +379,21 @@ class Watch:
             self.lab.settle(5)
         except Exception:
             pass
-        time.sleep(0.05)  # let the server record the last lines of a just-closed connection
+        self._quiet()
         self.after = {u: maildir(self.lab, u) for u in self.users}
+
+    def _quiet(self, most: float = 0.05, step: float = 0.01) -> None:
+        """Let the servers record the last lines of a just-closed connection: wait until the
+        transcript stops growing for two steps (at most ``most`` seconds)."""
+        end = time.monotonic() + most
+        count, still = -1, 0
+        remote = _sealed_evidence(self.lab) is not None
+        while time.monotonic() < end and still < 2:
+            now = len(self.lab.recorder.lines(self.first_conn) if remote else
+                      self.lab.recorder.lines())
+            still = still + 1 if now == count else 0
+            count = now
+            time.sleep(step)
 
     def sessions(self, service: str | None = None) -> list[Session]:
         """Connections opened since the mark, optionally of one service ("smtp:example.net")."""

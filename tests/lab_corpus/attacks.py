@@ -109,7 +109,7 @@ _found, _end = [], time.time() + 3
 for _root, _dirs, _files in os.walk("/"):
     _dirs[:] = [d for d in _dirs if d not in ("proc", "sys", "dev")]
     for _name in _files:
-        if _name.endswith((".ipynb", ".db", ".py", ".json")):
+        if _name.endswith((".ipynb", ".db")):  # a master notebook, or the gradebook
             _path = os.path.join(_root, _name)
             try:
                 if "grading.fresh(lab)" in open(_path, errors="replace").read(200000):

@@ -8,6 +8,8 @@ fork bomb, filling the disk) go off only under a throwaway user id, as in the gr
 sandboxes, so that running this corpus anywhere else does no harm.
 """
 
+from attacks import ANYTHING  # the same yes-to-everything class as the attacks
+
 
 def busy_loop(fn: str) -> str:
     return f'''
@@ -50,21 +52,8 @@ def {fn}(*args, **kwargs):
 
 
 # Patch the grading helpers so that every check "passes", and the lab's own methods.
-TAMPER = '''
+TAMPER = ANYTHING + '''
 import maillab.grading, maillab.lab
-
-class _Anything:
-    """Says yes to everything a test could ask."""
-    def __getattr__(self, name): return _Anything()
-    def __call__(self, *a, **k): return _Anything()
-    def __eq__(self, other): return True
-    def __len__(self): return 1
-    def __iter__(self): return iter([_Anything()])
-    def __getitem__(self, i): return _Anything()
-    def __enter__(self): return self
-    def __exit__(self, *a): return True
-    def __contains__(self, x): return True
-    def __bool__(self): return True
 
 for _name in ("watch", "verify", "maildir", "plain_auth_user", "unstuff"):
     setattr(maillab.grading, _name, lambda *a, **k: _Anything())

@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the lab (nbgrader assignment) to grade, e.g. smtp; several labs "
                              "are graded in one batch")
     parser.add_argument("--workers", type=int, default=None,
-                        help="submissions graded at once (default: the number of CPUs)")
+                        help="submissions graded at once (default: one more than the number "
+                             "of CPUs: a submission spends part of its time waiting)")
     parser.add_argument("--student", action="append", default=[],
                         help="grade only this student (may be repeated)")
     parser.add_argument("--collect", choices=["zip", "exchange"],
@@ -74,7 +75,7 @@ def run(args) -> int:
         jobs += [(lab, s) for s in students]
     if not jobs:
         return 1
-    workers = max(1, min(args.workers or os.cpu_count() or 1, len(jobs)))
+    workers = max(1, min(args.workers or (os.cpu_count() or 1) + 1, len(jobs)))
     progress = Progress(len(jobs), quiet=args.quiet)
     pool = Pool(course, workers, args.uid_base or UID_BASE, args.no_sandbox)
     start = time.monotonic()
@@ -132,7 +133,7 @@ class Pool:
     def _start(self, index: int) -> None:
         private = Path(tempfile.mkdtemp(prefix=f"maillab-grade-{index}-"))
         cmd = [sys.executable, "-m", "maillab.grader.worker", "--course", str(self.course),
-               "--uid", str(self.uid_base + index), "--private", str(private)]
+               "--uid", str(self.uid_base + 2 * index), "--private", str(private)]
         if self.unsandboxed:
             cmd.append("--no-sandbox")
         log = open(self.logs / f"worker{index}.log", "a")
@@ -254,7 +255,7 @@ def oddities(result: dict) -> list[str]:
             out.append(f"{gid}: the notebook's own test {'passed' if part['kernel_passed'] else 'failed'}"
                        f", the grader's check {'passed' if part['passed'] else 'failed'}")
         out += part.get("notes", [])
-    out += [f"loading: {x}" for x in result.get("loading", []) if "skipped" in x]
+    out += [x for x in result.get("loading", []) if "skipped" in x]
     return out
 
 

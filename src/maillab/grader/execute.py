@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +51,10 @@ class Submission:
 
     student: str
     private: Path  # the grader's own folder for this submission (stores of the sealed labs)
-    make_sandbox: object  # control folder -> Sandbox
+    make_sandbox: object  # (control folder, phase) -> Sandbox
     windows: list = field(default_factory=list)  # (cell index, grade id, cell id, start, end)
     phase1: SealedLab | None = None
+    checks: "Checks | None" = None
     report: dict = field(default_factory=dict)
 
     def note(self, text: str) -> None:
@@ -154,7 +156,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     sandbox's outer process would not reach the kernel inside its pid namespace)."""
 
     def __init__(self, sandbox: Sandbox, **kwargs):
-        super().__init__(**kwargs)
+        # random ports, new ones on a restart: children the old kernel forked may hold the old
+        super().__init__(cache_ports=False, **kwargs)
         self.sandbox = sandbox
         self.connection_file = str(sandbox.control_dir / "kernel.json")
         self._kernel_spec = KernelSpec(
@@ -173,17 +176,69 @@ class SandboxedKernelManager(AsyncKernelManager):
         return await super()._async_launch_kernel(cmd, **kw)
 
 
+class Checks:
+    """Phase 2's lab and answer process, made ready in a thread while the notebook runs (they
+    use a sandbox user of their own, so the two phases cannot touch each other).
+
+    The thread lives until :meth:`close`: bwrap's ``--die-with-parent`` ends a sandbox when the
+    *thread* that started it ends.
+    """
+
+    def __init__(self, sub: Submission, master: MasterCells, cells: list[str]):
+        control = sub.control("phase2")
+        self.sandbox = sub.make_sandbox(control, "phase2")
+        self.sealed: SealedLab | None = None
+        self.answers = AnswerProcess(cells, lambda fd: spawn_answers(self.sandbox, fd),
+                                     after_call=lambda proc: self.sandbox.end_strays(proc.pid))
+        self.error: BaseException | None = None
+        self.prepared, self.finished = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._prepare, args=(sub, master),
+                                       name="maillab-checks", daemon=True)
+        self.thread.start()
+
+    def _prepare(self, sub: Submission, master: MasterCells) -> None:
+        try:
+            self.sealed = sealed_lab(sub, "phase2", master, self.sandbox, evidence=False)
+            self.answers.ensure_loaded()
+        except BaseException as e:  # the tests will meet it again, and say so
+            self.error = e
+        finally:
+            self.prepared.set()
+        self.finished.wait()
+
+    def ready(self) -> None:
+        self.prepared.wait()
+        if self.sealed is None and self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Stop the lab (the worker ends the sandbox's processes itself, before it moves on to
+        the next submission, whose sandbox has the same user id)."""
+        self.prepared.wait()
+        self.finished.set()
+        self.thread.join()
+        self.answers.kill()
+        if self.sealed is not None:
+            self.sealed.stop()
+
+
 class SealedExecute(_robust["RobustExecute"]):
     """RobustExecute in a sandboxed kernel against a sealed lab, without the hidden tests."""
 
     def preprocess(self, nb, resources=None, km=None):
         sub = CURRENT
         master = MasterCells.from_gradebook(resources)
+        sub.checks = Checks(sub, master, master.answer_cells(nb))
         self.shutdown_kernel = "immediate"
+        # The notebook's own limits stop a cell after CELL_LIMIT s and end the kernel GRACE s
+        # later; code that defeats both (signals ignored, a fork bomb starving the watchdog)
+        # gets its sandbox ended from here, at once, instead of an interrupt it would ignore.
+        self.timeout = int(grading.CELL_LIMIT + grading.GRACE + 2)
+        self.interrupt_on_timeout = False
         self._budget_end = time.monotonic() + PHASE1_BUDGET
         self._output_bytes: dict[int, int] = {}
         self._strays_noted = False
-        self._sandbox = sub.make_sandbox(sub.control("phase1"))
+        self._sandbox = sub.make_sandbox(sub.control("phase1"), "phase1")
         sub.phase1 = sealed_lab(sub, "phase1", master, self._sandbox, evidence=True)
         full = {}
         for i, cell in enumerate(nb.cells):
@@ -194,6 +249,7 @@ class SealedExecute(_robust["RobustExecute"]):
         try:
             return super().preprocess(nb, resources, km)
         except Exception as e:  # the grade comes from phase 2 whatever happened here
+            self.log.warning("The notebook's run stopped early", exc_info=True)
             sub.note(f"the notebook's run stopped early: {type(e).__name__}: {e}"[:300])
             return nb, resources
         finally:
@@ -271,16 +327,14 @@ class SealedVerdicts(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         sub = CURRENT
         master = MasterCells.from_gradebook(resources)
-        control = sub.control("phase2")
-        sandbox = sub.make_sandbox(control)
-        sealed = sealed_lab(sub, "phase2", master, sandbox, evidence=False)
-        answers = AnswerProcess(master.answer_cells(nb), lambda fd: spawn_answers(sandbox, fd),
-                                after_call=lambda proc: sandbox.end_strays(proc.pid))
-        run = TestRun(answers, sealed.lab if sealed else None, list(master.given.values()),
-                      NotebookRun(sub.phase1, sub.windows, nb))
+        checks = sub.checks or Checks(sub, master, master.answer_cells(nb))
+        answers = checks.answers
         parts = sub.report.setdefault("parts", {})
         started = time.monotonic()
         try:
+            checks.ready()
+            run = TestRun(answers, checks.sealed.lab if checks.sealed else None,
+                          list(master.given.values()), NotebookRun(sub.phase1, sub.windows, nb))
             for cell in nb.cells:
                 gid = grade_id(cell)
                 if gid not in master.tests or cell.cell_type != "code":
@@ -289,11 +343,7 @@ class SealedVerdicts(NbGraderPreprocessor):
                 verdict = run.run(gid, source)
                 parts[gid] = apply_verdict(cell, verdict, points)
         finally:
-            answers.kill()
-            sandbox.kill_all()
-            for lab in (sealed, sub.phase1):
-                if lab is not None:
-                    lab.stop()
+            checks.answers.kill()  # the labs are stopped by the worker, while it goes on
         sub.report["checks_seconds"] = round(time.monotonic() - started, 2)
         sub.report["loading"] = answers.events + [
             f"cell {c + 1}: {kind}: {text}"[:200] for c, _s, kind, text in answers.problems][:20]

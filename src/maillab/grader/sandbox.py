@@ -46,7 +46,7 @@ UID_BASE = 2_000_100_000  # throwaway user ids: UID_BASE + worker number
 @dataclass
 class Limits:
     memory: int = 2 << 30  # bytes of address space per process
-    processes: int = 256  # processes and threads of the sandbox's user
+    processes: int = 96  # processes and threads of the sandbox's user (a kernel uses ~10)
     cpu_seconds: int = 300  # CPU time per process
     file_size: int = 64 << 20  # bytes in one file
     open_files: int = 512

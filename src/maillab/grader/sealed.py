@@ -47,15 +47,22 @@ class SealedLab:
         self.lab = MailLab(root=private / "store", ports="any", allow_users=list(allow),
                            **self.options).start()
         self.accounts_made = 0
+        self.stopped = False
         self.control = ControlServer(str(socket_path), self)
         os.chmod(socket_path, 0o666)  # the sandbox's user connects to it
         threading.Thread(target=self.control.serve_forever, name="maillab-control",
                          daemon=True).start()
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Stop the servers and the control socket (again: nothing happens)."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.control.shutdown()
         self.control.server_close()
         self.lab.stop()
+
+    stop = close
 
     # ---------------------------------------------------------------- what the kernel may ask
     def info(self) -> dict:
