@@ -957,7 +957,7 @@ def test_search_reads_at_most_max_parts_parts(ctx, store, monkeypatch):
     ctx_ = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw)
     # 50 entities, the last one holding the unsplit rest: bounded work, and nothing hidden
     assert len(ctx_.entities()) == 50 and "needle" in ctx_.entities()[-1].get_payload()
-    monkeypatch.setattr(fetchmod, "MAX_PARTS", 10_000)
+    monkeypatch.undo()
     c = Client(ctx).login()
     c.cmd("s SELECT INBOX")
     assert lines(c.cmd("q SEARCH BODY needle"))[0] == b"* SEARCH 1"

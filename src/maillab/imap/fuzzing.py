@@ -222,10 +222,10 @@ def _parts(part, path=()):
 
 
 def _one_list(data: bytes) -> list | None:
-    """``data`` read as one parenthesized IMAP list (None if it is not one). Over a megabyte
+    """``data`` read as one parenthesized IMAP list (None if it is not one). Over 256 KiB
     only its ends are looked at: reading it would cost seconds."""
     from .testing import _sexp
-    if len(data) > 1024 * 1024:
+    if len(data) > 256 * 1024:
         return [None] * 10 if data.startswith(b"(") and data.endswith(b")") else None
     parsed, end = _sexp(data)
     return parsed[0] if end == len(data) and len(parsed) == 1 and isinstance(parsed[0], list) else None
