@@ -38,10 +38,12 @@ import copy
 import fcntl
 import fnmatch
 import hashlib
+import importlib
 import io
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -431,7 +433,8 @@ def expand_modules(root: Path, group: Group) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def make_snapshot(workdir: Path, repo: Path, commit: str | None, from_dir: Path | None) -> tuple[Path, str]:
+def make_snapshot(workdir: Path, repo: Path, commit: str | None,
+                  from_dir: Path | None) -> tuple[Path, str]:
     """A pristine copy of the project that nothing ever mutates; returns (folder, its id)."""
     if from_dir is not None:
         digest = hashlib.sha1()
@@ -515,10 +518,13 @@ def test_environment(copy_dir: Path, python: str, extra: dict | None = None) -> 
     return env
 
 
+def pytest_args(basetemp: Path) -> list[str]:
+    return ["-q", "-rfE", "--no-header", "-p", "no:cacheprovider", "--basetemp", str(basetemp)]
+
+
 def pytest_command(python: str, basetemp: Path, nice: bool) -> list[str]:
     cmd = ["nice", "-n", "19"] if nice else []
-    return cmd + [python, "-m", "pytest", "-q", "-rfE", "--no-header", "-p", "no:cacheprovider",
-                  "--basetemp", str(basetemp)]
+    return cmd + [python, "-m", "pytest", *pytest_args(basetemp)]
 
 
 def collect_coverage(group: Group, base: Path, snapshot_id: str, workdir: Path, python: str,
@@ -605,14 +611,26 @@ class Outcome:
 
 class Runner:
     def __init__(self, base: Path, snapshot_id: str, workdir: Path, workers: int, python: str,
-                 nice: bool, timeout_factor: float, timeout_extra: float, prefix: str = "wt"):
+                 nice: bool, timeout_factor: float, timeout_extra: float, prefix: str = "wt",
+                 fork: bool = True):
         self.base, self.python, self.nice = base, python, nice
         self.timeout_factor, self.timeout_extra = timeout_factor, timeout_extra
         self.clock = Clock()
         self.copies: Queue = Queue()
         self.workdir = workdir
-        for n in range(1, workers + 1):
-            self.copies.put(prepare_copy(base, workdir / f"{prefix}-{n}", snapshot_id))
+        self.servers: dict[Path, ForkServer] = {}
+        copies = [prepare_copy(base, workdir / f"{prefix}-{n}", snapshot_id)
+                  for n in range(1, workers + 1)]
+        if fork:
+            preload = preload_list(copies[0], python)
+            for copy_dir in copies:
+                self.servers[copy_dir] = ForkServer(copy_dir, python, nice, preload)
+        for copy_dir in copies:
+            self.copies.put(copy_dir)
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.close()
 
     def run(self, mutant: Mutant, tests: list[str], cmap: CoverageMap) -> Outcome:
         if not tests:
@@ -621,9 +639,12 @@ class Runner:
         # The machine is shared: when it is busier than during the coverage run, wait longer.
         busier = max(1.0, os.getloadavg()[0] / max(cmap.load, 1.0)) if cmap.load else 1.0
         timeout = (self.timeout_extra + self.timeout_factor * expected) * busier
+        # pytest-timeout ends a single test that hangs long before the whole run's timeout.
+        longest = max(cmap.durations.get(t, 1.0) for t in tests)
+        per_test = int(max(30.0, 10 * longest) * busier)
         copy_dir = self.copies.get()
         try:
-            return self._run_in(copy_dir, mutant, tests, timeout)
+            return self._run_in(copy_dir, mutant, tests, timeout, per_test)
         finally:
             self.copies.put(copy_dir)
 
@@ -632,45 +653,187 @@ class Runner:
         stamp = self.clock.next()
         os.utime(path, (stamp, stamp))
 
-    def _run_in(self, copy_dir: Path, mutant: Mutant, tests: list[str], timeout: float) -> Outcome:
+    def _run_in(self, copy_dir: Path, mutant: Mutant, tests: list[str], timeout: float,
+                per_test: int) -> Outcome:
         target = copy_dir / mutant.path
         original = (self.base / mutant.path).read_bytes()
         self._write(target, mutant.apply(original))
+        count = len(tests)
         try:
-            returncode, text, seconds = self._pytest(copy_dir, tests, timeout)
+            returncode, text, seconds = self._pytest(copy_dir, tests, timeout, per_test)
         finally:
             self._write(target, original)
         if returncode is None:
             # A hang counts as killed only if the unmutated code passes the same tests in the
             # same time; otherwise the machine was too busy and the mutant runs again next time.
-            unmutated, _, _ = self._pytest(copy_dir, tests, timeout)
+            unmutated, _, _ = self._pytest(copy_dir, tests, timeout, per_test)
             if unmutated != 0:
-                return Outcome("error", seconds, len(tests),
+                return Outcome("error", seconds, count,
                                detail=f"the unmutated code does not pass in {timeout:.0f} s")
-            return Outcome("timeout", seconds, len(tests), detail=f"over {timeout:.0f} s")
+            return Outcome("timeout", seconds, count, detail=f"over {timeout:.0f} s")
         failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, re.M)
         if returncode == 0:
-            return Outcome("survived", seconds, len(tests))
-        if returncode in (1, 2, 3):
-            return Outcome("killed", seconds, len(tests), failed[0] if failed else
+            return Outcome("survived", seconds, count)
+        # 4 with an ERROR line: a test module no longer imports (the unmutated one did), so
+        # pytest also finds none of the tests asked for in it.
+        if returncode in (1, 2, 3) or returncode == 4 and failed:
+            return Outcome("killed", seconds, count, failed[0] if failed else
                            f"pytest exit {returncode}")
-        return Outcome("error", seconds, len(tests), detail=text[-2000:])
+        return Outcome("error", seconds, count, detail=text[-2000:])
 
-    def _pytest(self, copy_dir: Path, tests: list[str], timeout: float):
+    def _pytest(self, copy_dir: Path, tests: list[str], timeout: float, per_test: int):
         """(exit status or None on timeout, output, seconds) of ``pytest -x tests``."""
         shutil.rmtree(copy_dir / ".hypothesis", ignore_errors=True)
-        cmd = pytest_command(self.python, self.workdir / f"tmp-{copy_dir.name}", self.nice)
+        basetemp = self.workdir / f"tmp-{copy_dir.name}"
+        args = ["-x", f"--timeout={per_test}", *tests]
+        if copy_dir in self.servers:
+            return self.servers[copy_dir].pytest(pytest_args(basetemp) + args, timeout)
+        cmd = pytest_command(self.python, basetemp, self.nice)
         started = time.monotonic()
-        proc = subprocess.Popen(cmd + ["-x", *tests], cwd=copy_dir,
+        proc = subprocess.Popen(cmd + args, cwd=copy_dir,
                                 env=test_environment(copy_dir, self.python),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _stop(proc)
+            _stop_tree(proc.pid, lambda: proc.communicate(timeout=15))
+            proc.communicate()
             return None, "", time.monotonic() - started
         return proc.returncode, out.decode("utf-8", "replace"), time.monotonic() - started
+
+
+def preload_list(copy_dir: Path, python: str) -> list[str]:
+    """The modules the tests will import that are not the project's own: everything the
+    project's package and pytest pull in, found by importing them once in a throwaway process."""
+    script = (
+        "import importlib, json, pkgutil, sys\n"
+        "root = sys.argv[1]\n"
+        "for name in ['pytest', 'hypothesis', 'hypothesis.strategies']:\n"
+        "    try: importlib.import_module(name)\n"
+        "    except Exception: pass\n"
+        "import _pytest\n"
+        "names = ['_pytest.' + m.name for m in pkgutil.walk_packages(_pytest.__path__)]\n"
+        "names += [m.name for m in pkgutil.walk_packages([root + '/src'])]\n"
+        "for name in names:\n"
+        "    if not name.endswith('__main__'):\n"
+        "        try: importlib.import_module(name)\n"
+        "        except BaseException: pass\n"
+        "print(json.dumps([n for n, m in list(sys.modules.items())\n"
+        "                  if not (getattr(m, '__file__', None) or '').startswith(root)]))\n")
+    done = subprocess.run([python, "-c", script, str(copy_dir)], cwd=copy_dir,
+                          env=test_environment(copy_dir, python), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        print(f"no preload list, forks start bare:\n{done.stderr[-2000:]}", flush=True)
+        return []
+
+
+class ForkServer:
+    """One per worker copy: a Python that has already imported pytest and every third-party
+    module the tests use (but nothing of the project), and forks a child per mutant that runs
+    ``pytest.main``. The child imports the project afresh, mutant included. On a busy machine
+    this saves most of a run's start-up: importing pytest, hypothesis, aiosmtpd, aiohttp and
+    friends costs about 2 s of CPU, which a ``nice -n 19`` process can wait 20 s for."""
+
+    def __init__(self, copy_dir: Path, python: str, nice: bool, preload: list[str]):
+        self.copy_dir, self.python, self.nice, self.preload = copy_dir, python, nice, preload
+        self.output = copy_dir.parent / f"out-{copy_dir.name}.txt"
+        self.proc: subprocess.Popen | None = None
+        self.buffer = b""
+
+    def _start(self) -> None:
+        cmd = (["nice", "-n", "19"] if self.nice else []) + [
+            self.python, str(Path(__file__).resolve()), "--fork-server", str(self.copy_dir)]
+        self.proc = subprocess.Popen(cmd, cwd=self.copy_dir,
+                                     env=test_environment(self.copy_dir, self.python),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.buffer = b""
+        self._send({"preload": self.preload})
+        self._receive(None)  # ready
+
+    def _send(self, message: dict) -> None:
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def _receive(self, timeout: float | None) -> dict | None:
+        """The server's next line, or None if it does not come within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buffer:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError("the fork server ended")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def pytest(self, args: list[str], timeout: float):
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        started = time.monotonic()
+        self._send({"args": args, "output": str(self.output)})
+        pid = self._receive(None)["pid"]
+        answer = self._receive(timeout)
+        if answer is None:
+            stopped: list = []
+            _stop_tree(pid, lambda: stopped.append(self._receive(15)))
+            if not stopped or stopped[0] is None:
+                self._receive(None)  # the server reaps the killed child and says so
+            return None, "", time.monotonic() - started
+        text = self.output.read_text("utf-8", "replace")
+        return answer["status"], text, time.monotonic() - started
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def serve_forks(root: str) -> None:
+    """The fork server's side (``--fork-server``): preload, then fork one pytest per request."""
+    requests = sys.stdin.buffer
+    answer = sys.stdout
+
+    def say(message: dict) -> None:
+        answer.write(json.dumps(message) + "\n")
+        answer.flush()
+
+    preload = json.loads(requests.readline())["preload"]
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except BaseException:  # a module that only imports in its own context: skip it
+            pass
+    for name, module in list(sys.modules.items()):  # nothing of the project may stay loaded
+        if (getattr(module, "__file__", None) or "").startswith(root):
+            del sys.modules[name]
+    say({"ready": True})
+    while line := requests.readline():
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            out = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            code = 4
+            try:
+                import pytest
+                code = int(pytest.main(request["args"]))
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        say({"pid": pid})
+        _, status = os.waitpid(pid, 0)
+        say({"status": os.waitstatus_to_exitcode(status)})
 
 
 def _descendants(pid: int) -> list[int]:
@@ -689,24 +852,24 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop_tree(pid: int, wait) -> None:
     """A mutant that hangs: ask pytest to stop (SIGINT runs fixture teardown, which stops the
-    servers and programs a test started), then kill what is left of its process tree."""
+    servers and programs a test started), ``wait()`` for it, then kill what is left of its
+    process tree."""
     try:
-        os.kill(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=15)
+        os.kill(pid, signal.SIGINT)
+        wait()
     except (subprocess.TimeoutExpired, ProcessLookupError):
         pass
-    for pid in [proc.pid, *_descendants(proc.pid)]:
+    for stray in [pid, *_descendants(pid)]:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(stray, signal.SIGKILL)
         except ProcessLookupError:
             pass
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    proc.communicate()
 
 
 # --- results, equivalent mutants and the report ----------------------------------------------
@@ -715,15 +878,19 @@ class ResultCache:
     """Outcomes by cache key in one JSON file. Two runs may share it (different modules, their
     own worker copies): each write merges under a file lock."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, fresh: bool = False):
         self.path = path
         self.lock = threading.Lock()
         self.data: dict[str, dict] = self._read()
+        self.fresh = fresh  # ignore what earlier runs found
+        self.mine: set[str] = set()
 
     def _read(self) -> dict:
         return json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def get(self, mutant: Mutant) -> dict | None:
+        if self.fresh and mutant.cache_key not in self.mine:
+            return None
         return self.data.get(mutant.cache_key)
 
     def put(self, mutant: Mutant, outcome: Outcome, snapshot_id: str) -> None:
@@ -733,6 +900,7 @@ class ResultCache:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self.data.update(self._read())
             self.data[mutant.cache_key] = record
+            self.mine.add(mutant.cache_key)
             temporary = self.path.with_suffix(".tmp")
             temporary.write_text(json.dumps(self.data, indent=0))
             temporary.replace(self.path)
@@ -856,9 +1024,15 @@ def main(argv=None) -> int:
                              "same ones every time); the score is then an estimate")
     parser.add_argument("--fresh", action="store_true", help="ignore cached results")
     parser.add_argument("--no-nice", action="store_true")
+    parser.add_argument("--no-fork", action="store_true",
+                        help="start a fresh Python per mutant instead of forking a preloaded one")
+    parser.add_argument("--fork-server", help=argparse.SUPPRESS)
     parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
     parser.add_argument("--report", action="store_true", help="cached results only, run nothing")
     args = parser.parse_args(argv)
+    if args.fork_server:
+        serve_forks(args.fork_server)
+        return 0
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     base, snapshot_id = make_snapshot(args.workdir, args.repo.resolve(), args.commit,
@@ -866,9 +1040,7 @@ def main(argv=None) -> int:
     print(f"snapshot {snapshot_id} in {base}", flush=True)
     groups = load_groups(args.config)
     equivalents = load_equivalents(args.equivalent)
-    cache = ResultCache(args.workdir / "results.json")
-    if args.fresh:
-        cache.data.clear()
+    cache = ResultCache(args.workdir / "results.json", fresh=args.fresh)
 
     selected = []  # (group, module)
     for group in groups:
@@ -892,21 +1064,25 @@ def main(argv=None) -> int:
     seconds: dict[str, float] = {}
     if not args.report:
         runner = Runner(base, snapshot_id, args.workdir, max(1, args.workers), args.python,
-                        not args.no_nice, args.timeout_factor, args.timeout_extra, args.copies)
-        for group in groups:
-            modules = [m for g, m in selected if g is group]
-            if not modules:
-                continue
-            to_run = [m for module in modules for m in all_mutants[module]
-                      if m.id not in equivalents and _needs_run(cache.get(m))]
-            if not to_run:
-                continue
-            cmap = collect_coverage(group, base, snapshot_id, args.workdir, args.python,
-                                    not args.no_nice, expand_modules(base, group))
-            for module in modules:
-                seconds[module] = _run_module(module, [m for m in to_run if m.path == module],
-                                              runner, cmap, group, cache, snapshot_id,
-                                              args.workers)
+                        not args.no_nice, args.timeout_factor, args.timeout_extra, args.copies,
+                        fork=not args.no_fork)
+        try:
+            for group in groups:
+                modules = [m for g, m in selected if g is group]
+                if not modules:
+                    continue
+                to_run = [m for module in modules for m in all_mutants[module]
+                          if m.id not in equivalents and _needs_run(cache.get(m))]
+                if not to_run:
+                    continue
+                cmap = collect_coverage(group, base, snapshot_id, args.workdir, args.python,
+                                        not args.no_nice, expand_modules(base, group))
+                for module in modules:
+                    seconds[module] = _run_module(module, [m for m in to_run if m.path == module],
+                                                  runner, cmap, group, cache, snapshot_id,
+                                                  args.workers)
+        finally:
+            runner.close()
 
     scores = [score_module(module, all_mutants[module], cache, equivalents)
               for _, module in selected]
