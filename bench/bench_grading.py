@@ -7,8 +7,8 @@
 Both graders get the same submissions of one lab in the same run, one after the other, and
 each is timed with the machine's load average before and after:
 
-* ``maillab grade LAB --workers 2``: every submission in its own sandboxes, checked outside the
-  notebook (the grade this course trusts);
+* ``maillab grade LAB`` (its default workers: the CPUs + 1): every submission in its
+  own sandboxes, checked outside the notebook (the grade this course trusts);
 * ``nbgrader autograde LAB``: nbgrader's own batch, one submission after the other, kernels
   unsandboxed (what a teacher would otherwise run).
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,14 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, tuple, tuple]:
     return seconds, before, os.getloadavg()
 
 
+def worker_seconds(course: Course, lab: str) -> tuple[float, float, float]:
+    """Median, lowest and highest seconds one submission took in a worker (the report's)."""
+    import json
+    report = json.loads((course.root / "grade-reports" / f"{lab}.json").read_text())
+    seconds = sorted(r["seconds"] for r in report["submissions"])
+    return statistics.median(seconds), seconds[0], seconds[-1]
+
+
 def grade(lab: str, workers: int) -> list[str]:
     return [sys.executable, "-m", "maillab", "grade", lab, "--workers", str(workers), "--quiet"]
 
@@ -87,7 +96,8 @@ def main() -> int:
     parser.add_argument("--many", type=int, default=None, help="submissions (default 100)")
     parser.add_argument("--trivial", type=int, default=None, help="trivial ones (default 20)")
     parser.add_argument("--lab", default="smtp")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1,
+                        help="default: CPUs + 1, as the command")
     args = parser.parse_args()
     many = args.many or (10 if args.quick else 100)
     trivial = args.trivial or (4 if args.quick else 20)
@@ -122,14 +132,18 @@ def main() -> int:
         print(f"  speed-up {ratio:.2f}x{'' if ratio >= SPEED_UP_FLOOR else '  FAIL'} "
               f"(floor {SPEED_UP_FLOOR}x)")
 
+        ours_lab = worker_seconds(course, args.lab)
         ours_t = timed(grade("trivial", args.workers), course.root)
+        ours_triv = worker_seconds(course, "trivial")
         plain_t = timed(autograde("trivial"), course.root)
-        print(f"a trivial one-cell assignment, {trivial} submissions:")
-        for name, lab_run, triv in (("maillab grade", ours, ours_t),
-                                    ("nbgrader autograde", plain, plain_t)):
-            per_lab, per_triv = lab_run[0] / many, triv[0] / trivial
-            print(f"  {name:20} {per_lab:5.2f} s a {args.lab} submission, {per_triv:5.2f} s "
-                  f"a trivial one (x{per_lab / per_triv:.2f}; {load(triv[1:])})")
+        print(f"a trivial one-cell assignment, {trivial} submissions, beside {args.lab}:")
+        print(f"  maillab grade, one submission in a worker (median, spread): "
+              f"{args.lab} {ours_lab[0]:.2f} s ({ours_lab[1]:.2f}-{ours_lab[2]:.2f}), "
+              f"trivial {ours_triv[0]:.2f} s ({ours_triv[1]:.2f}-{ours_triv[2]:.2f}): "
+              f"x{ours_lab[0] / ours_triv[0]:.2f}")
+        per_lab, per_triv = plain[0] / many, plain_t[0] / trivial
+        print(f"  nbgrader autograde, total / submissions: {args.lab} {per_lab:.2f} s, trivial "
+              f"{per_triv:.2f} s: x{per_lab / per_triv:.2f} ({load(plain_t[1:])})")
         return 0
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -98,3 +98,36 @@ def test_the_cell_limit_is_only_armed_in_ipython():
     assert threading.current_thread() is threading.main_thread()
     assert issubclass(grading.CellTimeLimit, BaseException)
     assert not issubclass(grading.CellTimeLimit, Exception)
+
+
+def test_a_cell_that_ends_the_kernel_still_defines_its_functions():
+    source = ("import os\n@staticmethod\ndef read_reply(f):\n    return f.readline()\n"
+              "class POP3Error(Exception):\n    pass\nx = read_reply\nos._exit(1)\n")
+    kept = grading.definitions(source)
+    assert "def read_reply" in kept and "class POP3Error" in kept and "import os" in kept
+    assert "_exit" not in kept and "x = " not in kept
+    assert grading.definitions("%%smtp\nEHLO me") == ""  # not Python: nothing to replay
+
+
+def test_hidden_tests_are_split_from_what_learners_see():
+    source = "a = 1\n### BEGIN HIDDEN TESTS\n_g = grading.fresh(lab)\na = 1\n### END HIDDEN TESTS\nb = 2"
+    visible, hidden = grading.split_hidden(source)
+    assert visible == ["a = 1", "b = 2"] and hidden == ["_g = grading.fresh(lab)", "a = 1"]
+    assert grading.visible_source(source) == "a = 1\nb = 2"
+
+
+def test_plain_nbgrader_keeps_the_functions_of_a_cell_that_ended_the_kernel(tmp_path):
+    """The corpus's killcell, autograded by a plain nbgrader: the kernel ends at the end of the
+    cell that defines read_reply, every part still gets its points (before: read_reply was lost
+    with the kernel, and every part that calls it failed)."""
+    import json
+
+    from labcourse import ROOT, Course
+
+    course = Course(tmp_path / "course", ["smtp"])
+    course.generate("smtp")
+    course.submit("smtp", "killcell", ROOT / "tests" / "lab_corpus" / "smtp" / "killcell.ipynb")
+    course.autograde("smtp", "killcell")
+    grades = course.grades("smtp", "killcell")
+    expected = json.loads((ROOT / "tests" / "lab_corpus" / "expected.json").read_text())
+    assert sum(v or 0 for v in grades.values()) == expected["smtp"]["killcell"]["score"] == 90

@@ -56,7 +56,7 @@ class _Control:
                     self.sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
                     line = self.file.readline()
                     if not line:
-                        raise ConnectionError("the grader's lab closed the connection")
+                        raise ConnectionError("the lab closed the connection")
                     reply = json.loads(line)
                     break
                 except OSError:
@@ -77,8 +77,9 @@ class _Recorder:
         self.control = control
 
     def lines(self, min_conn: int = 0) -> list[Line]:
+        found = self.control.ask("lines", min_conn=min_conn)
         return [Line(t, service, conn, who, base64.b64decode(raw), peer)
-                for t, service, conn, who, raw, peer in self.control.ask("lines", min_conn=min_conn)]
+                for t, service, conn, who, raw, peer in found]
 
 
 class StoredFile:
