@@ -175,16 +175,31 @@ def _skipped_nodes(tree: ast.AST) -> set[int]:
         elif isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
             skip(node)
+        elif _is_tuning_knob(node):
+            skip(node.value)
         elif isinstance(node, (ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal)):
             skip(node)
         elif isinstance(node, ast.Call):
             # The codec's name and error handler: "ascii" vs "ASCII" is no bug.
             for keyword in node.keywords:
-                if keyword.arg in ("encoding", "errors"):
+                if keyword.arg in ("encoding", "errors", "repr"):
                     skip(keyword.value)
             if isinstance(node.func, ast.Attribute) and node.func.attr in ("encode", "decode"):
                 skip(*node.args)
     return skipped
+
+
+def _is_tuning_knob(node: ast.AST) -> bool:
+    """``PARALLEL = 4``, ``OUTPUT_BUDGET = 1 << 20``: a named number chosen for speed or size,
+    where one more is no bug. (The code that compares against it is still mutated.)"""
+    if not (isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None):
+        return False
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    if not all(isinstance(t, ast.Name) and t.id.isupper() for t in targets):
+        return False
+    return all(isinstance(n, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop))
+               and not isinstance(getattr(n, "value", 0), (str, bytes))
+               for n in ast.walk(node.value))
 
 
 def _is_setup_guard(test: ast.expr) -> bool:
