@@ -88,15 +88,18 @@ def wait_for_kernel(jl, notebook: str, timeout: float = 90) -> None:
     raise AssertionError(f"no idle kernel for {notebook}: {sessions(jl)}")
 
 
-def shot(target, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    target.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+def shot(target, name: str, folder: Path = ARTIFACTS) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    target.screenshot(path=str(folder / f"{name}.png"))
 
 
 def open_and_run_all(page, jl, name: str) -> float:
+    """Open ``name`` (a path under the served folder, without .ipynb: "00-welcome",
+    "el/00-welcome"), run all its cells and wait until every one has run; the seconds it took."""
     notebook = f"{name}.ipynb"
     # A workspace of its own: JupyterLab would otherwise reopen the notebooks of earlier tests.
-    page.goto(f"{jl['base']}/lab/workspaces/{name}/tree/{notebook}?token={jl['token']}")
+    workspace = name.replace("/", "-")
+    page.goto(f"{jl['base']}/lab/workspaces/{workspace}/tree/{notebook}?token={jl['token']}")
     expect(page.locator(f"{NOTEBOOK} .jp-Cell").first).to_be_visible(timeout=60_000)
     wait_for_kernel(jl, notebook)
     started = time.monotonic()
@@ -163,11 +166,16 @@ def type_into_console(page, cell, command: str, reply: str) -> None:
     expect(screen.locator("tr.ml-S").last).to_contain_text(reply, timeout=15_000)
 
 
+def restart_lab(page, start: str = "maillab.start()", running: str = "Mail lab running") -> None:
+    """After Run All the last cell has stopped the lab: run the cell that starts it again."""
+    rerun(page, code_cell(page, start))
+    expect(code_cell(page, start).locator(".jp-OutputArea-output")).to_contain_text(
+        running, timeout=30_000)
+
+
 def restart_lab_and_console(page, console_source: str):
     """After Run All the last cell has stopped the lab: start it again, and the console too."""
-    rerun(page, code_cell(page, "maillab.start()"))
-    expect(code_cell(page, "maillab.start()").locator(".jp-OutputArea-output")).to_contain_text(
-        "Mail lab running", timeout=30_000)
+    restart_lab(page)
     cell = code_cell(page, console_source)
     rerun(page, cell)
     expect(cell.locator(".maillab-console")).to_contain_text("connected", timeout=30_000)
