@@ -984,7 +984,7 @@ def score_module(module: str, mutants: list[Mutant], cache: ResultCache,
 
 def format_table(scores: list[ModuleScore]) -> str:
     header = (f"| module | mutants | equivalent | killed | timeout | survived | no test "
-              f"| pending | score | verdict | run time |\n|{'---|' * 11}")
+              f"| pending | score | verdict | wall time |\n|{'---|' * 11}")
     rows = [header]
     for s in scores:
         score = f"{100 * s.score:.1f}%" if s.score is not None else "-"
@@ -1076,7 +1076,6 @@ def main(argv=None) -> int:
         print(f"{sum(map(len, all_mutants.values()))} mutants", file=sys.stderr)
         return 0
 
-    seconds: dict[str, float] = {}
     if not args.report:
         runner = Runner(base, snapshot_id, args.workdir, max(1, args.workers), args.python,
                         not args.no_nice, args.timeout_factor, args.timeout_extra, args.copies,
@@ -1093,16 +1092,19 @@ def main(argv=None) -> int:
                 cmap = collect_coverage(group, base, snapshot_id, args.workdir, args.python,
                                         not args.no_nice, expand_modules(base, group))
                 for module in modules:
-                    seconds[module] = _run_module(module, [m for m in to_run if m.path == module],
-                                                  runner, cmap, group, cache, snapshot_id,
-                                                  args.workers)
+                    mutants = [m for m in to_run if m.path == module]
+                    spent = _run_module(module, mutants, runner, cmap, group, cache, snapshot_id,
+                                        args.workers)
+                    add_run_time(args.workdir / "timings.json", module, spent, len(mutants),
+                                 args.workers)
         finally:
             runner.close()
 
+    timings = _read_json(args.workdir / "timings.json")
     scores = [score_module(module, all_mutants[module], cache, equivalents)
-              for _, module in selected]
+              for _, module in selected if all_mutants[module]]
     for s in scores:
-        s.seconds = seconds.get(s.module, 0.0)
+        s.seconds = timings.get(s.module, {}).get("seconds", 0.0)
     table, survivors = format_table(scores), format_survivors(scores)
     stale = set(equivalents) - {m.id for ms in all_mutants.values() for m in ms}
     heading = (f"Mutation score at {snapshot_id} ({time.strftime('%Y-%m-%d %H:%M')}); "
@@ -1118,6 +1120,23 @@ def main(argv=None) -> int:
         (args.out / "survivors.md").write_text(f"# Surviving mutants at {snapshot_id}\n"
                                                f"{survivors}\n")
     return 1 if any(s.verdict == "FAIL" for s in scores) else 0
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def add_run_time(path: Path, module: str, seconds: float, mutants: int, workers: int) -> None:
+    """Wall time spent on a module, summed over runs (a rerun adds only what it ran)."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        timings = _read_json(path)
+        entry = timings.setdefault(module, {"seconds": 0.0, "mutants run": 0, "runs": []})
+        entry["seconds"] += seconds
+        entry["mutants run"] += mutants
+        entry["runs"].append({"seconds": round(seconds), "mutants": mutants, "workers": workers,
+                              "when": time.strftime("%Y-%m-%d %H:%M")})
+        path.write_text(json.dumps(timings, indent=1))
 
 
 def _needs_run(record: dict | None) -> bool:
