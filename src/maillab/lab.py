@@ -7,20 +7,14 @@ One asyncio loop in one background thread runs every server of the lab; the note
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
-import email.utils
-import html
 import os
 import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from . import handover
 from .i18n import N_, _, set_language, speak_protocol_in_this_thread
 from .logs import LabLog, bind_thread, exception_handler
 from .logs import install as route_server_logs
@@ -31,7 +25,6 @@ from .privacy import OwnerOnly, guard
 from .smtp import DEFAULT_SIZE_LIMIT, start_smtp
 from .store import SCRYPT_N, Store, hash_password
 from .tls import LabCA
-from .wire import Observed, ObservedConnection, TappingEventLoop
 from .transcript import Recorder, Transcript
 
 __all__ = ["MailLab", "LabAccount", "Service", "start", "DEFAULT_ACCOUNTS"]
@@ -120,6 +113,7 @@ class StoredMessage:
 
     @property
     def message(self) -> email.message.EmailMessage:
+        import email.policy  # only when a notebook looks inside a message
         return email.message_from_bytes(self.raw, policy=email.policy.default)
 
     @property
@@ -193,6 +187,13 @@ class MailLab:
     def start(self) -> "MailLab":
         if self._thread is not None:
             return self
+        # What only a running lab needs is imported here, not with the module, so that
+        # ``import maillab`` stays light: worker threads, the hand-over of ports between
+        # notebooks' labs, the wire copies.
+        from concurrent.futures import ThreadPoolExecutor
+
+        from . import handover
+        from .wire import TappingEventLoop
         if self.ports_policy == "mnemonic":  # an older lab in another notebook gives them back
             self.took_over = handover.stop_older_labs()
         self.store = Store(self.root, hash_n=self.hash_n)
@@ -233,6 +234,7 @@ class MailLab:
                                apop=True, save=False)
 
     def _run_loop(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
         asyncio.set_event_loop(self._loop)
         speak_protocol_in_this_thread()  # what servers say goes on the wire: English (i18n)
         # Whatever this thread, its tasks and its worker threads log goes to the lab's log,
@@ -290,16 +292,19 @@ class MailLab:
         self.router.start()  # now that every domain has its MX: what an earlier run left queued
         await self._start_webmail()
         if self.ports_policy == "mnemonic":
+            from . import handover
             self._control = await handover.serve(id(self), self._give_ports_back,
                                                  self._finish_handover)
 
     async def _start_webmail(self) -> None:
-        """The webmail (one for all domains), after the servers it talks to."""
-        try:
-            from .webmail import start_webmail
-        except ModuleNotFoundError as e:  # an install without aiohttp/jinja2/nh3: mail still works
+        """The webmail (one for all domains), after the servers it talks to. Its port listens
+        at once; its application loads when a browser first connects (maillab.webmail)."""
+        from .webmail import missing_dependencies, serve_lazily
+        missing = missing_dependencies()
+        if missing:  # an install without aiohttp/jinja2/nh3: mail still works
             import warnings
-            warnings.warn(f"maillab: no webmail ({e}); pip install maillab's dependencies")
+            warnings.warn(f"maillab: no webmail (no module {', '.join(missing)}); pip install "
+                          "maillab's dependencies")
             return
         domain = self.domains[0]
         self._webmail_tls = None  # made from this start's CA when first needed
@@ -307,9 +312,9 @@ class MailLab:
                      f"http:{domain}")
         # Files travel base64-encoded (4/3 larger): uploads beyond 3/4 of SMTP's SIZE cannot pass.
         settings = {"max_upload": self.size_limit * 3 // 4, **self.options.get("webmail", {})}
-        server = await start_webmail(sock, self._webmail_backend, domains=self.domains,
-                                     recorder=self.recorder, service_name=f"http:{domain}",
-                                     **settings)
+        server = await serve_lazily(sock, self._webmail_backend, domains=self.domains,
+                                    recorder=self.recorder, service_name=f"http:{domain}",
+                                    **settings)
         std, _m, desc = PROTOCOLS["webmail"]
         self.services.append(Service("webmail", domain, f"webmail.{domain}",
                                      sock.getsockname()[1], std, desc, server,
@@ -438,6 +443,7 @@ class MailLab:
         await self._stop_services(drain=2.0)  # the newer lab is waiting for the ports
         self.services = []  # closed already: stop() need not close them again
         self.router = None  # closed too; what is still queued stays on disk
+        from . import handover
         return {**handover.me(), "ports": ports}
 
     def _finish_handover(self) -> None:
@@ -521,6 +527,7 @@ class MailLab:
         On 25, 110 and 143 that is the conversation itself, passwords included; on the TLS
         ports (and after STARTTLS) it is the TLS handshake and then unreadable records.
         """
+        from .wire import Observed, ObservedConnection
         found = []
         for session in self.transcript(service, conn).sessions():
             first = session.lines[0]
@@ -547,7 +554,9 @@ class MailLab:
 
     def show_webmail(self, height: int = 640):
         """Embed the webmail in the notebook (with a link to open it in its own tab)."""
+        import html
         url = self.webmail_url
+        self.service("webmail").server.load_threadsafe()  # the browser will ask in a moment
 
         class WebmailView:
             def __repr__(self) -> str:
@@ -664,7 +673,7 @@ class MailLab:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        esc = html.escape
+        from html import escape as esc
         if not self.running:
             return "<p>" + esc(self.status_note()) + "</p>"
         rows = "".join(

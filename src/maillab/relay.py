@@ -35,7 +35,6 @@ import logging
 import os
 import re
 import secrets
-import smtplib
 import threading
 import time
 from collections import deque
@@ -319,6 +318,10 @@ class Router:
     # ------------------------------------------------------------------ one batch (worker thread)
     def _send_batch(self, domain: str, batch: list[QueuedMessage]) -> list[_Outcome]:
         """Hand ``batch`` to ``domain``'s server over one connection."""
+        # smtplib is imported by the functions that use it (all in worker threads), not with
+        # the module: a lab that never relays, and ``import maillab``, do without it.
+        import smtplib
+
         def everyone(error: str, permanent: bool = False) -> list[_Outcome]:
             return [_Outcome(m, **{"permanent" if permanent else "temporary":
                                    dict.fromkeys(m.rcpt_tos, error)}) for m in batch]
@@ -359,6 +362,7 @@ class Router:
 
     def _connect(self, key: tuple) -> smtplib.SMTP:
         """A connection to the next hop: an idle one if it still answers, or a new one."""
+        import smtplib
         with self._idle_lock:
             idle = self._idle.get(key)
             client = idle.pop()[1] if idle else None
@@ -402,6 +406,7 @@ class Router:
             _quit(client)
 
     def _send_one(self, client: smtplib.SMTP, msg: QueuedMessage) -> _Outcome:
+        import smtplib
         outcome = _Outcome(msg)
         addresses = [msg.mail_from, *msg.rcpt_tos]
         options = ["SMTPUTF8"] if any(not a.isascii() for a in addresses) else []
@@ -492,6 +497,7 @@ class Router:
 
 
 def _quit(client: smtplib.SMTP) -> None:
+    import smtplib
     try:
         client.quit()
     except (OSError, smtplib.SMTPException):

@@ -29,8 +29,6 @@ import socket
 import time
 import warnings
 from base64 import b64decode, b64encode
-from email.parser import BytesHeaderParser
-from email import policy
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException, syntax
 
@@ -244,6 +242,8 @@ class DeliveryHandler:
         content = envelope.original_content or b""
         added = b""
         if session.authenticated:  # submission (RFC 6409 8.2, 8.3): complete the message
+            from email import policy  # (here: mail from strangers, most of it, needs no parser)
+            from email.parser import BytesHeaderParser
             head = re.split(rb"\r?\n\r?\n", content, maxsplit=1)[0]
             headers = BytesHeaderParser(policy=policy.compat32).parsebytes(head + b"\r\n\r\n")
             if headers.get("Date") is None:

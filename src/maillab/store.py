@@ -6,7 +6,8 @@ Layout under the store's root folder::
 
     accounts.json                 accounts (login, domain, addresses, salted password hash)
     <login>/                      the account's Maildir (this is INBOX)
-    <login>/.Sent/ .Trash/ ...    other folders, Maildir++ style (as stdlib ``mailbox`` does)
+    <login>/.Sent/ .Trash/ ...    other folders, Maildir++ style (as stdlib ``mailbox`` does);
+                                  a new account's special folders are made on first use
     <folder>/maillab-uidvalidity  "UIDVALIDITY UIDNEXT" for the folder
 
 Every message file is named ``<unique>,U=<uid>,W=<size>:2,<flags>``:
@@ -31,13 +32,10 @@ import base64
 import hashlib
 import hmac
 import json
-import mailbox
 import os
 import re
 import secrets
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -79,6 +77,18 @@ def private_opener(path, flags):
 def _write_private(path: Path, text: str) -> None:
     with open(path, "w", encoding="utf-8", opener=private_opener) as f:
         f.write(text)
+
+
+def make_maildir(path: Path, *, subfolder: bool = False) -> None:
+    """A Maildir folder at ``path`` (nothing changes if it is there already); a Maildir++
+    sub-folder (``subfolder=True``: ``.Sent``, ...) also gets its ``maildirfolder`` mark."""
+    for folder in (path, path / "tmp", path / "new", path / "cur"):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+    if subfolder:
+        (path / "maildirfolder").touch(mode=0o600)
 
 
 class FolderError(Exception):
@@ -487,7 +497,8 @@ class Account:
     """A mail user: login, domain, addresses, salted password hash, and folders."""
 
     def __init__(self, store: "Store", login: str, domain: str, addresses: list[str],
-                 password_hash: str, apop_secret: str | None = None):
+                 password_hash: str, apop_secret: str | None = None,
+                 folders_to_make: Iterable[str] = ()):
         self.store = store
         self.login = login
         self.domain = domain
@@ -500,6 +511,12 @@ class Account:
         self.path = store.root / login
         self._folders: dict[str, Folder] = {}
         self.maildrop_lock = threading.Lock()  # POP3: one session per maildrop (RFC 1939)
+        # The special folders of a new account (Sent, Drafts, ...) are made on disk together,
+        # the first time anything looks beyond INBOX (a LIST, a SELECT, the webmail's page);
+        # until then they are listed here (and in accounts.json). Creating directories is
+        # slow on some disks, and many accounts of a lesson only ever receive mail (SMTP and
+        # POP3 see INBOX alone); every listing shows the folders as before.
+        self.folders_to_make = list(folders_to_make)
 
     @property
     def address(self) -> str:
@@ -510,6 +527,7 @@ class Account:
 
     # ---- folders
     def _maildir(self) -> mailbox.Maildir:
+        import mailbox  # the stdlib's Maildir++ folder handling, for the folder commands only
         return mailbox.Maildir(self.path, factory=None, create=True)
 
     def _folder_path(self, name: str) -> Path:
@@ -523,8 +541,19 @@ class Account:
             raise FolderError(f"invalid folder name {name!r}")
         return name
 
+    def _make_folders(self) -> None:
+        """Make the special folders still to be made (see ``folders_to_make``)."""
+        with self.store.lock:
+            if not self.folders_to_make:
+                return
+            for name in self.folders_to_make:
+                make_maildir(self._folder_path(name), subfolder=True)
+            self.folders_to_make = []
+            self.store._save_accounts()
+
     def folder_names(self) -> list[str]:
         with self.store.lock:
+            self._make_folders()
             return ["INBOX"] + sorted(self._maildir().list_folders())
 
     # ---- subscriptions (IMAP SUBSCRIBE/LSUB): names, whether or not the folder exists
@@ -557,6 +586,7 @@ class Account:
             return True
         if not name or name.startswith(".") or "/" in name or "\x00" in name:
             return False
+        self._make_folders()
         return self._folder_path(name).is_dir()  # what mailbox.list_folders checks
 
     def folder(self, name: str = "INBOX") -> Folder:
@@ -586,6 +616,7 @@ class Account:
             f = self.folder(name)
             for info in f.messages():
                 f.expunge([info.uid])
+            import shutil  # (imported here: few sessions delete a folder)
             shutil.rmtree(f.path)
             self._folders.pop(name, None)
 
@@ -628,6 +659,7 @@ class Store:
     def __init__(self, root: str | os.PathLike | None = None, *, hash_n: int = SCRYPT_N):
         self._tmp = None
         if root is None:
+            import tempfile  # (imported here: it brings shutil and three compressors along)
             self._tmp = tempfile.TemporaryDirectory(prefix="maillab-")
             root = self._tmp.name
         self.root = Path(root).resolve()
@@ -680,13 +712,15 @@ class Store:
             return
         for a in data.get("accounts", []):
             self._accounts[a["login"]] = Account(self, a["login"], a["domain"], a["addresses"],
-                                                 a["password_hash"])
+                                                 a["password_hash"],
+                                                 folders_to_make=a.get("folders_to_make", ()))
 
     def _save_accounts(self):
         # APOP secrets are plaintext-equivalent: they stay in memory and never reach the disk.
         data = {"accounts": [
             {"login": a.login, "domain": a.domain, "addresses": a.addresses,
-             "password_hash": a.password_hash}
+             "password_hash": a.password_hash,
+             **({"folders_to_make": a.folders_to_make} if a.folders_to_make else {})}
             for a in self._accounts.values()]}
         tmp = self._accounts_file.with_suffix(".tmp")
         _write_private(tmp, json.dumps(data, indent=1))
@@ -706,17 +740,14 @@ class Store:
         domain = domain.lower()
         addresses = [a.lower() for a in addresses] or [f"{login.lower()}@{domain}"]
         hashed = password_hash or hash_password(password, n=self.hash_n)
-        # The folders on disk first, outside the lock: creating them is idempotent and slow-ish.
-        for folder in [self.root / login] + [self.root / login / ("." + n) for n in SPECIAL_USE]:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            for sub in ("tmp", "new", "cur"):
-                os.makedirs(folder / sub, mode=0o700, exist_ok=True)
-            if folder.name.startswith("."):
-                (folder / "maildirfolder").touch(mode=0o600)  # the Maildir++ mark of a sub-folder
+        # INBOX on disk first, outside the lock: making it is idempotent and slow-ish. The
+        # special folders follow when first needed (Account.folders_to_make).
+        make_maildir(self.root / login)
         with self.lock:
             acct = self._accounts.get(login)
             if acct is None:
-                acct = Account(self, login, domain, addresses, hashed, password if apop else None)
+                acct = Account(self, login, domain, addresses, hashed, password if apop else None,
+                               folders_to_make=SPECIAL_USE)
                 self._accounts[login] = acct
             else:  # update in place: open sessions keep the same object (and maildrop lock)
                 acct.domain, acct.addresses, acct.password_hash = domain, addresses, hashed

@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-import tempfile
 from pathlib import Path
-
-import trustme
 
 from .net import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
 
@@ -33,6 +30,11 @@ class LabCA:
     """
 
     def __init__(self, hostnames: list[str], directory: str | os.PathLike | None = None):
+        # trustme is imported where it is used, not with this module: it brings in
+        # ``cryptography`` (tens of milliseconds), which ``import maillab`` does not need.
+        import tempfile
+
+        import trustme
         self._dir = tempfile.TemporaryDirectory(prefix="maillab-ca-") if directory is None else None
         self.directory = Path(self._dir.name if directory is None else directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -46,6 +48,7 @@ class LabCA:
         self._server_contexts: dict[str, ssl.SSLContext] = {}
 
     def _saved_ca(self) -> trustme.CA | None:
+        import trustme
         if self._dir is not None:
             return None
         try:
@@ -55,6 +58,7 @@ class LabCA:
             return None  # none yet, or damaged: a new CA (clients must trust it anew)
 
     def _server_cert(self, hostname: str, reuse: bool) -> trustme.LeafCert:
+        import trustme
         cert_file = self.directory / f"{hostname}.pem"
         if reuse:
             try:

@@ -7,7 +7,6 @@ in notebooks; graders use them as evidence of what the learner's code really sen
 
 from __future__ import annotations
 
-import html
 import itertools
 import logging
 import re
@@ -360,6 +359,7 @@ class Transcript:
                                           skip=ROUTINE if skip is None else skip)
 
     def _repr_html_(self) -> str:
+        import html
         colours = {CLIENT: "#0b5394", SERVER: "#38761d", EVENT: "#888888"}
         rows, current = [], None
         for l in self.lines:
