@@ -984,3 +984,24 @@ def test_append_with_a_date_that_does_not_exist_is_a_syntax_error(ctx, store, da
     assert out == f"a BAD APPEND: there is no such date or time: {date}\r\n".encode()
     assert len(store.account("alice").folder("INBOX")) == 0
     assert c.cmd('a APPEND INBOX "30-Jun-2015 23:59:60 +0000" {3+}\r\nabc').startswith(b"a OK")  # a leap second
+
+
+def test_long_headers_cost_linear_time_in_search_and_envelope(ctx, store):
+    """The email package's search for encoded words is quadratic when they do not end: a 96 kB
+    Subject of "=?utf-8?q?x " took 40 s (found by bench/fuzz.py); an address list of megabytes
+    was read byte by byte for every ENVELOPE."""
+    from maillab.imap import search as searchmod
+    from maillab.imap.testing import returns_within
+    subject = b"=?utf-8?q?x " * 20_000 + b"=?utf-8?q?Caf=C3=A9?= =?utf-8?q?_cr=C3=A8me?="
+    assert returns_within(10, searchmod.decode_header_value, subject)
+    assert searchmod.decode_header_value(subject).endswith("Café crème")
+    assert searchmod.decode_header_value(b"=?utf-8?q?Caf=C3=A9?= and =?x?q?broken") == "Café and =?x?q?broken"
+    to = b", ".join(b"user%d@example.com" % i for i in range(50_000))  # 1.1 MB
+    raw = b"From: a@b.example\r\nTo: " + to + b"\r\nSubject: " + subject + b"\r\n\r\nbody\r\n"
+    store.account("alice").folder("INBOX").deliver(raw)
+    c = Client(ctx).login()
+    c.cmd("s SELECT INBOX")
+    assert returns_within(10, c.cmd, "f FETCH 1 ENVELOPE")
+    envelope = c.cmd("f FETCH 1 ENVELOPE")
+    assert envelope.endswith(b"f OK FETCH completed\r\n") and envelope.count(b'"example.com")') < 1000
+    assert lines(c.cmd(b"q SEARCH CHARSET UTF-8 SUBJECT {6+}\r\ncr\xc3\xa8me"))[0] == b"* SEARCH 1"

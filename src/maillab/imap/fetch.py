@@ -77,6 +77,19 @@ def header_fields(header: bytes, names: list[str], exclude: bool) -> bytes:
 
 # ----------------------------------------------------------------------------- content type
 
+# Bytes of one address list or MIME parameter field that are interpreted; the rest is left out
+# (cut after the last whole address). A field is read byte by byte here: 16 KiB is 400 addresses
+# and about 20 ms, while a 10 MB field (folded lines are allowed) once took seconds per FETCH.
+MAX_STRUCTURED = 16 * 1024
+
+
+def _bounded(value: bytes) -> bytes:
+    if len(value) <= MAX_STRUCTURED:
+        return value
+    cut = value.rfind(b",", 0, MAX_STRUCTURED)
+    return value[:cut if cut > 0 else MAX_STRUCTURED]
+
+
 def _tokens(value: bytes):
     """Tokens of a structured MIME header value: atoms, quoted strings and specials; no comments.
 
@@ -130,7 +143,7 @@ def parse_content_type(value: bytes | None):
     """(type, subtype, [(name, value)...]) with names and values as written; None if unusable."""
     if value is None:
         return None
-    toks = list(_tokens(value))
+    toks = list(_tokens(_bounded(value)))
     if len(toks) < 3 or toks[0][0] != "a" or toks[1] != ("s", b"/") or toks[2][0] != "a":
         return None
     return toks[0][1], toks[2][1], _params(toks[3:])
@@ -153,7 +166,7 @@ def _params(toks) -> list[tuple[bytes, bytes]]:
 def parse_disposition(value: bytes | None):
     if value is None:
         return None
-    toks = list(_tokens(value))
+    toks = list(_tokens(_bounded(value)))
     if not toks or toks[0][0] != "a":
         return None
     return toks[0][1], _params(toks[1:])
@@ -458,7 +471,7 @@ def parse_addresses(value: bytes) -> list[tuple]:
 def _address_list(value: bytes | None) -> bytes:
     if value is None:
         return b"NIL"
-    addrs = parse_addresses(value)
+    addrs = parse_addresses(_bounded(value))
     if not addrs:
         return b"NIL"
     return b"(" + b"".join(b"(" + b" ".join(nstring(x) for x in a) + b")" for a in addrs) + b")"
@@ -497,7 +510,7 @@ def _language(part: Part) -> bytes:
     value = part.first(b"content-language")
     if value is None:
         return b"NIL"
-    langs = [t[1] for t in _tokens(value) if t[0] == "a" and t[1] != b","]
+    langs = [t[1] for t in _tokens(_bounded(value)) if t[0] == "a" and t[1] != b","]
     langs = [x for l in langs for x in l.split(b",") if x]
     if not langs:
         return b"NIL"
