@@ -26,6 +26,7 @@ APT_PACKAGES = {
     "Xvfb": "xvfb",
     "xdotool": "xdotool",
     "thunderbird": "thunderbird",
+    "fc-list": "fontconfig",
 }
 
 

@@ -160,32 +160,12 @@ def pending_prose() -> frozenset[str]:
     return frozenset(found)
 
 
-@lru_cache(maxsize=1)
-def known_gap() -> frozenset[str]:
-    """English the lab's table still shows, to be fixed in lab.py (not owned by this test's
-    authors): the "Passwords" column is made by login_policy() while the servers start, on the
-    lab's protocol thread, where _() answers in English. Fixed by translating where the table
-    is drawn; then this set must be emptied (the test says so)."""
-    from maillab import i18n
-    from maillab.lab import PROTOCOLS, login_policy
-
-    with i18n.language("en"):
-        return frozenset(login_policy(protocol, strict) for protocol in PROTOCOLS
-                         for strict in (False, True))
-
-
 def english_shown(texts: list[str]) -> list[str]:
     allowed = state.allowed_latin(EDITION)
     waiting = [t for t in texts if t in pending_prose()]
     if waiting:
         print(f"left out, pending in edition.toml: {sorted(set(waiting))}")
-    gap = [t for t in texts if t in known_gap()]
-    assert not known_gap() or gap, "lab.py's table is Greek now: empty known_gap()"
-    print(f"left out, a known gap of lab.py (login_policy on the protocol thread): "
-          f"{sorted(set(gap))}")
-    return checks.english_in_texts([t for t in texts
-                                    if t not in pending_prose() and t not in known_gap()],
-                                   allowed)
+    return checks.english_in_texts([t for t in texts if t not in pending_prose()], allowed)
 
 
 def outputs_texts(page) -> list[str]:

@@ -679,7 +679,8 @@ class MailLab:
         rows = "".join(
             f"<tr><td>{esc(s.protocol.upper())}</td><td>{esc(s.hostname)}</td>"
             f"<td><b>{s.port}</b></td><td>{s.standard_port}</td><td>{esc(_(s.description))}</td>"
-            f"<td>{esc(s.login_policy)}</td></tr>"
+            # In the learner's language, made here: the field was filled on the protocol thread.
+            f"<td>{esc(login_policy(s.protocol, self.strict))}</td></tr>"
             for s in self.services)
         accts = "".join(
             f"<tr><td>{esc(a.login)}</td><td><code>{esc(a.password)}</code></td>"
