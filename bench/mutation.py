@@ -59,7 +59,7 @@ from queue import Queue
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-STOPPING = threading.Event()  # set on Ctrl-C: no new mutant starts
+STOPPING = threading.Event()  # set on Ctrl-C or SIGTERM: no new mutant starts
 FLOOR = 0.90  # killed / non-equivalent mutants, per module
 GOAL = 0.95
 
@@ -708,7 +708,7 @@ class Runner:
         proc = subprocess.Popen(cmd + args, cwd=copy_dir,
                                 env=test_environment(copy_dir, self.python),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_interruptible)
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -834,6 +834,7 @@ def serve_forks(root: str) -> None:
         pid = os.fork()
         if pid == 0:
             os.setsid()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             out = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(out, 1)
             os.dup2(out, 2)
@@ -865,6 +866,13 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def _interruptible() -> None:
+    """In a child: SIGINT as usual, even when this script runs in the background (``nohup
+    ... &`` ignores SIGINT, and children inherit that), so that _stop_tree's SIGINT reaches
+    pytest and fixture teardown stops what the tests started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _stop_tree(pid: int, wait) -> None:
@@ -1049,6 +1057,7 @@ def main(argv=None) -> int:
         serve_forks(args.fork_server)
         return 0
 
+    _stop_on_sigterm()
     args.workdir.mkdir(parents=True, exist_ok=True)
     base, snapshot_id = make_snapshot(args.workdir, args.repo.resolve(), args.commit,
                                       args.from_dir.resolve() if args.from_dir else None)
@@ -1087,11 +1096,13 @@ def main(argv=None) -> int:
                     continue
                 to_run = [m for module in modules for m in all_mutants[module]
                           if m.id not in equivalents and _needs_run(cache.get(m))]
-                if not to_run:
+                if not to_run or STOPPING.is_set():
                     continue
                 cmap = collect_coverage(group, base, snapshot_id, args.workdir, args.python,
                                         not args.no_nice, expand_modules(base, group))
                 for module in modules:
+                    if STOPPING.is_set():
+                        break
                     mutants = [m for m in to_run if m.path == module]
                     spent = _run_module(module, mutants, runner, cmap, group, cache, snapshot_id,
                                         args.workers)
@@ -1172,6 +1183,16 @@ def _run_module(module, mutants, runner, cmap, group, cache, snapshot_id, worker
             print("interrupted: finishing the mutants that are running", flush=True)
             raise
     return time.monotonic() - started
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a run in the background does not get Ctrl-C) stops like Ctrl-C: the running
+    mutants finish and their files are restored, results so far are kept."""
+    def stop(signum, frame):
+        if not STOPPING.is_set():
+            STOPPING.set()
+            print("terminated: finishing the mutants that are running", flush=True)
+    signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":
