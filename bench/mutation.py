@@ -177,6 +177,9 @@ def _skipped_nodes(tree: ast.AST) -> set[int]:
             skip(node)
         elif _is_tuning_knob(node):
             skip(node.value)
+        elif _is_constant_arithmetic(node):
+            # 2**32 - 1, 12 * 3600: one number, mutated as a whole (see _expression_mutants)
+            skip(*ast.iter_child_nodes(node))
         elif isinstance(node, (ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal)):
             skip(node)
         elif isinstance(node, ast.Call):
@@ -187,6 +190,13 @@ def _skipped_nodes(tree: ast.AST) -> set[int]:
             if isinstance(node.func, ast.Attribute) and node.func.attr in ("encode", "decode"):
                 skip(*node.args)
     return skipped
+
+
+def _is_constant_arithmetic(node: ast.AST) -> bool:
+    return isinstance(node, ast.BinOp) and all(
+        isinstance(n, (ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop))
+        or isinstance(n, ast.Constant) and type(n.value) in (int, float)
+        for n in ast.walk(node))
 
 
 def _is_tuning_knob(node: ast.AST) -> bool:
@@ -272,6 +282,8 @@ class MutantFinder:
             yield node.test, ast.UnaryOp(ast.Not(), copy.deepcopy(node.test)), "negate"
         elif isinstance(node, ast.Constant):
             yield from self._constant_mutants(node)
+        elif _is_constant_arithmetic(node):
+            yield node, ast.BinOp(copy.deepcopy(node), ast.Add(), ast.Constant(1)), "number"
         elif isinstance(node, ast.Return) and node.value is not None and not (
                 isinstance(node.value, ast.Constant)
                 and (node.value.value is None or isinstance(node.value.value, bool))):
@@ -1046,6 +1058,8 @@ def main(argv=None) -> int:
                         help="run this fraction of each module's mutants, chosen by id (the "
                              "same ones every time); the score is then an estimate")
     parser.add_argument("--fresh", action="store_true", help="ignore cached results")
+    parser.add_argument("--only-new", action="store_true",
+                        help="run only mutants never run before (not the survivors again)")
     parser.add_argument("--no-nice", action="store_true")
     parser.add_argument("--no-fork", action="store_true",
                         help="start a fresh Python per mutant instead of forking a preloaded one")
@@ -1095,7 +1109,8 @@ def main(argv=None) -> int:
                 if not modules:
                     continue
                 to_run = [m for module in modules for m in all_mutants[module]
-                          if m.id not in equivalents and _needs_run(cache.get(m))]
+                          if m.id not in equivalents
+                          and _needs_run(cache.get(m), args.only_new)]
                 if not to_run or STOPPING.is_set():
                     continue
                 cmap = collect_coverage(group, base, snapshot_id, args.workdir, args.python,
@@ -1150,9 +1165,13 @@ def add_run_time(path: Path, module: str, seconds: float, mutants: int, workers:
         path.write_text(json.dumps(timings, indent=1))
 
 
-def _needs_run(record: dict | None) -> bool:
-    """Killed stays killed while its function is unchanged; the rest runs again."""
-    return record is None or record["status"] not in ("killed", "timeout")
+def _needs_run(record: dict | None, only_new: bool = False) -> bool:
+    """Killed stays killed while its function is unchanged; the rest runs again (with
+    ``only_new``, survivors too stay as they are)."""
+    if record is None:
+        return True
+    done = ("killed", "timeout") + (("survived", "no-test") if only_new else ())
+    return record["status"] not in done
 
 
 def _run_module(module, mutants, runner, cmap, group, cache, snapshot_id, workers) -> float:
