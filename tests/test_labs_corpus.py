@@ -137,8 +137,10 @@ def test_the_report_says_what_happened(graded):
     assert "look at" in done.stdout and "submissions in" in done.stdout
 
 
-HIDDEN_MARKS = ("grading.fresh", "BEGIN HIDDEN TESTS", "/run/maillab", "MAILLAB_SEALED",
-                "sandbox", "bwrap")
+# What only the hidden tests and the grading mechanism would show (an attack's own cells may
+# mention grading.fresh or a sandbox, and the learner sees those anyway).
+HIDDEN_MARKS = ("_g = grading.fresh(lab)", "BEGIN HIDDEN TESTS", "/run/maillab", "MAILLAB_SEALED",
+                "bwrap", "maillab.grader")
 
 
 def test_feedback_shows_what_failed_without_the_hidden_tests(graded):
@@ -146,13 +148,17 @@ def test_feedback_shows_what_failed_without_the_hidden_tests(graded):
     labs = list(EXPECTED)
     for lab in labs:
         course.run("generate_feedback", lab, "--force")
-    hidden_lines = set()
+    hidden_lines, released = set(), set()
     for lab in labs:
         nb = nbformat.read(course.root / "solutions" / lab / f"{lab}.ipynb", 4)
         for cell in nb.cells:
             part = cell.source.split("### BEGIN HIDDEN TESTS")[1:]
             hidden_lines |= {l.strip() for l in "".join(part).splitlines()
                              if len(l.strip()) > 25 and "END HIDDEN" not in l}
+        student = nbformat.read(course.root / "labs" / lab / f"{lab}.ipynb", 4)
+        released |= {l.strip() for c in student.cells for l in c.source.splitlines()}
+    # a line (or part of one) the learner's version shows anyway gives nothing away
+    hidden_lines = {h for h in hidden_lines if not any(h in r for r in released)}
     for lab in labs:
         for case in EXPECTED[lab]:
             html = (course.root / "feedback" / case / lab / f"{lab}.html").read_text()
