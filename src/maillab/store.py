@@ -372,14 +372,19 @@ class Folder:
             uid = self._allocate_uid()
             size = crlf_size(data)
             name = self._filename(uid, size, system)
-            tmp = self.path / "tmp" / name
+            # Plain strings for the two paths (a Path object per step costs more than the
+            # rest of the bookkeeping); the file's own mtime is the internal date, read from
+            # the open file rather than looked up again by name.
+            folder = os.fspath(self.path)
+            tmp, final = os.path.join(folder, "tmp", name), os.path.join(folder, "new", name)
             with open(tmp, "wb", opener=private_opener) as f:
                 f.write(data)
-            if internaldate is not None:
-                os.utime(tmp, (internaldate, internaldate))
-            final = self.path / "new" / name
+                f.flush()  # the data in the file now: the mtime read or set below is final
+                if internaldate is not None:
+                    os.utime(f.fileno(), (internaldate, internaldate))
+                mtime = os.fstat(f.fileno()).st_mtime
             os.rename(tmp, final)  # the Maildir step that makes the whole message visible at once
-            info = MessageInfo(uid, size, system, final.stat().st_mtime, final, recent=True)
+            info = MessageInfo(uid, size, system, mtime, Path(final), recent=True)
             index[uid] = info
             if flags - system - {"\\Recent"}:
                 self.keywords[uid] = set(flags - system - {"\\Recent"})

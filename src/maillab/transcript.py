@@ -100,15 +100,28 @@ class Connection:
         buf = self._partial[who] + data
         lines = buf.split(b"\n")
         partial = lines.pop()
+        complete = len(buf) - len(partial)  # bytes of the complete lines, line ends included
+        carried = self._partial_cut[who]  # bytes cut earlier from the first of these lines
+        if lines:  # that line ends here; what follows is a new one
+            self._partial_cut[who] = 0
         if len(partial) > MAX_LINE:  # no line end in sight: keep the line's start only
             self._partial_cut[who] += len(partial) - MAX_LINE
             partial = partial[:MAX_LINE]
         self._partial[who] = partial
         now = time.time()
+        if not carried and self._keeps_all(who, lines, complete):
+            # The usual case (a message after DATA, an accepted command and its answer): every
+            # line kept as it is, as the loop below would keep it, without its checks per line.
+            self._kept[who] += len(lines)
+            self._kept_bytes[who] += complete
+            service, conn, peer, make = self.service, self.id, self.peer, tuple.__new__
+            # make(Line, ...) is Line(...) without a Python call per line
+            rec._extend([make(Line, (now, service, conn, who, line + b"\n", peer)) for line in lines],
+                        complete)
+            return
         out: list[Line] = []
         for i, line in enumerate(lines):
-            cut = self._partial_cut[who] + max(0, len(line) - MAX_LINE)
-            self._partial_cut[who] = 0
+            cut = (carried if i == 0 else 0) + max(0, len(line) - MAX_LINE)
             kept = self._past_refusals(Line(now, self.service, self.id, who,
                                             line[:MAX_LINE] + b"\n", self.peer), cut)
             for one in kept:
@@ -120,6 +133,23 @@ class Connection:
             if cut and kept:
                 out.append(self._event_line(_("{0} more bytes of this line not kept").format(cut)))
         rec._extend(out)
+
+    def _keeps_all(self, who: str, lines: list[bytes], size: int) -> bool:
+        """True when ``lines`` (``size`` bytes) are all kept whole, as they are, and change
+        no count of refused commands: no line is too long, this side's limits are not reached
+        with them, and they are the client's while no refused commands are being counted, or
+        the server's after an accepted command, none of them a refusal."""
+        rec = self.recorder
+        if (self._kept[who] + len(lines) > rec.per_connection
+                or self._kept_bytes[who] + size > rec.per_connection_bytes
+                or (lines and max(map(len, lines)) > MAX_LINE)):
+            return False
+        refusal = self._is_refusal
+        if refusal is None:
+            return True
+        if who == CLIENT:
+            return self.refusals_in_a_row < REFUSED_KEPT
+        return self.refusals_in_a_row == 0 and not any(refusal(line + b"\n") for line in lines)
 
     def _room(self, who: str, size: int, out: list[Line]) -> bool:
         """Count a line against this side's limits; False (and a marker, once) when full."""
@@ -248,13 +278,16 @@ class Recorder:
     def _add(self, line: Line) -> None:
         self._extend([line])
 
-    def _extend(self, lines: list[Line]) -> None:
-        """Add many lines under one lock (a long reply is thousands of lines)."""
+    def _extend(self, lines: list[Line], size: int | None = None) -> None:
+        """Add many lines under one lock (a long reply is thousands of lines); ``size`` is the
+        bytes of their text, when the caller knows it already."""
         if not lines:
             return
+        if size is None:
+            size = sum(len(l.raw) for l in lines)
         with self._lock:
             self._lines.extend(lines)
-            self._bytes += sum(len(l.raw) for l in lines) + LINE_OVERHEAD * len(lines)
+            self._bytes += size + LINE_OVERHEAD * len(lines)
             first_drop = self.dropped == 0
             while self._lines and (len(self._lines) > self.limit or self._bytes > self.max_bytes):
                 old = self._lines.popleft()
