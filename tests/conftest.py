@@ -56,6 +56,17 @@ def require_root(why: str) -> None:
     pytest.skip(f"not running as root: {why}")
 
 
+@pytest.fixture(autouse=True)
+def _socket_default_timeout():
+    """Give every test the process's socket default timeout as it found it: a test that runs
+    a lab's setup (``grading.prepare`` sets a 3 s default) must not shorten the next test's
+    sockets, some of which wait longer on purpose (the login guard's delays reach 4 s)."""
+    import socket
+    saved = socket.getdefaulttimeout()
+    yield
+    socket.setdefaulttimeout(saved)
+
+
 @pytest.fixture(name="require_tool")
 def require_tool_fixture():
     """The same helper as a fixture: `def test_x(require_tool): curl = require_tool("curl")`."""

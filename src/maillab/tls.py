@@ -71,17 +71,22 @@ class LabCA:
         return leaf
 
     def _save(self, cert_file: Path, cert: bytes, key: bytes) -> None:
-        """Write a certificate (world-readable) and, when kept for later starts, its private
-        key beside it (``.key``, mode 0600, written whole before it replaces an older one)."""
-        cert_file.write_bytes(cert)
-        if self._dir is not None:
-            return
-        key_file = cert_file.with_suffix(".key")
-        tmp = key_file.with_name(key_file.name + ".tmp")
+        """Write a certificate and, when kept for later starts, its private key beside it
+        (``.key``). Both are written whole before they replace older ones, with mode 0600 like
+        everything else in a lab's root: the folder is its owner's alone (a shared server's
+        other users have no business there), and the owner's mail programs read the CA as the
+        same user."""
+        self._write_new(cert_file, cert)
+        if self._dir is None:
+            self._write_new(cert_file.with_suffix(".key"), key)
+
+    @staticmethod
+    def _write_new(path: Path, data: bytes) -> None:
+        tmp = path.with_name(path.name + ".tmp")
         tmp.unlink(missing_ok=True)
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-            f.write(key)
-        os.replace(tmp, key_file)
+            f.write(data)
+        os.replace(tmp, path)
 
     def server_context(self, hostname: str) -> ssl.SSLContext:
         """The TLS context a server for ``hostname`` uses (TLS 1.2 or newer)."""
