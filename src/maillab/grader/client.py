@@ -19,6 +19,7 @@ import tempfile
 import threading
 from pathlib import Path, PurePosixPath
 
+from ..i18n import _
 from ..lab import LabAccount, MailLab, Service, StoredMessage
 from ..net import LoginAttempt
 from ..transcript import Line, Transcript
@@ -56,7 +57,7 @@ class _Control:
                     self.sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
                     line = self.file.readline()
                     if not line:
-                        raise ConnectionError("the lab closed the connection")
+                        raise ConnectionError(_("the lab closed the connection"))
                     reply = json.loads(line)
                     break
                 except OSError:
@@ -182,7 +183,7 @@ class SealedLabClient(MailLab):
         self._sealed.ask("settle", timeout=timeout)
 
     def observed(self, service=None, conn=None):
-        raise RuntimeError("the wire copies are not available while your work is graded")
+        raise RuntimeError(_("the wire copies are not available while your work is graded"))
 
     @property
     def webmail_url(self) -> str:

@@ -19,6 +19,7 @@ import socketserver
 import threading
 from pathlib import Path
 
+from ..i18n import _
 from ..lab import MailLab
 
 MAX_REQUEST = 4 * 1024 * 1024  # bytes in one request line
@@ -107,9 +108,9 @@ class SealedLab:
         from ..grading import make_account
         raw = [base64.b64decode(m) for m in messages]
         if self.accounts_made >= MAX_ACCOUNTS or sum(map(len, raw)) > MAX_ACCOUNT_BYTES:
-            raise ValueError("too many test accounts for one notebook")
+            raise ValueError(_("too many test accounts for one notebook"))
         if domain is not None and domain not in self.lab.domains:
-            raise ValueError(f"no such domain: {domain}")
+            raise ValueError(_("no such domain: {0}").format(domain))
         self.accounts_made += 1
         return list(make_account(self.lab, raw, domain=domain,
                                  flags=[tuple(str(f) for f in fl) for fl in flags]))
@@ -122,7 +123,7 @@ class SealedLab:
         if op == "info":
             return self.info()
         if not self.evidence:
-            raise PermissionError("not while your work is graded")
+            raise PermissionError(_("not while your work is graded"))
         if op == "lines":
             return self.lines(int(request.get("min_conn", 0)))
         if op == "files":
