@@ -314,7 +314,7 @@ class MailLab:
         settings = {"max_upload": self.size_limit * 3 // 4, **self.options.get("webmail", {})}
         server = await serve_lazily(sock, self._webmail_backend, domains=self.domains,
                                     recorder=self.recorder, service_name=f"http:{domain}",
-                                    **settings)
+                                    mail_settings=self._mail_settings, **settings)
         std, _m, desc = PROTOCOLS["webmail"]
         self.services.append(Service("webmail", domain, f"webmail.{domain}",
                                      sock.getsockname()[1], std, desc, server,
@@ -333,6 +333,22 @@ class MailLab:
                            getattr(self, "_webmail_tls", None))
         except KeyError:
             return None
+
+    def _mail_settings(self, domain: str):
+        """A domain's servers as a mail program's autoconfig names them (None: not a lab
+        domain): with TLS, IMAP and POP3 each from the first byte and with STARTTLS, sending on
+        the ports standing for 465 and 587; without, the plain ports. The host is ``localhost``:
+        the name the lab's certificates carry that mail programs here can resolve."""
+        from .webmail.autoconfig import MailServer
+        if domain not in self.domains:
+            return None
+        kinds = ([("imaps", "imap", "SSL"), ("imap", "imap", "STARTTLS"),
+                  ("pop3s", "pop3", "SSL"), ("pop3", "pop3", "STARTTLS"),
+                  ("smtps", "smtp", "SSL"), ("submission", "smtp", "STARTTLS")]
+                 if self.ca is not None else
+                 [("imap", "imap", "plain"), ("pop3", "pop3", "plain"), ("smtp", "smtp", "plain")])
+        return [MailServer(protocol, "localhost", self.port(service, domain), socket_type)
+                for service, protocol, socket_type in kinds]
 
     def _starters(self) -> dict:
         """protocol -> coroutine function(ctx, sock) that starts that server."""

@@ -113,8 +113,10 @@ class Webmail:
                  workers: int = 8, imap_timeout: float = 15, title: str | None = None,
                  max_connections: int = 64, idle_timeout: float = 30.0,
                  body_grace: float = 20.0, body_rate: float = 32 * 1024,
-                 lang: str | None = None):
+                 lang: str | None = None, mail_settings: Callable | None = None):
         self.backend = backend
+        # mail_settings(domain): that domain's servers for mail programs' autoconfig (or None)
+        self.mail_settings = mail_settings
         # The pages' language: ``lang``, else the learner's at each request (maillab.start(
         # lang="el") makes a Greek lab's webmail Greek). It runs on the lab's protocol thread,
         # where _() speaks English, so every request asks for the learner's language itself.
@@ -167,6 +169,9 @@ class Webmail:
         r.add_post("/send", self.send)
         r.add_post("/action", self.action)
         r.add_get("/static/{name}", self.static)
+        if self.mail_settings is not None:
+            from . import autoconfig
+            autoconfig.add_routes(r, self.mail_settings)
         return app
 
     def set_port(self, port: int) -> None:
