@@ -37,9 +37,13 @@ import threading
 import time
 import types
 from pathlib import Path
+from typing import NamedTuple
+
+from maillab.i18n import _  # absolute: fresh() loads this file outside the package
 
 __all__ = ["prepare", "watch", "verify", "fresh", "Watch", "CellTimeLimit", "Tampered",
-           "unstuff", "maildir", "SOCKET_TIMEOUT", "CELL_LIMIT"]
+           "unstuff", "maildir", "during", "Steps", "exchanges", "smtp_steps",
+           "SOCKET_TIMEOUT", "CELL_LIMIT"]
 
 SOCKET_TIMEOUT = 3.0  # seconds a socket may wait for the lab's servers (they answer in ms)
 CELL_LIMIT = 8.0  # seconds a notebook cell may run before it is interrupted
@@ -473,7 +477,9 @@ def during(lab, cell: str | None = None) -> CellEvidence:
     """The evidence of one cell that already ran: by default the code cell just before the
     test that asks, or the cell with this id. In the notebook's own kernel the times come from
     :func:`prepare`'s cell hooks; ``maillab grade`` uses the times its executor recorded."""
-    windows = _limit.windows if _limit is not None else []
+    # fresh() loads a copy of this module: the cell hooks are the installed module's
+    limit = _limit or getattr(sys.modules.get("maillab.grading"), "_limit", None)
+    windows = limit.windows if limit is not None else []
     found = windows[-1] if cell is None and windows else \
         next((w for w in reversed(windows) if w[0] == cell), None)
     assert found is not None, "that cell has not run in this kernel"
@@ -545,6 +551,239 @@ def plain_auth_user(session: Session) -> str | None:
             except Exception:
                 return None
     return None
+
+
+# ---- Level 1: sessions typed by hand
+#
+# A Level-1 part is a session cell (%%smtp, %%pop3, %%imap) followed by one small test cell per
+# step. The first test cell reads the evidence of the session cell just before it
+# (``during(lab)``) and works out every step at once; each test cell then asserts one step, so
+# that nbgrader gives partial credit per step and a failed step says in one line what is missing
+# and what the server saw. Only the servers' transcript and the store count, never what the
+# cell printed.
+
+class Steps:
+    """The steps of one part typed by hand, each done or not, with a one-line reason."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.results: dict[str, tuple[str, str | None]] = {}  # name -> (what, problem or None)
+
+    def add(self, name: str, what: str, problem: str | None) -> None:
+        self.results[name] = (what, problem)
+
+    def check(self, name: str) -> None:
+        """The assertion of one step's test cell."""
+        what, problem = self.results[name]
+        assert problem is None, f"{what}: {problem}"
+
+    def nothing(self, service: str) -> "Steps":
+        """Every step failed for one reason: the session cell made no connection."""
+        why = _("the cell before this test made no connection to {0}: run your session cell, "
+                "then this one").format(service)
+        for name, (what, _problem) in self.results.items():
+            self.results[name] = (what, why)
+        return self
+
+    def __str__(self) -> str:
+        lines = [self.title]
+        for what, problem in self.results.values():
+            lines.append(f"  [x] {what}" if problem is None else f"  [ ] {what}: {problem}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _quoted(text: str, limit: int = 70) -> str:
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    return f"'{text}'"
+
+
+class Exchange(NamedTuple):
+    """One command the client typed and the server's answer to it (its lines)."""
+
+    command: str  # the line as typed ('.' for the end of an SMTP message)
+    replies: list
+    data: bytes = b""  # SMTP: the message lines sent after 354 (for the '.' exchange)
+
+    @property
+    def verb(self) -> str:
+        words = self.command.split()
+        return words[0].upper() if words else ""
+
+    @property
+    def answer(self) -> str:
+        """The last line of the answer (the one with the verdict), or ''."""
+        return self.replies[-1] if self.replies else ""
+
+    def ok(self, prefix: str) -> bool:
+        return self.answer.startswith(prefix)
+
+
+def exchanges(session: "Session", protocol: str = "smtp") -> list[Exchange]:
+    """The session as (command, answer) pairs in order. SMTP: the message after 354 and its
+    final '.' are one exchange whose ``command`` is '.'; IMAP: a literal's lines belong to the
+    command they follow; the answer is every server line up to the next client line."""
+    out: list[Exchange] = []
+    data: list[bytes] | None = None
+    literal = 0
+    for line in session.lines:
+        if line.who == "S":
+            if out:
+                out[-1].replies.append(line.text)
+            if protocol == "smtp" and line.text.startswith("354"):
+                data = []
+            continue
+        if line.who != "C":
+            continue
+        if data is not None:
+            if line.raw.rstrip(b"\r\n") == b".":
+                out.append(Exchange(".", [], b"".join(data)))
+                data = None
+            else:
+                data.append(line.raw)
+            continue
+        if literal > 0 and out:
+            literal = max(0, literal - len(line.raw))
+            out[-1] = out[-1]._replace(data=out[-1].data + line.raw)
+            continue
+        m = re.search(rb"\{(\d+)\+?\}\r?\n$", line.raw) if protocol == "imap" else None
+        literal = int(m.group(1)) if m else 0
+        out.append(Exchange(line.text, []))
+    if data is not None:  # the message never ended: what was sent after 354
+        out.append(Exchange("", [], b"".join(data)))
+    return out
+
+
+def _refusal(steps: list[Exchange], failed) -> str:
+    """', and the server refused X with Y' for the first refused command, or ''."""
+    bad = next((e for e in steps if failed(e)), None)
+    if bad is None:
+        return ""
+    return _(" (the server answered {0} with {1})").format(_quoted(bad.command, 40),
+                                                          _quoted(bad.answer, 60))
+
+
+def _header_problem(message: bytes) -> str | None:
+    """Why a typed message has no header block and body apart, or None."""
+    text = message.decode("utf-8", "replace")
+    lines = text.split("\r\n")
+    for i, line in enumerate(lines):
+        if line == "":
+            return None if i > 0 else _("the message starts with an empty line, so it has "
+                                        "no headers")
+        if line[:1] in (" ", "\t") and i > 0:
+            continue
+        if not re.match(r"[!-9;-~]+:", line):
+            return _("no blank line between the headers and the body: {0} was stored as a "
+                     "header line, and the stored message has no body").format(_quoted(line, 40))
+    return _("no blank line between the headers and the body: the stored message has no body")
+
+
+def _typed_headers(message: bytes) -> dict[str, str]:
+    head = message.split(b"\r\n\r\n", 1)[0]
+    return {k.lower(): v for k, v in _headers(head + b"\r\n\r\n")}
+
+
+def smtp_steps(evidence: CellEvidence, service: str, *, rcpt: str, user: str,
+               login: str | None = None, tls: bool = False,
+               headers: tuple = ("From", "Date", "Subject")) -> Steps:
+    """The steps of an SMTP session typed by hand in one cell: (STARTTLS,) (AUTH,) EHLO, the
+    envelope to ``rcpt``, the message (headers and body apart, in ``user``'s mailbox, with
+    ``headers``), QUIT."""
+    steps = Steps(_("Your SMTP session, as the server saw it:"))
+    found = evidence.sessions(service)
+    session = found[-1] if found else Session([])
+    ex = exchanges(session, "smtp")
+    refused = lambda e: e.answer[:1] in ("4", "5")  # noqa: E731
+    tls_at = next((i for i, e in enumerate(ex) if e.verb == "STARTTLS" and e.ok("220")), None)
+
+    hello = [e for e in ex if e.verb in ("EHLO", "HELO") and e.ok("250")]
+    steps.add("hello", _("say hello (EHLO)"), None if hello else
+              _("no EHLO was accepted") + _refusal(ex, refused))
+    if tls:
+        again = tls_at is not None and any(
+            e.verb == "EHLO" and e.ok("250") for e in ex[tls_at + 1:])
+        problem = None
+        if tls_at is None:
+            problem = _("no STARTTLS was accepted") + _refusal(ex, refused)
+        elif not again:
+            problem = _("no EHLO after STARTTLS: say EHLO again once TLS is on (the server "
+                        "forgets what was said before)")
+        steps.add("tls", _("switch on encryption (STARTTLS, then EHLO again)"), problem)
+    if login:
+        auth = [e for e in ex if e.verb == "AUTH"]
+        done = [e for e in auth if e.ok("235")]
+        problem = None
+        if not auth:
+            problem = _("no AUTH line: log in before MAIL FROM")
+        elif not done:
+            problem = _("AUTH was refused: {0}").format(_quoted(auth[-1].answer))
+        elif plain_auth_user(session) not in (None, login):
+            problem = _("you logged in as {0}, not as {1}").format(plain_auth_user(session), login)
+        steps.add("login", _("log in as {0} (AUTH)").format(login), problem)
+
+    mail = next((i for i, e in enumerate(ex) if e.verb == "MAIL" and e.ok("250")), None)
+    wanted = f"<{rcpt.lower()}>"
+    rcpts = [i for i, e in enumerate(ex) if e.verb == "RCPT" and e.ok("250")
+             and wanted in e.command.lower().replace(" ", "")]
+    if mail is None:
+        problem = _("no MAIL FROM was accepted") + _refusal(ex, refused)
+    elif not rcpts or rcpts[-1] < mail:
+        problem = _("no RCPT TO:<{0}> was accepted after MAIL FROM").format(rcpt) + \
+            _refusal(ex, refused)
+    else:
+        problem = None
+    steps.add("envelope", _("the envelope: MAIL FROM, then RCPT TO:<{0}>").format(rcpt), problem)
+
+    data = [e for e in ex if e.verb == "DATA"]
+    ends = [e for e in ex if e.command == "." and e.ok("250")]
+    typed = ends[-1].data if ends else b""
+    problem = None
+    if not data:
+        problem = _("no DATA command: the server got no message")
+    elif not data[-1].ok("354"):
+        problem = _("DATA was refused: {0}").format(_quoted(data[-1].answer))
+    elif not ends:
+        unended = next((e for e in ex if e.command == ""), None)
+        problem = _("the message never ended: type a line holding only a dot after it "
+                    "(everything after DATA, QUIT too, became part of the message)") \
+            if unended is not None else _("the message was refused") + _refusal(ex, refused)
+    else:
+        problem = _header_problem(typed)
+        if problem is None:
+            try:
+                evidence.lab.settle(5)  # the other provider's copy may still be on its way
+            except Exception:
+                pass
+            if not evidence.delivered(user, session):
+                problem = _("the message is not in {0}'s mailbox").format(rcpt)
+    steps.add("message", _("the message: headers, a blank line, the body, a line with a dot"),
+              problem)
+
+    if headers:
+        have = _typed_headers(typed) if ends else {}
+        missing = [h for h in headers if h.lower() not in have]
+        problem = None
+        if not ends:
+            problem = _("no message was sent")
+        elif missing:
+            problem = _("your message has no {0} header (RFC 5322 asks every message for "
+                        "From: and Date:)").format(", ".join(h + ":" for h in missing))
+        elif "date" in have:
+            import email.utils
+            try:
+                email.utils.parsedate_to_datetime(have["date"])
+            except (TypeError, ValueError):
+                problem = _("the Date: header {0} is not a date in the form "
+                            "'Mon, 1 Jun 2026 10:00:00 +0300'").format(_quoted(have["date"], 40))
+        steps.add("headers", _("the headers {0}").format(", ".join(headers)), problem)
+
+    quit_ = [e for e in ex if e.verb == "QUIT"]
+    steps.add("quit", _("say goodbye (QUIT)"), None if quit_ and quit_[-1].ok("221") else
+              _("no QUIT: end the session with QUIT (the server answers 221)"))
+    return steps if found else steps.nothing(service)
+
 
 
 # ---------------------------------------------------------------------------- integrity

@@ -1,0 +1,122 @@
+"""Level 1 of the graded labs: sessions typed by hand, graded per step from the servers' evidence
+(maillab.grading, section "Level 1"). Each slip a learner makes costs the step it breaks, and
+the failed step says in one line what the server saw."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+import maillab
+from maillab import grading
+from maillab.sessions import run_session
+
+TOKEN = base64.b64encode(b"\0alice\0wonderland").decode()
+SUBMIT = f"""EHLO laptop.example.com
+STARTTLS
+EHLO laptop.example.com
+AUTH PLAIN {TOKEN}
+MAIL FROM:<alice@example.com>
+RCPT TO:<john@example.net>
+DATA
+From: alice@example.com
+To: john@example.net
+Subject: Hello John
+
+Hello from example.com!
+.
+QUIT"""
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = maillab.start(ports="any")
+    grading.seal(lab)
+    yield lab
+    lab.stop()
+
+
+def typed(lab, text: str, **options) -> grading.CellEvidence:
+    """The evidence of one session cell, as grading.during() gives it to a test cell."""
+    start = time.time()
+    run_session("smtp", "example.com", text, lab=lab, **options)
+    return grading.CellEvidence(lab, start, time.time())
+
+
+def submission_steps(lab, text: str) -> grading.Steps:
+    return grading.smtp_steps(typed(lab, text, submission=True), "submission:example.com",
+                              rcpt="john@example.net", user="john", login="alice", tls=True,
+                              headers=("From", "To", "Subject"))
+
+
+def failed(steps: grading.Steps) -> dict[str, str]:
+    return {name: problem for name, (_what, problem) in steps.results.items() if problem}
+
+
+def test_a_correct_submission_passes_every_step(lab):
+    steps = submission_steps(lab, SUBMIT)
+    assert failed(steps) == {}
+    for name in steps.results:
+        steps.check(name)
+    assert "[ ]" not in str(steps)
+
+
+@pytest.mark.parametrize("slip, text, broken, says", [
+    ("no blank line", SUBMIT.replace("John\n\n", "John\n"), {"message"},
+     "no blank line between the headers and the body: 'Hello from example.com!' was stored"),
+    ("no QUIT", SUBMIT.rsplit("\n", 1)[0], {"quit"}, "no QUIT"),
+    ("RCPT before MAIL", SUBMIT.replace(
+        "MAIL FROM:<alice@example.com>\nRCPT TO:<john@example.net>",
+        "RCPT TO:<john@example.net>\nMAIL FROM:<alice@example.com>"),
+     {"envelope", "message", "headers"}, "'RCPT TO:<john@example.net>' with '503"),
+    ("a typo", SUBMIT.replace("RCPT TO", "RCTP TO"), {"envelope", "message", "headers"},
+     "'RCTP TO:<john@example.net>' with '500"),
+    ("no final dot", SUBMIT.replace(".\nQUIT", "QUIT"), {"message", "headers", "quit"},
+     "the message never ended"),
+    ("no EHLO after STARTTLS", SUBMIT.replace("STARTTLS\nEHLO laptop.example.com", "STARTTLS"),
+     {"tls", "login", "envelope", "message", "headers"}, "no EHLO after STARTTLS"),
+    ("a wrong password", SUBMIT.replace(TOKEN, base64.b64encode(b"\0alice\0alice").decode()),
+     {"login", "envelope", "message", "headers"}, "AUTH was refused: '535"),
+    ("no Subject", SUBMIT.replace("Subject: Hello John\n", ""), {"headers"}, "no Subject:"),
+])
+def test_each_slip_costs_the_steps_it_breaks(lab, slip, text, broken, says):
+    steps = submission_steps(lab, text)
+    assert set(failed(steps)) == broken, str(steps)
+    assert any(says in problem for problem in failed(steps).values()), str(steps)
+    with pytest.raises(AssertionError) as e:
+        steps.check(sorted(broken)[0])
+    assert "\n" not in str(e.value)  # one line
+
+
+def test_a_session_on_another_port_is_no_evidence(lab):
+    steps = grading.smtp_steps(typed(lab, "EHLO me\nQUIT"), "submission:example.com",
+                               rcpt="john@example.net", user="john")  # typed on port 25
+    assert set(failed(steps)) == {"hello", "envelope", "message", "headers", "quit"}
+    assert "made no connection to submission:example.com" in failed(steps)["hello"]
+
+
+def test_a_date_must_be_a_date(lab):
+    text = SUBMIT.replace("Subject:", "Date: yesterday\nSubject:")
+    steps = grading.smtp_steps(typed(lab, text, submission=True), "submission:example.com",
+                               rcpt="john@example.net", user="john", login="alice", tls=True)
+    assert set(failed(steps)) == {"headers"}
+    assert "'yesterday' is not a date" in failed(steps)["headers"]
+
+
+def test_the_fresh_copy_reads_the_cell_times_of_the_installed_module(lab, monkeypatch):
+    """Hidden tests call _g.during(lab) on grading.fresh(lab)'s copy of the module, whose own
+    cell hooks never ran (before: 'that cell has not run in this kernel')."""
+    limit = grading._CellLimit(8, 3)
+    limit.windows = [("cell-a", 1.0, 2.0), ("cell-b", 3.0, 4.0)]
+    monkeypatch.setattr(grading, "_limit", limit)
+    monkeypatch.setattr(grading, "verify", lambda lab: None)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("maillab_grading_fresh", grading.__file__)
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    assert copy._limit is None
+    found = copy.during(lab)
+    assert (found.start, found.end) == (3.0, 4.0)
+    assert copy.during(lab, "cell-a").start == 1.0
