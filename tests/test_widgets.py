@@ -14,7 +14,7 @@ import maillab
 from maillab.transcript import Line, SequenceDiagram, Transcript
 from maillab.widgets import (Console, Journey, JourneyView, MailboxView, Question, Quiz,
                              TranscriptViewer, bar_chart, explain)
-from maillab.widgets import replies
+from maillab import explain as replies
 
 
 @pytest.fixture

@@ -325,7 +325,7 @@ class Session:
             return b""  # reset by the server: for the learner, it hung up
 
     def _explain(self, x: Exchange, reply: Reply) -> None:
-        from ..widgets.replies import explain  # imported at the first session, not at import
+        from ..explain import explain  # imported at the first session, not at import
         x.explanation = explain(self.protocol, self.driver.deciding_line(reply))
         if self.protocol == "imap":  # untagged lines mean something each: shown on hover
             for index, line in enumerate(x.reply):

@@ -17,7 +17,7 @@ from .journey import Hop, Journey, JourneyView
 from .mailbox_view import MailboxView
 from .predict import check_answers, reveal
 from .quiz import Question, Quiz
-from .replies import explain
+from ..explain import explain
 from .transcript_view import TranscriptViewer
 from .wiretap import Wiretap
 

@@ -8,7 +8,7 @@ import time
 from typing import Callable, Iterable
 
 from ..i18n import _
-from .replies import explain
+from ..explain import explain
 
 CLIENT, SERVER, EVENT = "C", "S", "*"
 

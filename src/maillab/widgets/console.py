@@ -20,7 +20,7 @@ import ipywidgets as W
 
 from ..i18n import _
 from ._common import CLIENT, EVENT, SERVER, STYLE, esc, line_row
-from .replies import protocol_of
+from ..explain import protocol_of
 
 __all__ = ["Console"]
 

@@ -1,14 +1,16 @@
 """Plain-words explanations of what a server's reply means, for every protocol of the lab.
 
-Used by the transcript viewer and the console (on hover and on click). The protocol text itself
-(codes, status words) is never translated; the explanations go through ``maillab.i18n._``.
+Used by the session cells, the transcript viewer and the console (on hover and on click): a
+module of its own, outside the widgets, so a session cell does not load ipywidgets. The protocol
+text itself (codes, status words) is never translated; the explanations go through
+``maillab.i18n._``.
 """
 
 from __future__ import annotations
 
 import re
 
-from ..i18n import N_, _, translate_text
+from .i18n import N_, _, translate_text
 
 __all__ = ["explain", "protocol_of"]
 
