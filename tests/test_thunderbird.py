@@ -1,15 +1,22 @@
 """A real Thunderbird (Debian's package) against the lab's servers, under Xvfb.
 
-What runs is Thunderbird's own mail code: its SMTP client sends through the submission port
-(STARTTLS, then AUTH), its IMAP client reads alice's mail (STARTTLS), its POP3 client downloads
-bob's (POP3S), and it creates a folder and moves the message there. The lab's transcripts and
-mailboxes are the evidence.
+What runs is Thunderbird's own mail code: its account setup finds both accounts' settings in the
+lab's autoconfig file (served by the webmail) and checks the logins; its SMTP client sends
+through the port standing for 465 (TLS from the first byte, then AUTH), its IMAP client reads
+alice's mail (IMAPS), its POP3 client downloads bob's (POP3S, leaving a copy
+on the server as the account window's default says), and it creates a folder and moves
+the message there. The lab's transcripts and mailboxes are the evidence.
 
-How it is driven: the accounts are written into a fresh profile's ``user.js`` (the prefs
-Thunderbird's account wizard writes; the lab serves no autoconfig file yet), and Thunderbird's
-remote protocol (Marionette, started with ``--marionette``) runs the steps a user clicks
-through: trust the lab's CA in Thunderbird's certificate store, type the passwords, open the
-compose window and press Send, Get Messages, New Folder, Move To. Screenshots of each step go to
+How it is driven: a fresh profile's ``user.js`` holds only prefs for a quiet start and the
+address of the settings database (``mailnews.auto_config_url``, pointed at the webmail: the
+lab's domains are not in the DNS, so Thunderbird's other lookups cannot reach it). Thunderbird's
+remote protocol (Marionette, started with ``--marionette``) then runs the steps a user clicks
+through: trust the lab's CA in Thunderbird's certificate store; in the account window type name,
+address and password (the window's own modules find the settings, pick IMAP or POP3 as its
+result page does, verify the login and create the account: see ``SET_UP_ACCOUNT``); open the
+compose window and press Send, Get Messages, New Folder, Move To. Only the account window's
+page itself is not clicked (its controls are a web component whose layout changes from release
+to release); its code is run with the values a user types. Screenshots of each step go to
 ``$MAILLAB_THUNDERBIRD_SHOTS`` (a folder) when set, else to the test's temporary folder.
 """
 
@@ -122,8 +129,14 @@ def free_port() -> int:
 
 
 def user_js(lab: maillab.MailLab, marionette_port: int) -> str:
-    """Prefs for a profile with alice on IMAP (STARTTLS), bob on POP3S and both sending through
-    the submission port (STARTTLS, then AUTH), as the account wizard would write them."""
+    """Prefs for a fresh profile: a quiet first start, and account setup that asks the lab.
+
+    Thunderbird looks for a domain's settings on disk, at the provider's own web server
+    (``autoconfig.<domain>``, ``<domain>/.well-known/...``: not in the DNS for the lab's
+    names), in Mozilla's database (``mailnews.auto_config_url`` + the domain) and through the
+    domain's MX. The database's address is pointed at the lab's webmail, which serves the same
+    file there (``/autoconfig/v1.1/<domain>``); the lookups that would go to the real example.com
+    on the Internet are switched off."""
     prefs = {
         "marionette.port": marionette_port,
         # a quiet first start: no start page, no default-client or rights questions
@@ -131,45 +144,55 @@ def user_js(lab: maillab.MailLab, marionette_port: int) -> str:
         "mail.rights.version": 1, "mail.spotlight.firstRunDone": True,
         "mail.provider.suppress_dialog_on_startup": True, "app.update.enabled": False,
         "datareporting.policy.dataSubmissionEnabled": False, "mail.biff.show_alert": False,
-        "mail.accountmanager.accounts": "account1,account2,account3",
-        "mail.accountmanager.defaultaccount": "account1",
-        "mail.accountmanager.localfoldersserver": "server3",
-        "mail.server.server3.type": "none", "mail.server.server3.hostname": "Local Folders",
-        "mail.server.server3.userName": "nobody", "mail.server.server3.name": "Local Folders",
-        "mail.account.account3.server": "server3",
-        "mail.smtpservers": "smtp1,smtp2", "mail.smtp.defaultserver": "smtp1",
+        "mailnews.auto_config_url": f"http://localhost:{lab.port('webmail')}/autoconfig/v1.1/",
+        "mailnews.auto_config.fetchFromISP.enabled": False,
+        "mailnews.auto_config.fetchFromExchange.enabled": False,
+        "mailnews.auto_config.guess.enabled": False,
     }
-    # (login, name, incoming protocol, port, socketType: 2 STARTTLS, 3 TLS from the first byte)
-    accounts = [("alice", "Alice", "imap", lab.imap_port, 2),
-                ("bob", "Bob", "pop3", lab.pop3s_port, 3)]
-    for n, (login, name, protocol, port, socket_type) in enumerate(accounts, 1):
-        prefs.update({
-            f"mail.account.account{n}.server": f"server{n}",
-            f"mail.account.account{n}.identities": f"id{n}",
-            f"mail.server.server{n}.type": protocol,
-            f"mail.server.server{n}.hostname": "localhost",  # the certificate's name
-            f"mail.server.server{n}.port": port,
-            f"mail.server.server{n}.userName": login,
-            f"mail.server.server{n}.name": f"{login}@example.com ({protocol.upper()})",
-            f"mail.server.server{n}.socketType": socket_type,
-            f"mail.server.server{n}.authMethod": 3,  # normal password
-            # nothing connects before the test has trusted the lab's CA
-            f"mail.server.server{n}.login_at_startup": False,
-            f"mail.server.server{n}.check_new_mail": False,
-            f"mail.identity.id{n}.fullName": name,
-            f"mail.identity.id{n}.useremail": f"{login}@example.com",
-            f"mail.identity.id{n}.smtpServer": f"smtp{n}",
-            f"mail.identity.id{n}.valid": True,
-            f"mail.smtpserver.smtp{n}.hostname": "localhost",
-            f"mail.smtpserver.smtp{n}.port": lab.submission_port,
-            f"mail.smtpserver.smtp{n}.username": login,
-            f"mail.smtpserver.smtp{n}.try_ssl": 2,  # STARTTLS
-            f"mail.smtpserver.smtp{n}.authMethod": 3,
-        })
-    # alice keeps a copy of what she sends in the server's Sent folder (IMAP APPEND)
-    prefs["mail.identity.id1.fcc_folder"] = "imap://alice@localhost/Sent"
-    prefs["mail.identity.id1.fcc_folder_picker_mode"] = "1"
     return "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items())
+
+
+# The account window's steps, with the modules it uses (Thunderbird's Account Hub, email.mjs):
+# find the settings (FindConfig: disk, ISP, database, MX), fill in name, address and password
+# (AccountConfig.replaceVariables), pick IMAP or POP3 as its result page does (the first server
+# of that type in the file), check the login on the servers (ConfigVerifier, as "Done" does),
+# then create the account (CreateInBackend). Returns what was found and chosen.
+SET_UP_ACCOUNT = """
+const [name, address, password, protocol] = arguments;
+const { FindConfig } = ChromeUtils.importESModule(
+  "resource:///modules/accountcreation/FindConfig.sys.mjs");
+const { AccountConfig } = ChromeUtils.importESModule(
+  "resource:///modules/accountcreation/AccountConfig.sys.mjs");
+const { ConfigVerifier } = ChromeUtils.importESModule(
+  "resource:///modules/accountcreation/ConfigVerifier.sys.mjs");
+const { CreateInBackend } = ChromeUtils.importESModule(
+  "resource:///modules/accountcreation/CreateInBackend.sys.mjs");
+return (async () => {
+  const abort = new AbortController();
+  const discovery = FindConfig.parallelAutoDiscovery(address.split("@")[1], address,
+                                                     abort.signal);
+  let step = await discovery.next();
+  while (!step.done) step = await discovery.next();
+  const config = step.value;
+  const found = [config.incoming, ...config.incomingAlternatives, config.outgoing,
+                 ...config.outgoingAlternatives].map(
+    s => [s.type, s.hostname, s.port, s.socketType]);
+  AccountConfig.replaceVariables(config, name, address, password);
+  config.incoming = [config.incoming, ...config.incomingAlternatives].find(
+    s => s.type == protocol);
+  const mainWindow = Services.wm.getMostRecentWindow("mail:3pane");
+  const verified = await new ConfigVerifier(mainWindow.msgWindow, abort.signal)
+    .verifyConfig(config, false);
+  config.incoming.auth = verified.incoming.auth;
+  config.outgoing.auth = verified.outgoing.auth;
+  const account = await CreateInBackend.createAccountInBackend(config);
+  const server = account.incomingServer;
+  return {source: config.source, subSource: config.subSource, found,
+          incoming: [server.type, server.hostName ?? server.hostname, server.port, server.socketType,
+                     server.username],
+          outgoing: [config.outgoing.port, config.outgoing.socketType]};
+})();
+"""
 
 
 @contextmanager
@@ -211,7 +234,7 @@ def thunderbird(profile: Path, display: str, marionette_port: int):
 
 # JavaScript run inside Thunderbird. ``account(login)`` finds an account by its user name.
 ACCOUNT = ("const account = login => MailServices.accounts.accounts.find("
-           "a => a.incomingServer.username == login);\n"
+           "a => a.incomingServer.username.split('@')[0] == login);\n"
            "const inboxOf = login => account(login).incomingServer.rootFolder"
            ".getFolderWithFlags(Ci.nsMsgFolderFlags.Inbox);\n"
            "const mainWindow = Services.wm.getMostRecentWindow('mail:3pane');\n"
@@ -257,13 +280,30 @@ def test_thunderbird_sends_reads_over_imap_and_pop3_and_moves(tmp_path):
             der = ssl.PEM_cert_to_DER_cert(Path(lab.ca_file).read_text())
             tb.js("Cc['@mozilla.org/security/x509certdb;1'].getService(Ci.nsIX509CertDB)"
                   ".addCertFromBase64(arguments[0], 'C,,');", base64.b64encode(der).decode())
-            # the passwords, as typed into Thunderbird's password prompt
-            tb.js(ACCOUNT + """
-                for (const [login, password] of arguments[0]) {
-                  account(login).incomingServer.password = password;
-                  for (const s of MailServices.outgoingServer.servers)
-                    if (s.username == login) s.password = password;
-                }""", [["alice", "wonderland"], ["bob", "builder"]])
+            # Account setup, as in the account window: name, address, password; the rest is
+            # found in the lab's autoconfig file. alice keeps IMAP (what it proposes first),
+            # bob picks POP3 on the result page.
+            alice = tb.js(SET_UP_ACCOUNT, "Alice", "alice@example.com", "wonderland", "imap")
+            bob = tb.js(SET_UP_ACCOUNT, "Bob", "bob@example.com", "builder", "pop3")
+            assert alice["subSource"] == bob["subSource"] == "xml-from-db", alice
+            ssl_tls, starttls = 3, 2  # Ci.nsMsgSocketType
+            assert alice["found"] == [
+                ["imap", "localhost", lab.imaps_port, ssl_tls],
+                ["imap", "localhost", lab.imap_port, starttls],
+                ["pop3", "localhost", lab.pop3s_port, ssl_tls],
+                ["pop3", "localhost", lab.pop3_port, starttls],
+                ["smtp", "localhost", lab.smtps_port, ssl_tls],
+                ["smtp", "localhost", lab.submission_port, starttls]], alice["found"]
+            assert alice["incoming"] == ["imap", "localhost", lab.imaps_port, ssl_tls,
+                                         "alice@example.com"]
+            assert bob["incoming"] == ["pop3", "localhost", lab.pop3s_port, ssl_tls,
+                                       "bob@example.com"]
+            assert alice["outgoing"] == [lab.smtps_port, ssl_tls]
+            # Thunderbird fetched the file from the webmail and checked each login there.
+            assert "GET /autoconfig/v1.1/example.com HTTP/1.1" in lab.transcript(
+                "http:example.com").client_lines()
+            pop3_login = session_lines(lab, "pop3s:example.com")
+            assert any(line.startswith(("USER", "AUTH")) for line in pop3_login), pop3_login
 
             # 1. Write a message in the compose window and press Send.
             main_window = tb.call("WebDriver:GetWindowHandle")["value"]
@@ -294,25 +334,27 @@ def test_thunderbird_sends_reads_over_imap_and_pop3_and_moves(tmp_path):
             assert "Thunderbird" in received[0].message["User-Agent"]
             sent = wait_until(lambda: lab.mailbox("alice", "Sent"))
             assert [m.subject for m in sent] == [SUBJECT]  # Thunderbird's copy, over IMAP
-            submission = session_lines(lab, "submission:example.com")
-            assert submission.index("STARTTLS") < min(
-                i for i, line in enumerate(submission) if line.startswith("AUTH")), submission
+            # sent over TLS from the first byte (the port standing for 465), after AUTH
+            submission = session_lines(lab, "smtps:example.com")
+            assert any(line.startswith("AUTH") for line in submission), submission
 
-            # 2. alice: Get Messages over IMAP (STARTTLS).
+            # 2. alice: Get Messages over IMAP (TLS from the first byte).
             assert show_folder(tb, "inboxOf('alice')", IMAP_UPDATE,
                                shots / "2-imap-inbox.png") == [SUBJECT]
-            imap = session_lines(lab, "imap:example.com")
-            assert "STARTTLS" in imap and any(line.startswith(("AUTHENTICATE", "LOGIN"))
+            imap = session_lines(lab, "imaps:example.com")
+            assert any(line.startswith(("AUTHENTICATE", "LOGIN"))
                                               for line in imap), imap
             assert any(line.startswith("SELECT") for line in imap), imap
 
-            # 3. bob: Get Messages over POP3S; Thunderbird deletes what it downloaded.
+            # 3. bob: Get Messages over POP3S. An account made by the account window leaves a
+            # copy on the server (14 days): UIDL tells Thunderbird what it has already fetched.
             get_pop3 = "account('bob').incomingServer.getNewMessages(folder, mainWindow.msgWindow, null)"
             assert show_folder(tb, "inboxOf('bob')", get_pop3, shots / "3-pop3-inbox.png") == [SUBJECT]
-            # (Thunderbird shows the message before it has sent DELE and QUIT: wait for them.)
-            assert wait_until(lambda: lab.mailbox("bob") == []), lab.mailbox("bob")
-            pop3 = session_lines(lab, "pop3s:example.com")
-            assert "RETR 1" in pop3 and "DELE 1" in pop3 and pop3[-1] == "QUIT", pop3
+            # (Thunderbird shows the message before it has sent QUIT: wait for it.)
+            pop3 = wait_until(lambda: (said := session_lines(lab, "pop3s:example.com"))
+                              and said[-1] == "QUIT" and "RETR 1" in said and said)
+            assert "RETR 1" in pop3 and "UIDL" in pop3 and "DELE 1" not in pop3, pop3
+            assert [m.subject for m in lab.mailbox("bob")] == [SUBJECT]
 
             # 4. alice: New Folder "Lab", then Move To > Lab.
             tb.js(ACCOUNT + "account('alice').incomingServer.rootFolder"
@@ -329,7 +371,7 @@ def test_thunderbird_sends_reads_over_imap_and_pop3_and_moves(tmp_path):
             assert wait_until(lambda: lab.mailbox("alice") == []), lab.mailbox("alice")
             lab_folder = "account('alice').incomingServer.rootFolder.getChildNamed('Lab')"
             assert show_folder(tb, lab_folder, IMAP_UPDATE, shots / "4-moved-to-lab.png") == [SUBJECT]
-            imap = session_lines(lab, "imap:example.com")
+            imap = session_lines(lab, "imaps:example.com")
             assert any(line.startswith('CREATE "LAB"') or line.startswith("CREATE LAB")
                        for line in imap), imap
             assert any(line.startswith(("UID MOVE", "MOVE", "UID COPY", "COPY")) for line in imap), imap
