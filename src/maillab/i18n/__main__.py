@@ -3,7 +3,8 @@
     python -m maillab.i18n update    catalogs from the English sources (new entries empty,
                                      changed English: the old translation marked fuzzy)
     python -m maillab.i18n build     compile the package catalog and write the translated
-                                     notebooks and lab masters (complete catalogs only);
+                                     notebooks, lab masters and documents (docs.py;
+                                     complete catalogs only);
                                      fails while a published notebook is not finished
     python -m maillab.i18n build --draft DIR   every translated notebook into DIR, English
                                      where the catalog has no translation yet (to look at)
@@ -26,6 +27,7 @@ from . import LANGUAGES, SOURCE_LANGUAGE
 from .edition import Edition, Notebook, find_root
 from . import checks
 from . import catalogs as cat
+from . import docs
 
 
 def _read_notebook(path: Path):
@@ -56,6 +58,7 @@ def update(ed: Edition, out=print) -> None:
         if orphan.suffix == ".po":
             orphan.unlink()
             out(f"{orphan.relative_to(ed.root)}: removed (its English notebook is gone)")
+    docs.update(ed, out)
 
 
 def _report_line(path, po, report: cat.MergeReport) -> str:
@@ -126,7 +129,7 @@ def build(ed: Edition, out=print, draft_dir: Path | None = None) -> int:
         if orphan.suffix == ".ipynb" and draft_dir is None:
             orphan.unlink()
             out(f"{orphan.relative_to(ed.root)}: removed (its English notebook is gone)")
-    return failed
+    return failed | docs.build(ed, out, draft_dir)
 
 
 # ------------------------------------------------------------------ check
@@ -141,6 +144,7 @@ def problems(ed: Edition) -> list[str]:
 def stats(ed: Edition, out=print) -> None:
     rows = []
     catalogs = [(ed.package_catalog, "package")] + [(nb.catalog, nb.kind) for nb in ed.notebooks()]
+    catalogs += [(doc.catalog, "doc") for doc in docs.documents(ed.root, ed.lang)]
     for path, kind in catalogs:
         po = cat.load(path)
         if po is None:

@@ -194,4 +194,6 @@ def edition_problems(ed: Edition) -> list[str]:
         found += entry_problems(ed, nb.catalog)
     for nb in notebooks_to_hold(ed):
         found += notebook_problems(ed, nb)
-    return found
+    from .docs import problems as docs_problems
+
+    return found + docs_problems(ed)
