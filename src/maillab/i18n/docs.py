@@ -244,9 +244,11 @@ def present(doc: Doc) -> bool:
     return not doc.region or _region_bounds(doc.target.read_text(encoding="utf-8"), doc) is not None
 
 
-def generated(ed, doc: Doc, po, *, renamed: dict[str, str] | None = None) -> str:
+def generated(ed, doc: Doc, po, *, renamed: dict[str, str] | None = None,
+              whole: bool = True) -> str:
     """The translated document (for a region: the whole target file with the region made
-    anew) from the English and the finished entries of ``po``."""
+    anew, or with ``whole=False`` the region's text alone) from the English and the finished
+    entries of ``po``."""
     from . import catalogs as cat
     from .notebooks import _relink
 
@@ -258,12 +260,17 @@ def generated(ed, doc: Doc, po, *, renamed: dict[str, str] | None = None) -> str
                      lambda b: table.get((context(doc.name, b), b.text)),
                      relink=lambda t: _relink(t, str(doc.source_dir), str(doc.target.parent),
                                               renamed))
-    if not doc.region:
+    if not doc.region or not whole:
         return text
-    whole = doc.target.read_text(encoding="utf-8")
-    lines = whole.split("\n")
-    begin, end = _region_bounds(whole, doc)
-    return "\n".join([*lines[:begin], doc.begin, text.strip("\n"), *lines[end:]])
+    target = doc.target.read_text(encoding="utf-8")
+    lines = target.split("\n")
+    begin, end = _region_bounds(target, doc)
+    return "\n".join([*lines[:begin], region(doc, text), *lines[end + 1:]])
+
+
+def region(doc: Doc, text: str) -> str:
+    """The lines a region is made of, its two markers included (to paste into the target)."""
+    return "\n".join([doc.begin, text.strip("\n"), doc.end])
 
 
 def _state(doc: Doc, po) -> str:
