@@ -72,6 +72,72 @@ def test_every_lecture_point_is_taught():
     assert not untaught, f"lecture points no markdown cell teaches (tag a cell with them): {untaught}"
 
 
+# What each point says, in the words a cell that teaches it cannot do without (issue 16: a
+# tagged cell that says "TODO", or notebooks emptied of prose, must not pass). Each pattern must
+# be found in the point's tagged markdown cells.
+POINT_FACTS = {
+    "S1": [r"\bSMTP\b", r"\bPOP3\b", r"\bIMAP\b", r"\bTCP\b"],
+    "S2": [r"\bprotocol", r"\brules?\b"],
+    "S3": [r"\bSMTP\b", r"\bserver\b.*\bserver\b"],
+    "S4": [r"\b25\b", r"\b465\b", r"\b587\b"],
+    "S5": [r"\bPOP3\b", r"\bdownload"],
+    "S6": [r"\bdelete", r"\bcopy\b|\bleave\b|\bkeep\b"],
+    "S7": [r"\b110\b", r"\b995\b"],
+    "S8": [r"\bIMAP\b", r"\bfolders?\b|on the server"],
+    "S9": [r"\bdisk\b", r"\bCPU\b"],
+    "S10": [r"\b143\b", r"\b993\b"],
+    "S11": [r"\bSMTP\b", r"\bPOP3\b|\bIMAP\b", r"\bclient\b"],
+    "S12": [r"\bHTTP\b", r"\bbrowser\b"],
+    "S13": [r"\bpassword\b", r"\buser ?name\b|\blog ?in\b"],
+    "S14": [r"\bThunderbird\b"],
+}
+MIN_WORDS_PER_TAGGED_CELL = 25  # the shortest teaching cell today has 33
+MIN_WORDS_PER_POINT = 100       # the least-taught point today has 121
+PLACEHOLDER = re.compile(r"\b(TODO|TBD|FIXME|XXX)\b|lorem ipsum", re.I)
+
+
+def test_every_point_is_taught_with_real_content():
+    texts: dict[str, list[str]] = {p: [] for p in POINTS}
+    for path in NOTEBOOKS:
+        for index, cell in enumerate(read(path).cells):
+            points = [t for t in tags_of(cell) if t in texts]
+            if not points or cell.cell_type != "markdown":
+                continue
+            where = f"{name(path)}#{index}"
+            assert not PLACEHOLDER.search(cell.source), f"{where}: a placeholder, not teaching"
+            words = len(cell.source.split())
+            assert words >= MIN_WORDS_PER_TAGGED_CELL, \
+                f"{where} is tagged {points} but has {words} words: too little to teach a point"
+            for point in points:
+                texts[point].append(cell.source)
+    for point, facts in POINT_FACTS.items():
+        text = "\n".join(texts[point])
+        assert len(text.split()) >= MIN_WORDS_PER_POINT, f"{point}: {len(text.split())} words"
+        missing = [f for f in facts if not re.search(f, text, re.I | re.S)]
+        assert not missing, f"{point}: its cells never say {missing}"
+
+
+@pytest.mark.parametrize("hollow_text, complaint", [
+    ("## TODO\n" + "word " * 40, "placeholder"),
+    ("Some words about e-mail. " * 10, "never say"),
+    ("## SMTP", "words"),
+])
+def test_content_check_fails_on_hollow_cells(monkeypatch, hollow_text, complaint):
+    """The check above is not vacuous: the same course with its tagged prose replaced fails."""
+    real_read = read
+
+    def hollow(path):
+        nb = real_read(path)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown" and any(t in POINTS for t in tags_of(cell)):
+                cell.source = hollow_text
+        return nb
+
+    monkeypatch.setitem(globals(), "read", hollow)
+    with pytest.raises(AssertionError, match=complaint):
+        test_every_point_is_taught_with_real_content()
+
+
 def test_tags_are_lecture_points():
     for path in NOTEBOOKS:
         for index, cell in enumerate(read(path).cells):
