@@ -14,15 +14,14 @@ A translated document is the English with every block replaced by its translatio
 rewritten for the translation's folder (a link to another translated document or notebook goes
 to its translation). So code, commands and output samples cannot drift: they are the English's.
 
-==============================================  =====================================  ==============================
-English source                                  catalog                                generated
-==============================================  =====================================  ==============================
-docs/instructor.md                              docs/.i18n/el/instructor.po            docs/el/instructor.md
-docs/jupyterhub.md                              docs/.i18n/el/jupyterhub.po            docs/el/jupyterhub.md
-labs/README.md (the release folder's README)    docs/.i18n/el/labs-README.po           labs/README.el.md
-docs/.i18n/el/start-here.md (links from docs/)  docs/.i18n/el/start-here.po            docs/el/README.md
-docs/.i18n/el/readme-section.md (from the top)  docs/.i18n/el/readme-section.po        README.md, between its markers
-==============================================  =====================================  ==============================
+English source -> catalog -> generated (catalogs in docs/.i18n/el/):
+
+* docs/instructor.md -> instructor.po -> docs/el/instructor.md
+* docs/jupyterhub.md -> jupyterhub.po -> docs/el/jupyterhub.md
+* labs/README.md (the release folder's README) -> labs-README.po -> labs/README.el.md
+* docs/.i18n/el/start-here.md (its links written from docs/) -> start-here.po -> docs/el/README.md
+* docs/.i18n/el/readme-section.md (links from the top) -> readme-section.po -> README.md, between
+  its two marker lines
 
 The last two have no English page of their own: the Greek start page and the Greek section at
 the top of README.md say things only the Greek edition needs (where its course, labs and guides
@@ -244,8 +243,7 @@ def present(doc: Doc) -> bool:
     return not doc.region or _region_bounds(doc.target.read_text(encoding="utf-8"), doc) is not None
 
 
-def generated(ed, doc: Doc, po, *, renamed: dict[str, str] | None = None,
-              whole: bool = True) -> str:
+def generated(ed, doc: Doc, po, *, whole: bool = True) -> str:
     """The translated document (for a region: the whole target file with the region made
     anew, or with ``whole=False`` the region's text alone) from the English and the finished
     entries of ``po``."""
@@ -253,9 +251,8 @@ def generated(ed, doc: Doc, po, *, renamed: dict[str, str] | None = None,
     from .notebooks import _relink
 
     table = cat.usable(po) if po is not None else {}
-    if renamed is None:
-        renamed = {**ed.renamed(), **{str(d.english): str(d.target)
-                                      for d in documents(ed.root, ed.lang) if not d.region}}
+    renamed = {**ed.renamed(), **{str(d.english): str(d.target)
+                                  for d in documents(ed.root, ed.lang) if not d.region}}
     text = translate(doc.english.read_text(encoding="utf-8"),
                      lambda b: table.get((context(doc.name, b), b.text)),
                      relink=lambda t: _relink(t, str(doc.source_dir), str(doc.target.parent),
@@ -307,8 +304,8 @@ def build(ed, out=print, draft_dir: Path | None = None) -> int:
     for doc in documents(ed.root, ed.lang):
         po = cat.load(doc.catalog)
         if doc.region and not present(doc):
-            out(f"{doc.target_name}: has no {doc.region} markers, nothing written "
-                f"(docs/i18n.md)")
+            out(f"{doc.target_name}: no <!-- {doc.region}: ... --> markers, its section from "
+                f"{doc.name} is not written (maillab/i18n/docs.py)")
             continue
         if draft_dir is not None:
             target = draft_dir / doc.target.relative_to(ed.root)
@@ -340,8 +337,9 @@ def problems(ed) -> list[str]:
         if po is None and not present(doc):
             continue
         found += entry_problems(ed, doc.catalog)
-        found += [f"{doc.catalog.name}: [{e.msgctxt}] {e.msgid[:50]}: {p}" for e in (po or [])
-                  if not e.obsolete and "fuzzy" not in e.flags for p in row_problems(e.msgid, e.msgstr)]
+        found += [f"{doc.catalog.name}: [{e.msgctxt}] {e.msgid[:50]}: {p}"
+                  for e in (po or []) if not e.obsolete and "fuzzy" not in e.flags
+                  for p in row_problems(e.msgid, e.msgstr)]
         state = _state(doc, po)
         if state:
             found.append(f"{doc.name}: its catalog {doc.catalog.relative_to(ed.root)} is "
