@@ -29,6 +29,7 @@ Listeners registered on a folder are told of every change (IMAP uses this to ann
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -38,7 +39,7 @@ import secrets
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -65,6 +66,14 @@ KEYWORDFILE = "maillab-keywords.json"  # custom IMAP keywords per UID (Maildir h
 SUBSCRIPTIONFILE = "maillab-subscriptions"  # IMAP SUBSCRIBE state, one folder name a line
 HIERARCHY_DELIMITER = "."  # Maildir++: folder "Archive.2024" lives in ".Archive.2024/"
 _NAME_RE = re.compile(r"^(?P<base>[^:,]+)(?P<extra>(?:,[A-Za-z]=[^,:]*)*)(?::2,(?P<flags>[A-Za-z]*))?$")
+_OWN_NAMES_RE = re.compile(r"^([^:,\n]+,U=(\d+),W=(\d+)(?::2,([A-Za-z]*))?)$", re.M)
+# A file system stamps a directory's change with a clock that moves in ticks (a few ms on
+# Linux; whole seconds on some): a change made in the tick of the last listing may leave the
+# modification time as it was. A listing is trusted only for directories that had not changed
+# for this long before it (else the next look lists again, as Dovecot does).
+CLOCK_TICK_NS = 50_000_000
+CLOCK_TICK_COARSE_NS = 2_000_000_000  # when both times are whole seconds
+OPEN_INDEXES = 32  # folder index files open at once per store (each holds three descriptors)
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "maillab"
 
 
@@ -138,20 +147,52 @@ def verify_password(password: str, stored: str) -> bool:
 
 # ----------------------------------------------------------------------------- messages
 
-@dataclass
 class MessageInfo:
-    """What the store knows about one message without reading it."""
+    """What the store knows about one message without reading it.
 
-    uid: int
-    size: int  # as clients count it (CRLF line ends)
-    flags: frozenset[str]
-    internaldate: float  # seconds since the epoch
-    path: Path  # current file (changes when flags change)
-    recent: bool = False  # still in new/: no IMAP session has seen it yet
+    A folder keeps one of these per message, so it holds only what the file name says (plus
+    the internal date, looked up when first asked for: a SELECT does not need it).
+    """
+
+    __slots__ = ("uid", "size", "flags", "name", "recent", "_date", "_folder")
+
+    def __init__(self, uid: int, size: int, flags: frozenset[str], internaldate: float | None,
+                 name: str, recent: bool = False, folder: "Folder | None" = None):
+        self.uid = uid
+        self.size = size  # as clients count it (CRLF line ends)
+        self.flags = flags  # the system flags, from the file name
+        self.name = name  # the file's name (changes when flags change)
+        self.recent = recent  # still in new/: no IMAP session has seen it yet
+        self._date = internaldate
+        self._folder = folder
+
+    @property
+    def internaldate(self) -> float:
+        """Seconds since the epoch: the file's modification time."""
+        if self._date is None:
+            self._folder._load_dates()
+        return self._date
+
+    @property
+    def file(self) -> str:
+        """The file's path (a string: cheaper than a Path for 10,000 messages)."""
+        return os.path.join(self._folder._dirs[self.recent], self.name)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
 
     @property
     def filename(self) -> str:
-        return self.path.name
+        return self.name
+
+    @property
+    def base(self) -> str:
+        """The name without its flags: what the folder's index knows the message by."""
+        return self.name.split(":", 1)[0]
+
+    def __repr__(self) -> str:
+        return f"<MessageInfo uid={self.uid} size={self.size} flags={sorted(self.flags)} {self.name}>"
 
 
 @dataclass
@@ -173,6 +214,38 @@ def _parse_name(name: str):
     return m.group("base"), extra, flags
 
 
+@functools.lru_cache(maxsize=256)
+def _flag_set(letters: str) -> frozenset[str]:
+    """The flags of a name's info letters (one shared set per spelling: 40,000 messages with
+    the same flags hold one set)."""
+    return frozenset(LETTER_TO_FLAG[c] for c in letters if c in LETTER_TO_FLAG)
+
+
+def _parse_names(names: set[str]) -> tuple[list[tuple[str, int, int, frozenset[str]]], list[str]]:
+    """(name, uid, size, flags) of the message file names that have a U= and a W= part, and
+    the other names."""
+    # The names this store gives, all at once: one regular expression over all of them
+    # (per name, the calls cost more than listing the directory).
+    joined = "\n".join(names)
+    if joined.count("\n") >= len(names):  # a name with a line end in it: each on its own
+        joined = "\n".join(n for n in names if "\n" not in n)
+    found = [(name, int(uid), int(size), _flag_set(letters))
+             for name, uid, size, letters in _OWN_NAMES_RE.findall(joined)]
+    others = []
+    if len(found) < len(names):  # names in another form: U= and W= in another order, say
+        ours = {f[0] for f in found}
+        for name in names - ours:
+            parsed = _parse_name(name)
+            try:
+                found.append((name, int(parsed[1]["U"]), int(parsed[1]["W"]), parsed[2]))
+            except (TypeError, KeyError, ValueError):  # no such parts (parsed None: no name of ours)
+                others.append(name)
+    return found, others
+
+
+_PLAIN = 3  # where the index's "plain" field is among maillab.index.FIELDS (set once a row is described)
+
+
 def _flag_suffix(flags: Iterable[str]) -> str:
     return ":2," + "".join(sorted(FLAG_TO_LETTER[f] for f in flags if f in FLAG_TO_LETTER))
 
@@ -187,6 +260,11 @@ class Folder:
         self._lock = account.store.lock
         self._listeners: list[Callable[[Change], None]] = []
         self._index: dict[int, MessageInfo] | None = None
+        self._dirs = (os.path.join(path, "cur"), os.path.join(path, "new"))  # [recent]
+        self._listed_at: tuple[int, int] | None = None  # the directories' mtimes when last listed
+        self._listed_trusted = False  # whether that listing is known to hold every change since
+        self._disk_index = None  # the folder's index file (maillab.index.FolderIndex), once used
+        self._disk_index_failed = False
         self.keywords: dict[int, set[str]] = {}  # custom IMAP keywords, saved in KEYWORDFILE
         self._defined_keywords: list[str] = []  # every keyword ever used here, in first-use order
         self._load_uid_state()
@@ -197,6 +275,7 @@ class Folder:
         try:
             validity, nxt = uidfile.read_text().split()
             self.uidvalidity, self._uidnext = int(validity), int(nxt)
+            self._saved_uidnext = self._uidnext
         except (OSError, ValueError):
             # A new folder (or a re-created one): a UIDVALIDITY larger than any this store gave
             # before, so a client never mistakes the new folder's UIDs for the old one's.
@@ -209,11 +288,12 @@ class Folder:
         tmp = self.path / (UIDFILE + ".tmp")
         _write_private(tmp, f"{self.uidvalidity} {self._uidnext}\n")
         os.replace(tmp, self.path / UIDFILE)
+        self._saved_uidnext = self._uidnext
 
     @property
     def uidnext(self) -> int:
         with self._lock:
-            self._ensure_index()
+            self._current_index()
             return self._uidnext
 
     def _allocate_uid(self) -> int:
@@ -225,12 +305,238 @@ class Folder:
         self._uidnext += 1
         return uid
 
-    # ---- index
+    # ---- the messages in memory: what the directories hold
     def _ensure_index(self) -> dict[int, MessageInfo]:
         if self._index is None:
-            self._index = self._scan()
+            self._index = {}
+            self._sync_with_disk(initial=True)
             self._load_keywords()
         return self._index
+
+    def _current_index(self) -> dict[int, MessageInfo]:
+        """The messages, after a look at whether the directories changed (two stat calls)."""
+        if self._index is None:
+            return self._ensure_index()
+        self.refresh()
+        return self._index
+
+    def refresh(self) -> None:
+        """Notice messages added, removed or renamed in ``cur/`` and ``new/`` by anything else
+        (another program, a learner in a terminal): listeners hear of them as of any change.
+
+        A directory whose modification time is what it was when it was last listed holds the
+        same files, unless it changed within the same tick of the file system's clock: one
+        changed less than a second ago is listed again each time."""
+        with self._lock:
+            if self._index is None:
+                return
+            if self._listed_trusted and self._stamp() == self._listed_at:
+                return
+            self._sync_with_disk()
+
+    def _stamp(self) -> tuple[int, int]:
+        stamp = []
+        for d in self._dirs:
+            try:
+                stamp.append(os.stat(d).st_mtime_ns)
+            except OSError:
+                stamp.append(-1)
+        return stamp[0], stamp[1]
+
+    def _sync_with_disk(self, initial: bool = False) -> None:
+        """Bring the messages in memory in line with the files (all of them when ``initial``)."""
+        now = time.time_ns()
+        stamp = self._stamp()  # before listing: a change while listing shows at the next look
+        listed: list[set[str]] = []
+        for d in self._dirs:
+            try:
+                names = set(os.listdir(d))
+            except FileNotFoundError:
+                names = set()
+            names.difference_update([n for n in names if n[0] == "."])
+            listed.append(names)
+        tick = CLOCK_TICK_COARSE_NS if all(t % 1_000_000_000 == 0 for t in stamp) else CLOCK_TICK_NS
+        self._listed_at, self._listed_trusted = stamp, max(stamp) < now - tick
+        index = self._index
+        gone: dict[int, MessageInfo] = {}
+        if initial:
+            added = listed
+        else:
+            known: list[set[str]] = [set(), set()]
+            for info in index.values():
+                known[info.recent].add(info.name)
+            if known == listed:
+                return
+            added = [listed[recent] - known[recent] for recent in (False, True)]
+            lost = [known[recent] - listed[recent] for recent in (False, True)]
+            gone = {info.uid: info for info in index.values() if info.name in lost[info.recent]}
+        changes: list[Change] = []
+        foreign: list[tuple[str, bool]] = []
+        fresh: set[int] = set()  # UIDs first seen in this look
+        for recent in (False, True):
+            ours, others = _parse_names(added[recent])
+            foreign += [(name, recent) for name in others]
+            for name, uid, size, flags in ours:
+                old = index.get(uid)
+                if old is not None and uid in gone:  # the same message renamed: its flags changed
+                    del gone[uid]
+                    if old.flags != flags:
+                        changes.append(Change("flags", uid, flags | frozenset(self.keywords.get(uid, ()))))
+                    if name.split(":", 1)[0] != old.base:
+                        old._date = None  # another file under that UID: its own date
+                    old.name, old.size, old.flags, old.recent = name, size, flags, recent
+                    continue
+                if old is not None and uid in fresh and (name, recent) < (old.name, old.recent):
+                    # Two files claim one UID (a learner's copy, say): the one first in name
+                    # order (a name starts with its delivery time) keeps it on every look,
+                    # whatever order the directory lists them in; the other is taken as new.
+                    foreign.append((old.name, old.recent))
+                    old = None
+                if old is not None or uid >= self._uidnext + 1_000_000:
+                    foreign.append((name, recent))  # a UID in use (a copied file) or absurdly large
+                    continue
+                index[uid] = MessageInfo(uid, size, flags, None, name, recent, self)
+                fresh.add(uid)
+        if not initial:
+            changes += [Change("exists", uid, index[uid].flags) for uid in sorted(fresh)]
+        if gone:
+            self._save_uid_state()  # before these UIDs are forgotten: they are never given again
+            for uid in sorted(gone):
+                del index[uid]
+                self.keywords.pop(uid, None)
+                changes.append(Change("expunge", uid))
+        if index:
+            self._uidnext = max(self._uidnext, max(index) + 1)
+        # Files put here by something else (a learner copying a file into new/, say) get a UID.
+        for name, recent in sorted(foreign, key=lambda f: (self._mtime(f), f[0])):
+            info = self._adopt(name, recent)
+            if info is not None:
+                index[info.uid] = info
+                fresh.add(info.uid)
+                changes.append(Change("exists", info.uid, info.flags))
+        if self._uidnext != self._saved_uidnext:
+            self._save_uid_state()
+        if fresh and (initial or min(fresh) < max(index)) and list(index) != sorted(index):
+            self._index = dict(sorted(index.items()))
+        if not initial:
+            for change in changes:
+                self._notify(change)
+
+    def _mtime(self, entry: tuple[str, bool]) -> float:
+        try:
+            return os.stat(os.path.join(self._dirs[entry[1]], entry[0])).st_mtime
+        except OSError:
+            return 0.0
+
+    def _adopt(self, name: str, recent: bool) -> MessageInfo | None:
+        """Give a file that some other program put here a UID and this store's kind of name."""
+        path = os.path.join(self._dirs[recent], name)
+        try:
+            with open(path, "rb") as f:
+                size = crlf_size(f.read())
+                mtime = os.fstat(f.fileno()).st_mtime
+        except OSError:
+            return None
+        parsed = _parse_name(name)
+        flags = parsed[2] if parsed else frozenset()
+        uid = self._allocate_uid()
+        newname = self._filename(uid, size, flags)
+        try:
+            os.rename(path, os.path.join(self._dirs[recent], newname))
+        except OSError:
+            return None
+        return MessageInfo(uid, size, flags, mtime, newname, recent, self)
+
+    def _load_dates(self) -> None:
+        """Fill in the internal dates not known yet: from the index file, else from the files."""
+        with self._lock:
+            missing = [info for info in self._ensure_index().values() if info._date is None]
+            if not missing:
+                return
+            ask = None if len(missing) > 100 else [info.uid for info in missing]
+            rows = self._indexed(lambda db: db.dates(ask)) or {}
+            learned = []
+            for info in missing:
+                row = rows.get(info.uid)
+                if row is not None and row[0] == info.base:
+                    info._date = row[1]
+                    continue
+                try:
+                    info._date = os.stat(info.file).st_mtime
+                except OSError:  # removed meanwhile: the next look at the folder tells
+                    info._date = 0.0
+                    continue
+                learned.append((info.uid, info.base, info._date))
+            if learned:
+                self._indexed(lambda db: db.put_dates(learned))
+
+    # ---- the folder's index file (maillab.index): a cache, used when it can be
+    def _indexed(self, use: Callable):
+        """``use(index)`` on this folder's index file; None if it cannot be had. A file that
+        SQLite cannot read (corrupt, cut short, not a database) is made again, once."""
+        if self._disk_index_failed:
+            return None
+        if self._disk_index is None:
+            from .index import FolderIndex
+            try:
+                self._disk_index = FolderIndex(self.path, self.uidvalidity)
+            except ImportError:  # a Python built without sqlite3
+                self._disk_index_failed = True
+                return None
+        db = self._disk_index
+        errors = (db.errors, OSError)
+        for attempt in (1, 2):
+            try:
+                self.account.store._index_opened(self)
+                return use(db)
+            except errors:
+                db.reset()
+        self._disk_index_failed = True  # SQLite cannot work here: every answer is worked out
+        return None
+
+    def close_index(self) -> None:
+        """Close the index file (it opens again when next needed)."""
+        if self._disk_index is not None:
+            self._disk_index.close()
+
+    def described(self, uids: Iterable[int], fields: tuple[str, ...]) -> dict[int, tuple]:
+        """uid -> the named fields of ``maillab.index.FIELDS`` for those messages, from the
+        index file; a message not described there yet is read, described and recorded."""
+        from .index import FIELDS, describe
+        with self._lock:
+            index = self._ensure_index()
+            infos = [index[u] for u in uids if u in index]
+            rows = self._indexed(lambda db: db.fields(sorted(i.uid for i in infos), fields)) or {}
+            out = {}
+            todo = []
+            for info in infos:
+                row = rows.get(info.uid)
+                if row is not None and row[0] == info.base:
+                    out[info.uid] = row[1:]
+                else:
+                    todo.append((info.uid, info.base, info.file))
+        if not todo:
+            return out
+        picks = [FIELDS.index(f) for f in fields]
+        made = []
+        for uid, base, path in todo:  # read and parsed without the lock: other threads go on
+            try:
+                with open(path, "rb") as f:
+                    raw = f.read()
+                    mtime = os.fstat(f.fileno()).st_mtime
+            except OSError:
+                try:
+                    raw, mtime = self.read(uid), None  # renamed meanwhile (its flags changed)
+                except KeyError:
+                    continue  # expunged meanwhile
+            entry = describe(to_crlf(raw))
+            out[uid] = tuple(entry[i] for i in picks)
+            if mtime is not None:
+                made.append((uid, base, mtime, *entry))
+        if made:
+            with self._lock:
+                self._indexed(lambda db: db.put(made))
+        return out
 
     # ---- custom keywords (IMAP), kept beside the messages
     def _load_keywords(self):
@@ -268,54 +574,6 @@ class Folder:
             self._ensure_index()
             return list(self._defined_keywords)
 
-    def _scan(self) -> dict[int, MessageInfo]:
-        index: dict[int, MessageInfo] = {}
-        foreign: list[Path] = []
-        found = []
-        for sub in ("cur", "new"):
-            try:
-                found += [(name, sub) for name in os.listdir(self.path / sub) if not name.startswith(".")]
-            except FileNotFoundError:
-                continue
-        # In name order (a name starts with its delivery time), so that when two files claim one
-        # UID (a learner's copy, say) the same one keeps it on every scan, whatever order the
-        # directory lists them in; the other is taken as a new message below.
-        for name, sub in sorted(found):
-            p = self.path / sub / name
-            parsed = _parse_name(name)
-            if parsed is None or "U" not in parsed[1] or "W" not in parsed[1]:
-                foreign.append(p)
-                continue
-            _, extra, flags = parsed
-            try:
-                uid, size = int(extra["U"]), int(extra["W"])
-                mtime = p.stat().st_mtime
-            except (ValueError, OSError):
-                foreign.append(p)
-                continue
-            if uid in index or uid >= self._uidnext + 1_000_000:
-                foreign.append(p)
-                continue
-            index[uid] = MessageInfo(uid, size, flags, mtime, p, recent=(sub == "new"))
-        if index:
-            self._uidnext = max(self._uidnext, max(index) + 1)
-        # Files put here by something else (a learner copying a file into new/, say) get a UID.
-        for p in sorted(foreign, key=lambda q: (q.stat().st_mtime, q.name)):
-            try:
-                data = p.read_bytes()
-                mtime = p.stat().st_mtime
-            except OSError:
-                continue
-            parsed = _parse_name(p.name)
-            flags = parsed[2] if parsed else frozenset()
-            uid = self._allocate_uid()
-            newpath = p.parent / self._filename(uid, crlf_size(data), flags)
-            os.rename(p, newpath)
-            index[uid] = MessageInfo(uid, crlf_size(data), flags, mtime, newpath,
-                                     recent=(p.parent.name == "new"))
-        self._save_uid_state()
-        return dict(sorted(index.items()))
-
     @staticmethod
     def _filename(uid: int, size: int, flags: Iterable[str]) -> str:
         unique = f"{time.time_ns() // 1000}.M{secrets.token_hex(4)}P{os.getpid()}.{_HOST}"
@@ -325,11 +583,11 @@ class Folder:
     def messages(self) -> list[MessageInfo]:
         """A snapshot of the folder's messages in UID order."""
         with self._lock:
-            return list(self._ensure_index().values())
+            return list(self._current_index().values())
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._ensure_index())
+            return len(self._current_index())
 
     def get(self, uid: int) -> MessageInfo | None:
         with self._lock:
@@ -341,9 +599,10 @@ class Folder:
             info = self._ensure_index().get(uid)
             if info is None:
                 raise KeyError(uid)
-            path = info.path
+            path = info.file
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             raise KeyError(uid) from None
         return to_crlf(data) if crlf else data
@@ -358,7 +617,18 @@ class Folder:
         with self._lock:
             kws = self.keywords
             return [(info, info.flags | frozenset(kws[uid]) if uid in kws else info.flags)
-                    for uid, info in self._ensure_index().items()]
+                    for uid, info in self._current_index().items()]
+
+    def lookup(self, uids: Iterable[int]) -> list[tuple[MessageInfo, frozenset[str]] | None]:
+        """(message, all its flags) for each UID, None for those not here (any longer)."""
+        with self._lock:
+            index, kws = self._ensure_index(), self.keywords
+            out = []
+            for uid in uids:
+                info = index.get(uid)
+                out.append(None if info is None else
+                           (info, info.flags | frozenset(kws[uid]) if uid in kws else info.flags))
+            return out
 
     # ---- changing
     def deliver(self, data: bytes, flags: Iterable[str] = (), internaldate: float | None = None,
@@ -384,7 +654,7 @@ class Folder:
                     os.utime(f.fileno(), (internaldate, internaldate))
                 mtime = os.fstat(f.fileno()).st_mtime
             os.rename(tmp, final)  # the Maildir step that makes the whole message visible at once
-            info = MessageInfo(uid, size, system, mtime, Path(final), recent=True)
+            info = MessageInfo(uid, size, system, mtime, name, True, self)
             index[uid] = info
             if flags - system - {"\\Recent"}:
                 self.keywords[uid] = set(flags - system - {"\\Recent"})
@@ -415,11 +685,14 @@ class Folder:
                 return current
             system = frozenset(f for f in new if f in FLAG_TO_LETTER)
             if system != info.flags:
-                base = info.path.name.split(":", 1)[0]
                 # A message whose flags change has been seen by a client: it moves to cur/.
-                target = self.path / "cur" / (base + _flag_suffix(system))
-                os.rename(info.path, target)
-                info.path, info.flags, info.recent = target, system, False
+                target = info.base + _flag_suffix(system)
+                try:
+                    os.rename(info.file, os.path.join(self._dirs[False], target))
+                except FileNotFoundError:  # removed (or renamed) behind the store's back
+                    self._sync_with_disk()
+                    raise KeyError(uid) from None
+                info.name, info.flags, info.recent = target, system, False
             kw = set(new - system)
             if kw != self.keywords.get(uid, set()):
                 if kw:
@@ -437,12 +710,12 @@ class Folder:
             claimed = []
             for info in self._ensure_index().values():
                 if info.recent:
-                    target = self.path / "cur" / (info.path.name.split(":", 1)[0] + _flag_suffix(info.flags))
+                    target = info.base + _flag_suffix(info.flags)
                     try:
-                        os.rename(info.path, target)
+                        os.rename(info.file, os.path.join(self._dirs[False], target))
                     except FileNotFoundError:
                         continue
-                    info.path, info.recent = target, False
+                    info.name, info.recent = target, False
                     claimed.append(info.uid)
             return claimed
 
@@ -458,7 +731,7 @@ class Folder:
                 if info is None:
                     continue
                 try:
-                    os.unlink(info.path)
+                    os.unlink(info.file)
                 except FileNotFoundError:
                     pass
                 had_keywords |= self.keywords.pop(uid, None) is not None
@@ -466,6 +739,8 @@ class Folder:
                 self._notify(Change("expunge", uid, origin=origin))
             if had_keywords:
                 self._save_keywords()
+            if removed and self._disk_index is not None:
+                self._indexed(lambda db: db.forget(removed))
         return removed
 
     def copy_to(self, uid: int, dest: "Folder", origin: object = None) -> MessageInfo:
@@ -473,7 +748,13 @@ class Folder:
         with self._lock:
             info = self._ensure_index()[uid]
             data = self.read(uid, crlf=False)
-            return dest.deliver(data, self.flags_of(uid), info.internaldate, origin=origin)
+            copy = dest.deliver(data, self.flags_of(uid), info.internaldate, origin=origin)
+            # The copy's description is the original's: the index row goes along (if there is one).
+            row = self._indexed(lambda db: db.row(uid)) if self._disk_index is not None else None
+            if row is not None and row[0] == info.base and row[2 + _PLAIN] is not None:
+                made = [(copy.uid, copy.base, copy.internaldate, *row[2:])]
+                dest._indexed(lambda db: db.put(made))
+            return copy
 
     # ---- listeners
     def subscribe(self, listener: Callable[[Change], None]) -> None:
@@ -622,6 +903,7 @@ class Account:
             for info in f.messages():
                 f.expunge([info.uid])
             import shutil  # (imported here: few sessions delete a folder)
+            f.close_index()
             shutil.rmtree(f.path)
             self._folders.pop(name, None)
 
@@ -645,6 +927,8 @@ class Account:
             for child in children:
                 if self.has_folder(new + child[len(old):]):
                     raise FolderError(f"folder {new + child[len(old):]!r} exists already")
+            for moving in [f] + [self._folders[c] for c in children if c in self._folders]:
+                moving.close_index()
             os.rename(f.path, self._folder_path(new))
             self._folders.pop(old, None)
             for child in children:
@@ -675,7 +959,17 @@ class Store:
         self._last_validity = self._read_last_validity()
         self._accounts: dict[str, Account] = {}
         self._dummy_hashes: dict[tuple, str] = {}
+        self._open_indexes: OrderedDict[Folder, None] = OrderedDict()  # least recently used first
         self._load_accounts()
+
+    def _index_opened(self, folder: Folder) -> None:
+        """A folder's index file is in use: close the least recently used beyond OPEN_INDEXES."""
+        with self.lock:
+            self._open_indexes[folder] = None
+            self._open_indexes.move_to_end(folder)
+            while len(self._open_indexes) > OPEN_INDEXES:
+                oldest, _ = self._open_indexes.popitem(last=False)
+                oldest.close_index()
 
     # ---- UIDVALIDITY: one counter for the whole store, kept on disk
     # A deleted folder's UIDVALIDITY file goes with it; this counter remembers the largest value
@@ -811,6 +1105,10 @@ class Store:
         return dummy
 
     def close(self):
+        with self.lock:
+            for folder in self._open_indexes:
+                folder.close_index()
+            self._open_indexes.clear()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -61,8 +61,10 @@ MAX_MAILBOX_NAME = 254
 # NO [LIMIT] if the structure items grow past it while they are sent.
 MAX_FETCH_OUTPUT = 256 * 1024 * 1024
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-# Pieces of a long answer made in one data_to_send(limit) call (a SEARCH makes one per message).
+# Pieces of a long answer made in one data_to_send(limit) call (a SEARCH makes one per slice of
+# its work, see search.SLICE).
 PIECES_PER_TURN = 256
+FETCH_BATCH = 256  # messages to a piece in a FETCH answered without reading messages
 
 
 class State(enum.Enum):
@@ -438,6 +440,9 @@ class ImapSession:
             self._wrong_state(tag, word)
             return
         try:
+            if self.selected is not None:
+                # Files added, removed or renamed by hand show from the next command on.
+                self.selected.folder.refresh()
             getattr(self, method)(tag, cur, uid)
         except No as e:
             self._sync(allow_expunge=word not in ("FETCH", "STORE", "SEARCH") or uid)
@@ -961,6 +966,9 @@ class ImapSession:
         if uid and not any(i.name == "UID" for i in items):
             items.insert(0, fetchmod.FetchItem("UID"))
         items = fetchmod.distinct_items(items)
+        if fetchmod.from_index(items):
+            self._stream = self._fetch_from_index(tag, uid, items, uids)
+            return
         folder = sel.folder
         current = {info.uid: (info, flags) for info, flags in folder.snapshot()} if len(uids) > 20 else None
         sizes = [(current[u][0] if u in current else None) if current is not None else folder.get(u)
@@ -1041,11 +1049,69 @@ class ImapSession:
                 yield b")\r\n"
             self._internal_error(tag, "FETCH", e)
             return
+        self._fetch_done(tag, uid, missing)
+
+    def _fetch_done(self, tag, uid, missing: bool) -> None:
         self._sync(allow_expunge=uid)
         if missing:
             self._tagged(tag, "NO", _("some of those messages were deleted meanwhile"), "EXPUNGEISSUED")
         else:
             self._tagged(tag, "OK", ("UID FETCH" if uid else "FETCH") + " completed")
+
+    def _fetch_from_index(self, tag, uid, items, uids):
+        """FETCH of items that need no message read (``fetchmod.from_index``): FLAGS, UID,
+        sizes and dates from the store, ENVELOPE, BODY and BODYSTRUCTURE from the folder's
+        index. Made FETCH_BATCH messages to a piece (a piece per item and message cost more
+        than Dovecot's whole answer)."""
+        sel = self.selected
+        folder = sel.folder
+        fields = tuple(fetchmod.INDEX_FIELDS[i.name] for i in items if i.name in fetchmod.INDEX_FIELDS)
+        has_flags = any(i.name == "FLAGS" for i in items)
+        flags_texts: dict = {}  # (flags, recent) -> the FLAGS text: few kinds in a folder
+        missing = False
+        sent = 0
+        try:
+            for start in range(0, len(uids), FETCH_BATCH):
+                chunk = uids[start:start + FETCH_BATCH]
+                known = folder.lookup(chunk)
+                described = folder.described([u for u, k in zip(chunk, known) if k], fields) if fields else {}
+                lines = []
+                for u, got in zip(chunk, known):
+                    seq = sel.seq_of(u)
+                    if got is None or seq == 0 or (fields and u not in described):
+                        missing = True
+                        continue
+                    info, flags = got
+                    values = iter(described.get(u, ()))
+                    parts = []
+                    for item in items:
+                        if item.name == "FLAGS":
+                            key = (flags, u in sel.recent)
+                            text = flags_texts.get(key)
+                            if text is None:
+                                text = flags_texts[key] = b"FLAGS " + self._flags_text(u, flags).encode()
+                            parts.append(text)
+                        elif item.name in fetchmod.INDEX_FIELDS:
+                            parts.append(item.name.encode() + b" " + next(values))
+                        else:
+                            parts += self._fetch_item(item, u, info, flags, None, None)
+                    if has_flags:
+                        self._flags_reported.add(u)
+                    line = b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
+                    lines.append(line)
+                    sent += len(line)
+                    if sent > MAX_FETCH_OUTPUT:  # (a BODYSTRUCTURE may be long: up to MAX_PARTS parts)
+                        break
+                yield b"".join(lines)
+                if sent > MAX_FETCH_OUTPUT:
+                    self._sync(allow_expunge=uid)
+                    self._tagged(tag, "NO", _("FETCH stopped after {limit} MB; ask for fewer messages "
+                                              "at a time").format(limit=MAX_FETCH_OUTPUT >> 20), "LIMIT")
+                    return
+        except Exception as e:
+            self._internal_error(tag, "FETCH", e)
+            return
+        self._fetch_done(tag, uid, missing)
 
     def _fetch_item(self, item, u, info, flags, raw, root) -> tuple[bytes, ...]:
         """One data item of a FETCH response, as pieces (a message's bytes are not copied)."""
@@ -1186,30 +1252,12 @@ class ImapSession:
 
     def _search_answer(self, tag, uid, tree):
         sel = self.selected
-        folder = sel.folder
-        uids = list(sel.uids)
-        star_uid = uids[-1] if uids else 0
-        found = []
-        current = {info.uid: (info, flags) for info, flags in folder.snapshot()}
-        recent = sel.recent
         try:
-            for seq, u in enumerate(uids, 1):
-                got = current.get(u)
-                if got is None:
-                    continue  # expunged by someone else meanwhile
-                info, flags = got
-                ctx = searchmod.SearchContext(seq, u, flags, info.size, info.internaldate, u in recent,
-                                              (lambda u=u: folder.read(u)), len(uids), star_uid)
-                try:
-                    if searchmod.matches(tree, ctx):
-                        found.append(u if uid else seq)
-                except KeyError:
-                    continue
-                yield b""
+            found = yield from searchmod.search_folder(tree, sel.folder, list(sel.uids), sel.recent)
         except Exception as e:
             self._internal_error(tag, "SEARCH", e)
             return
-        self._untagged("SEARCH" + "".join(f" {x}" for x in found))
+        self._untagged("SEARCH" + "".join(f" {u if uid else seq}" for seq, u in found))
         self._done(tag, ("UID SEARCH" if uid else "SEARCH") + " completed", allow_expunge=uid)
 
     # ------------------------------------------------------------------ announcing changes
@@ -1280,7 +1328,7 @@ class ImapSession:
 def _read(folder, info) -> bytes:
     """A message's bytes with CRLF line ends; straight from its file when it has not moved."""
     try:
-        with open(info.path, "rb") as f:
+        with open(info.file, "rb") as f:
             data = f.read()
     except OSError:  # renamed by a flag change meanwhile, or expunged: ask the store
         return folder.read(info.uid)

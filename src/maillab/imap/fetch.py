@@ -18,7 +18,7 @@ from .parser import Cursor, ParseError, nstring, quote
 
 __all__ = ["Part", "parse_message", "FetchItem", "parse_fetch_items", "envelope", "bodystructure",
            "section_bytes", "header_fields", "distinct_items", "answer_size", "walk", "MAX_DEPTH",
-           "MAX_PARTS"]
+           "MAX_PARTS", "INDEX_FIELDS", "from_index"]
 
 MAX_DEPTH = 50  # nesting of multiparts and message/rfc822 parts we follow
 
@@ -632,6 +632,17 @@ class FetchItem:
     @property
     def sets_seen(self) -> bool:
         return (self.section is not None and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+
+
+# Items answered without reading the message: from the store, and (ENVELOPE, BODY,
+# BODYSTRUCTURE) from the folder's index, which names them by these fields.
+INDEX_FIELDS = {"ENVELOPE": "envelope", "BODY": "body", "BODYSTRUCTURE": "bodystructure"}
+FROM_INDEX = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", *INDEX_FIELDS}
+
+
+def from_index(items: list[FetchItem]) -> bool:
+    """Whether a FETCH of these items needs no message read (see INDEX_FIELDS)."""
+    return all(item.name in FROM_INDEX for item in items)
 
 
 SIMPLE_ITEMS = {"FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT",

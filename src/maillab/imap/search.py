@@ -17,14 +17,15 @@ import email.policy
 import email.utils
 import re
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from ..i18n import _
-from .fetch import header_values, parse_message, split_header, walk
+from ..index import SEARCH_HEADERS
+from .fetch import MAX_PARTS, header_values, parse_message, split_header, walk
 from .parser import Cursor, ParseError
 
-__all__ = ["parse_search", "SearchContext", "matches", "needs_message", "SUPPORTED_CHARSETS"]
+__all__ = ["parse_search", "SearchContext", "matches", "needs_message", "search_folder", "transparent",
+           "SUPPORTED_CHARSETS"]
 
 SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
 # Up to this many delimiter lines and message/* parts the email package reads a whole message;
@@ -105,7 +106,8 @@ def _key(cur: Cursor, charset: str, depth: int = 0):
         return ("header", name, _text(cur, charset))
     if word in ("BODY", "TEXT"):
         cur.sp()
-        return (word.lower(), _text(cur, charset))
+        text = _text(cur, charset)
+        return (word.lower(), text, _raw_needle(text))
     if word in ("KEYWORD", "UNKEYWORD"):
         cur.sp()
         return ("keyword", cur.atom(what="keyword"), word == "KEYWORD")
@@ -127,6 +129,33 @@ def _key(cur: Cursor, charset: str, depth: int = 0):
         cur.sp()
         return ("or", a, _key(cur, charset, depth + 1))
     raise ParseError(_("unknown search key {word}: ").format(word=word) + _(_HINT))
+
+
+def _raw_needle(text: str) -> bytes | None:
+    """The bytes to look for in a message's raw bytes first (see :func:`transparent`), or None
+    when the raw bytes cannot say no: a text with non-ASCII letters (case folding maps some to
+    ASCII ones), line ends, or a colon (the searched text writes each field as "Name: value")."""
+    if not text.isascii() or any(c in text for c in "\r\n:"):
+        return None
+    return text.encode("ascii")
+
+
+def cached_fields(node) -> set[str]:
+    """The fields of the folder's index (``maillab.index.FIELDS``) evaluating this tree reads."""
+    kind = node[0]
+    if kind == "header" and node[1] in SEARCH_HEADERS:
+        return {"h_" + node[1]}
+    if kind == "date" and node[1] == "sent":
+        return {"h_date"}
+    if kind in ("body", "text"):
+        return {"plain"}
+    if kind == "and":
+        return set().union(*(cached_fields(n) for n in node[1]))
+    if kind == "or":
+        return cached_fields(node[1]) | cached_fields(node[2])
+    if kind == "not":
+        return cached_fields(node[1])
+    return set()
 
 
 def needs_message(node) -> bool:
@@ -179,24 +208,24 @@ def _decode_payload(part) -> str:
         return payload.decode("utf-8", "replace")
 
 
-@dataclass
 class SearchContext:
-    """One message as the search sees it; message data is read only when a key needs it."""
+    """One message as the search sees it; message data is read only when a key needs it.
 
-    seq: int
-    uid: int
-    flags: frozenset
-    size: int
-    internaldate: float
-    recent: bool
-    load: Callable[[], bytes]  # the message bytes (CRLF)
-    star_seq: int = 0
-    star_uid: int = 0
-    _raw: bytes | None = None
-    _headers: dict | None = None
-    _entities: list | None = None
-    _body: str | None = None
-    _full: str | None = None
+    ``cached`` holds the fields of the folder's index the search asked for (name -> value),
+    when the search runs over a folder (:func:`search_folder`).
+    """
+
+    __slots__ = ("seq", "uid", "flags", "size", "internaldate", "recent", "load", "star_seq",
+                 "star_uid", "cached", "_raw", "_headers", "_entities", "_body", "_full")
+
+    def __init__(self, seq: int, uid: int, flags: frozenset, size: int, internaldate: float,
+                 recent: bool, load: Callable[[], bytes], star_seq: int = 0, star_uid: int = 0,
+                 cached: dict | None = None):
+        self.seq, self.uid, self.flags, self.size = seq, uid, flags, size
+        self.internaldate = internaldate  # a number, or a callable that gives it
+        self.recent, self.load, self.star_seq, self.star_uid = recent, load, star_seq, star_uid
+        self.cached = cached or {}
+        self._raw = self._headers = self._entities = self._body = self._full = None
 
     @property
     def raw(self) -> bytes:
@@ -246,7 +275,23 @@ class SearchContext:
         return self._full
 
     def header_text(self, name: str) -> list[str]:
+        key = "h_" + name
+        if key in self.cached:
+            value = self.cached[key]
+            return [] if value is None else value.split("\x00")
         return [decode_header_value(v).casefold() for v in self.headers.get(name.encode("ascii", "replace"), [])]
+
+    def date(self) -> float:
+        if callable(self.internaldate):
+            self.internaldate = self.internaldate()
+        return self.internaldate
+
+    def without(self, needle: bytes | None) -> bool:
+        """True when the message's raw bytes show that its searched text cannot hold
+        ``needle`` (lower-case ASCII): the message is :func:`transparent` and they lack it."""
+        if needle is None or not self.cached.get("plain"):
+            return False
+        return needle not in self.raw.lower()
 
 
 def _parse(data: bytes):
@@ -281,9 +326,13 @@ def _day(ts: float) -> tuple[int, int, int]:
 def _sent_day(ctx: SearchContext) -> tuple[int, int, int]:
     """The day of the Date: header as written (its own zone). Without a usable Date: header,
     1 January 1970, as Dovecot counts it."""
-    dates = ctx.headers.get(b"date")
-    if dates:
-        parsed = email.utils.parsedate_tz(dates[0].decode("ascii", "replace"))
+    if "h_date" in ctx.cached:
+        date = ctx.cached["h_date"]
+    else:
+        dates = ctx.headers.get(b"date")
+        date = dates[0].decode("ascii", "replace") if dates else None
+    if date:
+        parsed = email.utils.parsedate_tz(date)
         if parsed:
             return parsed[0], parsed[1], parsed[2]
     return 1970, 1, 1
@@ -321,15 +370,107 @@ def matches(node, ctx: SearchContext) -> bool:
         values = ctx.header_text(node[1])
         return any(node[2] in v for v in values)
     if kind == "body":
-        return node[1] in ctx.body_text()
+        return not ctx.without(node[2]) and node[1] in ctx.body_text()
     if kind == "text":
-        return node[1] in ctx.full_text()
+        return not ctx.without(node[2]) and node[1] in ctx.full_text()
     if kind == "date":
         _k, which, op, day = node
-        got = _day(ctx.internaldate) if which == "internal" else _sent_day(ctx)
+        got = _day(ctx.date()) if which == "internal" else _sent_day(ctx)
         if op == "before":
             return got < day
         if op == "on":
             return got == day
         return got >= day
     raise ValueError(kind)
+
+
+# ----------------------------------------------------------------------------- a whole folder
+
+# A search gives the server's other sessions their turn about this often (seconds).
+SLICE = 0.0005
+
+
+def search_folder(tree, folder, uids: list[int], recent: set[int]):
+    """Test the messages ``uids`` (a session's list, in order) of a store folder against ``tree``.
+
+    A generator: it yields ``b""`` now and then (every :data:`SLICE` seconds of work), so that a
+    server can answer its other sessions meanwhile, and returns the ``(seq, uid)`` pairs that
+    match. What the folder's index knows (header fields, whether raw bytes may answer first) is
+    read in batches from it rather than from the messages.
+    """
+    fields = tuple(sorted(cached_fields(tree)))
+    star_seq, star_uid = len(uids), (uids[-1] if uids else 0)
+    found = []
+    clock = time.perf_counter
+    since = clock()
+    batch = 256
+    for start in range(0, len(uids), batch):
+        chunk = uids[start:start + batch]
+        known = folder.lookup(chunk)
+        cached = folder.described([u for u, k in zip(chunk, known) if k], fields) if fields else {}
+        for seq, uid, got in zip(range(start + 1, start + batch + 1), chunk, known):
+            if got is None:
+                continue  # expunged by someone else meanwhile
+            info, flags = got
+            values = cached.get(uid)
+            ctx = SearchContext(seq, uid, flags, info.size, lambda i=info: i.internaldate, uid in recent,
+                                lambda u=uid: folder.read(u), star_seq, star_uid,
+                                dict(zip(fields, values)) if values is not None else None)
+            try:
+                if matches(tree, ctx):
+                    found.append((seq, uid))
+            except KeyError:
+                continue  # its file went away meanwhile
+            if clock() - since > SLICE:
+                yield b""
+                since = clock()
+    return found
+
+
+# Charsets in which ASCII bytes stand for the same ASCII text.
+_ASCII_CHARSETS = {b"us-ascii", b"ascii", b"utf-8", b"utf8", b"latin1", b"latin-1"} | {
+    b"iso-8859-%d" % i for i in range(1, 17)} | {b"windows-125%d" % i for i in range(9)}
+_IDENTITY_ENCODINGS = {b"7bit", b"8bit", b"binary"}
+_ENCODING_FIELD = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:\s*([^\s;]*)")
+_CHARSET_PARAM = re.compile(rb'(?i)charset[ \t]*=[ \t]*"?([^\s;"]*)')
+
+
+def transparent(raw: bytes, root) -> bool:
+    """Whether every text TEXT and BODY search in (:meth:`SearchContext.full_text`) is found as
+    it is in the message's raw bytes, apart from the line ends and the ": " after field names.
+
+    Then a search for an ASCII word without a colon or line end that is not in the raw bytes
+    (compared in lower case) is not in the message either, and the search needs no decoding.
+    That holds when the message is ASCII, has no RFC 2047 encoded words, and every part whose
+    text is searched (text/*, message/*) has no transfer encoding (7bit, 8bit, binary) and a
+    charset in which ASCII bytes are ASCII text. Checked on the raw bytes, so that a part the
+    email package sees differently from ``fetch.parse_message`` cannot slip by: every
+    Content-Transfer-Encoding field and charset parameter anywhere in the message must be one of
+    those, unless it lies in the header of a part whose body is not searched (an attachment
+    such as application/pdf, which may be base64).
+    """
+    if not raw.isascii() or b"=?" in raw:
+        return False
+    parts = list(walk(root))
+    if len(parts) >= min(FEW_PARTS, MAX_PARTS):
+        return False  # (the search may cut such a message differently)
+    skipped = [(p.start, p.body_start) for p in parts
+               if p.children is None and p.message is None and not _searched_type(p)]
+
+    def allowed(pos: int, value: bytes, ok: set) -> bool:
+        return value.lower() in ok or any(a <= pos < b for a, b in skipped)
+    return (all(allowed(m.start(), m.group(1), _IDENTITY_ENCODINGS) for m in _ENCODING_FIELD.finditer(raw))
+            and all(allowed(m.start(), m.group(1), _ASCII_CHARSETS) for m in _CHARSET_PARAM.finditer(raw)))
+
+
+def _searched_type(part) -> bool:
+    """Whether the email package takes this leaf part for text/* or message/* (its body is
+    searched). Its rule: the first Content-Type's value up to a ";" must hold exactly one "/";
+    otherwise the part is text/plain (or message/rfc822 in a digest)."""
+    if part.type.lower() in (b"text", b"message"):
+        return True
+    value = part.first(b"content-type")
+    if value is None:
+        return True
+    kind = value.split(b";", 1)[0].strip().lower()
+    return kind.count(b"/") != 1 or kind.split(b"/")[0] in (b"text", b"message")

@@ -1,0 +1,335 @@
+"""The folder index (maillab.index): answers from it are the answers from the messages, and the
+folder's files stay the one truth: changes by hand, a lost or damaged index file, an index of
+another UIDVALIDITY and a second store on the same files are all seen as they are."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import maillab.index as indexmod
+from maillab.imap import fetch as fetchmod
+from maillab.imap import search as searchmod
+from maillab.imap.parser import Cursor
+from maillab.imap.testing import SAMPLES
+from maillab.net import ServerContext
+from maillab.store import Store, to_crlf
+from maillab.transcript import Recorder
+from test_imap_core import Client, ctx, lines, store  # noqa: F401  (fixtures)
+
+STRUCTURE = "(UID ENVELOPE BODY BODYSTRUCTURE)"
+
+
+def message(subject: str, body: str = "hello\n", sender: str = "Bob <bob@example.com>") -> bytes:
+    return to_crlf(f"From: {sender}\nTo: alice@example.com\nSubject: {subject}\n\n{body}".encode())
+
+
+def expected(raw_messages: list[bytes], uids: list[int]) -> list[bytes]:
+    """What FETCH 1:* STRUCTURE must answer, worked out from the messages themselves."""
+    out = []
+    for seq, (uid, raw) in enumerate(zip(uids, raw_messages), 1):
+        root = fetchmod.parse_message(to_crlf(raw))
+        out.append(b"* %d FETCH (UID %d ENVELOPE %s BODY %s BODYSTRUCTURE %s)" % (
+            seq, uid, fetchmod.envelope(root), fetchmod.bodystructure(root, False),
+            fetchmod.bodystructure(root, True)))
+    return out
+
+
+def selected_client(ctx, folder="INBOX", password="alice-pw") -> Client:  # noqa: F811
+    c = Client(ctx).login("alice", password)
+    assert b"s OK" in c.cmd(f"s SELECT {folder}")
+    return c
+
+
+def fetched(c: Client, what: str = STRUCTURE, which: str = "1:*") -> list[bytes]:
+    out = lines(c.cmd(f"f FETCH {which} {what}"))
+    assert out[-1].startswith(b"f OK"), out[-1]
+    return [line for line in out[:-1] if b" FETCH (" in line]
+
+
+def index_file(store, folder="INBOX") -> Path:  # noqa: F811
+    return store.account("alice").folder(folder).path / indexmod.INDEX_FILE
+
+
+def rows(path: Path) -> dict[int, tuple]:
+    with sqlite3.connect(path) as db:
+        return {r[0]: r[1:] for r in db.execute("SELECT uid, base, envelope FROM messages")}
+
+
+@pytest.fixture
+def filled(store):  # noqa: F811
+    inbox = store.account("alice").folder("INBOX")
+    for raw in SAMPLES:
+        inbox.deliver(raw, {"\\Seen"})
+    return inbox
+
+
+# ----------------------------------------------------------------------------- answers
+
+def test_structure_is_answered_from_the_index_once_described(ctx, store, filled, monkeypatch):  # noqa: F811
+    c = selected_client(ctx)
+    uids = [i.uid for i in filled.messages()]
+    assert fetched(c) == expected(SAMPLES, uids)  # the first FETCH describes and records them
+    recorded = rows(index_file(store))
+    assert sorted(recorded) == uids and all(env is not None for _base, env in recorded.values())
+    assert [base for base, _env in recorded.values()] == [i.base for i in filled.messages()]
+
+    def no_parsing(raw):
+        raise AssertionError("a described message was parsed again")
+    monkeypatch.setattr(indexmod, "describe", no_parsing)
+    assert fetched(c) == expected(SAMPLES, uids)
+    # after a restart too: the rows are on disk
+    store.close()
+    again = Store(store.root, hash_n=2**10)
+    try:
+        c2 = selected_client(ServerContext(again, Recorder(), "mail.example.com", "example.com"))
+        assert fetched(c2) == expected(SAMPLES, uids)
+        assert lines(c2.cmd('s UID SEARCH FROM "alice"'))[0] == lines(c.cmd('s UID SEARCH FROM "alice"'))[0]
+    finally:
+        again.close()
+
+
+def test_search_from_the_index_finds_what_the_messages_hold(ctx, filled):  # noqa: F811
+    c = selected_client(ctx)
+    keys = ['FROM "alice"', 'TO "bob"', 'SUBJECT "hello"', 'CC "x"', 'BCC "y"', "SENTSINCE 1-Jan-2000",
+            'SENTBEFORE 1-Jan-2000', 'TEXT "hello"', 'BODY "world"', 'HEADER Message-ID "<"',
+            'OR FROM "bob" SUBJECT "Grüße"', 'NOT TEXT "the"']
+    before = {k: lines(c.cmd(f"s SEARCH CHARSET UTF-8 {k}"))[0] for k in keys}  # describes them
+    assert rows(index_file(c.s.account.store)), "the first search filled the index"
+    after = {k: lines(c.cmd(f"s SEARCH CHARSET UTF-8 {k}"))[0] for k in keys}
+    assert after == before
+    reference = {}
+    for k in keys:  # every message tested on its own bytes, without the index
+        tree = searchmod.parse_search(Cursor(f"CHARSET UTF-8 {k}".encode()))
+        found = []
+        for seq, info in enumerate(filled.messages(), 1):
+            ctx_ = searchmod.SearchContext(seq, info.uid, info.flags, info.size, info.internaldate,
+                                           False, lambda u=info.uid: filled.read(u), 5, 5)
+            if searchmod.matches(tree, ctx_):
+                found.append(seq)
+        reference[k] = b"* SEARCH" + b"".join(b" %d" % n for n in found)
+    assert after == reference
+
+
+# ----------------------------------------------------------------------------- changes
+
+def test_delivered_flagged_and_expunged_messages_show_at_the_next_command(ctx, store, filled):  # noqa: F811
+    c = selected_client(ctx)
+    fetched(c)
+    new = filled.deliver(message("just delivered"))
+    out = c.cmd("n NOOP")
+    assert b"* 6 EXISTS" in out
+    assert b'"just delivered"' in fetched(c, "ENVELOPE", "6")[0]
+    filled.store_flags(new.uid, {"\\Flagged"}, "add")
+    assert b"* 6 FETCH (FLAGS (\\Flagged \\Recent))" in c.cmd("n NOOP")
+    assert lines(c.cmd("s SEARCH FLAGGED"))[0] == b"* SEARCH 6"
+    gone = filled.messages()[0].uid
+    filled.expunge([gone])
+    assert b"* 1 EXPUNGE" in c.cmd("n NOOP")
+    assert len(fetched(c)) == 5
+    assert gone not in rows(index_file(store)), "an expunged message's row goes"
+
+
+def test_files_added_removed_and_renamed_by_hand_show_at_the_next_command(ctx, store, filled):  # noqa: F811
+    c = selected_client(ctx)
+    fetched(c)
+    infos = filled.messages()
+    # added: a learner copies a message file into new/ (no UID in its name)
+    (filled.path / "new" / "by-hand.eml").write_bytes(message("copied by hand").replace(b"\r\n", b"\n"))
+    out = c.cmd("n NOOP")
+    assert b"* 6 EXISTS" in out
+    assert b'"copied by hand"' in fetched(c, "ENVELOPE", "6")[0]
+    # removed
+    os.unlink(infos[1].file)
+    assert b"* 2 EXPUNGE" in c.cmd("n NOOP")
+    # renamed: flags changed by hand
+    os.rename(infos[0].file, infos[0].file.replace(":2,S", ":2,FS"))
+    assert b"* 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))" in c.cmd("n NOOP")
+    # replaced: another message under the UID of message 3 (another file name): its row is not used
+    third = infos[2]
+    os.unlink(third.file)
+    replacement = message("a different message under an old UID")
+    (filled.path / "cur" / third.name.replace(third.name.split(",")[0], "1.learner")).write_bytes(replacement)
+    c.cmd("n NOOP")
+    assert b'"a different message under an old UID"' in lines(c.cmd(f"u UID FETCH {third.uid} ENVELOPE"))[0]
+    # a copy of a message file under its own name: the copy is a new message with a new UID
+    first = filled.get(infos[0].uid)
+    dup = os.path.join(filled.path, "new", first.name.split(":")[0])
+    Path(dup).write_bytes(Path(first.file).read_bytes())
+    out = c.cmd("n NOOP")
+    assert b"EXISTS" in out
+    uids = [i.uid for i in filled.messages()]
+    assert len(uids) == len(set(uids)) == 6 and first.uid in uids
+    assert lines(c.cmd('s SEARCH SUBJECT "copied by hand"'))[0] == b"* SEARCH 5"
+
+
+def test_a_second_store_on_the_same_files_agrees(tmp_path):
+    """Two processes on one store (a notebook and `maillab serve`, say): each sees the other's
+    changes, and their index rows never mislead the other."""
+    a, b = Store(tmp_path / "s", hash_n=2**10), None
+    try:
+        a.add_account("alice", "pw", "example.com")
+        b = Store(tmp_path / "s", hash_n=2**10)
+        ca = selected_client(ServerContext(a, Recorder(), "mail.example.com", "example.com"), password="pw")
+        cb = Client(ServerContext(b, Recorder(), "mail.example.com", "example.com")).login("alice", "pw")
+        assert b"s OK" in cb.cmd("s SELECT INBOX")
+        inbox_a = a.account("alice").folder("INBOX")
+        for i in range(5):
+            inbox_a.deliver(message(f"number {i}"))
+        assert b"* 5 EXISTS" in cb.cmd("n NOOP") and b"* 5 EXISTS" in ca.cmd("n NOOP")
+        assert fetched(ca, "(UID ENVELOPE BODYSTRUCTURE)") == fetched(cb, "(UID ENVELOPE BODYSTRUCTURE)")
+        assert b"OK" in cb.cmd("x STORE 2 +FLAGS (\\Deleted)") and b"OK" in cb.cmd("x EXPUNGE")
+        assert b"* 2 EXPUNGE" in ca.cmd("n NOOP")
+        assert [f.replace(b" \\Recent", b"").replace(b"\\Recent", b"") for f in fetched(ca, "(UID FLAGS ENVELOPE)")] \
+            == [f.replace(b" \\Recent", b"").replace(b"\\Recent", b"") for f in fetched(cb, "(UID FLAGS ENVELOPE)")]
+        assert lines(ca.cmd('s SEARCH SUBJECT "number 3"')) == lines(cb.cmd('s SEARCH SUBJECT "number 3"'))
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
+
+
+def test_two_sessions_on_one_folder_agree(ctx, filled):  # noqa: F811
+    one, two = selected_client(ctx), selected_client(ctx)
+    assert b"OK" in one.cmd("a APPEND INBOX {%d+}\r\n%s" % (len(message("appended")),
+                                                            message("appended").decode()))
+    assert b"OK" in one.cmd("c COPY 1:2 INBOX")
+    assert b"OK" in one.cmd("x STORE 3 +FLAGS (\\Deleted)") and b"OK" in one.cmd("x EXPUNGE")
+    two.cmd("n NOOP")
+    assert fetched(one) == fetched(two)
+    assert lines(one.cmd('s SEARCH TEXT "appended"')) == lines(two.cmd('s SEARCH TEXT "appended"'))
+
+
+def test_copy_and_move_take_the_description_along(ctx, store, filled, monkeypatch):  # noqa: F811
+    c = selected_client(ctx)
+    first = fetched(c, "(ENVELOPE BODYSTRUCTURE)")
+    store.account("alice").create_folder("Archive")
+    assert b"OK" in c.cmd("c COPY 1:2 Archive") and b"OK" in c.cmd("m MOVE 3 Archive")
+    assert len(rows(index_file(store, "Archive"))) == 3
+    monkeypatch.setattr(indexmod, "describe", lambda raw: pytest.fail("described again"))
+    assert b"s OK" in c.cmd("s SELECT Archive")
+    assert fetched(c, "(ENVELOPE BODYSTRUCTURE)") == first[:3]
+
+
+# ----------------------------------------------------------------------------- a damaged index
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "garbage", "emptied"])
+def test_a_damaged_index_is_made_again(tmp_path, damage):
+    root = tmp_path / "s"
+    store = Store(root, hash_n=2**10)
+    store.add_account("alice", "pw", "example.com")
+    inbox = store.account("alice").folder("INBOX")
+    for raw in SAMPLES:
+        inbox.deliver(raw, {"\\Seen"})
+    c = selected_client(ServerContext(store, Recorder(), "mail.example.com", "example.com"), password="pw")
+    good = fetched(c)
+    store.close()
+    path = root / "alice" / indexmod.INDEX_FILE
+    assert path.stat().st_size > 4096
+    if damage == "deleted":
+        path.unlink()
+    elif damage == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(path.stat().st_size // 2)
+    elif damage == "garbage":
+        path.write_bytes(b"not a database at all " * 500)
+    else:
+        path.write_bytes(b"")
+    store = Store(root, hash_n=2**10)
+    try:
+        c = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com")).login("alice", "pw")
+        assert b"s OK" in c.cmd("s SELECT INBOX")
+        assert fetched(c) == good
+        assert len(rows(path)) == len(SAMPLES), "the index was filled again"
+        assert lines(c.cmd('s SEARCH TEXT "the"'))[0] == lines(c.cmd('s SEARCH TEXT "the"'))[0]
+    finally:
+        store.close()
+
+
+def test_an_index_of_another_uidvalidity_is_not_used(tmp_path):
+    root = tmp_path / "s"
+    store = Store(root, hash_n=2**10)
+    store.add_account("alice", "pw", "example.com")
+    inbox = store.account("alice").folder("INBOX")
+    inbox.deliver(message("the real subject"))
+    c = selected_client(ServerContext(store, Recorder(), "mail.example.com", "example.com"), password="pw")
+    fetched(c, "ENVELOPE")
+    store.close()
+    path = root / "alice" / indexmod.INDEX_FILE
+
+    def tamper(uidvalidity=None):
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE messages SET envelope = ?", (b'("tampered")',))
+            if uidvalidity is not None:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'uidvalidity'", (str(uidvalidity),))
+
+    def envelope_now() -> bytes:
+        s = Store(root, hash_n=2**10)
+        try:
+            cl = selected_client(ServerContext(s, Recorder(), "mail.example.com", "example.com"), password="pw")
+            return fetched(cl, "ENVELOPE")[0]
+        finally:
+            s.close()
+    tamper()
+    assert b'"tampered"' in envelope_now()  # the same UIDVALIDITY: its rows are used (a cache)
+    tamper(uidvalidity=inbox.uidvalidity - 1)
+    assert b'"the real subject"' in envelope_now()
+
+
+def test_the_index_file_is_private_and_ignored_as_a_folder(ctx, store, filled):  # noqa: F811
+    c = selected_client(ctx)
+    fetched(c)
+    acct = store.account("alice")
+    for p in acct.path.iterdir():
+        if p.name.startswith(indexmod.INDEX_FILE):
+            assert p.stat().st_mode & 0o777 == 0o600, p
+    assert "maillab-index.sqlite" not in " ".join(acct.folder_names())
+    import mailbox
+    assert len(mailbox.Maildir(acct.path, factory=None, create=False)) == len(SAMPLES)
+
+
+# ----------------------------------------------------------------------------- SEARCH TEXT's raw look
+
+_PIECES = st.sampled_from(["Report", "report", "quarterly", "Grüße", "ﬁle", "file", "r=C3=A9sum=C3=A9",
+                           "x", "=?utf-8?q?quarterly?=", "UmVwb3J0", "cXVhcnRlcmx5", "line\n", "Subject: x"])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(subject=st.lists(_PIECES, max_size=3).map(" ".join),
+       body=st.lists(_PIECES, max_size=5).map(" ".join),
+       encoding=st.sampled_from([None, "7bit", "base64", "quoted-printable", "8bit", "BASE64"]),
+       charset=st.sampled_from([None, "us-ascii", "utf-8", "utf-16", "utf-7", "iso-8859-7"]),
+       attachment=st.sampled_from([None, "base64", "7bit"]),
+       needle=st.sampled_from(["report", "quarterly", "file", "grüße", "ﬁle", "résumé", "x", "subject: x",
+                               "umvwb3j0", "r=c3=a9", "ject"]))
+def test_the_raw_look_of_search_text_never_changes_an_answer(subject, body, encoding, charset, attachment,
+                                                             needle):
+    """TEXT and BODY look in the raw bytes first only where that cannot miss a match: whatever
+    the encodings and charsets, the answer is the one from the decoded text."""
+    import base64
+    payload = body.encode("utf-8")
+    if encoding and encoding.lower() == "base64":
+        payload = base64.encodebytes(payload)
+    ctype = "text/plain" + (f"; charset={charset}" if charset else "")
+    part = f"Content-Type: {ctype}\n" + (f"Content-Transfer-Encoding: {encoding}\n" if encoding else "")
+    if attachment:
+        data = b"quarterly report file" if attachment == "7bit" else base64.encodebytes(b"quarterly report")
+        raw = (f"Subject: {subject}\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n"
+               f"--b\n{part}\n").encode() + payload + (
+               f"\n--b\nContent-Type: application/pdf\nContent-Transfer-Encoding: {attachment}\n\n").encode() \
+            + data + b"\n--b--\n"
+    else:
+        raw = f"Subject: {subject}\n{part}\n".encode() + payload
+    raw = to_crlf(raw)
+    plain = indexmod.describe(raw)[indexmod.FIELDS.index("plain")]
+    for key in ("TEXT", "BODY"):
+        tree = searchmod.parse_search(Cursor(f'CHARSET UTF-8 {key} "{needle}"'.encode()))
+        fast = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw, cached={"plain": plain})
+        slow = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw)
+        assert searchmod.matches(tree, fast) == searchmod.matches(tree, slow), (key, needle, raw)
