@@ -73,6 +73,26 @@ class Builder:
         self.cells.append(cell)
         self.points[grade_id] = points
 
+    def step_tests(self, prefix: str, steps: list, checker: str, call: str) -> None:
+        """The test cells of a part typed by hand (Level 1), one per step ``(name, points)``:
+        the first works out every step with ``grading.<checker>(grading.during(lab), <call>)``
+        from what the servers saw while the session cell just above ran, and prints them; each
+        cell then checks its one step (partial credit, a one-line reason when it fails). Hidden
+        parts work the steps out again with the fresh module: the first from the evidence, the
+        others with ``_g.again(prefix)`` (the first cell's visible check may fail before its
+        hidden part runs, so later cells cannot use a name that hidden part made)."""
+        for i, (step, points) in enumerate(steps):
+            check = 'assert {0}.done("%s"), {0}.why("%s")' % (step, step)
+            visible, hidden = check.format(prefix), check.format("_" + prefix)
+            if i == 0:
+                visible = (f"# what the servers saw while your session cell (just above) ran\n"
+                           f"{prefix} = grading.{checker}(grading.during(lab),\n    {call})\n"
+                           f"print({prefix})\n" + visible)
+                hidden = f"_{prefix} = _g.{checker}(_g.during(lab),\n    {call})\n" + hidden
+            else:
+                hidden = f"_{prefix} = _g.again({prefix})\n" + hidden
+            self.tests(f"{prefix}_{step}_tests", points, visible, hidden)
+
     def written(self, grade_id: str, points: int, answer: str) -> None:
         cell = new_markdown_cell("### BEGIN SOLUTION\n" + answer.strip("\n")
                                  + "\n### END SOLUTION", id=self._id())

@@ -32,6 +32,7 @@ import hashlib
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -42,7 +43,8 @@ from typing import NamedTuple
 from maillab.i18n import _  # absolute: fresh() loads this file outside the package
 
 __all__ = ["prepare", "watch", "verify", "fresh", "Watch", "CellTimeLimit", "Tampered",
-           "unstuff", "maildir", "during", "Steps", "exchanges", "smtp_steps",
+           "unstuff", "maildir", "during", "Steps", "again", "exchanges", "smtp_steps",
+           "POP3_BOX", "fill_mailbox", "pop3_steps",
            "SOCKET_TIMEOUT", "CELL_LIMIT"]
 
 SOCKET_TIMEOUT = 3.0  # seconds a socket may wait for the lab's servers (they answer in ms)
@@ -560,22 +562,33 @@ def plain_auth_user(session: Session) -> str | None:
 # (``during(lab)``) and works out every step at once; each test cell then asserts one step, so
 # that nbgrader gives partial credit per step and a failed step says in one line what is missing
 # and what the server saw. Only the servers' transcript and the store count, never what the
-# cell printed.
+# cell printed. Hidden tests work the steps out again with the fresh module: ``_g.again(steps)``
+# (the first cell's visible assert may fail before its hidden part runs, so later cells cannot
+# rely on names the hidden part of the first one made).
 
 class Steps:
     """The steps of one part typed by hand, each done or not, with a one-line reason."""
 
-    def __init__(self, title: str):
+    def __init__(self, title: str, evidence: CellEvidence | None = None, how: tuple = ()):
         self.title = title
         self.results: dict[str, tuple[str, str | None]] = {}  # name -> (what, problem or None)
+        self.session: Session | None = None  # the session the steps were read from
+        self.evidence = evidence
+        self.how = how  # (checker's name, its arguments after the evidence, keywords): again()
 
     def add(self, name: str, what: str, problem: str | None) -> None:
         self.results[name] = (what, problem)
 
-    def check(self, name: str) -> None:
-        """The assertion of one step's test cell."""
+    def done(self, name: str) -> bool:
+        return self.results[name][1] is None
+
+    def why(self, name: str) -> str:
+        """One line for a failed step: what it is, and what is missing."""
         what, problem = self.results[name]
-        assert problem is None, f"{what}: {problem}"
+        return f"{what}: {problem}"
+
+    def check(self, name: str) -> None:
+        assert self.done(name), self.why(name)
 
     def nothing(self, service: str) -> "Steps":
         """Every step failed for one reason: the session cell made no connection."""
@@ -592,6 +605,14 @@ class Steps:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def again(steps: Steps) -> Steps:
+    """The same steps worked out again, by this module's checker, from the same cell's evidence
+    (hidden tests: ``_g.again(steps)``)."""
+    name, args, kwargs = steps.how
+    ev = steps.evidence
+    return globals()[name](CellEvidence(ev.lab, ev.start, ev.end), *args, **kwargs)
 
 
 def _quoted(text: str, limit: int = 70) -> str:
@@ -691,7 +712,9 @@ def smtp_steps(evidence: CellEvidence, service: str, *, rcpt: str, user: str,
     """The steps of an SMTP session typed by hand in one cell: (STARTTLS,) (AUTH,) EHLO, the
     envelope to ``rcpt``, the message (headers and body apart, in ``user``'s mailbox, with
     ``headers``), QUIT."""
-    steps = Steps(_("Your SMTP session, as the server saw it:"))
+    steps = Steps(_("Your SMTP session, as the server saw it:"), evidence, (
+        "smtp_steps", (service,), dict(rcpt=rcpt, user=user, login=login, tls=tls,
+                                       headers=headers)))
     found = evidence.sessions(service)
     session = found[-1] if found else Session([])
     ex = exchanges(session, "smtp")
@@ -782,8 +805,327 @@ def smtp_steps(evidence: CellEvidence, service: str, *, rcpt: str, user: str,
     quit_ = [e for e in ex if e.verb == "QUIT"]
     steps.add("quit", _("say goodbye (QUIT)"), None if quit_ and quit_[-1].ok("221") else
               _("no QUIT: end the session with QUIT (the server answers 221)"))
+    steps.session = session
     return steps if found else steps.nothing(service)
 
+
+def pop3_read_steps(evidence: CellEvidence, domain: str, *, user: str, came_from: str,
+                    tls: bool = True) -> Steps:
+    """The steps of a POP3 session typed by hand that downloads a message which crossed from
+    the provider ``came_from`` (a Received: header names its server) and keeps a copy on the
+    server: log in as ``user`` (``tls``: on an encrypted connection), RETR it, no DELE, QUIT.
+    The session is the cell's last one with ``domain``'s POP3 server, on either port."""
+    steps = Steps(_("Your POP3 session, as the server saw it:"))
+    found = [s for s in evidence.sessions() if s.service in (f"pop3s:{domain}", f"pop3:{domain}")]
+    session = found[-1] if found else Session([])
+    ex = exchanges(session, "pop3")
+    names = [e.command.split(None, 1)[1].strip().lower() for e in ex
+             if e.verb == "USER" and len(e.command.split()) > 1]
+    passed = [e for e in ex if e.verb == "PASS"]
+    problem = None
+    if not names:
+        problem = _("no USER line: say who you are with USER {0}").format(user)
+    elif not passed:
+        problem = _("no PASS line after USER")
+    elif not passed[-1].ok("+OK"):
+        problem = _("the password was refused: {0}").format(_quoted(passed[-1].answer))
+    elif names[-1].split("@")[0] != user:
+        problem = _("you logged in as {0}, not as {1}").format(names[-1], user)
+    elif tls and not (session.service.startswith("pop3s") or any(
+            e.verb == "STLS" and e.ok("+OK") for e in ex)):
+        problem = _("you logged in on port 110 without encryption, so your password crossed "
+                    "the network readable: add --tls (port 995)")
+    steps.add("login", _("log in as {0} (USER, PASS) over an encrypted connection").format(user)
+              if tls else _("log in as {0} (USER, PASS)").format(user), problem)
+
+    retrs = [e for e in ex if e.verb == "RETR"]
+    # a multi-line answer: its first line says yes or no, the last is the dot
+    sent = [e for e in retrs if e.replies and e.replies[0].startswith("+OK")]
+    wanted = f"received: from {came_from.lower()}"
+    problem = None
+    if not retrs:
+        problem = _("no RETR command: the server sent no message")
+    elif not sent:
+        problem = _("RETR was refused: {0}").format(_quoted(retrs[-1].answer))
+    elif not any(line.lower().startswith(wanted) for e in sent for line in e.replies):
+        problem = _("the message you downloaded did not come from {0} (no 'Received: from {0}' "
+                    "header): download one of the messages from there").format(came_from)
+    steps.add("retr", _("download the message that came from {0} (RETR)").format(came_from),
+              problem)
+
+    deleted = [e for e in ex if e.verb == "DELE" and e.ok("+OK")]
+    problem = None
+    if deleted:
+        problem = _("you sent {0}: the message goes away at QUIT").format(
+            _quoted(deleted[0].command))
+    elif not sent:
+        problem = _("nothing was downloaded, so there is no copy to keep yet")
+    steps.add("kept", _("keep a copy on the server (no DELE)"), problem)
+    quit_ = [e for e in ex if e.verb == "QUIT"]
+    steps.add("quit", _("say goodbye (QUIT)"), None if quit_ and quit_[-1].ok("+OK") else
+              _("no QUIT: end the session with QUIT (the server answers +OK)"))
+    return steps if found else steps.nothing(f"pop3s:{domain}")
+
+
+def http_steps(evidence: CellEvidence, method: str, path: str, status: int) -> Steps:
+    """One request typed by hand in a ``%%http`` cell: did ``method path`` reach the webmail,
+    and was it answered with ``status``? (The webmail records request and status lines only.)"""
+    steps = Steps(_("Your HTTP request, as the webmail saw it:"))
+    found = [s for s in evidence.sessions("http") if s.client_lines]
+    wanted = f"{method} {path} ".upper()
+    asked = [s for s in found if s.client_lines[0].upper().startswith(wanted)]
+    answers = [s.server_lines[0] if s.server_lines else "" for s in asked]
+    problem = None
+    if not found:
+        problem = _("no request reached the webmail: a request line has three parts, such as "
+                    "'GET /login HTTP/1.1', then a Host: line")
+    elif not asked:
+        problem = _("the webmail got {0}, not {1} {2}").format(
+            _quoted(found[-1].client_lines[0], 50), method, path)
+    elif not any(a.split()[1:2] == [str(status)] for a in answers):
+        problem = _("the webmail answered {0}, not {1}").format(_quoted(answers[-1], 60), status)
+    steps.add("request", _("{0} {1} answered with {2}").format(method, path, status), problem)
+    return steps
+
+
+def readable_commands(session: Session | None) -> set[str]:
+    """The command verbs of an SMTP session that crossed the network readable: every one sent
+    before the server agreed to STARTTLS (all of them if it never did)."""
+    readable: set[str] = set()
+    for e in exchanges(session or Session([]), "smtp"):
+        if e.verb.isalpha():  # a command word (not a note such as nbgrader's ### markers)
+            readable.add(e.verb)
+        if e.verb == "STARTTLS" and e.ok("220"):
+            break
+    return readable
+
+
+# The names of a mail program's account window (Thunderbird's): connection security ...
+SECURITY = {"ssl/tls": "SSL/TLS", "starttls": "STARTTLS", "none": "None"}
+# ... and which one each of the lab's ports speaks
+PORT_SECURITY = {"imaps": "SSL/TLS", "pop3s": "SSL/TLS", "smtps": "SSL/TLS",
+                 "imap": "STARTTLS", "pop3": "STARTTLS", "submission": "STARTTLS",
+                 "smtp": "STARTTLS"}
+SETTING_FIELDS = ("server", "port", "security", "authentication", "username")
+
+
+def _setting_problem(lab, group: dict, protocol: str, domain: str) -> str | None:
+    """Why a group of settings (incoming or outgoing) cannot work, before connecting."""
+    missing = [f for f in SETTING_FIELDS if f not in group]
+    if missing:
+        return _("no {0} in these settings").format(", ".join(missing))
+    server = str(group["server"]).strip().lower()
+    try:
+        addresses = {a[4][0] for a in socket.getaddrinfo(server, None)}
+    except (OSError, UnicodeError):
+        return _("server: {0} is not a name this computer knows: the lab runs on this "
+                 "computer, localhost").format(_quoted(server, 40))
+    if not all(a.startswith("127.") or a == "::1" for a in addresses):
+        return _("server: {0} is another computer; the lab runs on this one, localhost").format(
+            _quoted(server, 40))
+    try:
+        port = int(group["port"])
+    except (TypeError, ValueError):
+        return _("port: {0} is not a number").format(_quoted(str(group["port"]), 20))
+    service = next((s for s in lab.services if s.port == port), None)
+    if service is None:
+        return _("port: nothing of the lab listens on {0}: read the ports in the lab's "
+                 "table").format(port)
+    family = "smtp" if service.protocol in ("smtps", "submission") else service.protocol.rstrip("s")
+    if service.protocol == "smtp" and protocol == "smtp":
+        return _("port: {0} stands for 25, where servers pass mail to each other; a mail "
+                 "program sends on the ports standing for 587 or 465").format(port)
+    if family != protocol:
+        return _("port: {0} is the lab's {1} port, not {2}'s").format(
+            port, service.protocol.upper(), protocol.upper())
+    if service.domain != domain:
+        return _("port: {0} is {1}'s server, but this account's mail is at {2}").format(
+            port, service.domain, domain)
+    security = SECURITY.get(str(group["security"]).strip().lower())
+    if security is None:
+        return _("connection security: {0} is not one of None, STARTTLS, SSL/TLS").format(
+            _quoted(str(group["security"]), 20))
+    if security == "None":
+        return _("connection security: None sends your password readable over the network; "
+                 "port {0} speaks {1}").format(port, PORT_SECURITY[service.protocol])
+    if security != PORT_SECURITY[service.protocol]:
+        return _("connection security: port {0} speaks {1}, not {2}").format(
+            port, PORT_SECURITY[service.protocol], security)
+    if str(group["authentication"]).strip().lower() != "normal password":
+        return _("authentication: choose Normal password (it travels inside TLS)")
+    return None
+
+
+def _log_in_with(lab, protocol: str, group: dict, password: str) -> str | None:
+    """Connect and log in as a mail program with these settings would; why not, or None."""
+    import imaplib
+    import poplib
+    import smtplib
+    host, port, user = str(group["server"]).strip(), int(group["port"]), str(group["username"])
+    context = lab.client_context()
+    tls = SECURITY[str(group["security"]).strip().lower()] == "SSL/TLS"
+    try:
+        if protocol == "imap":
+            conn = (imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=5) if tls
+                    else imaplib.IMAP4(host, port, timeout=5))
+            if not tls:
+                conn.starttls(context)
+            conn.login(user, password)
+            conn.logout()
+        elif protocol == "pop3":
+            conn = (poplib.POP3_SSL(host, port, context=context, timeout=5) if tls
+                    else poplib.POP3(host, port, timeout=5))
+            if not tls:
+                conn.stls(context)
+            conn.user(user)
+            conn.pass_(password)
+            conn.quit()
+        else:
+            conn = (smtplib.SMTP_SSL(host, port, context=context, timeout=5) if tls
+                    else smtplib.SMTP(host, port, timeout=5))
+            conn.ehlo("settings-check.example.org")
+            if not tls:
+                conn.starttls(context=context)
+                conn.ehlo("settings-check.example.org")
+            conn.login(user, password)
+            conn.quit()
+    except (imaplib.IMAP4.error, poplib.error_proto, smtplib.SMTPAuthenticationError) as e:
+        return _("user name or password: the server refused the login as {0} ({1})").format(
+            _quoted(user, 40), _quoted(str(e), 60))
+    except (OSError, smtplib.SMTPException) as e:
+        return _("the connection failed: {0}").format(_quoted(str(e) or type(e).__name__, 80))
+    return None
+
+
+def mail_settings_steps(lab, account: dict) -> Steps:
+    """A mail program's account settings, filled in as its account window shows them, checked
+    as the window's wizard does: by connecting with them and logging in. ``account``:
+    ``{"email", "password", "incoming": {"protocol", "server", "port", "security",
+    "authentication", "username"}, "outgoing": {the same without "protocol"}}``."""
+    steps = Steps(_("Your account settings, tried on the lab's servers:"))
+    account = account if isinstance(account, dict) else {}
+    email = str(account.get("email", ""))
+    domain = email.rpartition("@")[2].lower()
+    for group_name, what in (("incoming", _("incoming server (IMAP or POP3)")),
+                             ("outgoing", _("outgoing server (SMTP)"))):
+        group = account.get(group_name)
+        if "@" not in email:
+            steps.add(group_name, what, _("no e-mail address in the settings (\"email\")"))
+            continue
+        if not isinstance(group, dict):
+            steps.add(group_name, what, _("no {0} settings (a dict)").format(group_name))
+            continue
+        protocol = "smtp" if group_name == "outgoing" else \
+            str(group.get("protocol", "")).strip().lower()
+        problem = None
+        if protocol not in ("imap", "pop3", "smtp"):
+            problem = _("protocol: {0} is neither IMAP nor POP3").format(
+                _quoted(str(group.get("protocol")), 20))
+        problem = problem or _setting_problem(lab, group, protocol, domain) or \
+            _log_in_with(lab, protocol, group, str(account.get("password", "")))
+        steps.add(group_name, what, problem)
+    return steps
+
+
+# The mailbox a POP3 part typed by hand starts from (fill_mailbox), and what its steps check.
+POP3_BOX = [("Welcome to POP3", "Read me first: this is message 1."),
+            ("You have WON a prize!!!", "Spam. Delete me."),
+            ("Homework for Monday", "Keep me on the server.")]
+
+
+def fill_mailbox(lab, login: str, password: str, address: str) -> None:
+    """Empty a user's INBOX (POP3: DELE everything, QUIT) and deliver POP3_BOX to it (SMTP on
+    port 25), so that a session typed by hand starts from the same three messages each time."""
+    import poplib
+    import smtplib
+
+    pop = poplib.POP3(lab.host, lab.port("pop3"), timeout=5)
+    pop.user(login)
+    pop.pass_(password)
+    for n in range(1, pop.stat()[0] + 1):
+        pop.dele(n)
+    pop.quit()
+    with smtplib.SMTP(lab.host, lab.port("smtp"), timeout=5) as smtp:
+        for i, (subject, body) in enumerate(POP3_BOX, 1):
+            smtp.sendmail("maria@example.net", [address],
+                          f"From: maria@example.net\r\nTo: {address}\r\nSubject: {subject}\r\n"
+                          f"Message-ID: <box{i}.{time.time_ns()}@example.net>\r\n\r\n"
+                          f"{body}\r\n".encode())
+    try:
+        lab.settle(5)
+    except Exception:
+        pass
+
+
+def pop3_steps(evidence: CellEvidence, service: str, *, user: str, retr: int, dele: int
+               ) -> Steps:
+    """The steps of a POP3 session typed by hand on POP3_BOX: log in as ``user``, look (STAT or
+    LIST), download message ``retr``, delete message ``dele``, QUIT (so that the server
+    deletes it), and every other message still there."""
+    steps = Steps(_("Your POP3 session, as the server saw it:"), evidence, (
+        "pop3_steps", (service,), dict(user=user, retr=retr, dele=dele)))
+    found = evidence.sessions(service)
+    session = found[-1] if found else Session([])
+    ex = exchanges(session, "pop3")
+    status = lambda e: e.replies[0] if e.replies else ""  # noqa: E731
+    refused = lambda e: status(e).startswith("-ERR")  # noqa: E731
+
+    def first_error() -> str:
+        bad = next((e for e in ex if refused(e)), None)
+        return "" if bad is None else _(" (the server answered {0} with {1})").format(
+            _quoted(bad.command, 40), _quoted(status(bad), 60))
+
+    named = [e for e in ex if e.verb == "USER" and status(e).startswith("+OK")]
+    logged = [e for e in ex if e.verb in ("PASS", "APOP") and status(e).startswith("+OK")]
+    problem = None
+    if not logged:
+        problem = _("the login did not work") + first_error()
+    elif named and named[-1].command.split()[1:2] != [user]:
+        problem = _("you logged in as {0}, not as {1}").format(
+            " ".join(named[-1].command.split()[1:2]), user)
+    steps.add("login", _("log in as {0} (USER, PASS)").format(user), problem)
+
+    looked = [e for e in ex if e.verb in ("STAT", "LIST") and status(e).startswith("+OK")]
+    steps.add("look", _("look how much mail there is (STAT or LIST)"), None if looked else
+              _("no STAT or LIST was answered +OK") + first_error())
+
+    subjects = [s for s, _body in POP3_BOX]
+    want = subjects[retr - 1]
+    got = [e for e in ex if e.verb == "RETR" and e.command.split()[1:2] == [str(retr)]
+           and status(e).startswith("+OK")]
+    problem = None
+    if not got:
+        problem = _("no RETR {0} was answered +OK").format(retr) + first_error()
+    elif not any(r == f"Subject: {want}" for r in got[-1].replies):
+        problem = _("message {0} is not {1}: run the cell that fills the mailbox again, then "
+                    "your session").format(retr, _quoted(want))
+    steps.add("retr", _("download message {0} (RETR {0})").format(retr), problem)
+
+    marked = [e for e in ex if e.verb == "DELE" and e.command.split()[1:2] == [str(dele)]
+              and status(e).startswith("+OK")]
+    steps.add("dele", _("mark message {0} for deletion (DELE {0})").format(dele), None if marked
+              else _("no DELE {0} was answered +OK").format(dele) + first_error())
+
+    left = {DiskMessage(p).header("Subject") for p in maildir(evidence.lab, user).values()}
+    quit_ = [e for e in ex if e.verb == "QUIT" and status(e).startswith("+OK")]
+    spam = subjects[dele - 1]
+    problem = None
+    if not quit_:
+        problem = _("no QUIT: without it the server never reaches its UPDATE state, so it "
+                    "deletes nothing")
+    elif spam in left:
+        problem = _("{0} is still on the server").format(_quoted(spam))
+    steps.add("quit", _("QUIT, so that the server really deletes message {0}").format(dele),
+              problem)
+
+    gone = [s for i, s in enumerate(subjects, 1) if i != dele and s not in left]
+    problem = None
+    if not logged:
+        problem = _("you did not log in to {0}'s mailbox").format(user)
+    elif gone:
+        problem = _("{0} was deleted too: keep a copy of the rest").format(_quoted(gone[0]))
+    steps.add("kept", _("leave a copy of every other message on the server"), problem)
+    return steps if found else steps.nothing(service)
 
 
 # ---------------------------------------------------------------------------- integrity
@@ -816,7 +1158,9 @@ def _unwrap(value):
     """The functions behind a class attribute (method, static/class method, property)."""
     if isinstance(value, property):
         return [f for f in (value.fget, value.fset, value.fdel) if f is not None]
-    return [getattr(value, "__func__", value)]
+    value = getattr(value, "__func__", value)
+    # functools.lru_cache and friends: the function they wrap is the code to check
+    return [getattr(value, "__wrapped__", value)]
 
 
 def verify(lab) -> None:

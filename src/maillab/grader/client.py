@@ -30,9 +30,13 @@ _lock = threading.Lock()
 
 def connect(path: str, **kwargs) -> "SealedLabClient":
     """The sealed lab at ``path`` (one per kernel: starting it again returns the same one)."""
+    from .. import lab as labmodule
+
     with _lock:
         if path not in _clients:
             _clients[path] = SealedLabClient(path)
+        # session cells (%%smtp ...) talk to "the lab maillab.start() made"
+        labmodule._current = _clients[path]
         return _clients[path]
 
 

@@ -518,7 +518,9 @@ class Pop3Session:
         """AUTHORIZATION -> TRANSACTION: lock the maildrop and take the snapshot."""
         if not account.maildrop_lock.acquire(blocking=False):
             return self._err(_("maildrop already in use") + " (" + _(
-                "another POP3 session of this account is open; it must QUIT first") + ")",
+                "another POP3 session of this account is still open: it ends with QUIT or by "
+                "closing its connection (in Python: close the makefile() file too, not only "
+                "the socket)") + ")",
                 code="IN-USE")
         self._locked_account = account
         try:
