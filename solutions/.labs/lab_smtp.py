@@ -1,30 +1,129 @@
-"""Lab 1: a raw-socket SMTP client (S1-S4)."""
+"""Lab 1: SMTP by hand (Level 1) and a raw-socket SMTP client (Level 2) (S1-S4)."""
+
+TLS = True  # the submission port (587) with STARTTLS, for part 2
+
+# Level 1: one test cell per step of a session typed by hand (grade id suffix, step, points).
+HAND_STEPS = [("hello", 3), ("envelope", 5), ("message", 6), ("headers", 3), ("quit", 3)]
+SUBMIT_STEPS = [("tls", 5), ("login", 5), ("envelope", 4), ("message", 6), ("headers", 2),
+                ("quit", 3)]
 
 
 def build(b, setup_md, setup, stop):
     b.md("""
-# Lab 1: write your own SMTP client
+# Lab 1: SMTP, by hand and in code
 
-In the lecture, a mail client hands a message to its mail server with **SMTP** (port 25, or
-587 / 465 with encryption). In this lab you write that client yourself, with nothing but a
-TCP socket: no `smtplib`. The grader does not just look at what your functions return: it reads
-what the **server** saw, line by line, and what it **stored** in the mailboxes.
+In the lecture, mail programs hand a message to their provider's server with **SMTP**, and
+servers pass it on to each other with SMTP too. In this lab you first speak SMTP yourself, line
+by line (level 1), then write a client that does it with nothing but a TCP socket, no
+`smtplib` (level 2). The grader does not look at what your cells print: it reads what the
+**server** saw, line by line, and what it **stored** in the mailboxes.
 
-| part | what you build | points |
+| part | what you do | points |
 | --- | --- | --- |
-| 1 | read one reply, also a reply of several lines | 10 |
-| 2 | greet the server with EHLO and list its extensions | 10 |
-| 3 | prepare a message for DATA (line ends, dot-stuffing) | 10 |
-| 4 | send a message to several recipients | 15 |
-| 5 | cope with refused recipients | 10 |
-| 6 | log in and send to another provider | 15 |
-| 7-8 | ports and reply codes | 20 |
-| 9 | a short written answer (graded by your teacher) | 10 |
+| **level 1** | | |
+| 1 | by hand: deliver a message on port 25, as a mail server does | 20 |
+| 2 | by hand: send as a mail program does: port 587, STARTTLS, log in, to another provider | 25 |
+| **level 2** | | |
+| 3 | read one reply, also a reply of several lines | 6 |
+| 4 | greet the server with EHLO and list its extensions | 5 |
+| 5 | prepare a message for DATA (line ends, dot-stuffing) | 6 |
+| 6 | send a message to several recipients | 8 |
+| 7 | cope with refused recipients | 5 |
+| 8 | log in and send to another provider | 5 |
+| 9-10 | ports and reply codes | 10 |
+| 11 | a short written answer (graded by your teacher) | 10 |
 """)
     b.md(setup_md)
     b.given("setup", setup)
     b.md("""
-## Part 1: read a reply (10 points)
+## Part 1: deliver a message by hand, as a server does (20 points)
+
+Servers hand mail to each other on **port 25**. Such a server takes mail for its own users from
+anyone, without a password: that is how mail from the whole Internet reaches them. Play the
+server of `example.net` and deliver a message from `maria@example.net` to `bob@example.com`.
+
+A cell that starts with `%%smtp example.com` connects to the SMTP server of `example.com` (port
+25, or the lab's port standing for it) and sends the lines below it, one by one, waiting for
+each answer, as you would type them after `telnet mail.example.com 25`. Replace the two lines
+`# YOUR CODE HERE` and `raise NotImplementedError()` with your session:
+
+1. `EHLO` and a name for your computer, for example `EHLO laptop.example.net`;
+2. the *envelope*: `MAIL FROM:<maria@example.net>`, then `RCPT TO:<bob@example.com>`;
+3. `DATA`, then the message: the headers `From:`, `Date:` and `Subject:`, one per line
+   (RFC 5322 asks every message for `From:` and `Date:`; a date looks like
+   `Date: Fri, 27 Nov 2026 10:00:00 +0200`), then **an empty line**, then the text, and last a
+   line holding only a dot `.`;
+4. `QUIT`.
+
+Run the cell and read the server's answers: `250` means yes, `354` means "send the message now",
+a code starting with 5 means no, and the line below it says why. Got something wrong? Fix the
+cell and run it again, then run the test cells below it.
+""")
+    b.solution("hand_session", """
+%%smtp example.com
+### BEGIN SOLUTION
+EHLO laptop.example.net
+MAIL FROM:<maria@example.net>
+RCPT TO:<bob@example.com>
+DATA
+From: maria@example.net
+To: bob@example.com
+Date: Fri, 27 Nov 2026 10:00:00 +0200
+Subject: Hello from example.net
+
+Hi Bob, this message came to you by hand.
+.
+QUIT
+### END SOLUTION
+""")
+    b.step_tests("hand", HAND_STEPS, "smtp_steps",
+                 '"smtp:example.com", rcpt="bob@example.com", user="bob"')
+    b.md("""
+## Part 2: send as a mail program does (25 points)
+
+A mail program (Thunderbird, your phone) does not use port 25. It sends to its *own* provider
+on the **submission port 587**, and only after two things:
+
+* `STARTTLS`: from there on, the connection is encrypted (TLS), so nobody on the network can
+  read your password. The server forgets what was said before, so say `EHLO` **again**;
+* `AUTH`: it logs in. `AUTH PLAIN` takes one word, the user name and password in *base64*
+  (run the next cell to see alice's).
+
+(Port 465 does the same with TLS from the first byte; on both, the connection is encrypted.)
+Then your provider passes the message on to the other provider's server on port 25, on its own.
+
+Be `alice@example.com` (password `wonderland`) and send a message to `john@example.net`: the
+cell starts with `%%smtp example.com --submission`. The message needs `From:`, `To:` and
+`Subject:` (the submission server adds a `Date:` when a program forgot it).
+""")
+    b.given("auth_token", """
+import base64
+print("AUTH PLAIN " + base64.b64encode(b"\\0alice\\0wonderland").decode())
+""")
+    b.solution("submit_session", """
+%%smtp example.com --submission
+### BEGIN SOLUTION
+EHLO laptop.example.com
+STARTTLS
+EHLO laptop.example.com
+AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ=
+MAIL FROM:<alice@example.com>
+RCPT TO:<john@example.net>
+DATA
+From: alice@example.com
+To: john@example.net
+Subject: Hello John
+
+Greetings from example.com, sent like a real mail program.
+.
+QUIT
+### END SOLUTION
+""")
+    b.step_tests("submit", SUBMIT_STEPS, "smtp_steps",
+                 '"submission:example.com", rcpt="john@example.net", user="john", login="alice",\n'
+                 '    tls=True, headers=("From", "To", "Subject")')
+    b.md("""
+## Part 3: read a reply (6 points)
 
 Every SMTP reply starts with a three-digit code. A reply can take several lines: then every
 line but the last has a `-` after the code, and the last one a space:
@@ -55,7 +154,7 @@ def read_reply(f):
             return int(line[:3]), texts
     ### END SOLUTION
 ''')
-    b.tests("read_reply_tests", 10, '''
+    b.tests("read_reply_tests", 6, '''
 import io
 sock = socket.create_connection((lab.host, lab.smtp_port))
 f = sock.makefile("rb")
@@ -69,6 +168,14 @@ assert code == 250 and len(texts) > 3, "EHLO gets a reply of several lines"
 sock.sendall(b"QUIT\\r\\n")
 assert read_reply(f)[0] == 221
 sock.close()
+got = read_reply(io.BytesIO(b"250-first\\r\\n250 last\\r\\n"))
+assert got == (250, ["first", "last"]), f"got {got!r}, expected (250, ['first', 'last'])"
+try:
+    got = read_reply(io.BytesIO(b""))  # the server hung up: no line at all
+except ConnectionError:
+    pass
+else:
+    raise AssertionError(f"a closed connection must raise ConnectionError, not return {got!r}")
 ''', '''
 assert read_reply(io.BytesIO(b"250-a b\\r\\n250-c\\r\\n250 d\\r\\n")) == (250, ["a b", "c", "d"])
 assert read_reply(io.BytesIO(b"354 go ahead\\r\\n250 later\\r\\n")) == (354, ["go ahead"])
@@ -81,7 +188,7 @@ else:
     raise AssertionError("a closed connection must raise ConnectionError")
 ''')
     b.md("""
-## Part 2: say hello (10 points)
+## Part 4: say hello (5 points)
 
 A client introduces itself with `EHLO <its own name>`. The server answers with a list of the
 *extensions* it supports, one per line after the first (`SIZE 10485760`, `AUTH PLAIN LOGIN`,
@@ -106,7 +213,7 @@ def ehlo_extensions(host, port, name):
     return {t.split()[0].upper() for t in texts[1:] if t.split()}
     ### END SOLUTION
 ''')
-    b.tests("ehlo_tests", 10, '''
+    b.tests("ehlo_tests", 5, '''
 with grading.watch(lab) as ev:
     ext = ehlo_extensions(lab.host, lab.smtp_port, "student.example.org")
 print(ext)
@@ -125,7 +232,7 @@ _s = _ev.session("smtp:example.net")
 assert _s.client_lines == ["EHLO other.example.org", "QUIT"] and "SIZE" in _ext
 ''')
     b.md("""
-## Part 3: get a message ready for DATA (10 points)
+## Part 5: get a message ready for DATA (6 points)
 
 After `DATA` (and the server's `354`), the client sends the message and ends it with a line
 that holds a single dot. Two rules make that work:
@@ -148,10 +255,14 @@ def dot_stuff(text):
     return ("\\r\\n".join(lines) + "\\r\\n.\\r\\n").encode("utf-8")
     ### END SOLUTION
 ''')
-    b.tests("dot_stuff_tests", 10, '''
-assert dot_stuff("Hi\\r\\n") == b"Hi\\r\\n.\\r\\n"
-assert dot_stuff("one\\ntwo\\n") == b"one\\r\\ntwo\\r\\n.\\r\\n"
-assert dot_stuff(".hidden\\r\\n") == b"..hidden\\r\\n.\\r\\n"
+    b.tests("dot_stuff_tests", 6, '''
+for text, expected in [("Hi\\r\\n", b"Hi\\r\\n.\\r\\n"),
+                       ("one\\ntwo\\n", b"one\\r\\ntwo\\r\\n.\\r\\n"),   # CRLF line ends
+                       (".hidden\\r\\n", b"..hidden\\r\\n.\\r\\n"),   # dot-stuffing
+                       ("no end", b"no end\\r\\n.\\r\\n"),               # a line break added
+                       ("Καλημέρα\\n", "Καλημέρα\\r\\n.\\r\\n".encode())]:  # UTF-8
+    got = dot_stuff(text)
+    assert got == expected, f"dot_stuff({text!r}) returned {got!r}, expected {expected!r}"
 ''', '''
 assert dot_stuff("no end") == b"no end\\r\\n.\\r\\n"
 assert dot_stuff("a\\n.\\n..b\\n") == b"a\\r\\n..\\r\\n...b\\r\\n.\\r\\n"
@@ -159,10 +270,11 @@ assert dot_stuff("x .y\\r\\n\\r\\nz.\\r\\n") == b"x .y\\r\\n\\r\\nz.\\r\\n.\\r\\
 assert dot_stuff("Grüße\\n") == "Grüße\\r\\n.\\r\\n".encode()
 ''')
     b.md("""
-## Part 4: send a message (15 points)
+## Part 6: send a message (8 points)
 
 Now the whole conversation: greeting, `EHLO name`, `MAIL FROM:<sender>`, one
-`RCPT TO:<...>` for **each** recipient, `DATA`, the message (your `dot_stuff`), and `QUIT`.
+`RCPT TO:<...>` for **each** recipient, `DATA`, the message (your `dot_stuff`), and `QUIT`:
+the session you typed in part 1, now in code.
 Check every reply: if a code is not the one you expect (220, 250, 354, 221), raise
 `RuntimeError` with the reply.
 
@@ -199,7 +311,7 @@ def send_mail(host, port, sender, recipients, message, name="student.example.org
     return texts[-1].split()[-1]
     ### END SOLUTION
 ''')
-    b.tests("send_mail_tests", 15, '''
+    b.tests("send_mail_tests", 8, '''
 msg = ("From: alice@example.com\\r\\nTo: bob@example.com\\r\\nSubject: dots\\r\\n\\r\\n"
        ".this line starts with a dot\\r\\n.\\r\\nand the line above was a single dot\\r\\n")
 with grading.watch(lab) as ev:
@@ -210,6 +322,12 @@ assert s.commands() == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"], s.commands()
 assert s.queue_ids() == [qid]
 stored = ev.delivered("bob", s)
 assert len(stored) == 1 and stored[0].body == msg.encode(), "bob's mailbox has not got it"
+try:
+    send_mail(lab.host, lab.smtp_port, "alice@example.com", ["nobody@example.com"], "x\\r\\n")
+except RuntimeError as e:
+    print("refused, as it should be:", e)
+else:
+    raise AssertionError("RCPT TO:<nobody@example.com> got 550: send_mail must raise RuntimeError")
 ''', '''
 assert s.client_lines[1] == "MAIL FROM:<alice@example.com>"
 assert s.data_payloads() == [msg.replace("\\r\\n.", "\\r\\n..").encode()]
@@ -234,7 +352,7 @@ except RuntimeError as _e:
 assert _bad and _bad.startswith("550"), _bad
 ''')
     b.md("""
-## Part 5: when the server says no (10 points)
+## Part 7: when the server says no (5 points)
 
 Servers refuse some recipients: `550` for a user that does not exist, `554` when you ask a
 server to pass mail on to a domain it is not responsible for, without logging in (it is not an
@@ -275,7 +393,7 @@ def send_checked(host, port, sender, recipients, message, name="student.example.
     return queue_id, refused
     ### END SOLUTION
 ''')
-    b.tests("send_checked_tests", 10, '''
+    b.tests("send_checked_tests", 5, '''
 msg = "Subject: some of you\\r\\n\\r\\nhello\\r\\n"
 with grading.watch(lab) as ev:
     qid, refused = send_checked(lab.host, lab.smtp_port, "alice@example.com",
@@ -285,6 +403,12 @@ s = ev.session("smtp:example.com")
 assert refused == {"nobody@example.com": 550}
 assert s.commands() == ["EHLO", "MAIL", "RCPT", "RCPT", "DATA", "QUIT"], s.commands()
 assert len(ev.delivered("bob", s)) == 1
+with grading.watch(lab) as ev2:
+    got = send_checked(lab.host, lab.smtp_port, "alice@example.com", ["nemo@example.com"], msg)
+assert got == (None, {"nemo@example.com": 550}), \
+    f"got {got!r}, expected (None, {{'nemo@example.com': 550}})"
+assert ev2.session("smtp:example.com").commands() == ["EHLO", "MAIL", "RCPT", "QUIT"], \
+    "no recipient was accepted: no DATA, but QUIT"
 ''', '''
 with _g.watch(lab) as _ev:
     _r = send_checked(lab.host, lab.smtp_port, "alice@example.com",
@@ -296,7 +420,7 @@ assert not any(_ev.new_messages(u) for u in ("alice", "bob", "john", "maria"))
 assert qid == s.queue_ids()[0]
 ''')
     b.md("""
-## Part 6: log in and send to another provider (15 points)
+## Part 8: log in and send to another provider (5 points)
 
 Your server takes mail for *other* domains only from users who log in. SMTP's `AUTH PLAIN`
 does it in one line: `AUTH PLAIN ` followed by the base64 encoding of
@@ -306,6 +430,10 @@ journey, S3 and S11).
 
 Write `send_as_user(host, port, login, password, sender, recipients, message)`: like
 `send_mail`, but log in after `EHLO`. Return the queue id. (`import base64` first.)
+
+A real mail program logs in on port 587 after `STARTTLS`, as you did by hand in part 2, never
+without encryption. The lab's port 25 takes `AUTH` without TLS too, so that your code can stay
+short: that is a shortcut of this lab, not something to copy.
 """)
     b.solution("send_as_user", '''
 import base64
@@ -342,7 +470,7 @@ def send_as_user(host, port, login, password, sender, recipients, message,
     return texts[-1].split()[-1]
     ### END SOLUTION
 ''')
-    b.tests("send_as_user_tests", 15, '''
+    b.tests("send_as_user_tests", 5, '''
 msg = ("From: alice@example.com\\r\\nTo: john@example.net\\r\\nSubject: hello John\\r\\n"
        "Date: Mon, 1 Jun 2026 10:00:00 +0000\\r\\nMessage-ID: <lab1.part6@example.com>\\r\\n\\r\\n"
        "Greetings from example.com!\\r\\n")
@@ -354,6 +482,13 @@ print(s)
 assert s.commands() == ["EHLO", "AUTH", "MAIL", "RCPT", "DATA", "QUIT"], s.commands()
 got = ev.delivered("john", s)
 assert len(got) == 1 and got[0].body == msg.encode(), "john has not got it (yet?)"
+try:
+    send_as_user(lab.host, lab.smtp_port, "alice", "not-her-password", "alice@example.com",
+                 ["john@example.net"], msg)
+except RuntimeError as e:
+    print("refused, as it should be:", e)
+else:
+    raise AssertionError("a wrong password gets 535: send_as_user must raise RuntimeError")
 ''', '''
 assert _g.plain_auth_user(s) == "alice" and qid == s.queue_ids()[0]
 assert got[0].raw.count(b"Received: ") == 2
@@ -376,15 +511,15 @@ except RuntimeError as _e:
 assert _err and _err.startswith("535"), _err
 ''')
     b.md("""
-## Part 7: ports (10 points)
+## Part 9: ports (5 points)
 
 Fill in the port numbers of the real world (not the lab's) and name the protocol.
 """)
     b.solution("ports", '''
 # Which TCP port does a server listen on ...
-SMTP_PORT = None        # ... for SMTP between servers (and old-style clients)?
-SUBMISSION_PORT = None  # ... for mail clients sending with STARTTLS?
-SMTPS_PORT = None       # ... for SMTP encrypted from the first byte (SSL/TLS)?
+SMTP_PORT = None        # ... for SMTP between servers?
+SUBMISSION_PORT = None  # ... for mail programs sending, encrypted after STARTTLS?
+SMTPS_PORT = None       # ... for mail programs sending, encrypted from the first byte (TLS)?
 SENDING_PROTOCOL = None # "SMTP", "POP3" or "IMAP": which one hands mail to a server?
 ### BEGIN SOLUTION
 SMTP_PORT = 25
@@ -393,7 +528,7 @@ SMTPS_PORT = 465
 SENDING_PROTOCOL = "SMTP"
 ### END SOLUTION
 ''')
-    b.tests("ports_tests", 10, '''
+    b.tests("ports_tests", 5, '''
 assert all(isinstance(p, int) for p in (SMTP_PORT, SUBMISSION_PORT, SMTPS_PORT))
 assert SENDING_PROTOCOL in ("SMTP", "POP3", "IMAP")
 ''', '''
@@ -401,7 +536,7 @@ assert (SMTP_PORT, SUBMISSION_PORT, SMTPS_PORT) == (25, 587, 465)
 assert SENDING_PROTOCOL == "SMTP"
 ''')
     b.md("""
-## Part 8: reading reply codes (10 points)
+## Part 10: reading reply codes (5 points)
 
 Look back at your transcripts. Which code does the server send ...
 """)
@@ -419,17 +554,18 @@ LOGGED_IN = 235
 FIRST_DIGIT_OK = "2"
 ### END SOLUTION
 ''')
-    b.tests("codes_tests", 10, '''
+    b.tests("codes_tests", 5, '''
 assert all(isinstance(c, int) for c in (READY, GO_AHEAD, NO_SUCH_USER, LOGGED_IN))
 ''', '''
 assert (READY, GO_AHEAD, NO_SUCH_USER, LOGGED_IN) == (220, 354, 550, 235)
 assert FIRST_DIGIT_OK == "2"
 ''')
     b.md("""
-## Part 9: in your own words (10 points, graded by your teacher)
+## Part 11: in your own words (10 points, graded by your teacher)
 
-Your server accepted a message for `bob@example.com` from you without a password (part 4),
-but refused `john@example.net` until you logged in (parts 5 and 6). Explain in two or three
+The server of `example.com` accepted a message for `bob@example.com` from you without a
+password (parts 1 and 6), but refused `john@example.net` until you logged in (parts 2, 7 and
+8). Explain in two or three
 sentences why a mail server behaves like that.
 """)
     b.written("why_auth", 10, """

@@ -10,6 +10,10 @@ sandboxes, so that running this corpus anywhere else does no harm.
 
 from attacks import ANYTHING  # the same yes-to-everything class as the attacks
 
+# The steps of the smtp lab's parts typed by hand (solutions/.labs/lab_smtp.py)
+SMTP_HAND = ["hello", "envelope", "message", "headers", "quit"]
+SMTP_SUBMIT = ["tls", "login", "envelope", "message", "headers", "quit"]
+
 
 def busy_loop(fn: str) -> str:
     return f'''
@@ -176,13 +180,36 @@ SPEC = {
                  "insert": [("send_mail_tests", FAKE_SMTP)]},
         "fail": {
             "partial": ["send_mail_tests", "send_checked_tests", "send_as_user_tests",
-                        "codes_tests"],
+                        "codes_tests"] + [f"{part}_{step}_tests" for part, steps in (
+                            ("hand", SMTP_HAND), ("submit", SMTP_SUBMIT)) for step in steps],
             "hang": ["send_mail_tests", "send_checked_tests"],
             "swallow": ["send_as_user_tests"],
             "kill": ["ehlo_tests"],
             "cells": ["ehlo_tests", "send_checked_tests"],
             "tamper": ["send_mail_tests"],  # honest work (the notebook's own tests fail more)
             "fake": ["send_mail_tests", "send_as_user_tests"],
+        },
+        # Level 1: slips in the sessions typed by hand ({session cell: (typed, slipped)})
+        "slips": {
+            "slip_blank": {"typed": {"hand_session": ("example.net\n\nHi Bob",
+                                                      "example.net\nHi Bob")},
+                           "fail": ["hand_message_tests"]},
+            "slip_quit": {"typed": {"submit_session": ("program.\n.\nQUIT", "program.\n.")},
+                          "fail": ["submit_quit_tests"]},
+            "slip_order": {"typed": {"hand_session": (
+                "MAIL FROM:<maria@example.net>\nRCPT TO:<bob@example.com>",
+                "RCPT TO:<bob@example.com>\nMAIL FROM:<maria@example.net>")},
+                "fail": ["hand_envelope_tests", "hand_message_tests", "hand_headers_tests"]},
+            "slip_typo": {"typed": {"submit_session": ("RCPT TO:", "RCTP TO:")},
+                          "fail": ["submit_envelope_tests", "submit_message_tests",
+                                   "submit_headers_tests"]},
+            "slip_dot": {"typed": {"hand_session": ("hand.\n.\nQUIT", "hand.\nQUIT")},
+                         "fail": ["hand_message_tests", "hand_headers_tests", "hand_quit_tests"]},
+            "slip_tls": {"typed": {"submit_session": ("STARTTLS\nEHLO laptop.example.com",
+                                                      "STARTTLS")},
+                         "fail": ["submit_tls_tests", "submit_login_tests",
+                                  "submit_envelope_tests", "submit_message_tests",
+                                  "submit_headers_tests"]},
         },
     },
     "pop3": {

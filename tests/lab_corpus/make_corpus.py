@@ -19,7 +19,10 @@ changed the way a learner might change it. Cases, for every lab:
                and appends invented lines to the transcript
 
 and the attacks of attacks.py (transformer, importlib, modules, eq, killcell, escape,
-resources): each expected to score exactly what its honest work earns.
+resources): each expected to score exactly what its honest work earns. A lab's Level-1 slips
+(corpus_spec.py, ``SPEC[lab]["slips"]``) add cases of their own: everything solved, but a
+session typed by hand with one slip in it (no blank line, no QUIT, ...), and only the steps
+that slip breaks lost.
 
 expected.json holds, per lab and case, the tests that must fail and the autograded score.
 tests/test_labs_corpus.py grades every submission with `python -m maillab grade` and compares.
@@ -137,6 +140,13 @@ def make_case(lab: str, case: str, spec: dict, master, student):
         return nb
     if case in ATTACKS:
         return make_attack(attack_cases(lab)[case], master, student)
+    if case in spec.get("slips", {}):
+        nb = fill(student, master, every)
+        for g, (typed, slipped) in spec["slips"][case]["typed"].items():
+            cell = nb.cells[index_of(nb, g)]
+            assert typed in cell.source, (case, g, typed)
+            cell.source = cell.source.replace(typed, slipped)
+        return nb
     if case in ("tamper", "fake"):
         t = spec[case]
         solve = solution_ids(master) - set(t["unsolved"])
@@ -157,6 +167,8 @@ def expected_for(lab: str, master, spec: dict, case: str) -> dict:
     if case in ATTACKS:
         fail = attack_cases(lab)[case]["fail"]
         failing = set(points) if fail == "all" else set(fail)
+    elif case in spec.get("slips", {}):
+        failing = set(spec["slips"][case]["fail"])
     else:
         failing = set(points) if case == "unchanged" else set(spec.get("fail", {}).get(case, []))
     if case == "correct":
@@ -177,7 +189,7 @@ def main(labs: list[str]) -> None:
         out = HERE / lab
         out.mkdir(exist_ok=True)
         expected[lab] = {}
-        for case in CASES:
+        for case in CASES + list(spec.get("slips", {})):
             nb = make_case(lab, case, spec, master, student)
             ids = [c.get("id") for c in nb.cells]
             assert len(set(ids)) == len(ids), ids
