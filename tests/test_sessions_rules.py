@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
+import struct
 import threading
 import time
 
@@ -695,7 +697,7 @@ def no_lab(monkeypatch):
 def test_find_lab_prefers_the_current_then_the_newest_running(no_lab, monkeypatch):
     with pytest.raises(runmodule.SessionProblem, match="No mail lab is running"):
         runmodule.find_lab()
-    current, older, newer, stopped = FakeLab(), FakeLab(started_at=5), FakeLab(started_at=9), \
+    current, older, newer, stopped = FakeLab(), FakeLab(started_at=0.5), FakeLab(started_at=9), \
         FakeLab(running=False)
     assert runmodule.find_lab(current) is current
     with pytest.raises(runmodule.SessionProblem, match="The lab is stopped"):
@@ -729,6 +731,14 @@ def test_standard_ports_of_any_server(no_lab):
     assert runmodule.resolve_target("pop3", host="127.0.0.1", port=7).port == 7
 
 
+def test_any_server_still_trusts_the_running_lab(monkeypatch):
+    lab = FakeLab()
+    monkeypatch.setattr(labmodule, "_current", lab)
+    assert runmodule.resolve_target("imap", host="127.0.0.1").lab is lab
+    lab.running = False
+    assert runmodule.resolve_target("imap", host="127.0.0.1").lab is None
+
+
 def test_targets_of_the_lab():
     lab = FakeLab()
     t = runmodule.resolve_target("smtp", None, lab=lab)
@@ -748,6 +758,8 @@ def test_targets_of_the_lab():
     assert (bare_port.host, bare_port.port, bare_port.lab) == ("127.0.0.9", 2111, lab)
     with pytest.raises(runmodule.SessionProblem, match="mail.example.org is not a domain"):
         runmodule.resolve_target("smtp", "mail.example.org", lab=lab)
+    with pytest.raises(runmodule.SessionProblem, match="smtp.example.com is not a domain"):
+        runmodule.resolve_target("smtp", "smtp.example.com", lab=lab)
     with pytest.raises(runmodule.SessionProblem, match="example.com.evil is not a domain"):
         runmodule.resolve_target("smtp", "mail.example.com.evil", lab=lab)
     with pytest.raises(runmodule.SessionProblem, match="no HTTP server over TLS"):
@@ -774,37 +786,44 @@ def test_cell_lines():
 
 # =========================================================================== run.py: scripted peers
 @contextlib.contextmanager
-def scripted_peer(greeting: bytes, answers=(), then=None):
-    """A loopback server that says ``greeting``, then for each ``(awaited, answer)`` waits until
-    the client's bytes hold ``awaited`` and sends ``answer`` (None: hangs up), then runs
-    ``then(conn)`` if given, and keeps what the client sends until it hangs up. Yields the port
-    and the client's bytes."""
+def scripted_peer(greeting: bytes, answers=(), then=None, wrap=None, implicit=False):
+    """A loopback server that says ``greeting``, then for each ``(awaited, answer[, "tls"])``
+    waits until the client's bytes hold ``awaited`` and sends ``answer`` (None: hangs up; "tls":
+    then ``wrap(conn)`` starts TLS), then runs ``then(conn)`` if given, and keeps what the client
+    sends until it hangs up. ``implicit``: TLS from the first byte. Yields the port and the
+    client's bytes."""
     listener = socket.create_server(("127.0.0.1", 0))
     got = bytearray()
 
     def serve():
         conn, _addr = listener.accept()
-        with conn:
+        try:
             conn.settimeout(5)
-            try:
-                conn.sendall(greeting)
-                seen = 0
-                for awaited, reply in answers:
-                    while got.find(awaited, seen) < 0:
-                        data = conn.recv(65536)
-                        if not data:
-                            return
-                        got.extend(data)
-                    seen = got.find(awaited, seen) + len(awaited)
-                    if reply is None:
+            if implicit:
+                conn = wrap(conn)
+            conn.sendall(greeting)
+            seen = 0
+            for awaited, reply, *tls in answers:
+                while got.find(awaited, seen) < 0:
+                    data = conn.recv(65536)
+                    if not data:
                         return
-                    conn.sendall(reply)
-                if then is not None:
-                    then(conn)
-                while data := conn.recv(65536):
                     got.extend(data)
-            except OSError:
-                pass
+                seen = got.find(awaited, seen) + len(awaited)
+                if reply is None:
+                    return
+                conn.sendall(reply)
+                if tls:
+                    conn = wrap(conn)
+                    seen = len(got)
+            if then is not None:
+                then(conn)
+            while data := conn.recv(65536):
+                got.extend(data)
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -869,13 +888,14 @@ def test_quit_waits_briefly_to_see_the_hang_up_and_shows_late_words():
 
 
 def test_a_server_that_stays_after_quit_is_waited_for_at_most_a_second():
-    with scripted_peer(b"220 hi\r\n", [(b"QUIT\r\n", b"221 bye\r\n")],
-                       lambda conn: time.sleep(1.6)) as (port, _):
+    answers = [(b"QUIT\r\n", b"221 bye\r\n250 extra\r\n"), (b"NOOP\r\n", b"250 real\r\n")]
+    with scripted_peer(b"220 hi\r\n", answers, lambda conn: time.sleep(1.5)) as (port, _):
         started = time.monotonic()
-        result = runmodule.run_session("smtp", None, "QUIT", host="127.0.0.1", port=port,
+        result = runmodule.run_session("smtp", None, "QUIT\nNOOP", host="127.0.0.1", port=port,
                                        timeout=4)
         waited = time.monotonic() - started
-    assert 0.9 < waited < 1.5, waited
+    assert waited < 3.5, waited  # two waits of one second (after QUIT, and after the next line)
+    assert result.replies[2:] == [([], ["250 extra"]), (["NOOP"], ["250 real"])]
     assert "the server closed the connection" not in result.events
     assert result.events[-1].startswith("the cell ended, so maillab closed the connection")
 
@@ -912,7 +932,7 @@ def test_imap_untagged_lines_explain_themselves():
     noop = result.exchanges[1]
     assert set(noop.line_meanings) == {0} and noop.line_meanings[0]  # the tagged line is
     assert noop.explanation                                           # the whole answer's
-    smtp, _ = run_against(b"220 hi\r\n", [(b"NOOP\r\n", b"250-* 3 EXISTS\r\n250 ok\r\n")],
+    smtp, _ = run_against(b"220 hi\r\n", [(b"NOOP\r\n", b"* 3 EXISTS\r\n")],
                           "smtp", "NOOP")
     assert smtp.exchanges[1].line_meanings == {}
 
@@ -968,3 +988,212 @@ def test_a_session_whose_socket_is_gone_is_forgotten(no_lab):
                               timeout=2)
         runmodule._open["s4"].close()
         assert "s4" not in runmodule.open_sessions()
+
+
+def test_no_whole_answer_in_time_stops_the_cell():
+    with scripted_peer(b"220 hi\r\n") as (port, got):
+        result = runmodule.run_session("smtp", None, "NOOP\nQUIT", host="127.0.0.1", port=port,
+                                       timeout=0.2)
+    assert result.error.startswith("No whole answer within 0.2 s")
+    assert bytes(got) == b"NOOP\r\n"  # the rest of the cell was not sent
+
+
+def test_a_server_trickling_for_ever_is_cut_off():
+    def trickle(conn):
+        for _ in range(60):
+            time.sleep(0.04)
+            conn.sendall(b"250-more\r\n")
+
+    with scripted_peer(b"220 hi\r\n", [(b"EHLO me\r\n", b"250-a\r\n")], trickle) as (port, _):
+        result = runmodule.run_session("smtp", None, "EHLO me", host="127.0.0.1", port=port,
+                                       timeout=0.1)
+    assert result.error.startswith("No whole answer within 0.1 s")  # ten timeouts at most
+
+
+def test_one_line_left_unsent_is_counted():
+    result, _ = run_against(b"220 hi\r\n", [(b"NOOP\r\n", None)], "smtp", "NOOP\nQUIT")
+    assert result.error == "1 more lines of the cell were not sent: the connection is closed."
+
+
+def test_a_reset_connection_is_a_hang_up():
+    def reset(conn):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    with scripted_peer(b"220 hi\r\n", [(b"NOOP\r\n", b"")], reset) as (port, _):
+        result = runmodule.run_session("smtp", None, "NOOP", host="127.0.0.1", port=port,
+                                       timeout=2)
+    assert "the server closed the connection" in result.events and result.ok
+
+
+class NoSending:
+    """A socket whose sending fails (the server went away) and whose close may fail too."""
+
+    def __init__(self, sock, close_fails=False):
+        self._sock, self._close_fails = sock, close_fails
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def sendall(self, data):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def close(self):
+        self._sock.close()
+        if self._close_fails:
+            raise OSError(9, "Bad file descriptor")
+
+
+def test_a_line_that_cannot_be_sent_ends_the_session():
+    ours, theirs = socket.socketpair()
+    with theirs:
+        session = runmodule.Session("smtp", runmodule.Target("127.0.0.1", 25, "x", False, "x"))
+        session.sock = NoSending(ours)
+        result = SessionResult("smtp")
+        session.run(["NOOP", "QUIT"], result)
+        assert result.error == "The connection is gone ([Errno 32] Broken pipe): the server closed it."
+        assert session.sock is None and ours.fileno() == -1
+        assert result.client_lines == ["NOOP"]
+    failing, other = socket.socketpair()
+    with other:
+        session.sock = NoSending(failing, close_fails=True)
+        session.close()
+        assert session.sock is None and not session.connected
+
+
+def test_connecting_fails_in_one_line(monkeypatch):
+    target = runmodule.Target("127.0.0.1", 2525, "x", False, "the server")
+    failures = {socket.timeout("timed out"): "No answer from the server within 0.5 s.",
+                TimeoutError("timed out"): "No answer from the server within 0.5 s.",
+                OSError(113, "No route to host"): "Could not connect to the server: No route to host",
+                OSError("odd"): "Could not connect to the server: odd"}
+    for error, hint in failures.items():
+        def fail(*args, error=error, **kwargs):
+            raise error
+        monkeypatch.setattr(socket, "create_connection", fail)
+        result = SessionResult("smtp")
+        runmodule.Session("smtp", target, timeout=0.5).open(result)
+        assert result.error == hint
+
+
+def test_refused_by_the_lab_says_which_port(no_lab):
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = bound.getsockname()[1]
+        lab = FakeLab()
+        lab.host = "127.0.0.1"
+        result = runmodule.run_session("pop3", None, "USER x", port=port, lab=lab)
+        assert result.error == (f"Nothing listens on port {port} of the lab: check the port in the "
+                                "lab's table (run lab).")
+        target = runmodule.resolve_target("pop3", port=port, lab=lab)
+        lab.running = False
+        stopped = SessionResult("pop3")
+        runmodule.Session("pop3", target).open(stopped)
+        assert stopped.error.startswith("The lab is stopped")
+
+
+def test_a_named_session_whose_lab_stopped_starts_anew(no_lab):
+    lab = FakeLab()
+    lab.host = "127.0.0.1"
+    with scripted_peer(b"220 hi\r\n") as (port, _):
+        runmodule.run_session("smtp", None, "", port=port, lab=lab, session="s5", timeout=2)
+        old = runmodule._open["s5"]
+        lab.running = False
+        later = runmodule.run_session("smtp", None, "NOOP", session="s5", timeout=2)
+    assert later.events[0] == "The lab of session s5 was stopped: a new connection is opened."
+    assert not old.connected and not any("goes on" in e for e in later.events)
+    assert later.error == "No mail lab is running: run lab = maillab.start() first."
+    assert "s5" not in runmodule.open_sessions()
+
+
+def test_the_stop_button_closes_the_connection(no_lab, monkeypatch):
+    def interrupted(self, lines, result):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runmodule.Session, "run", interrupted)
+    with scripted_peer(b"220 hi\r\n") as (port, _):
+        result = runmodule.run_session("smtp", None, "NOOP", host="127.0.0.1", port=port,
+                                       session="s6", timeout=2)
+    assert result.error == "Interrupted: maillab closed the connection."
+    assert not result.open and "s6" not in runmodule.open_sessions()
+
+
+# =========================================================================== run.py: TLS
+@pytest.fixture(scope="module")
+def tls_lab():
+    """A stand-in lab whose certificate authority signed mail.example.com's certificate."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("mail.example.com")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(server)
+    lab = FakeLab()
+    lab.host = "127.0.0.1"
+    with ca.cert_pem.tempfile() as ca_file:
+        lab.ca, lab.ca_file = ca, ca_file
+        yield lab, server
+
+
+def tls_peer(server_context, greeting, answers, implicit=False):
+    """A scripted peer that speaks TLS from the first byte, or after the answer to STARTTLS."""
+    def serve_tls(conn):
+        return server_context.wrap_socket(conn, server_side=True)
+
+    return scripted_peer(greeting, answers, wrap=serve_tls, implicit=implicit)
+
+
+def test_starttls_with_bytes_injected_before_the_handshake(tls_lab, no_lab):
+    lab, server = tls_lab
+    answers = [(b"STARTTLS\r\n", b"220 go ahead\r\n250 injected\r\n", "tls"),
+               (b"EHLO me\r\n", b"250 welcome\r\n")]
+    with tls_peer(server, b"220 hi\r\n", answers) as (port, got):
+        target = runmodule.Target("127.0.0.1", port, "mail.example.com", False, "lab", lab)
+        session = runmodule.Session("smtp", target, timeout=3)
+        result = SessionResult("smtp")
+        session.open(result)
+        session.run(["STARTTLS", "EHLO me"], result)
+        session.close()
+    assert result.ok, result.text
+    assert "14 bytes the server sent before TLS started were thrown away." in result.events
+    started = [e for e in result.events if e.startswith("TLS started: ")]
+    assert len(started) == 1 and not started[0].startswith("TLS started: TLSv1.3, TLSv1.3")
+    assert started[0].split(", ")[1] != "?" and "TLS_" in started[0]
+    notes_only = [x for x in result.exchanges if not x.sent and not x.reply]
+    assert [x.notes[0][:14] for x in notes_only] == ["Say EHLO again"] and notes_only[0].encrypted
+    assert result.reply_to("EHLO") == ["250 welcome"]  # not the injected line
+    assert [x.encrypted for x in result.exchanges if x.sent] == [False, True]
+
+
+def test_implicit_tls_and_a_failed_handshake(tls_lab, no_lab):
+    lab, server = tls_lab
+    with tls_peer(server, b"+OK hi\r\n", [(b"QUIT\r\n", b"+OK bye\r\n"), (b"", None)],
+                  implicit=True) as (port, _):
+        target = runmodule.Target("127.0.0.1", port, "mail.example.com", True, "lab", lab)
+        session = runmodule.Session("pop3", target, timeout=3)
+        result = SessionResult("pop3")
+        session.open(result)
+        session.run(["QUIT"], result)
+    assert result.ok, result.text
+    assert result.events[1].startswith("TLS from the first byte: TLSv1.")
+    assert all(x.encrypted for x in result.exchanges if x.reply)
+    with scripted_peer(b"+OK plain text\r\n") as (port, got):
+        failed = runmodule.run_session("pop3", None, "USER alice", host="127.0.0.1", port=port,
+                                       tls=True, timeout=2)
+    assert failed.error == "TLS failed: WRONG_VERSION_NUMBER" and failed.replies == []
+    assert b"USER" not in bytes(got) and not failed.open
+    with scripted_peer(b"220 hi\r\n", [(b"STARTTLS\r\n", b"220 go ahead\r\n"),
+                                       (b"\x16", None)]) as (port, got):  # a TLS record: hang up
+        plain = runmodule.run_session("smtp", None, "STARTTLS\nEHLO me", host="127.0.0.1",
+                                      port=port, timeout=2)
+    assert plain.error.startswith("TLS failed") and "EHLO again" not in plain.text
+    assert b"EHLO" not in bytes(got)
+
+
+def test_a_name_tls_cannot_check_fails_in_one_line():
+    with scripted_peer(b"") as (port, _):
+        target = runmodule.Target("127.0.0.1", port, ".example.com", True, "the server")
+        result = SessionResult("imap")
+        session = runmodule.Session("imap", target, timeout=2)
+        session.open(result)
+    assert result.error.startswith("TLS failed: ")  # a ValueError (UnicodeError) from ssl
+    assert not session.connected
