@@ -1197,3 +1197,90 @@ def test_a_name_tls_cannot_check_fails_in_one_line():
         session.open(result)
     assert result.error.startswith("TLS failed: ")  # a ValueError (UnicodeError) from ssl
     assert not session.connected
+
+
+# =========================================================================== magics.py: the magic line
+@pytest.fixture
+def shown_outputs(monkeypatch):
+    """What session_cell displays, instead of showing it."""
+    import IPython.display
+    outputs = []
+    monkeypatch.setattr(IPython.display, "display", outputs.append)
+    return outputs
+
+
+@pytest.fixture
+def sessions_asked(monkeypatch):
+    """The sessions session_cell asks for (protocol, where, text, options), each answered with
+    an empty result."""
+    from maillab import magics
+    asked = []
+
+    def fake_run_session(protocol, where, text, **options):
+        asked.append((protocol, where, text, options))
+        return SessionResult(protocol)
+
+    monkeypatch.setattr(magics, "run_session", fake_run_session)
+    return asked
+
+
+def test_the_magic_line_becomes_the_session_options(shown_outputs, sessions_asked):
+    from maillab.magics import session_cell
+    session_cell("smtp", "example.net --submission --host 127.0.0.1 --port 2525 --session s "
+                         "--close --timeout 2.5", "EHLO me\nQUIT")
+    session_cell("imap", "--imaps", "a1 NOOP")
+    session_cell("pop3", "--tls", None)  # one %: no lines, so no session
+    session_cell("pop3", "--session box", None)  # one % and a named session: what it said
+    assert sessions_asked == [
+        ("smtp", "example.net", "EHLO me\nQUIT",
+         {"host": "127.0.0.1", "port": 2525, "tls": False, "submission": True, "session": "s",
+          "close": True, "timeout": 2.5}),
+        ("imap", None, "a1 NOOP",
+         {"host": None, "port": None, "tls": True, "submission": False, "session": None,
+          "close": False, "timeout": 5.0}),
+        ("pop3", None, "",
+         {"host": None, "port": None, "tls": False, "submission": False, "session": "box",
+          "close": False, "timeout": 5.0})]
+    assert [type(o) for o in shown_outputs] == [SessionResult] * 4
+    assert shown_outputs[2].error == ("A session is a cell: %%pop3 (two %) on its first line, "
+                                      "the lines to send below it.")
+    assert [o.ok for o in shown_outputs] == [True, True, False, True]
+
+
+def test_a_mistyped_magic_line_is_one_line(shown_outputs, sessions_asked, capsys):
+    from maillab.magics import session_cell
+    session_cell("smtp", "--bogus", "EHLO me")
+    session_cell("imap", "--submission", "a1 NOOP")  # SMTP's option only
+    session_cell("smtp", '--host "127.0.0.1', "EHLO me")
+    session_cell("http", "--help", "GET / HTTP/1.1")
+    assert sessions_asked == []
+    assert [o.error for o in shown_outputs] == [
+        "%%smtp: unrecognized arguments: --bogus (%%smtp --help lists the options)",
+        "%%imap: unrecognized arguments: --submission (%%imap --help lists the options)",
+        "%%smtp: No closing quotation"]
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: %%http [-h] [--tls] [--host HOST] [--port PORT]")
+    for part in ("[--session NAME]", "[--timeout SECONDS]", "[DOMAIN]", "--https"):
+        assert part in help_text
+
+
+def test_the_magics_parser():
+    from maillab.magics import parser
+    smtp = parser("smtp").parse_args(["example.com", "--smtps"])
+    assert (smtp.where, smtp.tls, smtp.submission, smtp.timeout) == ("example.com", True, False,
+                                                                      5.0)
+    assert "--submission" in parser("smtp").format_help()
+    assert "--submission" not in parser("pop3").format_help()
+
+
+def test_a_bug_of_ours_is_one_line_too(shown_outputs, monkeypatch):
+    from maillab import magics
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(magics, "run_session", broken)
+    magics.session_cell("smtp", "", "EHLO me")
+    (result,) = shown_outputs
+    assert result.error == "maillab could not run this session (RuntimeError: boom)."
+    assert result.text == "!! maillab could not run this session (RuntimeError: boom)."
