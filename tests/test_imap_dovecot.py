@@ -7,8 +7,8 @@ keywords listed in PERMANENTFLAGS, \\Recent, and a few response codes only one s
 internal dates, bytes of every section, ENVELOPE, BODYSTRUCTURE (case-folded), SEARCH results,
 COPYUID/APPENDUID UIDs, EXPUNGE order, LIST attributes — must match.
 
-Deliberate differences, not tested here: maillab accepts raw UTF-8 in atoms and folder names
-(learners type them) where Dovecot answers BAD/NO; STORE and EXPUNGE in a read-only (EXAMINE)
+Deliberate differences, not tested here: maillab accepts raw UTF-8 in atoms other than folder
+names (learners type them) where Dovecot answers BAD (folder names: test_imap_dovecot_hints); STORE and EXPUNGE in a read-only (EXAMINE)
 folder are NO [READ-ONLY] in maillab and a silent OK in Dovecot; RENAME onto an existing folder
 is refused; RENAME INBOX moves its mail as RFC 3501 says (Dovecot: NO [CANNOT]); DELETE of a
 folder that has sub-folders removes it, leaving a Noselect name as in RFC 3501's example

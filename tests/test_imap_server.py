@@ -471,9 +471,9 @@ def test_a_client_that_does_not_log_in_is_closed_sooner():
         s.close()
 
 
-def test_pipelined_logins_are_each_answered_late(srv):
+def test_pipelined_logins_are_each_checked_in_turn(srv):
     """Eight wrong passwords and the right one in one write were answered in 0.01 s as one
-    batch with one delay (issue 16); each refusal must wait on its own, like separate tries."""
+    batch with one delay (issue 16); each login must wait its own turn, the right one too."""
     srv.ctx.guard = guard = FixedDelayGuard(srv.ctx.guard)
     s, f, _g = _raw(srv)
     packet = b"".join(b"w%d LOGIN alice wrong%d\r\n" % (i, i) for i in range(8))
@@ -483,9 +483,47 @@ def test_pipelined_logins_are_each_answered_late(srv):
     elapsed = time.monotonic() - t0
     assert [a.split()[0] for a in answers] == [b"w%d" % i for i in range(8)] + [b"ok", b"n"]
     assert all(b"NO [AUTHENTICATIONFAILED]" in a for a in answers[:8]) and b"ok OK" in answers[8]
-    assert guard.asked == 8
-    assert elapsed >= 8 * guard.pause, f"{elapsed:.2f} s for 8 refused logins"
+    assert guard.asked == 9
+    assert elapsed >= 9 * guard.pause, f"{elapsed:.2f} s for 9 logins"
     s.close()
+
+
+def _login_answer_times(srv, logins: list[bytes], *, packet: bool) -> list[float]:
+    """Seconds from the start to each login's answer: all in one write, or one connection
+    after another (each sent once the previous one was answered)."""
+    t0, times = time.monotonic(), []
+    if packet:
+        s, f, _g = _raw(srv)
+        s.sendall(b"".join(b"t%d LOGIN %s\r\n" % (i, login) for i, login in enumerate(logins)))
+        for _login in logins:
+            assert f.readline().startswith(b"t")
+            times.append(time.monotonic() - t0)
+        s.close()
+        return times
+    for login in logins:
+        s, f, _g = _raw(srv)
+        s.sendall(b"t LOGIN %s\r\n" % login)
+        assert f.readline().startswith(b"t ")
+        times.append(time.monotonic() - t0)
+        s.close()
+    return times
+
+
+def test_a_packet_of_logins_is_throttled_like_separate_attempts():
+    """Issue 16: a packet of eight wrong LOGINs and the right one takes as long as nine
+    connections one after another, and the right password's answer waits its turn (an
+    instant OK after the refusals would tell a guesser which guess was right)."""
+    from maillab.net import LoginGuard
+    logins = [b"alice wrong%d" % i for i in range(8)] + [b"alice alice-pw"]
+    took = {}
+    for packet in (True, False):
+        with ImapTestServer() as srv:
+            srv.ctx.guard = LoginGuard(base=0.05, cap=0.2)
+            took[packet] = _login_answer_times(srv, logins, packet=packet)
+    # the checks are spaced 0, .05, .1, .2, .2, ...: 1.35 s for nine, the last one .2 s apart
+    for times in took.values():
+        assert times[-1] >= 1.35 * 0.9 and times[-1] - times[-2] >= 0.2 * 0.9, times
+    assert took[True][-1] >= 0.8 * took[False][-1], took
 
 
 def test_a_login_does_not_stop_other_sessions(srv):
@@ -602,3 +640,45 @@ def test_a_burst_of_pipelined_commands_does_not_starve_other_sessions(filled):
         "the other session waited for the whole burst"
     a.close()
     b.close()
+
+
+# ----------------------------------------------------------------------------- hints that help
+
+def _replies(srv, *commands: bytes) -> list[bytes]:
+    """The tagged reply line of each command, sent one after another as alice."""
+    s, f = _logged_in(srv)
+    out = []
+    for i, command in enumerate(commands):
+        s.sendall(b"h%d %s\r\n" % (i, command))
+        while not (line := f.readline()).startswith(b"h%d " % i):
+            assert line, "connection closed"
+        out.append(line)
+    s.close()
+    return out
+
+
+def test_store_on_an_empty_folder_does_not_tell_the_learner_to_do_what_they_did(srv):
+    """STORE 1:* in an empty folder was BAD "... (use 1:* for all)". Dovecot answers BAD too
+    (there is no message 1); the hint now says why, and what works instead."""
+    replies = _replies(srv, b"CREATE Empty", b"SELECT Empty", b"STORE 1:* +FLAGS (\\Seen)",
+                       b"FETCH 1:* FLAGS", b"UID STORE 1:* +FLAGS (\\Seen)")
+    for line in replies[2:4]:
+        assert line.startswith(b"h%c BAD " % line[1]) and b"this folder is empty" in line, line
+        assert b"use 1:*" not in line
+    assert replies[4].startswith(b"h4 OK UID STORE completed")
+
+
+def test_a_raw_utf8_folder_name_is_refused_with_its_modified_utf7_form(srv):
+    """CREATE Φίλοι was accepted. RFC 3501 folder names are 7-bit (modified UTF-7) and this
+    server has no UTF8=ACCEPT (RFC 6855), like Dovecot 2.3: BAD for an atom, NO for a quoted
+    string, and the hint names the form to send. The reply itself stays ASCII."""
+    greek = "Φίλοι".encode()
+    replies = _replies(srv, b"CREATE " + greek, b'CREATE "' + greek + b'"',
+                       b"SELECT " + greek, b"CREATE &A6YDrwO7A78DuQ-", b'LIST "" &A6YDrwO7A78DuQ-')
+    assert replies[0].startswith(b"h0 BAD CREATE: folder names travel in ASCII, in modified "
+                                 b"UTF-7") and replies[0].endswith(b"send &A6YDrwO7A78DuQ-\r\n")
+    assert replies[1].startswith(b"h1 NO CREATE: ") and b"&A6YDrwO7A78DuQ-" in replies[1]
+    assert replies[2].startswith(b"h2 BAD SELECT: ")
+    assert all(line.isascii() for line in replies)
+    assert replies[3].startswith(b"h3 OK CREATE completed")
+    assert "Φίλοι" in srv.store.account("alice").folder_names()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import socket
@@ -185,6 +186,28 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+# Client ends ("127.0.0.1:50123") of connections this process opened for a caller that
+# throttles its logins itself (the lab's webmail, per browser): LoginGuard lets them through.
+_THROTTLED_ELSEWHERE: set[str] = set()
+
+
+@contextlib.contextmanager
+def throttled_elsewhere(sock: socket.socket | None):
+    """``with throttled_elsewhere(conn.sock): conn.login(...)``: the lab's servers check this
+    connection's password at once, without the login guard's queue (the caller has one)."""
+    try:
+        host, port = sock.getsockname()[:2]
+    except (AttributeError, OSError):  # no socket (yet): nothing to mark
+        yield
+        return
+    peer = f"{host}:{port}"
+    _THROTTLED_ELSEWHERE.add(peer)
+    try:
+        yield
+    finally:
+        _THROTTLED_ELSEWHERE.discard(peer)
+
+
 @dataclass(frozen=True)
 class LoginAttempt:
     """One login attempt on any server of the lab, for the audit view."""
@@ -199,26 +222,31 @@ class LoginAttempt:
 
 
 class LoginGuard:
-    """Keeps every login attempt and slows repeated failures down, across connections.
+    """Keeps every login attempt and slows password guessing down, across connections.
 
-    Failures are counted per *key*: the account being guessed (``user:alice``) and the client's
-    address (``addr:127.0.0.1``). Opening more connections does not buy more guesses: every
-    refused login waits for its key's next free *answer slot*, so concurrent failures for one key
-    are answered one after another, each later than the previous. The spacing between answers
-    starts at nothing for the first ``free`` failures, then ``base`` seconds, doubling with each
-    failure up to ``cap``: at most one refused answer per ``cap`` seconds per key, however many
-    connections guess at once.
+    Attempts are counted per *key*: the account being guessed (``user:alice``) and the client's
+    address (``addr:127.0.0.1``). A server asks :meth:`admit` *before* it checks a password and
+    waits the seconds it is told before checking; only then does it answer, right or wrong.
+    So while a key is throttled the answer to the right password comes as late as a refusal
+    would: a guesser who hangs up early learns nothing, and opening more connections does not
+    buy more guesses, because every check of a hot key takes the key's next *check slot*.
 
-    * Counters decay: a key's failure score halves every ``half_life`` seconds.
-    * A successful login resets its account's counter. The address counter is left to decay
-      (otherwise logging in to any known account would reset it), but it forgives more
-      (``free_per_address``) because many learners and the webmail share 127.0.0.1.
-    * Successful logins are never delayed and never refused: the owner is not locked out.
-    * At most ``max_keys`` keys are remembered (the least recently failed are forgotten first),
+    * The spacing between two checks of a key is nothing for its first ``free`` attempts, then
+      ``base`` seconds, doubling with each failure up to ``cap``. An attempt counts from the
+      moment it is admitted (a burst of parallel guesses queues at once, before any answer),
+      and a right password gives its account's count back.
+    * Nobody waits longer than ``cap``: when the next free slot is further away than that (many
+      guesses are queued already), :meth:`admit` refuses the attempt *without checking the
+      password* and the server answers with its protocol's temporary failure ("try again in a
+      few seconds"). The owner is slowed down, never told a right password is wrong.
+    * Counters decay: a key's failure score halves every ``half_life`` seconds. The address
+      counter forgives more (``free_per_address``) because many learners and the webmail share
+      127.0.0.1, and a success does not reset it (else logging in to any known account would).
+    * At most ``max_keys`` keys are remembered (the least recently used are forgotten first),
       and at most ``keep`` attempts, so a flood of made-up user names cannot grow memory.
-
-    Servers call :meth:`delay` once for each refused login, after it was recorded, and answer
-    that many seconds later without blocking the loop (``asyncio.sleep``/``call_later``).
+    * Logins that the lab's own webmail makes for a browser were throttled by the webmail
+      already (per browser, see ``webmail.security.LoginThrottle``): their connections are
+      marked with :func:`throttled_elsewhere` and checked at once.
     """
 
     def __init__(self, base: float = 0.25, cap: float = 4.0, keep: int = 10_000, *,
@@ -229,7 +257,7 @@ class LoginGuard:
         self.max_keys = max_keys
         self.attempts: deque[LoginAttempt] = deque(maxlen=keep)
         self._clock = clock
-        self._failures: OrderedDict[tuple[str, str], _KeyState] = OrderedDict()
+        self._keys_state: OrderedDict[tuple[str, str], _KeyState] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -242,64 +270,95 @@ class LoginGuard:
             return state.score
         return state.score * 0.5 ** (max(0.0, now - state.changed) / self.half_life)
 
+    def _state(self, key: tuple[str, str], now: float) -> "_KeyState":
+        """The key's state with its score decayed to ``now``, as the most recently used key."""
+        state = self._keys_state.pop(key, None) or _KeyState(changed=now)
+        state.score, state.changed = self._decayed(state, now), now
+        self._keys_state[key] = state
+        while len(self._keys_state) > self.max_keys:
+            self._keys_state.popitem(last=False)
+        return state
+
+    def admit(self, peer: str, user: str) -> "Turn":
+        """Before checking a password of ``user`` from ``peer``: when to check it.
+
+        Returns a :class:`Turn`: wait ``turn.wait`` seconds, check, then answer; or, if
+        ``turn.refused``, answer a temporary failure without checking. The attempt counts as a
+        failure until :meth:`record` hears it succeeded.
+        """
+        now = self._clock()
+        with self._lock:
+            if peer in _THROTTLED_ELSEWHERE:
+                return Turn(0.0)
+            states = [(kind, self._state(key, now)) for key in self._keys(peer, user)
+                      for kind in [key[0]]]
+            check_at = now
+            for kind, state in states:
+                spacing = self._spacing(kind, state.score + 1)  # this attempt included
+                if spacing > 0:
+                    check_at = max(check_at, max(now, state.next_check) + spacing)
+            if check_at - now > self.cap + 1e-9:  # the queue is full: come back later
+                return Turn(0.0, retry_after=max(1.0, check_at - now - self.cap))
+            for _kind, state in states:
+                state.score += 1
+                state.next_check = max(state.next_check, check_at)
+            return Turn(check_at - now)
+
     def record(self, attempt: LoginAttempt) -> None:
+        """Keep an attempt for the audit view. (Its failure was counted by :meth:`admit`.)
+
+        A right password gives back what :meth:`admit` counted: the account starts afresh,
+        the address gets its attempt back.
+        """
         if len(attempt.user) > MAX_NAME:  # a made-up name of megabytes must not stay in memory
             attempt = dataclasses.replace(attempt, user=attempt.user[:MAX_NAME])
         now = self._clock()
         with self._lock:
             self.attempts.append(attempt)
-            user_key, addr_key = self._keys(attempt.peer, attempt.user)
-            if attempt.success:
-                self._failures.pop(user_key, None)
+            if not attempt.success:
                 return
-            for key in (user_key, addr_key):
-                state = self._failures.pop(key, None) or _KeyState()
-                state.score = self._decayed(state, now) + 1
+            user_key, addr_key = self._keys(attempt.peer, attempt.user)
+            state = self._keys_state.get(user_key)
+            if state is not None:
+                state.score = 0.0  # (its queued slots stay: guesses already waiting keep them)
+            state = self._keys_state.get(addr_key)
+            if state is not None:
+                state.score = max(0.0, self._decayed(state, now) - 1)
                 state.changed = now
-                self._failures[key] = state  # now the most recently failed key
-            while len(self._failures) > self.max_keys:
-                self._failures.popitem(last=False)
 
     def _spacing(self, kind: str, score: float) -> float:
-        """Seconds between two refused answers for a key with this many (decayed) failures."""
+        """Seconds between two password checks for a key with this many (decayed) attempts."""
         over = score - self.free[kind]  # fractional: older failures count less
         if over < 0.5:
             return 0.0
         # 2 ** k is bounded before it is computed: no overflow after thousands of failures.
         return min(self.cap, self.base * 2.0 ** min(max(over - 1, 0.0), 64))
 
-    def delay(self, peer: str, user: str) -> float:
-        """Seconds to wait before answering the failure just recorded for this client and user.
-
-        Each call takes the next answer slot of the account's and the address's keys, so the
-        answer to a second concurrent failure comes after the first one's, and so on.
-        """
-        now = self._clock()
-        with self._lock:
-            hot = []  # keys past their free failures: only these queue their answers
-            for kind, name in self._keys(peer, user):
-                state = self._failures.get((kind, name))
-                spacing = self._spacing(kind, self._decayed(state, now)) if state else 0.0
-                if spacing > 0:
-                    hot.append((state, spacing))
-            answer_at = max([max(now, state.next_answer) + spacing for state, spacing in hot],
-                            default=now)
-            for state, _spacing in hot:
-                state.next_answer = answer_at
-        return answer_at - now
-
     def failures(self) -> int:
         with self._lock:
             return sum(1 for a in self.attempts if not a.success)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """:meth:`LoginGuard.admit`'s answer: wait ``wait`` seconds, then check the password; or,
+    when ``retry_after`` is set, do not check it and answer a temporary failure."""
+
+    wait: float
+    retry_after: float | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.retry_after is not None
 
 
 @dataclass
 class _KeyState:
     """What the guard remembers about one key (an account or a client address)."""
 
-    score: float = 0.0  # failures, decaying over time
-    changed: float = 0.0  # clock time of the last failure
-    next_answer: float = 0.0  # clock time before which no refused answer for this key goes out
+    score: float = 0.0  # attempts not known to have succeeded, decaying over time
+    changed: float = 0.0  # clock time the score was last brought up to date
+    next_check: float = 0.0  # clock time of the key's last taken check slot
 
 
 @dataclass
@@ -328,8 +387,8 @@ class ServerContext:
                      mechanism: str = "", secure: bool = False):
         """Log a user of *this* domain in (by login or address); None if that fails.
 
-        Every attempt is recorded in ``guard`` (the lab's audit view). A server that refuses a
-        login should wait ``guard.delay(peer, user)`` seconds before it answers.
+        Every attempt is recorded in ``guard`` (the lab's audit view). A server asks
+        ``guard.admit(peer, user)`` before calling this, and waits its turn.
         """
         acct = self.store.authenticate(user, password)
         if acct is not None and acct.domain != self.domain:

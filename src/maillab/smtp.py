@@ -23,6 +23,7 @@ import binascii
 import email.utils
 import functools
 import logging
+import math
 import re
 import secrets
 import socket
@@ -402,10 +403,6 @@ class LabSMTP(SMTP):
     async def push(self, status) -> None:
         if isinstance(status, bytes):
             status = status.decode("utf-8", "replace")
-        if status.startswith("535"):  # a failed login: answer later, the more failures the later
-            delay = self.ctx.guard.delay(self.transcript.peer, self.last_auth_user)
-            if delay:
-                await asyncio.sleep(delay)
         line = (printable(add_hint(status)) + "\r\n").encode("utf-8")
         self.transcript.server(line)
         if self.transport is None or self.transport.is_closing():
@@ -570,6 +567,17 @@ async def start_smtp(ctx: ServerContext, sock: socket.socket, router: Router, *,
         "submission": dict(tls_context=tls, require_starttls=True, auth_required=True,
                            auth_require_tls=True),
         # aiosmtpd does not count implicit TLS as TLS and would hide AUTH (facts.md): the
+        # While the account or address is being guessed, the check waits its turn, so the right
+        # password is answered as late as a wrong one (see LoginGuard.admit).
+        turn = self.ctx.guard.admit(self.transcript.peer, user)
+        if turn.refused:  # RFC 4954 6: a temporary failure; the password was not checked
+            return AuthResult(success=False, handled=False, message=(
+                "454 4.7.0 Temporary authentication failure (" + _("hint") + ": " + _(
+                    "too many login attempts on this account just now, so your password was not "
+                    "checked; try again in {seconds} seconds").format(
+                    seconds=math.ceil(turn.retry_after)) + ")"))
+        if turn.wait:
+            await asyncio.sleep(turn.wait)
         # connection is encrypted from its first byte, so AUTH needs no further TLS here.
         "smtps": dict(auth_required=True, auth_require_tls=False),
     }[mode]

@@ -32,6 +32,7 @@ import binascii
 import collections
 import enum
 import logging
+import math
 import re
 
 from .. import __version__
@@ -285,13 +286,20 @@ class ImapSession:
         if self.starttls_wanted:
             self.framer = Framer()  # bytes sent before the handshake must not count (CVE-2011-0411)
 
-    def finish_login(self, account) -> None:
+    def finish_login(self, account, retry_after: float | None = None) -> None:
         """The result of ``login_request.check()`` (an account, or None): answer the login, then
-        go on with the commands that came after it."""
+        go on with the commands that came after it. ``retry_after``: the password was not
+        checked (the login guard has too many attempts queued): a temporary refusal."""
         request, self.login_request = self.login_request, None
         if request is None or self.closing:
             return
-        self._login_answer(request, account)
+        if retry_after is not None:
+            self._tagged(request.tag, "NO", _(
+                "too many login attempts on this account just now, so your password was not "
+                "checked; try again in {seconds} seconds").format(seconds=math.ceil(retry_after)),
+                "UNAVAILABLE")
+        else:
+            self._login_answer(request, account)
         self._process()
 
     def changes_arrived(self) -> None:
@@ -448,7 +456,7 @@ class ImapSession:
             self._sync(allow_expunge=word not in ("FETCH", "STORE", "SEARCH") or uid)
             self._tagged(tag, "NO", e.text, e.code)
         except ParseError as e:
-            self._tagged(tag, "BAD", f"{word}: {e.hint}", e.code)
+            self._tagged(tag, getattr(e, "status", "BAD"), f"{word}: {e.hint}", e.code)
         except Exception as e:  # a bug here must not end the learner's session
             self._internal_error(tag, word, e)
 
@@ -937,6 +945,10 @@ class ImapSession:
         if uid:
             if not sel.uids:
                 return []
+        if n == 0:  # (1:* too: RFC 3501 has no empty message set; Dovecot answers BAD as well)
+            raise ParseError(_("this folder is empty (* 0 EXISTS), so no message number is "
+                               "valid, not even 1:*; SELECT a folder with mail in it (the UID "
+                               "form, such as UID STORE 1:* ..., accepts an empty folder)"))
             return seqset.select(sel.uids, sel.uids[-1])
         n = len(sel.uids)
         if seqset.max_number() > n:

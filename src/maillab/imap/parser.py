@@ -43,6 +43,22 @@ class ParseError(Exception):
         self.code = code  # a response code such as "BADCHARSET (UTF-8)", if any
 
 
+class NotModifiedUtf7(ParseError):
+    """A folder name in raw 8-bit text (``CREATE Φίλοι``). As Dovecot 2.3 (no UTF8=ACCEPT): BAD
+    for an atom, NO for a quoted string or literal; the hint shows the name to type instead."""
+
+    def __init__(self, raw: bytes, quoted: bool):
+        hint = _("folder names travel in ASCII, in modified UTF-7 (RFC 3501 section 5.1.3)")
+        try:  # (the reply stays ASCII: it shows the name as it should have been sent)
+            encoded = encode_mailbox(raw.decode("utf-8")).decode()
+            if len(encoded) <= 200:
+                hint += "; " + _("for the name you typed, send {encoded}").format(encoded=encoded)
+        except UnicodeDecodeError:
+            pass
+        super().__init__(hint)
+        self.status = "NO" if quoted else "BAD"
+
+
 # ----------------------------------------------------------------------------- framing
 
 @dataclass
@@ -378,7 +394,10 @@ class Cursor:
         return False
 
     def mailbox(self) -> str:
+        quoted = self.peek() in (b'"', b"{")
         raw = self.astring("folder name")
+        if not raw.isascii():  # RFC 3501 5.1.3: folder names are 7-bit, in modified UTF-7
+            raise NotModifiedUtf7(raw, quoted)
         try:
             name = decode_mailbox(raw)
         except ValueError:

@@ -7,13 +7,13 @@ the three things the core hands over (see ``core.py``), so that no client can ho
 
 * long answers (FETCH, SEARCH) are made piece by piece, and pipelined commands run one per
   turn of the loop, only as fast as the client reads the answers;
-* passwords are checked in a worker thread, and each refused login is answered late on its
-  own (``ctx.guard.delay``): commands pipelined behind a login wait for its answer;
+* passwords are checked in a worker thread, each when the login guard gives it its turn
+  (``ctx.guard.admit``): commands pipelined behind a login wait for its answer;
 * timers end sessions that stall (RFC 3501 5.4), with a line in the transcript saying why.
 
 Settings it reads from the ``ServerContext``: ``ctx.tls`` (STARTTLS offered; IMAPS with
-``implicit_tls=True``), ``ctx.strict`` (LOGINDISABLED until TLS), ``ctx.guard`` (late answers
-to repeated failed logins) and ``ctx.options``:
+``implicit_tls=True``), ``ctx.strict`` (LOGINDISABLED until TLS), ``ctx.guard`` (password checks
+spaced out while an account or address is being guessed) and ``ctx.options``:
 
 ``imap_timeout``
     autologout of a logged-in session after that many seconds without a complete command
@@ -172,23 +172,27 @@ class ImapProtocol(asyncio.Protocol):
             (self.transport.resume_reading if want else self.transport.pause_reading)()
 
     async def _check_login(self, request) -> None:
-        """Check a password off the loop; answer a refusal late (``ctx.guard.delay``), each
-        refusal on its own even when the client sent several logins at once."""
+        """Check a password off the loop, when the login guard says it is this key's turn:
+        while the account or address is throttled, the right password is answered as late as a
+        wrong one (``LoginGuard.admit``), each login of a pipelined packet on its own."""
+        retry_after = None
         try:
-            try:
-                account = await self.loop.run_in_executor(None, request.check)
-            except Exception:  # a broken store: refuse, and keep the details in the log
-                log.exception("IMAP login check failed")
-                account = None
-            if account is None:
-                guard = getattr(self.ctx, "guard", None)
-                delay = guard.delay(self.conn.peer, request.user) if guard is not None else 0
-                if delay:
-                    await asyncio.sleep(delay)
+            guard = getattr(self.ctx, "guard", None)
+            turn = guard.admit(self.conn.peer, request.user) if guard is not None else None
+            account = None
+            if turn is not None and turn.refused:
+                retry_after = turn.retry_after
+            else:
+                if turn is not None and turn.wait:
+                    await asyncio.sleep(turn.wait)
+                try:
+                    account = await self.loop.run_in_executor(None, request.check)
+                except Exception:  # a broken store: refuse, and keep the details in the log
+                    log.exception("IMAP login check failed")
         finally:
             self._login_task = None
         if not self.transport.is_closing():
-            self.session.finish_login(account)
+            self.session.finish_login(account, retry_after=retry_after)
             self._pump()
 
     # ---- timers

@@ -457,15 +457,16 @@ def literal(data: bytes) -> bytes:
 
 
 class FixedDelayGuard:
-    """Wraps a lab's LoginGuard for tests: every refused login waits ``pause`` seconds, and
-    the server's calls to ``delay`` are counted (so a test sees one per refusal)."""
+    """Wraps a lab's LoginGuard for tests: every login waits ``pause`` seconds before its
+    password is checked, and the server's calls to ``admit`` are counted (one per login)."""
 
     def __init__(self, guard, pause: float = 0.15):
         self._guard, self.pause, self.asked = guard, pause, 0
 
-    def delay(self, peer: str, user: str) -> float:
+    def admit(self, peer: str, user: str):
+        from ..net import Turn
         self.asked += 1
-        return self.pause
+        return Turn(self.pause)
 
     def __getattr__(self, name):  # record(), attempts ... as the lab's guard
         return getattr(self._guard, name)

@@ -41,6 +41,7 @@ import enum
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
 import threading
@@ -133,7 +134,7 @@ class LoginRequest:
     thread, then ``session.finish_login(result)`` gives the reply."""
 
     def __init__(self, user: str, check, answer):
-        self.user = user  # for LoginGuard.delay: whose failed logins to count
+        self.user = user  # for LoginGuard.admit: whose login attempts to count
         self.check = check  # () -> result; slow on purpose (scrypt)
         self.answer = answer  # result -> reply bytes, in the session's thread
 
@@ -309,12 +310,18 @@ class Pop3Session:
         return not self.closed and not self.starttls_pending and self.login_request is None and (
             self._stream is not None or b"\n" in self._buffer)
 
-    def finish_login(self, result) -> bytes:
+    def finish_login(self, result, retry_after: float | None = None) -> bytes:
         """The result of ``login_request.check()``: the reply to the login. (Then, as after
-        every reply, ``receive_data()`` answers what the client sent behind it.)"""
+        every reply, ``receive_data()`` answers what the client sent behind it.)
+        ``retry_after``: the password was not checked (the login guard has too many attempts
+        queued): a temporary refusal (RFC 3206 SYS/TEMP)."""
         request, self.login_request = self.login_request, None
         if request is None or self.closed:
             return b""
+        if retry_after is not None:
+            return self._err(_("too many login attempts on this account just now, so your "
+                               "password was not checked; try again in {seconds} seconds").format(
+                seconds=math.ceil(retry_after)), code="SYS/TEMP")
         return request.answer(result)
 
     def connection_lost(self) -> None:

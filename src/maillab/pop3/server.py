@@ -3,8 +3,8 @@
 All the protocol lives in ``core.py``; this file moves bytes, records them in the transcript,
 and does what the session hands over, so that no client can hold up another:
 
-* passwords are checked in a worker thread, and each refused login is answered late on its
-  own (``ctx.guard.delay``): commands pipelined behind a login wait for its answer;
+* passwords are checked in a worker thread, each when the login guard gives it its turn
+  (``ctx.guard.admit``): commands pipelined behind a login wait for its answer;
 * a big message goes out piece by piece, and pipelined commands are answered one per turn of
   the loop, only as fast as the client reads the answers;
 * the idle timeout (RFC 1939 section 3: at least 10 minutes) counts complete commands only, so
@@ -127,12 +127,6 @@ class Pop3Protocol(asyncio.Protocol):
         if self.session.commands_done != self._commands_seen:  # only whole commands count
             self._commands_seen = self.session.commands_done
             self._last_heard = asyncio.get_running_loop().time()
-        if self.session.auth_failed:  # (refused before any password check: AUTH for another)
-            delay = self.ctx.guard.delay(self.conn.peer, self.session.failed_user)
-            if delay:  # a refused login is answered late; nothing else is read meanwhile
-                self.transport.pause_reading()
-                asyncio.get_running_loop().call_later(delay, self._answer_late, reply)
-                return
         if self.session.starttls_pending:
             # Stop reading *before* the go-ahead goes out: the client's TLS hello must reach
             # the TLS layer, not this clear-text protocol.
@@ -166,24 +160,27 @@ class Pop3Protocol(asyncio.Protocol):
             (self.transport.resume_reading if want else self.transport.pause_reading)()
 
     async def _check_login(self, request) -> None:
-        """Check a password off the loop; answer a refusal late (``ctx.guard.delay``), each
-        refusal on its own even when the client sent several logins at once."""
+        """Check a password off the loop, when the login guard says it is this key's turn:
+        while the account or address is throttled, the right password is answered as late as a
+        wrong one (``LoginGuard.admit``), each login of a pipelined packet on its own."""
         loop = asyncio.get_running_loop()
         try:
-            try:
-                result = await loop.run_in_executor(None, request.check)
-            except Exception:  # a broken store: refuse, and keep the details in the log
-                log.exception("POP3 login check failed")
-                result = None
-            if self.transport.is_closing():
-                return
-            reply = self.session.finish_login(result)
+            turn = self.ctx.guard.admit(self.conn.peer, request.user)
+            if turn.refused:
+                reply = self.session.finish_login(None, retry_after=turn.retry_after)
+            else:
+                if turn.wait:
+                    await asyncio.sleep(turn.wait)
+                try:
+                    result = await loop.run_in_executor(None, request.check)
+                except Exception:  # a broken store: refuse, and keep the details in the log
+                    log.exception("POP3 login check failed")
+                    result = None
+                if self.transport.is_closing():
+                    return
+                reply = self.session.finish_login(result)
             if self.session.account is not None and self.conn.user is None:
                 self.conn.user = self.session.account.login
-            if self.session.auth_failed:
-                delay = self.ctx.guard.delay(self.conn.peer, self.session.failed_user)
-                if delay:
-                    await asyncio.sleep(delay)
         finally:
             self._login_task = None
         self._answer_late(reply)

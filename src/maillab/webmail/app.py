@@ -42,7 +42,9 @@ from .. import i18n
 from ..i18n import _, ngettext
 from . import message as msgmod
 from .connections import ConnectionGuard
-from .imapclient import ImapAccess, LoginFailed, MailServerError, NoSuchFolder
+from ..net import throttled_elsewhere
+from .imapclient import ImapAccess as _ImapAccess
+from .imapclient import LoginFailed, MailServerError, NoSuchFolder
 from .security import (Busy, LoginThrottle, SessionStore, device_cookie, device_of, download_csp,
                        frame_csp, is_token, login_token, new_token, page_csp, tokens_equal)
 
@@ -85,6 +87,16 @@ class Backend:
     # (IMAP LOGINDISABLED, SMTP without AUTH before STARTTLS). Plain text otherwise, so that
     # the transcripts stay readable for learners.
     tls_context: ssl.SSLContext | None = None
+
+
+class ImapAccess(_ImapAccess):
+    """The webmail's IMAP sessions. The webmail throttles logins itself, per browser
+    (``LoginThrottle``), so the lab's servers check these passwords without their own queue:
+    an attacker's guesses elsewhere do not slow the owner's pages (``net.LoginGuard``)."""
+
+    def _login(self):
+        with throttled_elsewhere(self.conn.sock):
+            super()._login()
 
 
 class HttpError(Exception):
@@ -771,7 +783,8 @@ class Webmail:
                         # submission: STARTTLS before AUTH (RFC 6409, RFC 8314 3.3)
                         smtp.starttls(context=backend.tls_context)
                         smtp.ehlo()
-                    smtp.login(s.address, s.password)
+                    with throttled_elsewhere(smtp.sock):  # (as ImapAccess)
+                        smtp.login(s.address, s.password)
                     refused = smtp.sendmail(s.address, envelope_to, sent)
             except smtplib.SMTPAuthenticationError as e:
                 raise SendError(_("The mail server did not accept your login: {0}").format(_reply(e)))
