@@ -1,4 +1,12 @@
-"""Lab 4: the journey of a message across two providers (S3, S11, S13)."""
+"""Lab 4: the journey of a message across two providers (S3, S11, S13): by hand (Level 1), then
+with sockets (Level 2)."""
+
+TLS = True  # Level 1: mail programs submit on 587 (STARTTLS) and download on 995 (TLS)
+
+# Level 1: one test cell per step of a session typed by hand (step, points).
+SEND_STEPS = [("hello", 2), ("tls", 3), ("login", 4), ("envelope", 3), ("message", 4),
+                ("headers", 2), ("quit", 2)]
+DOWNLOAD_STEPS = [("login", 6), ("retr", 7), ("kept", 4), ("quit", 3)]
 
 
 def build(b, setup_md, setup, stop):
@@ -9,23 +17,142 @@ The lecture's example (S11): you write a message in your mail client and press S
 client hands it to **your** mail server with SMTP; your server finds the recipient's server and
 hands the message on with SMTP again; the recipient's client downloads it with POP3 or IMAP.
 
-In this lab you are Alice at `example.com`, and John reads his mail at `example.net`. You play
-every part of the journey yourself, with sockets, and read the traces the servers leave in
-the message: the `Received:` headers.
+In this lab you are Alice at `example.com`, and John reads his mail at `example.net`. First you
+walk the journey **by hand** (level 1): you type what Alice's mail program says to her server,
+then what John's mail program says to his. Then you play every part of it with sockets
+(level 2) and read the traces the servers leave in the message: the `Received:` headers. The
+grader does not look at what your cells print: it reads what the **servers** saw and stored.
 
-| part | what you build | points |
+| part | what you do | points |
 | --- | --- | --- |
-| 1 | find the recipient's mail server (the MX table) | 10 |
-| 2 | be a mail server: pass a message on to another provider | 15 |
-| 3 | be Alice's mail client: submit a message to your own server | 15 |
-| 4 | read the `Received:` headers: which way did it travel? | 10 |
-| 5 | be John's client: download the newest message with POP3 | 10 |
-| 6 | ... or read it with IMAP, leaving it on the server | 10 |
-| 7-8 | which protocol and port for which step | 20 |
-| 9 | a short written answer (graded by your teacher) | 10 |
+| **level 1** | | |
+| 1 | by hand: Alice's mail program sends to John (port 587, STARTTLS, log in) | 20 |
+| 2 | by hand: John's mail program downloads it (POP3 on port 995), keeping a copy | 20 |
+| **level 2** | | |
+| 3 | find the recipient's mail server (the MX table) | 6 |
+| 4 | be a mail server: pass a message on to another provider | 9 |
+| 5 | be Alice's mail client: submit a message to your own server | 9 |
+| 6 | read the `Received:` headers: which way did it travel? | 6 |
+| 7 | be John's client: download the newest message with POP3 | 6 |
+| 8 | ... or read it with IMAP, leaving it on the server | 6 |
+| 9-10 | which protocol and port for which step | 12 |
+| 11 | a short written answer (graded by your teacher) | 6 |
 """)
     b.md(setup_md)
     b.given("setup", setup)
+    b.md("""
+## Part 1: Alice's mail program sends (20 points)
+
+You press Send. Your mail program does not talk to John's server: it hands the message to
+**your own** provider's server, on the **submission port 587**, and only after two things:
+
+* `STARTTLS`: from there on the connection is encrypted (TLS), so nobody on the network can read
+  your password. The server forgets what was said before, so say `EHLO` **again**;
+* `AUTH PLAIN` and one word: your user name and password in *base64* (the next cell prints
+  alice's).
+
+(Port 465 does the same with TLS from the first byte; on both ports the connection is
+encrypted. Port 25 is for servers passing mail on to each other.)
+
+Be `alice@example.com` (password `wonderland`) and send John (`john@example.net`) a message.
+The cell starts with `%%smtp example.com --submission`; type below it, one per line:
+
+1. `EHLO` and a name for your computer, for example `EHLO alice-laptop.example.com`;
+2. `STARTTLS`, then `EHLO` again;
+3. the `AUTH PLAIN ...` line printed by the next cell;
+4. the envelope: `MAIL FROM:<alice@example.com>`, then `RCPT TO:<john@example.net>`;
+5. `DATA`, then the message: the headers `From:`, `To:` and `Subject:`, one per line, then
+   **an empty line**, then your text, and last a line holding only a dot `.`;
+6. `QUIT`.
+
+Replace the lines `# YOUR CODE HERE` and `raise NotImplementedError()` with your session and run
+the cell. Read the answers: `250` means yes, `354` "send the message now", a code starting with
+5 means no, and the line below it says why. Fix the cell and run it again until it works, then
+run the test cells below it.
+""")
+    b.given("auth_token", """
+import base64
+print("AUTH PLAIN " + base64.b64encode(b"\\0alice\\0wonderland").decode())
+""")
+    b.solution("send_session", """
+%%smtp example.com --submission
+### BEGIN SOLUTION
+EHLO alice-laptop.example.com
+STARTTLS
+EHLO alice-laptop.example.com
+AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ=
+MAIL FROM:<alice@example.com>
+RCPT TO:<john@example.net>
+DATA
+From: alice@example.com
+To: john@example.net
+Subject: Follow this message
+
+Hi John, this message travels from example.com to example.net.
+.
+QUIT
+### END SOLUTION
+""")
+    b.step_tests("send", SEND_STEPS, "smtp_steps",
+                 '"submission:example.com", rcpt="john@example.net", user="john", login="alice",\n'
+                 '    tls=True, headers=("From", "To", "Subject")')
+    b.md("""
+Your message's journey did not end at your server. `example.com`'s server looked up the mail
+server of `example.net` and passed the message on, on port 25, as one server to another: no
+password there. Run the next cell to see that second conversation, which you did not type.
+""")
+    b.given("show_relay", """
+print(lab.transcript("smtp:example.net"))
+""")
+    b.md("""
+## Part 2: John's mail program downloads it (20 points)
+
+Now be John. His mail program fetches his mail from **his** provider, `example.net`, with POP3.
+It uses port **995**, where the connection is encrypted from the first byte (like 465 for
+sending), so his password is safe on the way. The next cell makes sure John has mail: Alice's
+mail program sends him one more message.
+""")
+    b.given("alice_sends", """
+import smtplib
+with smtplib.SMTP(lab.host, lab.submission_port) as client:
+    client.starttls(context=lab.client_context())
+    client.login("alice", "wonderland")
+    client.sendmail("alice@example.com", ["john@example.net"],
+                    "From: alice@example.com\\r\\nTo: john@example.net\\r\\n"
+                    "Subject: One more thing\\r\\n\\r\\nSee you at the lab!\\r\\n")
+lab.settle()
+print(lab.mailbox("john"))
+""")
+    b.md("""
+The cell starts with `%%pop3 example.net --tls`. Type below it:
+
+1. `USER john`, then `PASS postman`;
+2. `STAT`: the server answers `+OK`, the number of messages and their size in bytes;
+3. `RETR 1` to download message number 1, a message from Alice. Find its `Received:` headers
+   at the top: each server on the way added one, the newest on top;
+4. `QUIT`.
+
+Do **not** delete anything (`DELE`): John keeps a copy on the server, as most mail programs do
+for a few days.
+""")
+    b.solution("download_session", """
+%%pop3 example.net --tls
+### BEGIN SOLUTION
+USER john
+PASS postman
+STAT
+RETR 1
+QUIT
+### END SOLUTION
+""")
+    b.step_tests("download", DOWNLOAD_STEPS, "pop3_read_steps",
+                 '"example.net", user="john", came_from="mail.example.com"')
+    b.md("""
+You walked the whole journey: Alice's program to her server (587, SMTP), her server to John's
+(25, SMTP), John's server to his program (995, POP3). Level 2 does the same with sockets.
+
+# Level 2: the journey in code
+""")
     b.md("""
 You wrote SMTP, POP3 and IMAP clients in the earlier labs. So that this lab is about the
 journey, the next cell gives you small helpers for each protocol. Read them: they are short.
@@ -101,7 +228,7 @@ def first_literal(data):
     return data[m.end():m.end() + int(m.group(1))]
 ''')
     b.md("""
-## Part 1: where does the mail for a domain go? (10 points)
+## Part 3: where does the mail for a domain go? (6 points)
 
 On the Internet, a server finds the recipient's mail server with a DNS question: "what is the
 **MX** (mail exchanger) of `example.net`?" In the lab, `lab.mx` plays DNS: a dict from domain
@@ -121,7 +248,7 @@ def mx_lookup(address, mx):
     return mx[domain]
     ### END SOLUTION
 ''')
-    b.tests("mx_tests", 10, '''
+    b.tests("mx_tests", 6, '''
 assert mx_lookup("john@example.net", lab.mx) == lab.mx["example.net"]
 assert mx_lookup("alice@example.com", lab.mx) == (lab.host, lab.smtp_port)
 ''', '''
@@ -135,7 +262,7 @@ else:
     raise AssertionError("an unknown domain must raise KeyError")
 ''')
     b.md("""
-## Part 2: be a mail server (15 points)
+## Part 4: be a mail server (9 points)
 
 When Alice's server has a message for `john@example.net`, it acts as an SMTP **client** of
 John's server: it connects to the MX of `example.net`, introduces itself with **its own** name
@@ -175,7 +302,7 @@ def relay(mx, sender, recipients, message, name="mail.example.com"):
     return ids
     ### END SOLUTION
 ''')
-    b.tests("relay_tests", 15, '''
+    b.tests("relay_tests", 9, '''
 msg = ("From: alice@example.com\\r\\nTo: john@example.net\\r\\nSubject: straight to you\\r\\n\\r\\n"
        "Delivered by my own little mail server.\\r\\n")
 with grading.watch(lab) as ev:
@@ -199,22 +326,27 @@ for _who, _s in (("john", _net), ("maria", _net), ("bob", _com)):
     assert [m.body for m in _ev.delivered(_who, _s)] == [_msg.encode()], _who
 ''')
     b.md("""
-## Part 3: be Alice's mail client (15 points)
+## Part 5: be Alice's mail client (9 points)
 
 Normally Alice's *client* does not talk to John's server: it hands the message to **her own**
-server, logged in (`AUTH PLAIN`, base64 of `\\0login\\0password`), and her server does part 2
-for her.
+server, logged in (`AUTH PLAIN`, base64 of `\\0login\\0password`), and her server does part 4
+for her. As in part 1, the connection is encrypted: here on the port standing for **465**, where
+TLS starts with the first byte. `context.wrap_socket(sock, server_hostname=host)` turns your
+TCP socket into a TLS one (`context` trusts the lab's certificates); after that you use it
+exactly as before.
 
-Write `submit(host, port, login, password, sender, recipients, message)` and return the queue
-id. The test then looks for **both** steps in the servers' transcripts: your client talking
-to `example.com`, and `example.com` talking to `example.net`.
+Write `submit(host, port, context, login, password, sender, recipients, message)` and return
+the queue id. The test then looks for **both** steps: your client talking to `example.com` (in
+that server's transcript), and `example.com` handing the message to `example.net` (the top
+`Received:` header of the message stored in John's mailbox).
 """)
     b.solution("submit", '''
-def submit(host, port, login, password, sender, recipients, message, name="alice-laptop.example.com"):
+def submit(host, port, context, login, password, sender, recipients, message,
+           name="alice-laptop.example.com"):
     """Log in to your own server and hand it the message; return the queue id."""
     ### BEGIN SOLUTION
     token = base64.b64encode(f"\\0{login}\\0{password}".encode()).decode()
-    with socket.create_connection((host, port)) as sock:
+    with context.wrap_socket(socket.create_connection((host, port)), server_hostname=host) as sock:
         f = sock.makefile("rb")
         smtp_expect(f, 220)
         sock.sendall(f"EHLO {name}\\r\\n".encode())
@@ -235,26 +367,29 @@ def submit(host, port, login, password, sender, recipients, message, name="alice
     return queue_id
     ### END SOLUTION
 ''')
-    b.tests("submit_tests", 15, '''
+    b.tests("submit_tests", 9, '''
 msg = ("From: alice@example.com\\r\\nTo: john@example.net\\r\\nSubject: the journey\\r\\n"
        "Date: Tue, 2 Jun 2026 09:00:00 +0000\\r\\nMessage-ID: <journey.1@example.com>\\r\\n\\r\\n"
        "Hi John, follow this message!\\r\\n")
 with grading.watch(lab) as ev:
-    qid = submit(lab.host, lab.smtp_port, "alice", "wonderland", "alice@example.com",
-                 ["john@example.net"], msg)
-step1 = ev.session("smtp:example.com")
-step2 = ev.session("smtp:example.net")
-print(step1, step2, sep="\\n")
-assert "AUTH" in step1.commands() and step2.client_lines[0].upper() == "EHLO MAIL.EXAMPLE.COM"
+    qid = submit(lab.host, lab.smtps_port, lab.client_context(), "alice", "wonderland",
+                 "alice@example.com", ["john@example.net"], msg)
+step1 = ev.session("smtps:example.com")
+print(step1)
+assert "AUTH" in step1.commands()
 got = ev.delivered("john", step1)
 assert len(got) == 1 and got[0].body == msg.encode()
+# the newest hop, on top: example.com's server handed it to example.net's
+step2 = " ".join(got[0].header("Received").split())
+print("Received:", step2)
+assert step2.startswith("from mail.example.com") and "by mail.example.net" in step2
 ''', '''
 assert _g.plain_auth_user(step1) == "alice" and step1.queue_ids() == [qid]
-assert "AUTH" not in step2.commands() and got[0].raw.count(b"Received: ") == 2
+assert "ESMTPA" not in step2 and got[0].raw.count(b"Received: ") == 2
 assert step1.client_lines[0] == "EHLO alice-laptop.example.com"
 ''')
     b.md("""
-## Part 4: read the traces (10 points)
+## Part 6: read the traces (6 points)
 
 Every server that handles a message adds a `Received:` header **on top**: `from` names who
 handed it the message, `by` names the server itself. So the newest hop is at the top, and the
@@ -278,7 +413,7 @@ def received_hops(raw):
     return hops[::-1]
     ### END SOLUTION
 ''')
-    b.tests("hops_tests", 10, '''
+    b.tests("hops_tests", 6, '''
 sample = (b"Received: from mail.example.com ([127.0.0.1])\\r\\n\\tby mail.example.net (maillab) with ESMTP;\\r\\n"
           b"Received: from laptop ([127.0.0.1])\\r\\n\\tby mail.example.com (maillab) with ESMTPA;\\r\\n"
           b"Subject: hi\\r\\n\\r\\nbody\\r\\n")
@@ -287,7 +422,8 @@ assert received_hops(sample) == [("laptop", "mail.example.com"), ("mail.example.
 _msg = "Subject: hops\\r\\nDate: Tue, 2 Jun 2026 09:00:00 +0000\\r\\nMessage-ID: <hops@example.com>\\r\\n\\r\\nx\\r\\n"
 with _g.watch(lab) as _ev:
     import smtplib
-    with smtplib.SMTP(lab.host, lab.smtp_port, local_hostname="pc1.example.com") as _c:
+    with smtplib.SMTP_SSL(lab.host, lab.smtps_port, local_hostname="pc1.example.com",
+                          context=lab.client_context()) as _c:
         _c.login("alice", "wonderland")
         _c.sendmail("alice@example.com", ["maria@example.net"], _msg)
 _got = _ev.new_messages("maria")
@@ -296,7 +432,7 @@ assert received_hops(_got[0].raw) == [("pc1.example.com", "mail.example.com"),
 assert received_hops(b"Subject: none\\r\\n\\r\\nReceived: from x by y\\r\\n") == []
 ''')
     b.md("""
-## Part 5: be John's client, with POP3 (10 points)
+## Part 7: be John's client, with POP3 (6 points)
 
 John's client downloads from **his** server (`example.net`), after logging in (S13).
 
@@ -325,7 +461,7 @@ def pop3_latest(host, port, user, password):
     return message
     ### END SOLUTION
 ''')
-    b.tests("pop3_tests", 10, '''
+    b.tests("pop3_tests", 6, '''
 msgs = [grading.sample(i, sender="alice@example.com") for i in range(3)]
 user, password = grading.make_account(lab, msgs, domain="example.net")
 with grading.watch(lab) as ev:
@@ -337,7 +473,7 @@ assert "RETR 3" in s.client_lines and "DELE" not in s.commands(), s.commands()
 assert not ev.removed(user) and s.commands()[-1] == "QUIT"
 ''')
     b.md("""
-## Part 6: ... or with IMAP (10 points)
+## Part 8: ... or with IMAP (6 points)
 
 With IMAP the message stays on John's server and only what he reads travels.
 
@@ -366,7 +502,7 @@ def imap_latest(host, port, user, password):
     return message
     ### END SOLUTION
 ''')
-    b.tests("imap_tests", 10, '''
+    b.tests("imap_tests", 6, '''
 msgs = [grading.sample(i, sender="alice@example.com") for i in range(3)]
 user, password = grading.make_account(lab, msgs, domain="example.net")
 with grading.watch(lab) as ev:
@@ -379,7 +515,7 @@ assert all("S" not in _m.flags for _m in map(_g.DiskMessage, _g.maildir(lab, use
 assert not ev.removed(user)
 ''')
     b.md("""
-## Part 7: which protocol for which step? (10 points)
+## Part 9: which protocol for which step? (6 points)
 """)
     b.solution("steps", '''
 CLIENT_TO_OWN_SERVER = None  # "SMTP", "POP3" or "IMAP"
@@ -393,14 +529,14 @@ SERVER_TO_READER = {"POP3", "IMAP"}
 NEEDS_LOGIN = {"submit", "read"}
 ### END SOLUTION
 ''')
-    b.tests("steps_tests", 10, '''
+    b.tests("steps_tests", 6, '''
 assert CLIENT_TO_OWN_SERVER in ("SMTP", "POP3", "IMAP") and isinstance(SERVER_TO_READER, set)
 ''', '''
 assert (CLIENT_TO_OWN_SERVER, SERVER_TO_SERVER) == ("SMTP", "SMTP")
 assert SERVER_TO_READER == {"POP3", "IMAP"} and NEEDS_LOGIN == {"submit", "read"}
 ''')
     b.md("""
-## Part 8: ports along the way (10 points)
+## Part 10: ports along the way (6 points)
 
 Real-world port numbers, for each step of the journey.
 """)
@@ -418,19 +554,19 @@ IMAP_PORT = 143
 DNS_RECORD = "MX"
 ### END SOLUTION
 ''')
-    b.tests("ports_tests", 10, '''
+    b.tests("ports_tests", 6, '''
 assert all(isinstance(p, int) for p in (SUBMIT_PORT, RELAY_PORT, POP3_PORT, IMAP_PORT))
 ''', '''
 assert (SUBMIT_PORT, RELAY_PORT, POP3_PORT, IMAP_PORT, DNS_RECORD) == (587, 25, 110, 143, "MX")
 ''')
     b.md("""
-## Part 9: in your own words (10 points, graded by your teacher)
+## Part 11: in your own words (6 points, graded by your teacher)
 
 John got a message that claims to come from Alice, but he is not sure. Explain how the
 `Received:` headers let him follow the path it took, and why he should trust the lower
 headers (older hops) less than the top one.
 """)
-    b.written("received", 10, """
+    b.written("received", 6, """
 Each server that passed the message on added a Received: header on top, naming who handed it
 over (from) and itself (by), so reading from the bottom up gives the path from the sender's
 computer to John's server. The top header was written by John's own server, which he trusts;

@@ -1,6 +1,11 @@
-"""Lab 5: webmail over HTTP, and passwords in clear text versus TLS (S4, S7, S10, S12, S13)."""
+"""Lab 5: webmail over HTTP, passwords in clear text versus TLS, and setting up a mail program
+(S4, S7, S10, S12, S13, S14): by hand (Level 1), then with sockets (Level 2)."""
 
 TLS = True  # this lab needs the lab's certificate authority and its TLS ports
+
+# Level 1: one test cell per step of a session typed by hand (step, points).
+SUBMIT_STEPS = [("hello", 2), ("tls", 4), ("login", 3), ("envelope", 2), ("message", 3),
+                ("quit", 2)]
 
 
 def build(b, setup_md, setup, stop):
@@ -12,21 +17,207 @@ web server speaks IMAP and SMTP to the mail servers for you (S12). Either way yo
 a user name and a password (S13), and that password crosses the network. Without encryption,
 anyone on the way can read it; with TLS (ports 465/587, 995, 993, 443) they cannot.
 
-| part | what you build | points |
+| part | what you do | points |
 | --- | --- | --- |
-| 1 | a raw HTTP request: fetch the webmail's login page | 10 |
-| 2 | find the fields of the login form | 10 |
-| 3 | log in to the webmail like a browser does (POST, cookies) | 15 |
-| 4 | be the eavesdropper: find passwords in clear-text sessions | 10 |
-| 5 | POP3 over TLS (port 995's job) | 15 |
-| 6 | SMTP submission with STARTTLS (port 587's job) | 15 |
-| 7 | which port for which job | 15 |
-| 8 | a short written answer (graded by your teacher) | 10 |
+| **level 1** | | |
+| 1 | by hand: ask the webmail for two pages over HTTP | 12 |
+| 2 | by hand: send over port 587 with STARTTLS, and predict what an eavesdropper reads | 22 |
+| 3 | set up a mail program: the settings of Thunderbird's account window | 16 |
+| **level 2** | | |
+| 4 | a raw HTTP request: fetch the webmail's login page | 5 |
+| 5 | find the fields of the login form | 5 |
+| 6 | log in to the webmail like a browser does (POST, cookies) | 8 |
+| 7 | be the eavesdropper: find passwords in clear-text sessions | 5 |
+| 8 | POP3 over TLS (port 995's job) | 7 |
+| 9 | SMTP submission with STARTTLS (port 587's job) | 7 |
+| 10 | which port for which job | 8 |
+| 11 | a short written answer (graded by your teacher) | 5 |
+
+The grader does not look at what your cells print: it reads what the **servers** saw and
+stored, and it tries your mail program's settings on them.
 """)
     b.md(setup_md)
     b.given("setup", setup)
     b.md("""
-## Part 1: speak HTTP (10 points)
+# Level 1: by hand
+
+## Part 1: ask the webmail for pages, by hand (12 points)
+
+Your browser speaks **HTTP** to the webmail: it sends a *request*, text like this, and gets a
+page back.
+
+```
+GET /login HTTP/1.1
+Host: localhost
+```
+
+The first line says what you want: the method `GET`, the path `/login`, and the protocol
+version. The `Host:` line names the web site. An **empty line** ends the request (maillab adds
+it if you forget). A cell that starts with `%%http example.com` sends your lines to the lab's
+webmail, as you would type them after `telnet localhost 80`.
+
+Replace `# YOUR CODE HERE` and `raise NotImplementedError()` with a cell whose first line is
+`%%http example.com` and whose next lines are the request for the login page, `/login` (as
+above); run it. The answer starts with a **status line**: `HTTP/1.1 200 OK`
+means "here it is". Then come header lines, an empty line, and the page itself (HTML): find the
+form with the fields "Email Address" and "Password".
+""")
+    b.solution("page_session", """
+%%http example.com
+GET /login HTTP/1.1
+Host: localhost
+""")
+    b.step_tests("page", [("request", 6)], "http_steps", '"GET", "/login", 200')
+    b.md("""
+Now ask for your mailbox, the page `/mail`, the same way (the cell starts with
+`%%http example.com` again). You have not logged in, so the
+webmail does not show it: it answers `303 See Other` and a `Location:` header that sends the
+browser to the login page instead. (Status codes starting with 2 mean success, 3 "look
+elsewhere", 4 a mistake of the client, such as `404 Not Found`, 5 a fault of the server.)
+""")
+    b.solution("mailbox_session", """
+%%http example.com
+GET /mail HTTP/1.1
+Host: localhost
+""")
+    b.step_tests("mailbox", [("request", 6)], "http_steps", '"GET", "/mail", 303')
+    b.md("""
+## Part 2: send a message safely, and be the eavesdropper (22 points)
+
+A mail program sends on the **submission port 587**. The connection starts in clear text: an
+eavesdropper on the network reads every byte. After `STARTTLS` and the server's `220`, both
+sides switch on TLS on the same connection, and from there on the eavesdropper sees only
+scrambled bytes. Only then does the program log in (`AUTH PLAIN`).
+
+**First predict.** In the session below you will type `EHLO`, `STARTTLS`, `EHLO`, `AUTH`,
+`MAIL`, `RCPT`, `DATA` and `QUIT`. Which of these commands can the eavesdropper read? Put them
+in the set `EAVESDROPPER_READS`, and say with `PASSWORD_READABLE` (`True` or `False`) whether
+the eavesdropper can read alice's password. A test after the session compares your prediction
+with what really crossed the network.
+""")
+    b.solution("predict", '''
+EAVESDROPPER_READS = set()  # for example {"EHLO", "QUIT"}
+PASSWORD_READABLE = None  # True or False
+### BEGIN SOLUTION
+EAVESDROPPER_READS = {"EHLO", "STARTTLS"}
+PASSWORD_READABLE = False
+### END SOLUTION
+''')
+    b.md("""
+**Then send.** Be `alice@example.com` (password `wonderland`) and send a message to
+`bob@example.com`. The cell starts with `%%smtp example.com --submission`; type below it:
+
+1. `EHLO` and a name for your computer, for example `EHLO laptop.example.com`;
+2. `STARTTLS`; after its `220`, `EHLO` **again** (TLS starts afresh: the server forgets what
+   was said before);
+3. the `AUTH PLAIN ...` line printed by the next cell;
+4. `MAIL FROM:<alice@example.com>`, then `RCPT TO:<bob@example.com>`;
+5. `DATA`, the headers `From:`, `To:` and `Subject:`, **an empty line**, your text, and a line
+   holding only a dot `.`;
+6. `QUIT`.
+""")
+    b.given("auth_token", """
+import base64
+print("AUTH PLAIN " + base64.b64encode(b"\\0alice\\0wonderland").decode())
+""")
+    b.solution("submit_session", """
+%%smtp example.com --submission
+### BEGIN SOLUTION
+EHLO laptop.example.com
+STARTTLS
+EHLO laptop.example.com
+AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ=
+MAIL FROM:<alice@example.com>
+RCPT TO:<bob@example.com>
+DATA
+From: alice@example.com
+To: bob@example.com
+Subject: Safe on the way
+
+Nobody on the network could read this message.
+.
+QUIT
+### END SOLUTION
+""")
+    b.step_tests("submit", SUBMIT_STEPS, "smtp_steps",
+                 '"submission:example.com", rcpt="bob@example.com", user="bob", login="alice",\n'
+                 '    tls=True, headers=("From", "To", "Subject")')
+    b.md("""
+Was your prediction right? What the eavesdropper read of your session is everything you typed
+before the server's `220` to `STARTTLS`. `lab.observed("submission")` shows the bytes they
+saw; after the TLS handshake they are unreadable.
+""")
+    b.tests("predict_tests", 6, '''
+# the commands of your session that crossed the network before TLS started
+print(sorted(grading.readable_commands(submit.session)))
+assert isinstance(EAVESDROPPER_READS, set) and isinstance(PASSWORD_READABLE, bool), \\
+    "EAVESDROPPER_READS must be a set and PASSWORD_READABLE True or False"
+''', '''
+_seen = _g.readable_commands(_g.again(submit).session)
+assert _seen and {c.upper() for c in EAVESDROPPER_READS} == _seen, \\
+    f"the eavesdropper read {sorted(_seen)}, you predicted {sorted(EAVESDROPPER_READS)}"
+assert PASSWORD_READABLE == ("AUTH" in _seen), "PASSWORD_READABLE: AUTH came after STARTTLS"
+''')
+    b.md("""
+## Part 3: set up a mail program (16 points)
+
+A mail program such as Thunderbird needs to know where your provider's servers are. Its account
+window asks for these settings, in two groups:
+
+| | incoming (to read mail) | outgoing (to send mail) |
+| --- | --- | --- |
+| protocol | `"IMAP"` or `"POP3"` | (always SMTP) |
+| server | the server's host name | the same |
+| port | the port number | the port number |
+| connection security | `"None"`, `"STARTTLS"` or `"SSL/TLS"` | the same |
+| authentication | `"Normal password"`, `"Encrypted password"`, ... | the same |
+| user name | what you log in with | the same |
+
+Fill in alice's settings (`alice@example.com`, password `wonderland`) so that she **reads with
+IMAP** and **sends on the port standing for 465**, both encrypted from the first byte
+(`"SSL/TLS"`); the password travels inside TLS, so authentication is `"Normal password"`. The
+lab runs on this computer: its host name is `localhost`. The port numbers are in the lab's
+table, printed by the first cell (the row for 993, and the row for 465): they differ each time
+the lab starts, so write `lab.port("imaps")` and `lab.port("smtps")` rather than the numbers.
+
+The test does what Thunderbird does when you press *Done*: it connects with your settings and
+logs in. One group right is worth half the points; a wrong setting is named in one line.
+
+(A real mail program can find all of this by itself: it asks the provider's web server for an
+*autoconfig* file, which the lab's webmail serves:
+`http://localhost:<webmail port>/mail/config-v1.1.xml?emailaddress=alice@example.com`.)
+""")
+    b.solution("account", '''
+ACCOUNT = {
+    "email": "alice@example.com",
+    "password": "wonderland",
+    "incoming": {"protocol": None, "server": None, "port": None, "security": None,
+                 "authentication": None, "username": None},
+    "outgoing": {"server": None, "port": None, "security": None,
+                 "authentication": None, "username": None},
+}
+### BEGIN SOLUTION
+ACCOUNT["incoming"] = {"protocol": "IMAP", "server": "localhost", "port": lab.port("imaps"),
+                       "security": "SSL/TLS", "authentication": "Normal password",
+                       "username": "alice"}
+ACCOUNT["outgoing"] = {"server": "localhost", "port": lab.port("smtps"), "security": "SSL/TLS",
+                       "authentication": "Normal password", "username": "alice"}
+### END SOLUTION
+''')
+    for group in ("incoming", "outgoing"):
+        visible = f'assert account.done("{group}"), account.why("{group}")'
+        hidden = ("_account = _g.mail_settings_steps(lab, ACCOUNT)\n"
+                  f'assert _account.done("{group}"), _account.why("{group}")')
+        if group == "incoming":
+            visible = ("# Thunderbird's check: connect with your settings and log in\n"
+                       "account = grading.mail_settings_steps(lab, ACCOUNT)\n"
+                       "print(account)\n" + visible)
+        b.tests(f"account_{group}_tests", 8, visible, hidden)
+    b.md("""
+# Level 2: the same in code
+""")
+    b.md("""
+## Part 4: speak HTTP (5 points)
 
 HTTP is a text protocol too. A request is a request line, header lines, and an empty line:
 
@@ -73,7 +264,7 @@ def http_get(host, port, path):
         return parse_response(read_all(sock))
     ### END SOLUTION
 ''')
-    b.tests("http_get_tests", 10, '''
+    b.tests("http_get_tests", 5, '''
 with grading.watch(lab) as ev:
     status, headers, body = http_get(lab.host, lab.webmail_port, "/login")
 print(status, headers)
@@ -87,7 +278,7 @@ _st, _h, _b = http_get(lab.host, lab.webmail_port, "/no-such-page")
 assert _st == 404
 ''')
     b.md("""
-## Part 2: the login form (10 points)
+## Part 5: the login form (5 points)
 
 The login page contains an HTML form like the one on the lecture's slide: "Email Address",
 "Password", "Log In". A browser sends back every `<input>` of the form, by its `name`, with
@@ -112,7 +303,7 @@ def form_fields(html):
     return fields
     ### END SOLUTION
 ''')
-    b.tests("form_fields_tests", 10, '''
+    b.tests("form_fields_tests", 5, '''
 fields = form_fields('<form><input type="email" name="address" value="">'
                      '<input type="hidden" name="csrf" value="abc">'
                      '<input type="password" name="password" required></form>')
@@ -124,7 +315,7 @@ assert set(_f) == {"csrf", "address", "password"} and len(_f["csrf"]) > 10
 assert form_fields('<INPUT name="a"\\n value="1"><p>name="b"</p>') == {"a": "1"}
 ''')
     b.md("""
-## Part 3: log in like a browser (15 points)
+## Part 6: log in like a browser (8 points)
 
 To log in, the browser first GETs the form. The answer sets a **cookie** (`Set-Cookie:
 name=value; ...`): the browser sends it back with the next request (`Cookie: name=value`),
@@ -169,7 +360,7 @@ def webmail_login(host, port, address, password):
     return headers["set-cookie"].split(";")[0]
     ### END SOLUTION
 ''')
-    b.tests("login_tests", 15, '''
+    b.tests("login_tests", 8, '''
 with grading.watch(lab) as ev:
     session = webmail_login(lab.host, lab.webmail_port, "alice@example.com", "wonderland")
 print(session)
@@ -188,7 +379,7 @@ _status, _h, _b = http_get(lab.host, lab.webmail_port, "/mail")
 assert _status in (303, 302)  # without the cookie: back to the login page
 ''')
     b.md("""
-## Part 4: be the eavesdropper (10 points)
+## Part 7: be the eavesdropper (5 points)
 
 Below, a test logs in to the POP3, IMAP and SMTP servers **without** encryption, and hands you
 what someone listening on the network would have seen: the text of the sessions, lines such
@@ -224,7 +415,7 @@ def find_passwords(text):
     return found
     ### END SOLUTION
 ''')
-    b.tests("sniff_tests", 10, '''
+    b.tests("sniff_tests", 5, '''
 import poplib, imaplib, smtplib
 user, password = grading.make_account(lab)
 with grading.watch(lab) as ev:
@@ -244,7 +435,7 @@ assert find_passwords(_t) == {(_u2, _p2)}, _t
 assert find_passwords("S: +OK\\nC: USER x\\nS: -ERR\\n") == set()
 ''')
     b.md("""
-## Part 5: POP3 over TLS (15 points)
+## Part 8: POP3 over TLS (7 points)
 
 Port 995 (here `lab.pop3s_port`) speaks POP3 inside TLS from the very first byte. Connect as
 usual, then wrap the socket: `context.wrap_socket(sock, server_hostname="mail.example.com")`.
@@ -279,7 +470,7 @@ def pop3s_stat(host, port, user, password, context, server_name="mail.example.co
     return int(count), int(octets)
     ### END SOLUTION
 ''')
-    b.tests("pop3s_tests", 15, '''
+    b.tests("pop3s_tests", 7, '''
 msgs = [grading.sample(1), grading.sample(2)]
 user, password = grading.make_account(lab, msgs)
 with grading.watch(lab) as ev:
@@ -300,7 +491,7 @@ else:
     raise AssertionError("a context that does not trust the lab's CA must fail")
 ''')
     b.md("""
-## Part 6: submission with STARTTLS (15 points)
+## Part 9: submission with STARTTLS (7 points)
 
 Port 587 (here `lab.submission_port`) starts in clear text and switches to TLS on request:
 after `EHLO`, the client sends `STARTTLS`, the server answers `220`, and both start TLS on the
@@ -361,7 +552,7 @@ def submit_starttls(host, port, login, password, sender, recipients, message, co
     return queue_id
     ### END SOLUTION
 ''')
-    b.tests("starttls_tests", 15, '''
+    b.tests("starttls_tests", 7, '''
 msg = ("From: alice@example.com\\r\\nTo: bob@example.com\\r\\nSubject: safe\\r\\n"
        "Date: Wed, 3 Jun 2026 08:00:00 +0000\\r\\nMessage-ID: <lab5@example.com>\\r\\n\\r\\n"
        "Sent through TLS.\\r\\n")
@@ -386,7 +577,7 @@ assert [m.body for m in _ev.delivered("maria", _s)] == [_msg.encode()]
 assert [m.body for m in _ev.delivered("alice", _s)] == [_msg.encode()]
 ''')
     b.md("""
-## Part 7: which port for which job? (15 points)
+## Part 10: which port for which job? (8 points)
 
 Real-world ports. Fill in the number for each job.
 """)
@@ -410,19 +601,19 @@ PORTS = {
 }
 ### END SOLUTION
 ''')
-    b.tests("ports_tests", 15, '''
+    b.tests("ports_tests", 8, '''
 assert len(PORTS) == 6 and all(isinstance(p, int) for p in PORTS.values())
 ''', '''
 assert list(PORTS.values()) == [25, 587, 465, 995, 993, 443]
 ''')
     b.md("""
-## Part 8: in your own words (10 points, graded by your teacher)
+## Part 11: in your own words (5 points, graded by your teacher)
 
-In part 4 you read passwords out of sessions without encryption. A friend says: "SMTP
+In part 7 you read passwords out of sessions without encryption. A friend says: "SMTP
 `AUTH PLAIN` is safe, the password is encoded." Answer them in two or three sentences, and say
 what actually protects the password.
 """)
-    b.written("eavesdrop", 10, """
+    b.written("eavesdrop", 5, """
 Base64 is an encoding, not encryption: anyone who sees the line can decode it with no key, as
 find_passwords did. What protects the password is TLS: either a port that is encrypted from
 the start (465, 995, 993, 443) or STARTTLS before AUTH on 587, so that the whole login crosses

@@ -815,7 +815,8 @@ def pop3_read_steps(evidence: CellEvidence, domain: str, *, user: str, came_from
     the provider ``came_from`` (a Received: header names its server) and keeps a copy on the
     server: log in as ``user`` (``tls``: on an encrypted connection), RETR it, no DELE, QUIT.
     The session is the cell's last one with ``domain``'s POP3 server, on either port."""
-    steps = Steps(_("Your POP3 session, as the server saw it:"))
+    steps = Steps(_("Your POP3 session, as the server saw it:"), evidence, (
+        "pop3_read_steps", (domain,), dict(user=user, came_from=came_from, tls=tls)))
     found = [s for s in evidence.sessions() if s.service in (f"pop3s:{domain}", f"pop3:{domain}")]
     session = found[-1] if found else Session([])
     ex = exchanges(session, "pop3")
@@ -870,7 +871,8 @@ def pop3_read_steps(evidence: CellEvidence, domain: str, *, user: str, came_from
 def http_steps(evidence: CellEvidence, method: str, path: str, status: int) -> Steps:
     """One request typed by hand in a ``%%http`` cell: did ``method path`` reach the webmail,
     and was it answered with ``status``? (The webmail records request and status lines only.)"""
-    steps = Steps(_("Your HTTP request, as the webmail saw it:"))
+    steps = Steps(_("Your HTTP request, as the webmail saw it:"), evidence, (
+        "http_steps", (method, path, status), {}))
     found = [s for s in evidence.sessions("http") if s.client_lines]
     wanted = f"{method} {path} ".upper()
     asked = [s for s in found if s.client_lines[0].upper().startswith(wanted)]
@@ -911,7 +913,7 @@ SETTING_FIELDS = ("server", "port", "security", "authentication", "username")
 
 def _setting_problem(lab, group: dict, protocol: str, domain: str) -> str | None:
     """Why a group of settings (incoming or outgoing) cannot work, before connecting."""
-    missing = [f for f in SETTING_FIELDS if f not in group]
+    missing = [f for f in SETTING_FIELDS if group.get(f) in (None, "")]
     if missing:
         return _("no {0} in these settings").format(", ".join(missing))
     server = str(group["server"]).strip().lower()
@@ -1018,7 +1020,9 @@ def mail_settings_steps(lab, account: dict) -> Steps:
         protocol = "smtp" if group_name == "outgoing" else \
             str(group.get("protocol", "")).strip().lower()
         problem = None
-        if protocol not in ("imap", "pop3", "smtp"):
+        if group_name == "incoming" and group.get("protocol") in (None, ""):
+            problem = _("no protocol in these settings")
+        elif protocol not in ("imap", "pop3", "smtp"):
             problem = _("protocol: {0} is neither IMAP nor POP3").format(
                 _quoted(str(group.get("protocol")), 20))
         problem = problem or _setting_problem(lab, group, protocol, domain) or \
