@@ -536,6 +536,17 @@ class LabSMTP(SMTP):
     async def _check_login(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
         user = login.decode("utf-8", "replace")
         self.last_auth_user = user
+        # While the account or address is being guessed, the check waits its turn, so the right
+        # password is answered as late as a wrong one (see LoginGuard.admit).
+        turn = self.ctx.guard.admit(self.transcript.peer, user)
+        if turn.refused:  # RFC 4954 6: a temporary failure; the password was not checked
+            return AuthResult(success=False, handled=False, message=(
+                "454 4.7.0 Temporary authentication failure (" + _("hint") + ": " + _(
+                    "too many login attempts on this account just now, so your password was not "
+                    "checked; try again in {seconds} seconds").format(
+                    seconds=math.ceil(turn.retry_after)) + ")"))
+        if turn.wait:
+            await asyncio.sleep(turn.wait)
         # scrypt takes milliseconds: in a worker thread, so the loop serves everyone meanwhile.
         acct = await asyncio.to_thread(
             self.ctx.authenticate, user, password.decode("utf-8", "replace"), protocol=self.mode,
@@ -567,17 +578,6 @@ async def start_smtp(ctx: ServerContext, sock: socket.socket, router: Router, *,
         "submission": dict(tls_context=tls, require_starttls=True, auth_required=True,
                            auth_require_tls=True),
         # aiosmtpd does not count implicit TLS as TLS and would hide AUTH (facts.md): the
-        # While the account or address is being guessed, the check waits its turn, so the right
-        # password is answered as late as a wrong one (see LoginGuard.admit).
-        turn = self.ctx.guard.admit(self.transcript.peer, user)
-        if turn.refused:  # RFC 4954 6: a temporary failure; the password was not checked
-            return AuthResult(success=False, handled=False, message=(
-                "454 4.7.0 Temporary authentication failure (" + _("hint") + ": " + _(
-                    "too many login attempts on this account just now, so your password was not "
-                    "checked; try again in {seconds} seconds").format(
-                    seconds=math.ceil(turn.retry_after)) + ")"))
-        if turn.wait:
-            await asyncio.sleep(turn.wait)
         # connection is encrypted from its first byte, so AUTH needs no further TLS here.
         "smtps": dict(auth_required=True, auth_require_tls=False),
     }[mode]

@@ -945,12 +945,12 @@ class ImapSession:
         if uid:
             if not sel.uids:
                 return []
+            return seqset.select(sel.uids, sel.uids[-1])
+        n = len(sel.uids)
         if n == 0:  # (1:* too: RFC 3501 has no empty message set; Dovecot answers BAD as well)
             raise ParseError(_("this folder is empty (* 0 EXISTS), so no message number is "
                                "valid, not even 1:*; SELECT a folder with mail in it (the UID "
                                "form, such as UID STORE 1:* ..., accepts an empty folder)"))
-            return seqset.select(sel.uids, sel.uids[-1])
-        n = len(sel.uids)
         if seqset.max_number() > n:
             raise ParseError(_("there is no message {num} here: this folder has {n} messages "
                                "(use 1:* for all)").format(num=seqset.max_number(), n=n))
