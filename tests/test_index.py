@@ -333,3 +333,34 @@ def test_the_raw_look_of_search_text_never_changes_an_answer(subject, body, enco
         fast = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw, cached={"plain": plain})
         slow = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw)
         assert searchmod.matches(tree, fast) == searchmod.matches(tree, slow), (key, needle, raw)
+
+
+_QUARTERLY_B64 = "cXVhcnRlcmx5IHJlcG9ydA=="  # base64 of "quarterly report"
+
+
+@pytest.mark.parametrize("raw, key, needle, found", [
+    ("Subject: x\nContent-Transfer-Encoding: base64\n\n" + _QUARTERLY_B64 + "\n", "BODY", "quarterly", True),
+    ("Subject: x\nContent-Transfer-Encoding: BASE64\n\n" + _QUARTERLY_B64 + "\n", "TEXT", "quarterly", True),
+    ("Subject: x\nContent-Transfer-Encoding: quoted-printable\n\nquar=\nterly\n", "TEXT", "quarterly", True),
+    ("Subject: =?utf-8?q?quarterly?=\n\nhi\n", "TEXT", "quarterly", True),
+    ("Subject: =?utf-8?b?cXVhcnRlcmx5?=\n\nhi\n", "TEXT", "quarterly", True),
+    ("Subject:quarterly\n\nhi\n", "TEXT", "subject: quarterly", True),
+    ("Subject: x\nContent-Type: text/plain; charset=utf-7\n\n+AHEAdQBh-rterly\n", "BODY", "quarterly", True),
+    ("Subject: x\nContent-Type: text/plain; charset=utf-8\n\n\uFB01le\n", "BODY", "file", True),
+    ("Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\nhi\n--b\n"
+     "Content-Type: application/pdf\nContent-Transfer-Encoding: base64\n\n" + _QUARTERLY_B64 + "\n--b--\n",
+     "TEXT", "quarterly", False),  # an attachment's content is not searched, in any encoding
+    ("Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\nhi\n--b\n"
+     "Content-Type: application/pdf/x\nContent-Transfer-Encoding: base64\n\n" + _QUARTERLY_B64 + "\n--b--\n",
+     "TEXT", "quarterly", True),  # "application/pdf/x" is no type: the email package takes it for text
+    ("Subject: x\n\nthe quarterly report\n", "TEXT", "quarterly", True),
+    ("Subject: x\n\nthe yearly report\n", "TEXT", "quarterly", False),
+])
+def test_the_raw_look_of_search_text_in_cases_where_decoding_matters(raw, key, needle, found):
+    raw = to_crlf(raw.encode("utf-8"))
+    plain = indexmod.describe(raw)[indexmod.FIELDS.index("plain")]
+    tree = searchmod.parse_search(Cursor(f'CHARSET UTF-8 {key} "{needle}"'.encode()))
+    fast = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw, cached={"plain": plain})
+    slow = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw)
+    assert searchmod.matches(tree, slow) == found
+    assert searchmod.matches(tree, fast) == found

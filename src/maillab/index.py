@@ -137,12 +137,12 @@ class FolderIndex:
             rows = self._in("SELECT uid, base, internaldate FROM messages WHERE uid IN ({})", list(uids))
         return {uid: (base, date) for uid, base, date in rows if date is not None}
 
-    def fields(self, uids: list[int], names: tuple[str, ...]) -> dict[int, tuple]:
-        """uid -> (base, *the named fields) for the rows of ``uids`` that have been described."""
-        cols = ", ".join(names)
+    def fields(self, uids: list[int], names: tuple[str, ...], *, with_base: bool = True) -> dict[int, tuple]:
+        """uid -> ([base,] *the named fields) for the rows of ``uids`` that have been described
+        (without the base name for rows the caller has checked before)."""
+        cols = ("base, " if with_base else "") + ", ".join(names)
         return {row[0]: row[1:] for row in
-                self._in(f"SELECT uid, base, {cols} FROM messages WHERE uid IN ({{}}) AND plain IS NOT NULL",
-                         uids)}
+                self._in(f"SELECT uid, {cols} FROM messages WHERE uid IN ({{}}) AND plain IS NOT NULL", uids)}
 
     def row(self, uid: int) -> tuple | None:
         """(base, internal date, *FIELDS) of one message, or None."""
@@ -150,10 +150,14 @@ class FolderIndex:
                                "WHERE uid = ?", (uid,)).fetchone()
 
     def _in(self, query: str, uids: list[int]) -> list:
-        # A sorted list of UIDs in a row is a range; otherwise at most 500 at a time (SQLite
-        # allows 999 variables in one statement in old builds).
-        if uids and uids[-1] - uids[0] == len(uids) - 1 and uids == sorted(uids):
-            return self.db.execute(query.replace("IN ({})", "BETWEEN ? AND ?"), (uids[0], uids[-1])).fetchall()
+        # Sorted UIDs with few gaps (a FETCH 1:*, a batch of a SEARCH) are read as a range;
+        # others at most 500 at a time (SQLite allows 999 variables in one statement in old builds).
+        if uids and uids[-1] - uids[0] < 4 * len(uids) and uids == sorted(uids):
+            rows = self.db.execute(query.replace("IN ({})", "BETWEEN ? AND ?"), (uids[0], uids[-1])).fetchall()
+            if uids[-1] - uids[0] == len(uids) - 1:
+                return rows
+            wanted = set(uids)
+            return [row for row in rows if row[0] in wanted]
         out = []
         for i in range(0, len(uids), 500):
             part = uids[i:i + 500]

@@ -9,6 +9,8 @@ Layout under the store's root folder::
     <login>/.Sent/ .Trash/ ...    other folders, Maildir++ style (as stdlib ``mailbox`` does);
                                   a new account's special folders are made on first use
     <folder>/maillab-uidvalidity  "UIDVALIDITY UIDNEXT" for the folder
+    <folder>/maillab-index.sqlite what IMAP asks about each message, parsed once (a cache:
+                                  ``maillab.index``; made again whenever it is lost)
 
 Every message file is named ``<unique>,U=<uid>,W=<size>:2,<flags>``:
 
@@ -20,6 +22,9 @@ Every message file is named ``<unique>,U=<uid>,W=<size>:2,<flags>``:
 Delivery writes to ``tmp/`` and then renames into ``new/``: a crash never leaves half a message
 visible. A message's UID is in its file name; UIDNEXT is saved before any message is removed,
 so a crash can leave a gap in the UIDs but never a repeated one.
+
+The files are the truth: a folder lists ``cur/`` and ``new/`` again when their modification
+times say something else changed them (a learner in a terminal), and tells its listeners.
 
 All methods are safe to call from any thread: one re-entrant lock guards every change.
 Listeners registered on a folder are told of every change (IMAP uses this to announce
@@ -71,7 +76,7 @@ _OWN_NAMES_RE = re.compile(r"^([^:,\n]+,U=(\d+),W=(\d+)(?::2,([A-Za-z]*))?)$", r
 # Linux; whole seconds on some): a change made in the tick of the last listing may leave the
 # modification time as it was. A listing is trusted only for directories that had not changed
 # for this long before it (else the next look lists again, as Dovecot does).
-CLOCK_TICK_NS = 50_000_000
+CLOCK_TICK_NS = 20_000_000
 CLOCK_TICK_COARSE_NS = 2_000_000_000  # when both times are whole seconds
 OPEN_INDEXES = 32  # folder index files open at once per store (each holds three descriptors)
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "maillab"
@@ -154,7 +159,7 @@ class MessageInfo:
     the internal date, looked up when first asked for: a SELECT does not need it).
     """
 
-    __slots__ = ("uid", "size", "flags", "name", "recent", "_date", "_folder")
+    __slots__ = ("uid", "size", "flags", "name", "recent", "_date", "_folder", "described")
 
     def __init__(self, uid: int, size: int, flags: frozenset[str], internaldate: float | None,
                  name: str, recent: bool = False, folder: "Folder | None" = None):
@@ -165,6 +170,7 @@ class MessageInfo:
         self.recent = recent  # still in new/: no IMAP session has seen it yet
         self._date = internaldate
         self._folder = folder
+        self.described = False  # the folder's index has a row for this very file
 
     @property
     def internaldate(self) -> float:
@@ -293,7 +299,7 @@ class Folder:
     @property
     def uidnext(self) -> int:
         with self._lock:
-            self._current_index()
+            self._ensure_index()
             return self._uidnext
 
     def _allocate_uid(self) -> int:
@@ -383,7 +389,7 @@ class Folder:
                     if old.flags != flags:
                         changes.append(Change("flags", uid, flags | frozenset(self.keywords.get(uid, ()))))
                     if name.split(":", 1)[0] != old.base:
-                        old._date = None  # another file under that UID: its own date
+                        old._date, old.described = None, False  # another file under that UID
                     old.name, old.size, old.flags, old.recent = name, size, flags, recent
                     continue
                 if old is not None and uid in fresh and (name, recent) < (old.name, old.recent):
@@ -506,13 +512,18 @@ class Folder:
         with self._lock:
             index = self._ensure_index()
             infos = [index[u] for u in uids if u in index]
-            rows = self._indexed(lambda db: db.fields(sorted(i.uid for i in infos), fields)) or {}
-            out = {}
+            # Rows checked against their files before are read without the base name (a third
+            # of the cost); the others are checked now.
+            out = self._indexed(lambda db: db.fields([i.uid for i in infos if i.described], fields,
+                                                     with_base=False)) or {}
+            unsure = [info for info in infos if info.uid not in out]
+            rows = self._indexed(lambda db: db.fields([i.uid for i in unsure], fields)) or {} if unsure else {}
             todo = []
-            for info in infos:
+            for info in unsure:
                 row = rows.get(info.uid)
                 if row is not None and row[0] == info.base:
                     out[info.uid] = row[1:]
+                    info.described = True
                 else:
                     todo.append((info.uid, info.base, info.file))
         if not todo:
@@ -618,6 +629,16 @@ class Folder:
             kws = self.keywords
             return [(info, info.flags | frozenset(kws[uid]) if uid in kws else info.flags)
                     for uid, info in self._current_index().items()]
+
+    def uids(self) -> list[int]:
+        """The folder's UIDs, in order."""
+        with self._lock:
+            return list(self._current_index())
+
+    def first_unseen(self) -> int | None:
+        """The UID of the first message without \\Seen, if any."""
+        with self._lock:
+            return next((uid for uid, info in self._ensure_index().items() if "\\Seen" not in info.flags), None)
 
     def lookup(self, uids: Iterable[int]) -> list[tuple[MessageInfo, frozenset[str]] | None]:
         """(message, all its flags) for each UID, None for those not here (any longer)."""

@@ -36,7 +36,9 @@ import math
 import re
 
 from .. import __version__
+from .. import serverlang
 from ..i18n import _
+from ..serverlang import speaking
 from ..store import FLAG_TO_LETTER, HIERARCHY_DELIMITER, FolderError
 from . import fetch as fetchmod
 from . import search as searchmod
@@ -50,7 +52,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
 CAPABILITIES = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
-                "MOVE", "UNSELECT", "SPECIAL-USE", "CHILDREN"]
+                "MOVE", "UNSELECT", "SPECIAL-USE", "CHILDREN", "LANGUAGE"]
 DELIM = HIERARCHY_DELIMITER
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 _TAG_RE = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")  # RFC 3501: ASTRING-CHAR but "+", ASCII only
@@ -146,7 +148,7 @@ class Selected:
         self._session = session
         with folder.account.store.lock:
             folder.subscribe(self.listener)
-            self.uids = [m.uid for m in folder.messages()]
+            self.uids = folder.uids()
         self.uid_set = set(self.uids)
 
     def listener(self, change) -> None:
@@ -197,6 +199,7 @@ class ImapSession:
         # login attempts so far.
         self.commands_done = 0
         self.login_attempts = 0
+        self.language: str | None = None  # LANGUAGE (RFC 5255): None is i-default, never asked
 
     # ------------------------------------------------------------------ I/O surface
     def greeting(self) -> None:
@@ -260,7 +263,12 @@ class ImapSession:
 
     def _process(self) -> None:
         """Run the complete commands that have arrived, until one makes the session wait (or
-        ``commands_per_turn`` of them ran: data_to_send runs the next ones)."""
+        ``commands_per_turn`` of them ran: data_to_send runs the next ones). Their replies'
+        text is in the session's language (LANGUAGE, RFC 5255)."""
+        with speaking(self.language):
+            self._run_commands()
+
+    def _run_commands(self) -> None:
         self._more = False
         done = 0
         while not self.busy:
@@ -293,13 +301,14 @@ class ImapSession:
         request, self.login_request = self.login_request, None
         if request is None or self.closing:
             return
-        if retry_after is not None:
-            self._tagged(request.tag, "NO", _(
-                "too many login attempts on this account just now, so your password was not "
-                "checked; try again in {seconds} seconds").format(seconds=math.ceil(retry_after)),
-                "UNAVAILABLE")
-        else:
-            self._login_answer(request, account)
+        with speaking(self.language):
+            if retry_after is not None:
+                self._tagged(request.tag, "NO", _(
+                    "too many login attempts on this account just now, so your password was not "
+                    "checked; try again in {seconds} seconds").format(seconds=math.ceil(retry_after)),
+                    "UNAVAILABLE")
+            else:
+                self._login_answer(request, account)
         self._process()
 
     def changes_arrived(self) -> None:
@@ -514,6 +523,27 @@ class ImapSession:
         self._untagged(f'ID ("name" "maillab" "version" "{__version__}")')
         self._done(tag, "ID completed")
 
+    def cmd_language(self, tag, cur, uid):
+        """RFC 5255 3: list the languages, or speak the first one asked for that is offered."""
+        ranges = []
+        while cur.maybe_sp():
+            ranges.append(cur.astring("language range").decode("ascii", "replace"))
+        cur.expect_end()
+        if not all(serverlang.is_range(r) for r in ranges):
+            raise ParseError(_("a language is a tag such as el or en, e.g. a1 LANGUAGE el"))
+        if not ranges:
+            self._untagged("LANGUAGE (" + " ".join(serverlang.LANGUAGES) + ")")
+            self._done(tag, "Supported languages have been enumerated")
+            return
+        chosen = serverlang.choose(ranges, self.language or serverlang.DEFAULT)
+        if chosen is None:  # (the refusal in the language in use until now)
+            raise No(_("this server does not speak that language; LANGUAGE alone lists the ones "
+                       "it does"))
+        self._untagged(f"LANGUAGE ({chosen})")
+        self.language = chosen  # from right after the LANGUAGE response on
+        with speaking(chosen):
+            self._tagged(tag, "OK", _("from now on this server answers you in English"))
+
     def cmd_enable(self, tag, cur, uid):
         """RFC 5161. None of the extensions ENABLE can turn on (CONDSTORE, QRESYNC, UTF8=ACCEPT)
         is offered, so nothing is enabled; the answer says so, as the RFC asks."""
@@ -642,11 +672,9 @@ class ImapSession:
                            + _("Flags permitted"))
         self._untagged(f"{len(sel.uids)} EXISTS")
         self._untagged(f"{len(sel.recent)} RECENT")
-        unseen = {info.uid for info, flags in folder.snapshot() if "\\Seen" not in flags}
-        for seq, u in enumerate(sel.uids, 1):
-            if u in unseen:
-                self._untagged(f"OK [UNSEEN {seq}] " + _("First unseen"))
-                break
+        first_unseen = sel.seq_of(folder.first_unseen() or 0)
+        if first_unseen:
+            self._untagged(f"OK [UNSEEN {first_unseen}] " + _("First unseen"))
         self._untagged(f"OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid")
         self._untagged(f"OK [UIDNEXT {folder.uidnext}] " + _("Predicted next UID"))
         cmd = "EXAMINE" if readonly else "SELECT"
@@ -1080,6 +1108,10 @@ class ImapSession:
         fields = tuple(fetchmod.INDEX_FIELDS[i.name] for i in items if i.name in fetchmod.INDEX_FIELDS)
         has_flags = any(i.name == "FLAGS" for i in items)
         flags_texts: dict = {}  # (flags, recent) -> the FLAGS text: few kinds in a folder
+        recent = sel.recent
+        # message numbers: looked up in a table when there are many (bisecting is slower)
+        seq_of = ({u: n for n, u in enumerate(sel.uids, 1)}.get if len(uids) > FETCH_BATCH
+                  else lambda u, _default=0: sel.seq_of(u))
         missing = False
         sent = 0
         try:
@@ -1089,31 +1121,32 @@ class ImapSession:
                 described = folder.described([u for u, k in zip(chunk, known) if k], fields) if fields else {}
                 lines = []
                 for u, got in zip(chunk, known):
-                    seq = sel.seq_of(u)
+                    seq = seq_of(u, 0)
                     if got is None or seq == 0 or (fields and u not in described):
                         missing = True
                         continue
                     info, flags = got
-                    values = iter(described.get(u, ()))
+                    values = iter(described[u]) if fields else None
                     parts = []
                     for item in items:
-                        if item.name == "FLAGS":
-                            key = (flags, u in sel.recent)
+                        name = item.name
+                        if name == "FLAGS":
+                            key = (flags, u in recent)
                             text = flags_texts.get(key)
                             if text is None:
                                 text = flags_texts[key] = b"FLAGS " + self._flags_text(u, flags).encode()
                             parts.append(text)
-                        elif item.name in fetchmod.INDEX_FIELDS:
-                            parts.append(item.name.encode() + b" " + next(values))
+                        elif name in fetchmod.INDEX_FIELDS:
+                            parts.append(name.encode() + b" " + next(values))
                         else:
                             parts += self._fetch_item(item, u, info, flags, None, None)
-                    if has_flags:
-                        self._flags_reported.add(u)
                     line = b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
                     lines.append(line)
                     sent += len(line)
                     if sent > MAX_FETCH_OUTPUT:  # (a BODYSTRUCTURE may be long: up to MAX_PARTS parts)
                         break
+                if has_flags:
+                    self._flags_reported.update(chunk)
                 yield b"".join(lines)
                 if sent > MAX_FETCH_OUTPUT:
                     self._sync(allow_expunge=uid)
@@ -1414,7 +1447,7 @@ SEL = (State.SELECTED,)
 
 COMMANDS = {
     "CAPABILITY": ("cmd_capability", ANY), "NOOP": ("cmd_noop", ANY), "LOGOUT": ("cmd_logout", ANY),
-    "ID": ("cmd_id", ANY), "STARTTLS": ("cmd_starttls", NOT_AUTH),
+    "ID": ("cmd_id", ANY), "LANGUAGE": ("cmd_language", ANY), "STARTTLS": ("cmd_starttls", NOT_AUTH),
     "LOGIN": ("cmd_login", NOT_AUTH), "AUTHENTICATE": ("cmd_authenticate", NOT_AUTH),
     "SELECT": ("cmd_select", AUTH), "EXAMINE": ("cmd_examine", AUTH), "CREATE": ("cmd_create", AUTH),
     "DELETE": ("cmd_delete", AUTH), "RENAME": ("cmd_rename", AUTH),

@@ -227,6 +227,13 @@ class SearchContext:
         self.cached = cached or {}
         self._raw = self._headers = self._entities = self._body = self._full = None
 
+    def next_message(self, seq: int, uid: int, flags: frozenset, size: int, internaldate,
+                     recent: bool, cached: dict | None) -> None:
+        """Make this context another message's (a search over a folder makes one context)."""
+        self.seq, self.uid, self.flags, self.size = seq, uid, flags, size
+        self.internaldate, self.recent, self.cached = internaldate, recent, cached or {}
+        self._raw = self._headers = self._entities = self._body = self._full = None
+
     @property
     def raw(self) -> bytes:
         if self._raw is None:
@@ -340,6 +347,13 @@ def _sent_day(ctx: SearchContext) -> tuple[int, int, int]:
 
 def matches(node, ctx: SearchContext) -> bool:
     kind = node[0]
+    if kind == "header":
+        key = "h_" + node[1]
+        if key in ctx.cached and "\x00" not in node[2]:  # the index's values, NUL between them
+            value = ctx.cached[key]
+            return value is not None and node[2] in value
+        values = ctx.header_text(node[1])
+        return any(node[2] in v for v in values)
     if kind == "and":
         return all(matches(n, ctx) for n in node[1])
     if kind == "all":
@@ -366,9 +380,6 @@ def matches(node, ctx: SearchContext) -> bool:
         return not matches(node[1], ctx)
     if kind == "or":
         return matches(node[1], ctx) or matches(node[2], ctx)
-    if kind == "header":
-        values = ctx.header_text(node[1])
-        return any(node[2] in v for v in values)
     if kind == "body":
         return not ctx.without(node[2]) and node[1] in ctx.body_text()
     if kind == "text":
@@ -399,11 +410,12 @@ def search_folder(tree, folder, uids: list[int], recent: set[int]):
     read in batches from it rather than from the messages.
     """
     fields = tuple(sorted(cached_fields(tree)))
-    star_seq, star_uid = len(uids), (uids[-1] if uids else 0)
     found = []
     clock = time.perf_counter
     since = clock()
     batch = 256
+    ctx = SearchContext(0, 0, frozenset(), 0, 0.0, False, lambda: folder.read(ctx.uid), len(uids),
+                        uids[-1] if uids else 0)
     for start in range(0, len(uids), batch):
         chunk = uids[start:start + batch]
         known = folder.lookup(chunk)
@@ -413,9 +425,8 @@ def search_folder(tree, folder, uids: list[int], recent: set[int]):
                 continue  # expunged by someone else meanwhile
             info, flags = got
             values = cached.get(uid)
-            ctx = SearchContext(seq, uid, flags, info.size, lambda i=info: i.internaldate, uid in recent,
-                                lambda u=uid: folder.read(u), star_seq, star_uid,
-                                dict(zip(fields, values)) if values is not None else None)
+            ctx.next_message(seq, uid, flags, info.size, lambda i=info: i.internaldate, uid in recent,
+                             dict(zip(fields, values)) if values is not None else None)
             try:
                 if matches(tree, ctx):
                     found.append((seq, uid))
