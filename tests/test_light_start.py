@@ -67,6 +67,16 @@ def test_import_maillab_loads_the_lab_and_its_smtp_server(after_import):
     assert {"maillab.lab", "maillab.smtp", "maillab.store", "aiosmtpd.smtp"} <= after_import
 
 
+def test_serve_does_not_load_the_grader_but_grade_still_has_its_options():
+    modules = modules_after("import maillab.__main__ as cli\n"
+                            "cli.serve = lambda args: 0  # the command line read, no lab started\n"
+                            "cli.main(['serve', '--ports', 'any'])")
+    assert loaded(modules, "maillab.grader") == []
+    out = subprocess.run([sys.executable, "-m", "maillab", "grade", "--help"], capture_output=True,
+                         text=True, check=True, timeout=120)
+    assert "--workers" in out.stdout and "--no-sandbox" in out.stdout
+
+
 def test_a_started_lab_loads_certificates_but_the_webmail_only_when_a_browser_comes():
     modules = modules_after(
         "import socket, sys, maillab\n"

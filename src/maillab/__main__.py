@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
                                    "below 1024)")
     grade = sub.add_parser("grade", help="autograde every collected submission of a lab, in "
                                          "sandboxes, checked outside the notebooks")
-    from .grader.command import add_arguments
-    add_arguments(grade)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["grade"]:  # the grader's modules load for grading only, not for serve
+        from .grader.command import add_arguments
+        add_arguments(grade)
     args = parser.parse_args(argv)
     if args.command == "grade":
         from .grader.command import run

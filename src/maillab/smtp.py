@@ -139,6 +139,19 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
+_date_of_second: tuple[int, str] = (0, "")
+
+
+def _header_date() -> str:
+    """Now as a header's date (RFC 5322 3.3, local time), made once a second: the text has
+    whole seconds, so the messages of one second share it."""
+    global _date_of_second
+    second = int(time.time())
+    if _date_of_second[0] != second:
+        _date_of_second = (second, email.utils.formatdate(second, localtime=True))
+    return _date_of_second[1]
+
+
 def _received_header(server, session: Session, ctx: ServerContext, queue_id: str,
                      rcpt: str | None) -> bytes:
     peer_ip = session.peer[0] if session.peer else "unknown"
@@ -149,7 +162,7 @@ def _received_header(server, session: Session, ctx: ServerContext, queue_id: str
     if session.authenticated:
         protocol += "A"
     for_part = f"\r\n\tfor <{rcpt}>" if rcpt else ""
-    date = email.utils.formatdate(localtime=True)
+    date = _header_date()
     return (f"Received: from {helo} ([{peer_ip}])\r\n\tby {ctx.hostname} (maillab) with {protocol} "
             f"id {queue_id}{for_part};\r\n\t{date}\r\n").encode()
 
@@ -157,6 +170,12 @@ def _received_header(server, session: Session, ctx: ServerContext, queue_id: str
 # A mailbox as RFC 5321 4.1.2 allows it, less quoted local parts (dot-atom@domain); UTF-8
 # letters are allowed because the server offers SMTPUTF8 (RFC 6531).
 _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\\\"]+@(?:[^\s@<>()\[\],;:\\\".]+\.)*[^\s@<>()\[\],;:\\\".]+$")
+
+
+# <local@domain> of dot-atoms in ASCII (RFC 5322 3.2.3), then the end or spaces and a parameter:
+# the parser's answer for these is the text between the brackets and what follows the spaces.
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?:\Z| +(?=[^\s(]))")
 
 
 def malformed(address: str) -> str | None:
@@ -252,7 +271,7 @@ class DeliveryHandler:
             head = re.split(rb"\r?\n\r?\n", content, maxsplit=1)[0]
             headers = BytesHeaderParser(policy=policy.compat32).parsebytes(head + b"\r\n\r\n")
             if headers.get("Date") is None:
-                added += f"Date: {email.utils.formatdate(localtime=True)}\r\n".encode()
+                added += f"Date: {_header_date()}\r\n".encode()
             if headers.get("Message-ID") is None:
                 added += f"Message-ID: <{queue_id}.{int(time.time())}@{self.ctx.hostname}>\r\n".encode()
         local = [r for r in envelope.rcpt_tos if r.rpartition("@")[2].lower() == self.ctx.domain]
@@ -444,14 +463,26 @@ class LabSMTP(SMTP):
             return NULL_PATH, stripped[2:]
         if not arg:
             return "", ""
-        try:
-            address, rest = (get_angle_addr if stripped.startswith("<") else get_addr_spec)(arg)
-            addr = address.addr_spec
-        except Exception:  # HeaderParseError, and others on some inputs, e.g. "<@a.example:"
-            return None, None
+        start = arg.lstrip(" \t")  # (the parser skips these; other spaces it refuses)
+        plain = _PLAIN_ANGLE_ADDR.match(start)
+        if plain:  # what nearly every client sends: the parser would give the same, slowly
+            addr, rest = plain.group(1), start[plain.end():]
+        else:
+            addr, rest = self._parsed_address(arg, stripped)
+            if addr is None:
+                return None, None
         if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
             return None, None
         return addr, rest
+
+    @staticmethod
+    def _parsed_address(arg: str, stripped: str):
+        """The address and the rest of ``arg`` by the email package's parser, or (None, None)."""
+        try:
+            address, rest = (get_angle_addr if stripped.startswith("<") else get_addr_spec)(arg)
+            return address.addr_spec, rest
+        except Exception:  # HeaderParseError, and others on some inputs, e.g. "<@a.example:"
+            return None, None
 
     # ---- AUTH
     @syntax("AUTH <mechanism>")

@@ -13,7 +13,6 @@ clear-text ports, random-looking bytes on the TLS ports.
 from __future__ import annotations
 
 import asyncio
-import html
 import string
 import threading
 import time
@@ -35,7 +34,8 @@ class WireLog:
     chunks: list[tuple[float, str, bytes]] = field(default_factory=list)
     total: dict[str, int] = field(default_factory=lambda: {CLIENT: 0, SERVER: 0})
 
-    def add(self, who: str, data: bytes) -> None:
+    def add(self, who: str, data: bytes | memoryview) -> None:
+        """Count ``data``; copy it while this direction has room (past it, only the count)."""
         kept = self.total[who]
         self.total[who] += len(data)
         if kept < self.limit:
@@ -63,13 +63,13 @@ class TapSocket:
     def recv_into(self, buffer, nbytes=0, *args):
         n = self._sock.recv_into(buffer, nbytes, *args)
         if n:
-            self.wire.add(CLIENT, bytes(memoryview(buffer)[:n]))
+            self.wire.add(CLIENT, memoryview(buffer)[:n])
         return n
 
     def send(self, data, *args):
         n = self._sock.send(data, *args)
         if n:
-            self.wire.add(SERVER, bytes(memoryview(data)[:n]))
+            self.wire.add(SERVER, memoryview(data)[:n])
         return n
 
     def sendmsg(self, buffers, *args):
@@ -78,7 +78,7 @@ class TapSocket:
         for b in buffers:
             if left <= 0:
                 break
-            piece = bytes(memoryview(b)[:left])
+            piece = memoryview(b).cast("B")[:left]
             self.wire.add(SERVER, piece)
             left -= len(piece)
         return n
@@ -188,4 +188,5 @@ class Observed:
         return f"<Observed {len(self.connections)} connections>"
 
     def _repr_html_(self) -> str:
+        import html  # (imported here: every lab start loads this module, few show it)
         return "<pre>" + html.escape(str(self)) + "</pre>"
