@@ -1,33 +1,83 @@
-"""Lab 2: a raw-socket POP3 client (S5-S7, S13)."""
+"""Lab 2: POP3 by hand (Level 1) and a raw-socket POP3 client (Level 2) (S5-S7, S13)."""
+
+# Level 1: one test cell per step of the session typed by hand (step, points).
+HAND_STEPS = [("login", 6), ("look", 5), ("retr", 8), ("dele", 8), ("quit", 7), ("kept", 6)]
 
 
 def build(b, setup_md, setup, stop):
     b.md("""
-# Lab 2: write your own POP3 client
+# Lab 2: POP3, by hand and in code
 
-**POP3** lets a mail client download messages from its server (port 110, or 995 encrypted).
+**POP3** lets a mail program download messages from its server (port 110, or 995 encrypted).
 Its design: log in, download everything, delete it on the server, hang up; or, if the user
-asks for it, keep a copy on the server. In this lab you write such a client with a plain
-socket (no `poplib`). The grader checks what the server saw, and what is left in the mailbox
-on disk afterwards.
+asks for it, keep a copy on the server. In this lab you first speak POP3 yourself, line by line
+(level 1), then write such a program with a plain socket, no `poplib` (level 2). The grader
+checks what the server saw, and what is left in the mailbox on disk afterwards.
 
-| part | what you build | points |
+| part | what you do | points |
 | --- | --- | --- |
-| 1 | log in (USER, PASS) | 10 |
-| 2 | how much mail is there? (STAT) | 10 |
-| 3 | read a reply of many lines (dot-stuffing, the other way round) | 10 |
-| 4 | list the messages with sizes and unique ids (LIST, UIDL) | 15 |
-| 5 | download everything, with or without deleting (RETR, DELE) | 15 |
-| 6 | download only what is new, keep a copy (UIDL) | 10 |
-| 7 | prove that a dropped connection deletes nothing | 10 |
-| 8 | ports and states | 10 |
-| 9 | a short written answer (graded by your teacher) | 10 |
+| **level 1** | | |
+| 1 | by hand: download one message, delete another, keep the rest | 40 |
+| **level 2** | | |
+| 2 | log in (USER, PASS) | 6 |
+| 3 | how much mail is there? (STAT) | 5 |
+| 4 | read a reply of many lines (dot-stuffing, the other way round) | 6 |
+| 5 | list the messages with sizes and unique ids (LIST, UIDL) | 8 |
+| 6 | download everything, with or without deleting (RETR, DELE) | 8 |
+| 7 | download only what is new, keep a copy (UIDL) | 6 |
+| 8 | prove that a dropped connection deletes nothing | 6 |
+| 9 | ports and states | 5 |
+| 10 | a short written answer (graded by your teacher) | 10 |
 
-Every test makes a new account with a few messages for your code, so you can run a test again
-and again.
+In level 2, every test makes a new account with a few messages for your code, so you can run a
+test again and again.
 """)
     b.md(setup_md)
     b.given("setup", setup)
+    b.md("""
+## Part 1: your mailbox, by hand (40 points)
+
+Bob (password `builder`) has three messages waiting on the server of `example.com`. Run the
+next cell to put them there; run it again whenever you want to start over.
+""")
+    b.given("fill_box", """
+grading.fill_mailbox(lab, "bob", "builder", "bob@example.com")
+for number, (subject, text) in enumerate(grading.POP3_BOX, 1):
+    print(number, subject)
+""")
+    b.md("""
+A cell that starts with `%%pop3 example.com` connects to the POP3 server of `example.com` (port
+110, or the lab's port standing for it) and sends the lines below it one by one, waiting for
+each answer, as you would type them after `telnet mail.example.com 110`. Replace the two lines
+`# YOUR CODE HERE` and `raise NotImplementedError()` with your session:
+
+1. log in: `USER bob`, then `PASS builder`;
+2. `STAT`: how many messages, and how many bytes (or `LIST`: the size of each one);
+3. `RETR 1`: download message 1 and read it;
+4. `DELE 2`: message 2 is spam, mark it for deletion;
+5. `QUIT`. Only now does the server really delete what you marked (its *UPDATE* state): a
+   session that ends without `QUIT` deletes nothing.
+
+Leave message 3 on the server: your phone should still find it there ("leave a copy on the
+server"). Every answer starts with `+OK` (yes) or `-ERR` (no, and why).
+
+By the way: after `RETR`, this lab's server moves the message from `new/` to `cur/` in its
+Maildir folder and marks it `\\Seen`. That is how *this* server keeps its files, not part of
+POP3: POP3 itself knows nothing about read and unread messages.
+""")
+    b.solution("hand_session", """
+%%pop3 example.com
+### BEGIN SOLUTION
+USER bob
+PASS builder
+STAT
+RETR 1
+DELE 2
+QUIT
+### END SOLUTION
+""")
+    b.step_tests("box", HAND_STEPS, "pop3_steps",
+                 '"pop3:example.com", user="bob", retr=1, dele=2')
     b.md("""
 POP3 answers every command with one status line: `+OK ...` or `-ERR ...`. The next cell gives
 you an exception for the `-ERR` case, and a small function that reads one status line.
@@ -48,7 +98,7 @@ def status(f):
     return line[4:]
 ''')
     b.md("""
-## Part 1: log in (10 points)
+## Part 2: log in (6 points)
 
 After the greeting (`+OK ...`), a POP3 client logs in with two commands: `USER name`, then
 `PASS password`. This is the moment the server checks that you own the mailbox (S13).
@@ -75,7 +125,7 @@ def pop3_login(host, port, user, password):
     return sock, f
     ### END SOLUTION
 ''')
-    b.tests("login_tests", 10, '''
+    b.tests("login_tests", 6, '''
 user, password = grading.make_account(lab, [grading.sample(1)])
 with grading.watch(lab) as ev:
     sock, f = pop3_login(lab.host, lab.pop3_port, user, password)
@@ -85,18 +135,24 @@ with grading.watch(lab) as ev:
 s = ev.session("pop3:example.com")
 print(s)
 assert s.commands() == ["USER", "PASS", "QUIT"], s.commands()
+try:
+    pop3_login(lab.host, lab.pop3_port, user, "not-the-password")
+except POP3Error as e:
+    print("refused, as it should be:", e)
+else:
+    raise AssertionError("a wrong password got -ERR: pop3_login must raise POP3Error")
 ''', '''
 assert s.client_lines[:2] == [f"USER {user}", f"PASS {password}"]
 _u, _p = _g.make_account(lab)
 try:
-    pop3_login(lab.host, lab.pop3_port, _u, "not-the-password")
+    pop3_login(lab.host, lab.pop3_port, _u, "not-" + _p)
 except POP3Error:
     pass
 else:
     raise AssertionError("a wrong password must raise POP3Error")
 ''')
     b.md("""
-## Part 2: how much mail? (10 points)
+## Part 3: how much mail? (5 points)
 
 `STAT` answers `+OK <number of messages> <total size in bytes>`.
 
@@ -116,7 +172,7 @@ def mailbox_size(host, port, user, password):
     return int(count), int(octets)
     ### END SOLUTION
 ''')
-    b.tests("stat_tests", 10, '''
+    b.tests("stat_tests", 5, '''
 msgs = [grading.sample(i) for i in range(3)]
 user, password = grading.make_account(lab, msgs)
 with grading.watch(lab) as ev:
@@ -133,7 +189,7 @@ _u, _p = _g.make_account(lab)
 assert mailbox_size(lab.host, lab.pop3_port, _u, _p) == (0, 0)
 ''')
     b.md("""
-## Part 3: replies of many lines (10 points)
+## Part 4: replies of many lines (6 points)
 
 `LIST`, `UIDL` and `RETR` answer with a status line and then many lines, ended by a line with a
 single dot. Lines that start with a dot got one more dot in front (you added those in Lab 1
@@ -156,7 +212,7 @@ def read_multiline(f):
         out.append(line[1:] if line.startswith(b".") else line)
     ### END SOLUTION
 ''')
-    b.tests("multiline_tests", 10, '''
+    b.tests("multiline_tests", 6, '''
 import io
 assert read_multiline(io.BytesIO(b"1 120\\r\\n2 200\\r\\n.\\r\\n")) == b"1 120\\r\\n2 200\\r\\n"
 assert read_multiline(io.BytesIO(b"..dot\\r\\n.\\r\\nnext\\r\\n")) == b".dot\\r\\n"
@@ -173,7 +229,7 @@ _sock.sendall(b"QUIT\\r\\n")
 _sock.close()
 ''')
     b.md("""
-## Part 4: sizes and unique ids (15 points)
+## Part 5: sizes and unique ids (8 points)
 
 `LIST` gives every message's number and size; `UIDL` its number and *unique id*, a name that
 stays the same as long as the message is on the server (numbers change when messages are
@@ -200,7 +256,7 @@ def list_messages(host, port, user, password):
     return {int(n): (int(sizes[n]), uids[n]) for n in sizes}
     ### END SOLUTION
 ''')
-    b.tests("list_tests", 15, '''
+    b.tests("list_tests", 8, '''
 msgs = [grading.sample(i) for i in range(4)]
 user, password = grading.make_account(lab, msgs)
 with grading.watch(lab) as ev:
@@ -222,7 +278,7 @@ _u, _p = _g.make_account(lab)
 assert list_messages(lab.host, lab.pop3_port, _u, _p) == {}
 ''')
     b.md("""
-## Part 5: download, and maybe delete (15 points)
+## Part 6: download, and maybe delete (8 points)
 
 POP3 was made for this: download every message (`RETR n`), mark each one for deletion
 (`DELE n`), and `QUIT`. Only at `QUIT` does the server really delete them (its *UPDATE*
@@ -252,7 +308,7 @@ def download_all(host, port, user, password, keep=False):
     return messages
     ### END SOLUTION
 ''')
-    b.tests("download_tests", 15, '''
+    b.tests("download_tests", 8, '''
 msgs = [grading.sample(i) for i in range(3)]
 user, password = grading.make_account(lab, msgs)
 with grading.watch(lab) as ev:
@@ -261,17 +317,23 @@ assert got == msgs, "the messages, byte for byte"
 s = ev.session("pop3:example.com")
 assert "DELE" not in s.commands() and s.commands()[-1] == "QUIT", s.commands()
 assert not ev.removed(user), "keep=True must leave the mailbox as it was"
+with grading.watch(lab) as ev:
+    got = download_all(lab.host, lab.pop3_port, user, password, keep=False)
+assert got == msgs, "the messages, byte for byte"
+assert grading.maildir(lab, user) == {}, "keep=False must delete every message (DELE, then QUIT)"
 ''', '''
+_msgs = [_g.sample(i) for i in range(5)]
+_u, _p = _g.make_account(lab, _msgs)
 with _g.watch(lab) as _ev:
-    _got = download_all(lab.host, lab.pop3_port, user, password, keep=False)
+    _got = download_all(lab.host, lab.pop3_port, _u, _p, keep=False)
 _s = _ev.session("pop3:example.com")
-assert _got == msgs
-assert _s.commands().count("DELE") == 3 and _s.commands()[-1] == "QUIT"
-assert _ev.removed(user) == set(_ev.before[user]) and len(_ev.before[user]) == 3
-assert _g.maildir(lab, user) == {}
+assert _got == _msgs
+assert _s.commands().count("DELE") == 5 and _s.commands()[-1] == "QUIT"
+assert _ev.removed(_u) == set(_ev.before[_u]) and len(_ev.before[_u]) == 5
+assert _g.maildir(lab, _u) == {}
 ''')
     b.md("""
-## Part 6: only what is new (10 points)
+## Part 7: only what is new (6 points)
 
 A client that keeps copies on the server must not download the same message twice. It
 remembers the unique ids it has already got (`seen`), asks for `UIDL`, and downloads only
@@ -300,7 +362,7 @@ def download_new(host, port, user, password, seen):
     return new
     ### END SOLUTION
 ''')
-    b.tests("resume_tests", 10, '''
+    b.tests("resume_tests", 6, '''
 msgs = [grading.sample(i) for i in range(3)]
 user, password = grading.make_account(lab, msgs)
 first = download_new(lab.host, lab.pop3_port, user, password, set())
@@ -322,14 +384,19 @@ assert _s.commands().count("RETR") == 1 and "DELE" not in _s.commands()
 assert not _ev.removed(user)
 ''')
     b.md("""
-## Part 7: a dropped connection deletes nothing (10 points)
+## Part 8: a dropped connection deletes nothing (6 points)
 
 What if the connection breaks after `DELE` but before `QUIT`? RFC 1939 says: the server
 never reaches its UPDATE state, so nothing is deleted. Prove it.
 
 Write `delete_then_drop(host, port, user, password, number)`: log in, send `DELE number`
-(check the `+OK`), then close the socket **without** `QUIT`. Then log in again, ask `STAT`,
+(check the `+OK`), then close the connection **without** `QUIT`. Then log in again, ask `STAT`,
 say `QUIT`, and return the number of messages.
+
+Careful: the file `f = sock.makefile("rb")` shares the connection with the socket. While that
+file is open, `sock.close()` alone does **not** close the connection: the server still sees
+your first session, and refuses the second login with `-ERR [IN-USE]`. Close both: `f.close()`,
+then `sock.close()`. (`with sock:` closes only the socket, too.)
 """)
     b.solution("drop", '''
 def delete_then_drop(host, port, user, password, number):
@@ -343,20 +410,20 @@ def delete_then_drop(host, port, user, password, number):
     return mailbox_size(host, port, user, password)[0]
     ### END SOLUTION
 ''')
-    b.tests("drop_tests", 10, '''
+    b.tests("drop_tests", 6, '''
 user, password = grading.make_account(lab, [grading.sample(i) for i in range(2)])
 with grading.watch(lab) as ev:
     count = delete_then_drop(lab.host, lab.pop3_port, user, password, 1)
 print(count)
 first, second = ev.sessions("pop3:example.com")[:2]
 assert first.commands() == ["USER", "PASS", "DELE"], first.commands()
-assert count == 2 and not ev.removed(user)
+assert count == 2 and not ev.removed(user), f"STAT counted {count} messages, expected 2"
 ''', '''
 assert second.commands()[-1] == "QUIT" and "STAT" in second.commands()
 assert len(_g.maildir(lab, user)) == 2
 ''')
     b.md("""
-## Part 8: ports and states (10 points)
+## Part 9: ports and states (5 points)
 """)
     b.solution("concepts", '''
 POP3_PORT = None       # the standard TCP port of POP3
@@ -370,14 +437,14 @@ DELETES_IN = "UPDATE"
 KEEPS_MAIL = "IMAP"
 ### END SOLUTION
 ''')
-    b.tests("concepts_tests", 10, '''
+    b.tests("concepts_tests", 5, '''
 assert isinstance(POP3_PORT, int) and isinstance(POP3S_PORT, int)
 assert DELETES_IN in ("AUTHORIZATION", "TRANSACTION", "UPDATE")
 ''', '''
 assert (POP3_PORT, POP3S_PORT, DELETES_IN, KEEPS_MAIL) == (110, 995, "UPDATE", "IMAP")
 ''')
     b.md("""
-## Part 9: in your own words (10 points, graded by your teacher)
+## Part 10: in your own words (10 points, graded by your teacher)
 
 You read your mail on a phone and on a laptop, both with POP3. Which setting should the
 phone's mail app have, "delete from server" or "leave a copy", and what goes wrong with the

@@ -204,7 +204,10 @@ TARGETS = {
              "first": "read_reply", "leaf": ("ehlo", "ehlo_extensions", "ehlo_tests"),
              "concept": ("ports", ["SMTP_PORT", "SUBMISSION_PORT", "SMTPS_PORT",
                                    "SENDING_PROTOCOL"], "ports_tests")},
+    # the pop3 lab's given cell that fills Bob's mailbox for the session typed by hand calls
+    # grading: with grading replaced (modules), the honest session finds no messages
     "pop3": {"pure": ("mailbox_size", "stat_tests"),
+             "needs_grading": ["box_retr_tests", "box_dele_tests", "box_kept_tests"],
              "evidence": ("download", "download_tests"),
              "first": "login", "leaf": ("list", "list_messages", "list_tests"),
              "concept": ("concepts", ["POP3_PORT", "POP3S_PORT", "DELETES_IN", "KEEPS_MAIL"],
@@ -244,7 +247,7 @@ def attack_cases(lab: str) -> dict:
         "importlib": {"unsolved": [evidence], "insert_after_setup": IMPORTLIB,
                       "fail": [evidence_test]},
         "modules": {"unsolved": [evidence], "insert_after_setup": MODULES,
-                    "fail": [evidence_test]},
+                    "fail": [evidence_test] + t.get("needs_grading", [])},
         "eq": {"extra": liar(pure_fn, constants), "fail": [pure_test, concept_test]},
         "killcell": {"append": {t["first"]: KILL_CELL}, "fail": []},
         "escape": {"unsolved": [evidence], "insert_after_setup": ESCAPE,

@@ -13,6 +13,8 @@ from attacks import ANYTHING  # the same yes-to-everything class as the attacks
 # The steps of the smtp lab's parts typed by hand (solutions/.labs/lab_smtp.py)
 SMTP_HAND = ["hello", "envelope", "message", "headers", "quit"]
 SMTP_SUBMIT = ["tls", "login", "envelope", "message", "headers", "quit"]
+# ... and the pop3 lab's (solutions/.labs/lab_pop3.py)
+POP3_BOX_STEPS = ["login", "look", "retr", "dele", "quit", "kept"]
 
 
 def busy_loop(fn: str) -> str:
@@ -225,13 +227,26 @@ SPEC = {
         "fake": {"unsolved": ["download"], "insert": [("download_tests", FAKE_POP3)]},
         "fail": {
             "partial": ["list_tests", "download_tests", "resume_tests", "drop_tests",
-                        "concepts_tests"],
+                        "concepts_tests"] + [f"box_{step}_tests" for step in POP3_BOX_STEPS],
             "hang": ["list_tests", "resume_tests"],
             "swallow": ["download_tests"],
             "kill": ["stat_tests", "drop_tests"],
             "cells": ["resume_tests", "concepts_tests"],
             "tamper": ["download_tests"],  # honest work (the notebook's own tests fail more)
             "fake": ["download_tests"],
+        },
+        "slips": {
+            "slip_quit": {"typed": {"hand_session": ("DELE 2\nQUIT", "DELE 2")},
+                          "fail": ["box_quit_tests"]},
+            "slip_typo": {"typed": {"hand_session": ("PASS builder", "PAS builder")},
+                          "fail": [f"box_{step}_tests" for step in POP3_BOX_STEPS]},
+            "slip_order": {"typed": {"hand_session": ("USER bob\nPASS builder\nSTAT",
+                                                      "STAT\nUSER bob\nPASS builder")},
+                           "fail": ["box_look_tests"]},
+            "slip_dele": {"typed": {"hand_session": ("DELE 2", "DELE 2\nDELE 3")},
+                          "fail": ["box_kept_tests"]},
+            "slip_retr": {"typed": {"hand_session": ("RETR 1", "RETR 2")},
+                          "fail": ["box_retr_tests"]},
         },
     },
     "imap": {
