@@ -116,6 +116,23 @@ def test_search_from_the_index_finds_what_the_messages_hold(ctx, filled):  # noq
     assert after == reference
 
 
+def test_a_search_does_without_the_index_when_describing_fails(ctx, filled, monkeypatch):  # noqa: F811
+    c = selected_client(ctx)
+    keys = ['FROM "bob"', 'SUBJECT "report"', 'TEXT "the"']
+    right = [lines(c.cmd(f"s SEARCH {k}"))[0] for k in keys]
+    fresh = Store(filled.account.store.root, hash_n=2**10)  # a store whose index is not filled yet
+    try:
+        (filled.path / indexmod.INDEX_FILE).unlink()
+
+        def broken(raw):
+            raise ValueError("a bug met on some message")
+        monkeypatch.setattr(indexmod, "describe", broken)
+        c2 = selected_client(ServerContext(fresh, Recorder(), "mail.example.com", "example.com"))
+        assert [lines(c2.cmd(f"s SEARCH {k}"))[0] for k in keys] == right
+    finally:
+        fresh.close()
+
+
 # ----------------------------------------------------------------------------- changes
 
 def test_delivered_flagged_and_expunged_messages_show_at_the_next_command(ctx, store, filled):  # noqa: F811

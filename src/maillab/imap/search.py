@@ -15,6 +15,7 @@ import email
 import email.header
 import email.policy
 import email.utils
+import logging
 import re
 import time
 from typing import Callable
@@ -23,6 +24,8 @@ from ..i18n import _
 from ..index import SEARCH_HEADERS
 from .fetch import MAX_PARTS, header_values, parse_message, split_header, walk
 from .parser import Cursor, ParseError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["parse_search", "SearchContext", "matches", "needs_message", "search_folder", "transparent",
            "SUPPORTED_CHARSETS"]
@@ -419,7 +422,7 @@ def search_folder(tree, folder, uids: list[int], recent: set[int]):
     for start in range(0, len(uids), batch):
         chunk = uids[start:start + batch]
         known = folder.lookup(chunk)
-        cached = folder.described([u for u, k in zip(chunk, known) if k], fields) if fields else {}
+        cached = _described(folder, [u for u, k in zip(chunk, known) if k], fields) if fields else {}
         for seq, uid, got in zip(range(start + 1, start + batch + 1), chunk, known):
             if got is None:
                 continue  # expunged by someone else meanwhile
@@ -436,6 +439,16 @@ def search_folder(tree, folder, uids: list[int], recent: set[int]):
                 yield b""
                 since = clock()
     return found
+
+
+def _described(folder, uids: list[int], fields: tuple[str, ...]) -> dict:
+    """The index's fields of these messages; none when describing one of them fails (a bug
+    found on some hostile message must not stop a search that can do without the index)."""
+    try:
+        return folder.described(uids, fields)
+    except Exception:
+        log.exception("SEARCH: the folder index could not describe a message")
+        return {}
 
 
 # Charsets in which ASCII bytes stand for the same ASCII text.
