@@ -607,6 +607,11 @@ def test_a_client_over_the_connection_limit_gets_a_polite_bye():
                             b"close one of yours or try again in a moment\r\n")
         assert f.readline() == b""
         s.close()
+        time.sleep(0.1)
+        refused = [line for line in srv.transcript() if line.text.startswith("* BYE [UNAVAILABLE]")]
+        assert len(refused) == 1  # the transcript shows the refusal and why
+        assert any(line.who == "*" and line.conn == refused[0].conn and
+                   "refused: 2 connections already open" in line.text for line in srv.transcript())
         first[0].sendall(b"a1 LOGOUT\r\n")
         assert first[1].readline().startswith(b"* BYE Logging out") and first[1].readline().startswith(b"a1 OK")
         first[0].close()

@@ -495,6 +495,8 @@ def test_a_client_over_the_connection_limit_gets_a_polite_refusal():
             answer = other.makefile("rb").readline()
             assert answer == (b"-ERR [SYS/TEMP] mail.example.com has too many connections open; "
                               b"close one of yours or try again in a moment\r\n")
+        assert wait_until(lambda: any("refused: 1 connections already open" in line.text
+                                      for line in lab.transcript()))  # says so, and why
         sock.sendall(b"QUIT\r\n")
         assert reader.readline().startswith(b"+OK")
         sock.close()

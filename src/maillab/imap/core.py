@@ -541,8 +541,7 @@ class ImapSession:
                        "it does"))
         self._untagged(f"LANGUAGE ({chosen})")
         self.language = chosen  # from right after the LANGUAGE response on
-        with speaking(chosen):
-            self._tagged(tag, "OK", _("from now on this server answers you in English"))
+        self._tagged(tag, "OK", serverlang.switched(chosen))
 
     def cmd_enable(self, tag, cur, uid):
         """RFC 5161. None of the extensions ENABLE can turn on (CONDSTORE, QRESYNC, UTF8=ACCEPT)

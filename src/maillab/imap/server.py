@@ -36,6 +36,7 @@ import socket
 
 from ..i18n import _
 from ..net import ServerContext, quickack, set_nodelay
+from ..serverlang import speaking
 from ..tls import describe, serve
 from .core import ImapSession, State
 
@@ -233,6 +234,18 @@ class ImapProtocol(asyncio.Protocol):
         if self.loop.time() < when:
             self._timer = self.loop.call_at(when, self._check_timers)
             return
+        _bye, event, seconds = self._timeout_texts(why)  # the transcript's line: the lab's words
+        with speaking(self.session.language):  # the client's: in its LANGUAGE, if it asked
+            bye = self._timeout_texts(why)[0]
+        self.conn.event(event.format(seconds=seconds))
+        self.session.autologout(bye)
+        out = self.session.data_to_send()
+        self.conn.server(out)
+        self.transport.write(out)
+        self.transport.close()
+
+    def _timeout_texts(self, why: str) -> tuple[str, str, float]:
+        """(the BYE text, the transcript's line, the seconds) for a timer that ran out."""
         if why == "login":
             seconds = self.login_timeout
             bye = _("Autologout; no login within {seconds:g} seconds; connect again").format(seconds=seconds)
@@ -246,12 +259,7 @@ class ImapProtocol(asyncio.Protocol):
             seconds = self.timeout
             bye = _("Autologout; idle for {seconds:g} seconds").format(seconds=seconds)
             event = _("no command for {seconds:g} s (imap_timeout, RFC 3501 5.4): autologout")
-        self.conn.event(event.format(seconds=seconds))
-        self.session.autologout(bye)
-        out = self.session.data_to_send()
-        self.conn.server(out)
-        self.transport.write(out)
-        self.transport.close()
+        return bye, event, seconds
 
     async def _start_tls(self) -> None:
         ssl_context = (self.ctx.server_tls_context() if hasattr(self.ctx, "server_tls_context")

@@ -50,7 +50,9 @@ from dataclasses import dataclass
 
 from .. import __version__
 from ..i18n import _
+from .. import serverlang
 from ..net import LoginAttempt
+from ..serverlang import speaking
 
 __all__ = ["Pop3Session", "State", "MAX_LINE"]
 
@@ -83,12 +85,13 @@ class State(enum.Enum):
 COMMANDS: dict[State, dict[str, str]] = {
     State.AUTHORIZATION: {
         "USER": "do_user", "PASS": "do_pass", "APOP": "do_apop", "AUTH": "do_auth",
-        "STLS": "do_stls", "CAPA": "do_capa", "QUIT": "do_quit",
+        "STLS": "do_stls", "CAPA": "do_capa", "QUIT": "do_quit", "LANG": "do_lang",
+        "UTF8": "do_utf8",
     },
     State.TRANSACTION: {
         "STAT": "do_stat", "LIST": "do_list", "RETR": "do_retr", "DELE": "do_dele",
         "NOOP": "do_noop", "RSET": "do_rset", "TOP": "do_top", "UIDL": "do_uidl",
-        "CAPA": "do_capa", "QUIT": "do_quit",
+        "CAPA": "do_capa", "QUIT": "do_quit", "LANG": "do_lang",
     },
     State.UPDATE: {},
 }
@@ -219,6 +222,8 @@ class Pop3Session:
         self.secure = secure
         self.starttls_pending = False  # STLS answered: the server must now start TLS
         self.auth_failed = False  # the last batch of commands ended on a refused login
+        self.language: str | None = None  # LANG (RFC 6856): None is i-default, never asked
+        self.utf8 = False  # the client sent UTF8 (RFC 6856 2)
         self._sasl: str | None = None  # AUTH PLAIN sent without data: waiting for it
         self.state = State.AUTHORIZATION
         self.closed = False  # True after QUIT, a fatal error, or once the connection is gone
@@ -286,10 +291,12 @@ class Pop3Session:
             done += 1
             if self._discarding or len(line) + 1 > MAX_LINE:
                 self._discarding = False
-                reply = self._err(_("line too long") + " (" + _(
-                    "a POP3 command line is at most 255 octets, ending with CRLF") + ")")
+                with speaking(self.language):
+                    reply = self._err(_("line too long") + " (" + _(
+                        "a POP3 command line is at most 255 octets, ending with CRLF") + ")")
             elif self._sasl is not None:
-                reply = self._sasl_response(line.removesuffix(b"\r"))
+                with speaking(self.language):
+                    reply = self._sasl_response(line.removesuffix(b"\r"))
             else:
                 reply = self.handle_line(line.removesuffix(b"\r"))
             replies.append(reply)
@@ -318,11 +325,12 @@ class Pop3Session:
         request, self.login_request = self.login_request, None
         if request is None or self.closed:
             return b""
-        if retry_after is not None:
-            return self._err(_("too many login attempts on this account just now, so your "
-                               "password was not checked; try again in {seconds} seconds").format(
-                seconds=math.ceil(retry_after)), code="SYS/TEMP")
-        return request.answer(result)
+        with speaking(self.language):
+            if retry_after is not None:
+                return self._err(_("too many login attempts on this account just now, so your "
+                                   "password was not checked; try again in {seconds} seconds").format(
+                    seconds=math.ceil(retry_after)), code="SYS/TEMP")
+            return request.answer(result)
 
     def connection_lost(self) -> None:
         """The connection is gone without QUIT: release the maildrop, delete nothing."""
@@ -337,13 +345,18 @@ class Pop3Session:
     # ------------------------------------------------------------------ commands
 
     def handle_line(self, line: bytes) -> bytes:
-        """Answer one command line (without its line ending)."""
+        """Answer one command line (without its line ending), with the text of the reply in the
+        session's language (LANG, RFC 6856)."""
+        with speaking(self.language):
+            return self._answer_line(line)
+
+    def _answer_line(self, line: bytes) -> bytes:
         words = line.split(maxsplit=1)
         if not words:
             return self._err(_("empty command") + " (" + _(
                 "type a command such as CAPA, or QUIT to leave") + ")")
         keyword, rest = words[0], (words[1] if len(words) > 1 else b"")
-        name = keyword.upper().decode("ascii") if keyword.isalpha() else None
+        name = keyword.upper().decode("ascii") if keyword.isalnum() else None  # (UTF8: a digit)
         if name not in KNOWN_COMMANDS:
             return self._unknown(keyword)
         method = COMMANDS[self.state].get(name)
@@ -628,12 +641,39 @@ class Pop3Session:
 
     def capabilities(self) -> list[str]:
         """The RFC 2449 capability lines, as they stand in this state (RFC 2595 4, RFC 5034 6)."""
-        caps = ["TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE"]
+        caps = ["TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "LANG"]
+        if self.state is State.AUTHORIZATION:
+            caps.append("UTF8 USER")  # RFC 6856 2: UTF-8 names and passwords are taken
         if not self.cleartext_refused:  # USER and SASL are visible in both states (RFC 2449)
             caps += ["USER", "SASL PLAIN"]
         if self.state is State.AUTHORIZATION and self.tls_available and not self.secure:
             caps.append("STLS")  # AUTHORIZATION state only (RFC 2595 4)
         return caps + [f"IMPLEMENTATION maillab-{__version__}"]
+
+    def do_lang(self, args: list[bytes]) -> bytes:
+        """RFC 6856 4: list the languages, or answer in the one asked for from now on."""
+        if not args:
+            listing = b"".join(f"{tag} {serverlang.name(tag)}".encode() + CRLF
+                               for tag in serverlang.LANGUAGES)
+            return self._multiline(_("language listing follows"), listing)
+        wanted = args[0].decode("ascii", "replace")
+        if len(args) > 1 or not serverlang.is_range(wanted):
+            return self._syntax(_("LANG takes one language tag, e.g. LANG el"))
+        current = self.language or serverlang.DEFAULT
+        chosen = serverlang.choose([wanted], current)
+        if chosen is None:  # (in the language in use until now, which stays)
+            return self._err(f"{current} " + _("this server does not speak that language; LANG "
+                                               "alone lists the ones it does"))
+        self.language = chosen  # this reply is the first in the new language
+        return self._ok(f"{chosen} {serverlang.switched(chosen)}")
+
+    def do_utf8(self, args: list[bytes]) -> bytes:
+        """RFC 6856 2. This server takes UTF-8 names and passwords and hands out mail as it was
+        delivered whether or not UTF8 was sent, so the mode is acknowledged and changes nothing."""
+        if args:
+            return self._syntax(_("UTF8 takes no arguments"))
+        self.utf8 = True
+        return self._ok(_("UTF-8 mode is on"))
 
     def do_quit(self, args: list[bytes]) -> bytes:
         if self.state is State.AUTHORIZATION:
