@@ -118,6 +118,21 @@ def test_the_default_limit_is_a_thousand_sessions(clock):
     assert len(store) == 1000 and store.get(first.id) is None
 
 
+def test_default_sessions_end_after_half_an_hour_idle_or_twelve_hours(clock):
+    store = SessionStore()
+    s = new_session(store, clock)
+    clock.now += 30 * 60  # exactly half an hour without a request: still alive
+    assert store.get(s.id) is s
+    clock.now += 30 * 60 + 0.5
+    assert store.get(s.id) is None
+    busy = new_session(store, clock, "busy")
+    for _ in range(24):  # a request every half hour for twelve hours
+        clock.now += 30 * 60
+        assert store.get(busy.id) is busy
+    clock.now += 1
+    assert store.get(busy.id) is None
+
+
 def test_logging_out_ends_only_that_session(clock):
     store = SessionStore()
     a, b = new_session(store, clock, "a"), new_session(store, clock, "b")

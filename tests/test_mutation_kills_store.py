@@ -1,0 +1,345 @@
+"""The store's accounts, passwords, folders, subscriptions, UIDVALIDITY and file modes, rule by
+rule. Each test was shown to fail on a planted bug (bench/mutation.py) that the rest of the
+suite let through."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import stat
+
+import pytest
+
+from maillab.store import (LAST_VALIDITY_FILE, SPECIAL_USE, SUBSCRIPTIONFILE, UIDFILE,
+                           FolderError, Store, hash_password, verify_password)
+
+N = 2**10  # a cheap scrypt work factor for tests
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "store", hash_n=N)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def alice(store):
+    return store.add_account("alice", "pw", "example.com")
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def reopened(store: Store) -> Store:
+    return Store(store.root, hash_n=N)
+
+
+# ----------------------------------------------------------------------------- passwords
+
+def test_password_hashes_are_scrypt_with_a_16_byte_salt_and_64_byte_digest():
+    scheme, n, r, p, salt, digest = hash_password("pw", n=N).split("$")
+    assert (scheme, n, r, p) == ("scrypt", str(N), "8", "1")  # RFC 7914's r and p
+    assert len(base64.b64decode(salt)) == 16 and len(base64.b64decode(digest)) == 64
+
+
+def test_the_default_work_factor_is_two_to_the_14th():
+    assert hash_password("pw").split("$")[1:4] == ["16384", "8", "1"]
+
+
+@pytest.mark.parametrize("stored", [
+    "", "scrypt", "a$b$c", "scrypt$x$8$1$AAAA$AAAA", "scrypt$1023$8$1$AAAA$AAAA",
+    "scrypt$1024$8$1$!!$AAAA", b"scrypt$1024$8$1$AAAA$AAAA"])
+def test_a_damaged_stored_hash_matches_no_password(stored):
+    assert verify_password("pw", stored) is False
+
+
+def test_only_the_scrypt_scheme_is_accepted():
+    good = hash_password("pw", n=N)
+    assert verify_password("pw", good) is True
+    assert verify_password("pw", "bcrypt" + good.removeprefix("scrypt")) is False
+
+
+def test_the_dummy_hash_has_the_cost_most_accounts_have(store):
+    assert store._dummy_hash().split("$")[1:4] == [str(N), "8", "1"]  # no account yet
+    store.add_account("a", "pw", "example.com")
+    store.add_account("b", "pw", "example.com", password_hash=hash_password("pw", n=2**11))
+    store.add_account("c", "pw", "example.com", password_hash=hash_password("pw", n=2**11))
+    dummy = store._dummy_hash()
+    scheme, n, r, p, salt, digest = dummy.split("$")
+    assert (scheme, n, r, p) == ("scrypt", "2048", "8", "1")
+    assert len(base64.b64decode(salt)) == 16 and len(base64.b64decode(digest)) == 64
+    assert store._dummy_hash() is dummy  # made once per cost
+    assert not verify_password("pw", dummy) and not verify_password("", dummy)
+
+
+def test_the_dummy_hash_ignores_accounts_with_foreign_hashes(store):
+    store.add_account("a", "pw", "example.com", password_hash="{SSHA}not-ours")
+    store.add_account("b", "pw", "example.com", password_hash="{SSHA}not-ours-either")
+    store.add_account("c", "pw", "example.com")
+    assert store._dummy_hash().split("$")[1:4] == [str(N), "8", "1"]
+    assert store.authenticate("nobody", "pw") is None
+
+
+# ----------------------------------------------------------------------------- accounts
+
+def test_accounts_are_saved_and_come_back(store):
+    store.add_account("alice", "pw", "Example.COM", ["Alice@Example.com", "a.l@example.com"],
+                      apop=True)
+    again = reopened(store)
+    acct = again.account("alice")
+    assert acct.domain == "example.com"
+    assert acct.addresses == ["alice@example.com", "a.l@example.com"]
+    assert acct.check_password("pw") and not acct.check_password("PW")
+    assert acct.apop_secret is None  # never written
+    assert again.domains() == {"example.com"}
+    assert mode(store.root / "accounts.json") == 0o600
+
+
+def test_accounts_added_without_saving_wait_for_save(store):
+    store.add_account("alice", "pw", "example.com")
+    store.add_account("bob", "pw", "example.org", save=False)
+    assert reopened(store).account("bob") is None
+    store.save()
+    assert reopened(store).account("bob").domain == "example.org"
+    assert store.domains() == {"example.com", "example.org"}
+
+
+@pytest.mark.parametrize("login", ["", ".alice", "a/b", "a b", "x" * 65, "ä"])
+def test_invalid_logins_are_refused(store, login):
+    with pytest.raises(ValueError):
+        store.add_account(login, "pw", "example.com")
+
+
+def test_addresses_are_found_case_insensitively_in_angle_brackets(store):
+    store.add_account("alice", "pw", "example.com", ["alice@example.com", "boss@example.com"])
+    assert store.find_address(" <BOSS@Example.com> ").login == "alice"
+    assert store.find_address("nobody@example.com") is None
+    assert store.authenticate("boss@example.com", "pw").login == "alice"
+
+
+def test_special_folders_are_made_on_first_look_and_remembered(store):
+    store.add_account("alice", "pw", "example.com")
+    saved = json.loads((store.root / "accounts.json").read_text())["accounts"][0]
+    assert sorted(saved["folders_to_make"]) == sorted(SPECIAL_USE)
+    acct = reopened(store).account("alice")
+    assert acct.folders_to_make and acct.has_folder("Sent")  # made by this first look
+    saved = json.loads((store.root / "accounts.json").read_text())["accounts"][0]
+    assert "folders_to_make" not in saved
+    assert reopened(store).account("alice").folder_names() == [
+        "INBOX", "Drafts", "Junk", "Sent", "Trash"]
+
+
+def test_special_use_attributes(alice):
+    assert [alice.special_use(n) for n in ("Sent", "Drafts", "Trash", "Junk", "INBOX")] == [
+        "\\Sent", "\\Drafts", "\\Trash", "\\Junk", None]
+
+
+def test_close_removes_a_temporary_store_once():
+    s = Store(hash_n=N)
+    root = s.root
+    assert root.is_dir() and mode(root) == 0o700
+    s.close()
+    assert not root.exists()
+    s.close()  # twice is fine
+
+
+# ----------------------------------------------------------------------------- folders
+
+def test_folder_names_are_case_insensitive_only_for_inbox(alice):
+    assert alice.folder("inbox") is alice.folder("INBOX") is alice.folder("InBox")
+    assert alice.folder("Sent") is alice.folder("Sent")
+    with pytest.raises(FolderError):
+        alice.folder("sent")
+    with pytest.raises(FolderError):
+        alice.folder("Nowhere")
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "a\x00b", "a..b"])
+def test_invalid_folder_names(alice, name):
+    with pytest.raises(FolderError):
+        alice.create_folder(name)
+    assert not alice.has_folder(name)
+    alice.create_folder("Fine")
+    with pytest.raises(FolderError):
+        alice.rename_folder("Fine", name)
+    assert alice.has_folder("Fine")
+
+
+def test_a_new_folder_is_private_and_marked_as_a_maildir_subfolder(alice):
+    folder = alice.create_folder("Projects")
+    assert mode(folder.path) == 0o700
+    assert mode(folder.path / "maildirfolder") == 0o600
+    assert mode(folder.path / UIDFILE) == 0o600
+    assert alice.folder("Projects") is folder
+
+
+def test_a_deleted_folder_is_gone_for_good(alice):
+    folder = alice.create_folder("Projects")
+    folder.deliver(b"Subject: x\n\nx\n")
+    alice.delete_folder("Projects")
+    assert not folder.path.exists() and not alice.has_folder("Projects")
+    with pytest.raises(FolderError):
+        alice.folder("Projects")
+    again = alice.create_folder("Projects")
+    assert again is not folder and len(again) == 0
+
+
+def test_rename_refuses_an_existing_name(alice):
+    alice.create_folder("A")
+    alice.create_folder("B")
+    with pytest.raises(FolderError, match="exists already"):
+        alice.rename_folder("A", "B")
+    assert alice.has_folder("A") and alice.has_folder("B")
+
+
+def test_rename_moves_children_and_forgets_the_old_names(alice):
+    parent = alice.create_folder("Work")
+    parent.deliver(b"Subject: p\n\np\n")
+    child = alice.create_folder("Work.2024")
+    child.deliver(b"Subject: c\n\nc\n")
+    alice.rename_folder("Work", "Job")
+    names = alice.folder_names()
+    assert "Job" in names and "Job.2024" in names
+    assert "Work" not in names and "Work.2024" not in names
+    for old in ("Work", "Work.2024"):
+        with pytest.raises(FolderError):
+            alice.folder(old)  # not a stale object of the old directory
+    assert [len(alice.folder(n)) for n in ("Job", "Job.2024")] == [1, 1]
+
+
+def test_rename_refuses_when_a_child_would_land_on_an_existing_folder(alice):
+    alice.create_folder("Work")
+    alice.create_folder("Work.2024")
+    alice.create_folder("Job.2024")
+    with pytest.raises(FolderError, match="Job.2024"):
+        alice.rename_folder("Work", "Job")
+    assert alice.has_folder("Work") and alice.has_folder("Work.2024")
+
+
+def test_renaming_inbox_moves_its_messages(alice):
+    inbox = alice.folder()
+    for i in range(2):
+        inbox.deliver(b"Subject: %d\n\nx\n" % i)
+    alice.rename_folder("INBOX", "Old")
+    assert len(alice.folder("Old")) == 2 and len(alice.folder("INBOX")) == 0
+
+
+# ----------------------------------------------------------------------------- subscriptions
+
+def test_subscriptions_default_to_inbox_and_the_special_folders(alice):
+    assert alice.subscriptions() == ["INBOX", "Sent", "Drafts", "Trash", "Junk"]
+
+
+def test_subscribe_and_unsubscribe(alice):
+    alice.set_subscribed("News")  # subscribing is the default
+    alice.set_subscribed("News", True)  # no duplicate
+    alice.set_subscribed("inbox", False)  # INBOX in any case
+    assert alice.subscriptions() == ["Sent", "Drafts", "Trash", "Junk", "News"]
+    alice.set_subscribed("Inbox")
+    alice.set_subscribed("Junk", False)
+    alice.set_subscribed("Junk", False)
+    assert alice.subscriptions() == ["Sent", "Drafts", "Trash", "News", "INBOX"]
+    assert mode(alice.path / SUBSCRIPTIONFILE) == 0o600
+
+
+# ----------------------------------------------------------------------------- UIDVALIDITY
+
+def test_uidvalidity_comes_back_after_a_restart(store, alice):
+    validity = alice.create_folder("Projects").uidvalidity
+    assert reopened(store).account("alice").folder("Projects").uidvalidity == validity
+    assert mode(store.root / LAST_VALIDITY_FILE) == 0o600
+
+
+def test_uidvalidity_follows_the_clock_even_if_the_counter_file_is_lost(store, alice):
+    import time
+    before = int(time.time())
+    alice.create_folder("Projects")
+    (store.root / LAST_VALIDITY_FILE).unlink()
+    assert reopened(store).account("alice").create_folder("Other").uidvalidity >= before
+
+
+def test_a_store_that_lost_its_counter_learns_from_its_folders(store, alice, monkeypatch):
+    monkeypatch.setattr("maillab.store.time.time", lambda: 1_700_000_000.0)  # a frozen clock
+    old = alice.create_folder("Projects").uidvalidity
+    (store.root / LAST_VALIDITY_FILE).unlink()
+    again = reopened(store).account("alice")
+    assert again.folder("Projects").uidvalidity == old  # seen here ...
+    assert again.create_folder("Other").uidvalidity > old  # ... so never given again
+
+
+@pytest.mark.parametrize("damage", ["", "garbage\n", "\n\n"])
+def test_a_damaged_counter_file_counts_as_none(store, alice, monkeypatch, damage):
+    monkeypatch.setattr("maillab.store.time.time", lambda: 1_700_000_000.0)
+    (store.root / LAST_VALIDITY_FILE).write_text(damage)
+    again = reopened(store).account("alice")
+    assert again.create_folder("A").uidvalidity == 1_700_000_000
+    assert again.create_folder("B").uidvalidity == 1_700_000_001
+
+
+def test_a_damaged_uid_file_gives_the_folder_a_new_uidvalidity(store, alice):
+    folder = alice.create_folder("Projects")
+    (folder.path / UIDFILE).write_text("not numbers\n")
+    again = reopened(store).account("alice").folder("Projects")
+    assert again.uidvalidity > folder.uidvalidity
+
+
+def test_an_unwritable_counter_file_still_gives_growing_uidvalidities(store, alice,
+                                                                       monkeypatch):
+    monkeypatch.setattr("maillab.store.time.time", lambda: 1_700_000_000.0)
+    (store.root / (LAST_VALIDITY_FILE + ".tmp")).mkdir()  # writing the counter fails
+    validities = [alice.create_folder(name).uidvalidity for name in ("A", "B", "C")]
+    assert validities == sorted(set(validities))
+
+
+# ----------------------------------------------------------------------------- files on disk
+
+def test_message_files_are_private_and_carry_the_host_name(alice):
+    info = alice.folder().deliver(b"Subject: x\n\nx\n")
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+    assert f".{host}," in info.path.name
+    assert mode(info.path) == 0o600
+
+
+def test_draft_and_deleted_flags_are_maildir_letters(store, alice):
+    info = alice.folder().deliver(b"Subject: x\n\nx\n", flags={"\\Draft", "\\Deleted"})
+    assert info.path.name.endswith(":2,DT")
+    again = reopened(store).account("alice").folder()
+    assert again.flags_of(info.uid) == {"\\Draft", "\\Deleted"}
+
+
+def test_keywords_survive_a_restart_in_a_private_file(store, alice):
+    inbox = alice.folder()
+    first = inbox.deliver(b"Subject: 1\n\nx\n").uid
+    second = inbox.deliver(b"Subject: 2\n\nx\n").uid
+    inbox.store_flags(first, {"$Work", "\\Seen"}, "add")
+    inbox.store_flags(second, {"$Later"}, "add")
+    inbox.expunge([second])
+    again = reopened(store).account("alice").folder()
+    assert again.flags_of(first) == {"$Work", "\\Seen"}
+    assert again.defined_keywords() == ["$Work", "$Later"]  # in first-use order, kept
+    assert mode(inbox.path / "maillab-keywords.json") == 0o600
+
+
+@pytest.mark.parametrize("damage", ["{", "[1, 2]", '{"uids": [1, 2]}', '{"uids": {"x": []}}',
+                                    '{"uids": {"1": 5}}'])
+def test_a_damaged_keyword_file_is_ignored(store, alice, damage):
+    inbox = alice.folder()
+    uid = inbox.deliver(b"Subject: 1\n\nx\n", flags={"\\Seen"}).uid
+    (inbox.path / "maillab-keywords.json").write_text(damage)
+    again = reopened(store).account("alice").folder()
+    assert again.flags_of(uid) == {"\\Seen"} and again.defined_keywords() == []
+
+
+def test_maildirs_are_private_and_only_subfolders_are_marked(store, alice):
+    for d in (alice.path, alice.path / "cur", alice.path / "new", alice.path / "tmp"):
+        assert mode(d) == 0o700
+    assert not (alice.path / "maildirfolder").exists()  # INBOX is the Maildir itself
+    sent = alice.folder("Sent").path  # made on first look, as a Maildir++ subfolder
+    assert mode(sent) == mode(sent / "cur") == 0o700
+    assert mode(sent / "maildirfolder") == 0o600
+    store.add_account("alice", "new", "example.com")  # its folders exist already: fine
+    assert store.authenticate("alice", "new") is alice
