@@ -88,8 +88,10 @@ def test_a_broken_connection_is_told_from_a_reply():
 # ----------------------------------------------------------------------------- the queue's files
 
 def test_a_queue_opens_again_on_its_own_directory(tmp_path):
-    RelayQueue(tmp_path / "queue").add(message())
-    again = RelayQueue(tmp_path / "queue")
+    where = tmp_path / "new" / "root" / "queue"  # made with its parents
+    RelayQueue(where).add(message())
+    (where / "tmp" / "leftover-dir").mkdir()  # a stray directory in tmp/ cannot be unlinked
+    again = RelayQueue(where)
     [msg] = again.load()
     assert again.content(msg) == CONTENT
 
@@ -292,3 +294,24 @@ def test_a_partial_failure_keeps_only_the_retried_recipients_and_ten_errors(stor
     assert len(entry.errors) == 10 and entry.errors[-1].endswith("busy 11")
     [text] = inbox_texts(store)
     assert "john@example.net: 550 5.1.1 gone" in text and "maria" not in text
+
+
+def test_close_quits_a_connection_released_this_very_instant(store, tmp_path, monkeypatch):
+    """On a coarse clock a connection can be released and closed at the same reading: close()
+    still quits it and keeps nothing."""
+    class CoarseClock:
+        time = staticmethod(time.time)
+        monotonic = staticmethod(lambda: 1000.0)
+    monkeypatch.setattr(relay, "time", CoarseClock)
+    counting = Counting(monkeypatch)
+    mx = ScriptedMX()
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", message())
+        await asyncio.wait_for(router.settle(), 10)
+        return router
+    try:
+        router = run_router(store, tmp_path, scenario, mx=mx)
+    finally:
+        mx.close()
+    assert counting.quits == 1 and router._idle == {}
