@@ -343,3 +343,9 @@ def test_maildirs_are_private_and_only_subfolders_are_marked(store, alice):
     assert mode(sent / "maildirfolder") == 0o600
     store.add_account("alice", "new", "example.com")  # its folders exist already: fine
     assert store.authenticate("alice", "new") is alice
+
+
+def test_a_new_folders_first_uid_is_one(alice):
+    folder = alice.create_folder("Projects")
+    assert folder.uidnext == 1
+    assert folder.deliver(b"Subject: x\n\nx\n").uid == 1 and folder.uidnext == 2
