@@ -38,6 +38,7 @@ import functools
 import hashlib
 import hmac
 import json
+import operator
 import os
 import re
 import secrets
@@ -252,6 +253,9 @@ def _parse_names(names: set[str]) -> tuple[list[tuple[str, int, int, frozenset[s
 _PLAIN = 3  # where the index's "plain" field is among maillab.index.FIELDS (set once a row is described)
 
 
+_first = operator.itemgetter(0)
+
+
 def _flag_suffix(flags: Iterable[str]) -> str:
     return ":2," + "".join(sorted(FLAG_TO_LETTER[f] for f in flags if f in FLAG_TO_LETTER))
 
@@ -379,30 +383,33 @@ class Folder:
         changes: list[Change] = []
         foreign: list[tuple[str, bool]] = []
         fresh: set[int] = set()  # UIDs first seen in this look
+        parsed = []
         for recent in (False, True):
             ours, others = _parse_names(added[recent])
             foreign += [(name, recent) for name in others]
-            for name, uid, size, flags in ours:
-                old = index.get(uid)
-                if old is not None and uid in gone:  # the same message renamed: its flags changed
-                    del gone[uid]
-                    if old.flags != flags:
-                        changes.append(Change("flags", uid, flags | frozenset(self.keywords.get(uid, ()))))
-                    if name.split(":", 1)[0] != old.base:
-                        old._date, old.described = None, False  # another file under that UID
-                    old.name, old.size, old.flags, old.recent = name, size, flags, recent
-                    continue
-                if old is not None and uid in fresh and (name, recent) < (old.name, old.recent):
-                    # Two files claim one UID (a learner's copy, say): the one first in name
-                    # order (a name starts with its delivery time) keeps it on every look,
-                    # whatever order the directory lists them in; the other is taken as new.
-                    foreign.append((old.name, old.recent))
-                    old = None
-                if old is not None or uid >= self._uidnext + 1_000_000:
-                    foreign.append((name, recent))  # a UID in use (a copied file) or absurdly large
-                    continue
-                index[uid] = MessageInfo(uid, size, flags, None, name, recent, self)
-                fresh.add(uid)
+            parsed += [(uid, name, size, flags, recent) for name, uid, size, flags in ours]
+        parsed.sort(key=_first)  # in UID order: the folder's dict needs no sorting afterwards
+        for uid, name, size, flags, recent in parsed:
+            old = index.get(uid)
+            if old is not None and uid in gone:  # the same message renamed: its flags changed
+                del gone[uid]
+                if old.flags != flags:
+                    changes.append(Change("flags", uid, flags | frozenset(self.keywords.get(uid, ()))))
+                if name.split(":", 1)[0] != old.base:
+                    old._date, old.described = None, False  # another file under that UID
+                old.name, old.size, old.flags, old.recent = name, size, flags, recent
+                continue
+            if old is not None and uid in fresh and (name, recent) < (old.name, old.recent):
+                # Two files claim one UID (a learner's copy, say): the one first in name
+                # order (a name starts with its delivery time) keeps it on every look,
+                # whatever order the directory lists them in; the other is taken as new.
+                foreign.append((old.name, old.recent))
+                old = None
+            if old is not None or uid >= self._uidnext + 1_000_000:
+                foreign.append((name, recent))  # a UID in use (a copied file) or absurdly large
+                continue
+            index[uid] = MessageInfo(uid, size, flags, None, name, recent, self)
+            fresh.add(uid)
         if not initial:
             changes += [Change("exists", uid, index[uid].flags) for uid in sorted(fresh)]
         if gone:
@@ -422,7 +429,7 @@ class Folder:
                 changes.append(Change("exists", info.uid, info.flags))
         if self._uidnext != self._saved_uidnext:
             self._save_uid_state()
-        if fresh and (initial or min(fresh) < max(index)) and list(index) != sorted(index):
+        if fresh and (not initial or foreign) and list(index) != sorted(index):
             self._index = dict(sorted(index.items()))
         if not initial:
             for change in changes:
