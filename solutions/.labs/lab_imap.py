@@ -1,4 +1,8 @@
-"""Lab 3: a raw-socket IMAP client (S8-S10, S13)."""
+"""Lab 3: IMAP by hand (Level 1) and a raw-socket IMAP client (Level 2) (S8-S10, S13)."""
+
+# Level 1: one test cell per step of the session typed by hand (step, points).
+HAND_STEPS = [("login", 5), ("create", 7), ("move", 10), ("flag", 8), ("search", 6),
+              ("logout", 4)]
 
 MULTIPART = ('From: maria@example.net\r\nTo: {to}\r\nSubject: the photo\r\nMIME-Version: 1.0\r\n'
              'Content-Type: multipart/mixed; boundary="XYZ"\r\n\r\n--XYZ\r\n'
@@ -9,30 +13,34 @@ MULTIPART = ('From: maria@example.net\r\nTo: {to}\r\nSubject: the photo\r\nMIME-
 
 def build(b, setup_md, setup, stop):
     b.md("""
-# Lab 3: write your own IMAP client
+# Lab 3: IMAP, by hand and in code
 
 **IMAP** (port 143, or 993 encrypted) was designed to keep mail **on the server**: the client
 searches, reads parts of messages, and sets flags there, and every device sees the same
-mailbox. That costs the server more disk space and CPU than POP3 (S8, S9). You write an IMAP
-client with a plain socket (no `imaplib`); the grader checks what the server saw and the
-message files (and their flags) on disk.
+mailbox. That costs the server more disk space and CPU than POP3 (S8, S9). You first speak
+IMAP yourself, line by line (level 1), then write an IMAP client with a plain socket, no
+`imaplib` (level 2); the grader checks what the server saw and the message files (and their
+flags) on disk.
 
 IMAP's special trick: every command starts with a **tag** you choose (`a1`, `a2`, ...). The
 server may send many untagged lines (`* ...`) and ends with a line that starts with your tag:
 `a1 OK ...`, `a1 NO ...` (refused) or `a1 BAD ...` (not understood).
 
-| part | what you build | points |
+| part | what you do | points |
 | --- | --- | --- |
-| 1 | send a tagged command, read until its tagged reply | 10 |
-| 2 | log in | 10 |
-| 3 | count messages (STATUS) | 10 |
-| 4 | search (UID SEARCH) | 10 |
-| 5 | read replies that contain literals `{n}` | 10 |
-| 6 | fetch one header without marking the message as read | 10 |
-| 7 | fetch one part of a message (an attachment) | 10 |
-| 8 | set a flag (UID STORE) | 10 |
-| 9 | ports and ideas | 10 |
-| 10 | a short written answer (graded by your teacher) | 10 |
+| **level 1** | | |
+| 1 | by hand: make a folder, move a message into it, flag it, find it | 40 |
+| **level 2** | | |
+| 2 | send a tagged command, read until its tagged reply | 6 |
+| 3 | log in | 5 |
+| 4 | count messages (STATUS) | 6 |
+| 5 | search (UID SEARCH) | 6 |
+| 6 | read replies that contain literals `{n}` | 6 |
+| 7 | fetch one header without marking the message as read | 6 |
+| 8 | fetch one part of a message (an attachment) | 5 |
+| 9 | set a flag (UID STORE) | 5 |
+| 10 | ports and ideas | 5 |
+| 11 | a short written answer (graded by your teacher) | 10 |
 """)
     b.md(setup_md)
     b.given("setup", setup)
@@ -41,7 +49,52 @@ class IMAPError(Exception):
     """The server answered NO or BAD."""
 ''')
     b.md("""
-## Part 1: one tagged command (10 points)
+## Part 1: folders and flags, by hand (40 points)
+
+Bob (password `builder`) has three messages in his INBOX. Run the next cell to put them there;
+run it again whenever you want to start over (it also deletes the folder `Homework`).
+""")
+    b.given("fill_box", """
+grading.fill_mailbox(lab, "bob", "builder", "bob@example.com", drop="Homework")
+for number, (subject, text) in enumerate(grading.POP3_BOX, 1):
+    print(number, subject)
+""")
+    b.md("""
+A cell that starts with `%%imap example.com` connects to the IMAP server of `example.com` (port
+143, or the lab's port standing for it) and sends the lines below it one by one, each time
+waiting for the line with your tag. Replace the two lines `# YOUR CODE HERE` and
+`raise NotImplementedError()` with your session, a new tag on every line:
+
+1. `a1 LOGIN bob builder`;
+2. `a2 CREATE Homework`: a new folder, on the server;
+3. `a3 SELECT INBOX`, then `a4 MOVE 3 Homework`: message 3 ("Homework for Monday") moves
+   into the folder;
+4. `a5 SELECT Homework`, then `a6 STORE 1 +FLAGS (\\Flagged)`: in this folder it is message 1;
+   give it a flag (a star, in most mail programs);
+5. `a7 SEARCH FLAGGED`: the server searches for you and answers `* SEARCH` with the numbers
+   it found;
+6. `a8 LOGOUT`.
+
+Every device that opens Bob's mailbox now sees the folder, the message in it and its flag:
+they live on the server. That is what IMAP was made for.
+""")
+    b.solution("hand_session", r"""
+%%imap example.com
+### BEGIN SOLUTION
+a1 LOGIN bob builder
+a2 CREATE Homework
+a3 SELECT INBOX
+a4 MOVE 3 Homework
+a5 SELECT Homework
+a6 STORE 1 +FLAGS (\Flagged)
+a7 SEARCH FLAGGED
+a8 LOGOUT
+### END SOLUTION
+""")
+    b.step_tests("folder", HAND_STEPS, "imap_steps", '"imap:example.com", user="bob", '
+                 'folder="Homework",\n    subject="Homework for Monday"')
+    b.md("""
+## Part 2: one tagged command (6 points)
 
 Write `imap_command(sock, f, tag, command)`: send `tag command\\r\\n`, then read lines until the
 line that starts with `tag` and a space. Return `(status, lines)`: `status` is the word after
@@ -63,7 +116,7 @@ def imap_command(sock, f, tag, command):
         lines.append(text)
     ### END SOLUTION
 ''')
-    b.tests("command_tests", 10, '''
+    b.tests("command_tests", 6, '''
 user, password = grading.make_account(lab, [grading.sample(1), grading.sample(2)])
 with grading.watch(lab) as ev:
     sock = socket.create_connection((lab.host, lab.imap_port))
@@ -89,7 +142,7 @@ assert _st == "OK" and len(_lines) == 1 and _lines[0].startswith("* CAPABILITY I
 _sock.close()
 ''')
     b.md("""
-## Part 2: log in (10 points)
+## Part 3: log in (5 points)
 
 Write `imap_login(host, port, user, password)`: connect, read the greeting line (`* OK ...`),
 send `LOGIN user password` with tag `a1`, and return `(sock, f)`. If the answer is not `OK`,
@@ -109,7 +162,7 @@ def imap_login(host, port, user, password):
     return sock, f
     ### END SOLUTION
 ''')
-    b.tests("login_tests", 10, '''
+    b.tests("login_tests", 5, '''
 user, password = grading.make_account(lab)
 with grading.watch(lab) as ev:
     sock, f = imap_login(lab.host, lab.imap_port, user, password)
@@ -127,7 +180,7 @@ else:
     raise AssertionError("a refused LOGIN must raise IMAPError")
 ''')
     b.md("""
-## Part 3: how many, how many unread? (10 points)
+## Part 4: how many, how many unread? (6 points)
 
 `STATUS INBOX (MESSAGES UNSEEN)` answers with one untagged line:
 `* STATUS INBOX (MESSAGES 3 UNSEEN 2)`. A message counts as read when it has the flag `\\Seen`.
@@ -149,7 +202,7 @@ def folder_status(host, port, user, password, folder="INBOX"):
     return {words[i].upper(): int(words[i + 1]) for i in range(0, len(words), 2)}
     ### END SOLUTION
 ''')
-    b.tests("status_tests", 10, '''
+    b.tests("status_tests", 6, '''
 user, password = grading.make_account(lab, [grading.sample(i) for i in range(3)],
                                       flags=[("\\\\Seen",)])
 with grading.watch(lab) as ev:
@@ -163,7 +216,7 @@ assert folder_status(lab.host, lab.imap_port, _u, _p) == {"MESSAGES": 1, "UNSEEN
 assert folder_status(lab.host, lab.imap_port, _u, _p, "Trash") == {"MESSAGES": 0, "UNSEEN": 0}
 ''')
     b.md("""
-## Part 4: search on the server (10 points)
+## Part 5: search on the server (6 points)
 
 IMAP searches on the server, so the client downloads nothing it does not need. First choose a
 folder with `SELECT INBOX`. `UID SEARCH FROM "maria@example.net"` then answers
@@ -188,7 +241,7 @@ def search_from(host, port, user, password, sender):
     return found
     ### END SOLUTION
 ''')
-    b.tests("search_tests", 10, '''
+    b.tests("search_tests", 6, '''
 senders = ["maria@example.net", "john@example.net", "maria@example.net", "bob@example.com"]
 user, password = grading.make_account(lab, [grading.sample(i, sender=x) for i, x in enumerate(senders)])
 with grading.watch(lab) as ev:
@@ -201,14 +254,14 @@ assert sorted(search_from(lab.host, lab.imap_port, user, password, "bob@example.
 assert search_from(lab.host, lab.imap_port, user, password, "nobody@example.org") == []
 ''')
     b.md("""
-## Part 5: literals (10 points)
+## Part 6: literals (6 points)
 
 A message can contain any text, even a line that looks like your tagged reply. So IMAP sends
-message data as a **literal**: a line ends with `{28}` and then exactly 28 bytes follow,
+message data as a **literal**: a line ends with `{29}` and then exactly 29 bytes follow,
 whatever they contain; after them the line goes on. For example:
 
 ```
-* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT)] {28}
+* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT)] {29}
 Subject: Message number 1
 
 )
@@ -242,7 +295,7 @@ def read_response(f, tag):
             m = re.search(rb"\\{(\\d+)\\}\\r\\n$", line)
     ### END SOLUTION
 ''')
-    b.tests("literal_tests", 10, '''
+    b.tests("literal_tests", 6, '''
 import io
 reply = b"* 1 FETCH (BODY[] {12}\\r\\na5 OK fake\\r\\n)\\r\\na5 OK done\\r\\n"
 assert read_response(io.BytesIO(reply), "a5") == ("OK", b"* 1 FETCH (BODY[] {12}\\r\\na5 OK fake\\r\\n)\\r\\n")
@@ -260,7 +313,7 @@ assert read_response(_f, "a1") == ("OK", b"* 1 FETCH (BODY[TEXT] {36}\\r\\na1 OK
 _sock.close()
 ''')
     b.md("""
-## Part 6: one header, without reading the message (10 points)
+## Part 7: one header, without reading the message (6 points)
 
 `UID FETCH 3 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])` returns just the `Subject:` header line
 of the message with UID 3, as a literal. `PEEK` means: do not set `\\Seen`, the user has not
@@ -285,7 +338,7 @@ def fetch_subject(host, port, user, password, uid):
     return header.split(":", 1)[1].strip()
     ### END SOLUTION
 ''')
-    b.tests("subject_tests", 10, '''
+    b.tests("subject_tests", 6, '''
 user, password = grading.make_account(lab, [grading.sample(i, subject=f"Hello number {i}") for i in range(3)])
 with grading.watch(lab) as ev:
     subject = fetch_subject(lab.host, lab.imap_port, user, password, 2)
@@ -299,7 +352,7 @@ assert fetch_subject(lab.host, lab.imap_port, user, password, 3) == "Hello numbe
 assert all("S" not in _m.flags for _m in map(_g.DiskMessage, _g.maildir(lab, user).values()))
 ''')
     b.md("""
-## Part 7: one part of a message (10 points)
+## Part 8: one part of a message (5 points)
 
 A message with an attachment has several *parts* (MIME). IMAP numbers them: part 1 is the
 text, part 2 the attachment, and `BODY.PEEK[2]` fetches just part 2, as it is stored (here,
@@ -321,7 +374,7 @@ def fetch_part(host, port, user, password, uid, part):
     return data[m.end():m.end() + int(m.group(1))]
     ### END SOLUTION
 ''')
-    b.tests("part_tests", 10, f'''
+    b.tests("part_tests", 5, f'''
 import base64
 photo = {MULTIPART!r}
 user, password = grading.make_account(lab, [grading.sample(1), photo.format(to="you@example.com")])
@@ -335,7 +388,7 @@ assert "UID FETCH" in ev.session("imap:example.com").commands(tagged=True)
 assert all("S" not in _m.flags for _m in map(_g.DiskMessage, _g.maildir(lab, user).values()))
 ''')
     b.md("""
-## Part 8: flags (10 points)
+## Part 9: flags (5 points)
 
 Flags are how IMAP remembers, on the server, what you did with a message: `\\Seen`,
 `\\Answered`, `\\Flagged` (a star), `\\Deleted`. `UID STORE 2 +FLAGS (\\Flagged)` adds one.
@@ -356,7 +409,7 @@ def add_flag(host, port, user, password, uid, flag):
         raise IMAPError(status)
     ### END SOLUTION
 ''')
-    b.tests("flag_tests", 10, '''
+    b.tests("flag_tests", 5, '''
 user, password = grading.make_account(lab, [grading.sample(i) for i in range(2)])
 with grading.watch(lab) as ev:
     add_flag(lab.host, lab.imap_port, user, password, 2, "\\\\Flagged")
@@ -376,7 +429,7 @@ else:
     raise AssertionError("a refused STORE must raise IMAPError")
 ''')
     b.md("""
-## Part 9: ports and ideas (10 points)
+## Part 10: ports and ideas (5 points)
 """)
     b.solution("concepts", '''
 IMAP_PORT = None       # the standard TCP port of IMAP
@@ -390,14 +443,14 @@ NEEDS_MORE_DISK = "IMAP"
 NEVER_CHANGES = "UID"
 ### END SOLUTION
 ''')
-    b.tests("concepts_tests", 10, '''
+    b.tests("concepts_tests", 5, '''
 assert isinstance(IMAP_PORT, int) and isinstance(IMAPS_PORT, int)
 assert NEEDS_MORE_DISK in ("POP3", "IMAP")
 ''', '''
 assert (IMAP_PORT, IMAPS_PORT, NEEDS_MORE_DISK, NEVER_CHANGES) == (143, 993, "IMAP", "UID")
 ''')
     b.md("""
-## Part 10: in your own words (10 points, graded by your teacher)
+## Part 11: in your own words (10 points, graded by your teacher)
 
 A school gives every pupil a mailbox. Should it tell them to use POP3 or IMAP in their mail
 apps? Give one advantage of your choice for the pupils and one cost for the school.

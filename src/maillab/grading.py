@@ -44,7 +44,7 @@ from maillab.i18n import _  # absolute: fresh() loads this file outside the pack
 
 __all__ = ["prepare", "watch", "verify", "fresh", "Watch", "CellTimeLimit", "Tampered",
            "unstuff", "maildir", "during", "Steps", "again", "exchanges", "smtp_steps",
-           "POP3_BOX", "fill_mailbox", "pop3_steps",
+           "POP3_BOX", "fill_mailbox", "pop3_steps", "imap_steps",
            "SOCKET_TIMEOUT", "CELL_LIMIT"]
 
 SOCKET_TIMEOUT = 3.0  # seconds a socket may wait for the lab's servers (they answer in ms)
@@ -1037,18 +1037,22 @@ POP3_BOX = [("Welcome to POP3", "Read me first: this is message 1."),
             ("Homework for Monday", "Keep me on the server.")]
 
 
-def fill_mailbox(lab, login: str, password: str, address: str) -> None:
-    """Empty a user's INBOX (POP3: DELE everything, QUIT) and deliver POP3_BOX to it (SMTP on
-    port 25), so that a session typed by hand starts from the same three messages each time."""
-    import poplib
+def fill_mailbox(lab, login: str, password: str, address: str, drop: str | None = None
+                 ) -> None:
+    """Empty a user's INBOX (and delete the folder ``drop``) over IMAP, then deliver POP3_BOX to
+    it over SMTP (port 25), so that a session typed by hand starts from the same three messages
+    however often it ran before."""
+    import imaplib
     import smtplib
 
-    pop = poplib.POP3(lab.host, lab.port("pop3"), timeout=5)
-    pop.user(login)
-    pop.pass_(password)
-    for n in range(1, pop.stat()[0] + 1):
-        pop.dele(n)
-    pop.quit()
+    imap = imaplib.IMAP4(lab.host, lab.port("imap"), timeout=5)
+    imap.login(login, password)
+    if drop:
+        imap.delete(drop)  # NO when it is not there: fine
+    if int(imap.select("INBOX")[1][0]):
+        imap.store("1:*", "+FLAGS", "(\\Deleted)")
+        imap.expunge()
+    imap.logout()
     with smtplib.SMTP(lab.host, lab.port("smtp"), timeout=5) as smtp:
         for i, (subject, body) in enumerate(POP3_BOX, 1):
             smtp.sendmail("maria@example.net", [address],
@@ -1129,6 +1133,96 @@ def pop3_steps(evidence: CellEvidence, service: str, *, user: str, retr: int, de
     elif gone:
         problem = _("{0} was deleted too: keep a copy of the rest").format(_quoted(gone[0]))
     steps.add("kept", _("leave a copy of every other message on the server"), problem)
+    return steps if found else steps.nothing(service)
+
+
+def imap_steps(evidence: CellEvidence, service: str, *, user: str, folder: str, subject: str
+               ) -> Steps:
+    """The steps of an IMAP session typed by hand on POP3_BOX: log in as ``user``, CREATE
+    ``folder``, move the message with ``subject`` into it (MOVE, or COPY then \\Deleted and
+    EXPUNGE), flag it \\Flagged, find it with SEARCH in that folder, LOGOUT."""
+    steps = Steps(_("Your IMAP session, as the server saw it:"), evidence, (
+        "imap_steps", (service,), dict(user=user, folder=folder, subject=subject)))
+    found = evidence.sessions(service)
+    session = found[-1] if found else Session([])
+    ex = exchanges(session, "imap")
+
+    def verb(e: Exchange) -> str:
+        words = e.command.split()
+        if len(words) > 2 and words[1].upper() == "UID":
+            return "UID " + words[2].upper()
+        return words[1].upper() if len(words) > 1 else ""
+
+    def status(e: Exchange) -> str:
+        """OK, NO or BAD from the line tagged with the command's tag, or ''."""
+        tag = e.command.split()[0] if e.command.split() else None
+        for r in e.replies:
+            words = r.split()
+            if tag and len(words) > 1 and words[0] == tag:
+                return words[1].upper()
+        return ""
+
+    def first_error() -> str:
+        bad = next((e for e in ex if status(e) in ("NO", "BAD")), None)
+        tagged = "" if bad is None else next(r for r in bad.replies if r.split()[:1] ==
+                                             bad.command.split()[:1])
+        return "" if bad is None else _(" (the server answered {0} with {1})").format(
+            _quoted(bad.command, 40), _quoted(tagged, 60))
+
+    def name(e: Exchange) -> str:
+        words = e.command.split()
+        return words[2].strip('"') if len(words) > 2 else ""
+
+    ok = [e for e in ex if status(e) == "OK"]
+    logged = [e for e in ok if verb(e) in ("LOGIN", "AUTHENTICATE")]
+    problem = None
+    if not logged:
+        problem = _("the login did not work") + first_error()
+    elif verb(logged[-1]) == "LOGIN" and name(logged[-1]) != user:
+        problem = _("you logged in, but not as {0}").format(user)
+    steps.add("login", _("log in as {0} (LOGIN)").format(user), problem)
+
+    created = [e for e in ok if verb(e) == "CREATE" and name(e) == folder]
+    steps.add("create", _("create the folder {0} (CREATE)").format(folder), None if created else
+              _("no CREATE {0} was answered OK").format(folder) + first_error())
+
+    def subjects(box: str) -> dict[str, DiskMessage]:
+        try:
+            files = maildir(evidence.lab, user, box)
+        except Exception:
+            return {}
+        return {DiskMessage(p).header("Subject"): DiskMessage(p) for p in files.values()}
+
+    inbox, moved = subjects("INBOX"), subjects(folder)
+    problem = None
+    if subject not in moved:
+        problem = _("{0} is not in the folder {1}").format(_quoted(subject), folder) + \
+            first_error()
+    elif subject in inbox:
+        problem = _("{0} was copied, not moved: it is still in INBOX (MOVE, or COPY then STORE "
+                    "+FLAGS (\\Deleted) and EXPUNGE)").format(_quoted(subject))
+    steps.add("move", _("move {0} into {1}").format(_quoted(subject), folder), problem)
+
+    flagged = subject in moved and "F" in moved[subject].flags
+    steps.add("flag", _("flag it (STORE ... +FLAGS (\\Flagged))"), None if flagged else
+              _("the message in {0} has no \\Flagged flag on the server").format(folder)
+              if subject in moved else _("there is no message to flag in {0}").format(folder))
+
+    selected = None
+    problem = _("no SEARCH was answered OK while {0} was selected").format(folder)
+    for e in ex:
+        if verb(e) in ("SELECT", "EXAMINE"):
+            selected = name(e) if status(e) == "OK" else None
+        elif verb(e) in ("SEARCH", "UID SEARCH") and status(e) == "OK" and selected == folder:
+            hits = [r.split()[2:] for r in e.replies if r.upper().startswith("* SEARCH")]
+            problem = None if any(hits) else _("your SEARCH in {0} found nothing").format(folder)
+            if problem is None:
+                break
+    steps.add("search", _("find it with SEARCH, in {0}").format(folder), problem)
+
+    out = [e for e in ex if verb(e) == "LOGOUT" and status(e) == "OK"]
+    steps.add("logout", _("say goodbye (LOGOUT)"), None if out else
+              _("no LOGOUT: end the session with LOGOUT (the server answers * BYE, then OK)"))
     return steps if found else steps.nothing(service)
 
 

@@ -204,8 +204,8 @@ TARGETS = {
              "first": "read_reply", "leaf": ("ehlo", "ehlo_extensions", "ehlo_tests"),
              "concept": ("ports", ["SMTP_PORT", "SUBMISSION_PORT", "SMTPS_PORT",
                                    "SENDING_PROTOCOL"], "ports_tests")},
-    # the pop3 lab's given cell that fills Bob's mailbox for the session typed by hand calls
-    # grading: with grading replaced (modules), the honest session finds no messages
+    # the pop3 and imap labs' given cell that fills Bob's mailbox for the session typed by hand
+    # calls grading: with grading replaced (modules), the honest session finds no messages
     "pop3": {"pure": ("mailbox_size", "stat_tests"),
              "needs_grading": ["box_retr_tests", "box_dele_tests", "box_kept_tests"],
              "evidence": ("download", "download_tests"),
@@ -213,6 +213,7 @@ TARGETS = {
              "concept": ("concepts", ["POP3_PORT", "POP3S_PORT", "DELETES_IN", "KEEPS_MAIL"],
                          "concepts_tests")},
     "imap": {"pure": ("folder_status", "status_tests"),
+             "needs_grading": ["folder_move_tests", "folder_flag_tests", "folder_search_tests"],
              "evidence": ("flag", "flag_tests"),
              "first": "command", "leaf": ("status", "folder_status", "status_tests"),
              "concept": ("concepts", ["IMAP_PORT", "IMAPS_PORT", "NEEDS_MORE_DISK",

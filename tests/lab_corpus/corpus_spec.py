@@ -15,6 +15,8 @@ SMTP_HAND = ["hello", "envelope", "message", "headers", "quit"]
 SMTP_SUBMIT = ["tls", "login", "envelope", "message", "headers", "quit"]
 # ... and the pop3 lab's (solutions/.labs/lab_pop3.py)
 POP3_BOX_STEPS = ["login", "look", "retr", "dele", "quit", "kept"]
+# ... and the imap lab's (solutions/.labs/lab_imap.py)
+IMAP_STEPS = ["login", "create", "move", "flag", "search", "logout"]
 
 
 def busy_loop(fn: str) -> str:
@@ -262,13 +264,28 @@ SPEC = {
         "fake": {"unsolved": ["flag"], "insert": [("flag_tests", FAKE_IMAP)]},
         "fail": {
             "partial": ["literal_tests", "subject_tests", "part_tests", "flag_tests",
-                        "concepts_tests"],
+                        "concepts_tests"] + [f"folder_{step}_tests" for step in IMAP_STEPS],
             "hang": ["search_tests", "flag_tests"],
             "swallow": ["part_tests"],
             "kill": ["status_tests"],
             "cells": ["flag_tests", "concepts_tests"],
             "tamper": ["subject_tests"],  # honest work (the notebook's own tests fail more)
             "fake": ["flag_tests"],
+        },
+        "slips": {
+            "slip_logout": {"typed": {"hand_session": ("\na8 LOGOUT", "")},
+                            "fail": ["folder_logout_tests"]},
+            "slip_typo": {"typed": {"hand_session": ("a2 CREATE", "a2 CRAETE")},
+                          "fail": ["folder_create_tests", "folder_move_tests",
+                                   "folder_flag_tests", "folder_search_tests"]},
+            "slip_order": {"typed": {"hand_session": (
+                "a2 CREATE Homework\na3 SELECT INBOX\na4 MOVE 3 Homework",
+                "a3 SELECT INBOX\na4 MOVE 3 Homework\na2 CREATE Homework")},
+                "fail": ["folder_move_tests", "folder_flag_tests", "folder_search_tests"]},
+            "slip_copy": {"typed": {"hand_session": ("MOVE 3", "COPY 3")},
+                          "fail": ["folder_move_tests"]},
+            "slip_tag": {"typed": {"hand_session": ("a6 STORE", "STORE")},
+                         "fail": ["folder_flag_tests", "folder_search_tests"]},
         },
     },
     "journey": {
