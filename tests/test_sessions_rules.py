@@ -892,9 +892,9 @@ def test_a_server_that_stays_after_quit_is_waited_for_at_most_a_second():
     with scripted_peer(b"220 hi\r\n", answers, lambda conn: time.sleep(1.5)) as (port, _):
         started = time.monotonic()
         result = runmodule.run_session("smtp", None, "QUIT\nNOOP", host="127.0.0.1", port=port,
-                                       timeout=4)
+                                       timeout=10)
         waited = time.monotonic() - started
-    assert waited < 3.5, waited  # two waits of one second (after QUIT, and after the next line)
+    assert waited < 8, waited  # two waits of one second (after QUIT, after the next line), not 10
     assert result.replies[2:] == [([], ["250 extra"]), (["NOOP"], ["250 real"])]
     assert "the server closed the connection" not in result.events
     assert result.events[-1].startswith("the cell ended, so maillab closed the connection")
@@ -902,15 +902,15 @@ def test_a_server_that_stays_after_quit_is_waited_for_at_most_a_second():
 
 def test_a_server_that_answers_in_pieces_is_waited_for_between_them():
     def trickle(conn):
-        for piece in (b"250-b\r\n", b"250-c\r\n", b"250 d\r\n"):
-            time.sleep(0.25)
+        for piece in (b"250-b\r\n", b"250-c\r\n", b"250-d\r\n", b"250 e\r\n"):
+            time.sleep(0.3)
             conn.sendall(piece)
 
     with scripted_peer(b"220 hi\r\n", [(b"EHLO me\r\n", b"250-a\r\n")], trickle) as (port, _):
         result = runmodule.run_session("smtp", None, "EHLO me", host="127.0.0.1", port=port,
-                                       timeout=0.4)
-    assert result.ok, result.text  # each piece came within 0.4 s of the one before
-    assert result.reply_to("EHLO") == ["250-a", "250-b", "250-c", "250 d"]
+                                       timeout=0.8)
+    assert result.ok, result.text  # each piece came within 0.8 s of the one before
+    assert result.reply_to("EHLO") == ["250-a", "250-b", "250-c", "250-d", "250 e"]
 
 
 def test_http_until_close_and_lines_not_sent():
