@@ -12,6 +12,7 @@ import json
 import os
 import smtplib
 import time
+from collections import deque
 
 import pytest
 
@@ -315,3 +316,67 @@ def test_close_quits_a_connection_released_this_very_instant(store, tmp_path, mo
     finally:
         mx.close()
     assert counting.quits == 1 and router._idle == {}
+
+
+def test_domains_take_turns_batch_by_batch(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(relay, "PARALLEL", 1)
+    monkeypatch.setattr(relay, "BATCH", 2)
+    order = []
+    real_send_one = Router._send_one
+
+    def send_one(router, client, msg):
+        order.append(msg.queue_id)
+        return real_send_one(router, client, msg)
+    monkeypatch.setattr(Router, "_send_one", send_one)
+    in_flight = []
+    real_start_batch = Router._start_batch
+
+    def start_batch(router, domain, batch):
+        real_start_batch(router, domain, batch)
+        in_flight.append(len(router._batches))
+    monkeypatch.setattr(Router, "_start_batch", start_batch)
+    mx_net, mx_org = ScriptedMX(), ScriptedMX()
+
+    async def scenario(router):
+        router.mx["example.org"] = ("127.0.0.1", mx_org.port)
+        router._task.cancel()  # queue everything first, then let the scheduler run
+        for i in range(5):
+            router.enqueue("mail.example.com", message(f"N{i}"))
+        for i in range(2):
+            router.enqueue("mail.example.com", message(f"O{i}", rcpts=["x@example.org"]))
+        router._task = asyncio.get_running_loop().create_task(router._run())
+        await asyncio.wait_for(router.settle(), 10)
+    try:
+        run_router(store, tmp_path, scenario, mx=mx_net)
+    finally:
+        mx_net.close()
+        mx_org.close()
+    assert order == ["N0", "N1", "O0", "O1", "N2", "N3", "N4"]
+    assert in_flight == [1, 1, 1, 1]  # one batch at a time (PARALLEL)
+    assert len(mx_net.received) == 5 and len(mx_org.received) == 2
+
+
+def test_a_batch_that_crashed_is_tried_again_without_counting_an_attempt(
+        store, tmp_path, monkeypatch, caplog):
+    real_send_batch = Router._send_batch
+    crashes = []
+
+    def send_batch(router, domain, batch):
+        if not crashes:
+            crashes.append(domain)
+            raise RuntimeError("a bug")
+        return real_send_batch(router, domain, batch)
+    monkeypatch.setattr(Router, "_send_batch", send_batch)
+    mx = ScriptedMX()
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", message())
+        await asyncio.wait_for(router.settle(), 10)
+        return router
+    try:
+        router = run_router(store, tmp_path, scenario, retry_delays=(), mx=mx)
+    finally:
+        mx.close()
+    assert crashes == ["example.net"] and len(mx.received) == 1  # no retry delay left: still sent
+    assert router.delivered[-1].attempts == 0 and router.failed == deque()
+    assert "will be tried again" in caplog.text
