@@ -53,3 +53,30 @@ def test_a_socket_closed_while_its_file_is_open_gets_a_hint_that_fits_the_drop_t
     sock3.sendall(b"QUIT\r\n")
     f3.readline()
     f3.close(), sock3.close()
+
+
+def test_a_command_without_its_line_end_times_out_with_a_hint(lab):
+    """A learner's client that forgets \\r\\n waits for an answer that never comes and ends in a
+    TimeoutError deep in its own read_reply: the feedback asks whether the server got a whole
+    line (before: a bare TimeoutError)."""
+    def ehlo_without_line_end(host, port):
+        sock = socket.create_connection((host, port), timeout=0.5)
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b"EHLO forgetful.example.org")  # no \r\n: the server waits for the rest
+        return f.readline()
+
+    with pytest.raises(TimeoutError) as e:
+        with grading.watch(lab):
+            ehlo_without_line_end(lab.host, lab.smtp_port)
+    notes = getattr(e.value, "__notes__", [])
+    assert any("whole line" in n and "\\r\\n" in n for n in notes), notes
+
+
+def test_the_sealed_grader_gives_the_same_hint(lab):
+    from maillab.grader.checks import explain_learner_error
+
+    class LearnerTimeout(TimeoutError):
+        learner_text = "timed out"
+    assert "whole line" in explain_learner_error(LearnerTimeout("timed out"), "timed out")
+    assert explain_learner_error(ValueError("x"), "x") == "x"

@@ -121,3 +121,50 @@ def test_the_fresh_copy_reads_the_cell_times_of_the_installed_module(lab, monkey
     found = copy.during(lab)
     assert (found.start, found.end) == (3.0, 4.0)
     assert copy.during(lab, "cell-a").start == 1.0
+
+
+POP3_BOX = "USER bob\nPASS builder\nSTAT\nRETR 1\nDELE 2\nQUIT"
+IMAP_BOX = r"""a1 LOGIN bob builder
+a2 CREATE Homework
+a3 SELECT INBOX
+a4 MOVE 3 Homework
+a5 SELECT Homework
+a6 STORE 1 +FLAGS (\Flagged)
+a7 SEARCH FLAGGED
+a8 LOGOUT"""
+
+
+def box_steps(lab, protocol: str, text: str) -> grading.Steps:
+    """Bob's mailbox filled afresh, the session typed, its steps worked out."""
+    grading.fill_mailbox(lab, "bob", "builder", "bob@example.com", drop="Homework")
+    start = time.time()
+    run_session(protocol, "example.com", text, lab=lab)
+    ev = grading.CellEvidence(lab, start, time.time())
+    if protocol == "pop3":
+        steps = grading.pop3_steps(ev, "pop3:example.com", user="bob", retr=1, dele=2)
+    else:
+        steps = grading.imap_steps(ev, "imap:example.com", user="bob", folder="Homework",
+                                   subject="Homework for Monday")
+    assert grading.again(steps).results == steps.results
+    return steps
+
+
+@pytest.mark.parametrize("protocol, text, broken", [
+    ("pop3", POP3_BOX, set()),
+    ("pop3", POP3_BOX.replace("\nQUIT", ""), {"quit"}),  # nothing deleted without UPDATE
+    ("pop3", POP3_BOX.replace("PASS", "PAS"), {"login", "look", "retr", "dele", "quit", "kept"}),
+    ("pop3", POP3_BOX.replace("DELE 2", "DELE 2\nDELE 3"), {"kept"}),
+    ("pop3", "STAT\n" + POP3_BOX.replace("STAT\n", ""), {"look"}),
+    ("pop3", "# YOUR CODE HERE\nraise NotImplementedError()",  # the student version: nothing
+     {"login", "look", "retr", "dele", "quit", "kept"}),
+    ("imap", IMAP_BOX, set()),
+    ("imap", IMAP_BOX.replace("\na8 LOGOUT", ""), {"logout"}),
+    ("imap", IMAP_BOX.replace("MOVE 3", "COPY 3"), {"move"}),
+    ("imap", IMAP_BOX.replace("a6 STORE", "STORE"), {"flag", "search"}),
+    ("imap", IMAP_BOX.replace("a2 CREATE", "a2 CRAETE"), {"create", "move", "flag", "search"}),
+    ("imap", "# YOUR CODE HERE\nraise NotImplementedError()",
+     {"login", "create", "move", "flag", "search", "logout"}),
+])
+def test_mailbox_sessions_typed_by_hand(lab, protocol, text, broken):
+    steps = box_steps(lab, protocol, text)
+    assert set(failed(steps)) == broken, str(steps)

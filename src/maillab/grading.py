@@ -357,6 +357,12 @@ class Session:
         return "\n".join(str(l) for l in self.lines)
 
 
+def timeout_hint() -> str:
+    """What a learner's TimeoutError most often means (said by Watch and by the grader)."""
+    return _("maillab: no answer came. Did the server get a whole line? Every command ends "
+             "with \\r\\n: without it the server waits for the rest, and so does your code.")
+
+
 class Watch:
     """What happened on the lab between entering and leaving a ``with watch(lab):`` block."""
 
@@ -378,6 +384,8 @@ class Watch:
     def __exit__(self, exc_type, exc, tb):
         self.settle()
         self.error = exc
+        if isinstance(exc, TimeoutError):
+            exc.add_note(timeout_hint())
         return False  # the learner's own traceback is the best feedback
 
     def settle(self) -> None:

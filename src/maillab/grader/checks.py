@@ -60,6 +60,15 @@ def trusted_grading(run: "TestRun") -> types.ModuleType:
     return module
 
 
+def explain_learner_error(error: BaseException, text: str) -> str:
+    """The learner's error as the feedback shows it: a timeout gets the hint that a command
+    without its line end leaves both sides waiting."""
+    if isinstance(error, TimeoutError):
+        from ..grading import timeout_hint
+        return f"{text} ({timeout_hint()})"
+    return text
+
+
 class TestRun:
     """One submission's test cells against one answer process and one lab."""
 
@@ -174,7 +183,8 @@ class TestRun:
             verdict.kind = "AssertionError"
             verdict.message = str(e) or _("a check of this part failed")
         except LearnerException as e:
-            verdict.kind, verdict.message = type(e).__name__, e.learner_text
+            verdict.kind = type(e).__name__
+            verdict.message = explain_learner_error(e, e.learner_text)
         except Exception as e:
             verdict.kind, verdict.message = type(e).__name__, str(e)
         finally:
