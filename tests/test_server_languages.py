@@ -58,7 +58,7 @@ def test_imap_language_el_turns_the_text_greek_and_nothing_else(lab):
     M, english = imap(lab), imap(lab)
     untagged, done = raw(M, 'LANGUAGE "el-GR"')  # RFC 4647 lookup: el-GR -> el
     assert untagged == [b"* LANGUAGE (el)\r\n"]
-    assert done.split(b" ", 2)[1] == b"OK" and "ελληνικά" in done.decode("utf-8")
+    assert done.split(b" ", 2)[1] == b"OK" and "Ελληνικά" in done.decode("utf-8")
     _u, refused = raw(M, "LOGIN alice wrong")
     _u, refused_en = raw(english, "LOGIN alice wrong")
     greek, plain = refused.decode("utf-8"), refused_en.decode("ascii")
@@ -156,7 +156,7 @@ def test_pop3_capa_lists_lang_and_utf8_and_lang_lists_the_languages(lab):
 def test_pop3_lang_el_turns_the_text_greek_and_nothing_else(lab):
     P = pop3(lab)
     answer = P._shortcmd("LANG el").decode("utf-8")
-    assert answer.startswith("+OK el ") and "ελληνικά" in answer  # the tag in use, then the text
+    assert answer.startswith("+OK el ") and "Ελληνικά" in answer  # the tag in use, then the text
     with pytest.raises(poplib.error_proto) as refused:
         P._shortcmd("PASS x")  # PASS before USER
     assert refused.value.args[0].decode("utf-8").startswith("-ERR δώσε πρώτα")

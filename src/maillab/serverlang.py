@@ -19,23 +19,20 @@ import re
 from . import i18n
 
 DEFAULT = "i-default"
-# Each tag a server offers: the language's name, and the answer to a switch into it, written in
-# that language itself (RFC 6856 asks for the listing in each language's own words; so they are
-# data about a language, not text for gettext to translate into the learner's).
-LANGUAGES = {
-    DEFAULT: ("English (the default)", "from now on this server answers you in English"),
-    "en": ("English", "from now on this server answers you in English"),
-    "el": ("Ελληνικά", "από εδώ και πέρα ο διακομιστής σού απαντά στα ελληνικά"),
-}
+# Each tag a server offers, and the language's name in itself (RFC 6856 4: the listing names each
+# language in its own words, so these are not translated into the learner's language).
+LANGUAGES = {DEFAULT: "English", "en": "English", "el": "Ελληνικά"}
 
 
 def name(tag: str) -> str:
-    return LANGUAGES[tag][0]
+    return LANGUAGES[tag]
 
 
 def switched(tag: str) -> str:
-    """The text of the reply that switches a session into ``tag``, in that language."""
-    return LANGUAGES[tag][1]
+    """The text of the reply that switches a session into ``tag``, already in that language."""
+    with speaking(tag):
+        return i18n._("language changed: {name}").format(name=name(tag))
+
 
 # RFC 4647 2.1 basic language range: "*" or 1-8 letters, then "-" and 1-8 letters/digits each.
 _RANGE = re.compile(r"\*|[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*")
