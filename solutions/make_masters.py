@@ -85,10 +85,9 @@ class Builder:
             check = 'assert {0}.done("%s"), {0}.why("%s")' % (step, step)
             visible, hidden = check.format(prefix), check.format("_" + prefix)
             if i == 0:
-                # (also under the hidden name: the next cells need it when this check fails)
                 visible = (f"# what the servers saw while your session cell (just above) ran\n"
-                           f"{prefix} = _{prefix} = grading.{checker}(grading.during(lab),\n"
-                           f"    {call})\nprint({prefix})\n" + visible)
+                           f"{prefix} = grading.{checker}(grading.during(lab),\n    {call})\n"
+                           f"print({prefix})\n" + visible)
                 hidden = f"_{prefix} = _g.{checker}(_g.during(lab),\n    {call})\n" + hidden
             else:
                 hidden = f"_{prefix} = _g.again({prefix})\n" + hidden

@@ -41,6 +41,21 @@ grader does not look at what your cells print: it reads what the **servers** saw
     b.md(setup_md)
     b.given("setup", setup)
     b.md("""
+Alice already wrote to John once today. The next cell sends that message, as her mail program
+did: to her own server, on the submission port, after STARTTLS and logging in.
+""")
+    b.given("alice_sends", """
+import smtplib
+with smtplib.SMTP(lab.host, lab.submission_port) as client:
+    client.starttls(context=lab.client_context())
+    client.login("alice", "wonderland")
+    client.sendmail("alice@example.com", ["john@example.net"],
+                    "From: alice@example.com\\r\\nTo: john@example.net\\r\\n"
+                    "Subject: Lab today\\r\\n\\r\\nSee you at the lab!\\r\\n")
+lab.settle()
+print(lab.mailbox("john"))
+""")
+    b.md("""
 ## Part 1: Alice's mail program sends (20 points)
 
 You press Send. Your mail program does not talk to John's server: it hands the message to
@@ -109,27 +124,16 @@ print(lab.transcript("smtp:example.net"))
 
 Now be John. His mail program fetches his mail from **his** provider, `example.net`, with POP3.
 It uses port **995**, where the connection is encrypted from the first byte (like 465 for
-sending), so his password is safe on the way. The next cell makes sure John has mail: Alice's
-mail program sends him one more message.
-""")
-    b.given("alice_sends", """
-import smtplib
-with smtplib.SMTP(lab.host, lab.submission_port) as client:
-    client.starttls(context=lab.client_context())
-    client.login("alice", "wonderland")
-    client.sendmail("alice@example.com", ["john@example.net"],
-                    "From: alice@example.com\\r\\nTo: john@example.net\\r\\n"
-                    "Subject: One more thing\\r\\n\\r\\nSee you at the lab!\\r\\n")
-lab.settle()
-print(lab.mailbox("john"))
+sending), so his password is safe on the way. John has two messages from Alice now: the one
+sent at the start, and yours.
 """)
     b.md("""
 The cell starts with `%%pop3 example.net --tls`. Type below it:
 
 1. `USER john`, then `PASS postman`;
 2. `STAT`: the server answers `+OK`, the number of messages and their size in bytes;
-3. `RETR 1` to download message number 1, a message from Alice. Find its `Received:` headers
-   at the top: each server on the way added one, the newest on top;
+3. `RETR 1` to download message number 1, the message Alice sent first. Find its `Received:`
+   headers at the top: each server on the way added one, the newest on top;
 4. `QUIT`.
 
 Do **not** delete anything (`DELE`): John keeps a copy on the server, as most mail programs do
@@ -530,7 +534,11 @@ NEEDS_LOGIN = {"submit", "read"}
 ### END SOLUTION
 ''')
     b.tests("steps_tests", 6, '''
-assert CLIENT_TO_OWN_SERVER in ("SMTP", "POP3", "IMAP") and isinstance(SERVER_TO_READER, set)
+assert CLIENT_TO_OWN_SERVER in ("SMTP", "POP3", "IMAP") and SERVER_TO_SERVER in (
+    "SMTP", "POP3", "IMAP"), "CLIENT_TO_OWN_SERVER and SERVER_TO_SERVER: one of SMTP, POP3, IMAP"
+assert isinstance(SERVER_TO_READER, set) and isinstance(NEEDS_LOGIN, set), \\
+    "SERVER_TO_READER and NEEDS_LOGIN must be sets, such as {'POP3'}"
+assert NEEDS_LOGIN <= {"submit", "relay", "read"}, "NEEDS_LOGIN: the steps are submit, relay, read"
 ''', '''
 assert (CLIENT_TO_OWN_SERVER, SERVER_TO_SERVER) == ("SMTP", "SMTP")
 assert SERVER_TO_READER == {"POP3", "IMAP"} and NEEDS_LOGIN == {"submit", "read"}
@@ -555,7 +563,9 @@ DNS_RECORD = "MX"
 ### END SOLUTION
 ''')
     b.tests("ports_tests", 6, '''
-assert all(isinstance(p, int) for p in (SUBMIT_PORT, RELAY_PORT, POP3_PORT, IMAP_PORT))
+assert all(isinstance(p, int) for p in (SUBMIT_PORT, RELAY_PORT, POP3_PORT, IMAP_PORT)), \\
+    "each port is a number (an int), such as 80"
+assert isinstance(DNS_RECORD, str), "DNS_RECORD is the record type's name, a str"
 ''', '''
 assert (SUBMIT_PORT, RELAY_PORT, POP3_PORT, IMAP_PORT, DNS_RECORD) == (587, 25, 110, 143, "MX")
 ''')

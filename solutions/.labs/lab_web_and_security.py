@@ -602,7 +602,8 @@ PORTS = {
 ### END SOLUTION
 ''')
     b.tests("ports_tests", 8, '''
-assert len(PORTS) == 6 and all(isinstance(p, int) for p in PORTS.values())
+assert len(PORTS) == 6 and all(isinstance(p, int) for p in PORTS.values()), \\
+    "PORTS keeps its six jobs, and each port is a number (an int), such as 80"
 ''', '''
 assert list(PORTS.values()) == [25, 587, 465, 995, 993, 443]
 ''')
