@@ -280,3 +280,30 @@ def test_the_webmails_own_logins_are_not_queued_behind_guesses(lab):
         took = time.monotonic() - start
     assert took < GUARD["base"] * 0.9, took
     assert bob_checks(lab) == 4 and lab.guard.attempts[-1].success
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_imap_and_pop3_refuse_a_full_queue_unchecked_with_their_temporary_codes(lab, protocol):
+    """As SMTP's 454: IMAP NO [UNAVAILABLE] (RFC 5530), POP3 -ERR [SYS/TEMP] (RFC 3206)."""
+    port = lab.imap_port if protocol == "imap" else lab.pop3_port
+    heat(lab)
+    checked_before = bob_checks(lab)
+    clients = []
+    for _ in range(6):
+        sock = socket.create_connection((lab.host, port), timeout=10)
+        reader = sock.makefile("rb")
+        reader.readline()  # the greeting
+        sock.sendall(b"a LOGIN bob guess\r\n" if protocol == "imap" else b"USER bob\r\nPASS guess\r\n")
+        if protocol == "pop3":
+            reader.readline()  # +OK now send your password
+        clients.append((sock, reader))
+    answers = [reader.readline().decode() for _sock, reader in clients]
+    for sock, reader in clients:
+        reader.close()
+        sock.close()
+    busy = "a NO [UNAVAILABLE] " if protocol == "imap" else "-ERR [SYS/TEMP] "
+    wrong = "a NO [AUTHENTICATIONFAILED] " if protocol == "imap" else "-ERR [AUTH] "
+    assert all(a.startswith((busy, wrong)) for a in answers), answers
+    refused = [a for a in answers if a.startswith(busy)]
+    assert refused and "your password was not checked" in refused[0]
+    assert len(answers) - len(refused) == bob_checks(lab) - checked_before
