@@ -237,7 +237,7 @@ def test_the_owner_waits_its_turn_at_most_the_cap_and_gets_in(lab):
     owner.close()
     assert code == 235
     # As late as a wrong guess would be answered (no side channel), never beyond the cap.
-    assert GUARD["base"] * 0.9 < took < GUARD["cap"] + 0.3, took
+    assert GUARD["base"] * 0.9 < took < GUARD["cap"] + 1.0, took
 
 
 def test_a_queue_full_of_guesses_gets_454_without_checking(lab):
