@@ -197,6 +197,19 @@ def run_router(store, tmp_path, scenario, retry_delays=(0.01, 0.01), mx=None):
     return asyncio.run(main())
 
 
+def relay_one(store, tmp_path, mx=None, **kwargs) -> Router:
+    """Relay one message (to ``mx``, closed afterwards) until it is handed on or given up."""
+    async def scenario(router):
+        router.enqueue("mail.example.com", message())
+        await asyncio.wait_for(router.settle(), 10)
+        return router
+    try:
+        return run_router(store, tmp_path, scenario, mx=mx, **kwargs)
+    finally:
+        if mx is not None:
+            mx.close()
+
+
 def inbox_texts(store) -> list[str]:
     inbox = store.account("alice").folder()
     return [inbox.read(m.uid).decode() for m in inbox.messages()]
@@ -204,15 +217,7 @@ def inbox_texts(store) -> list[str]:
 
 def test_a_4xx_is_tried_once_per_retry_delay_plus_once_then_bounced(store, tmp_path):
     mx = ScriptedMX(after_data=["451 4.3.0 try later"] * 5)
-
-    async def scenario(router):
-        router.enqueue("mail.example.com", message())
-        await asyncio.wait_for(router.settle(), 10)
-        return router
-    try:
-        router = run_router(store, tmp_path, scenario, retry_delays=(0.01, 0.01), mx=mx)
-    finally:
-        mx.close()
+    router = relay_one(store, tmp_path, mx, retry_delays=(0.01, 0.01))
     assert mx.seen == 3 and mx.received == []
     [text] = inbox_texts(store)
     assert "Status: 4.4.7" in text and "451 4.3.0 try later" in text
@@ -220,10 +225,7 @@ def test_a_4xx_is_tried_once_per_retry_delay_plus_once_then_bounced(store, tmp_p
 
 
 def test_mail_for_a_domain_without_a_server_bounces_with_its_headers(store, tmp_path):
-    async def scenario(router):
-        router.enqueue("mail.example.com", message())
-        await asyncio.wait_for(router.settle(), 10)
-    run_router(store, tmp_path, scenario)
+    relay_one(store, tmp_path)
     [text] = inbox_texts(store)
     assert "Status: 5.4.4" in text and "Subject: the report" in text  # read from the entry
 
@@ -305,16 +307,7 @@ def test_close_quits_a_connection_released_this_very_instant(store, tmp_path, mo
         monotonic = staticmethod(lambda: 1000.0)
     monkeypatch.setattr(relay, "time", CoarseClock)
     counting = Counting(monkeypatch)
-    mx = ScriptedMX()
-
-    async def scenario(router):
-        router.enqueue("mail.example.com", message())
-        await asyncio.wait_for(router.settle(), 10)
-        return router
-    try:
-        router = run_router(store, tmp_path, scenario, mx=mx)
-    finally:
-        mx.close()
+    router = relay_one(store, tmp_path, ScriptedMX())
     assert counting.quits == 1 and router._idle == {}
 
 
@@ -368,15 +361,7 @@ def test_a_batch_that_crashed_is_tried_again_without_counting_an_attempt(
         return real_send_batch(router, domain, batch)
     monkeypatch.setattr(Router, "_send_batch", send_batch)
     mx = ScriptedMX()
-
-    async def scenario(router):
-        router.enqueue("mail.example.com", message())
-        await asyncio.wait_for(router.settle(), 10)
-        return router
-    try:
-        router = run_router(store, tmp_path, scenario, retry_delays=(), mx=mx)
-    finally:
-        mx.close()
+    router = relay_one(store, tmp_path, mx, retry_delays=())
     assert crashes == ["example.net"] and len(mx.received) == 1  # no retry delay left: still sent
     assert router.delivered[-1].attempts == 0 and router.failed == deque()
     assert "will be tried again" in caplog.text
