@@ -215,3 +215,43 @@ def test_built_messages_are_complete_and_safe():
     names = {p.get_filename(): p.get_content_type() for p in msg.iter_attachments()}
     assert names == {"x.html": "text/html", "a.bin": "application/octet-stream"}
     assert msg["Bcc"] == "carol@example.com"
+
+
+@pytest.mark.parametrize("answer, error", [
+    (b"NO [UNAVAILABLE] too many login attempts", "MailServerError"),
+    (b"NO [AUTHENTICATIONFAILED] wrong password", "LoginFailed"),
+])
+def test_a_login_the_server_did_not_check_is_not_called_a_wrong_password(answer, error):
+    """A throttled login (RFC 5530 UNAVAILABLE) says "try again", not "wrong password"."""
+    import socket
+    import threading
+
+    from maillab.webmail.imapclient import ImapAccess, LoginFailed, MailServerError
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def server():
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK ready\r\n")
+            for line in lines:
+                tag, command = (line.split() + [b""])[:2]
+                if command.upper() == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+                elif command.upper() == b"LOGIN":
+                    conn.sendall(tag + b" " + answer + b"\r\n")
+                else:  # LOGOUT
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+
+    thread = threading.Thread(target=server, daemon=True)
+    thread.start()
+    expected = {"LoginFailed": LoginFailed, "MailServerError": MailServerError}[error]
+    with pytest.raises(expected) as raised:
+        with ImapAccess("127.0.0.1", listener.getsockname()[1], "alice", "pw", timeout=5):
+            pass
+    assert type(raised.value) is expected
+    if expected is MailServerError:
+        assert "try again" in str(raised.value)
+    listener.close()
+    thread.join(5)

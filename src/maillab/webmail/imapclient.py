@@ -308,6 +308,10 @@ class ImapAccess:
                 payload = f"\0{self.user}\0{self.password}".encode()
                 c.authenticate("PLAIN", lambda _challenge: payload)
         except imaplib.IMAP4.error as e:
+            if "[UNAVAILABLE]" in str(e):  # RFC 5530: not a wrong password, a server too busy
+                raise MailServerError(_("The mail server is not checking passwords for this "
+                                        "account right now (too many login attempts): try "
+                                        "again in a few seconds.")) from None
             raise LoginFailed(_("The mail server did not accept this address and password.")) from e
         except OSError as e:
             raise MailServerError(_("The connection to the IMAP server broke ({0}).").format(e)) from None
