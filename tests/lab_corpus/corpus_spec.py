@@ -17,6 +17,14 @@ SMTP_SUBMIT = ["tls", "login", "envelope", "message", "headers", "quit"]
 POP3_BOX_STEPS = ["login", "look", "retr", "dele", "quit", "kept"]
 # ... and the imap lab's (solutions/.labs/lab_imap.py)
 IMAP_STEPS = ["login", "create", "move", "flag", "search", "logout"]
+# ... and the journey lab's (solutions/.labs/lab_journey.py)
+JOURNEY_LEVEL1 = [f"{part}_{step}_tests" for part, steps in (
+    ("send", ["hello", "tls", "login", "envelope", "message", "headers", "quit"]),
+    ("download", ["login", "retr", "kept", "quit"])) for step in steps]
+# ... and the web-and-security lab's (solutions/.labs/lab_web_and_security.py)
+WEB_LEVEL1 = ["page_request_tests", "mailbox_request_tests", "predict_tests",
+              "account_incoming_tests", "account_outgoing_tests"] + [
+    f"submit_{step}_tests" for step in ["hello", "tls", "login", "envelope", "message", "quit"]]
 
 
 def busy_loop(fn: str) -> str:
@@ -300,13 +308,32 @@ SPEC = {
         "tamper": {"unsolved": ["relay"], "insert": [("relay_tests", TAMPER)]},
         "fake": {"unsolved": ["submit"], "insert": [("submit_tests", FAKE_JOURNEY)]},
         "fail": {
-            "partial": ["submit_tests", "pop3_tests", "imap_tests", "ports_tests"],
+            "partial": ["submit_tests", "pop3_tests", "imap_tests", "ports_tests"]
+            + JOURNEY_LEVEL1,
             "hang": ["pop3_tests", "imap_tests"],
             "swallow": ["submit_tests"],
             "kill": ["hops_tests"],
             "cells": ["imap_tests", "ports_tests"],
             "tamper": ["relay_tests"],  # honest work (the notebook's own tests fail more)
             "fake": ["submit_tests"],
+        },
+        "slips": {
+            "slip_blank": {"typed": {"send_session": ("message\n\nHi John", "message\nHi John")},
+                           "fail": ["send_message_tests"]},
+            "slip_quit": {"typed": {"download_session": ("RETR 1\nQUIT", "RETR 1")},
+                          "fail": ["download_quit_tests"]},
+            "slip_order": {"typed": {"send_session": (
+                "MAIL FROM:<alice@example.com>\nRCPT TO:<john@example.net>",
+                "RCPT TO:<john@example.net>\nMAIL FROM:<alice@example.com>")},
+                "fail": ["send_envelope_tests", "send_message_tests", "send_headers_tests"]},
+            "slip_typo": {"typed": {"download_session": ("PASS postman", "PAS postman")},
+                          "fail": ["download_login_tests", "download_retr_tests",
+                                   "download_kept_tests"]},
+            "slip_dele": {"typed": {"download_session": ("RETR 1\nQUIT", "RETR 1\nDELE 1\nQUIT")},
+                          "fail": ["download_kept_tests"]},
+            "slip_port": {"typed": {"download_session": ("%%pop3 example.net --tls",
+                                                         "%%pop3 example.net")},
+                          "fail": ["download_login_tests"]},
         },
     },
     "web-and-security": {
@@ -321,13 +348,31 @@ SPEC = {
         "tamper": {"unsolved": ["pop3s"], "insert": [("pop3s_tests", TAMPER)]},
         "fake": {"unsolved": ["login", "pop3s"], "insert": [("login_tests", FAKE_WEB)]},
         "fail": {
-            "partial": ["login_tests", "pop3s_tests", "starttls_tests"],
+            "partial": ["login_tests", "pop3s_tests", "starttls_tests"] + WEB_LEVEL1,
             "hang": ["pop3s_tests", "starttls_tests"],
             "swallow": ["login_tests"],
             "kill": ["sniff_tests"],
             "cells": ["starttls_tests", "ports_tests"],
             "tamper": ["pop3s_tests"],  # honest work (the notebook's own tests fail more)
             "fake": ["login_tests", "pop3s_tests"],
+        },
+        "slips": {
+            "slip_blank": {"typed": {"submit_session": ("the way\n\nNobody", "the way\nNobody")},
+                           "fail": ["submit_message_tests"]},
+            "slip_quit": {"typed": {"submit_session": ("message.\n.\nQUIT", "message.\n.")},
+                          "fail": ["submit_quit_tests"]},
+            "slip_tls": {"typed": {"submit_session": ("STARTTLS\nEHLO laptop.example.com",
+                                                      "STARTTLS")},
+                         "fail": ["submit_tls_tests", "submit_login_tests",
+                                  "submit_envelope_tests", "submit_message_tests"]},
+            "slip_typo": {"typed": {"page_session": ("GET /login", "GET /logn")},
+                          "fail": ["page_request_tests"]},
+            "slip_predict": {"typed": {"predict": ('{"EHLO", "STARTTLS"}', '{"EHLO"}')},
+                             "fail": ["predict_tests"]},
+            "slip_security": {"typed": {"account": ('lab.port("imaps")', 'lab.port("imap")')},
+                              "fail": ["account_incoming_tests"]},
+            "slip_port25": {"typed": {"account": ('lab.port("smtps")', 'lab.port("smtp")')},
+                            "fail": ["account_outgoing_tests"]},
         },
     },
 }
