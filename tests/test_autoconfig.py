@@ -152,3 +152,26 @@ def test_without_tls_the_file_names_the_plain_ports():
             ("smtp", lab.smtp_port, "plain")}
         for server in named:
             log_in(lab, server, address, password)
+
+
+def test_serve_says_where_mail_programs_find_their_settings():
+    """``python -m maillab serve`` prints the settings address, and it answers for a domain."""
+    import re
+    import urllib.request
+
+    from test_serve import Serve
+
+    serve = Serve()
+    try:
+        found = re.search(r"(http://localhost:\d+/autoconfig/v1\.1/)<domain>", serve.output)
+        assert found, serve.output
+        with urllib.request.urlopen(found.group(1) + "example.net", timeout=30) as answer:
+            xml = answer.read()
+        assert ElementTree.fromstring(xml).find("emailProvider").get("id") == "example.net"
+        # every port the file names is one serve's table lists for mail.example.net
+        listed = {int(port) for port in re.findall(r"mail\.example\.net\s+port (\d+)",
+                                                    serve.output)}
+        assert len(listed) == 7 and {int(s["port"]) for s in servers(xml)} <= listed, serve.output
+        assert [s["socketType"] for s in servers(xml) if s["type"] == "smtp"] == ["SSL", "STARTTLS"]
+    finally:
+        serve.stop()

@@ -57,6 +57,10 @@ def serve(args) -> int:
     if lab.ca is not None:
         print(_("CA certificate (tell your mail program to trust it): {0}").format(lab.ca_file),
               flush=True)
+    if any(s.protocol == "webmail" for s in lab.services):  # autoconfig (docs/webmail.md)
+        print(_("mail programs find their settings at {0}<domain> (Thunderbird: the pref "
+                "mailnews.auto_config_url)").format(
+            f"http://localhost:{lab.webmail_port}/autoconfig/v1.1/"), flush=True)
     print("ready; press Ctrl-C to stop", flush=True)
     try:
         while not stop.wait(0.5):
