@@ -494,7 +494,7 @@ def test_imap_reply_last_line_and_status():
     assert fed(ImapReply(b"a1"), b"+ Ready\r\n").status == "+"
     untagged_bad = fed(ImapReply(b"a1"), b"* BAD line too long\r\n")
     assert untagged_bad.done and untagged_bad.status == ""
-    assert fed(ImapReply(b"a1"), b"a1\r\n").status == ""
+    assert fed(ImapReply(b"a1"), b"a1 \r\n").status == ""  # the tag and nothing after it
     assert fed(ImapReply(None), b"* OK hi\r\n").status == ""
     assert fed(ImapReply(None), b"\n").done  # a bare line end is a whole (empty) line
 
