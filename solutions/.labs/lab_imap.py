@@ -170,10 +170,16 @@ with grading.watch(lab) as ev:
     sock.close()
 s = ev.session("imap:example.com")
 assert s.commands(tagged=True) == ["LOGIN", "LOGOUT"], s.commands(tagged=True)
+try:
+    imap_login(lab.host, lab.imap_port, user, "not-the-password")
+except IMAPError as e:
+    print("refused, as it should be:", e)
+else:
+    raise AssertionError("LOGIN with a wrong password got NO: imap_login must raise IMAPError")
 ''', '''
 _u, _p = _g.make_account(lab)
 try:
-    imap_login(lab.host, lab.imap_port, _u, "wrong")
+    imap_login(lab.host, lab.imap_port, _u, "not-" + _p)
 except IMAPError:
     pass
 else:
@@ -208,8 +214,10 @@ user, password = grading.make_account(lab, [grading.sample(i) for i in range(3)]
 with grading.watch(lab) as ev:
     counts = folder_status(lab.host, lab.imap_port, user, password)
 print(counts)
-assert counts == {"MESSAGES": 3, "UNSEEN": 2}
+assert counts == {"MESSAGES": 3, "UNSEEN": 2}, f"got {counts}, expected 3 messages, 2 unseen"
 assert "STATUS" in ev.session("imap:example.com").commands(tagged=True)
+got = folder_status(lab.host, lab.imap_port, user, password, "Sent")
+assert got == {"MESSAGES": 0, "UNSEEN": 0}, f"the folder Sent: got {got}, expected none"
 ''', '''
 _u, _p = _g.make_account(lab, [_g.sample(1)], flags=[("\\\\Seen",)])
 assert folder_status(lab.host, lab.imap_port, _u, _p) == {"MESSAGES": 1, "UNSEEN": 0}
@@ -382,9 +390,11 @@ with grading.watch(lab) as ev:
     data = fetch_part(lab.host, lab.imap_port, user, password, 2, "2")
 print(data)
 assert base64.b64decode(data) == b"hello world"
+assert "UID FETCH" in ev.session("imap:example.com").commands(tagged=True), "fetch by UID"
+read = [m for m in map(grading.DiskMessage, grading.maildir(lab, user).values()) if "S" in m.flags]
+assert not read, "the message is now marked as read: fetch with BODY.PEEK[...]"
 ''', '''
 assert fetch_part(lab.host, lab.imap_port, user, password, 2, "1") == b"See the attachment."
-assert "UID FETCH" in ev.session("imap:example.com").commands(tagged=True)
 assert all("S" not in _m.flags for _m in map(_g.DiskMessage, _g.maildir(lab, user).values()))
 ''')
     b.md("""
@@ -416,8 +426,14 @@ with grading.watch(lab) as ev:
 flags = {m.uid: m.flags for m in map(grading.DiskMessage, grading.maildir(lab, user).values())}
 print(flags)
 assert flags == {1: set(), 2: {"F"}}
+assert "UID STORE" in ev.session("imap:example.com").commands(tagged=True), "use UID STORE"
+try:
+    add_flag(lab.host, lab.imap_port, user, password, 1, "\\\\Bogus")
+except IMAPError as e:
+    print("refused, as it should be:", e)
+else:
+    raise AssertionError("STORE of an unknown flag got NO: add_flag must raise IMAPError")
 ''', '''
-assert "UID STORE" in ev.session("imap:example.com").commands(tagged=True)
 add_flag(lab.host, lab.imap_port, user, password, 1, "\\\\Answered")
 _flags = {m.uid: m.flags for m in map(_g.DiskMessage, _g.maildir(lab, user).values())}
 assert _flags == {1: {"R"}, 2: {"F"}}
