@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import maillab  # noqa: E402
 from aiosmtpd.smtp import SMTP  # noqa: E402
-from common import at_least, at_most, header, interleaved, med, python_env, spread, timed  # noqa: E402
+from common import (at_least, at_most, header, interleaved, load, med, python_env, spread,  # noqa: E402
+                    timed)
 from peers import (MaillabServe, dovecot_all_services, dovecot_import, serve_in_thread,  # noqa: E402
                    wait_answering)
 
@@ -50,8 +51,10 @@ SMTP_RATIO_FLOOR, SMTP_RATE_FLOOR = 0.6, 1000  # at least
 
 def row(label: str, ours: list[float], theirs: list[float], unit: str, scale: float,
         verdict: str, names=("maillab", "peer")) -> None:
+    """One figure beside its peer's, with the verdict and the load average as it was measured
+    (on a shared machine a ratio means little without it)."""
     print(f"{label:34} {names[0]} {spread(ours, scale):>22} {unit}   {names[1]} "
-          f"{spread(theirs, scale):>22} {unit}   {verdict}", flush=True)
+          f"{spread(theirs, scale):>22} {unit}   {verdict}   [{load()}]", flush=True)
 
 
 # ----------------------------------------------------------------------------- import

@@ -101,7 +101,7 @@ def login_policy(protocol: str, strict: bool) -> str:
     return _("clear-text login allowed (to learn by hand); {0} offered").format(upgrade)
 
 
-@dataclass
+@dataclass(repr=False)  # (its own __repr__ below: no generated one to make at import)
 class StoredMessage:
     """A message as the server stored it, for notebooks and graders to inspect."""
 

@@ -156,7 +156,7 @@ class RelayQueue:
         return found
 
 
-@dataclass
+@dataclass(repr=False, eq=False)  # (never shown or compared: fewer methods made at import)
 class _Outcome:
     """What one attempt did for one message (decided in a worker thread)."""
 
