@@ -185,6 +185,19 @@ def test_files_added_removed_and_renamed_by_hand_show_at_the_next_command(ctx, s
     assert lines(c.cmd('s SEARCH SUBJECT "copied by hand"'))[0] == b"* SEARCH 5"
 
 
+def test_a_folder_removed_by_hand_is_empty_at_the_next_command(ctx, store):  # noqa: F811
+    import shutil
+    acct = store.account("alice")
+    folder = acct.create_folder("Old")
+    for raw in SAMPLES[:2]:
+        folder.deliver(raw)
+    c = selected_client(ctx, "Old")
+    shutil.rmtree(folder.path)
+    out = lines(c.cmd("n NOOP"))
+    assert out == [b"* 2 EXPUNGE", b"* 1 EXPUNGE", b"n OK NOOP completed"]
+    assert lines(c.cmd("s SEARCH ALL")) == [b"* SEARCH", b"s OK SEARCH completed"]
+
+
 def test_a_second_store_on_the_same_files_agrees(tmp_path):
     """Two processes on one store (a notebook and `maillab serve`, say): each sees the other's
     changes, and their index rows never mislead the other."""

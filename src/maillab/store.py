@@ -413,7 +413,7 @@ class Folder:
         if not initial:
             changes += [Change("exists", uid, index[uid].flags) for uid in sorted(fresh)]
         if gone:
-            self._save_uid_state()  # before these UIDs are forgotten: they are never given again
+            self._keep_uid_state()  # before these UIDs are forgotten: they are never given again
             for uid in sorted(gone):
                 del index[uid]
                 self.keywords.pop(uid, None)
@@ -428,12 +428,18 @@ class Folder:
                 fresh.add(info.uid)
                 changes.append(Change("exists", info.uid, info.flags))
         if self._uidnext != self._saved_uidnext:
-            self._save_uid_state()
+            self._keep_uid_state()
         if fresh and (not initial or foreign) and list(index) != sorted(index):
             self._index = dict(sorted(index.items()))
         if not initial:
             for change in changes:
                 self._notify(change)
+
+    def _keep_uid_state(self) -> None:
+        try:
+            self._save_uid_state()
+        except OSError:  # the whole folder was removed by hand: there is nothing to keep
+            pass
 
     def _mtime(self, entry: tuple[str, bool]) -> float:
         try:
