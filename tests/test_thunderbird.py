@@ -11,13 +11,13 @@ How it is driven: a fresh profile's ``user.js`` holds only prefs for a quiet sta
 address of the settings database (``mailnews.auto_config_url``, pointed at the webmail: the
 lab's domains are not in the DNS, so Thunderbird's other lookups cannot reach it). Thunderbird's
 remote protocol (Marionette, started with ``--marionette``) then runs the steps a user clicks
-through: trust the lab's CA in Thunderbird's certificate store; in the account window type name,
-address and password (the window's own modules find the settings, pick IMAP or POP3 as its
-result page does, verify the login and create the account: see ``SET_UP_ACCOUNT``); open the
-compose window and press Send, Get Messages, New Folder, Move To. Only the account window's
-page itself is not clicked (its controls are a web component whose layout changes from release
-to release); its code is run with the values a user types. Screenshots of each step go to
-``$MAILLAB_THUNDERBIRD_SHOTS`` (a folder) when set, else to the test's temporary folder.
+through: trust the lab's CA in Thunderbird's certificate store; in the account window (the
+Account Hub) type name and address, Continue, pick IMAP or POP3 on the page of settings found,
+Continue, type the password, Continue (Thunderbird logs in to check, then adds the account:
+``set_up_account``); open the compose window and press Send, Get Messages, New Folder, Move To.
+Fields are filled by setting their value and sending the events typing sends, buttons pressed
+with click(). Screenshots of each step go to ``$MAILLAB_THUNDERBIRD_SHOTS`` (a folder) when set,
+else to the test's temporary folder.
 """
 
 from __future__ import annotations
@@ -152,47 +152,48 @@ def user_js(lab: maillab.MailLab, marionette_port: int) -> str:
     return "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items())
 
 
-# The account window's steps, with the modules it uses (Thunderbird's Account Hub, email.mjs):
-# find the settings (FindConfig: disk, ISP, database, MX), fill in name, address and password
-# (AccountConfig.replaceVariables), pick IMAP or POP3 as its result page does (the first server
-# of that type in the file), check the login on the servers (ConfigVerifier, as "Done" does),
-# then create the account (CreateInBackend). Returns what was found and chosen.
-SET_UP_ACCOUNT = """
-const [name, address, password, protocol] = arguments;
-const { FindConfig } = ChromeUtils.importESModule(
-  "resource:///modules/accountcreation/FindConfig.sys.mjs");
-const { AccountConfig } = ChromeUtils.importESModule(
-  "resource:///modules/accountcreation/AccountConfig.sys.mjs");
-const { ConfigVerifier } = ChromeUtils.importESModule(
-  "resource:///modules/accountcreation/ConfigVerifier.sys.mjs");
-const { CreateInBackend } = ChromeUtils.importESModule(
-  "resource:///modules/accountcreation/CreateInBackend.sys.mjs");
-return (async () => {
-  const abort = new AbortController();
-  const discovery = FindConfig.parallelAutoDiscovery(address.split("@")[1], address,
-                                                     abort.signal);
-  let step = await discovery.next();
-  while (!step.done) step = await discovery.next();
-  const config = step.value;
-  const found = [config.incoming, ...config.incomingAlternatives, config.outgoing,
-                 ...config.outgoingAlternatives].map(
-    s => [s.type, s.hostname, s.port, s.socketType]);
-  AccountConfig.replaceVariables(config, name, address, password);
-  config.incoming = [config.incoming, ...config.incomingAlternatives].find(
-    s => s.type == protocol);
-  const mainWindow = Services.wm.getMostRecentWindow("mail:3pane");
-  const verified = await new ConfigVerifier(mainWindow.msgWindow, abort.signal)
-    .verifyConfig(config, false);
-  config.incoming.auth = verified.incoming.auth;
-  config.outgoing.auth = verified.outgoing.auth;
-  const account = await CreateInBackend.createAccountInBackend(config);
-  const server = account.incomingServer;
-  return {source: config.source, subSource: config.subSource, found,
-          incoming: [server.type, server.hostName ?? server.hostname, server.port, server.socketType,
-                     server.username],
-          outgoing: [config.outgoing.port, config.outgoing.socketType]};
-})();
-"""
+# Thunderbird's account window (the Account Hub, a dialog in the main window; views/email.mjs):
+# ``hub()`` is its e-mail view, ``shown()`` the id of the step it shows, ``type()`` types into a
+# field as a keyboard would (the value, then the events that make the form check it).
+HUB = ("const hub = () => Services.wm.getMostRecentWindow('mail:3pane').document"
+       ".querySelector('account-hub-container').modal.querySelector('account-hub-email');\n"
+       "const shown = () => { const v = [...hub().querySelectorAll('[id$=Subview]')]"
+       ".filter(s => !s.hidden); return v.length ? v[0].id : ''; };\n"
+       "const type = (field, text) => { field.focus(); field.value = text;"
+       " field.dispatchEvent(new Event('input', {bubbles: true}));"
+       " field.dispatchEvent(new Event('change', {bubbles: true})); };\n"
+       "const forward = () => hub().querySelector('account-hub-footer #forward');\n")
+
+
+def set_up_account(tb: Marionette, name: str, address: str, password: str, protocol: str,
+                   shots: Path) -> dict:
+    """Add an account as a user does in the account window: name and address, Continue; on the
+    page of settings found, pick IMAP or POP3, Continue; the password, Continue (Thunderbird
+    then logs in to check). Returns the incoming server the page of settings found showed (type, host, port,
+    connection security, user name)."""
+    tb.js("Services.wm.getMostRecentWindow('mail:3pane').openAccountHub('MAIL');")
+    tb.wait(HUB + "try { return shown() == 'emailAutoConfigSubview'; } catch (e) { return false; }")
+    tb.js(HUB + "const form = hub().querySelector('#emailAutoConfigSubview');"
+          "type(form.querySelector('#realName'), arguments[0]);"
+          "type(form.querySelector('#email'), arguments[1]); forward().click();", name, address)
+    tb.wait(HUB + "return shown() == 'emailConfigFoundSubview';")
+    tb.js(HUB + "hub().querySelector(`#emailConfigFoundSubview #${arguments[0]} input`).click();",
+          protocol)
+    time.sleep(0.5)  # let the page paint for the screenshot
+    tb.screenshot(shots / f"0-{name.lower()}-settings-found.png")
+    found = tb.js(HUB + """
+        const page = hub().querySelector('#emailConfigFoundSubview');
+        const text = id => page.querySelector('#' + id).textContent.trim();
+        return [text('incomingType'), text('incomingHost'), text('incomingPort'),
+                text('incomingSocketType'), text('incomingUsername')];""")
+    tb.js(HUB + "forward().click();")
+    tb.wait(HUB + "return shown() == 'emailPasswordSubview';")
+    tb.js(HUB + "type(hub().querySelector('#emailPasswordSubview #password'), arguments[0]);"
+          "forward().click();", password)
+    tb.wait(HUB + "return shown() == 'emailAddedSuccessSubview';", timeout=60)
+    tb.js("Services.wm.getMostRecentWindow('mail:3pane').document"
+          ".querySelector('account-hub-container').modal.close();")
+    return found
 
 
 @contextmanager
@@ -283,22 +284,25 @@ def test_thunderbird_sends_reads_over_imap_and_pop3_and_moves(tmp_path):
             # Account setup, as in the account window: name, address, password; the rest is
             # found in the lab's autoconfig file. alice keeps IMAP (what it proposes first),
             # bob picks POP3 on the result page.
-            alice = tb.js(SET_UP_ACCOUNT, "Alice", "alice@example.com", "wonderland", "imap")
-            bob = tb.js(SET_UP_ACCOUNT, "Bob", "bob@example.com", "builder", "pop3")
-            assert alice["subSource"] == bob["subSource"] == "xml-from-db", alice
-            ssl_tls, starttls = 3, 2  # Ci.nsMsgSocketType
-            assert alice["found"] == [
-                ["imap", "localhost", lab.imaps_port, ssl_tls],
-                ["imap", "localhost", lab.imap_port, starttls],
-                ["pop3", "localhost", lab.pop3s_port, ssl_tls],
-                ["pop3", "localhost", lab.pop3_port, starttls],
-                ["smtp", "localhost", lab.smtps_port, ssl_tls],
-                ["smtp", "localhost", lab.submission_port, starttls]], alice["found"]
-            assert alice["incoming"] == ["imap", "localhost", lab.imaps_port, ssl_tls,
-                                         "alice@example.com"]
-            assert bob["incoming"] == ["pop3", "localhost", lab.pop3s_port, ssl_tls,
-                                       "bob@example.com"]
-            assert alice["outgoing"] == [lab.smtps_port, ssl_tls]
+            alice = set_up_account(tb, "Alice", "alice@example.com", "wonderland", "imap", shots)
+            bob = set_up_account(tb, "Bob", "bob@example.com", "builder", "pop3", shots)
+            # what the page of settings found showed: the lab's ports, TLS from the first byte
+            assert alice == ["imap", "localhost", str(lab.imaps_port), "SSL/TLS",
+                             "alice@example.com"], alice
+            assert bob == ["pop3", "localhost", str(lab.pop3s_port), "SSL/TLS",
+                           "bob@example.com"], bob
+            made = tb.js("return MailServices.accounts.accounts.map(a => [a.incomingServer.type,"
+                         " a.incomingServer.port, a.incomingServer.socketType,"
+                         " a.incomingServer.username, a.defaultIdentity?.email]);")
+            ssl_tls = 3  # Ci.nsMsgSocketType.SSL
+            assert sorted(made, key=str) == sorted([
+                ["imap", lab.imaps_port, ssl_tls, "alice@example.com", "alice@example.com"],
+                ["pop3", lab.pop3s_port, ssl_tls, "bob@example.com", "bob@example.com"],
+                ["none", -1, 0, "nobody", None]], key=str), made
+            outgoing = tb.js("return [...MailServices.outgoingServer.servers].map(s => ["
+                             "s.QueryInterface(Ci.nsISmtpServer).port, s.username]);")
+            assert sorted(outgoing) == [[lab.smtps_port, "alice@example.com"],
+                                        [lab.smtps_port, "bob@example.com"]], outgoing
             # Thunderbird fetched the file from the webmail and checked each login there.
             assert "GET /autoconfig/v1.1/example.com HTTP/1.1" in lab.transcript(
                 "http:example.com").client_lines()
