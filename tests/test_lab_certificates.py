@@ -1,4 +1,4 @@
-"""The lab's certificates (maillab.tls), written out in DER by the lab itself.
+"""The lab's certificates (maillab.certificates, used by maillab.tls' LabCA), written out in DER.
 
 What a TLS client checks is checked here with other implementations: ``cryptography`` parses
 every certificate and verifies its signature, ``openssl verify`` accepts the chain for a TLS

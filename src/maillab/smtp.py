@@ -174,8 +174,9 @@ _ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\\\"]+@(?:[^\s@<>()\[\],;:\\\".]+\.)*[^
 
 # <local@domain> of dot-atoms in ASCII (RFC 5322 3.2.3), then the end or spaces and a parameter:
 # the parser's answer for these is the text between the brackets and what follows the spaces.
+# (A pattern string: re compiles it at the first MAIL command, not at ``import maillab``.)
 _DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-_PLAIN_ANGLE_ADDR = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?:\Z| +(?=[^\s(]))")
+_PLAIN_ANGLE_ADDR = rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?:\Z| +(?=[^\s(]))"
 
 
 def malformed(address: str) -> str | None:
@@ -464,7 +465,7 @@ class LabSMTP(SMTP):
         if not arg:
             return "", ""
         start = arg.lstrip(" \t")  # (the parser skips these; other spaces it refuses)
-        plain = _PLAIN_ANGLE_ADDR.match(start)
+        plain = re.match(_PLAIN_ANGLE_ADDR, start)
         if plain:  # what nearly every client sends: the parser would give the same, slowly
             addr, rest = plain.group(1), start[plain.end():]
         else:
