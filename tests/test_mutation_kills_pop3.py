@@ -271,3 +271,17 @@ def test_a_message_file_that_keeps_vanishing_is_tried_three_times(alice, store, 
     assert len(reads) == 3
     monkeypatch.undo()
     assert say(alice, "RETR 2").startswith("+OK")
+
+
+def test_commands_per_turn_answers_that_many_per_call(ctx):
+    session = Pop3Session(ctx, commands_per_turn=1)
+    assert session.commands_done == 0
+    out = session.receive_data(b"CAPA\r\nCAPA\r\nQUIT\r\n")
+    assert out.count(b"+OK") == 1 and session.pending and session.commands_done == 1
+    assert session.receive_data().startswith(b"+OK capability list follows")
+    assert session.receive_data().startswith(b"+OK") and session.closed
+    assert session.commands_done == 3
+    two = Pop3Session(ctx, commands_per_turn=2)
+    assert two.receive_data(b"CAPA\r\nCAPA\r\nCAPA\r\n").count(b"+OK capability") == 2
+    assert two.receive_data(b"CA").startswith(b"+OK capability")  # the third, at last
+    assert two.receive_data(b"P") == b"" and two.commands_done == 3  # a partial line counts not
