@@ -189,10 +189,8 @@ class MailLab:
         if self._thread is not None:
             return self
         # What only a running lab needs is imported here, not with the module, so that
-        # ``import maillab`` stays light: worker threads, the hand-over of ports between
-        # notebooks' labs, the wire copies.
-        from concurrent.futures import ThreadPoolExecutor
-
+        # ``import maillab`` stays light: the hand-over of ports between notebooks' labs, the
+        # wire copies.
         from . import handover
         from .wire import TappingEventLoop
         if self.ports_policy == "mnemonic":  # an older lab in another notebook gives them back
@@ -210,13 +208,12 @@ class MailLab:
         self._thread = threading.Thread(target=self._run_loop, name="maillab-loop", daemon=True)
         self._thread.start()
         try:
-            # Accounts (password hashes, folders on disk) are made in threads while the servers
-            # start in the loop's thread.
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                made = pool.map(self._make_account, self.accounts)
-                fut = asyncio.run_coroutine_threadsafe(self._start_services(), self._loop)
-                list(made)
-                fut.result(timeout=30)
+            # Accounts (password hashes, folders on disk) are made here while the servers start
+            # in the loop's thread (a few milliseconds: no worker threads for them).
+            fut = asyncio.run_coroutine_threadsafe(self._start_services(), self._loop)
+            for acct in self.accounts:
+                self._make_account(acct)
+            fut.result(timeout=30)
             self.store.save()
         except BaseException:
             self.stop()
