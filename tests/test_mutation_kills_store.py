@@ -349,3 +349,64 @@ def test_a_new_folders_first_uid_is_one(alice):
     folder = alice.create_folder("Projects")
     assert folder.uidnext == 1
     assert folder.deliver(b"Subject: x\n\nx\n").uid == 1 and folder.uidnext == 2
+
+
+# ----------------------------------------------------------------------------- flags and reading
+
+def test_store_flags_modes_return_the_flags_and_never_keep_recent(alice):
+    inbox = alice.folder()
+    uid = inbox.deliver(b"Subject: x\n\nx\n", flags={"\\Recent"}).uid
+    assert inbox.flags_of(uid) == frozenset()  # \Recent is the session's, never stored
+    other = inbox.deliver(b"Subject: y\n\ny\n", flags={"\\Recent", "$X"}).uid
+    assert inbox.flags_of(other) == {"$X"}
+    assert inbox.store_flags(uid, {"\\Seen", "$A", "\\Recent"}, "add") == {"\\Seen", "$A"}
+    assert inbox.store_flags(uid, {"\\Seen"}, "add") == {"\\Seen", "$A"}  # nothing to change
+    assert inbox.store_flags(uid, {"$A"}, "remove") == {"\\Seen"}
+    assert inbox.store_flags(uid, {"\\Flagged", "\\Recent"}, "set") == {"\\Flagged"}
+    assert inbox.flags_of(uid) == {"\\Flagged"} and "\\Recent" not in inbox.defined_keywords()
+    with pytest.raises(ValueError):
+        inbox.store_flags(uid, {"\\Seen"}, "toggle")
+    with pytest.raises(KeyError):
+        inbox.store_flags(999, {"\\Seen"}, "add")
+
+
+def test_reading_an_unknown_or_vanished_message_is_a_key_error(alice):
+    inbox = alice.folder()
+    info = inbox.deliver(b"Subject: x\n\nx\n")
+    with pytest.raises(KeyError):
+        inbox.read(info.uid + 1)
+    os.unlink(info.path)  # removed behind the store's back
+    with pytest.raises(KeyError):
+        inbox.read(info.uid)
+
+
+def test_deleting_a_folder_tells_its_listeners_each_message_went(alice):
+    folder = alice.create_folder("Projects")
+    uids = [folder.deliver(b"Subject: %d\n\nx\n" % i).uid for i in range(2)]
+    heard = []
+    folder.subscribe(heard.append)
+    alice.delete_folder("Projects")
+    assert [(c.kind, c.uid) for c in heard] == [("expunge", u) for u in uids]
+
+
+def test_rename_moves_children_that_were_never_opened(store, alice):
+    alice.create_folder("Work")
+    alice.create_folder("Work.2024").deliver(b"Subject: c\n\nc\n")
+    again = reopened(store).account("alice")
+    again.folder("Work")  # the parent is open, its child is not
+    again.rename_folder("Work", "Job")
+    assert len(again.folder("Job.2024")) == 1 and not again.has_folder("Work.2024")
+
+
+def test_expunged_messages_leave_the_keyword_file(alice):
+    inbox = alice.folder()
+    plain = inbox.deliver(b"Subject: 0\n\nx\n").uid
+    inbox.expunge([plain])
+    assert not (inbox.path / "maillab-keywords.json").exists()  # no keywords, no file
+    keep = inbox.deliver(b"Subject: 1\n\nx\n").uid
+    gone = inbox.deliver(b"Subject: 2\n\nx\n").uid
+    inbox.store_flags(keep, {"$Keep"}, "add")
+    inbox.store_flags(gone, {"$Gone"}, "add")
+    inbox.expunge([gone])
+    saved = json.loads((inbox.path / "maillab-keywords.json").read_text())
+    assert saved["uids"] == {str(keep): ["$Keep"]}
