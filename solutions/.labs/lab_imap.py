@@ -77,6 +77,10 @@ waiting for the line with your tag. Replace the two lines `# YOUR CODE HERE` and
 
 Every device that opens Bob's mailbox now sees the folder, the message in it and its flag:
 they live on the server. That is what IMAP was made for.
+
+The test cells below read what the server saw while the cell just above them ran: keep them
+right below your session cell, and run them after it (got something wrong? fix the session,
+run it again, then the tests).
 """)
     b.solution("hand_session", r"""
 %%imap example.com

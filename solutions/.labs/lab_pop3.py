@@ -61,6 +61,10 @@ each answer, as you would type them after `telnet mail.example.com 110`. Replace
 Leave message 3 on the server: your phone should still find it there ("leave a copy on the
 server"). Every answer starts with `+OK` (yes) or `-ERR` (no, and why).
 
+The test cells below read what the server saw while the cell just above them ran: keep them
+right below your session cell, and run them after it (got something wrong? fix the session,
+run it again, then the tests).
+
 By the way: after `RETR`, this lab's server moves the message from `new/` to `cur/` in its
 Maildir folder and marks it `\\Seen`. That is how *this* server keeps its files, not part of
 POP3: POP3 itself knows nothing about read and unread messages.

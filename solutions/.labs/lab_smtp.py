@@ -56,8 +56,11 @@ each answer, as you would type them after `telnet mail.example.com 25`. Replace 
 4. `QUIT`.
 
 Run the cell and read the server's answers: `250` means yes, `354` means "send the message now",
-a code starting with 5 means no, and the line below it says why. Got something wrong? Fix the
-cell and run it again, then run the test cells below it.
+a code starting with 5 means no, and the line below it says why.
+
+The test cells below read what the server saw while the cell just above them ran: keep them
+right below your session cell, and run them after it (got something wrong? fix the session,
+run it again, then the tests).
 """)
     b.solution("hand_session", """
 %%smtp example.com
