@@ -13,8 +13,9 @@ Run (as root, for Dovecot): python bench/bench_core.py [--quick] [--store DIR]
   this process (goals: at least 0.6x and 1,000 msg/s);
 * POP3: login and RETR of 500 messages in one session, maillab beside Dovecot's POP3.
 
-Rounds alternate the two systems; figures are medians [min-max]; FAIL marks a figure on the
-wrong side of its goal. Nothing here asserts.
+Rounds alternate the two systems; figures are medians [min-max], each line ending with the load
+average as it was printed (8 agents may share the 2 cores: compare ratios of one run, not figures
+of two); FAIL marks a figure on the wrong side of its goal. Nothing here asserts.
 """
 
 from __future__ import annotations
