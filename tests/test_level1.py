@@ -91,6 +91,12 @@ def test_each_slip_costs_the_steps_it_breaks(lab, slip, text, broken, says):
     assert "\n" not in str(e.value)  # one line
 
 
+def test_the_student_versions_placeholder_lines_earn_nothing(lab):
+    steps = submission_steps(lab, "# YOUR CODE HERE\nraise NotImplementedError()")
+    assert set(failed(steps)) == set(steps.results)
+    assert "'# YOUR CODE HERE' with '530" in failed(steps)["tls"]  # what the server said
+
+
 def test_a_session_on_another_port_is_no_evidence(lab):
     steps = grading.smtp_steps(typed(lab, "EHLO me\nQUIT"), "submission:example.com",
                                rcpt="john@example.net", user="john")  # typed on port 25
