@@ -735,6 +735,8 @@ def test_any_server_still_trusts_the_running_lab(monkeypatch):
     lab = FakeLab()
     monkeypatch.setattr(labmodule, "_current", lab)
     assert runmodule.resolve_target("imap", host="127.0.0.1").lab is lab
+    bare_port = runmodule.resolve_target("imap", port=2144)  # a port of the running lab's host
+    assert (bare_port.host, bare_port.port, bare_port.lab) == ("127.0.0.9", 2144, lab)
     lab.running = False
     assert runmodule.resolve_target("imap", host="127.0.0.1").lab is None
 
@@ -1187,6 +1189,17 @@ def test_implicit_tls_and_a_failed_handshake(tls_lab, no_lab):
                                       port=port, timeout=2)
     assert plain.error.startswith("TLS failed") and "EHLO again" not in plain.text
     assert b"EHLO" not in bytes(got)
+
+    def reset_on_hello(conn):
+        conn.recv(5)  # the start of the client's first TLS record
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    with scripted_peer(b"220 hi\r\n", [(b"STARTTLS\r\n", b"220 go ahead\r\n")],
+                       reset_on_hello) as (port, _):
+        reset = runmodule.run_session("smtp", None, "STARTTLS\nEHLO me", host="127.0.0.1",
+                                      port=port, timeout=2)
+    assert reset.error.startswith("TLS failed: ") and not reset.open, reset.text
 
 
 def test_a_name_tls_cannot_check_fails_in_one_line():
