@@ -22,6 +22,7 @@ from typing import Callable
 
 from ..i18n import _
 from ..index import SEARCH_HEADERS
+from ..store import to_crlf
 from .fetch import MAX_PARTS, header_values, parse_message, split_header, walk
 from .parser import Cursor, ParseError
 
@@ -219,7 +220,8 @@ class SearchContext:
     """
 
     __slots__ = ("seq", "uid", "flags", "size", "internaldate", "recent", "load", "star_seq",
-                 "star_uid", "cached", "_raw", "_headers", "_entities", "_body", "_full")
+                 "star_uid", "cached", "load_stored", "_stored", "_raw", "_headers", "_entities",
+                 "_body", "_full")
 
     def __init__(self, seq: int, uid: int, flags: frozenset, size: int, internaldate: float,
                  recent: bool, load: Callable[[], bytes], star_seq: int = 0, star_uid: int = 0,
@@ -228,19 +230,20 @@ class SearchContext:
         self.internaldate = internaldate  # a number, or a callable that gives it
         self.recent, self.load, self.star_seq, self.star_uid = recent, load, star_seq, star_uid
         self.cached = cached or {}
-        self._raw = self._headers = self._entities = self._body = self._full = None
+        self.load_stored: Callable[[], bytes] | None = None  # the bytes as stored (any line ends)
+        self._raw = self._stored = self._headers = self._entities = self._body = self._full = None
 
     def next_message(self, seq: int, uid: int, flags: frozenset, size: int, internaldate,
                      recent: bool, cached: dict | None) -> None:
         """Make this context another message's (a search over a folder makes one context)."""
         self.seq, self.uid, self.flags, self.size = seq, uid, flags, size
         self.internaldate, self.recent, self.cached = internaldate, recent, cached or {}
-        self._raw = self._headers = self._entities = self._body = self._full = None
+        self._raw = self._stored = self._headers = self._entities = self._body = self._full = None
 
     @property
     def raw(self) -> bytes:
         if self._raw is None:
-            self._raw = self.load()
+            self._raw = self.load() if self._stored is None else to_crlf(self._stored)
         return self._raw
 
     @property
@@ -301,6 +304,10 @@ class SearchContext:
         ``needle`` (lower-case ASCII): the message is :func:`transparent` and they lack it."""
         if needle is None or not self.cached.get("plain"):
             return False
+        if self._raw is None and self.load_stored is not None:
+            # (line ends do not matter to a needle without one: no CRLF copy for this look)
+            self._stored = self.load_stored()
+            return needle not in self._stored.lower()
         return needle not in self.raw.lower()
 
 
@@ -419,6 +426,7 @@ def search_folder(tree, folder, uids: list[int], recent: set[int]):
     batch = 256
     ctx = SearchContext(0, 0, frozenset(), 0, 0.0, False, lambda: folder.read(ctx.uid), len(uids),
                         uids[-1] if uids else 0)
+    ctx.load_stored = lambda: folder.read(ctx.uid, crlf=False)
     for start in range(0, len(uids), batch):
         chunk = uids[start:start + batch]
         known = folder.lookup(chunk)
