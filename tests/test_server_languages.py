@@ -213,3 +213,23 @@ def test_without_lang_every_pop3_reply_is_ascii_english_even_in_a_greek_lab(lab,
                 lines.append(line)
     assert all(line.isascii() for line in lines), [line for line in lines if not line.isascii()]
     P.quit()
+
+
+# ----------------------------------------------------------------------------- session cells
+
+@pytest.mark.parametrize("protocol, text", [
+    ("imap", "a1 LANGUAGE\na2 LANGUAGE el\na3 SELECT Nowhere\na4 LOGOUT\n"),
+    ("pop3", "LANG\nLANG el\nUSER alice\nPASS wrong\nQUIT\n"),
+])
+def test_a_session_cell_knows_the_language_commands_and_reads_their_answers(lab, protocol, text):
+    """%%imap / %%pop3 treat LANGUAGE and LANG as commands (no "not a command" remark), read the
+    multi-line language list of a bare LANG whole, and show the Greek text after the switch."""
+    from maillab.sessions import run_session
+
+    result = run_session(protocol, "example.com", text, lab=lab)
+    shown = str(result)
+    assert "is not an IMAP command" not in shown and "is not a POP3 command" not in shown
+    assert any("\u0370" <= ch <= "\u03ff" for ch in shown)  # the server's Greek text
+    if protocol == "pop3":
+        listing = shown.split("C: LANG\n", 1)[1].split("C: LANG el", 1)[0]
+        assert "el" in listing and "\nS: .\n" in listing  # the list up to its final dot

@@ -177,14 +177,15 @@ class SmtpDriver(Driver):
 
 
 # --------------------------------------------------------------------------- POP3 (RFC 1939)
-POP3_ANYTIME = {"QUIT", "CAPA"}
-POP3_LOGIN = {"USER", "PASS", "APOP", "AUTH", "STLS"}
+POP3_ANYTIME = {"QUIT", "CAPA", "LANG"}  # LANG: RFC 6856, in either state
+POP3_LOGIN = {"USER", "PASS", "APOP", "AUTH", "STLS", "UTF8"}
 POP3_LOGGED_IN = {"STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL"}
 # Positive answers that go on over several lines and end with ".": RETR, TOP, CAPA; LIST and
 # UIDL without a message number (RFC 1939, RFC 2449). AUTH without a mechanism lists the
-# mechanisms the same way on some servers (RFC 5034 says nothing; Dovecot and others do).
+# mechanisms the same way on some servers (RFC 5034 says nothing; Dovecot and others do), and
+# LANG without a language lists the languages (RFC 6856).
 POP3_MULTI = {"RETR", "TOP", "CAPA"}
-POP3_MULTI_WITHOUT_ARGUMENT = {"LIST", "UIDL", "AUTH"}
+POP3_MULTI_WITHOUT_ARGUMENT = {"LIST", "UIDL", "AUTH", "LANG"}
 
 
 class Pop3Driver(Driver):
@@ -248,7 +249,7 @@ class Pop3Driver(Driver):
 
 
 # --------------------------------------------------------------------------- IMAP (RFC 3501)
-IMAP_ANY_STATE = {"CAPABILITY", "NOOP", "LOGOUT", "ID", "ENABLE"}
+IMAP_ANY_STATE = {"CAPABILITY", "NOOP", "LOGOUT", "ID", "ENABLE", "LANGUAGE"}  # RFC 5255
 IMAP_NOT_AUTHENTICATED = {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 IMAP_AUTHENTICATED = {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
                       "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE",
