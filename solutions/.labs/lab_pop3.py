@@ -184,7 +184,8 @@ with grading.watch(lab) as ev:
 print(result)
 s = ev.session("pop3:example.com")
 assert s.commands() == ["USER", "PASS", "STAT", "QUIT"], s.commands()
-assert result == (3, sum(len(m) for m in msgs))
+total = sum(len(m) for m in msgs)
+assert result == (3, total), f"got {result!r}, expected (3, {total})"
 ''', '''
 _m = _g.sample(9, body="x" * 100 + "\\r\\n")
 _u, _p = _g.make_account(lab, [_m])
@@ -218,8 +219,10 @@ def read_multiline(f):
 ''')
     b.tests("multiline_tests", 6, '''
 import io
-assert read_multiline(io.BytesIO(b"1 120\\r\\n2 200\\r\\n.\\r\\n")) == b"1 120\\r\\n2 200\\r\\n"
-assert read_multiline(io.BytesIO(b"..dot\\r\\n.\\r\\nnext\\r\\n")) == b".dot\\r\\n"
+for reply, expected in [(b"1 120\\r\\n2 200\\r\\n.\\r\\n", b"1 120\\r\\n2 200\\r\\n"),
+                        (b"..dot\\r\\n.\\r\\nnext\\r\\n", b".dot\\r\\n")]:  # dots undone
+    got = read_multiline(io.BytesIO(reply))
+    assert got == expected, f"for the reply {reply!r}: got {got!r}, expected {expected!r}"
 ''', '''
 assert read_multiline(io.BytesIO(b".\\r\\n")) == b""
 assert read_multiline(io.BytesIO(b"a\\r\\n...\\r\\n..\\r\\n.\\r\\n")) == b"a\\r\\n..\\r\\n.\\r\\n"
@@ -268,8 +271,9 @@ with grading.watch(lab) as ev:
 print(listing)
 s = ev.session("pop3:example.com")
 assert s.commands() == ["USER", "PASS", "LIST", "UIDL", "QUIT"], s.commands()
-assert sorted(listing) == [1, 2, 3, 4]
-assert [listing[n][0] for n in (1, 2, 3, 4)] == [len(m) for m in msgs]
+assert sorted(listing) == [1, 2, 3, 4], f"numbers {sorted(listing)}, expected [1, 2, 3, 4]"
+sizes = [listing[n][0] for n in (1, 2, 3, 4)]
+assert sizes == [len(m) for m in msgs], f"sizes {sizes}, expected {[len(m) for m in msgs]}"
 ''', '''
 import poplib
 _pop = poplib.POP3(lab.host, lab.pop3_port)
