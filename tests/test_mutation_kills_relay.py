@@ -365,3 +365,131 @@ def test_a_batch_that_crashed_is_tried_again_without_counting_an_attempt(
     assert crashes == ["example.net"] and len(mx.received) == 1  # no retry delay left: still sent
     assert router.delivered[-1].attempts == 0 and router.failed == deque()
     assert "will be tried again" in caplog.text
+
+
+async def until(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the relay did not get there in time"
+        await asyncio.sleep(0.01)
+
+
+def test_reply_codes_400_and_500_are_the_edges_of_temporary(store, tmp_path):
+    mx = ScriptedMX(rcpt={"a@example.net": "400 4.0.0 odd but temporary",
+                          "b@example.net": "500 5.5.2 no"})
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", message(rcpts=["a@example.net", "b@example.net"]))
+        await until(lambda: router.failed and router.pending() and router.pending()[0].attempts)
+        return router.pending(), list(router.failed)
+    try:
+        [waiting], [failed] = run_router(store, tmp_path, scenario, retry_delays=(60,), mx=mx)
+    finally:
+        mx.close()
+    assert waiting.rcpt_tos == ["a@example.net"] and failed.rcpt_tos == ["b@example.net"]
+
+
+def test_a_400_after_data_is_temporary(store, tmp_path):
+    mx = ScriptedMX(after_data=["400 4.0.0 later"])
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", message())
+        await until(lambda: router.pending() and router.pending()[0].attempts)
+        return router.failed
+    try:
+        assert not run_router(store, tmp_path, scenario, retry_delays=(60,), mx=mx)
+    finally:
+        mx.close()
+
+
+def test_a_mixed_answer_is_settled_on_disk_at_once_and_bounced_with_headers(
+        store, tmp_path, monkeypatch):
+    """john took it, maria is busy, nobody does not exist: before the loop even hears of it,
+    the entry on disk holds maria alone (a crash now repeats nothing); nobody's bounce carries
+    the message's headers though the entry is gone from under it."""
+    mx = ScriptedMX(rcpt={"maria@example.net": "450 4.2.1 busy",
+                          "nobody@example.net": "550 5.1.1 no such user"})
+    on_disk = []
+    real_batch_done = Router._batch_done
+
+    def batch_done(router, future, batch):
+        for name in os.listdir(tmp_path / "queue" / "ready"):
+            raw = (tmp_path / "queue" / "ready" / name).read_bytes()
+            on_disk.append(json.loads(raw.split(b"\n", 1)[0])["to"])
+        real_batch_done(router, future, batch)
+    monkeypatch.setattr(Router, "_batch_done", batch_done)
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", message(
+            rcpts=["john@example.net", "maria@example.net", "nobody@example.net"]))
+        await until(lambda: router.failed)
+    try:
+        run_router(store, tmp_path, scenario, retry_delays=(60,), mx=mx)
+    finally:
+        mx.close()
+    assert on_disk == [["maria@example.net"]]
+    assert [r[1] for r in mx.received] == [["john@example.net"]]
+    [text] = inbox_texts(store)
+    assert "nobody@example.net: 550 5.1.1" in text and "Subject: the report" in text
+
+
+def test_a_connection_lost_mid_batch_defers_the_rest_untried(store, tmp_path, monkeypatch):
+    counting = Counting(monkeypatch)
+    mx = ScriptedMX(after_data=["hangup"])
+
+    async def scenario(router):
+        router._task.cancel()  # the three go in one batch
+        for queue_id in ("M1", "M2", "M3"):
+            router.enqueue("mail.example.com", message(queue_id))
+        router._task = asyncio.get_running_loop().create_task(router._run())
+        await asyncio.wait_for(router.settle(), 10)
+        return counting.connects, counting.quits
+    try:
+        connects, quits = run_router(store, tmp_path, scenario, retry_delays=(0.01,), mx=mx)
+    finally:
+        mx.close()
+    assert mx.seen == 4 and len(mx.received) == 3  # one cut short, then all three again
+    assert connects == 2  # the broken connection was not kept for the retry ...
+    assert quits == 1  # ... but closed at once with QUIT (the second is still open)
+
+
+def test_a_next_hop_we_cannot_even_greet_is_retried_then_bounced(store, tmp_path):
+    mx = ScriptedMX()
+
+    async def scenario(router):
+        router.enqueue("mäil.example.com", message())  # smtplib cannot say this in EHLO
+        await asyncio.wait_for(router.settle(), 10)
+    try:
+        run_router(store, tmp_path, scenario, retry_delays=(0.01,), mx=mx)
+    finally:
+        mx.close()
+    [text] = inbox_texts(store)
+    assert "Status: 4.4.7" in text and "UnicodeEncodeError" in text
+
+
+def test_drain_waits_for_what_is_due(store, tmp_path):
+    mx = ScriptedMX()
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", message())
+        await router.drain(10)  # called before the scheduler even started a batch
+        return router.pending()
+    try:
+        assert run_router(store, tmp_path, scenario, mx=mx) == []
+    finally:
+        mx.close()
+    assert len(mx.received) == 1
+
+
+def test_a_bounce_after_a_partly_delivered_message_still_has_its_headers(store, tmp_path):
+    mx = ScriptedMX(rcpt={"nobody@example.net": "550 5.1.1 no such user"})
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", message(rcpts=["john@example.net", "nobody@example.net"]))
+        await asyncio.wait_for(router.settle(), 10)
+    try:
+        run_router(store, tmp_path, scenario, mx=mx)
+    finally:
+        mx.close()
+    [text] = inbox_texts(store)  # the entry left the queue with john's 250
+    assert "nobody@example.net: 550 5.1.1" in text and "Subject: the report" in text
