@@ -129,7 +129,7 @@ with grading.watch(lab) as ev:
     print(imap_command(sock, f, "a1", f"LOGIN {user} {password}"))
     st, lines = imap_command(sock, f, "a2", "SELECT INBOX")
     print(st, lines)
-    assert st == "OK" and "* 2 EXISTS" in lines
+    assert st == "OK" and "* 2 EXISTS" in lines, f"got {st!r}, {lines!r}: expected OK, '* 2 EXISTS'"
     assert imap_command(sock, f, "a3", "FETCH 99 FLAGS")[0] in ("NO", "BAD", "OK")
     sock.close()
 s = ev.session("imap:example.com")
@@ -259,7 +259,7 @@ user, password = grading.make_account(lab, [grading.sample(i, sender=x) for i, x
 with grading.watch(lab) as ev:
     uids = search_from(lab.host, lab.imap_port, user, password, "maria@example.net")
 print(uids)
-assert sorted(uids) == [1, 3]
+assert sorted(uids) == [1, 3], f"got {uids!r}, expected the UIDs 1 and 3"
 assert "UID SEARCH" in ev.session("imap:example.com").commands(tagged=True)
 ''', '''
 assert sorted(search_from(lab.host, lab.imap_port, user, password, "bob@example.com")) == [4]
@@ -310,7 +310,9 @@ def read_response(f, tag):
     b.tests("literal_tests", 6, '''
 import io
 reply = b"* 1 FETCH (BODY[] {12}\\r\\na5 OK fake\\r\\n)\\r\\na5 OK done\\r\\n"
-assert read_response(io.BytesIO(reply), "a5") == ("OK", b"* 1 FETCH (BODY[] {12}\\r\\na5 OK fake\\r\\n)\\r\\n")
+got = read_response(io.BytesIO(reply), "a5")
+expected = ("OK", b"* 1 FETCH (BODY[] {12}\\r\\na5 OK fake\\r\\n)\\r\\n")
+assert got == expected, f"got {got!r}, expected {expected!r} (the 12 bytes are a literal)"
 ''', '''
 _r = b"* 1 FETCH (A {3}\\r\\nx\\r\\n B {4}\\r\\n\\r\\n\\r\\n)\\r\\n* 2 EXISTS\\r\\nt NO no\\r\\n"
 assert read_response(io.BytesIO(_r), "t") == ("NO", _r[:-9])
@@ -355,7 +357,7 @@ user, password = grading.make_account(lab, [grading.sample(i, subject=f"Hello nu
 with grading.watch(lab) as ev:
     subject = fetch_subject(lab.host, lab.imap_port, user, password, 2)
 print(subject)
-assert subject == "Hello number 1"
+assert subject == "Hello number 1", f"got {subject!r}, expected 'Hello number 1'"
 s = ev.session("imap:example.com")
 assert "UID FETCH" in s.commands(tagged=True), s.commands(tagged=True)
 assert all("S" not in m.flags for m in map(grading.DiskMessage, grading.maildir(lab, user).values())), "PEEK!"
