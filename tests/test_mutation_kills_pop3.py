@@ -14,7 +14,7 @@ import time
 import pytest
 
 from maillab.pop3 import core
-from maillab.pop3.core import Pop3Session, State, make_timestamp, top_of
+from maillab.pop3.core import OUTPUT_BUDGET, Pop3Session, State, make_timestamp, top_of
 from test_pop3_core import PASSWORD, alice, ctx, inbox, new_session, say, store  # noqa: F401
 
 
@@ -285,3 +285,23 @@ def test_commands_per_turn_answers_that_many_per_call(ctx):
     assert two.receive_data(b"CAPA\r\nCAPA\r\nCAPA\r\n").count(b"+OK capability") == 2
     assert two.receive_data(b"CA").startswith(b"+OK capability")  # the third, at last
     assert two.receive_data(b"P") == b"" and two.commands_done == 3  # a partial line counts not
+
+
+def test_a_plain_session_offers_no_stls(ctx):
+    assert "STLS" not in capa(new_session(ctx))  # no certificate unless the server says so
+
+
+def test_a_bare_line_feed_first_is_an_empty_command(ctx):
+    session = new_session(ctx)
+    out = session.receive_data(b"\nCAPA\r\n")
+    assert out.startswith(b"-ERR empty command") and b"+OK capability list follows" in out
+
+
+def test_many_small_replies_also_wait_for_the_output_budget(ctx):
+    session = new_session(ctx)
+    count = 2 * OUTPUT_BUDGET // len(say(new_session(ctx), "CAPA")) + 10
+    out = session.receive_data(b"CAPA\r\n" * count)
+    assert len(out) < OUTPUT_BUDGET + 1000 and session.pending
+    while session.pending:
+        out += session.receive_data()
+    assert out.count(b"+OK capability list follows") == count
