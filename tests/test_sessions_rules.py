@@ -1297,3 +1297,10 @@ def test_a_bug_of_ours_is_one_line_too(shown_outputs, monkeypatch):
     (result,) = shown_outputs
     assert result.error == "maillab could not run this session (RuntimeError: boom)."
     assert result.text == "!! maillab could not run this session (RuntimeError: boom)."
+
+
+def test_nbgrader_solution_markers_in_a_master_are_not_sent():
+    from maillab.sessions.run import _cell_lines
+    master = "### BEGIN SOLUTION\nEHLO me\n\nQUIT\n### END SOLUTION\n"
+    assert _cell_lines(master) == ["EHLO me", "", "QUIT"]
+    assert _cell_lines("EHLO me\n#### BEGIN SOLUTION-ish\n") == ["EHLO me", "#### BEGIN SOLUTION-ish"]

@@ -410,10 +410,15 @@ def close_session(name: str) -> bool:
     return True
 
 
+NBGRADER_MARKERS = {"### BEGIN SOLUTION", "### END SOLUTION"}
+
+
 def _cell_lines(text: str, keep_final_blank: bool = False) -> list[str]:
     """The typed lines; blank lines at the start and end of a cell are invisible, so not sent
     (but an HTTP request keeps one at its end: the empty line that ends its headers)."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    # nbgrader's solution markers in a lab's master are not typed by anyone: never sent
+    lines = [line for line in lines if line.strip() not in NBGRADER_MARKERS]
     if lines and lines[-1] == "":
         lines.pop()  # the line end of the last line
     ended_blank = bool(lines) and not lines[-1].strip()
