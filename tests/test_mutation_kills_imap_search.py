@@ -45,9 +45,11 @@ def test_us_ascii_is_read_as_utf8_as_learners_type_it():
         "header", "subject", "café")
 
 
-@pytest.mark.parametrize("text", ["", "(", "(SEEN", "OR SEEN", "NOT"])
-def test_a_missing_key_is_a_parse_error(text):
-    with pytest.raises(ParseError):
+@pytest.mark.parametrize("text, says", [
+    ("", "SEARCH wants keys such as ALL"), ("(", "SEARCH wants keys such as ALL"),
+    ("(SEEN", None), ("OR SEEN", None), ("NOT", None)])
+def test_a_missing_key_is_a_parse_error(text, says):
+    with pytest.raises(ParseError, match=says):
         parse(text)
 
 
