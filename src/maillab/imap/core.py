@@ -1106,8 +1106,16 @@ class ImapSession:
         folder = sel.folder
         fields = tuple(fetchmod.INDEX_FIELDS[i.name] for i in items if i.name in fetchmod.INDEX_FIELDS)
         has_flags = any(i.name == "FLAGS" for i in items)
+        only_field = items[0].name.encode() + b" " if len(items) == 1 and fields else None
         flags_texts: dict = {}  # (flags, recent) -> the FLAGS text: few kinds in a folder
         recent = sel.recent
+
+        def flags_part(u, flags) -> bytes:
+            key = (flags, u in recent)
+            text = flags_texts.get(key)
+            if text is None:
+                text = flags_texts[key] = b"FLAGS " + self._flags_text(u, flags).encode()
+            return text
         # message numbers: looked up in a table when there are many (bisecting is slower)
         seq_of = ({u: n for n, u in enumerate(sel.uids, 1)}.get if len(uids) > FETCH_BATCH
                   else lambda u, _default=0: sel.seq_of(u))
@@ -1125,21 +1133,22 @@ class ImapSession:
                         missing = True
                         continue
                     info, flags = got
-                    values = iter(described[u]) if fields else None
-                    parts = []
-                    for item in items:
-                        name = item.name
-                        if name == "FLAGS":
-                            key = (flags, u in recent)
-                            text = flags_texts.get(key)
-                            if text is None:
-                                text = flags_texts[key] = b"FLAGS " + self._flags_text(u, flags).encode()
-                            parts.append(text)
-                        elif name in fetchmod.INDEX_FIELDS:
-                            parts.append(name.encode() + b" " + next(values))
-                        else:
-                            parts += self._fetch_item(item, u, info, flags, None, None)
-                    line = b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
+                    if only_field is not None:  # FETCH 1:* BODYSTRUCTURE and the like
+                        line = b"* %d FETCH (%s%s)\r\n" % (seq, only_field, described[u][0])
+                    elif len(items) == 1 and has_flags:  # FETCH 1:* FLAGS
+                        line = b"* %d FETCH (%s)\r\n" % (seq, flags_part(u, flags))
+                    else:
+                        values = iter(described[u]) if fields else None
+                        parts = []
+                        for item in items:
+                            name = item.name
+                            if name == "FLAGS":
+                                parts.append(flags_part(u, flags))
+                            elif name in fetchmod.INDEX_FIELDS:
+                                parts.append(name.encode() + b" " + next(values))
+                            else:
+                                parts += self._fetch_item(item, u, info, flags, None, None)
+                        line = b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
                     lines.append(line)
                     sent += len(line)
                     if sent > MAX_FETCH_OUTPUT:  # (a BODYSTRUCTURE may be long: up to MAX_PARTS parts)
