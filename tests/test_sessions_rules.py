@@ -960,8 +960,10 @@ def test_named_sessions_without_a_lab(no_lab):
         second = runmodule.run_session("smtp", None, "NOOP", session="s1", timeout=0.5)
         assert second.open and second.events[0].startswith("session s1 goes on (127.0.0.1 port")
         assert second.reply_to("NOOP") == ["250 two"]
-        assert runmodule.open_sessions()["s1"].timeout == 0.5
+        kept = runmodule.open_sessions()["s1"]
+        assert kept.timeout == 0.5
         assert runmodule.close_session("s1") and not runmodule.close_session("s1")
+        assert not kept.connected
         assert "s1" not in runmodule.open_sessions()
     nothing = runmodule.run_session("smtp", None, "", session="s2")
     assert nothing.events == ["There is no open session s2: nothing to show or close."]
@@ -982,6 +984,7 @@ def test_a_named_session_closed_by_the_server_between_cells(no_lab):
     assert later.replies[0] == ([], ["421 closing"])
     assert later.error == "The server closed this session since the last cell: start it again."
     assert not later.open and "s3" not in runmodule.open_sessions()
+    assert later.client_lines == []  # nothing is sent on a connection the server closed
 
 
 def test_a_session_whose_socket_is_gone_is_forgotten(no_lab):
@@ -1002,8 +1005,8 @@ def test_no_whole_answer_in_time_stops_the_cell():
 
 def test_a_server_trickling_for_ever_is_cut_off():
     def trickle(conn):
-        for _ in range(60):
-            time.sleep(0.04)
+        for _ in range(300):  # a piece every 10 ms, for 3 s: never 0.1 s of silence
+            time.sleep(0.01)
             conn.sendall(b"250-more\r\n")
 
     with scripted_peer(b"220 hi\r\n", [(b"EHLO me\r\n", b"250-a\r\n")], trickle) as (port, _):
