@@ -1005,14 +1005,29 @@ def test_no_whole_answer_in_time_stops_the_cell():
 
 def test_a_server_trickling_for_ever_is_cut_off():
     def trickle(conn):
-        for _ in range(300):  # a piece every 10 ms, for 3 s: never 0.1 s of silence
+        for _ in range(3000):  # a piece every 10 ms for 30 s: never 0.1 s of silence
             time.sleep(0.01)
             conn.sendall(b"250-more\r\n")
 
     with scripted_peer(b"220 hi\r\n", [(b"EHLO me\r\n", b"250-a\r\n")], trickle) as (port, _):
+        started = time.monotonic()
         result = runmodule.run_session("smtp", None, "EHLO me", host="127.0.0.1", port=port,
                                        timeout=0.1)
-    assert result.error.startswith("No whole answer within 0.1 s")  # ten timeouts at most
+        waited = time.monotonic() - started
+    assert result.error.startswith("No whole answer within 0.1 s")
+    assert waited < 10, waited  # ten timeouts at most (1 s), not the server's 30 s
+
+
+def test_a_timeout_of_zero_gives_up_at_once():
+    with scripted_peer(b"220 hi\r\n", [(b"NOOP\r\n", b"250 late\r\n")]) as (port, _):
+        session = runmodule.Session("smtp", runmodule.Target("127.0.0.1", port, "x", False, "x"),
+                                    timeout=2)
+        result = SessionResult("smtp")
+        session.open(result)
+        session.timeout = 0
+        session.run(["NOOP"], result)
+        session.close()
+    assert result.error.startswith("No whole answer within 0 s")
 
 
 def test_one_line_left_unsent_is_counted():
