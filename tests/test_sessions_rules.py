@@ -229,12 +229,12 @@ def test_pop3_commands_by_state():
         assert notes(greeted_pop3(), word.lower()) == \
             f"{word} works only after logging in (USER, then PASS).", word
         assert notes(logged_in_pop3(), word) == "", word
-    for word in ("USER", "PASS", "APOP", "AUTH", "STLS"):
+    for word in ("USER", "PASS", "APOP", "AUTH", "STLS", "UTF8"):
         assert notes(logged_in_pop3(), word) == \
             f"You are logged in already: {word} belongs to the login.", word
-    for word in ("USER", "APOP", "AUTH", "STLS"):
+    for word in ("USER", "APOP", "AUTH", "STLS", "UTF8"):
         assert notes(greeted_pop3(), word) == "", word
-    for word in ("QUIT", "CAPA"):
+    for word in ("QUIT", "CAPA", "LANG"):
         assert notes(greeted_pop3(), word) == "" and notes(logged_in_pop3(), word) == "", word
     assert notes(greeted_pop3(), "") == "An empty line is not a POP3 command."
     assert notes(logged_in_pop3(), "HELO x") == "HELO is not a POP3 command."
@@ -304,7 +304,7 @@ def test_pop3_stls_and_the_answers_over_several_lines():
     assert p.unfinished() == []
     multi = {"RETR 1": True, "TOP 1 0": True, "CAPA": True, "LIST": True, "UIDL": True,
              "AUTH": True, "LIST 1": False, "UIDL 1": False, "AUTH PLAIN": False, "STAT": False,
-             "retr 1": True}
+             "retr 1": True, "LANG": True, "LANG fr": False}
     for line, expected in multi.items():
         assert logged_in_pop3().step(line).reply.multi_line is expected, line
 
@@ -339,7 +339,7 @@ def imap_in(state: str) -> ImapDriver:
     return d
 
 
-ANY_STATE = ("CAPABILITY", "NOOP", "LOGOUT", "ID", "ENABLE")
+ANY_STATE = ("CAPABILITY", "NOOP", "LOGOUT", "ID", "ENABLE", "LANGUAGE")
 NOT_AUTHENTICATED = ("STARTTLS", "AUTHENTICATE", "LOGIN")
 AUTHENTICATED = ("SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
                  "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE", "GETQUOTA",
