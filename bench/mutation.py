@@ -614,8 +614,10 @@ def tests_for(mutant: Mutant, cmap: CoverageMap, group: Group) -> list[str]:
     for line in range(mutant.line, mutant.end_line + 1):
         contexts.update(module_lines.get(line, ()))
     chosen = contexts & passing
-    if not chosen and "" in contexts:
-        chosen = {c for cs in module_lines.values() for c in cs} & passing
+    if "" in contexts:
+        # Run at import (""): every test that imports the module sees the line, not only one
+        # that happened to import it again in a process of its own (a server subprocess).
+        chosen |= {c for cs in module_lines.values() for c in cs} & passing
     if not chosen and group.fallback:
         chosen = passing
     # Test files in collection order (conftest and module fixtures stay as pytest sets them
