@@ -115,6 +115,7 @@ class Builder:
 SETUP = '''import socket
 import maillab
 from maillab import grading
+from maillab.i18n import _  # the messages of the tests, in the lab's language
 
 lab = maillab.start(ports="any"{tls})  # free ports: several labs (and graders) can run at once
 socket.setdefaulttimeout(grading.SOCKET_TIMEOUT)  # a socket that waits 3 s for an answer gives up

@@ -129,7 +129,8 @@ with grading.watch(lab) as ev:
     print(imap_command(sock, f, "a1", f"LOGIN {user} {password}"))
     st, lines = imap_command(sock, f, "a2", "SELECT INBOX")
     print(st, lines)
-    assert st == "OK" and "* 2 EXISTS" in lines, f"got {st!r}, {lines!r}: expected OK, '* 2 EXISTS'"
+    assert st == "OK" and "* 2 EXISTS" in lines, \\
+        _("got {0!r}, {1!r}: expected OK, '* 2 EXISTS'").format(st, lines)
     assert imap_command(sock, f, "a3", "FETCH 99 FLAGS")[0] in ("NO", "BAD", "OK")
     sock.close()
 s = ev.session("imap:example.com")
@@ -177,9 +178,9 @@ assert s.commands(tagged=True) == ["LOGIN", "LOGOUT"], s.commands(tagged=True)
 try:
     imap_login(lab.host, lab.imap_port, user, "not-the-password")
 except IMAPError as e:
-    print("refused, as it should be:", e)
+    print(_("refused, as it should be:"), e)
 else:
-    raise AssertionError("LOGIN with a wrong password got NO: imap_login must raise IMAPError")
+    raise AssertionError(_("LOGIN with a wrong password got NO: imap_login must raise IMAPError"))
 ''', '''
 _u, _p = _g.make_account(lab)
 try:
@@ -187,7 +188,7 @@ try:
 except IMAPError:
     pass
 else:
-    raise AssertionError("a refused LOGIN must raise IMAPError")
+    raise AssertionError(_("a refused LOGIN must raise IMAPError"))
 ''')
     b.md("""
 ## Part 4: how many, how many unread? (6 points)
@@ -218,10 +219,12 @@ user, password = grading.make_account(lab, [grading.sample(i) for i in range(3)]
 with grading.watch(lab) as ev:
     counts = folder_status(lab.host, lab.imap_port, user, password)
 print(counts)
-assert counts == {"MESSAGES": 3, "UNSEEN": 2}, f"got {counts}, expected 3 messages, 2 unseen"
+assert counts == {"MESSAGES": 3, "UNSEEN": 2}, \\
+    _("got {0}, expected 3 messages, 2 unseen").format(counts)
 assert "STATUS" in ev.session("imap:example.com").commands(tagged=True)
 got = folder_status(lab.host, lab.imap_port, user, password, "Sent")
-assert got == {"MESSAGES": 0, "UNSEEN": 0}, f"the folder Sent: got {got}, expected none"
+assert got == {"MESSAGES": 0, "UNSEEN": 0}, \\
+    _("the folder Sent: got {0}, expected none").format(got)
 ''', '''
 _u, _p = _g.make_account(lab, [_g.sample(1)], flags=[("\\\\Seen",)])
 assert folder_status(lab.host, lab.imap_port, _u, _p) == {"MESSAGES": 1, "UNSEEN": 0}
@@ -259,7 +262,7 @@ user, password = grading.make_account(lab, [grading.sample(i, sender=x) for i, x
 with grading.watch(lab) as ev:
     uids = search_from(lab.host, lab.imap_port, user, password, "maria@example.net")
 print(uids)
-assert sorted(uids) == [1, 3], f"got {uids!r}, expected the UIDs 1 and 3"
+assert sorted(uids) == [1, 3], _("got {0!r}, expected the UIDs 1 and 3").format(uids)
 assert "UID SEARCH" in ev.session("imap:example.com").commands(tagged=True)
 ''', '''
 assert sorted(search_from(lab.host, lab.imap_port, user, password, "bob@example.com")) == [4]
@@ -312,7 +315,8 @@ import io
 reply = b"* 1 FETCH (BODY[] {12}\\r\\na5 OK fake\\r\\n)\\r\\na5 OK done\\r\\n"
 got = read_response(io.BytesIO(reply), "a5")
 expected = ("OK", b"* 1 FETCH (BODY[] {12}\\r\\na5 OK fake\\r\\n)\\r\\n")
-assert got == expected, f"got {got!r}, expected {expected!r} (the 12 bytes are a literal)"
+assert got == expected, \\
+    _("got {0!r}, expected {1!r} (the 12 bytes are a literal)").format(got, expected)
 ''', '''
 _r = b"* 1 FETCH (A {3}\\r\\nx\\r\\n B {4}\\r\\n\\r\\n\\r\\n)\\r\\n* 2 EXISTS\\r\\nt NO no\\r\\n"
 assert read_response(io.BytesIO(_r), "t") == ("NO", _r[:-9])
@@ -357,7 +361,8 @@ user, password = grading.make_account(lab, [grading.sample(i, subject=f"Hello nu
 with grading.watch(lab) as ev:
     subject = fetch_subject(lab.host, lab.imap_port, user, password, 2)
 print(subject)
-assert subject == "Hello number 1", f"got {subject!r}, expected 'Hello number 1'"
+assert subject == "Hello number 1", \\
+    _("got {0!r}, expected {1!r}").format(subject, "Hello number 1")
 s = ev.session("imap:example.com")
 assert "UID FETCH" in s.commands(tagged=True), s.commands(tagged=True)
 assert all("S" not in m.flags for m in map(grading.DiskMessage, grading.maildir(lab, user).values())), "PEEK!"
@@ -436,9 +441,9 @@ assert "UID STORE" in ev.session("imap:example.com").commands(tagged=True), "use
 try:
     add_flag(lab.host, lab.imap_port, user, password, 1, "\\\\Bogus")
 except IMAPError as e:
-    print("refused, as it should be:", e)
+    print(_("refused, as it should be:"), e)
 else:
-    raise AssertionError("STORE of an unknown flag got NO: add_flag must raise IMAPError")
+    raise AssertionError(_("STORE of an unknown flag got NO: add_flag must raise IMAPError"))
 ''', '''
 add_flag(lab.host, lab.imap_port, user, password, 1, "\\\\Answered")
 _flags = {m.uid: m.flags for m in map(_g.DiskMessage, _g.maildir(lab, user).values())}
@@ -448,7 +453,7 @@ try:
 except IMAPError:
     pass
 else:
-    raise AssertionError("a refused STORE must raise IMAPError")
+    raise AssertionError(_("a refused STORE must raise IMAPError"))
 ''')
     b.md("""
 ## Part 10: ports and ideas (5 points)

@@ -263,7 +263,7 @@ try:
 except KeyError:
     pass
 else:
-    raise AssertionError("an unknown domain must raise KeyError")
+    raise AssertionError(_("an unknown domain must raise KeyError"))
 ''')
     b.md("""
 ## Part 4: be a mail server (9 points)

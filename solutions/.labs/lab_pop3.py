@@ -142,9 +142,9 @@ assert s.commands() == ["USER", "PASS", "QUIT"], s.commands()
 try:
     pop3_login(lab.host, lab.pop3_port, user, "not-the-password")
 except POP3Error as e:
-    print("refused, as it should be:", e)
+    print(_("refused, as it should be:"), e)
 else:
-    raise AssertionError("a wrong password got -ERR: pop3_login must raise POP3Error")
+    raise AssertionError(_("a wrong password got -ERR: pop3_login must raise POP3Error"))
 ''', '''
 assert s.client_lines[:2] == [f"USER {user}", f"PASS {password}"]
 _u, _p = _g.make_account(lab)
@@ -153,7 +153,7 @@ try:
 except POP3Error:
     pass
 else:
-    raise AssertionError("a wrong password must raise POP3Error")
+    raise AssertionError(_("a wrong password must raise POP3Error"))
 ''')
     b.md("""
 ## Part 3: how much mail? (5 points)
@@ -185,7 +185,7 @@ print(result)
 s = ev.session("pop3:example.com")
 assert s.commands() == ["USER", "PASS", "STAT", "QUIT"], s.commands()
 total = sum(len(m) for m in msgs)
-assert result == (3, total), f"got {result!r}, expected (3, {total})"
+assert result == (3, total), _("got {0!r}, expected {1!r}").format(result, (3, total))
 ''', '''
 _m = _g.sample(9, body="x" * 100 + "\\r\\n")
 _u, _p = _g.make_account(lab, [_m])
@@ -222,7 +222,8 @@ import io
 for reply, expected in [(b"1 120\\r\\n2 200\\r\\n.\\r\\n", b"1 120\\r\\n2 200\\r\\n"),
                         (b"..dot\\r\\n.\\r\\nnext\\r\\n", b".dot\\r\\n")]:  # dots undone
     got = read_multiline(io.BytesIO(reply))
-    assert got == expected, f"for the reply {reply!r}: got {got!r}, expected {expected!r}"
+    assert got == expected, \\
+        _("for the reply {0!r}: got {1!r}, expected {2!r}").format(reply, got, expected)
 ''', '''
 assert read_multiline(io.BytesIO(b".\\r\\n")) == b""
 assert read_multiline(io.BytesIO(b"a\\r\\n...\\r\\n..\\r\\n.\\r\\n")) == b"a\\r\\n..\\r\\n.\\r\\n"
@@ -271,9 +272,11 @@ with grading.watch(lab) as ev:
 print(listing)
 s = ev.session("pop3:example.com")
 assert s.commands() == ["USER", "PASS", "LIST", "UIDL", "QUIT"], s.commands()
-assert sorted(listing) == [1, 2, 3, 4], f"numbers {sorted(listing)}, expected [1, 2, 3, 4]"
+assert sorted(listing) == [1, 2, 3, 4], \\
+    _("message numbers {0}, expected {1}").format(sorted(listing), [1, 2, 3, 4])
 sizes = [listing[n][0] for n in (1, 2, 3, 4)]
-assert sizes == [len(m) for m in msgs], f"sizes {sizes}, expected {[len(m) for m in msgs]}"
+assert sizes == [len(m) for m in msgs], \\
+    _("sizes {0}, expected {1}").format(sizes, [len(m) for m in msgs])
 ''', '''
 import poplib
 _pop = poplib.POP3(lab.host, lab.pop3_port)
@@ -425,7 +428,8 @@ with grading.watch(lab) as ev:
 print(count)
 first, second = ev.sessions("pop3:example.com")[:2]
 assert first.commands() == ["USER", "PASS", "DELE"], first.commands()
-assert count == 2 and not ev.removed(user), f"STAT counted {count} messages, expected 2"
+assert count == 2 and not ev.removed(user), \\
+    _("STAT counted {0} messages, expected 2").format(count)
 ''', '''
 assert second.commands()[-1] == "QUIT" and "STAT" in second.commands()
 assert len(_g.maildir(lab, user)) == 2

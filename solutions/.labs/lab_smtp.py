@@ -172,13 +172,15 @@ sock.sendall(b"QUIT\\r\\n")
 assert read_reply(f)[0] == 221
 sock.close()
 got = read_reply(io.BytesIO(b"250-first\\r\\n250 last\\r\\n"))
-assert got == (250, ["first", "last"]), f"got {got!r}, expected (250, ['first', 'last'])"
+assert got == (250, ["first", "last"]), \\
+    _("got {0!r}, expected {1!r}").format(got, (250, ["first", "last"]))
 try:
     got = read_reply(io.BytesIO(b""))  # the server hung up: no line at all
 except ConnectionError:
     pass
 else:
-    raise AssertionError(f"a closed connection must raise ConnectionError, not return {got!r}")
+    raise AssertionError(
+        _("a closed connection must raise ConnectionError, not return {0!r}").format(got))
 ''', '''
 assert read_reply(io.BytesIO(b"250-a b\\r\\n250-c\\r\\n250 d\\r\\n")) == (250, ["a b", "c", "d"])
 assert read_reply(io.BytesIO(b"354 go ahead\\r\\n250 later\\r\\n")) == (354, ["go ahead"])
@@ -188,7 +190,7 @@ try:
 except ConnectionError:
     pass
 else:
-    raise AssertionError("a closed connection must raise ConnectionError")
+    raise AssertionError(_("a closed connection must raise ConnectionError"))
 ''')
     b.md("""
 ## Part 4: say hello (5 points)
@@ -265,7 +267,8 @@ for text, expected in [("Hi\\r\\n", b"Hi\\r\\n.\\r\\n"),
                        ("no end", b"no end\\r\\n.\\r\\n"),               # a line break added
                        ("Καλημέρα\\n", "Καλημέρα\\r\\n.\\r\\n".encode())]:  # UTF-8
     got = dot_stuff(text)
-    assert got == expected, f"dot_stuff({text!r}) returned {got!r}, expected {expected!r}"
+    assert got == expected, \\
+        _("dot_stuff({0!r}) returned {1!r}, expected {2!r}").format(text, got, expected)
 ''', '''
 assert dot_stuff("no end") == b"no end\\r\\n.\\r\\n"
 assert dot_stuff("a\\n.\\n..b\\n") == b"a\\r\\n..\\r\\n...b\\r\\n.\\r\\n"
@@ -328,9 +331,10 @@ assert len(stored) == 1 and stored[0].body == msg.encode(), "bob's mailbox has n
 try:
     send_mail(lab.host, lab.smtp_port, "alice@example.com", ["nobody@example.com"], "x\\r\\n")
 except RuntimeError as e:
-    print("refused, as it should be:", e)
+    print(_("refused, as it should be:"), e)
 else:
-    raise AssertionError("RCPT TO:<nobody@example.com> got 550: send_mail must raise RuntimeError")
+    raise AssertionError(
+        _("RCPT TO:<nobody@example.com> got 550: send_mail must raise RuntimeError"))
 ''', '''
 assert s.client_lines[1] == "MAIL FROM:<alice@example.com>"
 assert s.data_payloads() == [msg.replace("\\r\\n.", "\\r\\n..").encode()]
@@ -408,9 +412,9 @@ assert s.commands() == ["EHLO", "MAIL", "RCPT", "RCPT", "DATA", "QUIT"], s.comma
 assert len(ev.delivered("bob", s)) == 1
 with grading.watch(lab) as ev2:
     got = send_checked(lab.host, lab.smtp_port, "alice@example.com", ["nemo@example.com"], msg)
-assert got == (None, {"nemo@example.com": 550}), \
-    f"got {got!r}, expected (None, {{'nemo@example.com': 550}})"
-assert ev2.session("smtp:example.com").commands() == ["EHLO", "MAIL", "RCPT", "QUIT"], \
+assert got == (None, {"nemo@example.com": 550}), \\
+    _("got {0!r}, expected {1!r}").format(got, (None, {"nemo@example.com": 550}))
+assert ev2.session("smtp:example.com").commands() == ["EHLO", "MAIL", "RCPT", "QUIT"], \\
     "no recipient was accepted: no DATA, but QUIT"
 ''', '''
 with _g.watch(lab) as _ev:
@@ -489,9 +493,9 @@ try:
     send_as_user(lab.host, lab.smtp_port, "alice", "not-her-password", "alice@example.com",
                  ["john@example.net"], msg)
 except RuntimeError as e:
-    print("refused, as it should be:", e)
+    print(_("refused, as it should be:"), e)
 else:
-    raise AssertionError("a wrong password gets 535: send_as_user must raise RuntimeError")
+    raise AssertionError(_("a wrong password gets 535: send_as_user must raise RuntimeError"))
 ''', '''
 assert _g.plain_auth_user(s) == "alice" and qid == s.queue_ids()[0]
 assert got[0].raw.count(b"Received: ") == 2

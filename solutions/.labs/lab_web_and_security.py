@@ -155,7 +155,8 @@ assert isinstance(EAVESDROPPER_READS, set) and isinstance(PASSWORD_READABLE, boo
 ''', '''
 _seen = _g.readable_commands(_g.again(submit).session)
 assert _seen and {c.upper() for c in EAVESDROPPER_READS} == _seen, \\
-    f"the eavesdropper read {sorted(_seen)}, you predicted {sorted(EAVESDROPPER_READS)}"
+    _("the eavesdropper read {0}, you predicted {1}").format(sorted(_seen),
+                                                              sorted(EAVESDROPPER_READS))
 assert PASSWORD_READABLE == ("AUTH" in _seen), "PASSWORD_READABLE: AUTH came after STARTTLS"
 ''')
     b.md("""
@@ -269,7 +270,7 @@ with grading.watch(lab) as ev:
     status, headers, body = http_get(lab.host, lab.webmail_port, "/login")
 print(status, headers)
 assert status == 200 and headers["content-type"].startswith("text/html")
-assert b"Password" in body
+assert b'name="password"' in body, _("the login page has no password field")
 s = ev.session("http")
 assert s.client_lines[0] == "GET /login HTTP/1.1", s.client_lines
 ''', '''
@@ -488,7 +489,7 @@ try:
 except ssl.SSLError:
     pass
 else:
-    raise AssertionError("a context that does not trust the lab's CA must fail")
+    raise AssertionError(_("a context that does not trust the lab's CA must fail"))
 ''')
     b.md("""
 ## Part 9: submission with STARTTLS (7 points)
@@ -583,21 +584,21 @@ Real-world ports. Fill in the number for each job.
 """)
     b.solution("ports", '''
 PORTS = {
-    "server to server (SMTP)": None,
-    "client sends mail, STARTTLS": None,
-    "client sends mail, TLS from the start": None,
-    "download with POP3 over TLS": None,
-    "read with IMAP over TLS": None,
-    "webmail over HTTPS": None,
+    _("server to server (SMTP)"): None,
+    _("client sends mail, STARTTLS"): None,
+    _("client sends mail, TLS from the start"): None,
+    _("download with POP3 over TLS"): None,
+    _("read with IMAP over TLS"): None,
+    _("webmail over HTTPS"): None,
 }
 ### BEGIN SOLUTION
 PORTS = {
-    "server to server (SMTP)": 25,
-    "client sends mail, STARTTLS": 587,
-    "client sends mail, TLS from the start": 465,
-    "download with POP3 over TLS": 995,
-    "read with IMAP over TLS": 993,
-    "webmail over HTTPS": 443,
+    _("server to server (SMTP)"): 25,
+    _("client sends mail, STARTTLS"): 587,
+    _("client sends mail, TLS from the start"): 465,
+    _("download with POP3 over TLS"): 995,
+    _("read with IMAP over TLS"): 993,
+    _("webmail over HTTPS"): 443,
 }
 ### END SOLUTION
 ''')
