@@ -269,3 +269,22 @@ def _processes_of(uid: int) -> int:
             except OSError:
                 continue
     return count
+
+
+def test_a_readable_folder_under_tmp_stays_visible_beside_the_sandboxs_own_tmp(sandbox, tmp_path):
+    """A Python or a checkout under /tmp (tmp_path is there) must not be hidden by the
+    sandbox's empty /tmp (bwrap mounts in order); the rest of the real /tmp stays hidden."""
+    shared = tmp_path / "python-here"
+    shared.mkdir(mode=0o755)
+    (shared / "marker.txt").write_text("visible")
+    os.chmod(shared / "marker.txt", 0o644)
+    (tmp_path / "secret.txt").write_text("hidden")
+    box = Sandbox(UID, sandbox.control_dir, python_folders() + [str(shared)], sandbox.limits)
+    got = run(box, f"""
+        import json, os
+        print(json.dumps({{"marker": open({str(shared / "marker.txt")!r}).read(),
+                           "secret": os.path.exists({str(tmp_path / "secret.txt")!r}),
+                           "tmp": sorted(os.listdir("/tmp"))}}))
+    """)
+    assert got["marker"] == "visible" and got["secret"] is False
+    assert got["tmp"] == [Path(tmp_path).parts[2]]  # only the way to the bound folder

@@ -129,14 +129,16 @@ class Sandbox:
                 cmd += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 cmd += ["--ro-bind", path, path]
-        made: set[str] = set()
+        # /tmp first: bwrap mounts in order, so a Python or a checkout that lives under /tmp
+        # (bound below) must come after the sandbox's own empty /tmp, not be hidden by it.
+        cmd += ["--proc", "/proc", "--dev", "/dev",
+                "--size", str(lim.tmp_size), "--perms", "1777", "--tmpfs", "/tmp"]
+        made: set[str] = {"/tmp"}
         for path in self.readable + [CONTROL, HOME]:
             cmd += _parents(path, made)
         for path in self.readable:
             cmd += ["--ro-bind", path, path]
-        cmd += ["--proc", "/proc", "--dev", "/dev",
-                "--size", str(lim.tmp_size), "--perms", "1777", "--tmpfs", "/tmp",
-                "--size", str(lim.home_size), "--perms", "1777", "--tmpfs", HOME,
+        cmd += ["--size", str(lim.home_size), "--perms", "1777", "--tmpfs", HOME,
                 "--ro-bind", str(self.control_dir), CONTROL]
         for name, outside in (files or {}).items():
             cmd += ["--ro-bind", outside, f"{HOME}/{name}"]
