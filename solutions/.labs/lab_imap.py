@@ -471,8 +471,9 @@ NEVER_CHANGES = "UID"
 ### END SOLUTION
 ''')
     b.tests("concepts_tests", 5, '''
-assert isinstance(IMAP_PORT, int) and isinstance(IMAPS_PORT, int)
-assert NEEDS_MORE_DISK in ("POP3", "IMAP")
+assert isinstance(IMAP_PORT, int) and isinstance(IMAPS_PORT, int), \\
+    "each port is a number (an int), such as 80"
+assert NEEDS_MORE_DISK in ("POP3", "IMAP"), "NEEDS_MORE_DISK: one of POP3, IMAP"
 ''', '''
 assert (IMAP_PORT, IMAPS_PORT, NEEDS_MORE_DISK, NEVER_CHANGES) == (143, 993, "IMAP", "UID")
 ''')

@@ -450,8 +450,10 @@ KEEPS_MAIL = "IMAP"
 ### END SOLUTION
 ''')
     b.tests("concepts_tests", 5, '''
-assert isinstance(POP3_PORT, int) and isinstance(POP3S_PORT, int)
-assert DELETES_IN in ("AUTHORIZATION", "TRANSACTION", "UPDATE")
+assert isinstance(POP3_PORT, int) and isinstance(POP3S_PORT, int), \\
+    "each port is a number (an int), such as 80"
+assert DELETES_IN in ("AUTHORIZATION", "TRANSACTION", "UPDATE"), \\
+    "DELETES_IN: one of AUTHORIZATION, TRANSACTION, UPDATE"
 ''', '''
 assert (POP3_PORT, POP3S_PORT, DELETES_IN, KEEPS_MAIL) == (110, 995, "UPDATE", "IMAP")
 ''')
