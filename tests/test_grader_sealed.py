@@ -93,3 +93,22 @@ def test_the_answer_process_gets_ports_and_accounts_only(sealed):
                  lambda: grading.make_account(lab)):
         with pytest.raises(RuntimeError, match="not while your work is graded"):
             read()
+
+
+@pytest.mark.parametrize("setup, lang, options", [
+    ('import maillab\nlab = maillab.start(ports="any", lang="el", tls=False)\n', "el", {"tls": False}),
+    ('import maillab\nlab = maillab.start(ports="any")\n', "en", {}),
+])
+def test_the_grader_speaks_the_labs_language_and_keeps_it_out_of_the_lab_options(setup, lang,
+                                                                                 options):
+    """A Greek lab's feedback made by the grader (step checks, verdicts) is Greek: the grader
+    reads lang= from the setup cell; it is no option of the sealed lab itself."""
+    from maillab.grader.execute import MasterCells
+    from maillab.i18n import _, language
+
+    master = MasterCells(given={"setup": setup}, tests={})
+    assert master.learner_language() == lang
+    assert master.lab_options() == options
+    with language(master.learner_language()):
+        said = _("a check of this part failed")
+    assert (said != "a check of this part failed") == (lang == "el")

@@ -31,7 +31,7 @@ from nbformat import NotebookNode
 from nbgrader.api import Gradebook
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from .. import grading
+from .. import grading, i18n
 from ..i18n import _
 from .checks import TestRun, Verdict
 from .learner import AnswerProcess
@@ -94,9 +94,9 @@ class MasterCells:
                     given[c.name] = c.source
         return cls(given, tests)
 
-    def lab_options(self) -> dict | None:
-        """The keyword arguments the setup cell passes to maillab.start() (tls=False, ...);
-        None if no given cell starts a lab (then the grader starts none either)."""
+    def _start_arguments(self) -> dict | None:
+        """The constant keyword arguments of the given cells' maillab.start() call; None if no
+        given cell starts a lab."""
         for source in self.given.values():
             try:
                 tree = ast.parse(source)
@@ -108,13 +108,24 @@ class MasterCells:
                 if name == "start":
                     out = {}
                     for kw in node.keywords:
-                        if kw.arg in LAB_OPTIONS:
-                            try:
-                                out[kw.arg] = ast.literal_eval(kw.value)
-                            except ValueError:
-                                pass
+                        try:
+                            out[kw.arg] = ast.literal_eval(kw.value)
+                        except ValueError:
+                            pass
                     return out
         return None
+
+    def lab_options(self) -> dict | None:
+        """The keyword arguments the setup cell passes to maillab.start() (tls=False, ...);
+        None if no given cell starts a lab (then the grader starts none either)."""
+        found = self._start_arguments()
+        return None if found is None else {k: v for k, v in found.items() if k in LAB_OPTIONS}
+
+    def learner_language(self) -> str:
+        """The language the lab speaks to its learner (``maillab.start(lang="el")`` in the setup
+        cell): the grader's own messages in the feedback are made in it too."""
+        lang = (self._start_arguments() or {}).get("lang")
+        return lang if isinstance(lang, str) else "en"
 
     def answer_cells(self, nb) -> list[str]:
         """The code the answer process loads, in notebook order: the given cells as the
@@ -335,13 +346,14 @@ class SealedVerdicts(NbGraderPreprocessor):
             checks.ready()
             run = TestRun(answers, checks.sealed.lab if checks.sealed else None,
                           list(master.given.values()), NotebookRun(sub.phase1, sub.windows, nb))
-            for cell in nb.cells:
-                gid = grade_id(cell)
-                if gid not in master.tests or cell.cell_type != "code":
-                    continue
-                source, points = master.tests[gid]
-                verdict = run.run(gid, source)
-                parts[gid] = apply_verdict(cell, verdict, points)
+            with i18n.language(master.learner_language()):  # feedback in the lab's language
+                for cell in nb.cells:
+                    gid = grade_id(cell)
+                    if gid not in master.tests or cell.cell_type != "code":
+                        continue
+                    source, points = master.tests[gid]
+                    verdict = run.run(gid, source)
+                    parts[gid] = apply_verdict(cell, verdict, points)
         finally:
             checks.answers.kill()  # the labs are stopped by the worker, while it goes on
         sub.report["checks_seconds"] = round(time.monotonic() - started, 2)
