@@ -233,3 +233,16 @@ def test_a_session_cell_knows_the_language_commands_and_reads_their_answers(lab,
     if protocol == "pop3":
         listing = shown.split("C: LANG\n", 1)[1].split("C: LANG el", 1)[0]
         assert "el" in listing and "\nS: .\n" in listing  # the list up to its final dot
+
+
+def test_after_language_el_the_switch_and_the_usual_completions_are_greek(lab):
+    """RFC 5255: the tagged OK of LANGUAGE is already in the new language, and so are the
+    usual texts of later tagged OKs ("SELECT completed", "Logged in")."""
+    M = imap(lab)
+    _untagged, switched = raw(M, "LANGUAGE el")
+    _u, login = raw(M, f"LOGIN alice {password(lab)}")
+    _u, select = raw(M, "SELECT INBOX")
+    raw(M, "LOGOUT")
+    for line in (switched, login, select):
+        assert any("\u0370" <= ch <= "\u03ff" for ch in line.decode("utf-8")), line
+    assert b" OK [READ-WRITE] SELECT" in select

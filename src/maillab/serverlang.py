@@ -17,6 +17,7 @@ import contextlib
 import re
 
 from . import i18n
+from .i18n import _
 
 DEFAULT = "i-default"
 # Each tag a server offers, and the language's name in itself (RFC 6856 4: the listing names each
@@ -31,7 +32,7 @@ def name(tag: str) -> str:
 def switched(tag: str) -> str:
     """The text of the reply that switches a session into ``tag``, already in that language."""
     with speaking(tag):
-        return i18n._("language changed: {name}").format(name=name(tag))
+        return _("language changed: {name}").format(name=name(tag))
 
 
 # RFC 4647 2.1 basic language range: "*" or 1-8 letters, then "-" and 1-8 letters/digits each.

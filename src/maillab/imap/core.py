@@ -90,6 +90,10 @@ class Bad(ParseError):
     pass
 
 
+# The usual text of a tagged OK: a command name (or two: "UID FETCH") and "completed".
+_COMPLETED = re.compile(r"([A-Z][A-Z ]*[A-Z]) completed")
+
+
 def _printable(text: str) -> str:
     """Response text without control characters: a CR or LF from a client's folder name must
     not end the line early (the rest would read as a response of its own)."""
@@ -343,6 +347,9 @@ class ImapSession:
         self._out.append(b"* " + (text.encode("utf-8") if isinstance(text, str) else text) + b"\r\n")
 
     def _tagged(self, tag: bytes, status: str, text: str, code: str | None = None) -> None:
+        done = _COMPLETED.fullmatch(text) if status == "OK" else None
+        if done:  # "SELECT completed": English on the wire unless LANGUAGE chose another
+            text = _("{command} completed").format(command=done.group(1))
         code_part = f"[{code}] " if code else ""
         self._out.append(tag + f" {status} {code_part}{_printable(text)}\r\n".encode("utf-8"))
 
@@ -403,7 +410,7 @@ class ImapSession:
         if kind == "idle":
             if line.upper() == b"DONE":
                 self._sync(allow_expunge=True)
-                self._tagged(tag, "OK", "IDLE terminated")
+                self._tagged(tag, "OK", _("IDLE terminated"))
             else:
                 self._tagged(tag, "BAD", _("IDLE ends with the word DONE on a line by itself"))
         elif kind == "auth":
@@ -533,7 +540,7 @@ class ImapSession:
             raise ParseError(_("a language is a tag such as el or en, e.g. a1 LANGUAGE el"))
         if not ranges:
             self._untagged("LANGUAGE (" + " ".join(serverlang.LANGUAGES) + ")")
-            self._done(tag, "Supported languages have been enumerated")
+            self._done(tag, _("Supported languages have been enumerated"))
             return
         chosen = serverlang.choose(ranges, self.language or serverlang.DEFAULT)
         if chosen is None:  # (the refusal in the language in use until now)
@@ -562,7 +569,7 @@ class ImapSession:
             self._tagged(tag, "BAD", _("this server does not offer STARTTLS here "
                                        "(see CAPABILITY)"))
         else:
-            self._tagged(tag, "OK", "Begin TLS negotiation now")
+            self._tagged(tag, "OK", _("Begin TLS negotiation now"))
             self.starttls_wanted = True
 
     # ---- not authenticated
@@ -594,7 +601,7 @@ class ImapSession:
         self.account = acct
         self.user = acct.login
         self.state = State.AUTHENTICATED
-        self._tagged(tag, "OK", "Logged in", "CAPABILITY " + " ".join(self.capabilities()))
+        self._tagged(tag, "OK", _("Logged in"), "CAPABILITY " + " ".join(self.capabilities()))
 
     def cmd_authenticate(self, tag, cur, uid):
         cur.sp()
