@@ -55,3 +55,12 @@ def test_the_server_copes_with_any_input(fuzzer, target, inputs):
 def test_an_address_is_accepted_or_refused_in_one_printable_line(address):
     reply = malformed(address)
     assert reply is None or (reply.startswith("553 5.1.3 ") and printable(reply) == reply)
+
+
+@pytest.mark.parametrize("argument", [b"\x1c", b"\x1d", b"\x1f \x1e", b"\x0b\x0c"])
+def test_auth_with_only_unicode_whitespace_names_no_mechanism(fuzzer, argument):
+    # bench/fuzz.py found "AUTH \x1c": str.split() sees \x1c-\x1f as spaces, so aiosmtpd found
+    # no mechanism and raised IndexError (a 451 internal error) instead of answering 501.
+    assert fuzzer.auth(argument + b"\r\n") is None
+    replies, _ended = fuzzer._converse(b"EHLO x\r\nAUTH " + argument + b"\r\nQUIT\r\n")
+    assert replies[-2].startswith(b"501 "), replies

@@ -494,6 +494,11 @@ class LabSMTP(SMTP):
             await self.push("503 5.5.1 " + _("AUTH not permitted during a mail transaction") +
                             f" ({_('hint')}: " + _("log in before MAIL FROM, or send RSET first") + ")")
             return
+        if arg and not arg.split():
+            # Only characters str.split() counts as spaces (\x1c-\x1f, \x85, ...): aiosmtpd
+            # would look for a mechanism in an empty list and raise IndexError; as nothing,
+            # it answers "501 Not enough value" after its own checks (EHLO first, ...).
+            arg = ""
         await super().smtp_AUTH(arg)
 
     async def auth_PLAIN(self, _server, args: list[str]) -> AuthResult:
