@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from maillab.imap import search as searchmod
+from maillab.imap.parser import Cursor
 from maillab.imap.fuzzing import HEAVY_MESSAGES, HOSTILE_MESSAGES, IMAP_SEEDS, ImapTarget, mime_target
 from maillab.pop3.fuzzing import POP3_SEEDS, Pop3Target
 
@@ -130,3 +132,19 @@ def test_mime_parsers_take_any_message(data):
 @pytest.mark.parametrize("index", range(len(HOSTILE_MESSAGES + HEAVY_MESSAGES)))
 def test_mime_parsers_take_each_hostile_message(index):
     run(mime_target, (HOSTILE_MESSAGES + HEAVY_MESSAGES)[index])
+
+
+@pytest.mark.parametrize("nesting", [
+    b"Content-Type: message/rfc822\r\n\r\n" * 1_000,
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n" * 1_000,
+    b"Content-Type: message/rfc822\r\n\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n" * 500,
+])
+def test_search_reads_a_message_nested_a_thousand_levels_deep(nesting):
+    # bench/fuzz.py: 1,000 nested message/rfc822 parts made SEARCH TEXT raise RecursionError:
+    # the part fetch.parse_message leaves whole at MAX_DEPTH went to the email package, which
+    # follows the nesting one Python frame per level. Text above the limit is still found.
+    raw = b"Subject: top\r\n" + nesting + b"Subject: deep\r\n\r\nbottom\r\n"
+    ctx = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw)
+    assert searchmod.matches(searchmod.parse_search(Cursor(b"TEXT top")), ctx)
+    assert not searchmod.matches(searchmod.parse_search(Cursor(b"TEXT elsewhere")), ctx)
+    run(mime_target, raw)

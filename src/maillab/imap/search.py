@@ -268,7 +268,7 @@ class SearchContext:
                     # A container (or a multipart left unsplit at the limits): its header only.
                     self._entities.append(_parse(part.header))
                 else:  # (message/delivery-status and the like hold blocks of their own)
-                    self._entities.extend(_parse(raw[part.start:part.end]).walk())
+                    self._entities.extend(_leaf_entities(part))
         return self._entities
 
     def body_text(self) -> str:
@@ -313,6 +313,20 @@ class SearchContext:
 
 def _parse(data: bytes):
     return email.message_from_bytes(data, policy=email.policy.compat32)
+
+
+def _leaf_entities(part) -> list:
+    """The entities of a part ``fetch.parse_message`` did not split, as ``email`` messages.
+
+    A part left whole at MAX_DEPTH or MAX_PARTS may still nest: the ``email`` package would
+    follow a multipart or message/* inside it one Python frame per level, to a RecursionError
+    at about a thousand. Such a part is one entity here, its body kept as written."""
+    entity = _parse(part.header)
+    if entity.get_content_maintype() == "multipart" or (
+            entity.get_content_maintype() == "message" and entity.get_content_subtype() != "delivery-status"):
+        entity.set_payload(part.body.decode("ascii", "surrogateescape"))  # as the parser would
+        return [entity]
+    return list(_parse(part.raw[part.start:part.end]).walk())
 
 
 def _has_text(part) -> bool:
