@@ -81,6 +81,33 @@ def test_arbitrary_bytes_render_as_a_message(raw):
     t.render_everything(raw)
 
 
+@pytest.mark.parametrize("content_type, body", [
+    # UTF-7 spells UTF-16 code units in base64: Python's decoder gives a lone surrogate for an
+    # unpaired one ("+2AA-" is U+D800), which nh3 (and any UTF-8 page) cannot encode.
+    ("text/html; charset=utf-7", b"+ADw-b+AD4-bold+ADw-/b+AD4- +2AA- +388- x"),
+    ("text/plain; charset=utf-7", b"lone +2AA- and +388- halves"),
+])
+def test_a_body_decoding_to_lone_surrogates_renders_with_replacement_characters(content_type, body):
+    # bench/fuzz.py webmail-render: UnicodeEncodeError "surrogates not allowed" from nh3.
+    raw = (b"From: a@example.org\r\nSubject: s\r\nContent-Type: " + content_type.encode() +
+           b"\r\n\r\n" + body + b"\r\n")
+    html = t.render_everything(raw)
+    view, _parsed = m.read_view(raw, (), prefer_text=True)
+    for text in (html, view.text or ""):
+        assert not any("\ud800" <= c <= "\udfff" for c in text)
+    if content_type.startswith("text/html"):
+        assert "<b>bold</b>" in html and "\ufffd" in html
+
+
+@pytest.mark.parametrize("date", ["Fri, 9999999999999999999927 Nov 2026 21:14:48 +0000",
+                                  "Fri, 27 Nov 99999999999999999999 21:14:48 +0000"])
+def test_a_date_with_huge_numbers_shows_no_date(date):
+    # bench/fuzz.py webmail-render: parsedate_to_datetime raised OverflowError on the list view.
+    raw = f"From: a@example.org\r\nDate: {date}\r\nSubject: s\r\n\r\nx\r\n".encode()
+    t.render_everything(raw)
+    assert m._parse_date(date) is None
+
+
 HTML_PIECES = st.sampled_from([
     "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "<svg onload=alert(1)>",
     "<a href='javascript:alert(1)'>x</a>", "<a href=\"jav&#x09;ascript:alert(1)\">x</a>",
@@ -125,6 +152,19 @@ def test_sent_mail_has_only_the_headers_asked_for(subject, name, in_reply_to, re
         return
     assert t.injected_headers(msg, EXPECTED) == []
     assert msg["In-Reply-To"] in (None, m.message_ids(in_reply_to))
+
+
+@pytest.mark.parametrize("header, value", [
+    ("To", "=?utf-8?b?-m9iDQo=?= <bob@example.com>"), ("Cc", "x =?utf-8?b?-m9iDQo=?= <b@example.com>"),
+    ("Subject", "=?utf-8?b?-m9iDQo=?="),
+])
+def test_an_encoded_word_the_email_package_cannot_write_back_is_refused(header, value):
+    # bench/fuzz.py webmail-headers: the email package decodes this invalid base64 to a byte
+    # that is no UTF-8 and U+0603, then refolds both as ASCII: UnicodeEncodeError on sending.
+    fields = {"to": ["bob@example.com"], "cc": [], "subject": "s"}
+    fields[header.lower()] = [value] if header != "Subject" else value
+    with pytest.raises(m.HeaderInjection, match="encoded word"):
+        m.build_message(sender="alice@example.com", bcc=[], body="x", attachments=[], **fields)
 
 
 # ----------------------------------------------------------------------------- requests

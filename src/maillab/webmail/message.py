@@ -102,7 +102,7 @@ def _parse_date(value) -> datetime | None:
         return None
     try:
         d = email.utils.parsedate_to_datetime(str(value))
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # (a day or year of 20 digits)
         return None
     if d is None:
         return None
@@ -290,7 +290,14 @@ def _text_of(part: Message) -> str:
         text = data.decode(charset, "replace")
     except (LookupError, ValueError):  # an unknown or malformed charset name
         text = data.decode("latin-1")
+    if _LONE_SURROGATE.search(text):
+        # UTF-7 (and UTF-16 code units written by hand) can decode to half of a surrogate
+        # pair, which no page or sanitizer can encode: show U+FFFD in its place.
+        text = _LONE_SURROGATE.sub("\ufffd", text)
     return text.replace("\r\n", "\n")
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 _UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"*/:<>?\\|]+')
@@ -612,7 +619,8 @@ class Upload:
 
 
 class HeaderInjection(ValueError):
-    """A header value the user controls would start a new header line (or end the headers)."""
+    """A header value the user controls would start a new header line (or end the headers),
+    or could not be written at all."""
 
 
 # RFC 2047 encoded words. CPython's email package before 3.11.10 (CVE-2024-6923) decodes one when
@@ -649,9 +657,11 @@ def check_header_text(field: str, value: str, header: str = "Subject") -> None:
     an encoded word: as we read it, and as the email package reads it (``header`` names the
     header the value goes into; an address header is parsed as one)."""
     unsafe = _CONTROLS.search(value) or any(_CONTROLS.search(t) for t in _decoded_words(value))
+    parsed = None
     if not unsafe:
         try:
-            unsafe = _CONTROLS.search(str(OUTGOING.header_factory(header, value)))
+            parsed = OUTGOING.header_factory(header, value)
+            unsafe = _CONTROLS.search(str(parsed))
         except Exception:  # e.g. "address parts cannot contain CR or LF"
             unsafe = True
     if unsafe:
@@ -659,6 +669,14 @@ def check_header_text(field: str, value: str, header: str = "Subject") -> None:
             "The {0} field may not contain line breaks or other control characters, not even "
             "inside an encoded word (=?...?=): they would add header lines of their own "
             "(header injection).").format(field))
+    try:
+        parsed.fold(policy=OUTGOING)
+    except UnicodeError:
+        # An encoded word whose bytes are partly no text in its charset ("=?utf-8?b?-m9iDQo=?="):
+        # the email package refolds what it decoded as ASCII and raises when the mail is sent.
+        raise HeaderInjection(_(
+            "The {0} field has an encoded word (=?...?=) that does not decode to text: write "
+            "the text itself.").format(field)) from None
 
 
 _MSG_ID = re.compile(r"<[!-;=?-~]{1,250}>")  # printable ASCII, no spaces, no < or > inside
