@@ -652,10 +652,18 @@ def _decoded_words(value: str):
             yield data.decode("latin-1")
 
 
+# The longest header value the compose form takes (about 100 addresses): the email package
+# folds non-ASCII text at about 25 us a character, twice (our check and the sending).
+MAX_HEADER_TEXT = 4_000
+
+
 def check_header_text(field: str, value: str, header: str = "Subject") -> None:
     """Refuse line breaks and other control characters in a header value, typed or hidden in
     an encoded word: as we read it, and as the email package reads it (``header`` names the
     header the value goes into; an address header is parsed as one)."""
+    if len(value) > MAX_HEADER_TEXT:
+        raise HeaderInjection(_("The {0} field is longer than {1} characters: shorten it.").format(
+            field, MAX_HEADER_TEXT))
     unsafe = _CONTROLS.search(value) or any(_CONTROLS.search(t) for t in _decoded_words(value))
     parsed = None
     if not unsafe:
