@@ -95,7 +95,8 @@ def http(data: bytes) -> str | None:
         _live = _LiveWebmail()
     request = t.fuzz_request(data, port=_live.port, cookie=_live.cookie, csrf=_live.csrf)
     try:
-        # 2 s, then the client's EOF and 2 s more: an incomplete request costs 2 s, not 10
+        # A complete request: 2 s for its one response (no wait for more on a kept-alive
+        # connection); an incomplete one: 0.25 s for an early answer, the EOF, 2 s more.
         answer = t.http_exchange(_live.port, request, timeout=2)
     except socket.timeout:
         return "no answer, not even after the client's EOF"

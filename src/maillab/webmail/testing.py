@@ -318,35 +318,80 @@ def fuzz_request(data: bytes, *, port: int, cookie: str, csrf: str) -> bytes:
 
 
 def http_exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
-    """Send a request as it is; the whole answer (the server closes: Connection: close, or
-    is silent for ``timeout`` after it answered: keep-alive), or b"" if it hung up without one.
+    """Send a request as it is and return the server's answer: one whole response (read by its
+    Content-Length or chunks, so a keep-alive connection costs no wait), all the server said
+    before it closed, or b"" if it hung up without a word.
+
     A request that is not complete (fuzz bytes often are not) leaves the server waiting for the
-    rest: after ``timeout`` the client says it has no more (half-close) and the server has
-    ``timeout`` again to finish. socket.timeout if it does not."""
+    rest, as it should: after a short look for an early answer (a 400 or 413 before the body),
+    the client says it has no more (half-close) and the server has ``timeout`` to finish. A
+    complete request gets ``timeout`` for its answer before that. socket.timeout if the
+    server stays silent after the half-close too."""
     import socket
+    patience = timeout if _request_complete(request) else min(timeout, EARLY_ANSWER)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         try:
             s.sendall(request)
         except (BrokenPipeError, ConnectionResetError):
             pass  # it answered and hung up before reading it all: read what it said
-        chunks, half_closed = [], False
-        while True:
+        s.settimeout(patience)
+        received, half_closed = b"", False
+        bodiless = request.lstrip(b"\r\n").startswith(b"HEAD ")
+        while not _response_complete(received, bodiless):
             try:
                 chunk = s.recv(65536)
             except ConnectionResetError:
                 break
             except socket.timeout:
-                if chunks:  # an answer, and the connection kept alive for more: fine
+                if received:  # an answer without a length, on a connection kept open: fine
                     break
                 if half_closed:
                     raise
                 s.shutdown(socket.SHUT_WR)
+                s.settimeout(timeout)
                 half_closed = True
                 continue
             if not chunk:
                 break
-            chunks.append(chunk)
-    return b"".join(chunks)
+            received += chunk
+    return received
+
+
+EARLY_ANSWER = 0.25  # seconds an incomplete request waits for an answer before the half-close
+
+
+def _request_complete(request: bytes) -> bool:
+    """Whether ``request`` is one whole HTTP request (header, then the body its header
+    announces), as a server reads it after the empty lines RFC 9112 2.2 lets it skip."""
+    request = request.lstrip(b"\r\n")
+    head, sep, body = request.partition(b"\r\n\r\n")
+    return bool(sep) and _body_complete(head, body)
+
+
+def _response_complete(data: bytes, bodiless: bool = False) -> bool:
+    """Whether ``data`` holds a whole final response (1xx interim ones are skipped); the
+    answer to HEAD, a 204 and a 304 end with their header (``bodiless``: the request was HEAD)."""
+    while True:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        if not re.match(rb"HTTP/\d\.\d 1\d\d", head):
+            return bodiless or bool(re.match(rb"HTTP/\d\.\d (204|304)", head)) or \
+                _body_complete(head, rest, close_delimited=True)
+        data = rest
+
+
+def _body_complete(head: bytes, body: bytes, close_delimited: bool = False) -> bool:
+    """Whether ``body`` is all the body ``head`` announces (by Content-Length or chunks). A
+    response without either ends when the server closes (``close_delimited``); a request
+    without either has none; a malformed length is the server's to refuse: complete."""
+    fields = head.lower()
+    if re.search(rb"\r\ntransfer-encoding:[^\r]*chunked", fields):
+        return body.endswith(b"0\r\n\r\n")
+    lengths = re.findall(rb"\r\ncontent-length:[ \t]*([^\r]*)", fields)
+    if len(lengths) != 1 or not lengths[0].strip().isdigit():
+        return not (close_delimited and not lengths)
+    return len(body) >= int(lengths[0].strip())
 
 
 def http_failure(answer: bytes) -> str | None:
