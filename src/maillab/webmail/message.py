@@ -78,8 +78,28 @@ class _ReadingPolicy(email.policy.EmailPolicy):
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-@functools.lru_cache(maxsize=512)  # parts ask for their Content-Type again and again
 def _parsed_header(factory, name: str, value: str):
+    """The header object for ``value``, parsed once for the many times a page asks for it.
+    A long value's parse tree is big (over 100 KB of objects for some), so few of those are
+    kept: 512 of them held 60 MB in bench/fuzz.py, which the process kept after they went."""
+    cache = _parsed_short_header if len(value) <= SHORT_HEADER else _parsed_long_header
+    return cache(factory, name, value)
+
+
+SHORT_HEADER = 256  # characters: a Content-Type, a Subject, a sender or two
+
+
+@functools.lru_cache(maxsize=512)  # parts ask for their Content-Type again and again
+def _parsed_short_header(factory, name: str, value: str):
+    return _parse_header(factory, name, value)
+
+
+@functools.lru_cache(maxsize=8)  # the message on show, and a few of the last
+def _parsed_long_header(factory, name: str, value: str):
+    return _parse_header(factory, name, value)
+
+
+def _parse_header(factory, name: str, value: str):
     value = re.sub(r"[\r\n]", "", value)  # unfold, as EmailPolicy does
     try:
         return factory(name, value)
