@@ -123,7 +123,13 @@ def anchor(heading: str) -> str:
 
 def _starts_block(line: str) -> bool:
     return bool(_FENCE.match(line) or _HEADING.match(line) or _ROW.match(line)
-                or _ITEM.match(line))
+                or _ITEM.match(line) or _is_comment(line))
+
+
+def _is_comment(line: str) -> bool:
+    """An HTML comment line (README's region markers): a raw block of its own, never part of
+    the paragraph or list item before it."""
+    return line.startswith("<!--")
 
 
 def blocks(markdown: str) -> list[Block]:
@@ -135,7 +141,7 @@ def blocks(markdown: str) -> list[Block]:
     while i < len(lines):
         line = lines[i]
         fence = _FENCE.match(line)
-        if not line.strip():
+        if not line.strip() or _is_comment(line):
             found.append(Block("raw", "", line, section))
             i += 1
         elif fence:
