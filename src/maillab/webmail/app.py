@@ -37,6 +37,7 @@ from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import i18n
 from ..i18n import _, ngettext
@@ -876,13 +877,31 @@ class Webmail:
         # aiohttp's own keep-alive timer is the backstop; the guard closes idle connections
         # first, and says so in the transcript.
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                               shutdown_timeout=2.0,
+                               logger=_http_log, shutdown_timeout=2.0,
                                keepalive_timeout=self.connections.idle_timeout + 5)
         await runner.setup()
         server = await asyncio.get_running_loop().create_server(
             self.connections.protocol_factory(runner.server), sock=sock)
         self.connections.start()
         return WebmailServer(self, runner, sock, server)
+
+
+class _BadRequests(logging.Filter):
+    """aiohttp answers a request it cannot parse with 400 and logs an ERROR with its traceback;
+    in the lab's log that is a client's mistake: one INFO line, saying what was wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and error.code == 400:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "bad HTTP request, refused with 400: %s", (
+                " ".join(str(error.message).split())[:300],)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_http_log = logging.getLogger("maillab.webmail.http")
+_http_log.addFilter(_BadRequests())
 
 
 class FormError(Exception):
