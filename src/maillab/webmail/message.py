@@ -697,14 +697,18 @@ def check_header_text(field: str, value: str, header: str = "Subject") -> None:
             "The {0} field may not contain line breaks or other control characters, not even "
             "inside an encoded word (=?...?=): they would add header lines of their own "
             "(header injection).").format(field))
+    if header == "Content-Disposition":
+        return  # (a file name: it becomes a quoted parameter, not the header's whole value)
     try:
         parsed.fold(policy=OUTGOING)
-    except UnicodeError:
-        # An encoded word whose bytes are partly no text in its charset ("=?utf-8?b?-m9iDQo=?="):
-        # the email package refolds what it decoded as ASCII and raises when the mail is sent.
+    except Exception:
+        # The email package fails to write back some values it parsed: an encoded word whose
+        # bytes are partly no text in its charset ("=?utf-8?b?-m9iDQo=?=": UnicodeEncodeError),
+        # hundreds of nested comments in an address (RecursionError), ...
         raise HeaderInjection(_(
-            "The {0} field has an encoded word (=?...?=) that does not decode to text: write "
-            "the text itself.").format(field)) from None
+            "The {0} field cannot be written as a mail header (an encoded word =?...?= that "
+            "does not decode to text, or brackets nested too deep?): write it plainly.").format(
+            field)) from None
 
 
 _MSG_ID = re.compile(r"<[!-;=?-~]{1,250}>")  # printable ASCII, no spaces, no < or > inside
