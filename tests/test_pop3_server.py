@@ -519,8 +519,9 @@ def test_a_burst_of_pipelined_commands_does_not_starve_other_sessions(lab):
     with sock, reader, other, other_reader:
         sock.sendall(f"USER alice\r\nPASS {PASSWORD}\r\n".encode())
         assert reader.readline().startswith(b"+OK") and reader.readline().startswith(b"+OK")
-        sock.sendall(b"UIDL 1\r\n" + b"STAT\r\n" * 1000 + b"UIDL 2\r\n")
-        time.sleep(0.02)  # the server has the burst
+        sock.sendall(b"UIDL 1\r\n" + b"STAT\r\n" * 3000 + b"UIDL 2\r\n")
+        # the server is at the start of the burst (its first answer is here): 3,000 turns to go
+        assert reader.readline().startswith(b"+OK 1 ")
         other.sendall(b"CAPA\r\n")
         assert other_reader.readline().startswith(b"+OK capability list follows")
         while not reader.readline().startswith(b"+OK 2 "):
