@@ -48,6 +48,14 @@ class Builder:
     def md(self, text: str) -> None:
         self.cells.append(new_markdown_cell(text.strip("\n"), id=self._id()))
 
+    def auth_token(self) -> None:
+        """The given cell that prints Alice's AUTH PLAIN line, for the labs whose sessions typed
+        by hand log in as her (the same cell, id ``auth_token``, in each)."""
+        self.given("auth_token", """
+import base64
+print("AUTH PLAIN " + base64.b64encode(b"\\0alice\\0wonderland").decode())
+""")
+
     def given(self, grade_id: str, source: str) -> None:
         """A locked code cell (setup, helpers): students cannot edit it; put back if deleted."""
         cell = new_code_cell(source.strip("\n"), id=self._id())

@@ -85,10 +85,7 @@ the cell. Read the answers: `250` means yes, `354` "send the message now", a cod
 5 means no, and the line below it says why. Fix the cell and run it again until it works, then
 run the test cells below it.
 """)
-    b.given("auth_token", """
-import base64
-print("AUTH PLAIN " + base64.b64encode(b"\\0alice\\0wonderland").decode())
-""")
+    b.auth_token()
     b.solution("send_session", """
 %%smtp example.com --submission
 ### BEGIN SOLUTION

@@ -99,10 +99,7 @@ Be `alice@example.com` (password `wonderland`) and send a message to `john@examp
 cell starts with `%%smtp example.com --submission`. The message needs `From:`, `To:` and
 `Subject:` (the submission server adds a `Date:` when a program forgot it).
 """)
-    b.given("auth_token", """
-import base64
-print("AUTH PLAIN " + base64.b64encode(b"\\0alice\\0wonderland").decode())
-""")
+    b.auth_token()
     b.solution("submit_session", """
 %%smtp example.com --submission
 ### BEGIN SOLUTION

@@ -116,10 +116,7 @@ PASSWORD_READABLE = False
    holding only a dot `.`;
 6. `QUIT`.
 """)
-    b.given("auth_token", """
-import base64
-print("AUTH PLAIN " + base64.b64encode(b"\\0alice\\0wonderland").decode())
-""")
+    b.auth_token()
     b.solution("submit_session", """
 %%smtp example.com --submission
 ### BEGIN SOLUTION
