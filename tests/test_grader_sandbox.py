@@ -189,6 +189,41 @@ def test_a_fork_bomb_stays_within_the_process_limit_and_ends_with_the_sandbox(sa
     assert not _alive_of_user(UID)
 
 
+def test_a_new_process_starts_once_a_fork_bombs_children_are_reaped(sandbox):
+    """The answer process restarts after a fork bomb under the same user: while more of the
+    user's processes exist than the new one's limit (zombies count too), setpriv cannot exec
+    (126: 'journey-resources' in CI); the grader's kill_all(reaped=True) waits until none is
+    left, and then a start succeeds."""
+    bigger = Sandbox(UID, sandbox.control_dir, python_folders(), Limits(processes=60))
+    bomb = bigger.command([sys.executable, "-c", textwrap.dedent("""
+        import os, time
+        end = time.time() + 30
+        while time.time() < end:
+            try:
+                os.fork()
+            except OSError:
+                time.sleep(0.01)
+    """)])
+    proc = subprocess.Popen(bomb)
+    hello = sandbox.command([sys.executable, "-c", "print('started')"])
+    try:
+        for _ in range(100):
+            if _processes_of(UID) >= 60:
+                break
+            time.sleep(0.05)
+        blocked = subprocess.run(hello, capture_output=True, text=True, timeout=60,
+                                 cwd=str(sandbox.control_dir))
+        assert blocked.returncode == 126, (blocked.returncode, blocked.stderr[-500:])
+    finally:
+        proc.kill()
+        proc.wait()
+    sandbox.kill_all(wait=10, reaped=True)
+    assert not _alive_of_user(UID, zombies=True)
+    started = subprocess.run(hello, capture_output=True, text=True, timeout=60,
+                             cwd=str(sandbox.control_dir))
+    assert (started.returncode, started.stdout.strip()) == (0, "started"), started.stderr
+
+
 def test_memory_and_file_size_limits_hold(sandbox):
     got = run(sandbox, """
         import json

@@ -174,3 +174,32 @@ def box_steps(lab, protocol: str, text: str) -> grading.Steps:
 def test_mailbox_sessions_typed_by_hand(lab, protocol, text, broken):
     steps = box_steps(lab, protocol, text)
     assert set(failed(steps)) == broken, str(steps)
+
+
+def test_an_earlier_cells_session_ending_during_this_cell_is_no_evidence():
+    """A connection whose first lines came before the cell, and only its last (a late answer,
+    the hang-up) during it, belongs to the earlier cell: before, its tail alone was taken for
+    this cell's session ('no EHLO was accepted' instead of 'made no connection')."""
+    from maillab.transcript import Line
+
+    class Lines:
+        def __init__(self, lines):
+            self._lines = lines
+
+        def lines(self):
+            return self._lines
+
+    class Lab:
+        recorder = Lines([
+            Line(1.0, "smtp:submission:example.com", 7, "*", b"connected\r\n"),
+            Line(1.1, "smtp:submission:example.com", 7, "C", b"# YOUR CODE HERE\r\n"),
+            Line(2.5, "smtp:submission:example.com", 7, "S", b"530 5.7.0 Must issue STARTTLS\r\n"),
+            Line(2.6, "smtp:submission:example.com", 7, "*", b"closed\r\n"),
+            Line(2.7, "smtp:example.com", 8, "*", b"connected\r\n"),
+        ])
+
+    evidence = grading.CellEvidence(Lab(), 2.0, 3.0)
+    assert evidence.sessions("smtp:submission:example.com") == []
+    assert [s.lines[0].conn for s in evidence.sessions("smtp")] == [8]
+    assert [s.lines[0].conn for s in grading.CellEvidence(Lab(), 0.5, 3.0).sessions("smtp")] \
+        == [7, 8]

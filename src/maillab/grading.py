@@ -438,14 +438,22 @@ class Watch:
 
 
 def _sessions(lab, service: str | None, keep) -> list[Session]:
-    """The lab's connections whose first line passes ``keep``, optionally of one service."""
+    """The lab's connections whose first line passes ``keep``, optionally of one service. A
+    connection whose first line fails ``keep`` is left out whole, even when its last lines
+    (a late answer, the hang-up) come after: an earlier cell's session is no evidence."""
     by_conn: dict[int, list] = {}
+    other: set[int] = set()
     for l in lab.recorder.lines():
         if service is not None and not (l.service == service or
                                         l.service.startswith(service + ":")):
             continue
-        if l.conn in by_conn or keep(l):
-            by_conn.setdefault(l.conn, []).append(l)
+        if l.conn in by_conn:
+            by_conn[l.conn].append(l)
+        elif l.conn not in other:
+            if keep(l):
+                by_conn[l.conn] = [l]
+            else:
+                other.add(l.conn)
     return [Session(v) for _k, v in sorted(by_conn.items())]
 
 

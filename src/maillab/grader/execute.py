@@ -363,6 +363,9 @@ class SealedVerdicts(NbGraderPreprocessor):
 
 
 def spawn_answers(sandbox: Sandbox, fd: int) -> subprocess.Popen:
+    # a restart after a fork bomb: its children must be gone (reaped) before the new process
+    # can start under the same user's process limit
+    sandbox.kill_all(wait=10, reaped=True)
     cmd = sandbox.command([sys.executable, "-m", "maillab.grader.answers"],
                           env={"MAILLAB_ANSWERS_FD": str(fd)})
     return subprocess.Popen(cmd, pass_fds=[fd], stdin=subprocess.DEVNULL,

@@ -180,26 +180,29 @@ class Sandbox:
                     pass
         return ended
 
-    def kill_all(self, wait: float = 2.0) -> None:
+    def kill_all(self, wait: float = 2.0, reaped: bool = False) -> None:
         """End every process of this sandbox's user (what a submission left running), and wait
-        until they are gone (so that the ports they held are free again)."""
+        until they are gone (so that the ports they held are free again). With ``reaped``, wait
+        until not even a zombie is left: the kernel counts zombies against the user's process
+        limit, and a sandbox started while a fork bomb's children are still dying cannot start
+        its command (setpriv's exec fails with EAGAIN: exit code 126)."""
         kill = shutil.which("kill") or "/bin/kill"
         deadline = time.monotonic() + wait
         while True:
             subprocess.run([kill, "-s", "KILL", "--", "-1"], user=self.uid, group=self.uid,
                            extra_groups=[], capture_output=True, timeout=10)
-            if not _alive_of_user(self.uid) or time.monotonic() > deadline:
+            if not _alive_of_user(self.uid, zombies=reaped) or time.monotonic() > deadline:
                 return
             time.sleep(0.02)
 
 
-def _alive_of_user(uid: int) -> bool:
-    """Whether a process of this user still runs (zombies do not count)."""
+def _alive_of_user(uid: int, zombies: bool = False) -> bool:
+    """Whether a process of this user still runs (zombies count only when asked)."""
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 info = os.stat(f"/proc/{name}")
-                if info.st_uid == uid and not _zombie(int(name)):
+                if info.st_uid == uid and (zombies or not _zombie(int(name))):
                     return True
             except OSError:
                 continue
@@ -281,7 +284,7 @@ class Unsandboxed(Sandbox):
     def end_strays(self, outer_pid: int) -> int:
         return 0
 
-    def kill_all(self) -> None:
+    def kill_all(self, wait: float = 2.0, reaped: bool = False) -> None:
         pass
 
 
