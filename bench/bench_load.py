@@ -147,6 +147,9 @@ class Load:
         self.errors: dict[str, int] = {}
         self.acknowledged: dict[str, str] = {}  # Message-ID -> the mailbox it must reach
         self.unacknowledged: dict[str, str] = {}  # sent, but no 250 came (the lab went away)
+        # Logins per service: accepted, or refused as "busy, try again" (SMTP 454, IMAP
+        # NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP]) with the password unchecked.
+        self.logins: dict[str, list[int]] = {"smtp": [0, 0], "pop3": [0, 0], "imap": [0, 0]}
         self.running = True
 
     async def session(self, kind: str) -> None:
@@ -174,7 +177,9 @@ class Load:
             await c.smtp(b"EHLO bench.example")
             if login:
                 blob = base64.b64encode(f"\0{login[0]}\0{login[1]}".encode())
-                if await c.smtp(b"AUTH PLAIN " + blob) != 235:
+                code = await c.smtp(b"AUTH PLAIN " + blob)
+                self._count_login("smtp", code == 235, code == 454)
+                if code != 235:
                     raise ValueError("login refused")
             if await c.smtp(f"MAIL FROM:<{sender}>".encode()) != 250:
                 raise ValueError("sender refused")
@@ -190,6 +195,10 @@ class Load:
             await c.smtp(b"QUIT")
         finally:
             c.close()
+
+    def _count_login(self, service: str, accepted: bool, busy: bool) -> None:
+        self.logins[service][0] += accepted
+        self.logins[service][1] += busy
 
     async def smtp_local(self) -> None:
         user = self.rng.choice(list(USERS))
@@ -211,7 +220,9 @@ class Load:
             await c.line()
             c.w.write(f"USER {user}\r\nPASS {USERS[user][0]}\r\n".encode())
             await c.line()
-            if not (await c.line()).startswith(b"+OK"):
+            answer = await c.line()
+            self._count_login("pop3", answer.startswith(b"+OK"), b"[SYS/TEMP]" in answer)
+            if not answer.startswith(b"+OK"):
                 return  # another session holds the maildrop (RFC 1939): a correct refusal
             c.w.write(b"STAT\r\n")
             count = int((await c.line()).split()[1])
@@ -229,7 +240,8 @@ class Load:
         try:
             await c.line()
             c.w.write(f"a LOGIN {user} {USERS[user][0]}\r\nb EXAMINE INBOX\r\n".encode())
-            await c.until(lambda line: line.startswith(b"a "))
+            answer = await c.until(lambda line: line.startswith(b"a "))
+            self._count_login("imap", answer.startswith(b"a OK"), b"[UNAVAILABLE]" in answer)
             exists = 0
             while not (line := await c.line()).startswith(b"b "):
                 m = re.match(rb"\* (\d+) EXISTS", line)
@@ -382,6 +394,11 @@ async def run(args) -> int:
             print(f"{kind:12} {len(s):6} {pct(s, .5) * 1000:8.1f} {pct(s, .99) * 1000:8.1f}   "
                   f"{pct(p, .5) * 1000:.1f}/{pct(p, .99) * 1000:.1f}  "
                   f"(p50 x{pct(s, .5) / pct(p, .5):.1f})")
+        busy = sum(refused for _ok, refused in load.logins.values())
+        print("\nlogins under load (accepted / refused unchecked as busy): " + ", ".join(
+            f"{service} {ok}/{refused}" for service, (ok, refused) in load.logins.items()) +
+              f"  {'FAIL' if busy else 'ok'}")
+        failures += bool(busy)
         if load.errors:
             print("errors (mostly sessions cut by the stop and the kill): " +
                   ", ".join(f"{k} {v}" for k, v in sorted(load.errors.items())))

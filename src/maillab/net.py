@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import math
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .i18n import _
+from .i18n import _, ngettext
 from .store import Store
 from .transcript import Recorder
 
@@ -227,21 +228,23 @@ class LoginGuard:
     Attempts are counted per *key*: the account being guessed (``user:alice``) and the client's
     address (``addr:127.0.0.1``). A server asks :meth:`admit` *before* it checks a password and
     waits the seconds it is told before checking; only then does it answer, right or wrong.
-    So while a key is throttled the answer to the right password comes as late as a refusal
-    would: a guesser who hangs up early learns nothing, and opening more connections does not
-    buy more guesses, because every check of a hot key takes the key's next *check slot*.
 
-    * The spacing between two checks of a key is nothing for its first ``free`` attempts, then
-      ``base`` seconds, doubling with each failure up to ``cap``. An attempt counts from the
-      moment it is admitted (a burst of parallel guesses queues at once, before any answer),
-      and a right password gives its account's count back.
+    * A key is *hot* once its recorded failures are past its free allowance (``free`` per
+      account, ``free_per_address`` per address): then every check of it takes the key's next
+      *check slot*, ``base`` seconds after the previous one, doubling with each failure (and
+      each check still waiting in the queue) up to ``cap``. While a key is hot the answer to the
+      right password comes as late as a refusal would: a guesser who hangs up early learns
+      nothing, and opening more connections does not buy more guesses.
+    * A key without such failures is not queued at all: many clients logging in at the same
+      moment (a class behind one address, a load test) are checked at once. Only answers count:
+      an attempt is a failure when :meth:`record` hears it failed, never from its admission.
     * Nobody waits longer than ``cap``: when the next free slot is further away than that (many
       guesses are queued already), :meth:`admit` refuses the attempt *without checking the
       password* and the server answers with its protocol's temporary failure ("try again in a
       few seconds"). The owner is slowed down, never told a right password is wrong.
-    * Counters decay: a key's failure score halves every ``half_life`` seconds. The address
-      counter forgives more (``free_per_address``) because many learners and the webmail share
-      127.0.0.1, and a success does not reset it (else logging in to any known account would).
+    * Counters decay: a key's failure score halves every ``half_life`` seconds. A right
+      password clears its account's score, not its address's (else logging in to any known
+      account would wipe a guesser's record).
     * At most ``max_keys`` keys are remembered (the least recently used are forgotten first),
       and at most ``keep`` attempts, so a flood of made-up user names cannot grow memory.
     * Logins that the lab's own webmail makes for a browser were throttled by the webmail
@@ -270,10 +273,15 @@ class LoginGuard:
             return state.score
         return state.score * 0.5 ** (max(0.0, now - state.changed) / self.half_life)
 
-    def _state(self, key: tuple[str, str], now: float) -> "_KeyState":
+    def _state(self, key: tuple[str, str], now: float, *, create: bool = True) -> "_KeyState | None":
         """The key's state with its score decayed to ``now``, as the most recently used key."""
-        state = self._keys_state.pop(key, None) or _KeyState(changed=now)
+        state = self._keys_state.pop(key, None)
+        if state is None:
+            if not create:
+                return None
+            state = _KeyState(changed=now)
         state.score, state.changed = self._decayed(state, now), now
+        state.queued = [t for t in state.queued if t > now]  # slots whose time has come are done
         self._keys_state[key] = state
         while len(self._keys_state) > self.max_keys:
             self._keys_state.popitem(last=False)
@@ -283,51 +291,51 @@ class LoginGuard:
         """Before checking a password of ``user`` from ``peer``: when to check it.
 
         Returns a :class:`Turn`: wait ``turn.wait`` seconds, check, then answer; or, if
-        ``turn.refused``, answer a temporary failure without checking. The attempt counts as a
-        failure until :meth:`record` hears it succeeded.
+        ``turn.refused``, answer a temporary failure without checking.
         """
         now = self._clock()
         with self._lock:
             if peer in _THROTTLED_ELSEWHERE:
                 return Turn(0.0)
-            states = [(kind, self._state(key, now)) for key in self._keys(peer, user)
-                      for kind in [key[0]]]
-            check_at = now
-            for kind, state in states:
-                spacing = self._spacing(kind, state.score + 1)  # this attempt included
+            # A key nobody failed on is not even remembered: a login costs the guard nothing
+            # until a password is wrong.
+            hot = []
+            for key in self._keys(peer, user):
+                state = self._state(key, now, create=False)
+                # this attempt and the ones queued before it come after the failures so far
+                spacing = self._spacing(key[0], state.score + len(state.queued) + 1) if state else 0
                 if spacing > 0:
-                    check_at = max(check_at, max(now, state.next_check) + spacing)
+                    hot.append((state, max(now, state.next_check) + spacing))
+            if not hot:
+                return Turn(0.0)
+            check_at = max(at for _state, at in hot)
             if check_at - now > self.cap + 1e-9:  # the queue is full: come back later
                 return Turn(0.0, retry_after=max(1.0, check_at - now - self.cap))
-            for _kind, state in states:
-                state.score += 1
+            for state, _at in hot:
                 state.next_check = max(state.next_check, check_at)
+                state.queued.append(check_at)
             return Turn(check_at - now)
 
     def record(self, attempt: LoginAttempt) -> None:
-        """Keep an attempt for the audit view. (Its failure was counted by :meth:`admit`.)
-
-        A right password gives back what :meth:`admit` counted: the account starts afresh,
-        the address gets its attempt back.
-        """
+        """Keep an attempt for the audit view, and count it: a failure adds to both its keys'
+        scores; a right password clears its account's score."""
         if len(attempt.user) > MAX_NAME:  # a made-up name of megabytes must not stay in memory
             attempt = dataclasses.replace(attempt, user=attempt.user[:MAX_NAME])
         now = self._clock()
         with self._lock:
             self.attempts.append(attempt)
-            if not attempt.success:
-                return
             user_key, addr_key = self._keys(attempt.peer, attempt.user)
-            state = self._keys_state.get(user_key)
-            if state is not None:
-                state.score = 0.0  # (its queued slots stay: guesses already waiting keep them)
-            state = self._keys_state.get(addr_key)
-            if state is not None:
-                state.score = max(0.0, self._decayed(state, now) - 1)
-                state.changed = now
+            if attempt.success:
+                state = self._keys_state.get(user_key)
+                if state is not None:
+                    state.score = 0.0  # (its queued slots stay: guesses already waiting keep them)
+                return
+            for key in (user_key, addr_key):
+                self._state(key, now).score += 1
 
     def _spacing(self, kind: str, score: float) -> float:
-        """Seconds between two password checks for a key with this many (decayed) attempts."""
+        """Seconds between two password checks for a key with this many (decayed) attempts,
+        the one to be checked included."""
         over = score - self.free[kind]  # fractional: older failures count less
         if over < 0.5:
             return 0.0
@@ -337,6 +345,16 @@ class LoginGuard:
     def failures(self) -> int:
         with self._lock:
             return sum(1 for a in self.attempts if not a.success)
+
+
+def busy_login_hint(retry_after: float) -> str:
+    """The hint of a login refused unchecked by :meth:`LoginGuard.admit` (in the learner's
+    language; each protocol puts it in its own temporary-failure reply)."""
+    seconds = math.ceil(retry_after)
+    return ngettext("too many login attempts on this account just now, so your password was "
+                    "not checked; try again in {seconds} second",
+                    "too many login attempts on this account just now, so your password was "
+                    "not checked; try again in {seconds} seconds", seconds).format(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -352,13 +370,14 @@ class Turn:
         return self.retry_after is not None
 
 
-@dataclass
+@dataclass(slots=True)
 class _KeyState:
     """What the guard remembers about one key (an account or a client address)."""
 
-    score: float = 0.0  # attempts not known to have succeeded, decaying over time
+    score: float = 0.0  # failures, decaying over time
     changed: float = 0.0  # clock time the score was last brought up to date
     next_check: float = 0.0  # clock time of the key's last taken check slot
+    queued: list = field(default_factory=list)  # check slots still to come (clock times)
 
 
 @dataclass

@@ -23,7 +23,6 @@ import binascii
 import email.utils
 import functools
 import logging
-import math
 import re
 import secrets
 import socket
@@ -35,7 +34,7 @@ from email._header_value_parser import get_addr_spec, get_angle_addr  # (aiosmtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException, syntax
 
 from .i18n import N_, _
-from .net import ServerContext, set_nodelay
+from .net import ServerContext, busy_login_hint, set_nodelay
 from .relay import QueuedMessage, Router
 from .tls import describe, serve
 
@@ -578,10 +577,8 @@ class LabSMTP(SMTP):
         turn = self.ctx.guard.admit(self.transcript.peer, user)
         if turn.refused:  # RFC 4954 6: a temporary failure; the password was not checked
             return AuthResult(success=False, handled=False, message=(
-                "454 4.7.0 Temporary authentication failure (" + _("hint") + ": " + _(
-                    "too many login attempts on this account just now, so your password was not "
-                    "checked; try again in {seconds} seconds").format(
-                    seconds=math.ceil(turn.retry_after)) + ")"))
+                "454 4.7.0 Temporary authentication failure (" + _("hint") + ": "
+                + busy_login_hint(turn.retry_after) + ")"))
         if turn.wait:
             await asyncio.sleep(turn.wait)
         # scrypt takes milliseconds: in a worker thread, so the loop serves everyone meanwhile.

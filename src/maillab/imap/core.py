@@ -32,12 +32,12 @@ import binascii
 import collections
 import enum
 import logging
-import math
 import re
 
 from .. import __version__
 from .. import serverlang
 from ..i18n import _
+from ..net import busy_login_hint
 from ..serverlang import speaking
 from ..store import FLAG_TO_LETTER, HIERARCHY_DELIMITER, FolderError
 from . import fetch as fetchmod
@@ -307,10 +307,7 @@ class ImapSession:
             return
         with speaking(self.language):
             if retry_after is not None:
-                self._tagged(request.tag, "NO", _(
-                    "too many login attempts on this account just now, so your password was not "
-                    "checked; try again in {seconds} seconds").format(seconds=math.ceil(retry_after)),
-                    "UNAVAILABLE")
+                self._tagged(request.tag, "NO", busy_login_hint(retry_after), "UNAVAILABLE")
             else:
                 self._login_answer(request, account)
         self._process()

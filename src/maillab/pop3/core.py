@@ -41,7 +41,6 @@ import enum
 import hashlib
 import hmac
 import logging
-import math
 import os
 import re
 import threading
@@ -51,7 +50,7 @@ from dataclasses import dataclass
 from .. import __version__
 from ..i18n import _
 from .. import serverlang
-from ..net import LoginAttempt
+from ..net import LoginAttempt, busy_login_hint
 from ..serverlang import speaking
 
 __all__ = ["Pop3Session", "State", "MAX_LINE"]
@@ -327,9 +326,7 @@ class Pop3Session:
             return b""
         with speaking(self.language):
             if retry_after is not None:
-                return self._err(_("too many login attempts on this account just now, so your "
-                                   "password was not checked; try again in {seconds} seconds").format(
-                    seconds=math.ceil(retry_after)), code="SYS/TEMP")
+                return self._err(busy_login_hint(retry_after), code="SYS/TEMP")
             return request.answer(result)
 
     def connection_lost(self) -> None:
