@@ -244,9 +244,14 @@ class DeliveryHandler:
             return malformed(address)
         domain = domain.lower()
         if domain == self.ctx.domain:
-            if self.store.find_address(address) is None:
+            account = self.store.find_address(address)
+            if account is None:
                 return (f"550 5.1.1 <{address}>: " + _("no such user here") + f" ({_('hint')}: " +
                         _("check the spelling; lab.accounts lists every address") + ")")
+            if account.folder("INBOX").room() < 1:  # RFC 5321 4.5.3.1.10: a temporary refusal
+                return (f"452 4.2.2 <{address}>: " + _("mailbox full") + f" ({_('hint')}: " +
+                        _("its INBOX holds {0} messages, the lab's quota; the mail can come once "
+                          "some are deleted").format(self.store.max_messages) + ")")
         elif not session.authenticated:
             return (f"554 5.7.1 <{address}>: " + _("relay access denied") + f" ({_('hint')}: " +
                     _("this server takes mail from strangers only for {0}; log in with AUTH "

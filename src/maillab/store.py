@@ -80,6 +80,10 @@ _OWN_NAMES_RE = re.compile(r"^([^:,\n]+,U=(\d+),W=(\d+)(?::2,([A-Za-z]*))?)$", r
 CLOCK_TICK_NS = 20_000_000
 CLOCK_TICK_COARSE_NS = 2_000_000_000  # when both times are whole seconds
 OPEN_INDEXES = 32  # folder index files open at once per store (each holds three descriptors)
+# Messages per folder (Store.max_messages): past it IMAP refuses COPY and APPEND (NO [OVERQUOTA])
+# and SMTP a recipient (452 4.2.2). Far above a class's needs and the 40,000 of bench_imap; it
+# stops a runaway loop, like COPY 1:* into the selected folder, which doubles it each time.
+MAX_MESSAGES_PER_FOLDER = 50_000
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "maillab"
 
 
@@ -613,6 +617,10 @@ class Folder:
         with self._lock:
             return len(self._current_index())
 
+    def room(self) -> int:
+        """How many more messages this folder takes before its quota (``Store.max_messages``)."""
+        return max(0, self.account.store.max_messages - len(self))
+
     def get(self, uid: int) -> MessageInfo | None:
         with self._lock:
             return self._ensure_index().get(uid)
@@ -978,6 +986,8 @@ class Account:
 
 class Store:
     """All accounts of a lab. ``root=None`` makes a temporary directory removed by ``close()``."""
+
+    max_messages = MAX_MESSAGES_PER_FOLDER  # the quota of every folder (a lab may change it)
 
     def __init__(self, root: str | os.PathLike | None = None, *, hash_n: int = SCRYPT_N):
         self._tmp = None

@@ -67,6 +67,7 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # Pieces of a long answer made in one data_to_send(limit) call (a SEARCH makes one per slice of
 # its work, see search.SLICE).
 PIECES_PER_TURN = 256
+COPY_CHUNK = 64  # messages COPY or MOVE copies in one turn of the server
 FETCH_BATCH = 256  # messages to a piece in a FETCH answered without reading messages
 
 
@@ -225,6 +226,10 @@ class ImapSession:
                 except StopIteration:
                     self._stream = None
                     self._more = True  # the commands behind it run next
+                    continue
+                if piece is None:  # the stream did a turn's work (COPY): other sessions' turn
+                    if limit is not None:
+                        break
                     continue
                 out.append(piece)  # after what the stream itself wrote to _out before this piece
                 size += len(piece)
@@ -905,6 +910,7 @@ class ImapSession:
         folder = self._folder(name, trycreate=True)
         if not data:
             raise No(_("an empty message cannot be appended"))
+        self._check_room(folder, name, 1)
         info = folder.deliver(data, flags, date, origin=self)
         self._done(tag, "APPEND completed", f"APPENDUID {folder.uidvalidity} {info.uid}")
 
@@ -1268,14 +1274,38 @@ class ImapSession:
         dest = self._folder(name, trycreate=True)
         if move and sel.readonly:
             raise No(_("this folder was opened read-only (EXAMINE); SELECT it to move mail out"), "READ-ONLY")
+        if not (move and dest is sel.folder):  # (a move within a folder adds nothing)
+            self._check_room(dest, name, len(uids))
+        # Copied a chunk per turn as the server asks for the answer (data_to_send): a copy of
+        # thousands of messages does not hold up the server's other sessions.
+        self._stream = self._copy_answer(tag, uid, move, sel, uids, dest)
+
+    def _check_room(self, folder, name: str, adding: int) -> None:
+        if adding > folder.room():  # RFC 9208 4.3: nothing is stored, the client is told why
+            raise No(_("folder {name} would hold more than {limit} messages, the lab's quota; "
+                       "delete (and EXPUNGE) messages you do not need first").format(
+                name=_shown(name), limit=self.account.store.max_messages), "OVERQUOTA")
+
+    def _copy_answer(self, tag, uid, move, sel, uids, dest):
         src_uids, dst_uids = [], []
-        for u in uids:
-            try:
-                info = sel.folder.copy_to(u, dest, origin=self)
-            except KeyError:
-                continue
-            src_uids.append(u)
-            dst_uids.append(info.uid)
+        finished = False
+        try:
+            for u in uids:
+                try:
+                    info = sel.folder.copy_to(u, dest, origin=self)
+                except KeyError:
+                    continue
+                src_uids.append(u)
+                dst_uids.append(info.uid)
+                if len(dst_uids) % COPY_CHUNK == 0:
+                    yield None
+            finished = True
+        except Exception as e:
+            self._internal_error(tag, "MOVE" if move else "COPY", e)
+            return
+        finally:
+            if not finished:  # RFC 3501 6.4.7: a COPY that fails leaves the destination as it was
+                dest.expunge(dst_uids, origin=self)
         code = (f"COPYUID {dest.uidvalidity} {_compress(src_uids)} {_compress(dst_uids)}"
                 if src_uids else None)
         if move:
