@@ -234,7 +234,6 @@ class Pop3Session:
         self._folder = None
         self._locked_account = None  # whose maildrop_lock we hold, if any
         self._user: str | None = None  # given by USER, waiting for PASS
-        self.failed_user = ""  # the user name of the last refused login
         self._buffer = b""
         self._discarding = False  # inside an over-long line: drop bytes up to the next newline
         self.defer_logins = defer_logins
@@ -430,7 +429,6 @@ class Pop3Session:
         def answer(account) -> bytes:
             if account is None:
                 self.auth_failed = True
-                self.failed_user = user
                 return self._err(_("invalid user name or password"), code="AUTH")
             return self._log_in(account)
         return self._login(LoginRequest(user, check, answer))
@@ -512,7 +510,6 @@ class Pop3Session:
             account, ok = result or (None, False)  # None: the check itself failed
             if not ok:
                 self.auth_failed = True
-                self.failed_user = user
             if account is None:
                 return self._err(_("invalid user name or digest"), code="AUTH")
             if account.apop_secret is None:
