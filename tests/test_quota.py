@@ -138,3 +138,17 @@ def test_a_big_copy_over_the_wire_completes_in_order(lab):
     assert tagged[0].startswith(b"c OK [COPYUID %d 1:%d %d:%d]" % (folder.uidvalidity, n, n + 1, 2 * n))
     assert tagged[1] == b"d OK NOOP completed\r\n" and len(folder) == 2 * n
     s.close()
+
+
+def test_copies_into_the_selected_folder_are_recent_for_this_session(ctx, store):
+    """The copies' \\Recent is claimed a chunk at a time: the count must come out the same."""
+    inbox = store.account("alice").folder("INBOX")
+    fill(inbox, 2 * COPY_CHUNK + 1)
+    c = Client(ctx).login()
+    c.cmd("s SELECT INBOX")  # claims the first 2 * COPY_CHUNK + 1
+    out = c.cmd("k COPY 1:* INBOX")
+    n = 2 * (2 * COPY_CHUNK + 1)
+    assert b"* %d EXISTS\r\n* %d RECENT\r\nk OK [COPYUID" % (n, n) in out
+    assert b"* SEARCH " + b" ".join(b"%d" % i for i in range(1, n + 1)) in c.cmd("r SEARCH RECENT")
+    other = Client(ctx).login()
+    assert b"* 0 RECENT" in other.cmd("s SELECT INBOX")  # this session had them

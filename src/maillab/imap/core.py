@@ -1298,6 +1298,10 @@ class ImapSession:
                 src_uids.append(u)
                 dst_uids.append(info.uid)
                 if len(dst_uids) % COPY_CHUNK == 0:
+                    if dest is sel.folder and not sel.readonly:
+                        # \Recent goes to this session (as _sync would), a chunk at a time too:
+                        # claiming 16,000 copies at the end took 0.9 s in one turn.
+                        sel.recent.update(dest.claim_recent())
                     yield None
             finished = True
         except Exception as e:
