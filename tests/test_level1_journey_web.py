@@ -102,6 +102,100 @@ def test_http_requests_typed_by_hand(lab, request_line, path, status, problem):
     assert (got is None) if problem is None else (problem in got), got
 
 
+LOGIN_FORM = """POST /login HTTP/1.1
+Host: localhost
+Cookie: {Set-Cookie}
+Content-Type: application/x-www-form-urlencoded
+
+csrf={csrf}&address=alice@example.com&password=wonderland"""
+MAILBOX = "GET /mail HTTP/1.1\nHost: localhost\nCookie: {Set-Cookie}\n"
+
+
+def login_by_hand(lab, form: str = LOGIN_FORM, **options) -> grading.Steps:
+    """The lab's three cells: the login page, the form (checked here), then nothing else."""
+    typed(lab, "http", "example.com", "GET /login HTTP/1.1\nHost: localhost\n")
+    return grading.webmail_login_steps(typed(lab, "http", "example.com", form, **options),
+                                       "alice@example.com")
+
+
+def test_a_login_typed_by_hand_passes_every_step_and_shows_the_inbox(lab):
+    steps = login_by_hand(lab)
+    assert failed(steps) == {}
+    assert grading.again(steps).results == steps.results
+    inbox = grading.http_steps(typed(lab, "http", "example.com", MAILBOX), "GET", "/mail", 200)
+    assert failed(inbox) == {}
+    # what the cell showed: the values put in, the line maillab added, alice's inbox page
+    start = time.time()
+    shown = run_session("http", "example.com", MAILBOX, lab=lab)
+    assert "Logged in as" in "\n".join(shown.exchanges[-1].reply)
+    assert any(line.startswith("Cookie: maillab_webmail_") and "{" not in line
+               for line in shown.exchanges[-1].sent)
+    assert any(a.user == "alice@example.com" and a.success and a.time >= start
+               for a in lab.logins())  # the webmail read the inbox as alice
+
+
+@pytest.mark.parametrize("change, token, login", [
+    # a token pasted from another run (the grader's lab makes new ones)
+    (("csrf={csrf}", "csrf=5c612460e1b08a8da9f5c0559aeea5e51661f9af5d1a7ae80cad374b0e41014e"),
+     "403 Forbidden", "refused first"),
+    (("Cookie: {Set-Cookie}\n", ""), "403 Forbidden", "refused first"),  # no cookie
+    (("Content-Type: application/x-www-form-urlencoded\n", ""), "403 Forbidden", "refused first"),
+    (("Content-Type: application/x-www-form-urlencoded",  # too small: refused unread
+      "Content-Type: application/x-www-form-urlencoded\nContent-Length: 20"),
+     "Content-Length, a number smaller", "refused first"),
+    # (bob, not alice: the webmail makes an account's next logins wait after a wrong password)
+    (("alice@example.com&password=wonderland", "bob@example.com&password=wonderland"), None,
+     "401 Unauthorized"),
+    (("alice@example.com&password=wonderland", "bob@example.com&password=builder"), None,
+     "you logged in as bob@example.com, not as alice@example.com"),
+    (("address=alice@example.com", "address=alice"), None, "400 Bad Request"),
+    (("POST /login", "GET /login"), "not POST /login", "refused first"),
+])
+def test_a_slip_in_the_login_form_fails_its_steps_with_one_line(lab, change, token, login):
+    problems = failed(login_by_hand(lab, LOGIN_FORM.replace(*change)))
+    assert set(problems) == ({"token", "login"} if token else {"login"}), problems
+    for name, words in (("token", token), ("login", login)):
+        if words:
+            assert words in problems[name] and "\n" not in problems[name], problems[name]
+
+
+def test_a_content_length_larger_than_the_body_is_named(lab):
+    form = LOGIN_FORM.replace("Content-Type: application/x-www-form-urlencoded",
+                              "Content-Type: application/x-www-form-urlencoded\n"
+                              "Content-Length: 200")
+    problems = failed(login_by_hand(lab, form, timeout=1.5))
+    assert "larger than the body" in problems["token"], problems
+
+
+def test_the_mailbox_without_the_session_cookie_says_so(lab):
+    login_by_hand(lab)
+    steps = grading.http_steps(typed(lab, "http", "example.com",
+                                     "GET /mail HTTP/1.1\nHost: localhost\n"), "GET", "/mail", 200)
+    assert "no session cookie" in failed(steps)["request"]
+
+
+def test_answer_values_fill_placeholders_from_the_servers_answers(lab):
+    from maillab.sessions.drivers import AnswerValues, HttpDriver
+    from maillab.sessions.replies import HttpReply
+    reply = HttpReply()
+    reply.feed(b"HTTP/1.1 303 See Other\r\nSet-Cookie: s=abc; HttpOnly\r\n"
+               b"Set-Cookie: pre=; Max-Age=0\r\nLocation: mail\r\nContent-Length: 54\r\n\r\n"
+               b"<input type='hidden' value=\"a&amp;b\" name=\"csrf\"><p>\n")
+    values = AnswerValues()
+    values.learn(reply)
+    assert values.value("csrf") == "a&b" and values.value("Set-Cookie") == "s=abc"
+    step = HttpDriver(values).request(["POST /x HTTP/1.1", "Host: h", "Cookie: {set-cookie}",
+                                       "", "t={csrf}&u={nothing}&j={\"a\": 1}"])
+    assert step.data.endswith(b"Cookie: s=abc\r\nContent-Length: 28\r\n\r\n"
+                              b"t=a&b&u={nothing}&j={\"a\": 1}")
+    assert any("{nothing}" in note and "sent as typed" in note for note in step.notes)
+    # each server its own values: another lab's webmail (another port) starts empty
+    from maillab.sessions.run import Target, answer_values
+    here = answer_values(Target(lab.host, lab.webmail_port, "localhost", False, "here"))
+    assert here.value("Set-Cookie") and answer_values(
+        Target(lab.host, 1, "localhost", False, "elsewhere")).value("Set-Cookie") is None
+
+
 def test_what_an_eavesdropper_read_of_a_starttls_session(lab):
     session = (f"EHLO me.example.org\nSTARTTLS\nEHLO me.example.org\n"
                f"AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ=\nQUIT")

@@ -20,17 +20,17 @@ anyone on the way can read it; with TLS (ports 465/587, 995, 993, 443) they cann
 | part | what you do | points |
 | --- | --- | --- |
 | **level 1** | | |
-| 1 | by hand: ask the webmail for two pages over HTTP | 12 |
+| 1 | by hand: ask the webmail for pages and log in over HTTP | 18 |
 | 2 | by hand: send over port 587 with STARTTLS, and predict what an eavesdropper reads | 22 |
 | 3 | set up a mail program: the settings of Thunderbird's account window | 16 |
 | **level 2** | | |
 | 4 | a raw HTTP request: fetch the webmail's login page | 5 |
 | 5 | find the fields of the login form | 5 |
-| 6 | log in to the webmail like a browser does (POST, cookies) | 8 |
+| 6 | log in to the webmail like a browser does (POST, cookies) | 4 |
 | 7 | be the eavesdropper: find passwords in clear-text sessions | 5 |
 | 8 | POP3 over TLS (port 995's job) | 7 |
 | 9 | SMTP submission with STARTTLS (port 587's job) | 7 |
-| 10 | which port for which job | 8 |
+| 10 | which port for which job | 6 |
 | 11 | a short written answer (graded by your teacher) | 5 |
 
 The grader does not look at what your cells print: it reads what the **servers** saw and
@@ -41,7 +41,7 @@ stored, and it tries your mail program's settings on them.
     b.md("""
 # Level 1: by hand
 
-## Part 1: ask the webmail for pages, by hand (12 points)
+## Part 1: ask the webmail for pages and log in, by hand (18 points)
 
 Your browser speaks **HTTP** to the webmail: it sends a *request*, text like this, and gets a
 page back.
@@ -67,7 +67,7 @@ form with the fields "Email Address" and "Password".
 GET /login HTTP/1.1
 Host: localhost
 """)
-    b.step_tests("page", [("request", 6)], "http_steps", '"GET", "/login", 200')
+    b.step_tests("page", [("request", 3)], "http_steps", '"GET", "/login", 200')
     b.md("""
 Now ask for your mailbox, the page `/mail`, the same way (the cell starts with
 `%%http example.com` again). You have not logged in, so the
@@ -80,7 +80,74 @@ elsewhere", 4 a mistake of the client, such as `404 Not Found`, 5 a fault of the
 GET /mail HTTP/1.1
 Host: localhost
 """)
-    b.step_tests("mailbox", [("request", 6)], "http_steps", '"GET", "/mail", 303')
+    b.step_tests("mailbox", [("request", 3)], "http_steps", '"GET", "/mail", 303')
+    b.md("""
+### Log in by hand
+
+A browser logs in with two requests: it fetches the login page, then sends the form back
+filled in. The webmail's first answer (the login page, above) came with two things it wants
+back with the form. Scroll up to that answer and find them:
+
+- a **cookie**, in the header line `Set-Cookie: maillab_webmail_..._pre=...; Max-Age=3600; ...`.
+  The cookie is the part before the first `;` (its name, `=`, its value). A browser sends it back
+  in a `Cookie:` line.
+- a **token**, hidden in the form: `<input type="hidden" name="csrf" value="...">`. It proves
+  that the form came from this webmail, not from another web site that makes your browser
+  send a login behind your back (that attack is called CSRF).
+
+Both change every time the lab starts, and your teacher's grader starts a lab of its own: a
+value you paste works only until then. So do not paste them: write `{Set-Cookie}` and
+`{csrf}` where they go. As in a Python f-string, maillab puts in the values from the webmail's
+last answer that had them, and shows the lines as they were really sent.
+
+The form goes back with `POST`. Its body, after the empty line, holds the fields as
+`name=value`, joined with `&`:
+
+```
+POST /login HTTP/1.1
+Host: localhost
+Cookie: {Set-Cookie}
+Content-Type: application/x-www-form-urlencoded
+
+csrf={csrf}&address=alice@example.com&password=wonderland
+```
+
+`Content-Type` says how the body is written: a filled-in form. The server also needs
+`Content-Length`, the number of bytes of the body, to know where it ends: leave that line out,
+and maillab counts the bytes and adds it (the output marks the added line).
+
+Replace `# YOUR CODE HERE` and `raise NotImplementedError()` with a cell whose first line is
+`%%http example.com` and whose next lines are this request; run it. `303 See Other` with
+`Location: mail` means you are in. `403 Forbidden` means the token or the cookie was not this
+run's (run the `GET /login` cell again, then this one); `401 Unauthorized`, a wrong password.
+""")
+    b.solution("post_session", """
+%%http example.com
+POST /login HTTP/1.1
+Host: localhost
+Cookie: {Set-Cookie}
+Content-Type: application/x-www-form-urlencoded
+
+csrf={csrf}&address=alice@example.com&password=wonderland
+""")
+    b.step_tests("post", [("token", 4), ("login", 4)], "webmail_login_steps",
+                 '"alice@example.com"')
+    b.md("""
+The answer to your login sets a new cookie, in its first `Set-Cookie:` line:
+`maillab_webmail_...=...`. That is your **session**: each request that carries it tells the
+webmail that you are logged in, until you log out.
+
+Ask for your mailbox, `/mail`, once more, now with the line `Cookie: {Set-Cookie}` below
+`Host:` (maillab puts in the session cookie from the login's answer). This time the answer is
+`200 OK` and the page of alice's inbox: find `Inbox` and `Logged in as` in the HTML.
+""")
+    b.solution("inbox_session", """
+%%http example.com
+GET /mail HTTP/1.1
+Host: localhost
+Cookie: {Set-Cookie}
+""")
+    b.step_tests("inbox", [("request", 4)], "http_steps", '"GET", "/mail", 200')
     b.md("""
 ## Part 2: send a message safely, and be the eavesdropper (22 points)
 
@@ -313,7 +380,7 @@ assert set(_f) == {"csrf", "address", "password"} and len(_f["csrf"]) > 10
 assert form_fields('<INPUT name="a"\\n value="1"><p>name="b"</p>') == {"a": "1"}
 ''')
     b.md("""
-## Part 6: log in like a browser (8 points)
+## Part 6: log in like a browser (4 points)
 
 To log in, the browser first GETs the form. The answer sets a **cookie** (`Set-Cookie:
 name=value; ...`): the browser sends it back with the next request (`Cookie: name=value`),
@@ -358,7 +425,7 @@ def webmail_login(host, port, address, password):
     return headers["set-cookie"].split(";")[0]
     ### END SOLUTION
 ''')
-    b.tests("login_tests", 8, '''
+    b.tests("login_tests", 4, '''
 with grading.watch(lab) as ev:
     session = webmail_login(lab.host, lab.webmail_port, "alice@example.com", "wonderland")
 print(session)
@@ -575,7 +642,7 @@ assert [m.body for m in _ev.delivered("maria", _s)] == [_msg.encode()]
 assert [m.body for m in _ev.delivered("alice", _s)] == [_msg.encode()]
 ''')
     b.md("""
-## Part 10: which port for which job? (8 points)
+## Part 10: which port for which job? (6 points)
 
 Real-world ports. Fill in the number for each job.
 """)
@@ -599,7 +666,7 @@ PORTS = {
 }
 ### END SOLUTION
 ''')
-    b.tests("ports_tests", 8, '''
+    b.tests("ports_tests", 6, '''
 assert len(PORTS) == 6 and all(isinstance(p, int) for p in PORTS.values()), \\
     "PORTS keeps its six jobs, and each port is a number (an int), such as 80"
 ''', '''

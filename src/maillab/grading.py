@@ -902,7 +902,76 @@ def http_steps(evidence: CellEvidence, method: str, path: str, status: int) -> S
             _quoted(found[-1].client_lines[0], 50), method, path)
     elif not any(a.split()[1:2] == [str(status)] for a in answers):
         problem = _("the webmail answered {0}, not {1}").format(_quoted(answers[-1], 60), status)
+        if (method, path, status) == ("GET", "/mail", 200) and answers[-1].split()[1:2] == ["303"]:
+            problem += _(": it sent you to the login page, so your request had no session "
+                         "cookie of this run (add the line Cookie: {Set-Cookie} just after the "
+                         "login)")
     steps.add("request", _("{0} {1} answered with {2}").format(method, path, status), problem)
+    return steps
+
+
+WAITED = 1.0  # seconds: a 400 this long after the request line means the body never came
+
+
+def webmail_login_steps(evidence: CellEvidence, address: str) -> Steps:
+    """A login typed by hand in a ``%%http`` cell: ``POST /login`` with the form's token and the
+    cookie of the login page (step "token"), and the webmail logging in to the mail server as
+    ``address`` (step "login"). The webmail records request and status lines only, so the
+    status says which: 403 token or cookie, 400 a form without address or password (or, long
+    after the request, a body shorter than its Content-Length), 401 a wrong password."""
+    steps = Steps(_("Your login, as the webmail saw it:"), evidence, (
+        "webmail_login_steps", (address,), {}))
+    deadline = time.monotonic() + WAITED  # an answer to a body that never came is written
+    while True:                            # when the cell hangs up: it may come just after
+        found = [s for s in evidence.sessions("http") if s.client_lines]
+        posts = [s for s in found if s.client_lines[0].upper().startswith("POST /LOGIN ")]
+        if not posts or posts[-1].server_lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    post = posts[-1] if posts else Session([])
+    answer = post.server_lines[0] if post.server_lines else ""
+    status = answer.split()[1] if len(answer.split()) > 1 else ""
+    times = [l.time for l in post.lines if l.who in ("C", "S")]
+    waited = times[-1] - times[0] if len(times) > 1 else 0.0  # request line to status line
+    token = login = None
+    if not found:
+        token = _("no request reached the webmail: the first line is POST /login HTTP/1.1 (and "
+                  "if you typed Content-Length, a number smaller than your body makes the "
+                  "webmail refuse the request unread: leave that line out)")
+    elif not posts:
+        token = _("the webmail got {0}, not POST /login").format(
+            _quoted(found[-1].client_lines[0], 50))
+    elif status == "403":
+        token = _("the webmail answered 403 Forbidden: it did not get this run's token and "
+                  "cookie together (csrf={csrf} in the body, the line Cookie: {Set-Cookie}, "
+                  "Content-Type), right after a GET /login")
+    elif not status or (status == "400" and waited >= WAITED):
+        token = _("the webmail waited for the rest of your body until your cell hung up: "
+                  "your Content-Length is larger than the body (leave that line out: maillab "
+                  "counts the bytes)")
+    elif status not in ("303", "400", "401", "429"):
+        token = _("the webmail answered {0}").format(_quoted(answer, 60))
+    if token is not None:
+        login = _("the webmail did not look at the address and password: the form was "
+                  "refused first")
+    elif status == "400":
+        login = _("the webmail answered 400 Bad Request: no address and password in your form "
+                  "(address={0}&password=..., each joined with &)").format(address)
+    elif status == "401":
+        login = _("the webmail answered 401 Unauthorized: the mail server did not accept that "
+                  "address and password (log in as {0})").format(address)
+    elif status == "429":
+        login = _("the webmail answered 429: too many logins were tried at once; wait a few "
+                  "seconds and run the cell again")
+    else:
+        users = [a.user for a in evidence.logins() if a.success]
+        if address.lower() not in [u.lower() for u in users]:
+            login = _("you logged in as {0}, not as {1}").format(
+                users[-1] if users else "?", address)
+    steps.add("token", _("send the login form with this run's token and cookie"), token)
+    steps.add("login", _("log in as {0} (the webmail answers 303 and a session cookie)")
+              .format(address), login)
+    steps.session = post
     return steps
 
 

@@ -22,9 +22,12 @@ JOURNEY_LEVEL1 = [f"{part}_{step}_tests" for part, steps in (
     ("send", ["hello", "tls", "login", "envelope", "message", "headers", "quit"]),
     ("download", ["login", "retr", "kept", "quit"])) for step in steps]
 # ... and the web-and-security lab's (solutions/.labs/lab_web_and_security.py)
-WEB_LEVEL1 = ["page_request_tests", "mailbox_request_tests", "predict_tests",
+WEB_LEVEL1 = ["page_request_tests", "mailbox_request_tests", "post_token_tests",
+              "post_login_tests", "inbox_request_tests", "predict_tests",
               "account_incoming_tests", "account_outgoing_tests"] + [
     f"submit_{step}_tests" for step in ["hello", "tls", "login", "envelope", "message", "quit"]]
+# a login form's token copied from an earlier run of the lab (each run makes its own)
+STALE_TOKEN = "5c612460e1b08a8da9f5c0559aeea5e51661f9af5d1a7ae80cad374b0e41014e"
 
 
 def busy_loop(fn: str) -> str:
@@ -367,6 +370,15 @@ SPEC = {
                                   "submit_envelope_tests", "submit_message_tests"]},
             "slip_typo": {"typed": {"page_session": ("GET /login", "GET /logn")},
                           "fail": ["page_request_tests"]},
+            # the login by hand: a token pasted from an earlier run (refused: 403), a
+            # Content-Length smaller than the body (refused unread), no session cookie (303)
+            "slip_token": {"typed": {"post_session": ("csrf={csrf}", "csrf=" + STALE_TOKEN)},
+                "fail": ["post_token_tests", "post_login_tests", "inbox_request_tests"]},
+            "slip_length": {"typed": {"post_session": (
+                "x-www-form-urlencoded\n", "x-www-form-urlencoded\nContent-Length: 20\n")},
+                "fail": ["post_token_tests", "post_login_tests", "inbox_request_tests"]},
+            "slip_cookie": {"typed": {"inbox_session": ("\nCookie: {Set-Cookie}", "")},
+                            "fail": ["inbox_request_tests"]},
             "slip_predict": {"typed": {"predict": ('{"EHLO", "STARTTLS"}', '{"EHLO"}')},
                              "fail": ["predict_tests"]},
             "slip_security": {"typed": {"account": ('lab.port("imaps")', 'lab.port("imap")')},

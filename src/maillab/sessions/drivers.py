@@ -14,6 +14,7 @@ typed lines, each ended by CRLF.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -21,7 +22,8 @@ from typing import Iterator
 from ..i18n import _
 from .replies import HttpReply, ImapReply, Pop3Reply, Reply, SmtpReply
 
-__all__ = ["Step", "Driver", "SmtpDriver", "Pop3Driver", "ImapDriver", "HttpDriver", "DRIVERS"]
+__all__ = ["Step", "Driver", "SmtpDriver", "Pop3Driver", "ImapDriver", "HttpDriver", "AnswerValues",
+           "DRIVERS"]
 
 CRLF = b"\r\n"
 LOGIN_ANSWER = "(login answer)"  # the command of a line that answers the server's login question
@@ -379,18 +381,23 @@ class HttpDriver(Driver):
     The body is the text after the first empty line, its lines joined by CRLF, with no line end
     after its last line (a form's body has none). When a body is typed without Content-Length,
     maillab adds the header with the body's size and shows the line it added; a Content-Length
-    that does not match the body is sent as typed, with a remark.
+    that does not match the body is sent as typed, with a remark. ``{name}`` in a line is filled
+    in from the server's earlier answers (:class:`AnswerValues`) before anything is counted.
     """
 
     protocol = "http"
     starts_talking = False
+
+    def __init__(self, values: "AnswerValues | None" = None):
+        super().__init__()
+        self.values = values if values is not None else AnswerValues()
 
     def steps(self, lines: list[str]) -> Iterator[Step]:
         if lines:
             yield self.request(lines)
 
     def request(self, lines: list[str]) -> Step:
-        notes: list[str] = []
+        lines, notes = self.values.fill(lines)
         added: set[int] = set()
         if "" in lines:
             blank = lines.index("")
@@ -433,8 +440,10 @@ class HttpDriver(Driver):
         return []
 
     def answered(self, step: Step | None, reply: Reply) -> None:
-        if isinstance(reply, HttpReply) and reply.closes:
-            self.closing = True
+        if isinstance(reply, HttpReply):
+            self.values.learn(reply)
+            if reply.closes:
+                self.closing = True
 
     @staticmethod
     def deciding_line(reply: Reply) -> str:
@@ -450,6 +459,82 @@ def _header(head: list[str], name: str) -> str | None:
         if colon and key.strip().lower() == name:
             return value
     return None
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_-]{0,63})\}")
+_INPUT_TAG = re.compile(r"<input\b[^>]*>", re.IGNORECASE)
+_ATTRIBUTE = r"""\b%s\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))"""
+
+
+class AnswerValues:
+    """What a server's answers hand back for the next request, so a cell can write ``{name}``.
+
+    A login form's hidden token and the cookie that goes with it change at every start of the
+    lab: a value pasted from one run's answer is wrong in the next run (and in the grader's).
+    ``{csrf}`` stands for the value of the form field ``csrf`` in the newest answer that had
+    one; ``{Set-Cookie}`` (any header's name) for that header's value in the newest answer
+    that had it; for Set-Cookie the cookie only (``name=value``, the first one that is not a
+    deletion), ready for a ``Cookie:`` line. A ``{name}`` no answer had is sent as typed.
+    """
+
+    def __init__(self):
+        self.fields: dict[str, str] = {}  # form field name -> value
+        self.headers: dict[str, str] = {}  # header name, lower case -> value
+
+    def learn(self, reply: HttpReply) -> None:
+        head = reply.head.decode("iso-8859-1")
+        cookies = []
+        for line in head.split("\r\n")[1:]:
+            name, colon, value = line.partition(":")
+            if not colon:
+                continue
+            name, value = name.strip().lower(), value.strip()
+            if name == "set-cookie":
+                cookie = value.split(";", 1)[0].strip()
+                if cookie.partition("=")[2] and "max-age=0" not in value.lower().replace(" ", ""):
+                    cookies.append(cookie)
+            else:
+                self.headers[name] = value
+        if cookies:
+            self.headers["set-cookie"] = cookies[0]
+        body = reply.raw[len(reply.head):].decode("utf-8", "replace")
+        for tag in _INPUT_TAG.findall(body):
+            name = re.search(_ATTRIBUTE % "name", tag)
+            if name:
+                value = re.search(_ATTRIBUTE % "value", tag)
+                self.fields[html.unescape(next(filter(None, name.groups()), ""))] = \
+                    html.unescape(next(filter(None, value.groups()), "")) if value else ""
+
+    def value(self, name: str) -> str | None:
+        if name in self.fields:
+            return self.fields[name]
+        return self.headers.get(name.lower())
+
+    def fill(self, lines: list[str]) -> tuple[list[str], list[str]]:
+        """The lines with every known ``{name}`` filled in, and a remark for each name."""
+        notes: list[str] = []
+        seen: set[str] = set()
+
+        def put(m: re.Match) -> str:
+            name, value = m.group(1), self.value(m.group(1))
+            if name not in seen:
+                seen.add(name)
+                if value is None:
+                    known = ", ".join(["{%s}" % k for k in sorted(self.fields)] + [
+                        "{Set-Cookie}"] * ("set-cookie" in self.headers)) or \
+                        _("none yet: ask for a page first")
+                    notes.append(_("No earlier answer of this server had {{{0}}}, so it was sent "
+                                   "as typed (known: {1}).").format(name, known))
+                else:
+                    notes.append(_("maillab put in {{{0}}} from the server's last answer that had "
+                                   "it: {1}").format(name, _short(value)))
+            return m.group(0) if value is None else value
+
+        return [_PLACEHOLDER.sub(put, line) for line in lines], notes
+
+
+def _short(value: str, keep: int = 48) -> str:
+    return value if len(value) <= keep else value[:keep - 3] + "..."
 
 
 DRIVERS = {"smtp": SmtpDriver, "pop3": Pop3Driver, "imap": ImapDriver, "http": HttpDriver}

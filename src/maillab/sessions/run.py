@@ -15,7 +15,7 @@ import time
 import weakref
 
 from ..i18n import _
-from .drivers import DRIVERS, Driver, Step
+from .drivers import DRIVERS, AnswerValues, Driver, Step
 from .replies import Reply
 from .result import Exchange, SessionResult
 
@@ -147,6 +147,8 @@ class Session:
         self.target = target
         self.timeout = timeout
         self.driver: Driver = DRIVERS[protocol]()
+        if protocol == "http":  # {csrf}, {Set-Cookie}: from this server's earlier answers
+            self.driver.values = answer_values(target)
         self.sock: socket.socket | None = None
         self.pending = b""  # bytes the server sent past the last answer
         self.encrypted = False
@@ -388,6 +390,21 @@ class Session:
             except OSError:
                 pass
             self.sock = None
+
+
+# --------------------------------------------------------------------------- HTTP answers
+_answers: dict[tuple[str, int], AnswerValues] = {}
+KEEP_ANSWERS = 16  # servers whose answers' values are kept (a new lab has new ports)
+
+
+def answer_values(target: Target) -> AnswerValues:
+    """The values earlier %%http cells got from this server (host and port), for ``{name}``."""
+    key = (target.host, target.port)
+    values = _answers.pop(key, None) or AnswerValues()
+    _answers[key] = values  # the newest last
+    while len(_answers) > KEEP_ANSWERS:
+        del _answers[next(iter(_answers))]
+    return values
 
 
 # --------------------------------------------------------------------------- named sessions
