@@ -191,9 +191,11 @@ def test_answer_values_fill_placeholders_from_the_servers_answers(lab):
     assert any("{nothing}" in note and "sent as typed" in note for note in step.notes)
     # each server its own values: another lab's webmail (another port) starts empty
     from maillab.sessions.run import Target, answer_values
-    here = answer_values(Target(lab.host, lab.webmail_port, "localhost", False, "here"))
+    here = answer_values(Target(lab.host, lab.webmail_port, "localhost", False, "here", lab))
     assert here.value("Set-Cookie") and answer_values(
-        Target(lab.host, 1, "localhost", False, "elsewhere")).value("Set-Cookie") is None
+        Target(lab.host, 1, "localhost", False, "elsewhere", lab)).value("Set-Cookie") is None
+    assert answer_values(Target(lab.host, lab.webmail_port, "localhost", False, "another lab")
+                         ).value("Set-Cookie") is None
 
 
 def test_what_an_eavesdropper_read_of_a_starttls_session(lab):

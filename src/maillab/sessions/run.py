@@ -393,13 +393,15 @@ class Session:
 
 
 # --------------------------------------------------------------------------- HTTP answers
-_answers: dict[tuple[str, int], AnswerValues] = {}
-KEEP_ANSWERS = 16  # servers whose answers' values are kept (a new lab has new ports)
+_answers: dict[tuple, AnswerValues] = {}
+KEEP_ANSWERS = 16  # servers whose answers' values are kept
 
 
 def answer_values(target: Target) -> AnswerValues:
-    """The values earlier %%http cells got from this server (host and port), for ``{name}``."""
-    key = (target.host, target.port)
+    """The values earlier %%http cells got from this server (host, port, and which lab: a lab
+    started again on the same port makes new tokens), for ``{name}``."""
+    lab = target.lab
+    key = (target.host, target.port, id(lab) if lab is not None else None)
     values = _answers.pop(key, None) or AnswerValues()
     _answers[key] = values  # the newest last
     while len(_answers) > KEEP_ANSWERS:
