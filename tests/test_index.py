@@ -5,7 +5,9 @@ another UIDVALIDITY and a second store on the same files are all seen as they ar
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,11 @@ def fetched(c: Client, what: str = STRUCTURE, which: str = "1:*") -> list[bytes]
 
 def index_file(store, folder="INBOX") -> Path:  # noqa: F811
     return store.account("alice").folder(folder).path / indexmod.INDEX_FILE
+
+
+def rows_of(path: Path, columns: str) -> dict[int, tuple]:
+    with sqlite3.connect(path) as db:
+        return {r[0]: r[1:] for r in db.execute(f"SELECT uid, {columns} FROM messages")}
 
 
 def rows(path: Path) -> dict[int, tuple]:
@@ -323,7 +330,194 @@ def test_the_index_file_is_private_and_ignored_as_a_folder(ctx, store, filled): 
     assert len(mailbox.Maildir(acct.path, factory=None, create=False)) == len(SAMPLES)
 
 
+# ----------------------------------------------------------------------------- the saved listing
+
+SELECT_LINES = (b"EXISTS", b"RECENT", b"UNSEEN", b"UIDVALIDITY", b"UIDNEXT", b"FLAGS")
+
+
+def select_answer(store, folder="INBOX") -> list[bytes]:  # noqa: F811
+    """What a new session's SELECT of ``folder`` says (its tag line and [CLOSED] left out)."""
+    c = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com")).login("alice", "pw")
+    return [line for line in lines(c.cmd(f"s SELECT {folder}")) if any(w in line for w in SELECT_LINES)]
+
+
+@pytest.fixture
+def saved(tmp_path, monkeypatch):
+    """A store whose INBOX (7 messages, the first 3 seen, 2 with a keyword) was listed and
+    saved by a store that stopped; returns (root, the SELECT answer that store gave)."""
+    import maillab.store as storemod
+    monkeypatch.setattr(storemod, "LISTING_WORTH", 1)  # (the listing of a small folder is saved too)
+    root = tmp_path / "s"
+    store = Store(root, hash_n=2**10)
+    store.add_account("alice", "pw", "example.com")
+    inbox = store.account("alice").folder("INBOX")
+    for i in range(7):
+        inbox.deliver(message(f"number {i}"), {"\\Seen"} if i < 3 else {"$Work"} if i in (4, 5) else ())
+    inbox.claim_recent()
+    inbox.deliver(message("still new"))
+    answer = select_answer(store)  # (it moves the new message to cur/)
+    time.sleep(0.05)  # a listing is saved only once its directories have not changed for a tick
+    store.close()
+    assert (root / "alice" / indexmod.LISTING_FILE).stat().st_mode & 0o777 == 0o600
+    return root, answer
+
+
+def test_the_first_select_after_a_restart_answers_from_the_listing(saved, monkeypatch):
+    root, answer = saved
+    listed = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda d: listed.append(d) or real_listdir(d))
+    store = Store(root, hash_n=2**10)
+    try:
+        assert select_answer(store) == [line.replace(b"1 RECENT", b"0 RECENT") for line in answer]
+        assert not [d for d in listed if str(d).endswith(("cur", "new"))], "the directories were listed"
+        assert b"$Work" in b"".join(answer)
+        # the messages themselves are made when a command needs them, from the saved names
+        c = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com")).login("alice", "pw")
+        c.cmd("s SELECT INBOX")
+        flags = fetched(c, "FLAGS")
+        assert len(flags) == 8 and b"$Work" in flags[4] and b"\\Seen" in flags[0]
+        assert not [d for d in listed if str(d).endswith(("cur", "new"))]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("change", ["added", "removed", "renamed", "moved-to-new"])
+def test_a_listing_is_not_used_once_the_files_changed_by_hand(saved, change, tmp_path):
+    root, _answer = saved
+    inbox_path = root / "alice"
+    names = sorted(os.listdir(inbox_path / "cur"))
+    if change == "added":
+        (inbox_path / "new" / "by-hand.eml").write_bytes(b"Subject: by hand\n\nhello\n")
+    elif change == "removed":
+        os.unlink(inbox_path / "cur" / names[0])
+    elif change == "renamed":  # the first message's \\Seen taken away by hand
+        os.rename(inbox_path / "cur" / names[0], inbox_path / "cur" / names[0].replace(":2,S", ":2,"))
+    else:  # the last message put back into new/, as if no client had seen it
+        os.rename(inbox_path / "cur" / names[-1], inbox_path / "new" / names[-1].split(":")[0])
+    truth = tmp_path / "truth"  # the same files without a listing
+    shutil.copytree(root, truth)
+    os.unlink(truth / "alice" / indexmod.LISTING_FILE)
+    answers = []
+    for where in (root, truth):
+        store = Store(where, hash_n=2**10)
+        try:
+            answers.append(select_answer(store))
+        finally:
+            store.close()
+    got = answers[0]
+    assert got == answers[1]
+    exists = {"added": b"* 9 EXISTS", "removed": b"* 7 EXISTS"}.get(change, b"* 8 EXISTS")
+    assert exists in got
+    if change == "renamed":
+        assert b"* OK [UNSEEN 1]" in b"\n".join(got)
+    if change in ("added", "moved-to-new"):
+        assert b"* 1 RECENT" in got
+
+
+def test_a_change_after_a_select_from_the_listing_shows_at_the_next_command(saved):
+    root, _answer = saved
+    store = Store(root, hash_n=2**10)
+    try:
+        c = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com")).login("alice", "pw")
+        assert b"* 8 EXISTS" in c.cmd("s SELECT INBOX")
+        cur = root / "alice" / "cur"
+        first = sorted(os.listdir(cur))[0]
+        os.unlink(cur / first)
+        (root / "alice" / "new" / "by-hand.eml").write_bytes(b"Subject: by hand\n\nhello\n")
+        out = lines(c.cmd("n NOOP"))
+        assert b"* 1 EXPUNGE" in out and b"* 8 EXISTS" in out, out
+        assert len(fetched(c, "FLAGS")) == 8
+        assert lines(c.cmd('s SEARCH SUBJECT "by hand"'))[0] == b"* SEARCH 8"
+        # and a delivery to a folder answered from its listing: the session hears of it
+        c2 = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com")).login("alice", "pw")
+        store2 = Store(root, hash_n=2**10)
+        try:
+            c2 = Client(ServerContext(store2, Recorder(), "mail.example.com", "example.com")).login("alice", "pw")
+            c2.cmd("s SELECT INBOX")
+            store2.account("alice").folder("INBOX").deliver(message("delivered"))
+            assert b"* 9 EXISTS" in c2.cmd("n NOOP")
+        finally:
+            store2.close()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "garbage", "emptied", "other-uidvalidity",
+                                    "fewer-names"])
+def test_a_damaged_listing_is_not_used(saved, damage):
+    root, answer = saved
+    path = root / "alice" / indexmod.LISTING_FILE
+    data = path.read_bytes()
+    head, rest = data.split(b"\n", 1)
+    if damage == "deleted":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(data[:len(head) + 9])
+    elif damage == "garbage":
+        path.write_bytes(b"maillab-listing 1 x y z\n" + os.urandom(200))
+    elif damage == "emptied":
+        path.write_bytes(b"")
+    elif damage == "other-uidvalidity":
+        fields = head.split()
+        fields[2] = b"%d" % (int(fields[2]) - 1)
+        path.write_bytes(b" ".join(fields) + b"\n" + rest)
+    else:  # the names cut short (the UIDs are whole): the messages are listed from the directories
+        path.write_bytes(data[:data.rindex(b"\n")])
+    store = Store(root, hash_n=2**10)
+    try:
+        assert select_answer(store) == [line.replace(b"1 RECENT", b"0 RECENT") for line in answer]
+        c = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com")).login("alice", "pw")
+        c.cmd("s SELECT INBOX")
+        assert len(fetched(c, "FLAGS")) == 8
+    finally:
+        store.close()
+
+
+def test_a_listing_made_within_a_clock_tick_of_a_change_is_not_saved(tmp_path, monkeypatch):
+    import maillab.store as storemod
+    monkeypatch.setattr(storemod, "LISTING_WORTH", 1)
+    monkeypatch.setattr(storemod, "CLOCK_TICK_NS", 3_600 * 10**9)  # every change is "just now"
+    store = Store(tmp_path / "s", hash_n=2**10)
+    store.add_account("alice", "pw", "example.com")
+    store.account("alice").folder("INBOX").deliver(message("one"))
+    select_answer(store)
+    store.close()
+    assert not (tmp_path / "s" / "alice" / indexmod.LISTING_FILE).exists()
+
+
 # ----------------------------------------------------------------------------- SEARCH TEXT's raw look
+
+def test_search_text_learns_where_a_message_keeps_its_text(ctx, store, monkeypatch):  # noqa: F811
+    """The first TEXT search that decodes a plain message records the byte ranges of its
+    searched texts in the index; the next finds the word there without decoding."""
+    folder = store.account("alice").create_folder("Reports")
+    alternative = to_crlf(b"Subject: two forms\nMIME-Version: 1.0\nContent-Type: multipart/alternative; "
+                          b"boundary=alt\n\n--alt\nContent-Type: text/plain\n\nthe quarterly report\n--alt\n"
+                          b"Content-Type: text/html\n\n<p>the quarterly report</p>\n--alt--\n")
+    attached = to_crlf(b"Subject: attached\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n"
+                       b"--b\n\nsee the file\n--b\nContent-Type: application/pdf\n\nquarterly\n--b--\n")
+    for raw in (alternative, message("no"), attached, message("yes", "a quarterly note\n")):
+        folder.deliver(raw)
+    c = selected_client(ctx, "Reports")
+    first = lines(c.cmd('s SEARCH TEXT "quarterly"'))
+    assert first[0] == b"* SEARCH 1 4"
+    plain = {uid: row[0] for uid, row in rows_of(index_file(store, "Reports"), "plain").items()}
+    assert plain[1].startswith("r") and plain[4].startswith("r") and plain[3].startswith("r"), plain
+    decoded = []
+    real_parse = searchmod._parse
+    monkeypatch.setattr(searchmod, "_parse", lambda data: decoded.append(data) or real_parse(data))
+    assert lines(c.cmd('s SEARCH TEXT "quarterly"')) == first
+    assert lines(c.cmd('s SEARCH BODY "quarterly"')) == first
+    assert len(decoded) == 2, "only the attachment's message is decoded (its word is not in a text)"
+
+
+def learned(raw: bytes, plain: int):
+    """The index's ``plain`` value once a search decoded the message (searched_ranges)."""
+    ctx = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw, cached={"plain": plain})
+    ctx.full_text()
+    return ctx.learned_ranges() or plain
+
 
 _PIECES = st.sampled_from(["Report", "report", "quarterly", "Grüße", "ﬁle", "file", "r=C3=A9sum=C3=A9",
                            "x", "=?utf-8?q?quarterly?=", "UmVwb3J0", "cXVhcnRlcmx5", "line\n", "Subject: x"])
@@ -337,7 +531,7 @@ _PIECES = st.sampled_from(["Report", "report", "quarterly", "Grüße", "ﬁle", 
        charset=st.sampled_from([None, "us-ascii", "utf-8", "utf-16", "utf-7", "iso-8859-7"]),
        attachment=st.sampled_from([None, "base64", "7bit"]),
        needle=st.sampled_from(["report", "quarterly", "file", "grüße", "ﬁle", "résumé", "x", "subject: x",
-                               "umvwb3j0", "r=c3=a9", "ject"]))
+                               "umvwb3j0", "r=c3=a9", "ject", "b--", "report file", "pdf"]))
 def test_the_raw_look_of_search_text_never_changes_an_answer(subject, body, encoding, charset, attachment,
                                                              needle):
     """TEXT and BODY look in the raw bytes first only where that cannot miss a match: whatever
@@ -360,9 +554,11 @@ def test_the_raw_look_of_search_text_never_changes_an_answer(subject, body, enco
     plain = indexmod.describe(raw)[indexmod.FIELDS.index("plain")]
     for key in ("TEXT", "BODY"):
         tree = searchmod.parse_search(Cursor(f'CHARSET UTF-8 {key} "{needle}"'.encode()))
-        fast = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw, cached={"plain": plain})
         slow = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw)
-        assert searchmod.matches(tree, fast) == searchmod.matches(tree, slow), (key, needle, raw)
+        for value in (plain, learned(raw, plain)):  # as described; with the ranges a search learned
+            fast = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw,
+                                           cached={"plain": value})
+            assert searchmod.matches(tree, fast) == searchmod.matches(tree, slow), (key, needle, value, raw)
 
 
 _QUARTERLY_B64 = "cXVhcnRlcmx5IHJlcG9ydA=="  # base64 of "quarterly report"
@@ -385,6 +581,15 @@ _QUARTERLY_B64 = "cXVhcnRlcmx5IHJlcG9ydA=="  # base64 of "quarterly report"
      "TEXT", "quarterly", True),  # "application/pdf/x" is no type: the email package takes it for text
     ("Subject: x\n\nthe quarterly report\n", "TEXT", "quarterly", True),
     ("Subject: x\n\nthe yearly report\n", "TEXT", "quarterly", False),
+    ("Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\nhi\n--b\n"
+     "Content-Type: application/pdf\n\nthe quarterly report\n--b--\nquarterly epilogue\n",
+     "BODY", "quarterly", False),  # neither an attachment's bytes nor an epilogue are searched
+    ("Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\nquarterly preamble\n--b\n\nhi"
+     "\n--b--\n", "BODY", "quarterly", False),
+    ("Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\nhi\n--b--\n",
+     "BODY", "b--", False),
+    ("Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=b\n\n--b\n\nhi\n--b\n"
+     "Content-Type: text/html\n\n<p>the quarterly report</p>\n--b--\n", "BODY", "quarterly", True),
 ])
 def test_the_raw_look_of_search_text_in_cases_where_decoding_matters(raw, key, needle, found):
     raw = to_crlf(raw.encode("utf-8"))
@@ -394,3 +599,7 @@ def test_the_raw_look_of_search_text_in_cases_where_decoding_matters(raw, key, n
     slow = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw)
     assert searchmod.matches(tree, slow) == found
     assert searchmod.matches(tree, fast) == found
+    with_ranges = learned(raw, plain)
+    fast = searchmod.SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw,
+                                   cached={"plain": with_ranges})
+    assert searchmod.matches(tree, fast) == found, with_ranges

@@ -12,9 +12,17 @@ as they ignore ``maillab-uidvalidity``), with a row per message:
 ``envelope``, ``body``,   FETCH ENVELOPE, BODY and BODYSTRUCTURE, as sent on the wire
 ``bodystructure``
 ``h_from`` ... ``h_date`` the header fields SEARCH reads, decoded and case-folded
-``plain``                 1 if SEARCH TEXT/BODY may look in the raw bytes first (see
-                          ``imap.search.transparent``)
+``plain``                 0, or true if SEARCH TEXT/BODY may look in the raw bytes first
+                          (``imap.search.transparent``): 1 when described, then, once a
+                          search decoded the message, the byte ranges that are exactly its
+                          searched texts ("r243-974,...") or 2 if there are none such
+                          (``imap.search.searched_ranges``)
 ========================  =====================================================================
+
+A second, plain file, ``maillab-listing``, holds the names in ``cur/`` and ``new/`` as last
+listed, with the directories' modification times then and what SELECT tells (the UIDs, the first
+unseen, how many are new), so that the first SELECT after a restart neither lists 40,000 names
+again nor loads SQLite.
 
 It is a cache, never a second truth. Flags stay in the file names; which messages exist is read
 from the directories; a row is used only while a file with its UID *and* base name exists, so a
@@ -23,20 +31,27 @@ another message's structure. A row is made the first time a command needs it (as
 fields are), copied along by COPY and MOVE, and forgotten on expunge. A missing, unreadable or
 corrupt file, or one made for another UIDVALIDITY, is replaced by an empty one and filled again.
 
+The listing is used only while both directories still have the modification times it was
+saved with (any file added, removed or renamed changes them), and saved only from a listing of
+directories that had not changed for a tick of the file system's clock before it.
+
 Files in a Maildir are never changed in place (the Maildir rule that lets readers work without
 locks), so a message's content is not checked again once its row exists.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
-__all__ = ["FolderIndex", "INDEX_FILE", "FIELDS", "describe"]
+from .store import INDEX_FILE  # (there: the store looks for the file before it loads this module)
 
-INDEX_FILE = "maillab-index.sqlite"
+__all__ = ["FolderIndex", "INDEX_FILE", "FIELDS", "describe", "LISTING_FILE", "Listing", "read_listing",
+           "read_listing_names", "write_listing"]
+
 SCHEMA_VERSION = "1"
 # The parsed fields of a row, in the order describe() returns them.
 FIELDS = ("envelope", "body", "bodystructure", "plain",
@@ -192,6 +207,12 @@ class FolderIndex:
             db.executemany(f"INSERT OR REPLACE INTO messages (uid, base, internaldate, {', '.join(FIELDS)}) "
                            f"VALUES ({marks})", rows)
 
+    def set_plain(self, rows: list[tuple[object, int, str]]) -> None:
+        """Record new ``plain`` values, (value, uid, base), of rows described before."""
+        with self._transaction() as db:
+            db.executemany("UPDATE messages SET plain = ? WHERE uid = ? AND base = ? "
+                           "AND plain IS NOT NULL", rows)
+
     def forget(self, uids: Iterable[int]) -> None:
         uids = list(uids)
         if uids:
@@ -202,3 +223,72 @@ class FolderIndex:
 
     def uids(self) -> set[int]:
         return {uid for (uid,) in self.db.execute("SELECT uid FROM messages")}
+
+
+# ----------------------------------------------------------------------------- the listing file
+# The folder's directories as last listed, in a file of its own beside the index: the first
+# SELECT after a restart reads it (a few hundred bytes and the UIDs) without loading SQLite.
+# Layout: one line "maillab-listing 1 UIDVALIDITY CUR_MTIME NEW_MTIME FIRST_UNSEEN RECENT COUNT"
+# (times in ns; FIRST_UNSEEN the first UID without \Seen, 0 for none; RECENT how many are in
+# new/), the COUNT UIDs in order as 32-bit numbers, then the names in cur/, a NUL, the names in
+# new/ (each list "\n"-separated).
+
+LISTING_FILE = "maillab-listing"
+_LISTING_MAGIC = b"maillab-listing 1"
+_UID_ARRAY = "I" if array.array("I").itemsize == 4 else "L"  # IMAP UIDs are 32-bit numbers
+
+
+class Listing(NamedTuple):
+    stamp: tuple[int, int]  # the modification times (ns) of cur/ and new/ it was listed at
+    uids: list[int]
+    first_unseen: int  # 0: every message is \Seen
+    recent: int  # how many messages are in new/
+
+
+def read_listing(folder_path: str | os.PathLike, uidvalidity: int) -> Listing | None:
+    """The folder's saved listing (without the names), or None if there is none or it is
+    damaged or of another UIDVALIDITY."""
+    try:
+        with open(os.path.join(folder_path, LISTING_FILE), "rb") as f:
+            head = f.readline(200).split()
+            if len(head) != 8 or b" ".join(head[:2]) != _LISTING_MAGIC or int(head[2]) != uidvalidity:
+                return None
+            cur, new, unseen, recent, count = map(int, head[3:])
+            uids = array.array(_UID_ARRAY)
+            uids.frombytes(f.read(count * uids.itemsize))
+    except (OSError, ValueError, EOFError):
+        return None
+    if len(uids) != count:
+        return None
+    return Listing((cur, new), uids.tolist(), unseen, recent)
+
+
+def read_listing_names(folder_path: str | os.PathLike, listing: Listing) -> list[list[str]] | None:
+    """The names in cur/ and new/ saved with ``listing`` (None if the file changed since)."""
+    try:
+        with open(os.path.join(folder_path, LISTING_FILE), "rb") as f:
+            head = f.readline(200).split()
+            if tuple(map(int, head[3:5])) != listing.stamp or int(head[7]) != len(listing.uids):
+                return None
+            f.seek(len(listing.uids) * array.array(_UID_ARRAY).itemsize, os.SEEK_CUR)
+            cur, new = f.read().decode("utf-8", "surrogateescape").split("\x00")
+    except (OSError, ValueError, IndexError):
+        return None
+    names = [cur.split("\n") if cur else [], new.split("\n") if new else []]
+    return names if len(names[0]) + len(names[1]) == len(listing.uids) else None
+
+
+def write_listing(folder_path: str | os.PathLike, uidvalidity: int, listing: Listing,
+                  names: list[list[str]]) -> None:
+    """Save a listing (atomically: a reader sees the old one or the new one). ``names`` are the
+    file names in cur/ and new/, none with a line end or NUL in it."""
+    head = b"%s %d %d %d %d %d %d\n" % (_LISTING_MAGIC, uidvalidity, *listing.stamp,
+                                          listing.first_unseen, listing.recent, len(listing.uids))
+    body = "\n".join(names[0]) + "\x00" + "\n".join(names[1])
+    path = os.path.join(folder_path, LISTING_FILE)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as f:
+        f.write(head)
+        f.write(array.array(_UID_ARRAY, listing.uids).tobytes())
+        f.write(body.encode("utf-8", "surrogateescape"))
+    os.replace(path + ".tmp", path)

@@ -67,6 +67,7 @@ LETTER_TO_FLAG = {v: k for k, v in FLAG_TO_LETTER.items()}
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
 
 UIDFILE = "maillab-uidvalidity"
+INDEX_FILE = "maillab-index.sqlite"  # each folder's index file (maillab.index)
 LAST_VALIDITY_FILE = "maillab-last-uidvalidity"  # at the store's root: the largest ever given
 KEYWORDFILE = "maillab-keywords.json"  # custom IMAP keywords per UID (Maildir has no place for them)
 SUBSCRIPTIONFILE = "maillab-subscriptions"  # IMAP SUBSCRIBE state, one folder name a line
@@ -79,6 +80,9 @@ _OWN_NAMES_RE = re.compile(r"^([^:,\n]+,U=(\d+),W=(\d+)(?::2,([A-Za-z]*))?)$", r
 # for this long before it (else the next look lists again, as Dovecot does).
 CLOCK_TICK_NS = 20_000_000
 CLOCK_TICK_COARSE_NS = 2_000_000_000  # when both times are whole seconds
+# A folder's listing is saved (maillab.index.write_listing) from this many messages on, or when
+# the folder has an index file already: see Folder.keep_listing.
+LISTING_WORTH = 1000
 OPEN_INDEXES = 32  # folder index files open at once per store (each holds three descriptors)
 # Messages per folder (Store.max_messages): past it IMAP refuses COPY and APPEND (NO [OVERQUOTA])
 # and SMTP a recipient (452 4.2.2). Far above a class's needs and the 40,000 of bench_imap; it
@@ -279,6 +283,12 @@ class Folder:
         self._listed_trusted = False  # whether that listing is known to hold every change since
         self._disk_index = None  # the folder's index file (maillab.index.FolderIndex), once used
         self._disk_index_failed = False
+        # While no message is in memory (self._index is None): the directories as last listed
+        # (maillab.index.Listing), read by the first SELECT after a restart; False once it was
+        # looked for and is not there.
+        self._listing = None
+        self._listing_told: list[int] | None = None  # the UIDs sessions were given from it
+        self._listing_saved_at: tuple[int, int] | None = None  # the stamp of the listing saved last
         self.keywords: dict[int, set[str]] = {}  # custom IMAP keywords, saved in KEYWORDFILE
         self._defined_keywords: list[str] = []  # every keyword ever used here, in first-use order
         self._load_uid_state()
@@ -307,7 +317,8 @@ class Folder:
     @property
     def uidnext(self) -> int:
         with self._lock:
-            self._ensure_index()
+            if self._saved_listing() is None:
+                self._ensure_index()
             return self._uidnext
 
     def _allocate_uid(self) -> int:
@@ -323,9 +334,52 @@ class Folder:
     def _ensure_index(self) -> dict[int, MessageInfo]:
         if self._index is None:
             self._index = {}
-            self._sync_with_disk(initial=True)
+            stamp = self._stamp()
+            listing = self._listing
+            names = None
+            if listing and listing.stamp == stamp:  # the directories hold what was saved: no listdir
+                from .index import read_listing_names
+                names = read_listing_names(self.path, listing)
+            self._sync_with_disk(initial=True, saved=None if names is None else (stamp, names))
             self._load_keywords()
+            self.keywords = {uid: kws for uid, kws in self.keywords.items() if uid in self._index}
+            told, self._listing, self._listing_told = self._listing_told, None, None
+            if told is not None:  # sessions were told of these UIDs: tell them what changed since
+                self._tell_changes_since(told)
         return self._index
+
+    def _saved_listing(self):
+        """While no message is in memory: the directories as last listed (maillab.index.Listing),
+        if their modification times are still the ones it was saved with (else None)."""
+        if self._index is not None:
+            return None
+        if self._listing is None:
+            from .index import read_listing
+            listing = read_listing(self.path, self.uidvalidity)
+            if listing is not None:
+                if listing.uids:
+                    self._uidnext = max(self._uidnext, listing.uids[-1] + 1)
+                self._load_keywords()  # (FLAGS and PERMANENTFLAGS name the keywords)
+            self._listing = listing or False
+        if self._listing and self._listing.stamp == self._stamp():
+            if self._listing_told is None:
+                self._listing_told = self._listing.uids
+            return self._listing
+        return None
+
+    def _tell_changes_since(self, told: list[int]) -> None:
+        """Listeners heard of ``told`` (from the saved listing); the messages now are those in
+        memory: an EXISTS for each one more, an EXPUNGE for each one gone."""
+        index = self._index
+        before = set(told)
+        gone = [uid for uid in told if uid not in index]
+        if gone:
+            self._keep_uid_state()  # before these UIDs are forgotten: they are never given again
+        for uid in gone:
+            self._notify(Change("expunge", uid))
+        for uid, info in index.items():
+            if uid not in before:
+                self._notify(Change("exists", uid, info.flags | frozenset(self.keywords.get(uid, ()))))
 
     def _current_index(self) -> dict[int, MessageInfo]:
         """The messages, after a look at whether the directories changed (two stat calls)."""
@@ -343,6 +397,8 @@ class Folder:
         changed less than a second ago is listed again each time."""
         with self._lock:
             if self._index is None:
+                if self._listing_told is not None and self._saved_listing() is None:
+                    self._ensure_index()  # changed since sessions were told: they hear what did
                 return
             if self._listed_trusted and self._stamp() == self._listed_at:
                 return
@@ -357,20 +413,25 @@ class Folder:
                 stamp.append(-1)
         return stamp[0], stamp[1]
 
-    def _sync_with_disk(self, initial: bool = False) -> None:
-        """Bring the messages in memory in line with the files (all of them when ``initial``)."""
-        now = time.time_ns()
-        stamp = self._stamp()  # before listing: a change while listing shows at the next look
-        listed: list[set[str]] = []
-        for d in self._dirs:
-            try:
-                names = set(os.listdir(d))
-            except FileNotFoundError:
-                names = set()
-            names.difference_update([n for n in names if n[0] == "."])
-            listed.append(names)
-        tick = CLOCK_TICK_COARSE_NS if all(t % 1_000_000_000 == 0 for t in stamp) else CLOCK_TICK_NS
-        self._listed_at, self._listed_trusted = stamp, max(stamp) < now - tick
+    def _sync_with_disk(self, initial: bool = False, saved: tuple | None = None) -> None:
+        """Bring the messages in memory in line with the files (all of them when ``initial``),
+        or with the names in cur/ and new/ of a ``saved`` listing (stamp, names) still valid."""
+        if saved is None:
+            now = time.time_ns()
+            stamp = self._stamp()  # before listing: a change while listing shows at the next look
+            listed: list[set[str]] = []
+            for d in self._dirs:
+                try:
+                    names = set(os.listdir(d))
+                except FileNotFoundError:
+                    names = set()
+                names.difference_update([n for n in names if n[0] == "."])
+                listed.append(names)
+            tick = CLOCK_TICK_COARSE_NS if all(t % 1_000_000_000 == 0 for t in stamp) else CLOCK_TICK_NS
+            self._listed_at, self._listed_trusted = stamp, max(stamp) < now - tick
+        else:
+            stamp, listed = saved[0], [set(names) for names in saved[1]]
+            self._listed_at, self._listed_trusted, self._listing_saved_at = stamp, True, stamp
         index = self._index
         gone: dict[int, MessageInfo] = {}
         if initial:
@@ -435,9 +496,41 @@ class Folder:
             self._keep_uid_state()
         if fresh and (not initial or foreign) and list(index) != sorted(index):
             self._index = dict(sorted(index.items()))
+        if initial and not foreign and saved is None:
+            self.keep_listing(listed=True)
         if not initial:
             for change in changes:
                 self._notify(change)
+
+    def keep_listing(self, listed: bool = False) -> None:
+        """Save the messages in memory as the index file's listing of the directories, if they
+        are what the directories hold (``listed``: they were just listed) and have not changed
+        for a clock tick (see ``maillab.index``)."""
+        with self._lock:
+            if self._index is None:
+                return
+            if not listed:
+                self.refresh()
+                if self._stamp() != self._listed_at:
+                    return
+            stamp = self._listed_at
+            if not self._listed_trusted or stamp == self._listing_saved_at or -1 in stamp:
+                return
+            index = self._index
+            if len(index) < LISTING_WORTH and not os.path.exists(os.path.join(self.path, INDEX_FILE)):
+                return  # a small folder is listed again quickly
+            uids = list(index)
+            if uids and not 0 < uids[-1] < 2**32:
+                return
+            names: list[list[str]] = [[], []]
+            for info in index.values():
+                names[info.recent].append(info.name)
+            if any("\n" in name for name in names[0] + names[1]):
+                return  # (a file name with a line end: the listing file has no place for it)
+            from .index import Listing, write_listing
+            unseen = next((uid for uid, info in index.items() if "\\Seen" not in info.flags), 0)
+            self._listing_saved_at = stamp
+            write_listing(self.path, self.uidvalidity, Listing(stamp, uids, unseen, len(names[1])), names)
 
     def _keep_uid_state(self) -> None:
         try:
@@ -566,6 +659,11 @@ class Folder:
                 self._indexed(lambda db: db.put(made))
         return out
 
+    def note_plain(self, rows: list[tuple[object, int, str]]) -> None:
+        """Record in the index file what a search learned: (``plain`` value, uid, base name)."""
+        with self._lock:
+            self._indexed(lambda db: db.set_plain(rows))
+
     # ---- custom keywords (IMAP), kept beside the messages
     def _load_keywords(self):
         try:
@@ -575,7 +673,7 @@ class Folder:
         except (OSError, ValueError, AttributeError, TypeError):
             return
         for uid, kws in saved.items():
-            if uid in self._index and kws:
+            if (self._index is None or uid in self._index) and kws:
                 self.keywords[uid] = kws | self.keywords.get(uid, set())
         for k in defined:
             if k not in self._defined_keywords:
@@ -599,7 +697,8 @@ class Folder:
     def defined_keywords(self) -> list[str]:
         """Custom keywords known in this folder (IMAP lists them in FLAGS and PERMANENTFLAGS)."""
         with self._lock:
-            self._ensure_index()
+            if self._saved_listing() is None:
+                self._ensure_index()
             return list(self._defined_keywords)
 
     @staticmethod
@@ -654,12 +753,25 @@ class Folder:
     def uids(self) -> list[int]:
         """The folder's UIDs, in order."""
         with self._lock:
+            listing = self._saved_listing()
+            if listing is not None:  # (a SELECT after a restart: no message in memory yet)
+                return list(listing.uids)
             return list(self._current_index())
 
     def first_unseen(self) -> int | None:
         """The UID of the first message without \\Seen, if any."""
         with self._lock:
+            listing = self._saved_listing()
+            if listing is not None:
+                return listing.first_unseen or None
             return next((uid for uid, info in self._ensure_index().items() if "\\Seen" not in info.flags), None)
+
+    def flags_of_each(self, uids: Iterable[int]) -> list[frozenset[str] | None]:
+        """All the flags (keywords included) of each UID, None for those not here (any longer)."""
+        with self._lock:
+            get, kws = self._ensure_index().get, self.keywords
+            return [None if info is None else info.flags | frozenset(kws[uid]) if uid in kws else info.flags
+                    for uid, info in zip(uids, map(get, uids))]
 
     def lookup(self, uids: Iterable[int]) -> list[tuple[MessageInfo, frozenset[str]] | None]:
         """(message, all its flags) for each UID, None for those not here (any longer)."""
@@ -749,6 +861,9 @@ class Folder:
     def claim_recent(self) -> list[int]:
         """Move messages from new/ to cur/ and return their UIDs (IMAP's \\Recent, RFC 3501)."""
         with self._lock:
+            listing = self._saved_listing()
+            if listing is not None and listing.recent == 0:  # nothing in new/
+                return []
             claimed = []
             for info in self._ensure_index().values():
                 if info.recent:
@@ -1150,6 +1265,12 @@ class Store:
 
     def close(self):
         with self.lock:
+            for account in self._accounts.values():
+                for folder in account._folders.values():
+                    try:
+                        folder.keep_listing()  # the next start's first SELECT needs no listing
+                    except OSError:  # (the folder was removed by hand)
+                        pass
             for folder in self._open_indexes:
                 folder.close_index()
             self._open_indexes.clear()

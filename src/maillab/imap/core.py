@@ -154,7 +154,14 @@ class Selected:
         with folder.account.store.lock:
             folder.subscribe(self.listener)
             self.uids = folder.uids()
-        self.uid_set = set(self.uids)
+        self._uid_set: set[int] | None = None
+
+    @property
+    def uid_set(self) -> set[int]:
+        """The UIDs as a set, made when first needed (a SELECT of 40,000 messages does without)."""
+        if self._uid_set is None:
+            self._uid_set = set(self.uids)
+        return self._uid_set
 
     def listener(self, change) -> None:
         # Called in whatever thread changed the folder: only queue it and wake the server up.
@@ -667,7 +674,8 @@ class ImapSession:
         folder = self._folder(name)
         sel = Selected(self, folder, readonly)
         if not readonly:
-            sel.recent = set(folder.claim_recent()) & sel.uid_set
+            claimed = folder.claim_recent()
+            sel.recent = set(claimed) & sel.uid_set if claimed else set()
         self.selected = sel
         self.state = State.SELECTED
         keywords = self._keywords(sel)
@@ -991,9 +999,10 @@ class ImapSession:
         if seqset.max_number() > n:
             raise ParseError(_("there is no message {num} here: this folder has {n} messages "
                                "(use 1:* for all)").format(num=seqset.max_number(), n=n))
-        if n == 0:
-            return []
-        return [sel.uids[i - 1] for i in seqset.select(list(range(1, n + 1)), n)]
+        picked = seqset.select(range(1, n + 1), n)
+        if isinstance(picked, range):  # one run of numbers (1:*, 5:10): a slice of the UIDs
+            return sel.uids[picked.start - 1:picked.stop - 1]
+        return [sel.uids[i - 1] for i in picked]
 
     def _flags_text(self, u: int, flags) -> str:
         flags = set(flags)
@@ -1120,32 +1129,48 @@ class ImapSession:
         flags_texts: dict = {}  # (flags, recent) -> the FLAGS text: few kinds in a folder
         recent = sel.recent
 
+        plain_texts: dict = {}  # flags -> the FLAGS text of a message without \Recent
+
         def flags_part(u, flags) -> bytes:
             key = (flags, u in recent)
             text = flags_texts.get(key)
             if text is None:
                 text = flags_texts[key] = b"FLAGS " + self._flags_text(u, flags).encode()
+                if not key[1]:
+                    plain_texts[flags] = text
             return text
-        # message numbers: looked up in a table when there are many (bisecting is slower)
-        seq_of = ({u: n for n, u in enumerate(sel.uids, 1)}.get if len(uids) > FETCH_BATCH
+        # message numbers: counted when the UIDs are all the folder's (1:*), else looked up in a
+        # table when there are many (bisecting is slower)
+        every = len(uids) == len(sel.uids) and uids == sel.uids
+        seq_of = ({u: n for n, u in enumerate(sel.uids, 1)}.get if len(uids) > FETCH_BATCH and not every
                   else lambda u, _default=0: sel.seq_of(u))
+        only_flags = len(items) == 1 and has_flags  # FETCH 1:* FLAGS
         missing = False
         sent = 0
         try:
             for start in range(0, len(uids), FETCH_BATCH):
                 chunk = uids[start:start + FETCH_BATCH]
-                known = folder.lookup(chunk)
+                seqs = range(start + 1, start + 1 + len(chunk)) if every else [seq_of(u, 0) for u in chunk]
+                flag_sets = folder.flags_of_each(chunk) if only_flags else None
+                if flag_sets is not None and None not in flag_sets and 0 not in seqs:
+                    # FETCH 1:* FLAGS, every message still here: the lines in one go
+                    texts = (map(flags_part, chunk, flag_sets) if recent else
+                             [plain_texts.get(f) or flags_part(0, f) for f in flag_sets])
+                    lines = [b"* %d FETCH (%s)\r\n" % line for line in zip(seqs, texts)]
+                    sent += sum(map(len, lines))
+                    known, todo = (), ()
+                else:
+                    known = folder.lookup(chunk)
+                    lines, todo = [], zip(chunk, seqs, known)
                 described = folder.described([u for u, k in zip(chunk, known) if k], fields) if fields else {}
-                lines = []
-                for u, got in zip(chunk, known):
-                    seq = seq_of(u, 0)
+                for u, seq, got in todo:
                     if got is None or seq == 0 or (fields and u not in described):
                         missing = True
                         continue
                     info, flags = got
                     if only_field is not None:  # FETCH 1:* BODYSTRUCTURE and the like
                         line = b"* %d FETCH (%s%s)\r\n" % (seq, only_field, described[u][0])
-                    elif len(items) == 1 and has_flags:  # FETCH 1:* FLAGS
+                    elif only_flags:
                         line = b"* %d FETCH (%s)\r\n" % (seq, flags_part(u, flags))
                     else:
                         values = iter(described[u]) if fields else None

@@ -235,8 +235,12 @@ class SeqSet:
     def select(self, sorted_values: list[int], star: int) -> list[int]:
         """The values of a sorted list that lie in the set, in order, without repeats."""
         import bisect
+        ranges = self.resolve(star)
+        if len(ranges) == 1:  # (1:* and the like: already in order, without repeats)
+            a, b = ranges[0]
+            return sorted_values[bisect.bisect_left(sorted_values, a):bisect.bisect_right(sorted_values, b)]
         picked: set[int] = set()
-        for a, b in self.resolve(star):
+        for a, b in ranges:
             i = bisect.bisect_left(sorted_values, a)
             j = bisect.bisect_right(sorted_values, b)
             if j - i > 0:

@@ -310,6 +310,26 @@ class SearchContext:
             return needle not in self._stored.lower()
         return needle not in self.raw.lower()
 
+    def surely_has(self, needle: bytes | None) -> bool:
+        """True when ``needle`` (lower-case ASCII) lies in one of the message's byte ranges that
+        the folder's index says are its searched texts exactly (see :func:`searched_ranges`)."""
+        ranges = self.cached.get("plain")
+        if needle is None or not isinstance(ranges, str) or not ranges.startswith("r"):
+            return False
+        lowered = self.raw.lower()
+        for bounds in ranges[1:].split(","):
+            start, _, end = bounds.partition("-")
+            if end and lowered.find(needle, int(start), int(end)) >= 0:
+                return True
+        return False
+
+    def learned_ranges(self) -> str | None:
+        """After the message was decoded: the index's new ``plain`` value for a transparent
+        message whose searched texts were not compared with its bytes yet (else None)."""
+        if self.cached.get("plain") != 1 or self._entities is None:
+            return None
+        return searched_ranges(self.raw, [_text_of(e) for e in self._entities if _has_text(e)])
+
 
 def _parse(data: bytes):
     return email.message_from_bytes(data, policy=email.policy.compat32)
@@ -405,9 +425,9 @@ def matches(node, ctx: SearchContext) -> bool:
     if kind == "or":
         return matches(node[1], ctx) or matches(node[2], ctx)
     if kind == "body":
-        return not ctx.without(node[2]) and node[1] in ctx.body_text()
+        return not ctx.without(node[2]) and (ctx.surely_has(node[2]) or node[1] in ctx.body_text())
     if kind == "text":
-        return not ctx.without(node[2]) and node[1] in ctx.full_text()
+        return not ctx.without(node[2]) and (ctx.surely_has(node[2]) or node[1] in ctx.full_text())
     if kind == "date":
         _k, which, op, day = node
         got = _day(ctx.date()) if which == "internal" else _sent_day(ctx)
@@ -435,6 +455,7 @@ def search_folder(tree, folder, uids: list[int], recent: set[int]):
     """
     fields = tuple(sorted(cached_fields(tree)))
     found = []
+    learned = []  # (the index's new "plain" value, uid, base): see searched_ranges
     clock = time.perf_counter
     since = clock()
     batch = 256
@@ -455,12 +476,24 @@ def search_folder(tree, folder, uids: list[int], recent: set[int]):
             try:
                 if matches(tree, ctx):
                     found.append((seq, uid))
+                ranges = ctx.learned_ranges() if values is not None else None
             except KeyError:
                 continue  # its file went away meanwhile
+            if ranges is not None:
+                learned.append((ranges, uid, info.base))
             if clock() - since > SLICE:
                 yield b""
                 since = clock()
+    if learned:
+        _note(folder, learned)
     return found
+
+
+def _note(folder, learned: list) -> None:
+    try:
+        folder.note_plain(learned)
+    except Exception:  # (a cache: the next search learns it again)
+        log.exception("SEARCH: the folder index could not record what a search learned")
 
 
 def _described(folder, uids: list[int], fields: tuple[str, ...]) -> dict:
@@ -507,6 +540,22 @@ def transparent(raw: bytes, root) -> bool:
         return value.lower() in ok or any(a <= pos < b for a, b in skipped)
     return (all(allowed(m.start(), m.group(1), _IDENTITY_ENCODINGS) for m in _ENCODING_FIELD.finditer(raw))
             and all(allowed(m.start(), m.group(1), _ASCII_CHARSETS) for m in _CHARSET_PARAM.finditer(raw)))
+
+
+def searched_ranges(raw: bytes, texts: list[str]) -> str:
+    """The index's ``plain`` value of a :func:`transparent` message whose searched texts (each
+    entity's that TEXT and BODY search, in order, as the ``email`` package decoded them) are
+    ``texts``: "r" and the byte ranges of ``raw`` (CRLF line ends) that are exactly those texts
+    ("r243-974,1028-1722"), when ``fetch.parse_message``'s leaf bodies are; 2 otherwise.
+
+    A search word without line ends found in one of those ranges is in the searched text, so
+    such a message needs no decoding to match either (:meth:`SearchContext.surely_has`)."""
+    ranges = [(p.body_start, p.end) for p in walk(parse_message(raw))
+              if p.children is None and p.message is None and _searched_type(p)]
+    if len(ranges) != len(texts) or any(raw[a:b].decode("ascii", "replace") != text
+                                        for (a, b), text in zip(ranges, texts)):
+        return 2
+    return "r" + ",".join(f"{a}-{b}" for a, b in ranges)
 
 
 def _searched_type(part) -> bool:
