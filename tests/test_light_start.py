@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -39,11 +40,13 @@ NOT_AT_IMPORT = [
 ]
 
 
-def modules_after(code: str) -> set[str]:
-    """The modules a fresh interpreter holds after running ``code``."""
+def modules_after(code: str, env: dict | None = None) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code`` (with ``env`` added to
+    its environment)."""
     out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys\n"
                           "print(json.dumps(sorted(sys.modules)))"],
-                         capture_output=True, text=True, check=True, timeout=120)
+                         capture_output=True, text=True, check=True, timeout=120,
+                         env=None if env is None else {**os.environ, **env})
     return set(json.loads(out.stdout.splitlines()[-1]))
 
 
@@ -77,21 +80,46 @@ def test_serve_does_not_load_the_grader_but_grade_still_has_its_options():
     assert "--workers" in out.stdout and "--no-sandbox" in out.stdout
 
 
-def test_a_started_lab_loads_certificates_but_the_webmail_only_when_a_browser_comes():
-    modules = modules_after(
-        "import socket, sys, maillab\n"
-        "lab = maillab.MailLab(ports='any').start()\n"
-        "try:\n"
-        "    assert lab.ca_file and 'aiohttp' not in sys.modules\n"
-        "    with socket.create_connection((lab.host, lab.webmail_port), timeout=60) as s:\n"
-        "        s.sendall(b'GET / HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n')\n"
-        "        assert s.recv(64).split()[1] == b'303', 'the login page is where / leads'\n"
-        "finally:\n"
-        "    lab.stop()\n")
-    assert loaded(modules, "cryptography") and loaded(modules, "maillab.imap")
+STARTED_LAB = (
+    "import imaplib, socket, sys, maillab\n"
+    "lab = maillab.MailLab(ports='any').start()\n"
+    "try:\n"
+    "    assert lab.ca_file and 'aiohttp' not in sys.modules\n"
+    "    with imaplib.IMAP4_SSL(lab.host, lab.imaps_port, ssl_context=lab.client_context(), timeout=60) as m:\n"
+    "        assert m.login('alice', 'wonderland')[0] == 'OK'\n"
+    "    with socket.create_connection((lab.host, lab.webmail_port), timeout=60) as s:\n"
+    "        s.sendall(b'GET / HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n')\n"
+    "        assert s.recv(64).split()[1] == b'303', 'the login page is where / leads'\n"
+    "finally:\n"
+    "    lab.stop()\n")
+
+
+def test_a_started_lab_loads_certificates_but_the_webmail_only_when_a_browser_comes(tmp_path):
+    modules = modules_after(STARTED_LAB, {"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert loaded(modules, "maillab.certificates") and loaded(modules, "maillab.imap")
+    assert loaded(modules, "cryptography"), "the first lab of a user makes the CA and keys"
     assert loaded(modules, "aiohttp") and loaded(modules, "maillab.webmail.app")
     # The certificates are written out by maillab.tls: no x509 module (about 20 ms to import).
     assert loaded(modules, "cryptography.x509") == [] and loaded(modules, "trustme") == []
+
+
+def test_a_lab_takes_the_certificates_kept_in_the_users_cache_without_cryptography(tmp_path):
+    """Making keys costs more than the rest of a start: the CA and the server keys of a lab
+    without a folder of its own are kept in the user's cache folder (private to the user) and
+    a later lab uses them (the IMAPS login inside STARTED_LAB checks they still fit)."""
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    modules_after(STARTED_LAB, cache)
+    kept = tmp_path / "cache" / "maillab" / "tls"
+    ca = (kept / "maillab-ca.pem").read_bytes()
+    assert kept.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in kept.iterdir())
+    modules = modules_after(STARTED_LAB, cache)
+    assert loaded(modules, "maillab.certificates") and loaded(modules, "cryptography") == []
+    assert (kept / "maillab-ca.pem").read_bytes() == ca
+    # a cache folder open to others is not used: a fresh CA, nothing written there
+    os.chmod(kept, 0o755)
+    modules = modules_after(STARTED_LAB, cache)
+    assert loaded(modules, "cryptography") and (kept / "maillab-ca.pem").read_bytes() == ca
 
 
 # ----------------------------------------------------------------------------- special folders

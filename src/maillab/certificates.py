@@ -3,8 +3,10 @@
 ``cryptography`` makes the keys (ECDSA P-256) and the signatures (SHA-256); the certificates
 around them are a handful of nested DER values (X.690), written here. Its ``x509`` module would
 build them too, but importing it costs more CPU than all the rest of a lab's certificates
-(about 20 ms, at every start). :class:`maillab.tls.LabCA` uses :class:`Issuer`; this module is
-imported when a lab starts, not with ``import maillab``.
+(about 20 ms, at every start). Even the parts of ``cryptography`` used here cost about 20 ms of
+CPU to import (more than the keys and signatures), so they are imported only when a key is
+made or used: a lab whose certificates were kept (``--root``, or the user's cache folder, see
+:func:`kept_folder`) starts without them. :class:`maillab.tls.LabCA` uses :class:`Issuer`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,10 @@ import base64
 import datetime
 import hashlib
 import os
+import stat
+from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat,
-                                                          PublicFormat, load_pem_private_key)
-
-__all__ = ["Issuer", "CA_SUBJECT", "VALID_FROM", "VALID_UNTIL"]
+__all__ = ["Issuer", "CA_SUBJECT", "VALID_FROM", "VALID_UNTIL", "kept_folder"]
 
 # Long-lived on purpose: a mail program told once to trust a lab kept with --root keeps working.
 VALID_FROM = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
@@ -114,10 +113,18 @@ def _contents(data: bytes, item: tuple[int, int, int]) -> tuple[int, int]:
 class Issuer:
     """A CA key and its certificate: what signing a server certificate needs."""
 
-    def __init__(self, key, subject: bytes, certificate_pem: bytes):
-        self.key = key
+    def __init__(self, key, subject: bytes, certificate_pem: bytes, key_pem: bytes | None = None):
+        self._key = key  # (None until first used when read from a file: see from_pem)
+        self._key_pem = key_pem
         self.subject = subject  # the CA's name, DER: a server certificate's issuer, byte for byte
         self.certificate_pem = certificate_pem
+
+    @property
+    def key(self):
+        if self._key is None:
+            from cryptography.hazmat.primitives.serialization import load_pem_private_key
+            self._key = load_pem_private_key(self._key_pem, password=None)
+        return self._key
 
     @classmethod
     def new_ca(cls) -> Issuer:
@@ -134,20 +141,21 @@ class Issuer:
 
     @classmethod
     def from_pem(cls, certificate_pem: bytes, key_pem: bytes) -> Issuer:
-        """A CA kept on disk (raises ValueError if either file is damaged)."""
-        key = load_pem_private_key(key_pem, password=None)
-        body = certificate_pem.split(b"-----BEGIN CERTIFICATE-----")[1].split(b"-----END")[0]
-        der = base64.b64decode(body, validate=False)
+        """A CA kept on disk (raises ValueError if either file is damaged). The key is read
+        (with ``cryptography``) when a certificate is first signed with it; here both files are
+        only checked to hold one whole DER value in PEM armour."""
+        _der_of(key_pem, b"PRIVATE KEY")
+        der = _der_of(certificate_pem, b"CERTIFICATE")
         (certificate,) = _der_items(der, 0, len(der))
         tbs = _der_items(der, *_contents(der, certificate))[0]
         fields = _der_items(der, *_contents(der, tbs))
         if fields[0][0] == 0xA0:  # [0] version
             fields = fields[1:]
         _tag, start, end = fields[4]  # serial, signature, issuer, validity, subject
-        return cls(key, der[start:end], certificate_pem)
+        return cls(None, der[start:end], certificate_pem, key_pem)
 
     def key_pem(self) -> bytes:
-        return _key_pem(self.key)
+        return self._key_pem if self._key is None else _key_pem(self.key)
 
     def issue_server(self, hostname: str) -> tuple[bytes, bytes]:
         """A certificate (PEM) for ``hostname``, ``localhost`` and 127.0.0.1, and its key."""
@@ -167,6 +175,45 @@ class Issuer:
         return _pem("CERTIFICATE", der), _key_pem(key)
 
 
+def _der_of(pem: bytes, kind: bytes) -> bytes:
+    """The DER value in a PEM block of that kind (ValueError unless it is one whole value)."""
+    try:
+        body = pem.split(b"-----BEGIN " + kind + b"-----")[1].split(b"-----END " + kind + b"-----")[0]
+        der = base64.b64decode(body, validate=False)
+        (value,) = _der_items(der, 0, len(der))
+    except (IndexError, TypeError, ValueError):  # (binascii.Error is a ValueError)
+        raise ValueError(f"not a whole PEM {kind.decode().lower()}") from None
+    if value[0] != 0x30:
+        raise ValueError(f"not a PEM {kind.decode().lower()}")
+    return der
+
+
+def kept_folder() -> Path | None:
+    """Where a lab without a folder of its own keeps its CA and keys between starts:
+    ``$XDG_CACHE_HOME/maillab/tls`` (``~/.cache/maillab/tls``), made with mode 0700; None when
+    it cannot be made, or is not safe to use: not a real folder (a symbolic link), another
+    user's, or open to others (group or world access), at that level or the one above."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):
+        return None
+    folder = Path(base) / "maillab" / "tls"
+    try:
+        os.makedirs(base, 0o700, exist_ok=True)  # (the XDG base folder itself may be missing)
+    except OSError:
+        return None
+    for level in (folder.parent, folder):
+        try:
+            os.mkdir(level, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return None
+        info = os.lstat(level)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return None
+    return folder
+
+
 def _dns_name(hostname: str) -> bytes:
     """A host name as a certificate carries it: ASCII, international names in IDNA form."""
     try:
@@ -176,21 +223,27 @@ def _dns_name(hostname: str) -> bytes:
 
 
 def _key_pem(key) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
     return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
 
 
 def _new_key():
+    from cryptography.hazmat.primitives.asymmetric import ec
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def _key_id(key) -> bytes:
     """The key identifier of RFC 5280 4.2.1.2 (1): SHA-1 of the public key's bits."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
     point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     return hashlib.sha1(point).digest()
 
 
 def _signed(key, subject: bytes, issuer: bytes, signer, extensions: list[bytes]) -> bytes:
     """A version 3 certificate (RFC 5280 4.1) of ``key`` for ``subject``, signed by ``signer``."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
     spki = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     serial = int.from_bytes(os.urandom(16), "big") >> 1  # positive, at most 20 bytes
     tbs = _seq(_der(0xA0, _integer(2)), _integer(serial), _ECDSA_SHA256, issuer,

@@ -1,8 +1,10 @@
 """TLS for the lab: a certificate authority of its own, certificates for every mail host.
 
-Each lab makes a fresh CA and issues one certificate per simulated host, valid for
+A lab has a CA of its own that issues one certificate per simulated host, valid for
 ``localhost``, ``127.0.0.1`` and the host's name (ECDSA P-256 keys, signed with SHA-256).
-A lab with a folder of its own (``python -m maillab serve --root``) keeps them there instead.
+A lab with a folder of its own (``python -m maillab serve --root``) keeps them there, others in
+the user's cache folder (``~/.cache/maillab/tls``), or, when that cannot be used safely, makes
+a fresh CA at every start.
 Clients that should trust the lab load ``lab.ca_file`` or use ``lab.client_context()``; a client
 that does not trust the lab's CA fails verification, as it would against a stranger's server.
 
@@ -29,41 +31,52 @@ class LabCA:
 
     With ``directory`` the CA and the server keys are kept there (keys readable by their owner
     only) and used again on the next start: a mail program told once to trust the lab's CA
-    keeps trusting it. Without it, a fresh CA lives in a temporary folder until close() (the
-    server keys beside their certificates, for the TLS contexts to load; the CA's key in memory
-    only).
+    keeps trusting it. Without it, they are kept the same way in the user's cache folder
+    (``~/.cache/maillab/tls``, when it is safely the user's alone: see
+    ``certificates.kept_folder``; making keys costs more than the rest of a start) and the lab
+    works on copies in a temporary folder until close() (the server keys beside their
+    certificates, for the TLS contexts to load; the CA's key stays in the cache); without a
+    usable cache folder, a fresh CA lives in the temporary folder (its key in memory only).
     """
 
     def __init__(self, hostnames: list[str], directory: str | os.PathLike | None = None):
         import tempfile
 
-        from .certificates import Issuer  # (cryptography comes with it: only when a lab starts)
+        from .certificates import Issuer, kept_folder  # (cryptography: only to make keys)
         self._dir = tempfile.TemporaryDirectory(prefix="maillab-ca-") if directory is None else None
         self.directory = Path(self._dir.name if directory is None else directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ca_file = self.directory / "maillab-ca.pem"
-        self._ca: Issuer | None = None
-        reuse = self._dir is None and self.ca_file.exists()
-        if reuse:
-            self._ca = self._saved_ca()  # None when damaged: a new CA, trusted anew
-            reuse = self._ca is not None
-        if not reuse:
-            self._ca = Issuer.new_ca()
-            self._save(self.ca_file, self._ca.certificate_pem, self._ca.key_pem())
-        self._certs = {h: self._server_cert(h, reuse) for h in hostnames}
+        kept = self.directory if self._dir is None else kept_folder()  # (None: nowhere)
+        with _locked(kept):  # (two labs starting at once must not mix two CAs' files)
+            self._ca: Issuer | None = None
+            reuse = kept is not None and (kept / self.ca_file.name).exists()
+            if reuse:
+                self._ca = self._saved_ca(kept)  # None when damaged: a new CA, trusted anew
+                reuse = self._ca is not None
+            if not reuse:
+                self._ca = Issuer.new_ca()
+                self._save(kept or self.directory, self._ca.certificate_pem, self._ca.key_pem(),
+                           kept is not None)
+            self._certs = {h: self._server_cert(kept or self.directory, h, reuse) for h in hostnames}
+            if kept is not None and kept != self.directory:  # the lab's own copies, gone at close()
+                for path in [kept / self.ca_file.name] + [p for pair in self._certs.values() for p in pair]:
+                    self._write_new(self.directory / path.name, path.read_bytes())
+                self._certs = {h: (self.directory / c.name, self.directory / k.name)
+                               for h, (c, k) in self._certs.items()}
         self._server_contexts: dict[str, ssl.SSLContext] = {}
 
-    def _saved_ca(self) -> Issuer | None:
+    def _saved_ca(self, folder: Path) -> Issuer | None:
         from .certificates import Issuer
+        ca_file = folder / self.ca_file.name
         try:
-            return Issuer.from_pem(self.ca_file.read_bytes(),
-                                   self.ca_file.with_suffix(".key").read_bytes())
+            return Issuer.from_pem(ca_file.read_bytes(), ca_file.with_suffix(".key").read_bytes())
         except (OSError, ValueError, TypeError, IndexError):
             return None  # none yet, or damaged: a new CA (clients must trust it anew)
 
-    def _server_cert(self, hostname: str, reuse: bool) -> tuple[Path, Path]:
+    def _server_cert(self, folder: Path, hostname: str, reuse: bool) -> tuple[Path, Path]:
         """The certificate and key files of ``hostname``'s servers (issued now if need be)."""
-        cert_file = self.directory / f"{hostname}.pem"
+        cert_file = folder / f"{hostname}.pem"
         key_file = cert_file.with_suffix(".key")
         if reuse and cert_file.exists() and key_file.exists():
             return cert_file, key_file  # issued by this CA on an earlier start
@@ -72,14 +85,15 @@ class LabCA:
         self._write_new(key_file, key)
         return cert_file, key_file
 
-    def _save(self, cert_file: Path, cert: bytes, key: bytes) -> None:
-        """Write a certificate and, when kept for later starts, its private key beside it
+    def _save(self, folder: Path, cert: bytes, key: bytes, keep_key: bool) -> None:
+        """Write the CA's certificate and, when kept for later starts, its private key beside it
         (``.key``). Both are written whole before they replace older ones, with mode 0600 like
         everything else in a lab's root: the folder is its owner's alone (a shared server's
         other users have no business there), and the owner's mail programs read the CA as the
         same user."""
+        cert_file = folder / self.ca_file.name
         self._write_new(cert_file, cert)
-        if self._dir is None:
+        if keep_key:
             self._write_new(cert_file.with_suffix(".key"), key)
 
     @staticmethod
@@ -110,6 +124,24 @@ class LabCA:
     def close(self) -> None:
         if self._dir is not None:
             self._dir.cleanup()
+
+
+class _locked:
+    """An exclusive lock on ``folder`` (a lock file in it) for a with block; no folder: none."""
+
+    def __init__(self, folder: Path | None):
+        self.folder, self.file = folder, None
+
+    def __enter__(self):
+        if self.folder is not None:
+            import fcntl
+            self.file = open(os.open(self.folder / "maillab-ca.lock", os.O_WRONLY | os.O_CREAT, 0o600), "wb")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()  # (closing the file lets the lock go)
 
 
 def describe(transport) -> str | None:
