@@ -459,9 +459,10 @@ def search_folder(tree, folder, uids: list[int], recent: set[int]):
     clock = time.perf_counter
     since = clock()
     batch = 256
-    ctx = SearchContext(0, 0, frozenset(), 0, 0.0, False, lambda: folder.read(ctx.uid), len(uids),
-                        uids[-1] if uids else 0)
-    ctx.load_stored = lambda: folder.read(ctx.uid, crlf=False)
+    current = [None]  # the message being tested (its MessageInfo)
+    ctx = SearchContext(0, 0, frozenset(), 0, 0.0, False, lambda: to_crlf(_stored(folder, current[0])),
+                        len(uids), uids[-1] if uids else 0)
+    ctx.load_stored = lambda: _stored(folder, current[0])
     for start in range(0, len(uids), batch):
         chunk = uids[start:start + batch]
         known = folder.lookup(chunk)
@@ -470,6 +471,7 @@ def search_folder(tree, folder, uids: list[int], recent: set[int]):
             if got is None:
                 continue  # expunged by someone else meanwhile
             info, flags = got
+            current[0] = info
             values = cached.get(uid)
             ctx.next_message(seq, uid, flags, info.size, lambda i=info: i.internaldate, uid in recent,
                              dict(zip(fields, values)) if values is not None else None)
@@ -494,6 +496,16 @@ def _note(folder, learned: list) -> None:
         folder.note_plain(learned)
     except Exception:  # (a cache: the next search learns it again)
         log.exception("SEARCH: the folder index could not record what a search learned")
+
+
+def _stored(folder, info) -> bytes:
+    """A message's bytes as stored, straight from its file (unbuffered: read whole at once);
+    from the folder when the file moved (its flags changed) or went (KeyError)."""
+    try:
+        with open(info.file, "rb", buffering=0) as f:
+            return f.readall()
+    except OSError:
+        return folder.read(info.uid, crlf=False)
 
 
 def _described(folder, uids: list[int], fields: tuple[str, ...]) -> dict:
