@@ -604,6 +604,22 @@ def collect_coverage(group: Group, base: Path, snapshot_id: str, workdir: Path, 
     return result
 
 
+_FIRST_USERS: dict[tuple[int, str], dict[str, str]] = {}
+
+
+def _first_users(cmap: CoverageMap, module: str) -> dict[str, str]:
+    """Test file -> its first test (in the run's order) that executed a line of ``module``."""
+    key = (id(cmap), module)
+    if key not in _FIRST_USERS:
+        users = {c for cs in cmap.lines.get(module, {}).values() for c in cs}
+        firsts: dict[str, str] = {}
+        for test in cmap.order:
+            if test in users:
+                firsts.setdefault(test.split("::")[0], test)
+        _FIRST_USERS[key] = firsts
+    return _FIRST_USERS[key]
+
+
 def tests_for(mutant: Mutant, cmap: CoverageMap, group: Group) -> list[str]:
     """The passing tests that execute the mutated line(s), in the order to run them. A line run
     only while modules are imported (a default value, a class attribute) gets every test that
@@ -618,6 +634,14 @@ def tests_for(mutant: Mutant, cmap: CoverageMap, group: Group) -> list[str]:
         # Run at import (""): every test that imports the module sees the line, not only one
         # that happened to import it again in a process of its own (a server subprocess).
         chosen |= {c for cs in module_lines.values() for c in cs} & passing
+    # A module-scoped fixture (one lab per test file) runs in the setup of the file's first test
+    # that uses it, so its lines name that test alone although the file's later tests use what
+    # it set up (start_smtp's settings of the submission port, say). A line of the first test
+    # of a file that touches the module therefore counts for the whole file.
+    firsts = _first_users(cmap, mutant.path)
+    for test in chosen & set(firsts.values()):
+        file = test.split("::")[0]
+        chosen |= {t for t in passing if t.split("::")[0] == file}
     if not chosen and group.fallback:
         chosen = passing
     # Test files in collection order (conftest and module fixtures stay as pytest sets them
