@@ -8,6 +8,7 @@ import dataclasses
 import errno
 import math
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -19,7 +20,10 @@ from .store import Store
 from .transcript import Recorder
 
 LOOPBACK = "127.0.0.1"
-MAX_NAME = 256  # characters of a user name or address the login guard keeps
+# Characters of a user name or address the login guard keeps, in its counters and in the
+# attempts it shows: a made-up name of megabytes costs no more than a short one (names longer
+# than this share a counter).
+MAX_NAME = 64
 
 
 def bind_listener(preferred: int | None, host: str = LOOPBACK) -> socket.socket:
@@ -209,7 +213,7 @@ def throttled_elsewhere(sock: socket.socket | None):
         _THROTTLED_ELSEWHERE.discard(peer)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoginAttempt:
     """One login attempt on any server of the lab, for the audit view."""
 
@@ -266,7 +270,7 @@ class LoginGuard:
     @staticmethod
     def _keys(peer: str, user: str) -> list[tuple[str, str]]:
         host = peer.rsplit(":", 1)[0] if ":" in peer else peer
-        return [("user", user.lower()[:MAX_NAME]), ("addr", host[:MAX_NAME])]
+        return [("user", user[:MAX_NAME].lower()), ("addr", host[:MAX_NAME])]
 
     def _decayed(self, state: "_KeyState", now: float) -> float:
         if self.half_life <= 0:
@@ -281,7 +285,8 @@ class LoginGuard:
                 return None
             state = _KeyState(changed=now)
         state.score, state.changed = self._decayed(state, now), now
-        state.queued = [t for t in state.queued if t > now]  # slots whose time has come are done
+        if state.queued:  # slots whose time has come are done
+            state.queued = tuple(t for t in state.queued if t > now)
         self._keys_state[key] = state
         while len(self._keys_state) > self.max_keys:
             self._keys_state.popitem(last=False)
@@ -313,7 +318,7 @@ class LoginGuard:
                 return Turn(0.0, retry_after=max(1.0, check_at - now - self.cap))
             for state, _at in hot:
                 state.next_check = max(state.next_check, check_at)
-                state.queued.append(check_at)
+                state.queued += (check_at,)
             return Turn(check_at - now)
 
     def record(self, attempt: LoginAttempt) -> None:
@@ -321,6 +326,8 @@ class LoginGuard:
         scores; a right password clears its account's score."""
         if len(attempt.user) > MAX_NAME:  # a made-up name of megabytes must not stay in memory
             attempt = dataclasses.replace(attempt, user=attempt.user[:MAX_NAME])
+        # Ten thousand attempts are kept: one copy of each service's name serves them all.
+        attempt = dataclasses.replace(attempt, service=sys.intern(attempt.service))
         now = self._clock()
         with self._lock:
             self.attempts.append(attempt)
@@ -377,7 +384,7 @@ class _KeyState:
     score: float = 0.0  # failures, decaying over time
     changed: float = 0.0  # clock time the score was last brought up to date
     next_check: float = 0.0  # clock time of the key's last taken check slot
-    queued: list = field(default_factory=list)  # check slots still to come (clock times)
+    queued: tuple = ()  # check slots still to come (clock times)
 
 
 @dataclass
