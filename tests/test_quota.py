@@ -152,3 +152,24 @@ def test_copies_into_the_selected_folder_are_recent_for_this_session(ctx, store)
     assert b"* SEARCH " + b" ".join(b"%d" % i for i in range(1, n + 1)) in c.cmd("r SEARCH RECENT")
     other = Client(ctx).login()
     assert b"* 0 RECENT" in other.cmd("s SELECT INBOX")  # this session had them
+
+
+def test_the_webmail_says_when_a_full_sent_folder_kept_no_copy(lab):
+    """The mail goes out; the APPEND to Sent is refused (NO [OVERQUOTA]): the page said the
+    send failed (502), and a learner sent the mail again."""
+    from maillab.webmail.testing import WebClient, fresh_account
+    address, password = fresh_account(lab)
+    lab.store.max_messages = 1
+    sent = lab.store.find_address(address).folder("Sent")
+    fill(sent, 1)
+    web = WebClient(lab.webmail_url)
+    assert web.login(address, password).status_code == 303
+    r = web.post("send", {"csrf": web.csrf("compose"), "to": "bob@example.com",
+                          "subject": "quota", "body": "hello"})
+    assert r.status_code == 303, r.text
+    page = web.follow(r).text
+    assert "Message sent to bob@example.com" in page and "no copy was kept in Sent" in page
+    assert "OVERQUOTA" in page and len(sent) == 1
+    lab.settle()
+    assert any(b"Subject: quota" in lab.store.account("bob").folder("INBOX").read(m.uid)
+               for m in lab.store.account("bob").folder("INBOX").messages())

@@ -747,6 +747,7 @@ class Webmail:
         backend = self.backend(s.domain)
         if backend is None:
             return await again(_("No mail server is known for {0}.").format(s.domain), 502)
+        not_kept = []  # why the Sent folder took no copy (it is full), if it did not
 
         def work():
             if origin.get("mode") == "forward":
@@ -799,7 +800,10 @@ class Webmail:
                 raise SendError(_("The SMTP server is not reachable ({0}).").format(e))
             with self._imap(s) as imap:
                 sent_folder = imap.special_folder("\\Sent")
-                imap.append(sent_folder, outgoing, ("\\Seen",))
+                try:
+                    imap.append(sent_folder, outgoing, ("\\Seen",))
+                except MailServerError as e:  # NO [OVERQUOTA]: the mail went all the same
+                    not_kept.append(_("no copy was kept in {0}: {1}").format(sent_folder, e))
                 if origin.get("mode") in ("reply", "replyall", "forward"):
                     flag = "$Forwarded" if origin["mode"] == "forward" else "\\Answered"
                     try:
@@ -818,6 +822,8 @@ class Webmail:
                 "warn")
         else:
             s.notify(_("Message sent to {0}.").format(", ".join(envelope_to)))
+        for reason in not_kept:
+            s.notify(reason, "warn")
         back = self._list_url(origin["f"]) if origin else self._list_url("INBOX")
         raise web.HTTPSeeOther(back)
 
