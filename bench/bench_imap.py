@@ -190,7 +190,7 @@ def measure_size(n: int, rounds: int) -> dict:
                 finally:
                     client.close()
             result["ops"][FIRST_SELECT] = interleaved(
-                {who: (lambda w=who: first_select(w)) for who in restarts}, max(3, rounds // 2))
+                {who: (lambda w=who: first_select(w)) for who in restarts}, max(5, rounds))
         finally:
             if lab is not None:
                 lab.close()
