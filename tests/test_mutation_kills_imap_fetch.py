@@ -14,12 +14,17 @@ from maillab.transcript import Recorder
 from test_imap_core import Client, store  # noqa: F401  (store: a fixture)
 
 
-def fetch(store, message: bytes, items: str) -> bytes:
-    """What a client receives for ``FETCH 1 <items>`` of this one message in alice's INBOX."""
+def selected(store, message: bytes) -> Client:
+    """A session of alice's with her INBOX selected, which holds this one message."""
     store.account("alice").folder("INBOX").deliver(to_crlf(message))
     c = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com")).login()
     assert b"a OK" in c.cmd("a SELECT INBOX")
-    out = c.cmd(f"a FETCH 1 {items}")
+    return c
+
+
+def fetch(store, message: bytes, items: str) -> bytes:
+    """What a client receives for ``FETCH 1 <items>`` of this one message."""
+    out = selected(store, message).cmd(f"a FETCH 1 {items}")
     assert out.endswith(b"a OK FETCH completed\r\n"), out
     return out
 
@@ -37,3 +42,100 @@ def fetch(store, message: bytes, items: str) -> bytes:
 ])
 def test_comments_and_quoted_strings_in_a_content_type(value, params):
     assert fetchmod.parse_content_type(value) == (b"text", b"plain", params)
+
+
+# ----------------------------------------------------------------------------- ENVELOPE addresses
+
+@pytest.mark.parametrize("value, addresses", [
+    (b"a@b.example (x\\", [(b"x\\", None, b"a", b"b.example")]),  # a backslash ends the field
+    (b'"abc\\', [(None, None, b'"abc\\\\"', b"MISSING_DOMAIN")]),  # in a quoted string too
+    (b"John@Home <j@example.com>", [(b"John Home", None, b"j", b"example.com")]),
+    (b"<@example.com>", [(None, None, b"MISSING_MAILBOX", b"example.com")]),
+    (b"a@[192.0.2.1]", [(None, None, b"a", b"[192.0.2.1]")]),  # a domain literal
+    (b"a@[192.0.2.1", [(None, None, b"a", b"[192.0.2.1")]),  # without its ]
+])
+def test_addresses_as_envelope_gives_them(value, addresses):
+    assert fetchmod.parse_addresses(value) == addresses
+
+
+def test_a_source_route_and_an_empty_address():
+    assert fetchmod.parse_addresses(b"<@relay.example:a@b.example>") == [
+        (None, b"@relay.example", b"a", b"b.example")]  # a source route (RFC 5322 obs-route)
+    assert fetchmod.parse_addresses(b"Nobody <>, a@b.example") == [(None, None, b"a", b"b.example")]
+
+
+def test_envelope_and_bodystructure_as_a_client_receives_them(store):
+    message = (b"From: Ann <ann@example.com>\nTo: A <a@x.example>, B <b@y.example>\nCc:\n"
+               b"Subject: hi\nContent-Language: en\nContent-Type: text/plain; charset=utf-8\n\n"
+               b"body\n")
+    assert fetch(store, message, "(ENVELOPE BODYSTRUCTURE)") == (
+        b'* 1 FETCH (ENVELOPE (NIL "hi" (("Ann" NIL "ann" "example.com")) '
+        b'(("Ann" NIL "ann" "example.com")) (("Ann" NIL "ann" "example.com")) '  # sender, reply-to
+        b'(("A" NIL "a" "x.example")("B" NIL "b" "y.example")) '  # two addresses, not one
+        b'NIL NIL NIL NIL) '  # an empty Cc is NIL, as a missing Bcc
+        b'BODYSTRUCTURE ("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 6 1 NIL NIL "en" NIL))'
+        b"\r\na OK FETCH completed\r\n")  # one language: a string, not a list of one
+
+
+# ----------------------------------------------------------------------------- FETCH items
+
+def test_the_answer_size_counts_the_message_bytes_asked_for():
+    item = fetchmod.FetchItem
+    assert fetchmod.answer_size([item("FLAGS"), item("ENVELOPE")], 1000) == 0
+    assert fetchmod.answer_size([item("RFC822.TEXT"), item("RFC822.HEADER")], 1000) == 2000
+    assert fetchmod.answer_size([item("BODY[]", partial=(0, 10))], 1000) == 10  # a partial
+    assert fetchmod.answer_size([item("BODY[]", partial=(0, 5000))], 1000) == 1000  # at most all
+
+
+def test_a_macro_is_known_as_a_macro_even_with_text_after_it(store):
+    client = selected(store, b"Subject: x\n\nbody\n")
+    assert client.cmd("a FETCH 1 FAST junk") == (
+        b"a BAD FETCH: FETCH modifiers are not supported here\r\n")  # not "unknown item FAST"
+
+
+# ----------------------------------------------------------------------------- the MIME tree
+
+def multipart(boundary: bytes, parts: list[bytes], subtype: bytes = b"mixed") -> bytes:
+    body = b"".join(b"--" + boundary + b"\r\n" + p + b"\r\n" for p in parts)
+    return (b"Content-Type: multipart/" + subtype + b"; boundary=" + boundary + b"\r\n\r\n"
+            + body + b"--" + boundary + b"--\r\n")
+
+
+def test_message_parts_are_followed_max_depth_levels_deep():
+    raw = b"Subject: innermost\r\n\r\ntext\r\n"
+    for _ in range(fetchmod.MAX_DEPTH + 10):
+        raw = b"Content-Type: message/rfc822\r\n\r\n" + raw
+    parts = list(fetchmod.walk(fetchmod.parse_message(raw)))
+    assert len(parts) == fetchmod.MAX_DEPTH + 1  # levels 0 .. MAX_DEPTH; the last one unsplit
+    assert parts[-1].message is None and parts[-2].message is parts[-1]
+
+
+def test_the_last_part_within_max_parts_is_still_split():
+    text = b"Content-Type: text/plain\r\n\r\nx"
+    inner = multipart(b"inner", [text, text])
+    raw = multipart(b"outer", [text] * (fetchmod.MAX_PARTS - 3) + [inner])
+    root = fetchmod.parse_message(raw)
+    nested = root.children[-1]
+    assert len(root.children) == fetchmod.MAX_PARTS - 2 and nested.subtype == b"mixed"
+    assert nested.children is not None and len(nested.children) == 1  # it keeps the rest
+    assert len(list(fetchmod.walk(root))) == fetchmod.MAX_PARTS
+
+
+@pytest.mark.parametrize("body, texts", [
+    (b"--b\r\none\r\n--b  \r\ntwo\r\n--b--\r\n", [b"one", b"two"]),  # spaces after a delimiter
+    (b"--b\r\none --b\r\n--b\r\ntwo\r\n--b--\r\n", [b"one --b", b"two"]),  # not at a line start
+    (b"--b\r\none\r\n--bx\r\n--b--\r\n", [b"one\r\n--bx"]),  # more text after it: no delimiter
+])
+def test_multipart_delimiters_are_whole_lines(body, texts):
+    root = fetchmod.parse_message(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + body)
+    assert [c.raw[c.start:c.end] for c in root.children] == texts
+
+
+def test_a_long_address_field_is_read_up_to_the_last_whole_address():
+    addresses = b", ".join(b"user%04d@example.com" % i for i in range(1000))  # 22 KB
+    listed = fetchmod.envelope(fetchmod.parse_message(b"To: " + addresses + b"\r\n\r\nx"))
+    kept = addresses[:fetchmod.MAX_STRUCTURED].count(b",")  # whole addresses in the first 16 KiB
+    assert listed.count(b'"example.com"') == kept and b'"user%04d"' % (kept - 1) in listed
+    one = b"x" * 20_000 + b"@example.com"  # no comma to cut at: the first 16 KiB
+    listed = fetchmod.envelope(fetchmod.parse_message(b"To: " + one + b"\r\n\r\nx"))
+    assert b"((NIL NIL {16384}\r\n" + b"x" * fetchmod.MAX_STRUCTURED + b' "MISSING_DOMAIN"))' in listed

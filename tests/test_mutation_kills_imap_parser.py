@@ -90,9 +90,10 @@ def test_the_framer_is_in_a_command_while_a_literal_is_announced_or_read():
 
 def test_a_refused_literal_plus_takes_the_rest_of_its_command_with_it():
     framer = Framer()
-    framer.feed(b"a1 APPEND INBOX {5+}\r\nhello (\\Seen) {3+}\r\nabc\r\na2 NOOP\r\n")
+    framer.feed(b"a1 APPEND INBOX {5+}\r\nhello (\\Seen) {12+}\r\nq\r\nb1 LOGOUT\r\na2 NOOP\r\n")
     assert events(framer) == [LiteralAnnounced(b"a1 APPEND INBOX ", 5, False)]
     framer.reject_literal()  # its bytes are on their way: read and dropped, with the rest
+    # (the rest has a literal of its own, which holds a line break: no command starts there)
     assert events(framer) == [Line(b"a2 NOOP\r\n")]
 
 
@@ -101,7 +102,7 @@ def test_after_an_overlong_line_the_next_command_is_read_whole():
     framer.feed(b"a1 " + b"x" * MAX_LINE)
     assert events(framer) == [TooLong()]
     framer.feed(b"x" * 100)  # still the same line: dropped
-    assert events(framer) == []
+    assert events(framer) == [] and framer.buffered == 0  # not kept in memory meanwhile
     framer.feed(b"\na2 NOOP\r\n")  # its end comes first in a packet
     assert events(framer) == [Line(b"a2 NOOP\r\n")]
 
@@ -153,20 +154,27 @@ def test_a_command_may_grow_to_max_command_bytes_before_its_next_literal():
 def test_a_command_over_max_command_bytes_is_dropped_with_its_literals():
     framer = Framer()
     literal_command(framer, 60_000, 18)  # 1,080,000 bytes > MAX_COMMAND
-    framer.feed(b" {4}\r\nabcd {3}\r\nefg)\r\na2 NOOP\r\n")
+    framer.feed(b" {12}\r\nq\r\nb1 LOGOUT {3}\r\nefg)\r\na2 NOOP\r\n")  # (literals with line breaks)
     assert events(framer) == [TooLong("command"), Line(b"a2 NOOP\r\n")]
     assert not framer.in_command
 
 
-def test_a_whole_command_over_the_append_limit_is_too_long():
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_whole_command_may_be_as_long_as_the_append_limit(over):
     framer = Framer()
-    size = MAX_COMMAND + MAX_APPEND
+    start = b"a1 APPEND INBOX {%d}\r\n" % (MAX_COMMAND + MAX_APPEND)  # (the same digits as below)
+    size = MAX_COMMAND + MAX_APPEND - len(start) - 2 + over
     framer.feed(b"a1 APPEND INBOX {%d}\r\n" % size)
     events(framer)
     framer.accept_literal()
     framer.feed(bytes(size))
     framer.feed(b"\r\na2 NOOP\r\n")
-    assert events(framer) == [TooLong("command"), Line(b"a2 NOOP\r\n")]
+    got = events(framer)
+    assert got[1:] == [Line(b"a2 NOOP\r\n")]
+    if over:
+        assert got[0] == TooLong("command")
+    else:
+        assert isinstance(got[0], Line) and len(got[0].raw) == MAX_COMMAND + MAX_APPEND
 
 
 # ----------------------------------------------------------------------------- what a client sees

@@ -22,6 +22,7 @@ from maillab.net import ServerContext
 from maillab.store import Store
 from maillab.transcript import Recorder
 from rawclient import Raw
+from test_login_guard import GUARD, heat, smtp_client
 from test_smtp import lab, raw  # noqa: F401  (fixtures: a lab for this file, a fresh session)
 
 
@@ -180,8 +181,10 @@ def b64(text: bytes) -> str:
     [("AUTH LOGIN", 334), ("*", 501)],  # cancelled at the user name
     [("AUTH LOGIN", 334), (b64(b"alice"), 334), ("*", 501)],  # cancelled at the password
     [("AUTH LOGIN", 334), (b64(b"alice"), 334), ("A" * 20_000, 500)],  # over-long (RFC 4954 4)
+    [("AUTH LOGIN", 334), (b64(b"alice"), 334), ("d29u!ZGVy", 501)],  # a password not base64
 ], ids=["plain-cancel", "plain-split", "plain-split-asked", "plain-bad-base64", "plain-stray",
-        "login-stray", "login-cancel-user", "login-cancel-password", "login-long-password"])
+        "login-stray", "login-cancel-user", "login-cancel-password", "login-long-password",
+        "login-stray-password"])
 def test_an_auth_that_goes_wrong_gets_one_reply_and_logs_nobody_in(raw, exchange):
     raw.cmd("EHLO me")
     for line, code in exchange:
@@ -198,19 +201,40 @@ def test_auth_login_asks_in_base64(raw):
     assert raw.cmd(b64(b"wonderland"))[0] == 235
 
 
-@pytest.mark.parametrize("last_words", [b"", b"A" * 100_000], ids=["silent", "mid-long-line"])
-def test_a_client_that_hangs_up_at_a_challenge_is_no_error(lab, last_words):
+@pytest.mark.parametrize("answers, last_words", [
+    ([], b""), ([], b"A" * 100_000), ([b64(b"alice")], b"")],
+    ids=["at-user-name", "mid-long-line", "at-password"])
+def test_a_client_that_hangs_up_at_a_challenge_is_no_error(lab, answers, last_words):
     with Raw(lab.smtp_port) as r:
         r.smtp_reply()
         r.cmd("EHLO me")
-        assert r.cmd("AUTH LOGIN")[0] == 334
+        for line in ["AUTH LOGIN", *answers]:
+            assert r.cmd(line)[0] == 334
         r.send(last_words)  # (over the reader's limit, without its line end)
+        r.sock.shutdown(socket.SHUT_WR)  # half-closed: the server reads the end, then closes
+        assert b"451" not in r.file.read()  # (no internal error on the way out)
     deadline = time.monotonic() + 5
     while lab.transcript("smtp:example.com").last().lines[-1].who != "*":  # its closing event
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "SMTP session error" not in str(lab.log())
     assert lab.transcript("smtp:example.com").last().lines[-1].text == "connection closed"
+
+
+def test_a_login_refused_unchecked_logs_nobody_in():
+    with maillab.MailLab(ports="any", options={"login_guard": GUARD}) as lab:
+        heat(lab)  # bob's account is being guessed at: further guesses queue, then get 454
+        waiting = [smtp_client(lab) for _ in range(6)]
+        for r in waiting:
+            r.send(plain("bob", "guess") + "\r\n")
+        replies = [(r, r.smtp_reply()[0]) for r in waiting]
+        told_later = [r for r, code in replies if code == 454]
+        assert told_later
+        r = told_later[0]
+        assert r.cmd("MAIL FROM:<bob@example.com>")[0] == 250
+        assert r.cmd("RCPT TO:<john@example.net>")[0] == 554  # a stranger still: no relay
+        for r in waiting:
+            r.close()
 
 
 def test_the_audit_view_names_the_mechanism_of_each_login(lab, raw):
