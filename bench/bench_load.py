@@ -150,6 +150,7 @@ class Load:
         # Logins per service: accepted, or refused as "busy, try again" (SMTP 454, IMAP
         # NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP]) with the password unchecked.
         self.logins: dict[str, list[int]] = {"smtp": [0, 0], "pop3": [0, 0], "imap": [0, 0]}
+        self.relayed: set[str] = set()  # Message-IDs sent through the relay (after AUTH)
         self.running = True
 
     async def session(self, kind: str) -> None:
@@ -188,6 +189,8 @@ class Load:
             if await c.smtp(b"DATA") != 354:
                 raise ValueError("DATA refused")
             self.unacknowledged[msgid] = mailbox
+            if login:
+                self.relayed.add(msgid)
             c.w.write(f"Message-ID: {msgid}\r\nFrom: <{sender}>\r\nTo: <{rcpt}>\r\n"
                       f"Subject: load\r\n\r\n".encode() + b"A line of text.\r\n" * 20 + b".\r\n")
             if await c.smtp() == 250:
@@ -388,6 +391,9 @@ async def run(args) -> int:
         print(f"  without a 250 (interrupted by the stop or the kill): {len(load.unacknowledged)}, "
               f"of which delivered anyway: {unacked_arrived}")
         failures += bool(lost or dup)
+        for m in (lost + dup)[:5]:
+            print(f"  {'lost' if m in lost else 'duplicated'}: {m} "
+                  f"({'relayed' if m in load.relayed else 'local'}, in {found.get(m, [])})")
         print(f"\n{'session':12} {'n':>6} {'p50 ms':>8} {'p99 ms':>8}   idle lab p50/p99 ms (peer)")
         for kind in ("smtp_local", "smtp_relay", "pop3", "imap"):
             s, p = load.latency.get(kind, []), idle.latency.get(kind, [])

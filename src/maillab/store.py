@@ -137,10 +137,31 @@ def to_crlf(data: bytes) -> bytes:
 # ----------------------------------------------------------------------------- passwords
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter (malloc.h)
+_mmap_threshold_fixed = False
+
+
+def _return_big_buffers_at_once() -> None:
+    """scrypt takes 128 * r * n bytes (16 MiB) for each check, in whichever worker thread runs
+    it. glibc serves the first such buffer by mmap, then raises its mmap threshold past that size,
+    so later ones come from the thread's own heap and stay there when freed: six worker threads
+    kept 96 MiB after 180 checks. A fixed threshold (1 MiB; glibc then stops adjusting it) keeps
+    such buffers mapped apart and returned to the system at once (the lab's RSS after a burst of
+    logins: see bench/bench_load.py)."""
+    global _mmap_threshold_fixed
+    if _mmap_threshold_fixed:
+        return
+    _mmap_threshold_fixed = True
+    try:
+        import ctypes
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError, TypeError):  # not glibc: its own malloc, its own rules
+        pass
 
 
 def hash_password(password: str, *, n: int = SCRYPT_N) -> str:
     """A salted scrypt hash in the form ``scrypt$n$r$p$salt$hash`` (base64)."""
+    _return_big_buffers_at_once()
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=SCRYPT_R, p=SCRYPT_P, maxmem=2**27)
     b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
@@ -148,6 +169,7 @@ def hash_password(password: str, *, n: int = SCRYPT_N) -> str:
 
 
 def verify_password(password: str, stored: str) -> bool:
+    _return_big_buffers_at_once()
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
