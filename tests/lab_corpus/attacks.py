@@ -133,6 +133,7 @@ except OSError:
 RESOURCES = r'''
 import atexit, os, signal, time
 
+# (no loop variable `_`: the labs' cells call the translation function _)
 for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM, signal.SIGHUP):
     signal.signal(_sig, signal.SIG_IGN)
 atexit.register(time.sleep, 3600)
@@ -141,11 +142,11 @@ if os.getuid() >= 1000000:  # only in a grader's sandbox (a throwaway user id)
     for _name in ("big-1", "/tmp/big-2"):
         try:
             with open(_name, "wb") as _f:
-                for _ in range(1024):
+                for _mb in range(1024):
                     _f.write(b"x" * 2**20)
         except OSError:  # the disk is full: as intended
             pass
-for _ in range(50):
+for _flood in range(50):
     print("flood " * 20000)
 '''
 
