@@ -14,7 +14,10 @@ among its targets. FAIL lines name what went wrong, with the saved input; nothin
 On a shared, loaded machine an input can take over a second only because the worker waited for
 a CPU. So an input over ``--hang`` is run again at once, alone (the same target, idle: a worker
 runs one input at a time), and is a *hang* only if it is slow again; otherwise it is counted as
-*slow* (shown, not a failure), with both times and the CPU time the first run used.
+*slow* (shown, not a failure), with both times and the CPU time the first run used. When even
+the replay waited rather than worked (it used under a quarter of ``--hang`` in CPU time, the
+lab's threads included) while the load average is over twice the cores, it is counted apart as
+*starved*: listed with its times, not a failure, worth a replay on a quiet machine (--replay).
 
 The contract for a module of targets (this file imports bench/fuzz_smtp.py and
 bench/fuzz_webmail.py when they exist, beside its own IMAP, POP3 and MIME targets):
@@ -222,7 +225,7 @@ def worker(conn, source: str, name: str, count: int, seed: int, hang: float, out
         target(mutator.seeds[0])
     except Exception:  # noqa: BLE001 - the counted inputs will show it again
         pass
-    stats = {"inputs": 0, "seconds": 0.0, "hangs": 0, "slow": 0, "exceptions": 0, "failures": 0,
+    stats = {"inputs": 0, "seconds": 0.0, "hangs": 0, "slow": 0, "starved": 0, "exceptions": 0, "failures": 0,
              "slowest": 0.0, "slowest_alone": 0.0, "examples": [], "rss_warm": 0.0}
     last_report = time.monotonic()
     for i in range(count):
@@ -232,17 +235,22 @@ def worker(conn, source: str, name: str, count: int, seed: int, hang: float, out
         stats["seconds"] += took
         stats["slowest"] = max(stats["slowest"], took)
         if kind is None and took > hang:
-            again = run_one(target, data)[2]  # alone, at once
+            _k, _m, again, cpu_again = run_one(target, data)  # alone, at once
             if again > hang:  # once more, in case the machine was still busy
-                again = min(again, run_one(target, data)[2])
+                again, cpu_again = min((again, cpu_again), run_one(target, data)[2:])
             stats["slowest_alone"] = max(stats["slowest_alone"], min(took, again))
-            if again > hang:
-                kind, message = "hang", f"{took:.2f} s, again alone {again:.2f} s"
+            load = os.getloadavg()[0]
+            if again > hang and cpu_again < hang / 4 and load > 2 * (os.cpu_count() or 1):
+                kind, message = "starved", (f"{took:.2f} s, again alone {again:.2f} s but {cpu_again:.2f} s "
+                                            f"of CPU, at load {load:.0f}")
+            elif again > hang:
+                kind, message = "hang", f"{took:.2f} s, again alone {again:.2f} s ({cpu_again:.2f} s of CPU)"
             else:
                 kind, message = "slow", (f"{took:.2f} s ({cpu:.2f} s of CPU), again alone {again:.3f} s: "
                                          f"the machine's load")
         if kind is not None:
-            stats[{"failure": "failures", "exception": "exceptions", "hang": "hangs", "slow": "slow"}[kind]] += 1
+            stats[{"failure": "failures", "exception": "exceptions", "hang": "hangs", "slow": "slow",
+                   "starved": "starved"}[kind]] += 1
             if sum(1 for e in stats["examples"] if e[0] == kind) < 3 or took >= KILL_AFTER:
                 path = Path(out_dir) / f"{name}-{kind}-{seed}-{i}.bin"
                 path.write_bytes(data)
@@ -267,7 +275,7 @@ def worker(conn, source: str, name: str, count: int, seed: int, hang: float, out
 def run_target(source: str, name: str, count: int, seed: int, hang: float, out_dir: str) -> dict:
     """Run a target's inputs in worker processes (a fresh one after a hang that had to be cut)."""
     ctx = multiprocessing.get_context("spawn")
-    total = {"inputs": 0, "seconds": 0.0, "hangs": 0, "slow": 0, "exceptions": 0, "failures": 0,
+    total = {"inputs": 0, "seconds": 0.0, "hangs": 0, "slow": 0, "starved": 0, "exceptions": 0, "failures": 0,
              "slowest": 0.0, "slowest_alone": 0.0, "examples": [], "rss_warm": 0.0, "rss_end": 0.0,
              "rss_peak": 0.0, "wall": 0.0}
     start = time.monotonic()
@@ -306,7 +314,7 @@ def run_target(source: str, name: str, count: int, seed: int, hang: float, out_d
             proc.kill()
         round_ += 1
         if stats is not None:
-            for key in ("inputs", "seconds", "hangs", "slow", "exceptions", "failures"):
+            for key in ("inputs", "seconds", "hangs", "slow", "starved", "exceptions", "failures"):
                 total[key] += stats[key]
             for key in ("slowest", "slowest_alone"):
                 total[key] = max(total[key], stats[key])
@@ -360,17 +368,18 @@ def main() -> int:
         print(f"  {name}: {r['inputs']:,} inputs in {r['wall']:.0f} s (load {os.getloadavg()[0]:.2f})", flush=True)
 
     print()
-    head = (f"{'target':18}{'inputs':>10}{'inputs/s':>10}{'slow':>6}{'hangs':>7}{'exceptions':>11}"
+    head = (f"{'target':18}{'inputs':>10}{'inputs/s':>10}{'slow':>6}{'starved':>8}{'hangs':>7}{'exceptions':>11}"
             f"{'failures':>10}{'slowest ms':>12}{'alone ms':>10}{'RSS warm':>10}{'RSS peak':>10}{'RSS end':>9}")
     print(head)
     print("-" * len(head))
     for name, r in results.items():
         rate = r["inputs"] / r["seconds"] if r["seconds"] else 0.0
-        print(f"{name:18}{r['inputs']:>10,}{rate:>10.0f}{r['slow']:>6}{r['hangs']:>7}{r['exceptions']:>11}"
+        print(f"{name:18}{r['inputs']:>10,}{rate:>10.0f}{r['slow']:>6}{r['starved']:>8}{r['hangs']:>7}{r['exceptions']:>11}"
               f"{r['failures']:>10}{r['slowest'] * 1000:>12.0f}{r['slowest_alone'] * 1000:>10.0f}"
               f"{r['rss_warm']:>9.0f}M{r['rss_peak']:>9.0f}M{r['rss_end']:>8.0f}M")
     print(f"(load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} at the end; slow: over {args.hang:g} s in "
-          f"the run, not when run again alone; hangs: over {args.hang:g} s both times; alone ms: the "
+          f"the run, not when run again alone; starved: slow again but idle (little CPU) on a loaded "
+          f"machine; hangs: over {args.hang:g} s both times; alone ms: the "
           f"slowest of those inputs at its faster run; RSS: the target's worker after 100 inputs, at "
           f"its peak, at the end)")
 
@@ -392,8 +401,8 @@ def main() -> int:
             fails.append(f"FAIL {proto}: {n:,} inputs, below the floor of {args.inputs:,}")
     for name, r in results.items():
         for kind, message, path in r["examples"]:
-            if kind == "slow":
-                print(f"slow (not a hang) {name}: {message}" + (f" (input: {path})" if path else ""))
+            if kind in ("slow", "starved"):
+                print(f"{kind} (not a hang) {name}: {message}" + (f" (input: {path})" if path else ""))
     print()
     print("\n".join(fails) if fails else "no hangs, exceptions or protocol failures")
     return 1 if fails else 0
