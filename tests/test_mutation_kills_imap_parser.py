@@ -375,3 +375,9 @@ def test_folder_names_are_sent_in_modified_utf7(name, sent):
 def test_a_backslash_may_not_end_the_text_read():
     with pytest.raises(ParseError, match="a backslash may only come before"):
         Cursor(b'"abc\\').quoted()  # no line ending: the cursor's end is the end of the data
+
+
+@pytest.mark.parametrize("written", [b"inbox", b"InBox", b'"INBOX"'])
+def test_inbox_is_one_name_whatever_its_case(written):
+    assert Cursor(written).mailbox() == "INBOX"  # RFC 3501 5.1
+    assert Cursor(b"inboxes").mailbox() == "inboxes"

@@ -1,0 +1,137 @@
+"""IMAP sessions rule by rule, as a client sees them: the capabilities announced, logins, how a
+folder name is quoted back, and the replies of the commands. Each test was shown to fail on a
+planted bug (bench/mutation.py, docs/mutation.md) that the rest of the suite let through."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from maillab.imap import core
+from maillab.imap.testing import ACCOUNTS, ImapTestServer
+from maillab.net import ServerContext
+from rawclient import Raw
+from maillab.transcript import Recorder
+from test_imap_core import Client, ctx, fill, store  # noqa: F401  (ctx, store: fixtures)
+
+CAPABILITIES = (b"IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT "
+                b"SPECIAL-USE CHILDREN LANGUAGE")
+
+
+@pytest.fixture
+def alice(ctx):
+    return Client(ctx).login()
+
+
+def test_the_capabilities_announced_before_and_after_login(ctx):
+    c = Client(ctx)
+    assert c.greeting.startswith(b"* OK [CAPABILITY " + CAPABILITIES + b" AUTH=PLAIN] ")
+    assert c.cmd("a CAPABILITY") == (b"* CAPABILITY " + CAPABILITIES + b" AUTH=PLAIN\r\n"
+                                     b"a OK CAPABILITY completed\r\n")
+    assert c.cmd("b LOGIN alice alice-pw").startswith(b"b OK [CAPABILITY " + CAPABILITIES + b"] ")
+
+
+def test_a_password_that_is_not_utf8_is_a_failed_login_not_an_error():
+    with ImapTestServer() as srv, Raw(srv.port) as r:
+        r.line()
+        r.send(b"a LOGIN alice {4+}\r\n\xff\xfe\xfd\xfc\r\n")
+        assert r.line().startswith("a NO [AUTHENTICATIONFAILED] ")
+        r.send(f"b LOGIN alice {ACCOUNTS['alice']}\r\n")
+        assert r.line().startswith("b OK ")
+
+
+def test_a_folder_name_is_quoted_back_up_to_60_characters(alice):
+    assert b" no folder named " + b"n" * 60 + b"; " in alice.cmd("a SELECT " + "n" * 60)
+    assert b" no folder named " + b"n" * 60 + b"...; " in alice.cmd("a SELECT " + "n" * 61)
+
+
+def test_a_refused_search_sends_no_expunge_but_a_refused_uid_search_does(ctx, store):
+    fill(store)
+    a, b = Client(ctx).login(), Client(ctx).login()
+    a.cmd("a SELECT INBOX")
+    b.cmd("b SELECT INBOX")
+    b.cmd("b STORE 1 +FLAGS (\\Deleted)")
+    assert b.cmd("b EXPUNGE").startswith(b"* 1 EXPUNGE\r\n")
+    # RFC 3501 7.4.1: no EXPUNGE during a SEARCH by sequence numbers, refused or not
+    assert a.cmd("a SEARCH CHARSET KOI8 ALL").startswith(b"a NO [BADCHARSET (UTF-8 US-ASCII)]")
+    assert a.cmd("a UID SEARCH CHARSET KOI8 ALL").startswith(b"* 1 EXPUNGE\r\na NO [BADCHARSET")
+
+
+def test_a_line_that_is_no_command_gets_an_example_for_the_state(alice):
+    assert alice.cmd("a ((") == (b"a BAD after the tag comes a command name, for example: "
+                                 b"a1 SELECT INBOX\r\n")
+    assert alice.cmd("a " + "X" * 41 + "YYY") == (
+        b"a BAD unknown command " + b"X" * 40 + b"; CAPABILITY lists what this server "
+        b"understands\r\n")  # the first 40 characters of it
+
+
+def test_a_literal_too_large_without_a_usable_tag_gets_an_untagged_bad(alice):
+    assert alice.cmd(b"(x LOGIN {100000}") == (
+        b"* BAD [TOOBIG] that literal is too large (100000 bytes; at most 65536)\r\n")
+
+
+def test_an_append_literal_may_be_larger_than_other_literals(alice):
+    assert alice.cmd(b"a APPEND INBOX {100000}") == b"+ Ready for literal data\r\n"
+    reply = alice.send(b"Subject: big\r\n\r\n" + b"x" * (100000 - 16) + b"\r\n")
+    assert reply.startswith(b"a OK [APPENDUID ")
+
+
+def test_after_idle_literals_are_literals_again(alice):
+    alice.cmd("a SELECT INBOX")
+    assert alice.cmd("b IDLE") == b"+ idling\r\n"
+    assert alice.cmd("DONE") == b"b OK IDLE terminated\r\n"
+    assert alice.cmd(b"c APPEND INBOX {5}") == b"+ Ready for literal data\r\n"
+
+
+def test_language_takes_ranges_and_answers_in_the_one_chosen(alice):
+    assert alice.cmd("a LANGUAGE EL").startswith(b"* LANGUAGE (el)\r\na OK ")
+    assert alice.cmd("b LANGUAGE XX EN").startswith(b"* LANGUAGE (en)\r\nb OK ")
+
+
+def test_commands_keep_a_session_alive_and_silence_ends_it():
+    with ImapTestServer(options={"imap_timeout": 0.6}) as srv, Raw(srv.port) as r:
+        r.line()
+        r.send(f"a LOGIN alice {ACCOUNTS['alice']}\r\n")
+        assert r.line().startswith("a OK ")
+        start = time.monotonic()
+        while time.monotonic() - start < 1.5:  # 2.5 times the idle timeout, busy all along
+            r.send("n NOOP\r\n")
+            assert r.line() == "n OK NOOP completed"
+            time.sleep(0.1)
+        assert r.line() == "* BYE Autologout; idle for 0.6 seconds"
+
+
+def test_select_accepts_an_empty_parameter_list(alice):
+    assert alice.cmd("a SELECT INBOX ()").endswith(b"a OK [READ-WRITE] SELECT completed\r\n")
+
+
+def test_folder_commands_refuse_what_exists_and_text_after_them(alice):
+    assert alice.cmd("a CREATE INBOX") == b"a NO [ALREADYEXISTS] INBOX always exists\r\n"
+    assert alice.cmd("a CREATE Work") == b"a OK CREATE completed\r\n"
+    assert alice.cmd("a RENAME Work Sent").startswith(b"a NO [ALREADYEXISTS] folder Sent exists")
+    assert alice.cmd("a DELETE Work extra").startswith(b"a BAD DELETE: unexpected text")
+    assert alice.cmd("a LIST \"\" Work").startswith(b"* LIST ")  # still there
+
+
+def test_a_renamed_folder_must_leave_room_for_its_subfolders_names(alice):
+    longest = max(n for n in range(1, 300) if core._fits("x" * n))
+    alice.cmd("a CREATE a")
+    alice.cmd("a CREATE a.b")
+    # "a.b" becomes new + ".b": that fits exactly (the whole old name would not)
+    assert alice.cmd("a RENAME a " + "x" * (longest - 2)) == b"a OK RENAME completed\r\n"
+    alice.cmd("a CREATE c")
+    alice.cmd("a CREATE c.bb")
+    assert alice.cmd("a RENAME c " + "y" * (longest - 2)).startswith(b"a NO [CANNOT] ")
+
+
+def test_list_shows_inbox_first_then_the_rest_in_order(alice):
+    names = [line.rsplit(b" ", 1)[1] for line in alice.cmd('a LIST "" "*"').split(b"\r\n")
+             if line.startswith(b"* LIST ")]
+    assert names == [b"INBOX", b"Drafts", b"Junk", b"Sent", b"Trash"]
+
+
+def test_namespace_takes_no_arguments(alice):
+    assert alice.cmd("a NAMESPACE") == (b'* NAMESPACE (("" ".")) NIL NIL\r\n'
+                                        b"a OK NAMESPACE completed\r\n")
+    assert alice.cmd("a NAMESPACE x").startswith(b"a BAD NAMESPACE: unexpected text")
