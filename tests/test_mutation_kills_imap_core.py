@@ -9,6 +9,7 @@ import time
 import pytest
 
 from maillab.imap import core
+from maillab.imap import fetch as fetchmod
 from maillab.imap.testing import ACCOUNTS, ImapTestServer
 from maillab.net import ServerContext
 from rawclient import Raw
@@ -135,3 +136,78 @@ def test_namespace_takes_no_arguments(alice):
     assert alice.cmd("a NAMESPACE") == (b'* NAMESPACE (("" ".")) NIL NIL\r\n'
                                         b"a OK NAMESPACE completed\r\n")
     assert alice.cmd("a NAMESPACE x").startswith(b"a BAD NAMESPACE: unexpected text")
+
+
+def test_append_and_idle_refuse_what_they_do_not_take(alice):
+    assert alice.cmd("a APPEND INBOX hello") == (
+        b"a BAD APPEND: APPEND sends the message as a literal: a1 APPEND INBOX {size} then the "
+        b"message\r\n")
+    assert alice.cmd("b IDLE x") == b"b BAD IDLE: unexpected text at the end of the command:  x\r\n"
+
+
+def test_append_takes_the_recent_flag_and_leaves_it_to_the_server(alice):
+    alice.cmd("a SELECT INBOX")
+    assert alice.cmd("c APPEND INBOX (\\Recent \\Seen) {10}") == b"+ Ready for literal data\r\n"
+    assert alice.send(b"Subject: r\r\n").endswith(b"APPEND completed\r\n")
+    assert alice.cmd("d FETCH 1 FLAGS") == (b"* 1 FETCH (FLAGS (\\Seen \\Recent))\r\n"
+                                            b"d OK FETCH completed\r\n")
+
+
+def test_an_internal_error_in_the_middle_of_a_fetch_closes_the_line_first(alice, store,
+                                                                           monkeypatch):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(fetchmod, "section_bytes", broken)
+    reply = alice.cmd("e FETCH 1 (UID BODY.PEEK[1])")
+    assert reply.startswith(b"* 1 FETCH (UID 1 )\r\ne NO ")  # the line ends before the NO
+    assert b"disk on fire" not in reply
+
+
+def test_the_fetch_output_limit_holds_at_its_boundaries(alice, store, monkeypatch):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    size = int(alice.cmd("a FETCH 1 RFC822.SIZE").split(b"RFC822.SIZE ")[1].split(b")")[0])
+    item = len(b"BODY[] {%d}\r\n" % size) + size  # what the answer counts of the message
+    monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", item)
+    assert alice.cmd("b FETCH 1 BODY.PEEK[]").endswith(b"\r\nb OK FETCH completed\r\n")
+    monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", item - 1)  # estimated in time, sent too much
+    assert b"b NO [LIMIT] FETCH stopped after" in alice.cmd("b FETCH 1 BODY.PEEK[]")
+    monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", size - 1)  # over the estimate: not even begun
+    assert alice.cmd("b FETCH 1 BODY.PEEK[]").startswith(b"b NO [LIMIT] that FETCH would answer")
+    monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", size)
+    assert b"b NO [LIMIT] FETCH stopped after" in alice.cmd("b FETCH 1 BODY.PEEK[]")
+
+
+def test_flags_come_with_a_body_only_when_they_change(alice, store):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    done = b"a OK FETCH completed\r\n"
+    assert alice.cmd("a FETCH 1 BODY[]").endswith(b" FLAGS (\\Seen \\Recent))\r\n" + done)
+    assert alice.cmd("a FETCH 1 BODY[]").endswith(b"\r\nBob\r\n)\r\n" + done)  # seen already
+
+
+def test_store_and_copy_of_a_message_deleted_meanwhile(ctx, store):
+    fill(store)
+    a, b = Client(ctx).login(), Client(ctx).login()
+    a.cmd("a SELECT INBOX")
+    b.cmd("b SELECT INBOX")
+    b.cmd("b STORE 1 +FLAGS (\\Deleted)")
+    b.cmd("b EXPUNGE")  # a still sees message 1: STORE may not tell it (RFC 3501 7.4.1)
+    assert a.cmd("a STORE 1 +FLAGS (\\Flagged)") == (
+        b"a NO [EXPUNGEISSUED] some of those messages were deleted meanwhile\r\n")
+    assert a.cmd("a COPY 1:2 Sent").startswith(b"* 1 EXPUNGE\r\na OK [COPYUID ")  # one copied
+    assert a.cmd("a STATUS Sent (MESSAGES)").startswith(b"* STATUS Sent (MESSAGES 1)\r\n")
+    assert a.cmd("a COPY 1 Sent extra") == (
+        b"a BAD COPY: unexpected text at the end of the command:  extra\r\n")
+
+
+def test_body_comes_with_a_section_read_from_the_message(alice, store):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    reply = alice.cmd("a FETCH 2 (BODY BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert reply.startswith(b'* 2 FETCH (BODY (("text" "plain" ("charset" "utf-8") NIL NIL '
+                            b'"quoted-printable" 55 1)')
+    assert b' "alternative") BODY[HEADER.FIELDS (SUBJECT)] {49}\r\n' in reply  # no extension data

@@ -154,7 +154,7 @@ def test_a_command_may_grow_to_max_command_bytes_before_its_next_literal():
 def test_a_command_over_max_command_bytes_is_dropped_with_its_literals():
     framer = Framer()
     literal_command(framer, 60_000, 18)  # 1,080,000 bytes > MAX_COMMAND
-    framer.feed(b" {12}\r\nq\r\nb1 LOGOUT {3}\r\nefg)\r\na2 NOOP\r\n")  # (literals with line breaks)
+    framer.feed(b" {12}\r\nq\r\nb1 LOGOUT {3}\r\nefg)\r\na2 NOOP\r\n")  # (a literal holds \r\n)
     assert events(framer) == [TooLong("command"), Line(b"a2 NOOP\r\n")]
     assert not framer.in_command
 
