@@ -739,8 +739,11 @@ class Folder:
             return len(self._current_index())
 
     def room(self) -> int:
-        """How many more messages this folder takes before its quota (``Store.max_messages``)."""
-        return max(0, self.account.store.max_messages - len(self))
+        """How many more messages this folder takes before its quota (``Store.max_messages``).
+        (Counted in memory: no look at the directories, which a burst of APPENDs into a big
+        folder would have listed again each time.)"""
+        with self._lock:
+            return max(0, self.account.store.max_messages - len(self._ensure_index()))
 
     def get(self, uid: int) -> MessageInfo | None:
         with self._lock:
