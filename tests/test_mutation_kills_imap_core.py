@@ -143,14 +143,20 @@ def test_append_and_idle_refuse_what_they_do_not_take(alice):
         b"a BAD APPEND: APPEND sends the message as a literal: a1 APPEND INBOX {size} then the "
         b"message\r\n")
     assert alice.cmd("b IDLE x") == b"b BAD IDLE: unexpected text at the end of the command:  x\r\n"
+    alice.cmd("c SELECT INBOX")
+    assert alice.cmd("d CHECK x") == (
+        b"d BAD CHECK: unexpected text at the end of the command:  x\r\n")
 
 
-def test_append_takes_the_recent_flag_and_leaves_it_to_the_server(alice):
+def test_append_takes_the_recent_flag_and_leaves_it_to_the_server(ctx, alice):
     alice.cmd("a SELECT INBOX")
     assert alice.cmd("c APPEND INBOX (\\Recent \\Seen) {10}") == b"+ Ready for literal data\r\n"
     assert alice.send(b"Subject: r\r\n").endswith(b"APPEND completed\r\n")
     assert alice.cmd("d FETCH 1 FLAGS") == (b"* 1 FETCH (FLAGS (\\Seen \\Recent))\r\n"
                                             b"d OK FETCH completed\r\n")
+    other = Client(ctx).login()  # for another session it is not recent: nothing was stored
+    other.cmd("a SELECT INBOX")
+    assert other.cmd("d FETCH 1 FLAGS") == b"* 1 FETCH (FLAGS (\\Seen))\r\nd OK FETCH completed\r\n"
 
 
 def test_an_internal_error_in_the_middle_of_a_fetch_closes_the_line_first(alice, store,
@@ -211,3 +217,50 @@ def test_body_comes_with_a_section_read_from_the_message(alice, store):
     assert reply.startswith(b'* 2 FETCH (BODY (("text" "plain" ("charset" "utf-8") NIL NIL '
                             b'"quoted-printable" 55 1)')
     assert b' "alternative") BODY[HEADER.FIELDS (SUBJECT)] {49}\r\n' in reply  # no extension data
+
+
+def test_what_another_session_changed_is_told_once(ctx, store):
+    fill(store)
+    a, b = Client(ctx).login(), Client(ctx).login()
+    a.cmd("a SELECT INBOX")
+    b.cmd("b SELECT INBOX")
+    b.cmd("b STORE 2 +FLAGS ($Important)")  # a keyword a's session has not seen yet
+    assert a.cmd("a NOOP") == (
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important)\r\n"
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important \\*)] "
+        b"Flags permitted\r\n* 2 FETCH (FLAGS ($Important \\Recent))\r\na OK NOOP completed\r\n")
+    assert a.cmd("a NOOP") == b"a OK NOOP completed\r\n"
+    assert a.cmd("a STORE 3 +FLAGS (\\Flagged)").startswith(b"* 3 FETCH (FLAGS (\\Flagged ")
+    assert a.cmd("a NOOP") == b"a OK NOOP completed\r\n"  # its own change: told by STORE
+    b.cmd("b STORE 1 +FLAGS (\\Deleted)")
+    b.cmd("b EXPUNGE")
+    assert a.cmd("a SEARCH ALL") == b"* SEARCH 2 3 4 5\r\na OK SEARCH completed\r\n"
+    assert a.cmd("a NOOP") == b"* 1 EXPUNGE\r\na OK NOOP completed\r\n"
+    assert a.cmd("a NOOP") == b"a OK NOOP completed\r\n"  # and only once
+
+
+@pytest.mark.parametrize("pattern, names", [
+    ("*ent", [b"Sent"]), ("%ent", [b"Sent"]), ("S*", [b"Sent"]),  # a wildcard may match nothing
+    ("%", [b"INBOX", b"Drafts", b"Junk", b"Sent", b"Trash"]),
+])
+def test_list_patterns(alice, pattern, names):
+    lines = alice.cmd(f'a LIST "" "{pattern}"').split(b"\r\n")
+    assert [line.rsplit(b" ", 1)[1] for line in lines if line.startswith(b"* LIST ")] == names
+
+
+def test_a_fetch_stopped_at_the_limit_says_how_many_megabytes(alice, store, monkeypatch):
+    store.account("alice").folder("INBOX").deliver(b"Subject: big\r\n\r\n" + b"x" * (3 << 19))
+    alice.cmd("a SELECT INBOX")
+    monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", (3 << 19) + 16)  # the message: estimated in
+    assert alice.cmd("b FETCH 1 BODY.PEEK[]").endswith(
+        b"b NO [LIMIT] FETCH stopped after 1 MB; ask for fewer messages at a time\r\n")
+
+
+def test_uid_needs_a_command_after_it_and_append_a_login_before_it(ctx, alice):
+    assert alice.cmd("a UID") == (b"a BAD UID comes before FETCH, SEARCH, STORE, COPY, MOVE or "
+                                  b"EXPUNGE\r\n")
+    assert alice.cmd("a RENAME Trash Bin extra") == (
+        b"a BAD RENAME: unexpected text at the end of the command:  extra\r\n")
+    stranger = Client(ctx)
+    assert stranger.cmd("a APPEND INBOX {5}") == (
+        b"a BAD log in before you APPEND, e.g. a1 LOGIN alice password\r\n")

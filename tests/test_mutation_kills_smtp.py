@@ -150,6 +150,16 @@ def test_postmaster_without_a_domain_is_this_domains_postmaster(lab, raw):
     assert [m for m in lab.mailbox("bob") if m.subject == "to the postmaster"] == []
 
 
+def test_the_last_message_an_inbox_has_room_for_is_taken(lab, raw, monkeypatch):
+    lab.store.add_account("dora", "pw", "example.com", ["dora@example.com"])
+    monkeypatch.setattr(lab.store, "max_messages", 1)  # room for exactly one more
+    raw.cmd("EHLO me")
+    send(raw, "x@elsewhere.example", ["dora@example.com"], "Subject: the last one\n\nx")
+    raw.cmd("MAIL FROM:<x@elsewhere.example>")
+    code, lines = raw.cmd("RCPT TO:<dora@example.com>")  # full now: a temporary refusal
+    assert code == 452 and lines[0].startswith("452 4.2.2 <dora@example.com>: ")
+
+
 @pytest.mark.parametrize("address, hint", [
     ("a\x01b@example.org", "without control characters"),  # looks like an address but is not text
     ("a b@example.org", "an address looks like <name@example.com>"),
