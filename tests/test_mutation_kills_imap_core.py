@@ -210,13 +210,15 @@ def test_store_and_copy_of_a_message_deleted_meanwhile(ctx, store):
         b"a BAD COPY: unexpected text at the end of the command:  extra\r\n")
 
 
-def test_body_comes_with_a_section_read_from_the_message(alice, store):
+def test_body_and_bodystructure_come_with_a_section_read_from_the_message(alice, store):
     fill(store)
     alice.cmd("a SELECT INBOX")
     reply = alice.cmd("a FETCH 2 (BODY BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert reply.startswith(b'* 2 FETCH (BODY (("text" "plain" ("charset" "utf-8") NIL NIL '
                             b'"quoted-printable" 55 1)')
     assert b' "alternative") BODY[HEADER.FIELDS (SUBJECT)] {49}\r\n' in reply  # no extension data
+    reply = alice.cmd("a FETCH 2 (BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b' "alternative" ("boundary" ' in reply  # with its extension data
 
 
 def test_what_another_session_changed_is_told_once(ctx, store):
