@@ -234,6 +234,9 @@ def test_what_another_session_changed_is_told_once(ctx, store):
     assert a.cmd("a NOOP") == b"a OK NOOP completed\r\n"
     assert a.cmd("a STORE 3 +FLAGS (\\Flagged)").startswith(b"* 3 FETCH (FLAGS (\\Flagged ")
     assert a.cmd("a NOOP") == b"a OK NOOP completed\r\n"  # its own change: told by STORE
+    b.cmd("b STORE 4 +FLAGS (\\Answered)")  # then a changes the same message: one report
+    assert a.cmd("a STORE 4 +FLAGS (\\Flagged)") == (
+        b"* 4 FETCH (FLAGS (\\Answered \\Flagged \\Recent))\r\na OK STORE completed\r\n")
     b.cmd("b STORE 1 +FLAGS (\\Deleted)")
     b.cmd("b EXPUNGE")
     assert a.cmd("a SEARCH ALL") == b"* SEARCH 2 3 4 5\r\na OK SEARCH completed\r\n"
@@ -242,7 +245,8 @@ def test_what_another_session_changed_is_told_once(ctx, store):
 
 
 @pytest.mark.parametrize("pattern, names", [
-    ("*ent", [b"Sent"]), ("%ent", [b"Sent"]), ("S*", [b"Sent"]),  # a wildcard may match nothing
+    ("*ent", [b"Sent"]), ("%ent", [b"Sent"]), ("S*", [b"Sent"]),
+    ("*Sent", [b"Sent"]), ("%Trash", [b"Trash"]),  # a wildcard may match nothing
     ("%", [b"INBOX", b"Drafts", b"Junk", b"Sent", b"Trash"]),
 ])
 def test_list_patterns(alice, pattern, names):
@@ -266,3 +270,15 @@ def test_uid_needs_a_command_after_it_and_append_a_login_before_it(ctx, alice):
     stranger = Client(ctx)
     assert stranger.cmd("a APPEND INBOX {5}") == (
         b"a BAD log in before you APPEND, e.g. a1 LOGIN alice password\r\n")
+
+
+def test_a_fetch_from_the_index_stopped_at_the_limit_says_how_many_megabytes(alice, store,
+                                                                             monkeypatch):
+    to = b", ".join(b"user%04d@example.com" % i for i in range(700))  # ~15 KB of ENVELOPE
+    inbox = store.account("alice").folder("INBOX")
+    for _ in range(80):
+        inbox.deliver(b"To: " + to + b"\r\nSubject: many\r\n\r\nx\r\n")
+    alice.cmd("a SELECT INBOX")
+    monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", 1 << 20)
+    assert alice.cmd("b FETCH 1:* ENVELOPE").endswith(
+        b"b NO [LIMIT] FETCH stopped after 1 MB; ask for fewer messages at a time\r\n")
