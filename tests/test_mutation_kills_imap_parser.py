@@ -258,6 +258,7 @@ def test_nil_may_end_the_text_read():
 
 
 @pytest.mark.parametrize("line", [b"b SELECT &Jjo", b'b LIST "" &Jjo', b"b SELECT &AOk",
+                                  b"b SELECT &AOkx",  # unterminated, though "AOk" is base64
                                   b"b SELECT &AOkA6Q!!!!-"])  # (base64 with stray characters)
 def test_a_folder_name_that_is_not_modified_utf7_is_refused_with_a_hint(client, line):
     reply = client.cmd(line)
