@@ -98,6 +98,8 @@ def test_a_started_lab_loads_certificates_but_the_webmail_only_when_a_browser_co
     modules = modules_after(STARTED_LAB, {"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert loaded(modules, "maillab.certificates") and loaded(modules, "maillab.imap")
     assert loaded(modules, "cryptography"), "the first lab of a user makes the CA and keys"
+    # IMAP's FETCH and SEARCH (and the email package they bring) load with the first of them
+    assert loaded(modules, "maillab.imap.fetch") == loaded(modules, "maillab.imap.search") == []
     assert loaded(modules, "aiohttp") and loaded(modules, "maillab.webmail.app")
     # The certificates are written out by maillab.tls: no x509 module (about 20 ms to import).
     assert loaded(modules, "cryptography.x509") == [] and loaded(modules, "trustme") == []
