@@ -410,3 +410,34 @@ def test_expunged_messages_leave_the_keyword_file(alice):
     inbox.expunge([gone])
     saved = json.loads((inbox.path / "maillab-keywords.json").read_text())
     assert saved["uids"] == {str(keep): ["$Keep"]}
+
+
+# ----------------------------------------------------------------------------- files changed by hand
+
+def test_files_changed_by_hand_show_in_a_selected_session(store, alice):
+    """A learner renames, deletes and copies message files in a terminal; a client that has
+    the folder selected hears of each at its next command, as of any other change."""
+    from maillab.imap.testing import SAMPLES
+    from maillab.net import ServerContext
+    from maillab.transcript import Recorder
+    from test_imap_core import Client
+    inbox = alice.folder("INBOX")
+    for sample in SAMPLES[:4]:
+        inbox.deliver(sample)
+    session = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com"))
+    session.cmd("a LOGIN alice pw")
+    session.cmd("a SELECT INBOX")
+    first, second, third, _ = inbox.messages()
+    os.rename(first.path, str(first.path).rsplit(":2,", 1)[0] + ":2,F")  # flagged by hand
+    assert session.cmd("a NOOP") == (b"* 1 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
+                                     b"a OK NOOP completed\r\n")
+    os.remove(second.path)
+    assert session.cmd("a NOOP") == b"* 2 EXPUNGE\r\na OK NOOP completed\r\n"
+    name = third.name.replace(third.name.split(".", 1)[0], "9" * 17, 1)  # same UID, later name
+    with open(os.path.join(inbox.path, "cur", name), "wb") as copy:
+        copy.write(third.path.read_bytes())
+    assert session.cmd("a NOOP") == b"* 4 EXISTS\r\n* 3 RECENT\r\na OK NOOP completed\r\n"
+    uids = session.cmd("a FETCH 1:* UID")
+    assert b"* 2 FETCH (UID 3)\r\n" in uids  # the first file keeps its UID; the copy got a new one
+    assert b"* 4 FETCH (UID 5)\r\n" in uids
+    assert session.cmd("a NOOP") == b"a OK NOOP completed\r\n"  # and nothing more to tell
