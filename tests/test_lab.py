@@ -285,3 +285,28 @@ def test_server_thread_logs_go_to_the_lab_log_not_to_the_cell():
     assert "a task of the lab's loop failed" in log  # asyncio's report, kept by the lab
     # A kernel shows the process's stderr in the running cell: only the notebook's own record.
     assert done.stderr.strip() == "from the notebook's own thread", done.stderr
+
+
+def test_a_lab_gives_memory_back_once_it_goes_quiet_after_traffic(monkeypatch):
+    """After a burst of sessions glibc keeps the freed memory (RSS stays at the peak): the lab
+    hands it back once its servers have been quiet for a whole check period, and only after
+    traffic (an idle lab does nothing)."""
+    from maillab import lab as lab_module
+
+    calls = []
+    monkeypatch.setattr(lab_module, "QUIET_CHECK", 0.1)
+    monkeypatch.setattr(lab_module, "release_free_memory", lambda: calls.append(time.time()))
+    lab = maillab.start(ports="any")
+    try:
+        time.sleep(0.6)
+        assert calls == []  # idle since its start
+        with smtplib.SMTP("127.0.0.1", lab.smtp_port, timeout=10) as client:
+            client.noop()
+        deadline = time.time() + 10
+        while not calls and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(calls) == 1
+        time.sleep(0.6)
+        assert len(calls) == 1  # quiet ever since: nothing more to give back
+    finally:
+        lab.stop()
