@@ -282,3 +282,30 @@ def test_a_fetch_from_the_index_stopped_at_the_limit_says_how_many_megabytes(ali
     monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", 1 << 20)
     assert alice.cmd("b FETCH 1:* ENVELOPE").endswith(
         b"b NO [LIMIT] FETCH stopped after 1 MB; ask for fewer messages at a time\r\n")
+
+
+def test_a_copy_that_fails_half_way_leaves_the_destination_as_it_was(alice, store, monkeypatch):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    inbox = store.account("alice").folder("INBOX")
+    copy_to, calls = type(inbox).copy_to, []
+
+    def copy_then_fail(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("disk on fire")
+        return copy_to(self, *args, **kwargs)
+    monkeypatch.setattr(type(inbox), "copy_to", copy_then_fail)
+    reply = alice.cmd("a COPY 1:3 Trash")
+    assert reply.startswith(b"a NO ") and b"disk on fire" not in reply  # RFC 3501 6.4.7
+    assert len(store.account("alice").folder("Trash")) == 0  # the first copy taken back
+    monkeypatch.undo()
+    assert alice.cmd("b MOVE 1 Trash").endswith(b"b OK MOVE completed\r\n")
+
+
+def test_a_fetch_of_flags_alone_stops_at_the_limit_too(alice, store, monkeypatch):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", 40)  # less than the five FLAGS lines
+    assert alice.cmd("b FETCH 1:* FLAGS").endswith(
+        b"b NO [LIMIT] FETCH stopped after 0 MB; ask for fewer messages at a time\r\n")
