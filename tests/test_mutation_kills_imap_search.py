@@ -5,7 +5,9 @@ through."""
 
 from __future__ import annotations
 
+import base64
 import calendar
+import tempfile
 
 import pytest
 
@@ -114,3 +116,37 @@ def test_header_and_body_keys_decode_and_fold_case():
 def test_an_unknown_node_is_a_bug_not_a_match():
     with pytest.raises(ValueError):
         matches(("nonsense",), context())
+
+
+# ----------------------------------------------------------------------------- the raw-bytes shortcut
+
+def _mixed(second_part: bytes) -> bytes:
+    return (b"From: a@example.com\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nnothing to see\r\n"
+            b"--b\r\n" + second_part + b"\r\n--b--\r\n")
+
+
+@pytest.mark.parametrize("second_part", [
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.b64encode(b"hello wonderland\r\n"),  # base64 text: decoded first
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
+    b"\r\n\r\nhello wonder=\r\nland\r\n",  # a soft line break inside the word
+    b"Content-Type: TEXT/PLAIN; charset=koi8-r\r\n\r\nhello wonderland\r\n",
+], ids=["base64", "quoted-printable", "other-charset"])
+def test_body_search_finds_words_that_only_decoding_shows(second_part):
+    from maillab.net import ServerContext
+    from maillab.store import Store
+    from maillab.transcript import Recorder
+    from test_imap_core import Client
+    with tempfile.TemporaryDirectory() as root:
+        store = Store(root + "/store", hash_n=2**10)
+        store.add_account("alice", "alice-pw", "example.com")
+        store.account("alice").folder("INBOX").deliver(_mixed(second_part))
+        client = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com"))
+        client.login()
+        client.cmd("a SELECT INBOX")
+        assert client.cmd("a SEARCH BODY wonderland") == (b"* SEARCH 1\r\n"
+                                                          b"a OK SEARCH completed\r\n")
+        assert client.cmd("a SEARCH BODY elsewhere") == b"* SEARCH\r\na OK SEARCH completed\r\n"
+        store.close()
