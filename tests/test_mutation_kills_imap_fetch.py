@@ -53,6 +53,12 @@ def test_comments_and_quoted_strings_in_a_content_type(value, params):
     (b"<@example.com>", [(None, None, b"MISSING_MAILBOX", b"example.com")]),
     (b"a@[192.0.2.1]", [(None, None, b"a", b"[192.0.2.1]")]),  # a domain literal
     (b"a@[192.0.2.1", [(None, None, b"a", b"[192.0.2.1")]),  # without its ]
+    # dots in a display name (obs-phrase) keep the spaces the header had, as Dovecot 2.3 does
+    # (before: "John Q.Public")
+    (b"John Q. Public <jqp@example.com>", [(b"John Q. Public", None, b"jqp", b"example.com")]),
+    (b"Joe Q.Public <a@b.example>", [(b"Joe Q.Public", None, b"a", b"b.example")]),
+    (b"Mr. . Smith <s@x.example>", [(b"Mr. . Smith", None, b"s", b"x.example")]),
+    (b"john. q@example.com", [(None, None, b"john.q", b"example.com")]),  # addr-spec: no space
 ])
 def test_addresses_as_envelope_gives_them(value, addresses):
     assert fetchmod.parse_addresses(value) == addresses

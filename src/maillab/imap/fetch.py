@@ -320,7 +320,9 @@ _ADDR_SPECIALS = b'()<>@,;:\\".[]'
 
 
 def _addr_tokens(value: bytes):
-    """Tokens for RFC 5322 address lists: (kind, text); kinds a(tom) q(uoted) c(omment) s(pecial) d(omain literal)."""
+    """Tokens for RFC 5322 address lists: (kind, text); kinds a(tom) q(uoted) c(omment) s(pecial)
+    d(omain literal), and p for a "." followed by white space (obs-phrase: a display name such
+    as "John Q. Public"; in an addr-spec the space is dropped, as before)."""
     i, n = 0, len(value)
     out = []
     while i < n:
@@ -364,6 +366,9 @@ def _addr_tokens(value: bytes):
             j = n if j < 0 else j + 1
             out.append(("d", value[i:j]))
             i = j
+        elif c == 0x2E and i + 1 < n and value[i + 1] in b" \t\r\n":
+            out.append(("p", b"."))  # a dot that a space follows: "John Q. Public" keeps it
+            i += 1
         elif c in _ADDR_SPECIALS:
             out.append(("s", bytes([c])))
             i += 1
@@ -377,14 +382,24 @@ def _addr_tokens(value: bytes):
 
 
 def _phrase(toks) -> bytes | None:
-    words = [t[1] for t in toks if t[0] in "aq" or (t[0] == "s" and t[1] == b".")]
+    """A display name from its words: one space between words, none before a dot, and after a
+    dot only where the header had one ("John Q. Public", "Q.Public")."""
+    words = [t for t in toks if t[0] in "aqp" or t == ("s", b".")]
     if not words:
         return None
     out = bytearray()
-    for w in words:
-        if out and w != b"." and not out.endswith(b"."):
+    glued = True  # the next word follows without a space (at the start, after "Q.")
+    for kind, text in words:
+        if kind in "sp":
+            if not glued and out.endswith(b"."):  # "Mr. . Smith", as Dovecot keeps it
+                out += b" "
+            out += text
+            glued = kind == "s"
+            continue
+        if not glued:
             out += b" "
-        out += w
+        out += text
+        glued = False
     return bytes(out)
 
 
