@@ -150,6 +150,28 @@ def test_postmaster_without_a_domain_is_this_domains_postmaster(lab, raw):
     assert [m for m in lab.mailbox("bob") if m.subject == "to the postmaster"] == []
 
 
+def test_postmaster_is_taken_for_every_domain_even_with_no_such_address():
+    """RFC 5321 4.5.1: every domain takes mail for postmaster. With no account holding that
+    address it goes to the domain's first account (alice: the lab's administrator of
+    example.com); before, 'RCPT TO:<postmaster@example.com>' was 550 no such user."""
+    import smtplib
+
+    import maillab
+
+    with maillab.MailLab(ports="any") as own:  # its own lab: the file's lab has a postmaster
+        assert own.store.find_address("postmaster@example.com") is None
+        with smtplib.SMTP("127.0.0.1", own.smtp_port, timeout=10) as client:
+            client.ehlo("me")
+            client.mail("x@elsewhere.example")
+            assert client.rcpt("postmaster@EXAMPLE.com")[0] == 250
+            assert client.rcpt("Postmaster")[0] == 250
+            assert client.rcpt("postmaster@example.net")[0] == 554  # another domain: a relay
+            assert client.data(b"Subject: for whoever runs example.com\r\n\r\nx\r\n")[0] == 250
+        got = [m for m in own.mailbox("alice") if m.subject == "for whoever runs example.com"]
+        assert len(got) == 1  # two names of one mailbox: one copy
+        assert own.store.authenticate("postmaster@example.com", "wonderland") is None  # no login
+
+
 def test_the_last_message_an_inbox_has_room_for_is_taken(lab, raw, monkeypatch):
     lab.store.add_account("dora", "pw", "example.com", ["dora@example.com"])
     monkeypatch.setattr(lab.store, "max_messages", 1)  # room for exactly one more

@@ -244,7 +244,7 @@ class DeliveryHandler:
             return malformed(address)
         domain = domain.lower()
         if domain == self.ctx.domain:
-            account = self.store.find_address(address)
+            account = self.store.find_recipient(address)
             if account is None:
                 return (f"550 5.1.1 <{address}>: " + _("no such user here") + f" ({_('hint')}: " +
                         _("check the spelling; lab.accounts lists every address") + ")")
@@ -295,7 +295,7 @@ class DeliveryHandler:
                         f" ({_('hint')}: " + _("try again in a moment") + ")")
         delivered_to = set()
         for rcpt in local:
-            acct = self.store.find_address(rcpt)
+            acct = self.store.find_recipient(rcpt)
             if acct is None or acct.login in delivered_to:
                 continue
             delivered_to.add(acct.login)

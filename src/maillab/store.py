@@ -1262,6 +1262,19 @@ class Store:
                     return acct
         return None
 
+    def find_recipient(self, address: str) -> Account | None:
+        """The account that mail to ``address`` goes to: the address's own, else, for
+        postmaster@domain (which every mail domain must take, RFC 5321 4.5.1), the domain's
+        first account, its administrator in the lab. Logins never use this alias."""
+        found = self.find_address(address)
+        if found is not None:
+            return found
+        local, _at, domain = address.strip().strip("<>").lower().rpartition("@")
+        if local != "postmaster":
+            return None
+        with self.lock:
+            return next((a for a in self._accounts.values() if a.domain == domain), None)
+
     def domains(self) -> set[str]:
         with self.lock:
             return {a.domain for a in self._accounts.values()}
