@@ -12,9 +12,12 @@ removes an entry only after the next hop said ``250`` for it. So:
   :data:`RETRY_DELAYS`; a permanent one (5xx), or a temporary one that outlives every retry,
   comes back to the sender as a delivery status notification (a "bounce", RFC 3464) in their
   INBOX. Mail from the null sender ``<>`` (itself a bounce) never bounces: it is logged.
-* exactly once, as far as SMTP allows: if the process dies after the next hop stored a message
-  but before this side removed its entry, the message is sent again after the restart (the
-  duplicate window of RFC 5321 6.1, here a fraction of a millisecond).
+* exactly once: if the process dies after the next hop stored a message but before this side
+  removed its entry (the duplicate window of RFC 5321 6.1, a fraction of a millisecond), the
+  restart finds it: a next hop that is one of the lab's own domains has stored it in the
+  recipient's INBOX with this entry's queue id in its ``Received:`` trace, so that recipient is
+  dropped from the entry instead of getting a second copy. (A next hop outside the lab, such as
+  a learner's own server, gets it again, as SMTP allows.)
 
 An entry is one file: a line of JSON (sender, recipients, next hop's domain) followed by the
 message. Its name carries the attempts so far and the time of the next one
@@ -222,12 +225,49 @@ class Router:
     def start(self) -> None:
         """Take up what an earlier run left in the queue, and start handing entries on."""
         now = time.time()
-        for msg in self.queue.load():
+        left = self.queue.load()
+        arrived = self._arrived_already(left)
+        for msg in left:
+            done = [r for r in msg.rcpt_tos if (r.lower(), msg.queue_id) in arrived]
+            if done:
+                log.warning("queued message %s had reached %s before the lab stopped (its "
+                            "entry outlived the 250): not sent again", msg.queue_id, ", ".join(done))
+                rest = [r for r in msg.rcpt_tos if r not in done]
+                try:
+                    if not rest:
+                        self.queue.remove(msg)
+                        continue
+                    self._replace_entry(msg, rest)
+                except OSError as e:
+                    log.error("could not update queue entry %s: %s", msg.queue_id, e)
             msg.next_try = min(msg.next_try, now)  # a restart is a reason to try again at once
             self._add(msg)
         if self._pending:
             log.warning("%d queued message(s) from an earlier run will be relayed", len(self._pending))
         self._task = self.loop.create_task(self._run())
+
+    def _arrived_already(self, entries: list[QueuedMessage]) -> set[tuple[str, str]]:
+        """(recipient, queue id) of the left-over ``entries`` whose recipient's INBOX in this
+        lab's store already holds a message with that queue id in a Received: line. Only files
+        written since the oldest entry are read (their header section only)."""
+        if self.store is None or not entries:
+            return set()
+        wanted: dict[str, tuple] = {}  # login -> (account, queue ids, recipients)
+        for msg in entries:
+            for rcpt in msg.rcpt_tos:
+                account = self.store.find_recipient(rcpt)
+                if account is not None:
+                    _acct, ids, rcpts = wanted.setdefault(account.login, (account, set(), []))
+                    ids.add(msg.queue_id)
+                    rcpts.append((rcpt.lower(), msg.queue_id))
+        if not wanted:
+            return set()
+        since = min(_mtime(m.path) for m in entries) - 2.0  # clock steps between the two files
+        found: set[tuple[str, str]] = set()
+        for account, ids, rcpts in wanted.values():
+            seen = _received_ids(account.folder("INBOX").path, since) & ids
+            found.update((r, q) for r, q in rcpts if q in seen)
+        return found
 
     def pending(self) -> list[QueuedMessage]:
         """The messages still in the queue (being sent, due, or waiting for a retry)."""
@@ -494,6 +534,37 @@ class Router:
                 pass
         account.folder("INBOX").deliver(delivery_status_notification(
             msg, errors, f"mail.{account.domain}", headers))
+
+
+def _mtime(path: Path | None) -> float:
+    try:
+        return os.stat(path).st_mtime if path is not None else time.time()
+    except OSError:
+        return time.time()
+
+
+_RECEIVED_ID = re.compile(rb"\bid ([A-Za-z0-9]+)")
+
+
+def _received_ids(folder: Path, since: float) -> set[str]:
+    """The queue ids named by ``id ...`` in the header sections of a Maildir folder's messages
+    written at or after ``since``."""
+    ids: set[str] = set()
+    for sub in ("new", "cur"):
+        try:
+            files = list(os.scandir(os.path.join(folder, sub)))
+        except OSError:
+            continue
+        for entry in files:
+            try:
+                if entry.stat().st_mtime < since:
+                    continue
+                with open(entry.path, "rb") as f:
+                    head = f.read(65536).split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
+            except OSError:
+                continue
+            ids.update(m.decode() for m in _RECEIVED_ID.findall(head))
+    return ids
 
 
 def _quit(client: smtplib.SMTP) -> None:
