@@ -441,3 +441,170 @@ def test_files_changed_by_hand_show_in_a_selected_session(store, alice):
     assert b"* 2 FETCH (UID 3)\r\n" in uids  # the first file keeps its UID; the copy got a new one
     assert b"* 4 FETCH (UID 5)\r\n" in uids
     assert session.cmd("a NOOP") == b"a OK NOOP completed\r\n"  # and nothing more to tell
+
+
+# ----------------------------------------------------------------------------- the saved listing
+
+def aged(folder) -> None:
+    """Make cur/ and new/ look unchanged for ten seconds (a listing of them is then trusted)."""
+    import time
+    then = time.time_ns() - 10_000_000_000 + 123_456  # not a whole second: the fine clock tick
+    for d in ("cur", "new"):
+        os.utime(folder.path / d, ns=(then, then))
+
+
+def session_on(store):
+    from maillab.net import ServerContext
+    from maillab.transcript import Recorder
+    from test_imap_core import Client
+    session = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com"))
+    assert b"a OK" in session.cmd("a LOGIN alice pw")
+    return session
+
+
+@pytest.fixture
+def listed(store, alice, monkeypatch):
+    """INBOX with three messages, all in cur/, the first \\Seen with the keyword $Work, saved
+    as a listing when the store closed; (paths of the files, the store reopened)."""
+    monkeypatch.setattr("maillab.store.LISTING_WORTH", 1)  # (a listing is saved from 1000 on)
+    inbox = alice.folder()
+    for i in range(3):
+        inbox.deliver(b"Subject: %d\n\nx\n" % i)
+    inbox.claim_recent()
+    inbox.store_flags(1, {"\\Seen", "$Work"}, "add")
+    paths = [m.path for m in inbox.messages()]
+    aged(inbox)
+    store.close()
+    assert (inbox.path / "maillab-listing").exists()
+    again = reopened(store)
+    yield paths, again
+    again.close()
+
+
+def test_the_first_select_after_a_restart_is_answered_from_the_saved_listing(listed):
+    paths, again = listed
+    inbox = again.account("alice").folder()
+    # UIDNEXT is past the UIDs listed (the UID file still says 1: deliveries do not save it)
+    assert inbox.uidnext == 4
+    assert inbox.defined_keywords() == ["$Work"]
+    assert inbox.uids() == [1, 2, 3] and inbox.first_unseen() == 2
+    session = session_on(again)
+    out = session.cmd("a SELECT INBOX")
+    assert b"* 3 EXISTS\r\n" in out and b"[UNSEEN 2]" in out and b"[UIDNEXT 4]" in out
+    assert b"$Work" in out.split(b"FLAGS (", 1)[1].split(b")", 1)[0]
+    os.remove(paths[1])  # the second message deleted in a terminal
+    assert session.cmd("a NOOP") == b"* 2 EXPUNGE\r\na OK NOOP completed\r\n"
+    assert session.cmd("a UID FETCH 1:* FLAGS") == (
+        b"* 1 FETCH (UID 1 FLAGS (\\Seen $Work))\r\n* 2 FETCH (UID 3 FLAGS ())\r\n"
+        b"a OK UID FETCH completed\r\n")
+
+
+def test_a_listing_saved_before_a_change_by_hand_is_not_believed(listed):
+    paths, again = listed
+    os.remove(paths[1])
+    inbox = again.account("alice").folder()
+    assert inbox.uids() == [1, 3]
+    assert [m.uid for m in inbox.messages()] == [1, 3]
+
+
+def test_without_a_listing_uidnext_and_keywords_come_from_the_files(listed):
+    paths, again = listed
+    again.close()
+    os.remove(paths[0].parent.parent / "maillab-listing")
+    inbox = reopened(again).account("alice").folder()
+    assert inbox.defined_keywords() == ["$Work"]
+    assert inbox.uidnext == 4
+
+
+def test_the_first_unseen_of_an_all_seen_listing_is_none(store, alice, monkeypatch):
+    monkeypatch.setattr("maillab.store.LISTING_WORTH", 1)
+    inbox = alice.folder()
+    inbox.deliver(b"Subject: 1\n\nx\n", flags={"\\Seen"})
+    inbox.claim_recent()
+    aged(inbox)
+    store.close()
+    again = reopened(store)
+    assert again.account("alice").folder().first_unseen() is None
+    out = session_on(again).cmd("a SELECT INBOX")
+    assert b"* 1 EXISTS\r\n" in out and b"UNSEEN" not in out
+    again.close()
+
+
+# ----------------------------------------------------------------------------- more changes by hand
+
+def test_files_added_to_and_removed_from_new_by_hand_are_noticed(alice):
+    inbox = alice.folder()
+    first, second = (inbox.deliver(b"Subject: %d\n\nx\n" % i) for i in range(2))
+    assert first.recent and second.recent
+    os.remove(first.path)  # from new/
+    assert [m.uid for m in inbox.messages()] == [2]
+    (inbox.path / "new" / "dropped.eml").write_bytes(b"Subject: by hand\n\nhi\n")
+    got = inbox.messages()
+    assert [(m.uid, m.recent) for m in got] == [(2, True), (3, True)]
+    assert inbox.read(3) == b"Subject: by hand\r\n\r\nhi\r\n"
+
+
+def test_a_file_of_ours_with_a_new_uid_put_back_by_hand_is_announced(store, alice):
+    inbox = alice.folder()
+    for i in range(2):
+        inbox.deliver(b"Subject: %d\n\nx\n" % i)
+    session = session_on(store)
+    session.cmd("a SELECT INBOX")
+    name = "1700000000.M1P1.example,U=7,W=14:2,S"
+    (inbox.path / "cur" / name).write_bytes(b"Subject: 7\n\nx\n")
+    assert session.cmd("a NOOP") == b"* 3 EXISTS\r\n* 2 RECENT\r\na OK NOOP completed\r\n"
+    assert session.cmd("a FETCH 3 (UID FLAGS)") == (b"* 3 FETCH (UID 7 FLAGS (\\Seen))\r\n"
+                                                    b"a OK FETCH completed\r\n")
+
+
+def test_a_name_of_ours_with_its_parts_in_another_order_keeps_its_uid(store, alice):
+    inbox = alice.folder()
+    inbox.deliver(b"Subject: 1\n\nx\n")
+    (inbox.path / "cur" / "1700000000.M1P1.example,W=14,U=5:2,S").write_bytes(b"Subject: 5\n\nx\n")
+    inbox = reopened(store).account("alice").folder()
+    assert [(m.uid, m.flags) for m in inbox.messages()] == [(1, frozenset()),
+                                                            (5, {"\\Seen"})]
+
+
+def test_a_file_name_with_a_line_end_is_read_whole(store, alice):
+    inbox = alice.folder()
+    (inbox.path / "cur" / "junk\n1700000000.M1P1.example,U=7,W=3:2,").write_bytes(b"hi\n")
+    inbox = reopened(store).account("alice").folder()
+    [only] = inbox.messages()
+    assert only.uid == 7 and inbox.read(7) == b"hi\r\n"  # the file as it is named
+
+
+def test_of_two_files_with_one_uid_the_earlier_name_keeps_it(store, alice):
+    """A copy of a message file (a learner's backup) carries the original's UID: the file whose
+    name sorts first (names start with the delivery time) keeps it, wherever each lies."""
+    inbox = alice.folder()
+    (inbox.path / "cur" / "1700000009.M1P1.example,U=1,W=7:2,").write_bytes(b"later\n\n")
+    (inbox.path / "new" / "1700000001.M1P1.example,U=1,W=9").write_bytes(b"earlier\n\n")
+    inbox = reopened(store).account("alice").folder()
+    assert [m.uid for m in inbox.messages()] == [1, 2]
+    assert inbox.read(1) == b"earlier\r\n\r\n" and inbox.read(2) == b"later\r\n\r\n"
+
+
+def test_another_file_under_the_same_uid_brings_its_own_date(alice):
+    inbox = alice.folder()
+    info = inbox.deliver(b"Subject: 1\n\nx\n", internaldate=1_600_000_000)
+    assert inbox.get(1).internaldate == 1_600_000_000
+    other = inbox.path / "cur" / "1700000000.M9P9.example,U=1,W=14:2,S"
+    os.rename(info.path, other)
+    os.utime(other, (1_700_000_000, 1_700_000_000))
+    assert [(m.uid, m.flags) for m in inbox.messages()] == [(1, {"\\Seen"})]
+    assert inbox.get(1).internaldate == 1_700_000_000
+
+
+def test_a_folder_whose_directories_were_removed_by_hand_is_empty(store, alice):
+    import shutil
+    folder = alice.create_folder("Projects")
+    folder.deliver(b"Subject: 1\n\nx\n")
+    shutil.rmtree(folder.path / "new")
+    assert folder.messages() == []
+    other = alice.create_folder("Other")
+    other.deliver(b"Subject: 1\n\nx\n")
+    session = session_on(store)
+    assert b"* 1 EXISTS" in session.cmd("a SELECT Other")
+    shutil.rmtree(other.path)
+    assert session.cmd("a NOOP") == b"* 1 EXPUNGE\r\na OK NOOP completed\r\n"
