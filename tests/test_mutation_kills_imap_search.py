@@ -133,7 +133,11 @@ def _mixed(second_part: bytes) -> bytes:
     b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
     b"\r\n\r\nhello wonder=\r\nland\r\n",  # a soft line break inside the word
     b"Content-Type: TEXT/PLAIN; charset=koi8-r\r\n\r\nhello wonderland\r\n",
-], ids=["base64", "quoted-printable", "other-charset"])
+    b"Content-Type: plaintext\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.b64encode(b"hello wonderland\r\n"),  # no "/": the email package reads text/plain
+    b"Content-Type: application/octet-stream/x\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.b64encode(b"hello wonderland\r\n"),  # two "/": text/plain to the email package
+], ids=["base64", "quoted-printable", "other-charset", "type-without-slash", "type-with-two-slashes"])
 def test_body_search_finds_words_that_only_decoding_shows(second_part):
     from maillab.net import ServerContext
     from maillab.store import Store
@@ -150,3 +154,135 @@ def test_body_search_finds_words_that_only_decoding_shows(second_part):
                                                           b"a OK SEARCH completed\r\n")
         assert client.cmd("a SEARCH BODY elsewhere") == b"* SEARCH\r\na OK SEARCH completed\r\n"
         store.close()
+
+
+# ----------------------------------------------------------------------------- the folder index's shortcuts
+# Messages stored with LF line ends (as the store keeps them), searched over IMAP or through
+# search_folder; the index row ("plain") is made at the first search, as in a server.
+
+TRANSPARENT = (b"From: a@example.com\r\nSubject: plain\r\nX-Note: hi there\r\n\r\n"
+               b"Meet me in wonderland.\r\n")
+
+
+@pytest.fixture
+def inbox(tmp_path):
+    from maillab.store import Store
+    store = Store(str(tmp_path / "store"), hash_n=2**10)
+    store.add_account("alice", "alice-pw", "example.com")
+    yield store, store.account("alice").folder("INBOX")
+    store.close()
+
+
+def imap(store):
+    from maillab.net import ServerContext
+    from maillab.transcript import Recorder
+    from test_imap_core import Client
+    client = Client(ServerContext(store, Recorder(), "mail.example.com", "example.com")).login()
+    assert b"a OK" in client.cmd("a SELECT INBOX")
+    return client
+
+
+def search_answer(client, keys: bytes) -> bytes:
+    out = client.cmd(b"a SEARCH " + keys)
+    assert out.endswith(b"a OK SEARCH completed\r\n"), out
+    return out.split(b"\r\n")[0]
+
+
+def run_search(folder, keys: str, uids: list[int]) -> list:
+    """search_folder to its end (a server's session would send its yields on)."""
+    from maillab.imap.search import search_folder
+    steps = search_folder(parse(keys), folder, uids, set())
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def test_a_search_text_with_a_bare_cr_is_looked_for_in_the_crlf_text(inbox):
+    # The message's text has CRLF line ends; its file has LF. A literal search text ending in CR
+    # ("wonderland.\r") is in the text, so the raw-bytes pre-filter must not answer for it.
+    store, folder = inbox
+    folder.deliver(TRANSPARENT)
+    client = imap(store)
+    assert client.cmd(b"a SEARCH BODY {12}").startswith(b"+ ")
+    assert client.send(b"wonderland.\r\r\n") == b"* SEARCH 1\r\na OK SEARCH completed\r\n"
+    assert client.cmd(b"a SEARCH TEXT {13}").startswith(b"+ ")
+    assert client.send(b"wonderland.\rx\r\n") == b"* SEARCH\r\na OK SEARCH completed\r\n"
+
+
+def test_body_after_an_unindexed_header_key_still_finds_the_word(inbox):
+    # X-Note is not in the folder index: the first key reads the message, and the BODY key then
+    # pre-filters on the bytes already read. Twice: the second search has the learned ranges.
+    store, folder = inbox
+    folder.deliver(TRANSPARENT)
+    folder.deliver(TRANSPARENT.replace(b"wonderland", b"elsewhere"))
+    client = imap(store)
+    for _ in range(2):
+        assert search_answer(client, b"HEADER X-Note hi BODY wonderland") == b"* SEARCH 1"
+        assert search_answer(client, b"HEADER X-Note hi TEXT WONDERLAND") == b"* SEARCH 1"
+        assert search_answer(client, b"HEADER X-Note hi BODY nowhere") == b"* SEARCH"
+
+
+def test_body_finds_a_word_inside_a_message_nested_past_max_depth(inbox):
+    # Past MAX_DEPTH nested message/rfc822 parts (and with more than FEW_PARTS "message/" in it,
+    # so that the search cuts the message itself), the innermost part is one entity whose body
+    # is searched as written: the word in it is still found.
+    from maillab.imap.fetch import MAX_DEPTH
+    from maillab.imap.search import FEW_PARTS
+    store, folder = inbox
+    inner = b"From: c@example.com\r\nSubject: deep\r\n\r\nhidden treasure\r\n"
+    for _ in range(MAX_DEPTH + 10):
+        inner = (b"From: b@example.com\r\nContent-Type: message/rfc822\r\n\r\n" + inner)
+    pad = b"X-Pad: " + b"message/ " * FEW_PARTS + b"\r\n"
+    folder.deliver(pad + inner)
+    client = imap(store)
+    assert search_answer(client, b"BODY treasure") == b"* SEARCH 1"
+    assert search_answer(client, b"BODY nowhere") == b"* SEARCH"
+
+
+def test_a_message_expunged_while_searched_is_left_out(inbox, monkeypatch):
+    # Another session expunges message 1 after the search looked the batch up, before it reads
+    # the file: the search goes on and answers for the rest.
+    _store, folder = inbox
+    uids = [folder.deliver(TRANSPARENT).uid for _ in range(3)]
+    real_lookup = folder.lookup
+
+    def lookup_then_expunge(chunk):
+        got = real_lookup(chunk)
+        folder.expunge([uids[0]])
+        return got
+    monkeypatch.setattr(folder, "lookup", lookup_then_expunge)
+    assert run_search(folder, "BODY wonderland", uids) == [(2, uids[1]), (3, uids[2])]
+
+
+def test_a_file_renamed_while_searched_is_read_under_its_new_name(inbox, monkeypatch):
+    # Another session flags the message between the search taking the file's name and opening
+    # it (the file moves from new/ to cur/): the search reads it from the folder instead.
+    from maillab.imap import search
+    _store, folder = inbox
+    uids = [folder.deliver(TRANSPARENT).uid, folder.deliver(TRANSPARENT).uid]
+    moved = []
+
+    def open_as_the_flags_change(path, *args, **kw):
+        if not moved:
+            moved.append(path)
+            folder.store_flags(uids[0], {"\\Flagged"}, "add")
+        return open(path, *args, **kw)
+    monkeypatch.setattr(search, "open", open_as_the_flags_change, raising=False)
+    assert run_search(folder, "BODY wonderland", uids) == [(1, uids[0]), (2, uids[1])]
+    assert moved, "the search did not open the message's file"
+
+
+def test_a_search_answers_when_the_index_cannot_record_what_it_learned(inbox, monkeypatch):
+    import sqlite3
+    _store, folder = inbox
+    uids = [folder.deliver(TRANSPARENT).uid]
+    calls = []
+
+    def failing_note(rows):
+        calls.append(rows)
+        raise sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(folder, "note_plain", failing_note)
+    assert run_search(folder, "BODY wonderland", uids) == [(1, uids[0])]
+    assert calls, "the search learned nothing to record"
