@@ -510,8 +510,10 @@ def test_a_listing_saved_before_a_change_by_hand_is_not_believed(listed):
 def test_without_a_listing_uidnext_and_keywords_come_from_the_files(listed):
     paths, again = listed
     again.close()
-    os.remove(paths[0].parent.parent / "maillab-listing")
+    listing = paths[0].parent.parent / "maillab-listing"
+    os.remove(listing)
     assert reopened(again).account("alice").folder().uidnext == 4  # (the UID file says 1)
+    os.remove(listing)  # (saved again by that first look)
     assert reopened(again).account("alice").folder().defined_keywords() == ["$Work"]
 
 
@@ -708,3 +710,32 @@ def test_a_listing_that_cannot_be_written_does_not_stop_the_store_closing(store,
     assert not (inbox.path / "maillab-listing").exists()
     (inbox.path / "maillab-listing.tmp").rmdir()
     assert [m.uid for m in reopened(store).account("alice").folder().messages()] == [1]
+
+
+def test_without_sqlite3_descriptions_are_worked_out_from_the_files(alice, monkeypatch):
+    def no_sqlite(*args):
+        raise ImportError("a Python built without sqlite3")
+    monkeypatch.setattr("maillab.index.FolderIndex", no_sqlite)
+    inbox = alice.folder()
+    uid = inbox.deliver(b"Subject: hello\n\nx\n").uid
+    assert inbox.described([uid], ("h_subject",)) == {uid: ("hello",)}
+    assert inbox.described([uid], ("h_subject",)) == {uid: ("hello",)}
+
+
+def test_a_message_removed_by_hand_has_no_description(alice):
+    inbox = alice.folder()
+    info = inbox.deliver(b"Subject: hello\n\nx\n")
+    assert len(inbox) == 1
+    os.remove(info.path)
+    assert inbox.described([info.uid], ("h_subject",)) == {}
+    inbox.close_index()
+
+
+def test_keywords_stored_in_a_folder_removed_by_hand_are_no_error(alice):
+    import shutil
+    folder = alice.create_folder("Projects")
+    uid = folder.deliver(b"Subject: 1\n\nx\n").uid
+    assert len(folder) == 1
+    shutil.rmtree(folder.path)
+    assert folder.store_flags(uid, {"$Later"}, "add") == {"$Later"}  # (not saved: nowhere to)
+    assert len(folder) == 0
