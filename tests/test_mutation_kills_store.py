@@ -739,3 +739,16 @@ def test_keywords_stored_in_a_folder_removed_by_hand_are_no_error(alice):
     shutil.rmtree(folder.path)
     assert folder.store_flags(uid, {"$Later"}, "add") == {"$Later"}  # (not saved: nowhere to)
     assert len(folder) == 0
+
+
+def test_a_broken_listener_loses_no_mail_and_others_still_hear(alice):
+    inbox = alice.folder()
+    heard = []
+
+    def broken(change):
+        raise RuntimeError("a session that went away badly")
+    inbox.subscribe(broken)
+    inbox.subscribe(heard.append)
+    info = inbox.deliver(b"Subject: 1\n\nx\n")
+    assert [(c.kind, c.uid) for c in heard] == [("exists", info.uid)]
+    assert inbox.read(info.uid) == b"Subject: 1\r\n\r\nx\r\n"
