@@ -340,6 +340,15 @@ def test_body_of_a_message_part_in_a_long_message_is_its_decoded_text(inbox):
     assert search_answer(client, b"BODY aGVsbG8gd29uZGVy") == b"* SEARCH"
 
 
+
+def test_a_search_over_several_batches_tests_every_message(inbox):
+    # search_folder reads the index 256 messages at a time: none at a batch's edge is skipped.
+    _store, folder = inbox
+    uids = [folder.deliver(b"Subject: n%d\r\n\r\nx\r\n" % i).uid for i in range(300)]
+    assert run_search(folder, "ALL", uids) == list(zip(range(1, 301), uids))
+    assert run_search(folder, "SUBJECT n256", uids) == [(257, uids[256])]
+
+
 # ----------------------------------------------------------------------------- known bugs of the pre-filter
 # Found while judging the survivors (2026-11-28); the source is not changed here. Each answer is
 # what decoding the message gives (matches() on a context without the folder index).
