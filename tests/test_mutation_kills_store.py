@@ -752,3 +752,87 @@ def test_a_broken_listener_loses_no_mail_and_others_still_hear(alice):
     info = inbox.deliver(b"Subject: 1\n\nx\n")
     assert [(c.kind, c.uid) for c in heard] == [("exists", info.uid)]
     assert inbox.read(info.uid) == b"Subject: 1\r\n\r\nx\r\n"
+
+
+def test_files_of_other_programs_are_taken_in_with_the_flags_their_names_say(alice):
+    inbox = alice.folder()
+    assert len(inbox) == 0
+    (inbox.path / "cur" / "read.eml:2,FS").write_bytes(b"Subject: a\n\nx\n")
+    (inbox.path / "new" / "odd:name").write_bytes(b"Subject: b\n\nx\n")  # not a Maildir name
+    (inbox.path / "new" / "far,U=1000001,W=14").write_bytes(b"Subject: c\n\nx\n")  # UID absurd
+    got = {inbox.read(m.uid): m.flags for m in inbox.messages()}
+    assert got == {b"Subject: a\r\n\r\nx\r\n": {"\\Flagged", "\\Seen"},
+                   b"Subject: b\r\n\r\nx\r\n": frozenset(), b"Subject: c\r\n\r\nx\r\n": frozenset()}
+    assert sorted(m.uid for m in inbox.messages()) == [1, 2, 3]
+
+
+def test_a_change_by_hand_after_a_trusted_listing_is_seen(store, alice):
+    inbox = alice.folder()
+    infos = [inbox.deliver(b"Subject: %d\n\nx\n" % i) for i in range(2)]
+    aged(inbox)
+    again = reopened(store).account("alice").folder()
+    assert len(again) == 2  # listed long after the last change: the listing is trusted
+    os.remove(infos[0].path)
+    assert [m.uid for m in again.messages()] == [2]
+
+
+def test_another_file_under_the_same_uid_is_described_and_dated_anew(store, alice):
+    inbox = alice.folder()
+    info = inbox.deliver(b"Subject: old\n\nx\n", internaldate=1_600_000_000)
+    again = reopened(store).account("alice").folder()
+    assert again.get(1).internaldate == 1_600_000_000  # (now a row of the index file)
+    assert again.described([1], ("h_subject",)) == {1: ("old",)}
+    other = inbox.path / "cur" / "1700000000.M9P9.example,U=1,W=14:2,S"
+    os.remove(info.path)
+    other.write_bytes(b"Subject: new\n\nx\n")
+    os.utime(other, (1_700_000_000, 1_700_000_000))
+    assert [(m.uid, m.flags) for m in again.messages()] == [(1, {"\\Seen"})]
+    assert again.described([1], ("h_subject",)) == {1: ("new",)}
+    assert again.get(1).internaldate == 1_700_000_000
+    again.close_index()
+
+
+def test_a_uid_seen_at_a_start_is_never_given_again(store, alice):
+    inbox = alice.folder()
+    infos = [inbox.deliver(b"Subject: %d\n\nx\n" % i) for i in range(3)]
+    assert reopened(store).account("alice").folder().uidnext == 4  # (deliveries do not save it)
+    os.remove(infos[2].path)  # while no store runs
+    assert reopened(store).account("alice").folder().deliver(b"Subject: 4\n\nx\n").uid == 4
+
+
+@pytest.mark.parametrize("messages, saved", [(1, False), (2, True)])
+def test_a_listing_is_saved_for_folders_from_a_size_on(store, alice, monkeypatch, messages, saved):
+    monkeypatch.setattr("maillab.store.LISTING_WORTH", 2)
+    inbox = alice.folder()
+    for i in range(messages):
+        inbox.deliver(b"Subject: %d\n\nx\n" % i)
+    aged(inbox)
+    store.close()
+    assert (inbox.path / "maillab-listing").exists() == saved
+
+
+def test_a_small_folder_with_an_index_file_keeps_a_listing(store, alice):
+    inbox, sent = alice.folder(), alice.folder("Sent")
+    for folder in (inbox, sent):
+        folder.deliver(b"Subject: 1\n\nx\n")
+        aged(folder)
+    assert inbox.described([1], ("h_subject",)) == {1: ("1",)}  # (the index file is made)
+    aged(inbox)
+    store.close()
+    assert (inbox.path / "maillab-listing").exists()
+    assert not (sent.path / "maillab-listing").exists()
+
+
+def test_recent_messages_are_claimed_at_the_first_select_after_a_restart(store, alice,
+                                                                         monkeypatch):
+    monkeypatch.setattr("maillab.store.LISTING_WORTH", 1)
+    inbox = alice.folder()
+    for i in range(2):
+        inbox.deliver(b"Subject: %d\n\nx\n" % i)  # into new/: no client saw them yet
+    aged(inbox)
+    store.close()
+    assert (inbox.path / "maillab-listing").exists()
+    again = reopened(store)
+    out = session_on(again).cmd("a SELECT INBOX")
+    assert b"* 2 EXISTS\r\n* 2 RECENT\r\n" in out
+    again.close()
