@@ -836,3 +836,31 @@ def test_recent_messages_are_claimed_at_the_first_select_after_a_restart(store, 
     out = session_on(again).cmd("a SELECT INBOX")
     assert b"* 2 EXISTS\r\n* 2 RECENT\r\n" in out
     again.close()
+
+
+def test_a_snapshot_gives_each_message_with_its_keywords(alice):
+    inbox = alice.folder()
+    inbox.deliver(b"Subject: 1\n\nx\n", flags={"\\Seen", "$Later"})
+    inbox.deliver(b"Subject: 2\n\nx\n")
+    assert inbox.defined_keywords() == ["$Later"]  # a delivery defines its keywords
+    assert [(info.uid, flags) for info, flags in inbox.snapshot()] == [
+        (1, {"\\Seen", "$Later"}), (2, frozenset())]
+
+
+def test_nothing_is_recent_at_a_select_from_a_listing_with_nothing_in_new(listed):
+    _, again = listed
+    assert again.account("alice").folder().claim_recent() == []
+
+
+def test_a_recent_message_removed_by_hand_is_not_claimed(alice):
+    inbox = alice.folder()
+    infos = [inbox.deliver(b"Subject: %d\n\nx\n" % i) for i in range(2)]
+    os.remove(infos[0].path)
+    assert inbox.claim_recent() == [2]
+    assert os.listdir(inbox.path / "new") == []
+
+
+def test_re_adding_an_account_sets_or_clears_its_apop_secret(store, alice):
+    assert alice.apop_secret is None
+    assert store.add_account("alice", "new", "example.com", apop=True).apop_secret == "new"
+    assert store.add_account("alice", "new", "example.com").apop_secret is None
