@@ -524,6 +524,7 @@ def test_the_first_unseen_of_an_all_seen_listing_is_none(store, alice, monkeypat
     inbox.claim_recent()
     aged(inbox)
     store.close()
+    assert (inbox.path / "maillab-listing").exists()  # (UID 1 is a UID like any other)
     again = reopened(store)
     assert again.account("alice").folder().first_unseen() is None
     out = session_on(again).cmd("a SELECT INBOX")
