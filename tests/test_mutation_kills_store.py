@@ -865,3 +865,11 @@ def test_re_adding_an_account_sets_or_clears_its_apop_secret(store, alice):
     assert alice.apop_secret is None
     assert store.add_account("alice", "new", "example.com", apop=True).apop_secret == "new"
     assert store.add_account("alice", "new", "example.com").apop_secret is None
+
+
+def test_deleting_the_selected_folder_leaves_no_folder_selected(store, alice):
+    alice.create_folder("Projects").deliver(b"Subject: 1\n\nx\n")
+    session = session_on(store)
+    assert b"* 1 EXISTS" in session.cmd("a SELECT Projects")
+    assert session.cmd("a DELETE Projects") == b"a OK DELETE completed\r\n"
+    assert session.cmd("a FETCH 1 UID").startswith(b"a BAD")
