@@ -524,27 +524,39 @@ _ASCII_CHARSETS = {b"us-ascii", b"ascii", b"utf-8", b"utf8", b"latin1", b"latin-
 _IDENTITY_ENCODINGS = {b"7bit", b"8bit", b"binary"}
 _ENCODING_FIELD = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:\s*([^\s;]*)")
 _CHARSET_PARAM = re.compile(rb'(?i)charset[ \t]*=[ \t]*"?([^\s;"]*)')
+# An RFC 2231 charset parameter (charset*=, charset*0=): the email package decodes with it.
+_CHARSET_2231 = re.compile(rb"(?i)charset\*")
+# A header line that is neither a continuation nor "Name: value" with one space (or nothing)
+# after the colon: the email package may end the header there, or write the field back as
+# "Name: value" where the raw bytes have "Name:value".
+_UNPLAIN_HEADER_LINE = re.compile(rb"^(?![ \t])(?![!-9;-~]+:(?: |\r?$))", re.M)
 
 
 def transparent(raw: bytes, root) -> bool:
     """Whether every text TEXT and BODY search in (:meth:`SearchContext.full_text`) is found as
-    it is in the message's raw bytes, apart from the line ends and the ": " after field names.
+    it is in the message's raw bytes, apart from the line ends.
 
     Then a search for an ASCII word without a colon or line end that is not in the raw bytes
     (compared in lower case) is not in the message either, and the search needs no decoding.
     That holds when the message is ASCII, has no RFC 2047 encoded words, and every part whose
     text is searched (text/*, message/*) has no transfer encoding (7bit, 8bit, binary) and a
-    charset in which ASCII bytes are ASCII text. Checked on the raw bytes, so that a part the
+    charset in which ASCII bytes are ASCII text (not given as an RFC 2231 parameter), and every
+    header line is a continuation or "Name: value" (one space after the colon, or none before the
+    line end: the email package writes fields back so). Checked on the raw bytes, so that a part the
     email package sees differently from ``fetch.parse_message`` cannot slip by: every
     Content-Transfer-Encoding field and charset parameter anywhere in the message must be one of
     those, unless it lies in the header of a part whose body is not searched (an attachment
     such as application/pdf, which may be base64).
     """
-    if not raw.isascii() or b"=?" in raw:
+    if not raw.isascii() or b"=?" in raw or _CHARSET_2231.search(raw):
         return False
     parts = list(walk(root))
     if len(parts) >= min(FEW_PARTS, MAX_PARTS):
         return False  # (the search may cut such a message differently)
+    for p in parts:  # headers the email package reads (and writes back) exactly as they are
+        header = raw[p.start:p.body_start].rstrip(b"\r\n")
+        if header and _UNPLAIN_HEADER_LINE.search(header):
+            return False
     skipped = [(p.start, p.body_start) for p in parts
                if p.children is None and p.message is None and not _searched_type(p)]
 
