@@ -357,8 +357,6 @@ def decoded_answer(raw: bytes, key: str) -> bool:
     return matches(parse(key), SearchContext(1, 1, frozenset(), len(raw), 0.0, False, lambda: raw))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the raw-bytes pre-filter misses a TEXT search that "
-                   "starts with the space TEXT puts after 'Name:' (the field was written 'Name:value')")
 def test_text_starting_with_a_space_finds_a_field_written_without_one(inbox):
     store, folder = inbox
     raw = b"From: a@example.com\r\nSubject:wonder\r\n\r\nplain body\r\n"
@@ -367,8 +365,6 @@ def test_text_starting_with_a_space_finds_a_field_written_without_one(inbox):
     assert search_answer(imap(store), b'TEXT " wonder"') == b"* SEARCH 1"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: transparent() does not see an RFC 2231 charset "
-                   "parameter (charset*=, charset*0=), which the email package decodes with")
 @pytest.mark.parametrize("content_type", [b"text/plain; charset*=''utf-7",
                                           b"text/plain; charset*0=utf-; charset*1=7"])
 def test_body_decodes_a_charset_given_as_an_rfc2231_parameter(inbox, content_type):
@@ -380,9 +376,6 @@ def test_body_decodes_a_charset_given_as_an_rfc2231_parameter(inbox, content_typ
     assert search_answer(imap(store), b"BODY hello") == b"* SEARCH 1"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the email package ends a header at a line without a "
-                   "colon, fetch.parse_message reads on; transparent() then excuses a base64 "
-                   "Content-Transfer-Encoding as an attachment's (the Content-Type it sees after it)")
 def test_body_decodes_a_part_whose_header_ends_early_for_the_email_package(inbox):
     store, folder = inbox
     raw = (b"From: a@example.com\r\nSubject: x\r\nContent-Transfer-Encoding: base64\r\n"
