@@ -788,8 +788,8 @@ def test_another_file_under_the_same_uid_is_described_and_dated_anew(store, alic
     other.write_bytes(b"Subject: new\n\nx\n")
     os.utime(other, (1_700_000_000, 1_700_000_000))
     assert [(m.uid, m.flags) for m in again.messages()] == [(1, {"\\Seen"})]
+    assert again.get(1).internaldate == 1_700_000_000  # (not the old file's row)
     assert again.described([1], ("h_subject",)) == {1: ("new",)}
-    assert again.get(1).internaldate == 1_700_000_000
     again.close_index()
 
 
