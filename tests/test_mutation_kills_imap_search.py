@@ -349,6 +349,26 @@ def test_a_search_over_several_batches_tests_every_message(inbox):
     assert run_search(folder, "SUBJECT n256", uids) == [(257, uids[256])]
 
 
+
+def test_a_search_text_with_a_line_end_and_a_colon_is_decoded_for(inbox):
+    # The text has CRLF line ends, the file LF: a search text holding both (a literal) must not be
+    # looked for in the file's bytes.
+    store, folder = inbox
+    folder.deliver(b"From: a@example.com\r\nSubject: s\r\n\r\nMeet me: here.\r\nBye\r\n")
+    client = imap(store)
+    assert client.cmd(b"a SEARCH BODY {14}").startswith(b"+ ")
+    assert client.send(b"me: here.\r\nbye\r\n") == b"* SEARCH 1\r\na OK SEARCH completed\r\n"
+
+
+def test_body_does_not_search_an_attachment(inbox):
+    # Only text/* and message/* bodies are searched, not an application part's bytes.
+    store, folder = inbox
+    folder.deliver(_mixed(b"Content-Type: application/octet-stream\r\n\r\nhello wonderland\r\n"))
+    client = imap(store)
+    assert search_answer(client, b"BODY nothing") == b"* SEARCH 1"
+    assert search_answer(client, b"BODY wonderland") == b"* SEARCH"
+
+
 # ----------------------------------------------------------------------------- known bugs of the pre-filter
 # Found while judging the survivors (2026-11-28); the source is not changed here. Each answer is
 # what decoding the message gives (matches() on a context without the folder index).
