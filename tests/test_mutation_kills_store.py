@@ -873,3 +873,11 @@ def test_deleting_the_selected_folder_leaves_no_folder_selected(store, alice):
     assert b"* 1 EXISTS" in session.cmd("a SELECT Projects")
     assert session.cmd("a DELETE Projects") == b"a OK DELETE completed\r\n"
     assert session.cmd("a FETCH 1 UID").startswith(b"a BAD")
+
+
+def test_keywords_given_at_delivery_survive_a_restart_and_expunge_says_what_went(store, alice):
+    inbox = alice.folder()
+    uid = inbox.deliver(b"Subject: 1\n\nx\n", flags={"$Later"}).uid
+    other = inbox.deliver(b"Subject: 2\n\nx\n").uid
+    assert reopened(store).account("alice").folder().flags_of(uid) == {"$Later"}
+    assert inbox.expunge([other, 99]) == [other]
