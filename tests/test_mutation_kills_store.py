@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import stat
+import time
 
 import pytest
 
@@ -881,3 +882,40 @@ def test_keywords_given_at_delivery_survive_a_restart_and_expunge_says_what_went
     other = inbox.deliver(b"Subject: 2\n\nx\n").uid
     assert reopened(store).account("alice").folder().flags_of(uid) == {"$Later"}
     assert inbox.expunge([other, 99]) == [other]
+
+
+def test_a_file_put_back_after_its_expunge_gets_a_new_uid(alice):
+    """A learner restores a message file (from a backup, say) whose UID was expunged: it is a new
+    message with a new UID at the end, never the old UID again (RFC 3501 2.3.1.1). Before: it
+    took UID 2 back, between 1 and 3, while a selected client was told it came last."""
+    import shutil
+    inbox = alice.folder("INBOX")
+    for i in range(3):
+        inbox.deliver(b"Subject: m%d\n\nbody\n" % i)
+    [second] = [m for m in inbox.messages() if m.uid == 2]
+    backup = alice.store.root / "backup"
+    shutil.copy(second.file, backup)
+    inbox.expunge([2])
+    assert inbox.uids() == [1, 3]
+    shutil.copy(backup, second.file)  # back under its old name
+    inbox.refresh()
+    assert inbox.uids() == [1, 3, 4]
+    assert inbox.read(4, crlf=False) == b"Subject: m1\n\nbody\n"
+
+
+def test_a_listing_that_cannot_be_written_does_not_stop_reading_the_folder(alice, monkeypatch):
+    """The saved listing is only a shortcut: a full disk or a read-only folder when it is written
+    (on the first listing of a big folder) must not make SELECT or delivery fail. Before: the
+    OSError came out of the folder's first load."""
+    monkeypatch.setattr("maillab.store.LISTING_WORTH", 1)
+    inbox = alice.folder("INBOX")
+    inbox.deliver(b"Subject: one\n\nbody\n")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("maillab.index.write_listing", disk_full)
+    time.sleep(0.05)  # past a clock tick: the listing is trusted and would be saved
+    fresh = type(inbox)(alice, "INBOX", inbox.path)  # a new look at the same folder
+    assert fresh.uids() == [1]
+    fresh.deliver(b"Subject: two\n\nbody\n")
+    assert fresh.uids() == [1, 2]

@@ -492,8 +492,12 @@ class Folder:
                 # whatever order the directory lists them in; the other is taken as new.
                 foreign.append((old.name, old.recent))
                 old = None
-            if old is not None or uid >= self._uidnext + 1_000_000:
-                foreign.append((name, recent))  # a UID in use (a copied file) or absurdly large
+            if old is not None or uid >= self._uidnext + 1_000_000 or \
+                    (not initial and uid < self._uidnext and uid not in gone):
+                # a UID in use (a copied file), absurdly large, or given before and gone (a
+                # file put back by hand after its EXPUNGE: a UID is never given twice,
+                # RFC 3501 2.3.1.1): such a file is taken as new
+                foreign.append((name, recent))
                 continue
             index[uid] = MessageInfo(uid, size, flags, None, name, recent, self)
             fresh.add(uid)
@@ -551,8 +555,12 @@ class Folder:
                 return  # (a file name with a line end: the listing file has no place for it)
             from .index import Listing, write_listing
             unseen = next((uid for uid, info in index.items() if "\\Seen" not in info.flags), 0)
+            try:
+                write_listing(self.path, self.uidvalidity, Listing(stamp, uids, unseen,
+                                                                   len(names[1])), names)
+            except OSError:  # a full disk, a read-only folder: the listing is only a shortcut
+                return
             self._listing_saved_at = stamp
-            write_listing(self.path, self.uidvalidity, Listing(stamp, uids, unseen, len(names[1])), names)
 
     def _keep_uid_state(self) -> None:
         try:
