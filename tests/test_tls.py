@@ -252,7 +252,8 @@ def test_wrong_password_codes_and_slowdown_and_audit(lab):
     failures = [a for a in lab.logins() if a.time >= t0 and not a.success and a.user == "bob"]
     assert {a.service for a in failures} >= {"smtp:example.com", "pop3:example.com",
                                             "imap:example.com"}
-    # a success resets the slowdown: the next wrong password is answered at once again
+    # a success resets the account's slowdown: the next wrong password is answered much sooner
+    # (the address's own count, shared with this module's other tests, may still add base s)
     with smtplib.SMTP(lab.host, lab.smtp_port) as s:
         s.login("bob", "builder")
     ok = [a for a in lab.logins() if a.success and a.user == "bob"][-1]
@@ -262,7 +263,7 @@ def test_wrong_password_codes_and_slowdown_and_audit(lab):
     start = time.perf_counter()
     with pytest.raises(poplib.error_proto):
         p.pass_("nope")
-    assert time.perf_counter() - start < 0.2 < timings[-1]
+    assert time.perf_counter() - start < timings[-1] / 2
     p.quit()
 
 
