@@ -265,6 +265,28 @@ def test_an_entry_that_outlived_its_250_is_not_delivered_again_after_a_restart(t
         assert "not sent again" in str(second.log())
 
 
+def test_an_entry_is_pending_while_its_retry_is_written(lab):
+    # pending() is read from other threads; the entry must not vanish from it while the loop
+    # renames its file for the retry (a CI run read an empty list at that moment)
+    lab.mx["example.net"] = ("127.0.0.1", dead_port())
+    lab.router.retry_delays = (60,)
+    seen = []
+    reschedule = lab.router.queue.reschedule
+
+    def watched(msg):
+        seen.append([m.queue_id for m in lab.router.pending()])
+        return reschedule(msg)
+
+    lab.router.queue.reschedule = watched
+    relay_from_alice(lab)
+    for _ in range(200):
+        if seen:
+            break
+        time.sleep(0.01)
+    [entry] = lab.router.pending()
+    assert seen == [[entry.queue_id]]
+
+
 def test_stop_with_a_temporary_store_says_what_it_loses(lab):
     lab.mx["example.net"] = ("127.0.0.1", dead_port())
     lab.router.retry_delays = (60,)

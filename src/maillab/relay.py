@@ -308,6 +308,10 @@ class Router:
             heapq.heappush(self._later, (msg.next_try, next(self._order), msg))
         self._changed.set()
 
+    def _finished(self, msg: QueuedMessage) -> None:
+        self._pending.pop(id(msg), None)
+        self._changed.set()
+
     async def _wait_for_change(self, timeout: float | None = None) -> None:
         self._changed.clear()
         try:
@@ -485,8 +489,9 @@ class Router:
 
     # ------------------------------------------------------------------ after an attempt (loop)
     def _settle_outcome(self, outcome: _Outcome) -> None:
+        # The entry stays in _pending until it is finished with: pending() is read from other
+        # threads, and the file operations below let them run in between.
         msg = outcome.msg
-        self._pending.pop(id(msg), None)
         if not outcome.tried:
             self._add(msg)  # still on disk, unchanged
             return
@@ -499,6 +504,7 @@ class Router:
             self._give_up(msg, outcome.permanent, outcome.headers)
         if not outcome.temporary:
             self.queue.remove(msg)  # nothing if the worker removed it already
+            self._finished(msg)
             return
         try:
             if sorted(msg.rcpt_tos) != sorted(outcome.temporary):
@@ -507,6 +513,7 @@ class Router:
             if msg.attempts > len(self.retry_delays):
                 self._give_up(msg, outcome.temporary, outcome.headers)
                 self.queue.remove(msg)
+                self._finished(msg)
                 return
             msg.next_try = time.time() + self.retry_delays[msg.attempts - 1]
             self.queue.reschedule(msg)
