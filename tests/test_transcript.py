@@ -84,3 +84,46 @@ def test_each_connection_and_the_whole_recorder_stay_within_their_bytes():
     assert max(per_conn.values()) <= 500_000 + 1000
     last = Transcript(rec.lines()).last()
     assert any("transcript limit" in l.text for l in last if l.who == "*")
+
+
+def test_a_long_reply_is_one_entry_until_it_is_read():
+    rec = Recorder()
+    conn = rec.open("imap:example.com", "127.0.0.1:5005")
+    conn.client(b"a1 FETCH 1:* (FLAGS)\r\n")
+    reply = b"".join(b"* %d FETCH (FLAGS (\\Seen))\r\n" % i for i in range(1, 1001)) + b"a1 OK done\r\n"
+    conn.server(reply)
+    entries = list(rec._lines)
+    assert len(entries) == 3  # the connect event, the command, the whole reply
+    server = [l for l in rec.lines() if l.who == "S"]
+    assert len(server) == 1001 and b"".join(l.raw for l in server) == reply
+    assert server[0].text == "* 1 FETCH (FLAGS (\\Seen))" and server[-1].text == "a1 OK done"
+    assert {(l.conn, l.service, l.peer) for l in server} == {(conn.id, "imap:example.com", "127.0.0.1:5005")}
+
+
+def test_the_oldest_lines_of_a_block_go_first_and_the_rest_stays():
+    rec = Recorder(limit=250)
+    conn = rec.open("pop3:example.com", "127.0.0.1:5006")  # 1 event line
+    conn.client(b"RETR 1\r\n")  # 1 line
+    conn.server(b"".join(b"line %d\r\n" % i for i in range(300)))  # 300 lines in one read
+    lines = rec.lines()
+    assert len(lines) == 250 and rec.dropped == 52
+    assert lines[0].text == "line 50" and lines[-1].text == "line 299"
+    assert rec.memory == sum(len(l.raw) for l in lines) + 200  # one entry's overhead
+    conn.client(b"QUIT\r\n")
+    assert [l.text for l in rec.lines()][:2] == ["line 51", "line 52"]
+
+
+def test_a_refusal_inside_a_run_of_lines_is_seen():
+    # An IMAP server's tagged NO in the middle of a pipelined run of answers still starts the
+    # count of refused commands, as it would line by line.
+    rec = Recorder()
+    conn = rec.open("imap:example.com", "127.0.0.1:5007")
+    for i in range(25):
+        conn.client(b"x%d BOGUS\r\n" % i)
+        conn.server(b"* OK still here\r\nx%d BAD unknown command\r\n* OK more\r\n" % i)
+    assert conn.refusals_in_a_row == 25
+    t = Transcript(rec.lines())
+    assert len(t.client_lines()) == 20  # the rest are counted, not kept
+    conn.client(b"x99 NOOP\r\n")
+    conn.server(b"x99 NO [x] no\r\n* 1 EXISTS\r\nx99 OK fine\r\n")
+    assert conn.refusals_in_a_row == 0  # OK ended the run (the NO in the same read counted first)

@@ -21,25 +21,35 @@ __all__ = ["Recorder", "Connection", "Line", "Transcript", "SequenceDiagram", "R
 
 CLIENT, SERVER, EVENT = "C", "S", "*"
 MAX_LINE = 8 * 1024  # bytes of one line that are kept; the rest is counted and marked
-LINE_OVERHEAD = 200  # bytes of memory a Line costs besides its text (for the memory budget)
+ENTRY_OVERHEAD = 200  # bytes of memory a Line or block costs besides its text (for the budget)
 REFUSED_KEPT = 20  # refused commands in a row that are kept; later ones are only counted
 
 log = logging.getLogger("maillab.transcript")
 
 
-def _refusal_test(service: str):
-    """A test telling whether a server line refuses the client's command, for this protocol."""
+def _refusal_pattern(service: str) -> re.Pattern | None:
+    """A pattern that matches a line end followed by a server line refusing the client's
+    command, for this protocol: searched in b"\\n" + a run of lines, it finds such a line
+    anywhere in the run (a literal first character makes the search quick)."""
     protocol = service.partition(":")[0]
     if protocol in ("smtp", "submission", "smtps"):
-        return lambda line: line[:1] in (b"4", b"5") and line[1:3].isdigit()
+        return re.compile(rb"\n[45][0-9][0-9]")  # a 4xx or 5xx reply
     if protocol in ("pop3", "pop3s"):
-        return lambda line: line.startswith(b"-ERR")
+        return re.compile(rb"\n-ERR")
     if protocol in ("imap", "imaps"):
-        def imap(line: bytes) -> bool:
-            words = line.split(b" ", 2)
-            return len(words) > 1 and words[0] not in (b"*", b"+") and words[1] in (b"BAD", b"NO")
-        return imap
+        # a tagged (not "* " or "+ ") NO or BAD with text after it
+        return re.compile(rb"\n(?!\* |\+ )[^ \n]* (?:BAD|NO) ")
     return None  # no notion of a refused line (HTTP): only the other limits apply
+
+
+def _has_long_line(buf: bytes, size: int) -> bool:
+    """Whether a line in ``buf[:size]`` is longer than MAX_LINE. Such a line covers one of the
+    aligned stretches of MAX_LINE/2 bytes from end to end, so only when a stretch holds no line
+    end are the lines measured one by one (a few searches instead of a split of the whole run)."""
+    step = MAX_LINE // 2
+    if all(buf.find(b"\n", k, k + step) >= 0 for k in range(0, size, step)):
+        return False
+    return max(map(len, buf[:size].split(b"\n"))) > MAX_LINE
 
 
 class Line(NamedTuple):
@@ -60,6 +70,27 @@ class Line(NamedTuple):
     def __str__(self) -> str:
         arrow = {CLIENT: "C:", SERVER: "S:", EVENT: "--"}[self.who]
         return f"{arrow} {self.text}"
+
+
+class _Block(NamedTuple):
+    """Several complete lines that one side of a connection sent in one go (a long reply, a
+    message after DATA), kept as one object and split into :class:`Line` objects only when
+    the transcript is read: recording a 1,000-line FETCH answer makes one object, not 1,000."""
+
+    time: float
+    service: str
+    conn: int
+    who: str
+    raw: bytes  # the lines, each with its line ending
+    peer: str
+    count: int  # how many lines
+
+    def lines(self) -> list[Line]:
+        time_, service, conn, who, peer, make = (self.time, self.service, self.conn, self.who,
+                                                 self.peer, tuple.__new__)
+        # make(Line, ...) is Line(...) without a Python call per line
+        return [make(Line, (time_, service, conn, who, part + b"\n", peer))
+                for part in self.raw[:-1].split(b"\n")]
 
 
 class Connection:
@@ -86,7 +117,7 @@ class Connection:
         self._kept = {CLIENT: 0, SERVER: 0}
         self._kept_bytes = {CLIENT: 0, SERVER: 0}
         self.skipped = {CLIENT: 0, SERVER: 0}  # lines counted but not kept (over the limit)
-        self._is_refusal = _refusal_test(service)
+        self._refusal = _refusal_pattern(service)
         self.refusals_in_a_row = 0
         self._refused_skipped = [0, 0]  # lines and bytes not kept while refusals go on
         self._held: Line | None = None  # a client line waiting for the server's verdict
@@ -98,27 +129,30 @@ class Connection:
             self.skipped[who] += data.count(b"\n")  # a huge download: count its lines, keep none
             return
         buf = self._partial[who] + data
-        lines = buf.split(b"\n")
-        partial = lines.pop()
-        complete = len(buf) - len(partial)  # bytes of the complete lines, line ends included
+        complete = buf.rfind(b"\n") + 1  # bytes of the complete lines, line ends included
+        count = buf.count(b"\n", 0, complete)
+        partial = buf[complete:]
         carried = self._partial_cut[who]  # bytes cut earlier from the first of these lines
-        if lines:  # that line ends here; what follows is a new one
+        if count:  # that line ends here; what follows is a new one
             self._partial_cut[who] = 0
         if len(partial) > MAX_LINE:  # no line end in sight: keep the line's start only
             self._partial_cut[who] += len(partial) - MAX_LINE
             partial = partial[:MAX_LINE]
         self._partial[who] = partial
+        if not count:
+            return
         now = time.time()
-        if not carried and self._keeps_all(who, lines, complete):
+        if not carried and self._keeps_all(who, buf, count, complete):
             # The usual case (a message after DATA, an accepted command and its answer): every
             # line kept as it is, as the loop below would keep it, without its checks per line.
-            self._kept[who] += len(lines)
+            self._kept[who] += count
             self._kept_bytes[who] += complete
-            service, conn, peer, make = self.service, self.id, self.peer, tuple.__new__
-            # make(Line, ...) is Line(...) without a Python call per line
-            rec._extend([make(Line, (now, service, conn, who, line + b"\n", peer)) for line in lines],
-                        complete)
+            if count == 1:
+                rec._add(Line(now, self.service, self.id, who, buf[:complete], self.peer))
+            else:
+                rec._add(_Block(now, self.service, self.id, who, buf[:complete], self.peer, count))
             return
+        lines = buf[:complete - 1].split(b"\n")
         out: list[Line] = []
         for i, line in enumerate(lines):
             cut = (carried if i == 0 else 0) + max(0, len(line) - MAX_LINE)
@@ -134,22 +168,25 @@ class Connection:
                 out.append(self._event_line(_("{0} more bytes of this line not kept").format(cut)))
         rec._extend(out)
 
-    def _keeps_all(self, who: str, lines: list[bytes], size: int) -> bool:
-        """True when ``lines`` (``size`` bytes) are all kept whole, as they are, and change
-        no count of refused commands: no line is too long, this side's limits are not reached
-        with them, and they are the client's while no refused commands are being counted, or
-        the server's after an accepted command, none of them a refusal."""
+    def _keeps_all(self, who: str, buf: bytes, count: int, size: int) -> bool:
+        """True when the ``count`` lines in the first ``size`` bytes of ``buf`` are all kept
+        whole, as they are, and change no count of refused commands: no line is too long, this
+        side's limits are not reached with them, and they are the client's while no refused
+        commands are being counted, or the server's after an accepted command, none of them a
+        refusal."""
         rec = self.recorder
-        if (self._kept[who] + len(lines) > rec.per_connection
+        if (self._kept[who] + count > rec.per_connection
                 or self._kept_bytes[who] + size > rec.per_connection_bytes
-                or (lines and max(map(len, lines)) > MAX_LINE)):
+                or _has_long_line(buf, size)):
             return False
-        refusal = self._is_refusal
-        if refusal is None:
+        if self._refusal is None:
             return True
         if who == CLIENT:
             return self.refusals_in_a_row < REFUSED_KEPT
-        return self.refusals_in_a_row == 0 and not any(refusal(line + b"\n") for line in lines)
+        return self.refusals_in_a_row == 0 and self._refusal.search(b"\n" + buf, 0, size + 1) is None
+
+    def _is_refusal(self, line: bytes) -> bool:
+        return self._refusal is not None and self._refusal.match(b"\n" + line) is not None
 
     def _room(self, who: str, size: int, out: list[Line]) -> bool:
         """Count a line against this side's limits; False (and a marker, once) when full."""
@@ -172,7 +209,7 @@ class Connection:
         While refused commands go on, a client line waits (``_held``) for the server's verdict:
         refused, it is counted and dropped; accepted, it is kept after a marker line that says
         how many were not kept."""
-        if self._is_refusal is None:
+        if self._refusal is None:
             return [line]
         counting = self.refusals_in_a_row >= REFUSED_KEPT
         if line.who == CLIENT:
@@ -265,6 +302,7 @@ class Recorder:
         self.per_connection_bytes = per_connection_bytes  # bytes kept per connection and side
         self._lines: deque[Line] = deque()
         self._bytes = 0
+        self._count = 0  # lines kept (a block counts its lines)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._users: dict[int, str] = {}
@@ -275,27 +313,49 @@ class Recorder:
         conn.event(f"connection from {peer}" if peer else "connection opened")
         return conn
 
-    def _add(self, line: Line) -> None:
-        self._extend([line])
+    def _add(self, entry: Line | _Block) -> None:
+        self._extend([entry])
 
-    def _extend(self, lines: list[Line], size: int | None = None) -> None:
-        """Add many lines under one lock (a long reply is thousands of lines); ``size`` is the
-        bytes of their text, when the caller knows it already."""
-        if not lines:
+    def _extend(self, entries: list[Line | _Block]) -> None:
+        """Add lines (and blocks of lines) under one lock."""
+        if not entries:
             return
-        if size is None:
-            size = sum(len(l.raw) for l in lines)
+        count = sum(e.count if type(e) is _Block else 1 for e in entries)
+        size = sum(len(e.raw) for e in entries) + ENTRY_OVERHEAD * len(entries)
         with self._lock:
-            self._lines.extend(lines)
-            self._bytes += size + LINE_OVERHEAD * len(lines)
+            self._lines.extend(entries)
+            self._count += count
+            self._bytes += size
             first_drop = self.dropped == 0
-            while self._lines and (len(self._lines) > self.limit or self._bytes > self.max_bytes):
-                old = self._lines.popleft()
-                self._bytes -= len(old.raw) + LINE_OVERHEAD
-                self.dropped += 1
+            while self._lines and (self._count > self.limit or self._bytes > self.max_bytes):
+                self._drop_oldest()
         if first_drop and self.dropped:
             log.warning("transcript memory limit reached (%d lines, %d MiB): the oldest lines are "
                         "dropped from now on", self.limit, self.max_bytes // (1024 * 1024))
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest line, or as many of the oldest block's first lines as the limits
+        need (the rest of the block stays)."""
+        old = self._lines[0]
+        if type(old) is not _Block:
+            self._lines.popleft()
+            self._count -= 1
+            self._bytes -= len(old.raw) + ENTRY_OVERHEAD
+            self.dropped += 1
+            return
+        lines_over, bytes_over = self._count - self.limit, self._bytes - self.max_bytes
+        cut, n = 0, 0
+        while n < old.count and (n < lines_over or cut < bytes_over):
+            cut = old.raw.index(b"\n", cut) + 1
+            n += 1
+        if n == old.count:
+            self._lines.popleft()
+            self._bytes -= ENTRY_OVERHEAD
+        else:  # (an assignment: the sealed line store refuses appendleft)
+            self._lines[0] = old._replace(raw=old.raw[cut:], count=old.count - n)
+        self._count -= n
+        self._bytes -= cut
+        self.dropped += n
 
     @property
     def memory(self) -> int:
@@ -305,12 +365,19 @@ class Recorder:
 
     def lines(self) -> list[Line]:
         with self._lock:
-            return list(self._lines)
+            entries = list(self._lines)
+        out: list[Line] = []
+        for entry in entries:
+            if type(entry) is _Block:
+                out.extend(entry.lines())
+            else:
+                out.append(entry)
+        return out
 
     def clear(self) -> None:
         with self._lock:
             self._lines.clear()
-            self._bytes = 0
+            self._bytes = self._count = 0
 
 
 class Transcript:
