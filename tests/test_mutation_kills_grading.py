@@ -1,0 +1,330 @@
+"""maillab.grading's evidence helpers, pinned where planted bugs survived (bench/mutation.py).
+
+Each test here failed on a mutant of src/maillab/grading.py that the other grading tests let
+through: the seal on the transcript, the cell time limit and its watchdog, the Maildir reader,
+the transcript's sessions (commands, DATA payloads, queue ids, reply codes), the evidence of one
+cell, and the helpers hidden tests use. Quick, in-process tests (one subprocess for the
+watchdog, which ends its process).
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import maillab
+from maillab import grading
+from maillab.transcript import Line
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = maillab.start(ports="any", tls=False)
+    grading.seal(lab)
+    yield lab
+    lab.stop()
+
+
+def line(who: str, raw: bytes, conn: int = 1, service: str = "smtp:example.com",
+         at: float = 0.0) -> Line:
+    return Line(at, service, conn, who, raw)
+
+
+# ------------------------------------------------------------------ the sealed transcript
+def test_sealing_keeps_the_lines_already_recorded_and_refuses_every_other_way_in():
+    sealed = grading._SealedLines([1, 2], 5, threading.get_ident())
+    assert list(sealed) == [1, 2] and sealed.maxlen == 5
+    sealed.extend([3])  # from the owning thread: accepted
+    assert list(sealed) == [1, 2, 3] and sealed.refused == 0
+    sealed.appendleft(0)
+    sealed.extendleft([0])
+    sealed.insert(0, 0)
+    assert list(sealed) == [1, 2, 3] and sealed.refused == 3
+    other = threading.Thread(target=sealed.extend, args=([4, 5],))
+    other.start()
+    other.join()
+    assert list(sealed) == [1, 2, 3] and sealed.refused == 5
+
+
+def test_prepare_refuses_a_stopped_lab_and_seals_a_running_one(monkeypatch):
+    lab = maillab.start(ports="any", tls=False)
+    try:
+        assert type(lab.recorder._lines) is not grading._SealedLines
+        old = socket.getdefaulttimeout()
+        try:
+            assert grading.prepare(lab, socket_timeout=2.5) is lab
+            assert socket.getdefaulttimeout() == 2.5
+        finally:
+            socket.setdefaulttimeout(old)
+        assert type(lab.recorder._lines) is grading._SealedLines
+        assert lab.recorder._lines.loop_ident == lab._thread.ident
+        grading.verify(lab)
+    finally:
+        lab.stop()
+    with pytest.raises(RuntimeError, match="start the lab first"):
+        grading.prepare(lab)
+
+
+# ------------------------------------------------------------------ the cell time limit
+def test_the_hard_limit_is_armed_only_under_nbgrader(monkeypatch):
+    for value, hard in (("autograde", True), ("validate", True), ("", False), ("x", False)):
+        monkeypatch.setenv("NBGRADER_EXECUTION", value)
+        assert grading._CellLimit(1, 1).hard is hard
+
+
+def test_a_cell_over_its_limit_is_interrupted_and_its_window_recorded():
+    limit = grading._CellLimit(0.2, 1.0)
+    limit.alarm(14, None)  # no cell running: nothing happens
+    before = time.time()
+    limit.pre(type("Info", (), {"cell_id": "cell-7"})())
+    try:
+        with pytest.raises(grading.CellTimeLimit, match="0.2 s"):
+            time.sleep(3)
+    finally:
+        limit.post()
+    assert limit.started is None and limit.cell is None
+    (cell, start, end), = limit.windows
+    assert cell == "cell-7" and before <= start <= end <= time.time()
+    time.sleep(0.3)  # the timer is off again: no late interrupt
+    limit.alarm(14, None)
+
+
+def test_only_the_last_200_cell_windows_are_kept():
+    limit = grading._CellLimit(100, 1)
+    for n in range(205):
+        limit.cell = (f"c{n}", 0.0)
+        limit.post()
+    assert len(limit.windows) == 200 and limit.windows[0][0] == "c5"
+
+
+WATCHDOG = """
+import os, sys, threading, time
+os.environ["NBGRADER_EXECUTION"] = "autograde"
+from maillab import grading
+limit = grading._CellLimit(0.1, 0.2)
+threading.Thread(target=limit.watchdog, daemon=True).start()
+if sys.argv[1] == "running":
+    limit.pre()
+    while True:  # a cell that swallows its interrupts
+        try:
+            time.sleep(5)
+        except grading.CellTimeLimit:
+            pass
+time.sleep(1)
+print("alive")
+"""
+
+
+@pytest.mark.parametrize("cell, code, out", [("running", grading.HARD_KILL_CODE, ""),
+                                             ("idle", 0, "alive\n")])
+def test_the_watchdog_ends_a_kernel_whose_cell_ignores_its_limit_and_only_then(cell, code, out):
+    done = subprocess.run([sys.executable, "-c", WATCHDOG, cell], capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (code, out), done.stderr[-2000:]
+
+
+class FakeEvents:
+    def __init__(self):
+        self.registered: list[tuple[str, object]] = []
+
+    def register(self, event, fn):
+        self.registered.append((event, fn))
+
+    def unregister(self, event, fn):
+        self.registered.remove((event, fn))
+
+
+def test_limit_cells_hooks_every_cell_once_even_when_called_again(monkeypatch):
+    ip = type("IPython", (), {"events": FakeEvents()})()
+    monkeypatch.setattr(builtins, "get_ipython", lambda: ip, raising=False)
+    monkeypatch.setattr(grading, "_limit", None)
+    grading.limit_cells(5, 1)
+    first = grading._limit
+    assert first is not None and (first.seconds, first.grace) == (5, 1)
+    assert ip.events.registered == [("pre_run_cell", first.pre), ("post_run_cell", first.post)]
+    grading.limit_cells(7, 2)
+    assert grading._limit is first and (first.seconds, first.grace) == (7, 2)
+    assert ip.events.registered == [("pre_run_cell", first.pre), ("post_run_cell", first.post)]
+    # from another thread (a learner's thread calling the setup again): nothing changes
+    other = threading.Thread(target=grading.limit_cells, args=(1, 1))
+    other.start()
+    other.join()
+    assert first.seconds == 7 and len(ip.events.registered) == 2
+
+
+def test_during_reads_the_window_of_the_cell_before_or_of_the_cell_named(monkeypatch, lab):
+    limit = grading._CellLimit(100, 1)
+    limit.windows = [("a", 1.0, 2.0), ("b", 3.0, 4.0), ("a", 5.0, 6.0), ("c", 7.0, 8.0)]
+    monkeypatch.setattr(grading, "_limit", limit)
+    last = grading.during(lab)
+    assert (last.start, last.end) == (7.0, 8.0)
+    named = grading.during(lab, "a")
+    assert (named.start, named.end) == (5.0, 6.0)
+    with pytest.raises(AssertionError, match="has not run"):
+        grading.during(lab, "zzz")
+    limit.windows = []
+    with pytest.raises(AssertionError, match="has not run"):
+        grading.during(lab)
+
+
+# ------------------------------------------------------------------ Maildir and messages
+def test_maildir_lists_new_and_cur_by_unique_name_and_refuses_an_unknown_user(lab):
+    user, _ = grading.make_account(lab, [grading.sample(1), grading.sample(2)],
+                                   flags=[("\\Seen",)])
+    root = lab.store.root / user
+    found = grading.maildir(lab, user)
+    assert len(found) == 2
+    assert {p.parent.name for p in found.values()} <= {"new", "cur"}
+    for key, path in found.items():
+        assert ":" not in key and "," not in key and path.name.startswith(key)
+    (root / "cur" / ".hidden").write_bytes(b"x")
+    (root / "new" / "1234.extra:2,S").write_bytes(b"Subject: by hand\r\n\r\nx\r\n")
+    again = grading.maildir(lab, user)
+    assert ".hidden" not in again and "1234.extra" in again and len(again) == 3
+    assert grading.maildir(lab, user, "Archive") == {}  # no such folder yet: nothing
+    lab.store.account(user).create_folder("Archive").deliver(grading.sample(3))
+    archived = grading.maildir(lab, user, "Archive")
+    assert len(archived) == 1 and all("/.Archive/" in str(p) for p in archived.values())
+    with pytest.raises(KeyError):
+        grading.maildir(lab, "nobody-here")
+
+
+def test_a_disk_message_reads_flags_uid_headers_and_the_body_without_trace_headers(tmp_path):
+    path = tmp_path / "1700000000.M1P2.host,U=7:2,FS"
+    path.write_bytes(b"Return-Path: <a@example.com>\nReceived: from x\n\tby y; Mon\n"
+                     b"Delivered-To: b@example.com\nSubject: hi\n\nbody\n.\n")
+    m = grading.DiskMessage(path)
+    assert m.flags == {"F", "S"} and m.uid == 7
+    assert m.raw.count(b"\r\n") == 8 and b"\n" not in m.raw.replace(b"\r\n", b"")
+    assert m.header("subject") == "hi" and m.header("X-Nothing") is None
+    assert m.body == b"Subject: hi\r\n\r\nbody\r\n.\r\n"
+    plain = tmp_path / "1700000001.M2P3.host"
+    plain.write_bytes(b"Subject: x\r\n\r\ny\r\n")
+    m = grading.DiskMessage(plain)
+    assert m.flags == set() and m.uid is None and m.body == b"Subject: x\r\n\r\ny\r\n"
+
+
+def test_unstuff_removes_one_leading_dot_per_line():
+    assert grading.unstuff(b"a\r\n..b\r\n.c\r\nd.e") == b"a\r\n.b\r\nc\r\nd.e"
+
+
+def test_headers_unfold_continuations_and_skip_lines_without_a_colon():
+    raw = b"Received: from a\r\n\tby b\r\nnot a header\r\nSubject: x: y\r\n\r\nBody: no\r\n"
+    assert grading._headers(raw) == [("Received", "from a by b"), ("Subject", "x: y")]
+
+
+# ------------------------------------------------------------------ sessions
+def test_commands_skip_message_text_literals_and_tags_and_join_uid():
+    s = grading.Session([
+        line("*", b"connect"), line("S", b"220 hi\r\n"), line("C", b"ehlo a\r\n"),
+        line("C", b"\r\n"), line("C", b"DATA\r\n"), line("S", b"354 go\r\n"),
+        line("C", b"RCPT TO:<x> inside the message\r\n"), line("C", b"..\r\n"),
+        line("C", b".\r\n"), line("S", b"250 2.0.0 OK: queued as ABC123\r\n"),
+        line("C", b"quit\r\n")])
+    assert s.commands() == ["EHLO", "DATA", "QUIT"]
+    assert s.service == "smtp:example.com" and s.conn == 1
+    assert s.events == ["connect"] and s.replies() == [220, 354, 250]
+    assert s.client_bytes.startswith(b"ehlo a\r\n\r\nDATA\r\n")
+    assert s.data_payloads() == [b"RCPT TO:<x> inside the message\r\n..\r\n"]
+    assert s.queue_ids() == ["ABC123"]
+    imap = grading.Session([
+        line("C", b"a1 APPEND INBOX {11}\r\n", service="imap"), line("S", b"+ go\r\n"),
+        line("C", b"LOGIN x y\r\n", service="imap"), line("C", b"\r\n", service="imap"),
+        line("C", b"a2 uid fetch 1 (FLAGS)\r\n", service="imap"),
+        line("C", b"a3 UID\r\n", service="imap"), line("C", b"a4\r\n", service="imap")])
+    assert imap.commands(tagged=True) == ["APPEND", "UID FETCH", "UID"]
+    assert imap.commands() == ["A1", "A2", "A3", "A4"]
+    empty = grading.Session([])
+    assert empty.service == "" and empty.conn is None and empty.commands() == []
+
+
+def test_data_payloads_and_replies_need_the_servers_own_lines():
+    s = grading.Session([line("C", b"354 is what I typed\r\n"), line("C", b"text\r\n"),
+                         line("C", b".\r\n"), line("S", b"250-multi\r\n"),
+                         line("S", b"250 last\r\n"), line("S", b"hello\r\n")])
+    assert s.data_payloads() == [] and s.commands() == ["354", "TEXT", "."]
+    assert s.replies() == [250]
+    two = grading.Session([line("S", b"354 a\r\n"), line("C", b"one\r\n"), line("C", b".\r\n"),
+                           line("S", b"354 b\r\n"), line("C", b"two\r\n"),
+                           line("C", b". \r\n"), line("C", b".\r\n")])
+    assert two.data_payloads() == [b"one\r\n", b"two\r\n. \r\n"]
+
+
+def test_sessions_of_a_service_and_its_subservices_whole_or_not_at_all():
+    lines = [line("C", b"A\r\n", conn=1, service="smtp", at=1.0),
+             line("C", b"B\r\n", conn=2, service="smtp:example.com", at=2.0),
+             line("C", b"C\r\n", conn=3, service="smtpx", at=3.0),
+             line("C", b"late\r\n", conn=1, service="smtp", at=9.0),
+             line("C", b"D\r\n", conn=4, service="pop3", at=4.0)]
+    lab = type("Lab", (), {"recorder": type("R", (), {"lines": lambda self: lines})()})()
+    got = grading._sessions(lab, "smtp", lambda first: first.time >= 2.0)
+    assert [s.conn for s in got] == [2]  # conn 1 started before: its late line is no evidence
+    got = grading._sessions(lab, "smtp", lambda first: True)
+    assert [(s.conn, len(s.lines)) for s in got] == [(1, 2), (2, 1)]
+    assert [s.conn for s in grading._sessions(lab, None, lambda first: True)] == [1, 2, 3, 4]
+    evidence = grading.CellEvidence(lab, 2.0, 3.0)
+    assert [s.conn for s in evidence.sessions()] == [2, 3]
+    assert evidence.session("smtp:example.com").conn == 2
+    with pytest.raises(AssertionError, match="in that cell"):
+        evidence.session("pop3")
+
+
+def test_plain_auth_user_reads_the_login_of_auth_plain_only():
+    token = base64.b64encode(b"\0alice\0wonderland").decode()
+    auth = grading.Session([line("C", b"EHLO a\r\n"),
+                            line("C", f"auth plain {token}\r\n".encode())])
+    assert grading.plain_auth_user(auth) == "alice"
+    assert grading.plain_auth_user(grading.Session([line("C", b"AUTH LOGIN x\r\n")])) is None
+    assert grading.plain_auth_user(grading.Session([line("C", b"AUTH PLAIN !!\r\n")])) is None
+    assert grading.plain_auth_user(grading.Session([line("C", b"AUTH PLAIN\r\n")])) is None
+
+
+# ------------------------------------------------------------------ watching the lab
+def test_watch_sees_only_new_connections_messages_and_removals(lab):
+    user, password = grading.make_account(lab, [grading.sample(1), grading.sample(2)])
+    before_conns = {l.conn for l in lab.recorder.lines()}
+    ev = grading.watch(lab)
+    assert ev.first_conn == max(before_conns, default=0) + 1 and user in ev.users
+    with ev:
+        sock = socket.create_connection((lab.host, lab.pop3_port), timeout=5)
+        f = sock.makefile("rb")
+        f.readline()
+        for command in (f"USER {user}", f"PASS {password}", "DELE 1", "QUIT"):
+            sock.sendall(command.encode() + b"\r\n")
+            f.readline()
+        sock.close()
+        lab.store.account(user).folder("INBOX").deliver(grading.sample(3))
+    assert ev.after is not None and user in ev.after
+    assert [s.commands() for s in ev.sessions("pop3")] == [["USER", "PASS", "DELE", "QUIT"]]
+    assert [m.header("Subject") for m in ev.new_messages(user)] == ["Message number 3"]
+    assert len(ev.removed(user)) == 1
+    assert [a.user for a in ev.logins()] == [user]
+    only = grading.watch(lab, users=[user])
+    assert only.users == [user] and list(only.before) == [user]
+
+
+def test_a_timeout_in_a_watched_block_gets_the_hint_and_is_not_swallowed(lab):
+    with pytest.raises(TimeoutError) as e:
+        with grading.watch(lab) as ev:
+            raise TimeoutError("timed out")
+    assert ev.error is e.value and grading.timeout_hint() in e.value.__notes__
+
+
+def test_make_account_gives_flags_to_the_first_messages_only(lab):
+    user, password = grading.make_account(lab, [grading.sample(1), "Subject: two\r\n\r\n2\r\n"],
+                                          flags=[("\\Flagged",)])
+    assert lab.store.authenticate(user, password) is not None
+    messages = sorted((grading.DiskMessage(p) for p in grading.maildir(lab, user).values()),
+                      key=lambda m: m.uid)
+    assert [m.flags for m in messages] == [{"F"}, set()]
+    assert messages[1].header("Subject") == "two"
+    assert user in grading.account_logins(lab)
