@@ -328,3 +328,94 @@ def test_make_account_gives_flags_to_the_first_messages_only(lab):
     assert [m.flags for m in messages] == [{"F"}, set()]
     assert messages[1].header("Subject") == "two"
     assert user in grading.account_logins(lab)
+
+
+# ------------------------------------------------------------------ grader.codec
+from maillab.grader import codec  # noqa: E402
+
+
+def nested(depth: int):
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_codec_floats_that_json_cannot_hold_cross_as_tags_and_nothing_else_decodes_as_one():
+    assert codec.encode(2.5) == 2.5 and type(codec.encode(2.5)) is float
+    for value in (float("inf"), float("-inf")):
+        assert codec.encode(value) == {"$f": repr(value)} and codec.decode(codec.encode(value)) == value
+    nan = codec.decode(codec.encode(float("nan")))
+    assert nan != nan
+    with pytest.raises(codec.CodecError, match="bad float"):
+        codec.decode({"$f": "1e999"})
+
+
+def test_codec_nesting_deeper_than_the_limit_is_a_handle_or_an_error():
+    assert codec.decode(codec.encode(nested(codec.MAX_DEPTH))) == nested(codec.MAX_DEPTH)
+    with pytest.raises(codec.CodecError):
+        codec.encode(nested(codec.MAX_DEPTH + 1))
+    got = codec.encode(nested(codec.MAX_DEPTH + 1), other=lambda obj: {"$h": 7})
+    inner = got
+    for _ in range(codec.MAX_DEPTH):
+        inner = inner[0]
+    assert inner == {"$h": 7}
+    codec.decode(nested(codec.MAX_DEPTH + 3))  # lists down to depth MAX_DEPTH + 2
+    with pytest.raises(codec.CodecError, match="too deeply"):
+        codec.decode(nested(codec.MAX_DEPTH + 4))
+
+
+def test_codec_decoding_refuses_malformed_tags_and_bodies():
+    """Every malformed message is a CodecError (the grader's callers catch that one): bad
+    base64 raised binascii.Error and an unhashable set member or key a TypeError before."""
+    bad = [{}, {"$b": 5}, {"$b": "!!!"}, {"$ba": "a"}, {"$ba": ["x"]}, {"$t": "ab"},
+           {"$d": [[1]]}, {"$d": [[1, 2, 3]]}, {"$d": "x"}, {"$h": "7"}, {"$zz": 1}, b"x",
+           ("a",), {"$s": [[1]]}, {"$fs": [{"$d": []}]}, {"$d": [[[1], 2]]}]
+    for data in bad:
+        with pytest.raises(codec.CodecError):
+            codec.decode(data, handle=lambda key, kind: (key, kind))
+    assert codec.decode({"$h": 7, "type": "Mailbox"}, handle=lambda k, t: (k, t)) == (7, "Mailbox")
+    with pytest.raises(codec.CodecError, match="unknown tag"):
+        codec.decode({"$h": 7})  # no handles on this side
+    with pytest.raises(codec.CodecError, match="unknown tag"):
+        codec.decode({"$x": 1}, extra=lambda tag, body: NotImplemented)
+    assert codec.decode({"$x": 1}, extra=lambda tag, body: ("extra", tag, body)) == \
+        ("extra", "$x", 1)
+    assert codec.decode({"$ba": codec._b64(b"ab")}) == bytearray(b"ab")
+    assert codec.decode({"$s": [1]}) == {1} and type(codec.decode({"$fs": [1]})) is frozenset
+
+
+def stream(data: bytes, piece: int = 5, fds=()):
+    """recv(n) over ``data``: at most ``piece`` bytes a time; ``fds`` come with the first."""
+    left, extra = [data], [list(fds)]
+
+    def recv(n: int):
+        chunk = left[0][:min(n, piece)]
+        left[0] = left[0][len(chunk):]
+        sent, extra[0] = extra[0], []
+        return chunk, sent
+    return recv
+
+
+def test_codec_frames_are_length_prefixed_json_objects_within_the_limit():
+    message = {"op": "call", "args": [1, "two"]}
+    data = codec.frame(message)
+    assert data[:4] == len(data[4:]).to_bytes(4, "big") and b" " not in data[4:]
+    got_fds: list = []
+    assert codec.read_frame(stream(data, 3, [9]), got_fds) == message  # arriving in pieces
+    assert got_fds == [9]
+    for body in (b"not json", b"[1, 2]"):
+        with pytest.raises(codec.CodecError):
+            codec.read_frame(stream(len(body).to_bytes(4, "big") + body))
+    with pytest.raises(codec.CodecError, match="over the limit"):
+        codec.read_frame(stream((codec.MAX_MESSAGE + 1).to_bytes(4, "big")))
+    with pytest.raises(EOFError):
+        codec.read_frame(stream(data[:10]))
+    with pytest.raises(codec.CodecError, match="over the limit"):
+        codec.frame({"x": "a" * codec.MAX_MESSAGE})
+    # descriptors that come with a frame nobody asked them for are closed, not leaked
+    r, w = os.pipe()
+    os.close(w)
+    assert codec.read_frame(stream(data, fds=[r])) == message
+    with pytest.raises(OSError):
+        os.fstat(r)

@@ -14,6 +14,7 @@ one-key object with a ``$`` tag. Decoding builds genuine built-in objects only.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import struct
 
@@ -72,23 +73,25 @@ def decode(data, handle=None, extra=None, depth: int = 0):
     body = data[tag]
     items = lambda: [decode(v, handle, extra, depth + 1) for v in _list(body)]  # noqa: E731
     if tag == "$b":
-        return base64.b64decode(_str(body), validate=True)
+        return _bytes(body)
     if tag == "$ba":
-        return bytearray(base64.b64decode(_str(body), validate=True))
+        return bytearray(_bytes(body))
     if tag == "$f":
         if body not in ("nan", "inf", "-inf"):
             raise CodecError("bad float")
         return float(body)
     if tag == "$t":
         return tuple(items())
-    if tag == "$s":
-        return set(items())
-    if tag == "$fs":
-        return frozenset(items())
-    if tag == "$d":
-        pairs = [(decode(k, handle, extra, depth + 1), decode(v, handle, extra, depth + 1))
-                 for k, v in (_pair(p) for p in _list(body))]
-        return dict(pairs)
+    if tag in ("$s", "$fs", "$d"):
+        if tag == "$d":
+            made = [(decode(k, handle, extra, depth + 1), decode(v, handle, extra, depth + 1))
+                    for k, v in (_pair(p) for p in _list(body))]
+        else:
+            made = items()
+        try:  # a list as a set member or a key: the other side broke the protocol
+            return {"$s": set, "$fs": frozenset, "$d": dict}[tag](made)
+        except TypeError as e:
+            raise CodecError(f"unhashable member: {e}") from None
     if tag == "$h" and handle is not None:
         if type(body) is not int:
             raise CodecError("bad handle")
@@ -104,6 +107,13 @@ def _list(body) -> list:
     if type(body) is not list:
         raise CodecError("expected a list")
     return body
+
+
+def _bytes(body) -> bytes:
+    try:
+        return base64.b64decode(_str(body), validate=True)
+    except binascii.Error:
+        raise CodecError("bad base64") from None
 
 
 def _str(body) -> str:
