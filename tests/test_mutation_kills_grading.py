@@ -419,3 +419,51 @@ def test_codec_frames_are_length_prefixed_json_objects_within_the_limit():
     assert codec.read_frame(stream(data, fds=[r])) == message
     with pytest.raises(OSError):
         os.fstat(r)
+
+
+# ------------------------------------------------------------------ the nbgrader side
+def test_test_cells_hidden_parts_and_what_learners_see():
+    def cell(kind="code", **nbgrader):
+        return {"cell_type": kind, "metadata": {"nbgrader": nbgrader}}
+    assert grading.is_test_cell(cell(grade=True, solution=False))
+    assert not grading.is_test_cell(cell(grade=True, solution=True))
+    assert not grading.is_test_cell(cell("markdown", grade=True))
+    assert not grading.is_test_cell(cell(grade=False)) and not grading.is_test_cell({})
+    source = "a = 1\n### BEGIN HIDDEN TESTS\nassert secret\n### END HIDDEN TESTS\nb = 2\n"
+    assert grading.split_hidden(source) == (["a = 1", "b = 2"], ["assert secret"])
+    assert grading.visible_source(source + "\n\n") == "a = 1\nb = 2"
+
+
+def test_definitions_keeps_defs_classes_and_imports_only():
+    source = "import os\nx = f()\ndef g():\n    return 1\nclass C: pass\nos._exit(1)\n"
+    assert grading.definitions(source) == "import os\n\ndef g():\n    return 1\n\nclass C:\n    pass"
+    assert grading.definitions("x = 1") == "" and grading.definitions("def (") == ""
+
+
+def test_feedback_hides_the_hidden_tests_and_tracebacks_that_show_them():
+    hide = grading.nbgrader_preprocessors()["HideHiddenTests"]()
+    from nbformat import NotebookNode
+    source = "assert ok\n### BEGIN HIDDEN TESTS\nassert secret_check()\n### END HIDDEN TESTS"
+    meta = {"nbgrader": {"grade": True, "solution": False}}
+    shown = NotebookNode(cell_type="code", source=source, metadata=meta, outputs=[
+        NotebookNode(output_type="error", ename="AssertionError", evalue="no",
+                     traceback=["line 3", "assert secret_check()"]),
+        NotebookNode(output_type="error", ename="NameError", evalue="x",
+                     traceback=["assert ok"])])
+    cell, _ = hide.preprocess_cell(shown, {}, 0)
+    assert cell.source == "assert ok"
+    assert cell.outputs[0]["traceback"] == ["AssertionError: no"]
+    assert cell.outputs[1]["traceback"] == ["assert ok"]
+    solution = NotebookNode(cell_type="code", source=source, outputs=[],
+                            metadata={"nbgrader": {"grade": True, "solution": True}})
+    assert hide.preprocess_cell(solution, {}, 0)[0].source == source
+
+
+def test_fresh_is_a_new_copy_of_the_module_that_verified_the_lab(lab, monkeypatch):
+    copy = grading.fresh(lab)
+    assert copy is not grading and copy.__file__ == grading.__file__
+    assert copy.unstuff is not grading.unstuff
+    monkeypatch.setattr(maillab.lab.MailLab, "mailbox", lambda self, user, folder="INBOX": [])
+    with pytest.raises(AssertionError, match="MailLab.mailbox was changed") as e:
+        grading.fresh(lab)  # the copy's own Tampered, an AssertionError
+    assert type(e.value).__name__ == "Tampered"
