@@ -11,9 +11,8 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from .i18n import N_, _, set_language, speak_protocol_in_this_thread
 from .logs import LabLog, bind_thread, exception_handler
@@ -30,8 +29,7 @@ from .transcript import Recorder, Transcript
 __all__ = ["MailLab", "LabAccount", "Service", "start", "DEFAULT_ACCOUNTS"]
 
 
-@dataclass(frozen=True)
-class LabAccount:
+class LabAccount(NamedTuple):
     """A ready-made account: what a learner types to log in."""
 
     login: str
@@ -88,18 +86,25 @@ PROTOCOLS = {
 }
 
 
-@dataclass
 class Service:
     """One listening server of the lab."""
 
-    protocol: str  # "smtp", "pop3", "imap", ...
-    domain: str
-    hostname: str
-    port: int
-    standard_port: int
-    description: str
-    server: object = field(default=None, repr=False)
-    login_policy: str = ""  # how passwords may travel on this port
+    def __init__(self, protocol: str, domain: str, hostname: str, port: int, standard_port: int,
+                 description: str, server: object = None, login_policy: str = ""):
+        self.protocol = protocol  # "smtp", "pop3", "imap", ...
+        self.domain = domain
+        self.hostname = hostname
+        self.port = port
+        self.standard_port = standard_port
+        self.description = description
+        self.server = server
+        self.login_policy = login_policy  # how passwords may travel on this port
+
+    def __repr__(self) -> str:
+        return (f"Service(protocol={self.protocol!r}, domain={self.domain!r}, "
+                f"hostname={self.hostname!r}, port={self.port!r}, "
+                f"standard_port={self.standard_port!r}, description={self.description!r}, "
+                f"login_policy={self.login_policy!r})")
 
     @property
     def name(self) -> str:
@@ -120,16 +125,25 @@ def login_policy(protocol: str, strict: bool) -> str:
     return _("clear-text login allowed (to learn by hand); {0} offered").format(upgrade)
 
 
-@dataclass(repr=False)  # (its own __repr__ below: no generated one to make at import)
 class StoredMessage:
     """A message as the server stored it, for notebooks and graders to inspect."""
 
-    uid: int
-    flags: frozenset
-    size: int
-    internaldate: float
-    path: Path
-    raw: bytes  # as clients receive it (CRLF line ends)
+    def __init__(self, uid: int, flags: frozenset, size: int, internaldate: float, path: Path,
+                 raw: bytes):
+        self.uid = uid
+        self.flags = flags
+        self.size = size
+        self.internaldate = internaldate
+        self.path = path
+        self.raw = raw  # as clients receive it (CRLF line ends)
+
+    def _fields(self) -> tuple:
+        return self.uid, self.flags, self.size, self.internaldate, self.path, self.raw
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not StoredMessage:
+            return NotImplemented
+        return self._fields() == other._fields()
 
     @property
     def message(self) -> email.message.EmailMessage:

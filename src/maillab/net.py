@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import math
 import socket
@@ -12,8 +11,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .i18n import _, ngettext
 from .store import Store
@@ -213,8 +211,7 @@ def throttled_elsewhere(sock: socket.socket | None):
         _THROTTLED_ELSEWHERE.discard(peer)
 
 
-@dataclass(frozen=True, slots=True)
-class LoginAttempt:
+class LoginAttempt(NamedTuple):
     """One login attempt on any server of the lab, for the audit view."""
 
     time: float
@@ -325,9 +322,9 @@ class LoginGuard:
         """Keep an attempt for the audit view, and count it: a failure adds to both its keys'
         scores; a right password clears its account's score."""
         if len(attempt.user) > MAX_NAME:  # a made-up name of megabytes must not stay in memory
-            attempt = dataclasses.replace(attempt, user=attempt.user[:MAX_NAME])
+            attempt = attempt._replace(user=attempt.user[:MAX_NAME])
         # Ten thousand attempts are kept: one copy of each service's name serves them all.
-        attempt = dataclasses.replace(attempt, service=sys.intern(attempt.service))
+        attempt = attempt._replace(service=sys.intern(attempt.service))
         now = self._clock()
         with self._lock:
             self.attempts.append(attempt)
@@ -364,8 +361,7 @@ def busy_login_hint(retry_after: float) -> str:
                     "not checked; try again in {seconds} seconds", seconds).format(seconds=seconds)
 
 
-@dataclass(frozen=True)
-class Turn:
+class Turn(NamedTuple):
     """:meth:`LoginGuard.admit`'s answer: wait ``wait`` seconds, then check the password; or,
     when ``retry_after`` is set, do not check it and answer a temporary failure."""
 
@@ -377,30 +373,34 @@ class Turn:
         return self.retry_after is not None
 
 
-@dataclass(slots=True)
 class _KeyState:
     """What the guard remembers about one key (an account or a client address)."""
 
-    score: float = 0.0  # failures, decaying over time
-    changed: float = 0.0  # clock time the score was last brought up to date
-    next_check: float = 0.0  # clock time of the key's last taken check slot
-    queued: tuple = ()  # check slots still to come (clock times)
+    __slots__ = ("score", "changed", "next_check", "queued")
+
+    def __init__(self, changed: float = 0.0):
+        self.score = 0.0  # failures, decaying over time
+        self.changed = changed  # clock time the score was last brought up to date
+        self.next_check = 0.0  # clock time of the key's last taken check slot
+        self.queued: tuple = ()  # check slots still to come (clock times)
 
 
-@dataclass
 class ServerContext:
     """What one lab's servers share: the store, the transcript recorder, names and settings."""
 
-    store: Store
-    recorder: Recorder
-    hostname: str  # the name servers greet with, e.g. "mail.example.com"
-    domain: str  # the mail domain this host serves, e.g. "example.com"
-    options: dict = field(default_factory=dict)
-    # Open client connections (transports), so that stopping the lab can close them all.
-    connections: set = field(default_factory=set)
-    guard: LoginGuard = field(default_factory=LoginGuard)  # one per lab, shared by all hosts
-    tls: object = None  # the lab's LabCA (maillab.tls), or None when TLS is off
-    strict: bool = False  # True: no password may cross a connection before TLS
+    def __init__(self, store: Store, recorder: Recorder, hostname: str, domain: str,
+                 options: dict | None = None, *, guard: LoginGuard | None = None,
+                 tls: object = None, strict: bool = False):
+        self.store = store
+        self.recorder = recorder
+        self.hostname = hostname  # the name servers greet with, e.g. "mail.example.com"
+        self.domain = domain  # the mail domain this host serves, e.g. "example.com"
+        self.options = options if options is not None else {}
+        # Open client connections (transports), so that stopping the lab can close them all.
+        self.connections: set = set()
+        self.guard = guard if guard is not None else LoginGuard()  # one per lab, for all hosts
+        self.tls = tls  # the lab's LabCA (maillab.tls), or None when TLS is off
+        self.strict = strict  # True: no password may cross a connection before TLS
 
     def server_tls_context(self):
         return self.tls.server_context(self.hostname) if self.tls is not None else None

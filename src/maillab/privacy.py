@@ -27,8 +27,7 @@ import socket
 import struct
 import sys
 import threading
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from .i18n import _
 
@@ -194,8 +193,7 @@ def peer_uid(conn: socket.socket) -> int | None:
     return default_check().uid(conn)
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     allowed: bool
     uid: int | None
 
@@ -210,7 +208,6 @@ def _user_name(uid: int | None) -> str:
         return f"uid {uid}"
 
 
-@dataclass
 class OwnerOnly:
     """The policy of a private lab: its owner's processes and root may connect, nobody else.
 
@@ -220,13 +217,12 @@ class OwnerOnly:
     of the transcript).
     """
 
-    allow: Iterable[int | str] = ()
-    check: PeerCheck = field(default_factory=default_check)
-    record_each: int = 100
-    owner: int = field(default_factory=os.geteuid)
-
-    def __post_init__(self):
-        self.allowed = {self.owner, 0} | {self._uid_of(u) for u in self.allow}
+    def __init__(self, allow: Iterable[int | str] = (), check: PeerCheck | None = None,
+                 record_each: int = 100, owner: int | None = None):
+        self.check = check if check is not None else default_check()
+        self.record_each = record_each
+        self.owner = owner if owner is not None else os.geteuid()
+        self.allowed = {self.owner, 0} | {self._uid_of(u) for u in allow}
         self.refused: dict[int | None, int] = {}
 
     @staticmethod

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import dataclasses
 import email.utils
 import heapq
 import itertools
@@ -41,7 +40,6 @@ import secrets
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .i18n import _
@@ -63,23 +61,44 @@ IDLE_CLOSE = 2.0  # seconds an unused connection to a next hop stays open for th
 _NAME = re.compile(r"^(?P<id>[A-Za-z0-9]+)\.(?P<part>\d+),A=(?P<attempts>\d+),T=(?P<next>\d+)$")
 
 
-@dataclass
 class QueuedMessage:
     """A message on its way to one other domain's server."""
 
-    mail_from: str  # "" is the null sender of bounces
-    rcpt_tos: list[str]
-    content: bytes  # empty once the message has left (history keeps no text)
-    queue_id: str  # the id the sending client was told ("250 2.0.0 OK: queued as <id>")
-    attempts: int = 0
-    errors: list[str] = field(default_factory=list)
-    domain: str = ""  # the next hop's mail domain, a key of Router.mx
-    helo: str = ""  # the name our server gives itself to the next hop
-    next_try: float = 0.0  # time.time() of the next attempt
-    path: Path | None = field(default=None, repr=False, compare=False)
+    # (a plain class: a dataclass takes about 0.5 ms to make at import, on every start)
+    _FIELDS = ("mail_from", "rcpt_tos", "content", "queue_id", "attempts", "errors", "domain",
+               "helo", "next_try")  # shown and compared; ``path`` is neither
+
+    def __init__(self, mail_from: str, rcpt_tos: list[str], content: bytes, queue_id: str,
+                 attempts: int = 0, errors: list[str] | None = None, domain: str = "",
+                 helo: str = "", next_try: float = 0.0, path: Path | None = None):
+        self.mail_from = mail_from  # "" is the null sender of bounces
+        self.rcpt_tos = rcpt_tos
+        self.content = content  # empty once the message has left (history keeps no text)
+        self.queue_id = queue_id  # the id the sending client was told ("queued as <id>")
+        self.attempts = attempts
+        self.errors = errors if errors is not None else []
+        self.domain = domain  # the next hop's mail domain, a key of Router.mx
+        self.helo = helo  # the name our server gives itself to the next hop
+        self.next_try = next_try  # time.time() of the next attempt
+        self.path = path  # the entry's file in the queue, while it is there
+
+    def replace(self, **changes) -> "QueuedMessage":
+        """A copy with some fields changed (lists are shared unless replaced, as with
+        dataclasses.replace)."""
+        values = {name: getattr(self, name) for name in self._FIELDS + ("path",)}
+        values.update(changes)
+        return QueuedMessage(**values)
 
     def without_content(self) -> "QueuedMessage":
-        return dataclasses.replace(self, content=b"", errors=self.errors[-3:], path=None)
+        return self.replace(content=b"", errors=self.errors[-3:], path=None)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not QueuedMessage:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+
+    def __repr__(self) -> str:
+        return "QueuedMessage(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in self._FIELDS) + ")"
 
 
 class RelayQueue:
@@ -159,16 +178,18 @@ class RelayQueue:
         return found
 
 
-@dataclass(repr=False, eq=False)  # (never shown or compared: fewer methods made at import)
 class _Outcome:
     """What one attempt did for one message (decided in a worker thread)."""
 
-    msg: QueuedMessage
-    delivered: list[str] = field(default_factory=list)  # recipients the next hop took
-    temporary: dict[str, str] = field(default_factory=dict)  # recipient -> 4xx (or network) error
-    permanent: dict[str, str] = field(default_factory=dict)  # recipient -> 5xx error
-    headers: bytes = b""  # the message's header section, for a bounce
-    tried: bool = True  # False: not attempted (the lab was stopping); no attempt counted
+    def __init__(self, msg: QueuedMessage, delivered: list[str] | None = None,
+                 temporary: dict[str, str] | None = None, permanent: dict[str, str] | None = None,
+                 headers: bytes = b"", tried: bool = True):
+        self.msg = msg
+        self.delivered = delivered if delivered is not None else []  # recipients the next hop took
+        self.temporary = temporary if temporary is not None else {}  # recipient -> 4xx or network error
+        self.permanent = permanent if permanent is not None else {}  # recipient -> 5xx error
+        self.headers = headers  # the message's header section, for a bounce
+        self.tried = tried  # False: not attempted (the lab was stopping); no attempt counted
 
 
 class Router:
@@ -482,7 +503,7 @@ class Router:
     def _replace_entry(self, msg: QueuedMessage, rcpts: list[str]) -> None:
         """Keep only ``rcpts`` of ``msg`` in the queue. The new entry is written before the old
         one goes, so a crash in between repeats a delivery rather than losing one."""
-        rest = dataclasses.replace(msg, rcpt_tos=rcpts, content=self.queue.content(msg), path=None)
+        rest = msg.replace(rcpt_tos=rcpts, content=self.queue.content(msg), path=None)
         self.queue.add(rest)
         self.queue.remove(msg)
         msg.rcpt_tos, msg.path = rcpts, rest.path
@@ -496,8 +517,7 @@ class Router:
             self._add(msg)  # still on disk, unchanged
             return
         if outcome.delivered:
-            self.delivered.append(dataclasses.replace(
-                msg, rcpt_tos=outcome.delivered).without_content())
+            self.delivered.append(msg.replace(rcpt_tos=outcome.delivered).without_content())
         msg.errors = (msg.errors + [f"{r}: {e}" for r, e in
                                     {**outcome.temporary, **outcome.permanent}.items()])[-10:]
         if outcome.permanent:
@@ -523,7 +543,7 @@ class Router:
 
     def _give_up(self, msg: QueuedMessage, errors: dict[str, str], headers: bytes) -> None:
         """Delivery to these recipients failed for good: a bounce to the sender (not for <>)."""
-        self.failed.append(dataclasses.replace(msg, rcpt_tos=list(errors)).without_content())
+        self.failed.append(msg.replace(rcpt_tos=list(errors)).without_content())
         last = next(reversed(errors.values()), "unknown error")
         if not msg.mail_from:
             log.warning("giving up on %s for %s (%s); no bounce: its sender is the null sender <>",

@@ -46,9 +46,8 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 __all__ = ["Store", "Account", "Folder", "MessageInfo", "FolderError", "SPECIAL_USE"]
 
@@ -232,8 +231,7 @@ class MessageInfo:
         return f"<MessageInfo uid={self.uid} size={self.size} flags={sorted(self.flags)} {self.name}>"
 
 
-@dataclass
-class Change:
+class Change(NamedTuple):
     """One change to a folder, as given to listeners."""
 
     kind: str  # "exists" | "expunge" | "flags"

@@ -149,7 +149,7 @@ class SealedLabClient(MailLab):
         super().__init__(accounts=[LabAccount(*a) for a in info["accounts"]],
                          tls=info["tls"], strict=info["strict"], ports="any")
         self.host = info["host"]
-        self.services = [Service(*s) for s in info["services"]]
+        self.services = [Service(*s[:6], login_policy=s[6]) for s in info["services"]]
         self._mx = {d: tuple(hp) for d, hp in info["mx"].items()}
         self.ca = _TrustedCA(info["ca"]) if info["ca"] else None
         self.recorder = _Recorder(self._sealed)
