@@ -44,6 +44,10 @@ def test_start_connects_to_the_graders_lab_and_reads_copies_of_its_evidence(seal
     lab = maillab.start(ports="any", tls=False)
     assert isinstance(lab, client.SealedLabClient) and maillab.start() is lab
     assert lab.smtp_port == grader.lab.smtp_port and lab.mx == grader.lab.mx
+    # the lab's table as the notebook shows it: each port's login rule included
+    assert [(s.name, s.port, s.login_policy) for s in lab.services] == \
+        [(s.name, s.port, s.login_policy) for s in grader.lab.services]
+    assert all(s.login_policy for s in lab.services)
     assert [a.address for a in lab.accounts] == [a.address for a in grader.lab.accounts]
     grading.prepare(lab)
     user, password = grading.make_account(lab, [grading.sample(1)], flags=[("\\Seen",)])
