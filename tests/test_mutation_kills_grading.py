@@ -467,3 +467,41 @@ def test_fresh_is_a_new_copy_of_the_module_that_verified_the_lab(lab, monkeypatc
     with pytest.raises(AssertionError, match="MailLab.mailbox was changed") as e:
         grading.fresh(lab)  # the copy's own Tampered, an AssertionError
     assert type(e.value).__name__ == "Tampered"
+
+
+# ------------------------------------------------------------------ grader: the answer process
+from maillab.grader.learner import AnswerProcess, LearnerDied, LearnerException, LearnerFunction  # noqa: E402,E501
+
+
+def spawn_answers(fd: int) -> subprocess.Popen:
+    env = dict(os.environ, MAILLAB_ANSWERS_FD=str(fd))
+    return subprocess.Popen([sys.executable, "-m", "maillab.grader.answers"], env=env,
+                            pass_fds=[fd])
+
+
+@pytest.fixture
+def answers():
+    made = []
+
+    def make(*cells):
+        process = AnswerProcess(list(cells), spawn_answers)
+        made.append(process)
+        process.ensure_loaded()
+        return process
+    yield make
+    for process in made:
+        process.kill()
+
+
+def test_a_fork_while_the_cells_load_leaves_one_process_answering(answers):
+    a = answers("import os\nchild = os.fork()", "def who():\n    return os.getpid()")
+    first = LearnerFunction(a, "who")()
+    assert [LearnerFunction(a, "who")() for _ in range(3)] == [first] * 3
+
+
+def test_an_argument_of_a_tag_the_answer_process_does_not_know_is_refused(answers):
+    a = answers("def echo(x=None):\n    return x")
+    with pytest.raises(LearnerException, match="unknown tag"):
+        a.request({"op": "call", "target": {"name": "echo"}, "args": [{"$zz": 1}],
+                   "kwargs": {"$d": []}})
+    assert LearnerFunction(a, "echo")(5) == 5  # the process is still there
