@@ -345,6 +345,20 @@ def test_an_overlong_auth_answer_is_refused_and_the_session_goes_on(raw):
     assert raw.cmd("NOOP")[0] == 250
 
 
+def test_an_auth_answer_up_to_12288_octets_is_read_whole(raw):
+    # RFC 4954 4: SASL answers can be longer than SMTP command lines (12,288 octets then
+    # counted as enough); aiosmtpd's reader alone stops at 1,001
+    import base64
+    raw.cmd("EHLO me")
+    assert raw.cmd("AUTH PLAIN")[0] == 334
+    answer = base64.b64encode(b"\0alice\0" + b"w" * 9000)  # 12,012 characters
+    code, lines = raw.cmd(answer.decode())
+    assert code == 535  # read and checked: a wrong password, not a line too long
+    assert raw.cmd("AUTH LOGIN")[0] == 334
+    assert raw.cmd("A" * 12_287)[0] == 500  # with CRLF 12,289 octets: too long
+    assert raw.cmd("NOOP")[0] == 250
+
+
 def test_only_unrecognised_commands_in_a_row_end_the_session(raw):
     raw.cmd("EHLO me")
     for header in ("Subject: hi", "From: me", "To: you", "Date: today", "X-A: 1", "X-B: 2"):

@@ -109,7 +109,7 @@ _HINTS: list[tuple[str, str]] = [
     ("501 Supported commands", N_("HELP alone lists the commands; HELP MAIL explains one of them")),
     ("454 TLS not available", N_("this port has no TLS; the lab's other ports do (lab.services)")),
     ("500 5.5.6 Authentication Exchange line is too long",
-     N_("the answer to a 334 challenge is one base64 line of at most 1000 characters")),
+     N_("the answer to a 334 challenge is one base64 line of at most 12,286 characters")),
 ]
 
 
@@ -542,14 +542,10 @@ class LabSMTP(SMTP):
         if isinstance(challenge, str):
             challenge = challenge.encode()
         await self.push(b"334 " + (b64encode(challenge) if encode_to_b64 else challenge))
-        try:
-            line = await self._reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError:  # the client hung up
+        line = await self._read_auth_line()
+        if line is MISSING:  # the client hung up
             return MISSING
-        except asyncio.LimitOverrunError as e:
-            await self._discard_line(e.consumed)
-            line = None
-        if line is None or len(line) > AUTH_LINE_LIMIT:
+        if line is None:
             await self.push("500 5.5.6 Authentication Exchange line is too long")
             return MISSING
         blob = line.strip()
@@ -561,6 +557,25 @@ class LabSMTP(SMTP):
         except (binascii.Error, ValueError):
             await self.push("501 5.5.2 Can't decode base64")
             return MISSING
+
+    async def _read_auth_line(self):
+        """One line of an AUTH exchange: up to AUTH_LINE_LIMIT octets, although the reader's
+        own limit (aiosmtpd's line_length_limit, 1,001) is smaller: a longer line comes in
+        pieces. None for a line over the limit (read to its end), MISSING if the client hung up."""
+        pieces, size = [], 0
+        while True:
+            try:
+                pieces.append(await self._reader.readuntil(b"\n"))
+                line = b"".join(pieces)
+                return line if len(line) <= AUTH_LINE_LIMIT else None
+            except asyncio.IncompleteReadError:
+                return MISSING
+            except asyncio.LimitOverrunError as e:
+                size += e.consumed
+                if size > AUTH_LINE_LIMIT:
+                    await self._discard_line(e.consumed)
+                    return None
+                pieces.append(await self._reader.readexactly(e.consumed))
 
     async def _discard_line(self, consumed: int) -> None:
         """Skip the rest of a line longer than the reader's limit."""
