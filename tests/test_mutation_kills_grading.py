@@ -505,3 +505,37 @@ def test_an_argument_of_a_tag_the_answer_process_does_not_know_is_refused(answer
         a.request({"op": "call", "target": {"name": "echo"}, "args": [{"$zz": 1}],
                    "kwargs": {"$d": []}})
     assert LearnerFunction(a, "echo")(5) == 5  # the process is still there
+
+
+def test_a_cell_that_is_not_python_is_a_problem_and_the_next_cells_still_load(answers):
+    a = answers("this is not ( python", "def one():\n    return 1")
+    assert LearnerFunction(a, "one")() == 1
+    assert [p[:3] for p in a.problems] == [[0, -1, "SyntaxError"]] and a.loads == 1
+
+
+def test_a_value_a_check_sets_reaches_the_learners_code(answers):
+    a = answers("def get():\n    return given")
+    a.set_value("given", {"k": (1, b"x")})
+    assert LearnerFunction(a, "get")() == {"k": (1, b"x")}
+
+
+def test_an_operation_the_answer_process_does_not_know_is_refused_by_name(answers):
+    a = answers("def f():\n    return 1")
+    with pytest.raises(LearnerException, match="unknown operation 'zap'"):
+        a.request({"op": "zap", "target": {"name": "f"}})
+
+
+def test_codec_depth_counts_sets_and_handle_type_names_are_cut():
+    value: object = frozenset({1})
+    for _ in range(codec.MAX_DEPTH):
+        value = frozenset({value})
+    with pytest.raises(codec.CodecError):
+        codec.encode(value)
+    got = codec.decode({"$h": 3, "type": "T" * 300}, handle=lambda key, kind: kind)
+    assert got == "T" * 200
+
+
+def test_a_frame_of_exactly_the_limit_is_allowed():
+    wrapper = len(codec.frame({"x": ""})) - 4
+    body = codec.frame({"x": "a" * (codec.MAX_MESSAGE - wrapper)})
+    assert len(body) - 4 == codec.MAX_MESSAGE
