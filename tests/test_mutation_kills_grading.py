@@ -539,3 +539,44 @@ def test_a_frame_of_exactly_the_limit_is_allowed():
     wrapper = len(codec.frame({"x": ""})) - 4
     body = codec.frame({"x": "a" * (codec.MAX_MESSAGE - wrapper)})
     assert len(body) - 4 == codec.MAX_MESSAGE
+
+
+def test_what_the_learners_code_prints_goes_nowhere(answers):
+    started = []
+
+    def spawn(fd: int) -> subprocess.Popen:
+        env = dict(os.environ, MAILLAB_ANSWERS_FD=str(fd))
+        started.append(subprocess.Popen([sys.executable, "-m", "maillab.grader.answers"],
+                                        env=env, pass_fds=[fd], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE))
+        return started[-1]
+    a = AnswerProcess(["import os, sys\ndef noisy():\n    print('out')\n"
+                       "    print('err', file=sys.stderr)\n    os.write(1, b'fd1')\n"
+                       "    os.write(2, b'fd2')\n    return 1"], spawn)
+    try:
+        assert LearnerFunction(a, "noisy")() == 1
+    finally:
+        a.kill()
+    assert (started[0].stdout.read(), started[0].stderr.read()) == (b"", b"")
+
+
+FORGER = """
+import os, socket, sys, time
+sys.path.insert(0, {src!r})
+from maillab.grader.codec import frame
+channel = socket.socket(fileno=int(sys.argv[1]))
+channel.sendall(frame({{"not": "a loading message"}}))
+time.sleep(60)
+"""
+
+
+def test_an_answer_process_that_says_something_unexpected_while_loading_is_ended():
+    src = os.path.dirname(os.path.dirname(grading.__file__))
+
+    def spawn(fd: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", FORGER.format(src=src), str(fd)],
+                                pass_fds=[fd])
+    a = AnswerProcess(["x = 1"], spawn)
+    with pytest.raises(LearnerDied, match="unexpected"):
+        a.ensure_loaded()
+    assert a.proc.poll() is not None and a.channel is None
