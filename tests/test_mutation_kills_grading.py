@@ -580,3 +580,11 @@ def test_an_answer_process_that_says_something_unexpected_while_loading_is_ended
     with pytest.raises(LearnerDied, match="unexpected"):
         a.ensure_loaded()
     assert a.proc.poll() is not None and a.channel is None
+
+
+def test_kill_ends_the_answer_process_at_once(answers):
+    a = answers("def f():\n    return 1")
+    proc = a.proc
+    a.kill()
+    assert proc.poll() is not None  # not merely waited for (it would still run)
+    assert not a.alive
