@@ -588,3 +588,99 @@ def test_kill_ends_the_answer_process_at_once(answers):
     a.kill()
     assert proc.poll() is not None  # not merely waited for (it would still run)
     assert not a.alive
+
+
+def test_after_call_sees_the_process_after_loading_and_after_every_call():
+    seen = []
+    a = AnswerProcess(["def f():\n    return 1"], spawn_answers, after_call=seen.append)
+    try:
+        a.ensure_loaded()
+        assert seen == [a.proc]
+        LearnerFunction(a, "f")()
+        assert seen == [a.proc, a.proc]
+    finally:
+        a.kill()
+
+
+def test_a_handle_goes_back_to_the_learners_code_as_the_same_object(answers):
+    a = answers("class Box:\n    def __init__(self):\n        self.n = 41\n"
+                "def make():\n    return Box()\ndef grow(box):\n    box.n += 1\n    return box.n")
+    box = LearnerFunction(a, "make")()
+    assert LearnerFunction(a, "grow")(box) == 42 and LearnerFunction(a, "grow")(box) == 43
+
+
+def test_a_tls_context_crosses_with_exactly_its_own_certificates(answers):
+    import ssl
+    a = answers("def count(ctx):\n    return len(ctx.get_ca_certs())")
+    system = ssl.create_default_context().get_ca_certs(binary_form=True)
+    if not system:
+        pytest.skip("no system CA certificates to build a context from")
+    one = ssl.create_default_context(cadata=system[0])
+    assert LearnerFunction(a, "count")(one) == 1
+
+
+def test_a_socket_file_handed_over_twice_is_never_read_by_the_grader_again():
+    """The first call of a process not loaded yet: call() encoded its arguments, then
+    request() started the process, which forgot what had been sent; the second hand-over
+    sent the file again and read ahead here, so the learner's readline never got the line."""
+    a = AnswerProcess(["def keep(f):\n    return 0\ndef read_line(f):\n    return f.readline()"],
+                      spawn_answers, call_limit=3)
+    left, right = socket.socketpair()
+    f = left.makefile("rb")
+    try:
+        assert LearnerFunction(a, "keep")(f) == 0  # handed over while nothing is waiting
+        right.sendall(b"two\r\n")  # there before the second hand-over (a local socket pair)
+        assert LearnerFunction(a, "read_line")(f) == b"two\r\n"
+    finally:
+        a.kill()
+        left.close()
+        right.close()
+
+
+def test_learner_exceptions_of_nested_classes_keep_their_own_names(answers):
+    a = answers("class Client:\n    class Refused(Exception):\n        pass\n"
+                "def fail():\n    raise Client.Refused('no')")
+    with pytest.raises(LearnerException) as e:
+        LearnerFunction(a, "fail")()
+    assert type(e.value).__name__ == "Refused" and e.value.learner_text == "no"
+    assert a.standin("__main__", "Client.Refused").__name__ == "Refused"
+
+
+SERVER = """
+import socket, sys
+sys.path.insert(0, {src!r})
+from maillab.grader.codec import frame, read_frame
+channel = socket.socket(fileno=int(sys.argv[1]))
+recv = lambda n: (channel.recv(n), [])
+read_frame(recv)
+channel.sendall({first})
+while True:
+    message = read_frame(recv)
+    channel.sendall(frame({{"id": message["id"], "ok": {{"$zz": 1}}}}))
+"""
+
+
+def forged(first: bytes):
+    src = os.path.dirname(os.path.dirname(grading.__file__))
+
+    def spawn(fd: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", SERVER.format(src=src, first=first),
+                                 str(fd)], pass_fds=[fd])
+    return AnswerProcess(["x = 1"], spawn)
+
+
+def test_a_frame_that_is_not_json_from_the_answer_process_ends_it():
+    a = forged(b"\x00\x00\x00\x03abc")
+    with pytest.raises(LearnerDied, match="unexpected"):
+        a.ensure_loaded()
+    assert a.channel is None
+
+
+def test_a_reply_value_that_cannot_be_read_is_the_learners_failure():
+    from maillab.grader import codec as wire
+    a = forged(wire.frame({"loaded": {"names": {}, "problems": []}}))
+    try:
+        with pytest.raises(LearnerException, match="could not be read"):
+            LearnerFunction(a, "x")()
+    finally:
+        a.kill()

@@ -224,6 +224,10 @@ class AnswerProcess:
             raise LearnerException(_("the value could not be read: {0}").format(e)) from None
 
     def call(self, target: dict, args: tuple, kwargs: dict):
+        # Loaded first: a (re)start forgets which sockets and files the process holds, so
+        # arguments encoded before it would be recorded as sent to a process that never got
+        # them (and the next hand-over of the same socket file would read ahead here).
+        self.ensure_loaded()
         fds: list[int] = []
         encoded = {"op": "call", "target": target,
                    "args": encode(list(args), lambda v: self._argument(v, fds)),
