@@ -359,7 +359,6 @@ class LabSMTP(SMTP):
         self.mode = mode
         self.transcript = None
         self.implicit_tls = False
-        self.last_auth_user = ""
         self.current_command: str | None = ""  # None while an unrecognised one is answered
         self.bad_commands_in_a_row = 0
         self.close_reason: str | None = None
@@ -591,7 +590,6 @@ class LabSMTP(SMTP):
 
     async def _check_login(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
         user = login.decode("utf-8", "replace")
-        self.last_auth_user = user
         # While the account or address is being guessed, the check waits its turn, so the right
         # password is answered as late as a wrong one (see LoginGuard.admit).
         turn = self.ctx.guard.admit(self.transcript.peer, user)

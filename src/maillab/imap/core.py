@@ -142,11 +142,8 @@ class LoginRequest:
             return None
         s = self.session
         user, password = self._credentials
-        try:
-            return s.ctx.authenticate(user, password, protocol="imap", peer=s.peer,
-                                      mechanism=self.mechanism, secure=s.tls)
-        except TypeError:  # a context without the login audit
-            return s.ctx.authenticate(user, password)
+        return s.ctx.authenticate(user, password, protocol="imap", peer=s.peer,
+                                  mechanism=self.mechanism, secure=s.tls)
 
 
 def _hint_example(state: State) -> str:

@@ -225,10 +225,6 @@ class Part:
                 return v
         return None
 
-    @property
-    def is_multipart(self) -> bool:
-        return self.children is not None
-
 
 # MIME parts of one message we split out; the rest stays unsplit in the last one. Dovecot 2.3
 # stops at 10,000; here a part costs up to ~100 us in BODYSTRUCTURE and in SEARCH, so 1,000

@@ -210,10 +210,6 @@ class SeqSet:
     def __init__(self, ranges: list[tuple[int | None, int | None]], text: str = ""):
         self.ranges = ranges
         self.text = text
-        self.saved = False  # "$" (SEARCHRES) is not supported; kept for clarity
-
-    def uses_star(self) -> bool:
-        return any(a is None or b is None for a, b in self.ranges)
 
     def resolve(self, star: int) -> list[tuple[int, int]]:
         out = []
