@@ -12,11 +12,12 @@ the same root settles its queue, and the Maildirs on disk are counted: every ``2
 its recipient's mailbox exactly once.
 
 Then a hostile phase (garbage lines that the server refuses, thousands of failed logins with
-made-up names, hundreds of idle connections) and the lab's memory against the same lab fresh.
+made-up names, hundreds of idle connections) and the lab's memory against the same lab warm
+(after the idle round, when the code it loads on first use is in; fresh is printed too).
 
 Printed: p50/p99 of whole sessions per kind under load, beside the same sessions in the idle lab
 (the peer, measured in this run), errors, the exactly-once count, RSS before/after. FAIL marks
-a figure on the wrong side of its goal: any lost or duplicated message; RSS after > 1.5 x fresh.
+a figure on the wrong side of its goal: any lost or duplicated message; RSS after > 1.5 x warm.
 """
 
 from __future__ import annotations
@@ -349,6 +350,10 @@ async def run(args) -> int:
         for kind in ("smtp_local", "smtp_relay", "pop3", "imap"):
             for _ in range(20 if args.quick else 60):
                 await idle.session(kind)
+        # The baseline: every kind of session has run, so the code a lab loads on first use
+        # (IMAP FETCH and SEARCH, the email package: ~4 MiB) is in memory, as in any lab in use.
+        await asyncio.sleep(1)
+        warm = lab.rss_mib()
         load = Load(lab, rng)
         workers = [asyncio.create_task(load.worker()) for _ in range(args.clients)]
         third = args.seconds / 3
@@ -413,11 +418,12 @@ async def run(args) -> int:
         if load.errors:
             print("errors (mostly sessions cut by the stop and the kill): " +
                   ", ".join(f"{k} {v}" for k, v in sorted(load.errors.items())))
-        ratio = after / fresh
-        print(f"\nRSS: fresh {fresh:.0f} MiB, after the load {loaded:.0f} MiB, after the hostile "
-              f"phase ({', '.join(f'{k} {v}' for k, v in counts.items())}) {just_after:.0f} MiB, "
+        ratio = after / warm
+        print(f"\nRSS: fresh {fresh:.0f} MiB, warm {warm:.0f} MiB (after the idle round), after the "
+              f"load {loaded:.0f} MiB, after the hostile phase "
+              f"({', '.join(f'{k} {v}' for k, v in counts.items())}) {just_after:.0f} MiB, "
               f"quiet {2 * QUIET_CHECK + 2:.0f} s later {after:.0f} MiB: "
-              f"x{ratio:.2f} of fresh (goal <= 1.5)  {at_most(ratio, 1.5)}")
+              f"x{ratio:.2f} of warm (goal <= 1.5)  {at_most(ratio, 1.5)}; x{after / fresh:.2f} of fresh")
         failures += ratio > 1.5
     finally:
         if lab.proc is not None and lab.proc.poll() is None:

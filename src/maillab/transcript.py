@@ -295,7 +295,9 @@ class Recorder:
     """
 
     def __init__(self, limit: int = 200_000, per_connection: int = 20_000, *,
-                 max_bytes: int = 12 * 1024 * 1024, per_connection_bytes: int = 2 * 1024 * 1024):
+                 max_bytes: int = 6 * 1024 * 1024, per_connection_bytes: int = 2 * 1024 * 1024):
+        # 6 MiB keeps some 50,000 lines of ordinary sessions: a grader's run of a notebook
+        # needs a few thousand, and a class server holds one lab per student.
         self.limit = limit
         self.max_bytes = max_bytes
         self.per_connection = per_connection  # lines kept per connection and side
