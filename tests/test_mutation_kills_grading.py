@@ -10,6 +10,7 @@ watchdog, which ends its process).
 from __future__ import annotations
 
 import base64
+import json
 import builtins
 import os
 import socket
@@ -684,3 +685,94 @@ def test_a_reply_value_that_cannot_be_read_is_the_learners_failure():
             LearnerFunction(a, "x")()
     finally:
         a.kill()
+
+
+# ------------------------------------------------------------------ grader.sandbox
+from maillab.grader import sandbox as sandboxing  # noqa: E402
+
+SANDBOX_UID = 2_000_199_100  # a throwaway user id of this module only
+
+
+@pytest.fixture
+def box(tmp_path):
+    from conftest import require_tool
+    require_tool("bwrap")
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root (the grader runs as root)")
+    control = tmp_path / "control"
+    control.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    made = sandboxing.Sandbox(SANDBOX_UID, control, sandboxing.python_folders(),
+                              sandboxing.Limits(processes=32, home_size=4 << 20,
+                                                tmp_size=4 << 20))
+    yield made
+    made.kill_all()
+
+
+REPORT = "import json, os; print(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd()}))"
+
+
+def test_the_sandbox_starts_in_its_home_with_only_its_own_environment(box, monkeypatch):
+    monkeypatch.setenv("MAILLAB_OUTSIDE_SECRET", "the grader's")
+    done = subprocess.run(box.command([sys.executable, "-c", REPORT], env={"EXTRA": "1"}),
+                          capture_output=True, text=True, timeout=60, cwd=str(box.control_dir))
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    assert got["cwd"] == sandboxing.HOME and got["env"]["HOME"] == sandboxing.HOME
+    assert "MAILLAB_OUTSIDE_SECRET" not in got["env"] and got["env"]["EXTRA"] == "1"
+    assert got["env"]["MAILLAB_SEALED"] == f"{sandboxing.CONTROL}/lab.sock"
+
+
+def test_without_a_sandbox_the_command_still_gets_only_its_own_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAILLAB_OUTSIDE_SECRET", "the grader's")
+    plain = sandboxing.Unsandboxed(0, tmp_path, [])
+    for _ in range(2):  # its home is made once and reused
+        done = subprocess.run(plain.command([sys.executable, "-c", REPORT]), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+    env = json.loads(done.stdout)["env"]
+    assert env["HOME"] == str(tmp_path / "home") and (tmp_path / "home").is_dir()
+    assert env["MAILLAB_SEALED"] == str(tmp_path / "lab.sock")
+    assert "MAILLAB_OUTSIDE_SECRET" not in env
+    assert plain.visible_path(tmp_path / "lab.sock") == str(tmp_path / "lab.sock")
+    assert plain.end_strays(os.getpid()) == 0
+
+
+def test_parent_folders_are_made_passable_once_each():
+    made: set[str] = set()
+    assert sandboxing._parents("/srv/course/py/lib/file", made) == [
+        "--perms", "0755", "--dir", "/srv", "--perms", "0755", "--dir", "/srv/course",
+        "--perms", "0755", "--dir", "/srv/course/py", "--perms", "0755", "--dir",
+        "/srv/course/py/lib"]
+    assert sandboxing._parents("/srv/course/other/x", made) == [
+        "--perms", "0755", "--dir", "/srv/course/other"]
+    assert sandboxing._parents("/usr/lib/python3/x", set()) == []  # system folders are there
+
+
+def test_the_children_of_a_process_that_is_gone_are_none():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # ended and reaped: no /proc entry any more
+    assert sandboxing._children(proc.pid) == [] and sandboxing._descendants(proc.pid) == []
+
+
+ISOLATED = """
+import json, os, sys
+from pathlib import Path
+from maillab.grader.sandbox import isolate_worker
+private = Path(sys.argv[1])
+isolate_worker(private)
+(private / "evidence").write_text("x")
+print(json.dumps({"mode": oct(os.stat(private).st_mode & 0o777),
+                  "there": (private / "evidence").exists()}))
+"""
+
+
+def test_a_workers_private_folder_is_its_own_writable_tmpfs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("a worker's namespaces need root")
+    private = tmp_path / "private"
+    done = subprocess.run([sys.executable, "-c", ISOLATED, str(private)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == {"mode": "0o700", "there": True}
+    assert not (private / "evidence").exists()  # the tmpfs was the worker's alone
