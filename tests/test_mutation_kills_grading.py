@@ -776,3 +776,67 @@ def test_a_workers_private_folder_is_its_own_writable_tmpfs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout) == {"mode": "0o700", "there": True}
     assert not (private / "evidence").exists()  # the tmpfs was the worker's alone
+
+
+# ------------------------------------------------------------------ grader.sealed
+from maillab.grader import sealed as sealing  # noqa: E402
+
+
+@pytest.fixture
+def sealed_lab(tmp_path):
+    made = []
+
+    def make(**options):
+        control = tmp_path / f"control{len(made)}"
+        control.mkdir()
+        made.append(sealing.SealedLab(tmp_path / f"private{len(made)}", control / "lab.sock",
+                                      options))
+        return made[-1]
+    yield make
+    for lab in made:
+        lab.close()
+
+
+def ask(lab, request: bytes) -> dict:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(lab.control.server_address))
+        sock.sendall(request + b"\n")
+        reply = sock.makefile("rb").readline()
+    return json.loads(reply) if reply else {}
+
+
+def test_the_control_socket_says_whether_the_lab_speaks_tls(sealed_lab):
+    assert sealed_lab(tls=False).info()["tls"] is False
+    with_tls = sealed_lab()
+    assert with_tls.info()["tls"] is True and with_tls.info()["ca"].startswith("-----BEGIN")
+
+
+def test_test_accounts_stop_at_the_limit(sealed_lab):
+    lab = sealed_lab(tls=False)
+    lab.accounts_made = sealing.MAX_ACCOUNTS - 1
+    login, password = lab.make_account([], None, [])
+    assert lab.lab.store.authenticate(login, password) is not None
+    with pytest.raises(ValueError, match="too many"):
+        lab.make_account([], None, [])
+
+
+def test_settle_waits_for_the_lab_at_most_ten_seconds(sealed_lab, monkeypatch):
+    lab = sealed_lab(tls=False)
+    asked = []
+    monkeypatch.setattr(lab.lab, "settle", asked.append)
+    assert lab.answer({"op": "settle", "timeout": 99}) is None
+    assert lab.answer({"op": "settle", "timeout": 0.5}) is None
+    assert asked == [10.0, 0.5]
+
+
+def test_the_control_socket_serves_any_number_of_connections_one_after_another(sealed_lab):
+    lab = sealed_lab(tls=False)
+    for _ in range(sealing.MAX_CONNECTIONS + 2):
+        assert ask(lab, b'{"op": "info"}')["ok"]["host"] == lab.lab.host
+
+
+def test_an_error_reply_is_cut_at_500_characters(sealed_lab):
+    lab = sealed_lab(tls=False)
+    reply = ask(lab, json.dumps({"op": "x" * 1000}).encode())
+    assert len(reply["error"]) == 500 and reply["error"].startswith("ValueError: unknown request")
