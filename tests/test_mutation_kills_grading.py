@@ -840,3 +840,28 @@ def test_an_error_reply_is_cut_at_500_characters(sealed_lab):
     lab = sealed_lab(tls=False)
     reply = ask(lab, json.dumps({"op": "x" * 1000}).encode())
     assert len(reply["error"]) == 500 and reply["error"].startswith("ValueError: unknown request")
+
+
+def test_the_client_asks_again_on_a_new_connection_when_the_lab_hung_up(tmp_path):
+    from maillab.grader.client import _Control
+    path = str(tmp_path / "lab.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+    seen = []
+
+    def serve():
+        for answer in (None, b'{"ok": 7}\n'):  # the first connection ends without an answer
+            conn, _ = server.accept()
+            seen.append(conn.makefile("rb").readline())
+            if answer:
+                conn.sendall(answer)
+            conn.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert _Control(path).ask("info") == 7
+    finally:
+        thread.join(10)
+        server.close()
+    assert seen == [b'{"op": "info"}\n'] * 2
