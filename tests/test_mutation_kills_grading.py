@@ -865,3 +865,96 @@ def test_the_client_asks_again_on_a_new_connection_when_the_lab_hung_up(tmp_path
         thread.join(10)
         server.close()
     assert seen == [b'{"op": "info"}\n'] * 2
+
+
+# ------------------------------------------------------------------ Level 1: steps typed by hand
+class FakeEvidence:
+    """A cell's evidence made of given lines (for the step checkers), nothing delivered."""
+
+    def __init__(self, *raw_lines, delivered=()):
+        self.lab = type("Lab", (), {"settle": lambda self, timeout: None})()
+        self._lines = [line(who, raw, service="smtp:example.com") for who, raw in raw_lines]
+        self._delivered = list(delivered)
+
+    def sessions(self, service=None):
+        return [grading.Session(self._lines)] if self._lines else []
+
+    def delivered(self, user, session):
+        return self._delivered
+
+
+def smtp(*exchanges_, tls=False, delivered=("a message",)):
+    raw = [("S", b"220 mail.example.com ESMTP\r\n")]
+    for command, *answers in exchanges_:
+        raw.append(("C", command.encode() + b"\r\n"))
+        raw += [("S", a.encode() + b"\r\n") for a in answers]
+    steps = grading.smtp_steps(FakeEvidence(*raw, delivered=delivered), "smtp:example.com",
+                               rcpt="bob@example.com", user="bob", tls=tls)
+    return {name: steps.done(name) for name in steps.results}, steps
+
+
+MESSAGE = (("DATA", "354 go"), ("From: a@example.com",), ("Date: Mon, 1 Jun 2026 10:00:00 +0300",),
+           ("Subject: hi",), ("",), ("body",), (".", "250 2.0.0 OK: queued as Q1"))
+
+
+def test_steps_say_what_failed_and_why():
+    steps = grading.Steps("title")
+    steps.add("a", "say hello", None)
+    steps.add("b", "send it", "it was refused")
+    assert steps.done("a") and not steps.done("b")
+    assert steps.why("b") == "send it: it was refused"
+    steps.check("a")
+    with pytest.raises(AssertionError, match="^send it: it was refused$"):
+        steps.check("b")
+    assert str(steps) == "title\n  [x] say hello\n  [ ] send it: it was refused"
+
+
+def test_quoted_text_is_cut_at_its_limit():
+    assert grading._quoted("a" * 70) == "'" + "a" * 70 + "'"
+    assert grading._quoted("a" * 71) == "'" + "a" * 67 + "...'"
+    assert grading._quoted("abcdef", 5) == "'ab...'"
+
+
+def test_helo_counts_as_hello_but_only_when_the_server_said_250():
+    done, _ = smtp(("HELO pc", "250 ok"))
+    assert done["hello"]
+    done, steps = smtp(("EHLO pc", "500 no"), ("MAIL FROM:<a@example.com>", "250 ok"))
+    assert not done["hello"] and "'EHLO pc' with '500 no'" in steps.why("hello")
+    done, _ = smtp(("EHLO pc", "259 odd"), ("MAIL FROM:<a@example.com>", "250 ok"),
+                   ("RCPT TO:<bob@example.com>", "259 odd"))
+    assert not done["hello"] and not done["envelope"]  # accepted means 250
+
+
+def test_a_refused_starttls_is_no_encryption_even_with_ehlo_after():
+    done, _ = smtp(("EHLO pc", "250 ok"), ("STARTTLS", "454 not now"), ("EHLO pc", "250 ok"),
+                   tls=True)
+    assert done["hello"] and not done["tls"]
+    done, _ = smtp(("EHLO pc", "250 ok"), ("STARTTLS", "220 go"), ("EHLO pc", "250 ok"),
+                   tls=True)
+    assert done["tls"]
+
+
+def test_a_whole_session_passes_every_step():
+    done, _ = smtp(("EHLO pc", "250 ok"), ("MAIL FROM:<a@example.com>", "250 ok"),
+                   ("RCPT TO:<Bob@Example.com>", "250 ok"), *MESSAGE, ("QUIT", "221 bye"))
+    assert done == {"hello": True, "envelope": True, "message": True, "headers": True,
+                    "quit": True}
+
+
+def test_exchanges_pair_commands_with_answers_and_keep_literals_and_events_apart():
+    s = grading.Session([line("*", b"connected"), line("S", b"220 hi\r\n"),
+                         line("C", b"EHLO a {3}\r\n"), line("S", b"250 ok\r\n"),
+                         line("C", b"abc\r\n"), line("*", b"closed")])
+    assert [(e.command, e.replies) for e in grading.exchanges(s)] == [
+        ("EHLO a {3}", ["250 ok"]), ("abc", [])]
+    imap = grading.Session([line("C", b"a1 LOGIN {5}\r\n"), line("S", b"+ go\r\n"),
+                            line("C", b"alice\r\n"), line("C", b"a2 NOOP\r\n"),
+                            line("S", b"a2 OK\r\n")])
+    got = grading.exchanges(imap, "imap")
+    assert [(e.command, e.data, e.replies) for e in got] == [
+        ("a1 LOGIN {5}", b"alice\r\n", ["+ go"]), ("a2 NOOP", b"", ["a2 OK"])]
+
+
+def test_headers_of_a_typed_message_end_at_the_first_blank_line():
+    assert grading._typed_headers(b"From: a\r\n\r\nX-Body: no\r\n") == {"from": "a"}
+    assert grading._headers(b"From: a\nDate: b\r\n\r\n") == [("From", "a\nDate: b")]
