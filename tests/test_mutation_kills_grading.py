@@ -1120,3 +1120,12 @@ def test_pop3_steps_read_logins_looks_and_downloads():
     done, steps = pop3_box(("C", "USER ann"), ("S", "+OK"), ("C", "PASS x"),
                            ("S", "-ERR " + "n" * 80))
     assert f"'-ERR {'n' * 52}...'" in steps.why("login")
+
+
+def test_the_sealed_client_has_the_labs_services_but_none_of_its_servers(sealed_lab):
+    from maillab.grader.client import SealedLabClient
+    grader = sealed_lab(tls=False)
+    lab = SealedLabClient(str(grader.control.server_address))
+    assert [(s.protocol, s.port, s.login_policy) for s in lab.services] == \
+        [(s.protocol, s.port, s.login_policy) for s in grader.lab.services]
+    assert all(s.server is None for s in lab.services)
