@@ -1129,3 +1129,38 @@ def test_the_sealed_client_has_the_labs_services_but_none_of_its_servers(sealed_
     assert [(s.protocol, s.port, s.login_policy) for s in lab.services] == \
         [(s.protocol, s.port, s.login_policy) for s in grader.lab.services]
     assert all(s.server is None for s in lab.services)
+
+
+def test_smtp_steps_judge_the_last_message_and_its_delivery():
+    first = (("DATA", "354 go"), ("From: a@example.com",), ("Subject: no date",), ("",),
+             ("body",), (".", "250 2.0.0 OK: queued as Q0"))
+    session = (("EHLO pc", "250 ok"), *first, ("MAIL FROM:<a@example.com>", "250 ok"),
+               ("RCPT TO:<bob@example.com>", "250 ok"), *MESSAGE, ("QUIT", "221 bye"))
+    done, steps = smtp(*session)
+    assert done["headers"] and done["message"]
+    assert steps.session.commands()[-1] == "QUIT"
+    done, steps = smtp(*session, delivered=())
+    assert not done["message"] and "not in bob@example.com's mailbox" in steps.why("message")
+
+
+def imap(*pairs, folder="Work"):
+    evidence = Evidence(talk("imap", *pairs))
+    evidence.lab = NoFiles()
+    steps = grading.imap_steps(evidence, "imap", user="ann", folder=folder, subject="Hi")
+    return {name: steps.done(name) for name in steps.results}, steps
+
+
+def test_imap_steps_read_uid_commands_refusals_and_the_selected_folder():
+    login = [("C", "a1 LOGIN ann pw"), ("S", "a1 OK in")]
+    done, _ = imap(*login, ("C", "a2 SELECT Work"), ("S", "a2 OK"),
+                   ("C", "a3 UID SEARCH ALL"), ("S", "* SEARCH 4"), ("S", "a3 OK"),
+                   ("C", "a4 UID"), ("S", "a4 BAD what?"))
+    assert done["login"] and done["search"]
+    done, steps = imap(*login, ("C", "a2 SELECT INBOX"), ("S", "a2 OK"),
+                       ("C", "a3 SEARCH ALL"), ("S", "* SEARCH 1"), ("S", "a3 OK"))
+    assert not done["search"]  # a SEARCH in another folder
+    long = "a2 CREATE " + "W" * 50
+    done, steps = imap(*login, ("C", long), ("S", "a2 NO [ALREADYEXISTS] exists"))
+    assert not done["create"]
+    assert f"(the server answered '{long[:37]}...' with 'a2 NO [ALREADYEXISTS] exists')" in \
+        steps.why("create")
