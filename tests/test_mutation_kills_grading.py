@@ -1164,3 +1164,56 @@ def test_imap_steps_read_uid_commands_refusals_and_the_selected_folder():
     assert not done["create"]
     assert f"(the server answered '{long[:37]}...' with 'a2 NO [ALREADYEXISTS] exists')" in \
         steps.why("create")
+
+
+# ------------------------------------------------------------------ mail program settings
+@pytest.fixture(scope="module")
+def tls_lab():
+    lab = maillab.start(ports="any")
+    yield lab
+    lab.stop()
+
+
+def settings(lab, inbound=("imaps", "SSL/TLS", "IMAP"), outbound=("submission", "STARTTLS"),
+             **changes):
+    def group(service, security, **more):
+        return {"server": "localhost", "port": lab.port(service), "security": security,
+                "authentication": "Normal password", "username": "alice", **more}
+    account = {"email": "alice@example.com", "password": "wonderland",
+               "incoming": group(inbound[0], inbound[1], protocol=inbound[2]),
+               "outgoing": group(*outbound)}
+    for key, value in changes.items():
+        part, _, field = key.partition("__")
+        if field:
+            account[part][field] = value
+        else:
+            account[part] = value
+    steps = grading.mail_settings_steps(lab, account)
+    return {name: (steps.results[name][1] or "") for name in steps.results}
+
+
+def test_mail_settings_that_work_pass_with_either_kind_of_tls(tls_lab):
+    assert settings(tls_lab) == {"incoming": "", "outgoing": ""}
+    assert settings(tls_lab, inbound=("pop3", "STARTTLS", "pop3"),
+                    outbound=("smtps", "SSL/TLS")) == {"incoming": "", "outgoing": ""}
+
+
+def test_mail_settings_name_what_is_wrong(tls_lab):
+    got = settings(tls_lab, inbound=("imaps", "STARTTLS", "IMAP"))
+    assert "speaks SSL/TLS, not STARTTLS" in got["incoming"] and got["outgoing"] == ""
+    got = settings(tls_lab, outgoing__authentication="Encrypted password")
+    assert got["outgoing"].startswith("authentication: choose Normal password")
+    got = settings(tls_lab, incoming={"protocol": "imap"})
+    assert got["incoming"].startswith("no server, port, security, authentication, username")
+    got = settings(tls_lab, incoming__protocol="nntp")
+    assert "neither IMAP nor POP3" in got["incoming"]
+    got = settings(tls_lab, email="alice")
+    assert set(got) == {"incoming", "outgoing"}
+    assert all("no e-mail address" in problem for problem in got.values())
+    got = settings(tls_lab, outgoing="smtp.example.com")
+    assert got["outgoing"].startswith("no outgoing settings")
+    got = settings(tls_lab, incoming__username="bob")
+    assert "refused the login as 'bob'" in got["incoming"]
+    got = settings(tls_lab, password="wrong")  # the server's reason, cut at 60 characters
+    said = "b'[AUTHENTICATIONFAILED] Authentication failed: check the"
+    assert f"refused the login as 'alice' ('{said}...')" in got["incoming"]
