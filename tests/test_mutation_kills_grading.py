@@ -1217,3 +1217,26 @@ def test_mail_settings_name_what_is_wrong(tls_lab):
     got = settings(tls_lab, password="wrong")  # the server's reason, cut at 60 characters
     said = "b'[AUTHENTICATIONFAILED] Authentication failed: check the"
     assert f"refused the login as 'alice' ('{said}...')" in got["incoming"]
+
+
+def test_a_cell_that_ended_the_kernel_keeps_its_source_and_outputs_in_the_notebook(tmp_path):
+    """RobustExecute replays earlier cells, and the definitions of the cell that ended the
+    kernel, after the restart. nbclient stores the cell it runs at its index, so the replayed
+    copy took the learner's cell's place: its source became the definitions only, and its
+    outputs, the KernelDied error that says what happened included, were gone."""
+    from nbformat.v4 import new_code_cell, new_notebook
+    meta = {"nbgrader": {"grade": True, "solution": False, "grade_id": "t", "points": 1,
+                         "locked": True, "schema_version": 3, "task": False}}
+    killer = "import os\ndef f():\n    return 41\nprint('defined')\nos._exit(1)"
+    nb = new_notebook(cells=[new_code_cell("x = 1\nprint('first')"), new_code_cell(killer),
+                             new_code_cell("y = f() + x"), new_code_cell("assert y == 42",
+                                                                         metadata=meta)])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3",
+                              "language": "python"}
+    robust = grading.nbgrader_preprocessors()["RobustExecute"]()
+    robust.timeout = 30
+    nb, _ = robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    outputs = [[o.get("text", o.get("ename")) for o in cell.outputs] for cell in nb.cells]
+    assert nb.cells[1].source == killer
+    assert outputs[0] == ["first\n"] and "KernelDied" in outputs[1]
+    assert outputs[3] == [] and robust._restarts == 1

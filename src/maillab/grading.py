@@ -1548,7 +1548,8 @@ def nbgrader_preprocessors() -> dict:
                 self._replay(index, source)
 
         def _replay(self, index: int, source: str) -> bool:
-            copy = NotebookNode(dict(self.nb.cells[index]))
+            original = self.nb.cells[index]
+            copy = NotebookNode(dict(original))
             copy["source"], copy["outputs"] = source, []
             try:
                 self.execute_cell(copy, index, store_history=False)
@@ -1557,6 +1558,10 @@ def nbgrader_preprocessors() -> dict:
                 self._replayable = [r for r in self._replayable if r[0] != index]
                 self._recover()
                 return False
+            finally:
+                # nbclient stores the cell it ran at its index: put the learner's cell back,
+                # with its own source and outputs (the error that says what happened)
+                self.nb.cells[index] = original
 
         def _recover(self) -> None:
             from jupyter_core.utils import run_sync
