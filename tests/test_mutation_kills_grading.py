@@ -1239,4 +1239,19 @@ def test_a_cell_that_ended_the_kernel_keeps_its_source_and_outputs_in_the_notebo
     outputs = [[o.get("text", o.get("ename")) for o in cell.outputs] for cell in nb.cells]
     assert nb.cells[1].source == killer
     assert outputs[0] == ["first\n"] and "KernelDied" in outputs[1]
+    assert [o.evalue for o in nb.cells[1].outputs if o.output_type == "error"] == [
+        "this cell ended the Python kernel"]
     assert outputs[3] == [] and robust._restarts == 1
+
+
+def test_a_kernel_that_cannot_start_is_tried_twice_then_named(tmp_path):
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbformat.v4 import new_code_cell, new_notebook
+    nb = new_notebook(cells=[new_code_cell("x = 1")])
+    nb.metadata.kernelspec = {"name": "no-such-kernel", "display_name": "?", "language": "python"}
+    robust = grading.nbgrader_preprocessors()["RobustExecute"]()
+    tries = []
+    robust.log.warning = lambda message, *args: tries.append(message % args)
+    with pytest.raises(NoSuchKernel):
+        robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert len(tries) == 1 and "did not start" in tries[0]
