@@ -113,6 +113,12 @@ def test_hostile_structures_are_read_replied_and_forwarded(lab, web, user):
         "nested comments": (b"From: " + nested_comment + b" a@example.net\r\nTo: " + address.encode()
                             + b"\r\nContent-Type: text/plain; " + nested_comment
                             + b"\r\nSubject: nested\r\n\r\nhi\r\n"),
+        # (found by bench/fuzz.py: inside <...> the structured header parser copes, the
+        # address-list parser the webmail reads names with recursed to its end)
+        "comments nested in an address": (b'From: "Mallory" <mall' + b"(" * 600
+                                          + b"=?utf-8?q?=0D=0A?=<x@example.net>\r\nTo: "
+                                          + address.encode()
+                                          + b"\r\nSubject: deep\r\n\r\nhi\r\n"),
         "non-ASCII addresses": ("From: Jürgen <jürgen@exämple.com>\r\nTo: ünï@exämple.com, "
                                 f"{address}\r\nCc: Ωmega <ω@example.net>\r\nSubject: wide\r\n\r\n"
                                 "hi\r\n").encode(),

@@ -180,7 +180,14 @@ def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
     raw = _header(msg, name)
     if not raw:
         return []
-    return [(n, a) for n, a in email.utils.getaddresses([raw]) if a or n]
+    try:
+        pairs = email.utils.getaddresses([raw])
+    except Exception:  # RecursionError: its parser recurses once per nested comment
+        try:  # without comments (the usual culprit), the addresses often still parse
+            pairs = email.utils.getaddresses([re.sub(r"[()\\]", " ", raw)])
+        except Exception:
+            return []
+    return [(n, a) for n, a in pairs if a or n]
 
 
 def display_name(pairs: list[tuple[str, str]]) -> str:
