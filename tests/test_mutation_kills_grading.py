@@ -1255,3 +1255,21 @@ def test_a_kernel_that_cannot_start_is_tried_twice_then_named(tmp_path):
     with pytest.raises(NoSuchKernel):
         robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
     assert len(tries) == 1 and "did not start" in tries[0]
+
+
+def test_two_gradings_at_once_get_different_sandbox_user_ids():
+    """A worker's clean-up ends every process of its user ids (kill -1 as that user), and every
+    `maillab grade` used the same ids: two gradings at once ended each other's kernels, and
+    the scores of both were wrong. Each run now holds a block of ids of its own."""
+    first, held = sandboxing.reserve_uids()
+    try:
+        second, also = sandboxing.reserve_uids()
+        also.close()
+        assert abs(second - first) >= sandboxing.UID_BLOCK
+        with pytest.raises(sandboxing.SandboxUnavailable, match="another grading"):
+            sandboxing.reserve_uids(first)
+    finally:
+        held.close()
+    again, held = sandboxing.reserve_uids(first)  # free again once the first run ended
+    held.close()
+    assert again == first

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .sandbox import UID_BASE, SandboxUnavailable, check_available
+    from .sandbox import SandboxUnavailable, check_available, reserve_uids
 
     course = Path(args.course).resolve()
     if not args.no_sandbox:
@@ -76,13 +76,19 @@ def run(args) -> int:
     if not jobs:
         return 1
     workers = max(1, min(args.workers or (os.cpu_count() or 1) + 1, len(jobs)))
+    try:  # user ids of this run alone (held until it ends)
+        uid_base, uid_lock = reserve_uids(args.uid_base)
+    except SandboxUnavailable as e:
+        print(f"maillab grade: {e}", file=sys.stderr)
+        return 2
     progress = Progress(len(jobs), quiet=args.quiet)
-    pool = Pool(course, workers, args.uid_base or UID_BASE, args.no_sandbox)
+    pool = Pool(course, workers, uid_base, args.no_sandbox)
     start = time.monotonic()
     try:
         results = pool.grade(jobs, progress.done)
     finally:
         pool.close()
+        uid_lock.close()
     elapsed = time.monotonic() - start
     progress.finish()
     for lab in args.labs:

@@ -33,6 +33,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ HOME = "/home/student"  # the sandbox's working folder
 CONTROL = "/run/maillab"  # the sealed lab's control folder, as the sandbox sees it
 SYSTEM = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 UID_BASE = 2_000_100_000  # throwaway user ids: UID_BASE + worker number
+UID_BLOCK = 1000  # user ids one grading run may use (two per worker)
+UID_BLOCKS = 64  # grading runs at once on one machine
 
 
 @dataclass
@@ -67,6 +70,26 @@ def check_available() -> None:
                           ("prlimit", "util-linux")):
         if shutil.which(tool) is None:
             raise SandboxUnavailable(f"{tool} is missing: apt-get install {package}")
+
+
+def reserve_uids(first: int | None = None):
+    """(first user id, lock): a block of throwaway user ids that no other grading on this
+    machine uses while ``lock`` (an open file) stays open. Two runs sharing user ids would end
+    each other's kernels: a worker's clean-up ends every process of its users (``kill -1``).
+    With ``first`` (``--uid-base``): that block, or SandboxUnavailable if it is taken."""
+    folder = "/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()
+    bases = [first] if first is not None else \
+        [UID_BASE + n * UID_BLOCK for n in range(UID_BLOCKS)]
+    for base in bases:
+        lock = open(os.path.join(folder, f"maillab-grade-uids-{base}.lock"), "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return base, lock
+        except BlockingIOError:
+            lock.close()
+    raise SandboxUnavailable(f"another grading uses the sandbox user ids from {bases[0]}: "
+                             "wait for it, or pass another --uid-base" if first is not None else
+                             f"{UID_BLOCKS} gradings already run on this machine")
 
 
 def python_folders() -> list[str]:
