@@ -115,6 +115,37 @@ def test_copy_keeps_flags_and_date_and_listeners_hear_changes(store):
     assert [c.kind for c in heard] == ["exists", "flags", "expunge"]
 
 
+def test_a_copy_is_a_hard_link_that_outlives_the_original(store):
+    acct = store.add_account("alice", "pw", "example.com")
+    inbox, trash = acct.folder(), acct.folder("Trash")
+    info = inbox.deliver(b"Subject: kept\n\nbody\n", flags={"\\Seen"}, internaldate=1_000_000_000)
+    copy = inbox.copy_to(info.uid, trash)
+    original, copied = os.stat(info.file), os.stat(copy.file)
+    assert copied.st_ino == original.st_ino and copied.st_nlink == 2  # no bytes written again
+    assert copy.size == info.size and int(copy.internaldate) == 1_000_000_000
+    trash.store_flags(copy.uid, {"\\Flagged"}, "add")  # flags are names: the original keeps its own
+    assert inbox.flags_of(info.uid) == {"\\Seen"} and trash.flags_of(copy.uid) == {"\\Seen", "\\Flagged"}
+    inbox.store_flags(info.uid, {"\\Deleted"}, "add")
+    inbox.expunge([info.uid])
+    assert trash.read(copy.uid) == b"Subject: kept\r\n\r\nbody\r\n"
+
+
+def test_a_copy_where_links_are_refused_writes_the_bytes(store, monkeypatch):
+    acct = store.add_account("alice", "pw", "example.com")
+    inbox, trash = acct.folder(), acct.folder("Trash")
+    info = inbox.deliver(b"Subject: s\n\nx\n", internaldate=1_000_000_000)
+    uidnext = trash.uidnext
+
+    def refused(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+    monkeypatch.setattr(os, "link", refused)
+    copy = inbox.copy_to(info.uid, trash)
+    assert os.stat(copy.file).st_ino != os.stat(info.file).st_ino
+    assert trash.read(copy.uid) == inbox.read(info.uid) and int(copy.internaldate) == 1_000_000_000
+    assert copy.uid > uidnext  # the UID the link attempt took is skipped, never given twice
+    assert [m.uid for m in trash.messages()] == [copy.uid]
+
+
 def test_folders_create_rename_delete(store):
     acct = store.add_account("alice", "pw", "example.com")
     acct.create_folder("Projects")

@@ -839,14 +839,40 @@ class Folder:
                     os.utime(f.fileno(), (internaldate, internaldate))
                 mtime = os.fstat(f.fileno()).st_mtime
             os.rename(tmp, final)  # the Maildir step that makes the whole message visible at once
-            info = MessageInfo(uid, size, system, mtime, name, True, self)
-            index[uid] = info
-            if flags - system - {"\\Recent"}:
-                self.keywords[uid] = set(flags - system - {"\\Recent"})
-                self._define_keywords(sorted(self.keywords[uid]))
-                self._save_keywords()
-            self._notify(Change("exists", uid, info.flags, origin))
-            return info
+            return self._added(index, uid, size, flags, system, mtime, name, origin)
+
+    def _added(self, index: dict, uid: int, size: int, flags: frozenset, system: frozenset,
+               mtime: float, name: str, origin: object) -> MessageInfo:
+        """The bookkeeping of a message file just put in new/ (under the lock)."""
+        info = MessageInfo(uid, size, system, mtime, name, True, self)
+        index[uid] = info
+        if flags - system - {"\\Recent"}:
+            self.keywords[uid] = set(flags - system - {"\\Recent"})
+            self._define_keywords(sorted(self.keywords[uid]))
+            self._save_keywords()
+        self._notify(Change("exists", uid, info.flags, origin))
+        return info
+
+    def _deliver_link(self, source: str, size: int, flags: Iterable[str],
+                      origin: object = None) -> MessageInfo | None:
+        """Store a copy of the message file ``source`` as a hard link to it, as Maildir servers
+        copy (the same bytes and internal date, nothing written; messages are never changed in
+        place, flags live in file names). None where the file system cannot link, or the
+        file is gone: the caller then copies the bytes (a UID skipped is allowed: RFC 3501
+        2.3.1.1 asks for ascending UIDs, not contiguous ones)."""
+        flags = frozenset(flags)
+        system = frozenset(f for f in flags if f in FLAG_TO_LETTER)
+        with self._lock:
+            index = self._ensure_index()
+            uid = self._allocate_uid()
+            name = self._filename(uid, size, system)
+            final = os.path.join(os.fspath(self.path), "new", name)
+            try:
+                os.link(source, final)
+                mtime = os.stat(final).st_mtime
+            except OSError:
+                return None
+            return self._added(index, uid, size, flags, system, mtime, name, origin)
 
     def store_flags(self, uid: int, flags: Iterable[str], mode: str = "set",
                     origin: object = None) -> frozenset[str]:
@@ -935,8 +961,10 @@ class Folder:
         """Copy a message with its flags and internal date into another folder."""
         with self._lock:
             info = self._ensure_index()[uid]
-            data = self.read(uid, crlf=False)
-            copy = dest.deliver(data, self.flags_of(uid), info.internaldate, origin=origin)
+            copy = dest._deliver_link(info.file, info.size, self.flags_of(uid), origin=origin)
+            if copy is None:
+                data = self.read(uid, crlf=False)
+                copy = dest.deliver(data, self.flags_of(uid), info.internaldate, origin=origin)
             # The copy's description is the original's: the index row goes along (if there is one).
             row = self._indexed(lambda db: db.row(uid)) if self._disk_index is not None else None
             if row is not None and row[0] == info.base and row[2 + _PLAIN] is not None:
