@@ -1114,7 +1114,7 @@ def test_pop3_steps_read_logins_looks_and_downloads():
     assert done["login"] and done["look"] and done["retr"]
     done, steps = pop3_box(("C", "APOP ann 0123"), ("S", "+OK in"))
     assert done["login"]
-    done, steps = pop3_box(("C", "USER ann"), ("S", "+OK"), ("C", "USER bob"), ("S", "+OK"),
+    done, steps = pop3_box(("C", "USER ann"), ("S", "+OK"), ("C", "USER bob x"), ("S", "+OK"),
                            ("C", "PASS x"), ("S", "+OK in"))
     assert not done["login"] and steps.why("login").endswith("you logged in as bob, not as ann")
     done, steps = pop3_box(("C", "USER ann"), ("S", "+OK"), ("C", "PASS x"),
@@ -1273,3 +1273,32 @@ def test_two_gradings_at_once_get_different_sandbox_user_ids():
     again, held = sandboxing.reserve_uids(first)  # free again once the first run ended
     held.close()
     assert again == first
+
+
+def test_deleted_locked_and_test_cells_come_back_after_their_nearest_earlier_cell():
+    from types import SimpleNamespace as Cell
+
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    def master(name, **kw):
+        return Cell(name=name, cell_type="code", locked=kw.get("locked", False),
+                    checksum="x", source=f"# {name}")
+
+    def meta(name, **kw):
+        return {"nbgrader": {"grade_id": name, "schema_version": 3, **kw}}
+    cells = [master("setup", locked=True), master("answer"), master("test1", locked=True),
+             master("test2", locked=True)]
+    notebook = Cell(source_cells=cells, solution_cells=[Cell(name="answer")],
+                    grade_cells=[Cell(name="test1", max_score=3), Cell(name="test2",
+                                                                       max_score=2)])
+    overwrite = grading.nbgrader_preprocessors()["RobustOverwriteCells"]()
+    overwrite.gradebook = Cell(find_notebook=lambda notebook_id, assignment_id: notebook)
+    overwrite.notebook_id = overwrite.assignment_id = "lab"
+    nb = new_notebook(cells=[
+        new_code_cell("x = 1", metadata=meta("answer", solution=True, grade=False)),
+        new_code_cell("assert x", metadata=meta("test2", grade=True, points=2, locked=True))])
+    nb, _ = overwrite.add_missing_grade_cells(nb, {})
+    got = [(c.metadata.nbgrader["grade_id"], c.metadata.nbgrader.get("grade"),
+            c.metadata.nbgrader.get("points")) for c in nb.cells]
+    assert got == [("setup", False, None), ("answer", False, None), ("test1", True, 3),
+                   ("test2", True, 2)]
