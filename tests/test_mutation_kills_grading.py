@@ -1212,6 +1212,10 @@ def test_mail_settings_name_what_is_wrong(tls_lab):
     assert all("no e-mail address" in problem for problem in got.values())
     got = settings(tls_lab, outgoing="smtp.example.com")
     assert got["outgoing"].startswith("no outgoing settings")
+    far = "0" * 35 + "10.0.0.1"  # 8.0.0.1, written long (no name to look up)
+    got = settings(tls_lab, outgoing__server=far)
+    assert got["outgoing"] == f"server: '{far[:37]}...' is another computer; the lab runs on " \
+        "this one, localhost"
     got = settings(tls_lab, incoming__username="bob")
     assert "refused the login as 'bob'" in got["incoming"]
     got = settings(tls_lab, password="wrong")  # the server's reason, cut at 60 characters
