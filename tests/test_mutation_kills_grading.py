@@ -1246,6 +1246,7 @@ def test_a_cell_that_ended_the_kernel_keeps_its_source_and_outputs_in_the_notebo
     assert [o.evalue for o in nb.cells[1].outputs if o.output_type == "error"] == [
         "this cell ended the Python kernel"]
     assert outputs[3] == [] and robust._restarts == 1
+    assert nb.cells[2].execution_count == 1  # the replays are not in the new kernel's history
 
 
 def test_a_kernel_that_cannot_start_is_tried_twice_then_named(tmp_path):
