@@ -713,6 +713,7 @@ class Webmail:
             for key in ("to", "cc", "bcc"):
                 label = labels[key]
                 typed = fields[key]
+                msgmod.check_typed_text(label, typed)  # an injection, said as such
                 try:
                     pairs = email.utils.getaddresses([typed]) if typed.strip() else []
                 except Exception:  # RecursionError: comments nested hundreds deep
@@ -720,9 +721,9 @@ class Webmail:
                 bad = [a or n for n, a in pairs if not _ADDRESS_RE.fullmatch(a or "")]
                 if bad:
                     raise FormError(_("This is not an e-mail address: {0}").format(", ".join(bad)))
-                # The field as typed, too: what the parser above made of it may hide an
-                # injection. (Checked second: the email package takes seconds to fold 4,000
-                # characters of non-ASCII text that are no list of addresses.)
+                # The field as the email package reads it, too: what the parser above made of
+                # it may hide an injection. (Checked last: the email package takes seconds to
+                # fold 4,000 characters of non-ASCII text that are no list of addresses.)
                 msgmod.check_header_text(label, typed, "To")
                 wide = [a for _n, a in pairs if not a.isascii()]
                 if wide:

@@ -34,7 +34,7 @@ from urllib.parse import quote as urlquote
 
 import nh3
 
-from ..i18n import _
+from ..i18n import N_, _
 
 __all__ = ["ListEntry", "ReadView", "Attachment", "list_entry", "read_view", "sanitize_html",
            "safe_filename", "find_part", "build_message", "date_sort_key", "reply_fields",
@@ -684,26 +684,34 @@ def _decoded_words(value: str):
 MAX_HEADER_TEXT = 4_000
 
 
+_INJECTION_HINT = N_(
+    "The {0} field may not contain line breaks or other control characters, not even "
+    "inside an encoded word (=?...?=): they would add header lines of their own "
+    "(header injection).")
+
+
+def check_typed_text(field: str, value: str) -> None:
+    """The quick part of :func:`check_header_text`: the length, and control characters as typed
+    or inside an encoded word (no header parsing, which costs for long non-ASCII values)."""
+    if len(value) > MAX_HEADER_TEXT:
+        raise HeaderInjection(_("The {0} field is longer than {1} characters: shorten it.").format(
+            field, MAX_HEADER_TEXT))
+    if _CONTROLS.search(value) or any(_CONTROLS.search(t) for t in _decoded_words(value)):
+        raise HeaderInjection(_(_INJECTION_HINT).format(field))
+
+
 def check_header_text(field: str, value: str, header: str = "Subject") -> None:
     """Refuse line breaks and other control characters in a header value, typed or hidden in
     an encoded word: as we read it, and as the email package reads it (``header`` names the
     header the value goes into; an address header is parsed as one)."""
-    if len(value) > MAX_HEADER_TEXT:
-        raise HeaderInjection(_("The {0} field is longer than {1} characters: shorten it.").format(
-            field, MAX_HEADER_TEXT))
-    unsafe = _CONTROLS.search(value) or any(_CONTROLS.search(t) for t in _decoded_words(value))
-    parsed = None
-    if not unsafe:
-        try:
-            parsed = OUTGOING.header_factory(header, value)
-            unsafe = _CONTROLS.search(str(parsed))
-        except Exception:  # e.g. "address parts cannot contain CR or LF"
-            unsafe = True
+    check_typed_text(field, value)
+    try:
+        parsed = OUTGOING.header_factory(header, value)
+        unsafe = _CONTROLS.search(str(parsed))
+    except Exception:  # e.g. "address parts cannot contain CR or LF"
+        unsafe = True
     if unsafe:
-        raise HeaderInjection(_(
-            "The {0} field may not contain line breaks or other control characters, not even "
-            "inside an encoded word (=?...?=): they would add header lines of their own "
-            "(header injection).").format(field))
+        raise HeaderInjection(_(_INJECTION_HINT).format(field))
     if header == "Content-Disposition":
         return  # (a file name: it becomes a quoted parameter, not the header's whole value)
     try:
