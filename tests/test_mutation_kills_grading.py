@@ -1307,3 +1307,25 @@ def test_deleted_locked_and_test_cells_come_back_after_their_nearest_earlier_cel
             c.metadata.nbgrader.get("points")) for c in nb.cells]
     assert got == [("setup", False, None), ("answer", False, None), ("test1", True, 3),
                    ("test2", True, 2)]
+
+
+# ------------------------------------------------------------------ grader.execute (in-process parts)
+def test_the_answer_process_gets_given_and_learner_cells_but_never_the_tests():
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    from maillab.grader.execute import MasterCells
+
+    def cell(source, gid=None):
+        meta = {"nbgrader": {"grade_id": gid}} if gid else {}
+        return new_code_cell(source, metadata=meta)
+    master = MasterCells({"setup": "%%capture\nnot python (", "helpers": "lab = maillab.start("
+                          "ports='any', tls=False, lang='el', root=folder)"},
+                         {"t1": ("assert secret_check()", 5.0)})
+    assert master.lab_options() == {"tls": False}
+    assert master.learner_language() == "el"
+    nb = new_notebook(cells=[new_markdown_cell("# Lab"), cell("edited setup", "setup"),
+                             cell("def send(): pass", "answer"), cell("assert send()", "t1"),
+                             cell(master.given["helpers"]), cell("x = 1")])
+    assert master.answer_cells(nb) == [master.given["setup"], "def send(): pass", "x = 1"]
+    assert MasterCells({"setup": "x = 1"}, {}).lab_options() is None
+    assert MasterCells({}, {}).learner_language() == "en"
