@@ -10,16 +10,16 @@ watchdog, which ends its process).
 from __future__ import annotations
 
 import base64
-import json
 import builtins
+import json
 import os
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
+import nbformat
 import pytest
 
 import maillab
@@ -1329,3 +1329,64 @@ def test_the_answer_process_gets_given_and_learner_cells_but_never_the_tests():
     assert master.answer_cells(nb) == [master.given["setup"], "def send(): pass", "x = 1"]
     assert MasterCells({"setup": "x = 1"}, {}).lab_options() is None
     assert MasterCells({}, {}).learner_language() == "en"
+
+
+SPY = '''
+### BEGIN SOLUTION
+seen = []
+get_ipython().input_transformers_cleanup.append(lambda lines: seen.append("".join(lines)) or lines)
+### END SOLUTION
+'''
+LATE = '''
+### BEGIN SOLUTION
+print("SEEN", seen)
+### END SOLUTION
+'''
+HIDDEN = '''
+assert 1 + 1 == 2, "visible check"
+### BEGIN HIDDEN TESTS
+assert "hidden check"
+### END HIDDEN TESTS
+'''
+
+
+def test_the_learners_kernel_never_runs_the_hidden_tests(tmp_path):
+    """`maillab grade` runs the notebook in the learner's sandboxed kernel with the hidden
+    tests taken out of the test cells: code the learner left in the kernel (an input
+    transformer here) sees the visible part only."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from conftest import require_tool
+    from labcourse import Course, nbgrader_env
+    require_tool("bwrap")
+    if os.geteuid() != 0:
+        pytest.skip("grading in sandboxes needs root")
+
+    def meta(grade_id, **kw):
+        return {"nbgrader": {"grade": False, "grade_id": grade_id, "locked": False,
+                             "schema_version": 3, "solution": False, "task": False, **kw}}
+    course = Course(tmp_path / "course", [])
+    cells = [new_code_cell("import maillab\nlab = maillab.start(ports='any', tls=False)",
+                           id="spy-setup", metadata=meta("setup", locked=True)),
+             new_code_cell(SPY.strip(), id="spy-spy", metadata=meta("spy", solution=True)),
+             new_code_cell(HIDDEN.strip(), id="spy-test",
+                           metadata=meta("t", grade=True, locked=True, points=1)),
+             new_code_cell(LATE.strip(), id="spy-late", metadata=meta("late", solution=True))]
+    nb = new_notebook(cells=cells)
+    nb.metadata.kernelspec = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                              "name": "python3"}
+    master = course.root / "solutions" / "spy" / "spy.ipynb"
+    master.parent.mkdir(parents=True)
+    nbformat.write(nb, master)
+    course.generate("spy")
+    mine = nbformat.read(master, 4)  # the learner's copy: the master's solutions as answers
+    submitted = course.root / "submitted" / "ada" / "spy" / "spy.ipynb"
+    submitted.parent.mkdir(parents=True)
+    nbformat.write(mine, submitted)
+    done = subprocess.run([sys.executable, "-m", "maillab", "grade", "spy", "--workers", "1",
+                           "--quiet"], cwd=course.root, env=nbgrader_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    graded = nbformat.read(course.root / "autograded" / "ada" / "spy" / "spy.ipynb", 4)
+    printed = "".join(o.get("text", "") for o in graded.cells[3].outputs)
+    assert "visible check" in printed and "hidden check" not in printed
