@@ -325,3 +325,25 @@ def test_a_readable_folder_under_tmp_stays_visible_beside_the_sandboxs_own_tmp(s
     # only the ways to bound folders (this one, and Python's own if it lives under /tmp)
     bound_under_tmp = {Path(p).parts[2] for p in box.readable if Path(p).parts[1:2] == ("tmp",)}
     assert Path(tmp_path).parts[2] in got["tmp"] and set(got["tmp"]) <= bound_under_tmp
+
+
+def test_a_gradings_two_phases_run_as_two_different_users(tmp_path):
+    # Phase 1 (the learner's notebook) and phase 2 (the answer process the checks call) run side
+    # by side: as one user, the notebook's code could signal or ptrace the answer process and
+    # forge what the checks see.
+    require_tool("bwrap")
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root (the grader runs as root)")
+    from maillab.grader.worker import Worker
+    control = tmp_path / "control"
+    control.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    worker = Worker(tmp_path / "course", UID + 10, tmp_path / "private", sandboxed=True)
+    uids = []
+    for phase in ("phase1", "phase2"):
+        box = worker.make_sandbox(control, phase)
+        try:
+            uids.append(run(box, "import json, os; print(json.dumps(os.getuid()))"))
+        finally:
+            box.kill_all()
+    assert uids == [UID + 10, UID + 11]
