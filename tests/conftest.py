@@ -73,5 +73,17 @@ def require_tool_fixture():
     return require_tool
 
 
+def sandbox_control(tmp_path):
+    """The control folder of a grading sandbox made in a test (bubblewrap and root needed,
+    as for the grader): the sandbox's user must be able to reach it."""
+    require_tool("bwrap")
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root (the grader runs as root)")
+    control = tmp_path / "control"
+    control.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    return control
+
+
 # The `lab` fixture (a running maillab.start() for a test, stopped afterwards) goes here once
 # maillab.start() exists; the lead adds it.

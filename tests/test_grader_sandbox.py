@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
+from conftest import require_tool, sandbox_control
 from labcourse import ROOT
 
 from maillab.grader.sandbox import Limits, Sandbox, _alive_of_user, python_folders
@@ -31,13 +31,7 @@ UID = 2_000_199_000  # a throwaway user id of these tests only
 
 @pytest.fixture
 def sandbox(tmp_path):
-    require_tool("bwrap")
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox needs root (the grader runs as root)")
-    control = tmp_path / "control"
-    control.mkdir(mode=0o755)
-    os.chmod(tmp_path, 0o755)
-    box = Sandbox(UID, control, python_folders(), Limits(processes=48, home_size=8 << 20,
+    box = Sandbox(UID, sandbox_control(tmp_path), python_folders(), Limits(processes=48, home_size=8 << 20,
                                                          tmp_size=4 << 20))
     yield box
     box.kill_all()
@@ -331,13 +325,8 @@ def test_a_gradings_two_phases_run_as_two_different_users(tmp_path):
     # Phase 1 (the learner's notebook) and phase 2 (the answer process the checks call) run side
     # by side: as one user, the notebook's code could signal or ptrace the answer process and
     # forge what the checks see.
-    require_tool("bwrap")
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox needs root (the grader runs as root)")
     from maillab.grader.worker import Worker
-    control = tmp_path / "control"
-    control.mkdir(mode=0o755)
-    os.chmod(tmp_path, 0o755)
+    control = sandbox_control(tmp_path)
     worker = Worker(tmp_path / "course", UID + 10, tmp_path / "private", sandboxed=True)
     uids = []
     for phase in ("phase1", "phase2"):

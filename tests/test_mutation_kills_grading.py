@@ -27,12 +27,7 @@ from maillab import grading
 from maillab.transcript import Line
 
 
-@pytest.fixture(scope="module")
-def lab():
-    lab = maillab.start(ports="any", tls=False)
-    grading.seal(lab)
-    yield lab
-    lab.stop()
+from test_labs_grading import lab  # noqa: E402,F401 (a sealed lab for the module)
 
 
 def line(who: str, raw: bytes, conn: int = 1, service: str = "smtp:example.com",
@@ -474,24 +469,8 @@ def test_fresh_is_a_new_copy_of_the_module_that_verified_the_lab(lab, monkeypatc
 from maillab.grader.learner import AnswerProcess, LearnerDied, LearnerException, LearnerFunction  # noqa: E402,E501
 
 
-def spawn_answers(fd: int) -> subprocess.Popen:
-    env = dict(os.environ, MAILLAB_ANSWERS_FD=str(fd))
-    return subprocess.Popen([sys.executable, "-m", "maillab.grader.answers"], env=env,
-                            pass_fds=[fd])
-
-
-@pytest.fixture
-def answers():
-    made = []
-
-    def make(*cells):
-        process = AnswerProcess(list(cells), spawn_answers)
-        made.append(process)
-        process.ensure_loaded()
-        return process
-    yield make
-    for process in made:
-        process.kill()
+# the answer process as test_grader_answers starts it, and its fixture
+from test_grader_answers import answers, spawn as spawn_answers  # noqa: E402,F401
 
 
 def test_a_fork_while_the_cells_load_leaves_one_process_answering(answers):
@@ -695,14 +674,8 @@ SANDBOX_UID = 2_000_199_100  # a throwaway user id of this module only
 
 @pytest.fixture
 def box(tmp_path):
-    from conftest import require_tool
-    require_tool("bwrap")
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox needs root (the grader runs as root)")
-    control = tmp_path / "control"
-    control.mkdir(mode=0o755)
-    os.chmod(tmp_path, 0o755)
-    made = sandboxing.Sandbox(SANDBOX_UID, control, sandboxing.python_folders(),
+    from conftest import sandbox_control
+    made = sandboxing.Sandbox(SANDBOX_UID, sandbox_control(tmp_path), sandboxing.python_folders(),
                               sandboxing.Limits(processes=32, home_size=4 << 20,
                                                 tmp_size=4 << 20))
     yield made
