@@ -768,6 +768,7 @@ class Runner:
             _stop_tree(proc.pid, lambda: proc.communicate(timeout=15))
             proc.communicate()
             return None, "", time.monotonic() - started
+        _end_group(proc.pid)
         return proc.returncode, out.decode("utf-8", "replace"), time.monotonic() - started
 
 
@@ -902,6 +903,7 @@ def serve_forks(root: str) -> None:
                 os._exit(code)
         say({"pid": pid})
         _, status = os.waitpid(pid, 0)
+        _end_group(pid)
         say({"status": os.waitstatus_to_exitcode(status)})
 
 
@@ -932,16 +934,23 @@ def _stop_tree(pid: int, wait) -> None:
     """A mutant that hangs: ask pytest to stop (SIGINT runs fixture teardown, which stops the
     servers and programs a test started), ``wait()`` for it, then kill what is left of its
     process tree."""
+    before = _descendants(pid)  # once pytest has ended, its orphans are nobody's descendants
     try:
         os.kill(pid, signal.SIGINT)
         wait()
     except (subprocess.TimeoutExpired, ProcessLookupError):
         pass
-    for stray in [pid, *_descendants(pid)]:
+    for stray in {pid, *before, *_descendants(pid)}:
         try:
             os.kill(stray, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    _end_group(pid)
+
+
+def _end_group(pid: int) -> None:
+    """Kill what is left of a mutant's pytest session (its process group), also after a normal
+    end: a mutant may keep a program a test started alive (an answer process, a server)."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -125,6 +126,41 @@ def fine():
         LearnerFunction(a, "spin")()
     assert LearnerFunction(a, "fine")() == "fine"
     assert a.generation == 3
+
+
+STAND_IN_GRADER = """
+import os, socket, subprocess, sys
+from maillab.grader.codec import frame, read_frame
+mine, theirs = socket.socketpair()
+proc = subprocess.Popen([sys.executable, "-m", "maillab.grader.answers"], pass_fds=[theirs.fileno()],
+                        env=dict(os.environ, MAILLAB_ANSWERS_FD=str(theirs.fileno())))
+mine.sendall(frame({"cells": ["while True:\\n    pass"], "skip": []}))
+read_frame(lambda n: (mine.recv(n), []))  # the first statement is about to run
+print(proc.pid, flush=True)
+os._exit(0)  # a grader killed while the learner's code spins
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_an_answer_process_ends_when_its_grader_is_gone_even_while_learner_code_spins():
+    out = subprocess.run([sys.executable, "-c", STAND_IN_GRADER], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    pid = int(out.split()[0])
+    try:
+        deadline = time.monotonic() + 10
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(pid), "the orphaned answer process is still running"
+    finally:
+        if _running(pid):
+            os.kill(pid, 9)
 
 
 def test_learner_exceptions_keep_their_names_and_standard_bases(answers):
