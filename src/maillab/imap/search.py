@@ -28,7 +28,7 @@ from .parser import Cursor, ParseError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["parse_search", "SearchContext", "matches", "needs_message", "search_folder", "transparent",
+__all__ = ["parse_search", "SearchContext", "matches", "search_folder", "transparent",
            "SUPPORTED_CHARSETS"]
 
 SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
@@ -160,20 +160,6 @@ def cached_fields(node) -> set[str]:
     if kind == "not":
         return cached_fields(node[1])
     return set()
-
-
-def needs_message(node) -> bool:
-    """Whether evaluating this tree reads the message file (headers or body)."""
-    kind = node[0]
-    if kind in ("header", "body", "text") or (kind == "date" and node[1] == "sent"):
-        return True
-    if kind == "and":
-        return any(needs_message(n) for n in node[1])
-    if kind == "or":
-        return needs_message(node[1]) or needs_message(node[2])
-    if kind == "not":
-        return needs_message(node[1])
-    return False
 
 
 # ----------------------------------------------------------------------------- evaluation
