@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import itertools
 import re
 import socket
@@ -133,9 +134,15 @@ def test_login_needs_a_whole_address_and_a_domain_of_the_lab(lab, web):
 def test_login_form_without_its_token_is_refused(lab, web, user):
     web.get("login")
     r = web.post("login", {"address": user[0], "password": user[1]})
-    assert r.status_code == 403
+    assert r.status_code == 403 and 'hidden field "csrf"' in html.unescape(r.text)
     r = web.post("login", {"csrf": "forged", "address": user[0], "password": user[1]})
-    assert r.status_code == 403
+    assert r.status_code == 403 and "had expired" in r.text
+    # no cookie at all (curl without a cookie jar): the page says cookies are the slip
+    bare = WebClient(lab.webmail_url)
+    token = csrf_of(bare.get("login").text)
+    bare.http.cookies.clear()
+    r = bare.post("login", {"csrf": token, "address": user[0], "password": user[1]})
+    assert r.status_code == 403 and "cookie" in r.text and "had expired" not in r.text
     # a token from another browser's pre-session does not fit this browser's cookie
     other = WebClient(lab.webmail_url)
     token = csrf_of(other.get("login").text)

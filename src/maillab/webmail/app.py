@@ -461,12 +461,26 @@ class Webmail:
         info = _("You have logged out.") if request.query.get("bye") else None
         return self._login_page(request, info=info)
 
+    def _login_form_slip(self, pre: str | None, token) -> str | None:
+        """Why a login form is refused (403), in words that say what to do; None if it is fine.
+        A pupil trying the webmail with curl meets the first two."""
+        if not pre:
+            return _("Your browser did not send back this page's cookie, and logging in needs "
+                     "it. Allow cookies for this site (with curl: -c and -b with a cookie file), "
+                     "open the login page again and send its form.")
+        if not token:
+            return _("The form arrived without its hidden field \"csrf\". Send the login "
+                     "page's own form (with curl: copy the csrf value from the page you got).")
+        if not tokens_equal(token, login_token(self.secret, pre)):
+            return _("The login form had expired. Please try again.")
+        return None
+
     async def login(self, request: web.Request):
         form = await self.read_form(request)
         pre = self._pre_cookie(request)
-        if not pre or not tokens_equal(form.get("csrf"), login_token(self.secret, pre)):
-            return self._login_page(request, status=403, error=_(
-                "The login form had expired. Please try again."))
+        slip = self._login_form_slip(pre, form.get("csrf"))
+        if slip:
+            return self._login_page(request, status=403, error=slip)
         address = str(form.get("address", "")).strip()
         password = str(form.get("password", ""))
         if not _LOGIN_ADDRESS_RE.fullmatch(address) or not password or len(password) > 1024 \
