@@ -189,7 +189,7 @@ def run_router(store, tmp_path, scenario, retry_delays=(0.01, 0.01), mx=None):
         router = Router(asyncio.get_running_loop(), tmp_path / "queue", retry_delays, store=store)
         if mx is not None:
             router.mx["example.net"] = ("127.0.0.1", mx.port)
-        router.start()
+        await router.start()
         try:
             return await scenario(router)
         finally:

@@ -320,7 +320,7 @@ class MailLab:
                                              login_policy(protocol, self.strict)))
                 if protocol == "smtp":
                     self.router.mx[domain] = (LOOPBACK, port)
-        self.router.start()  # now that every domain has its MX: what an earlier run left queued
+        await self.router.start()  # now that every domain has its MX: what an earlier run left queued
         await self._start_webmail()
         self._watch_quiet(None, False)
         if self.ports_policy == "mnemonic":
