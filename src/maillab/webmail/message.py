@@ -99,14 +99,20 @@ def _parsed_long_header(factory, name: str, value: str):
     return _parse_header(factory, name, value)
 
 
+def _without_comments(value: str) -> str:
+    """``value`` with the characters of RFC 5322 comments blanked: the email package's parsers
+    recurse once per nested comment (RecursionError), and values without them often parse."""
+    return re.sub(r"[()\\]", " ", value)
+
+
 def _parse_header(factory, name: str, value: str):
     value = re.sub(r"[\r\n]", "", value)  # unfold, as EmailPolicy does
     try:
         return factory(name, value)
     except Exception:  # RecursionError on nested comments, IndexError on cut values, ...
         pass
-    try:  # without comments (the usual culprit), the value often still parses
-        return factory(name, re.sub(r"[()\\]", " ", value))
+    try:
+        return factory(name, _without_comments(value))
     except Exception:
         return _CONTROL.sub(" ", value)  # plain text: str() and the MIME getters accept it
 
@@ -183,8 +189,8 @@ def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
     try:
         pairs = email.utils.getaddresses([raw])
     except Exception:  # RecursionError: its parser recurses once per nested comment
-        try:  # without comments (the usual culprit), the addresses often still parse
-            pairs = email.utils.getaddresses([re.sub(r"[()\\]", " ", raw)])
+        try:
+            pairs = email.utils.getaddresses([_without_comments(raw)])
         except Exception:
             return []
     return [(n, a) for n, a in pairs if a or n]
