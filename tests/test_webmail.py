@@ -7,7 +7,9 @@ it shows: in the mail store, and in the IMAP/SMTP transcripts the lab's servers 
 from __future__ import annotations
 
 import email
+import email.header
 import email.policy
+import email.utils
 import html
 import itertools
 import re
@@ -419,6 +421,39 @@ def test_send_to_another_domain_with_attachment_and_keep_a_copy_in_sent(lab, log
     assert f"MAIL FROM:<{address.upper()}>" in " ".join(lines)
     imap = lab.transcript("imap:example.com", since=since).client_lines()
     assert any(re.search(r'APPEND "Sent" \(\\Seen\)', l) for l in imap)
+
+
+def test_greek_names_in_to_arrive_as_every_mail_reader_reads_them(lab, logged_in):
+    """Sent to three Greek names, the To header lost the second one for Python's own parser
+    (the email package had folded the comma into an encoded word) and a long name lost its
+    spaces for RFC 2047 readers; the reply form showed =?utf-8?b?...?= to the pupil."""
+    names = ["Μαρία Παπαδοπούλου", "Γιώργος Νικολάου",
+             "Αλέξανδρος Παπαδόπουλος-Κωνσταντινίδης του Γεωργίου"]
+    to = ", ".join(f'"{n}" <{a}>' for n, a in zip(names, ["maria@example.net", "john@example.net",
+                                                          "bob@example.com"]))
+    subject = f"Καλημέρα {time.time()}"
+    r = logged_in.post("send", {"csrf": logged_in.csrf("compose"), "to": to, "subject": subject,
+                                "body": "Γεια!"})
+    assert r.status_code == 303, r.text
+    lab.settle()
+    [raw] = [f.read(i.uid) for f in [folder_of(lab, "maria@example.net", "INBOX")]
+             for i in f.messages() if subject.encode() in f.read(i.uid) or
+             email.message_from_bytes(f.read(i.uid), policy=email.policy.default)["Subject"] == subject]
+    header = email.message_from_bytes(raw, policy=email.policy.compat32)["To"]
+    decoded = str(email.header.make_header(email.header.decode_header(header)))  # RFC 2047
+    assert [n for n, _a in email.utils.getaddresses([decoded])] == names
+    python = email.message_from_bytes(raw, policy=email.policy.default)["To"].addresses
+    assert [a.addr_spec for a in python] == ["maria@example.net", "john@example.net",
+                                            "bob@example.com"]
+    # the webmail shows them whole, and a reply to all starts with the names as typed
+    [uid] = [i.uid for i in folder_of(lab, "maria@example.net", "INBOX").messages()
+             if folder_of(lab, "maria@example.net", "INBOX").read(i.uid) == raw]
+    maria = WebClient(lab.webmail_url)
+    [account] = [a for a in lab.accounts if a.login == "maria"]
+    assert maria.login(account.address, account.password).status_code == 303
+    assert names[2] in html.unescape(maria.get(f"read?f=INBOX&uid={uid}").text)
+    page = html.unescape(maria.get(f"compose?f=INBOX&uid={uid}&mode=replyall").text)
+    assert "=?utf-8?" not in page and f'"{names[2]}" <bob@example.com>' in page
 
 
 def test_too_big_an_upload_gets_a_clear_answer(lab, logged_in):

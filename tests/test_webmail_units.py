@@ -205,6 +205,45 @@ def test_reply_fields_quote_and_thread():
     assert f["subject"] == "Fwd: Re: plans" and "Forwarded message" in f["body"]
 
 
+GREEK_NAME = "Αλέξανδρος Παπαδόπουλος-Κωνσταντινίδης του Γεωργίου"
+
+
+def test_a_reply_to_a_greek_name_shows_the_name_not_its_encoded_word():
+    raw = ("From: =?utf-8?b?" + __import__("base64").b64encode(GREEK_NAME.encode()).decode() +
+           "?= <bob@example.com>\r\nTo: Μαρία <maria@example.com>\r\nSubject: x\r\n\r\nhi\r\n")
+    msg = email.message_from_bytes(raw.encode(), policy=email.policy.default)
+    r = m.reply_fields(msg, "alice@example.com", reply_all=True)
+    assert r["to"] == f'"{GREEK_NAME}" <bob@example.com>'
+    assert r["cc"] == '"Μαρία" <maria@example.com>'
+    assert "=?" not in r["to"] + r["cc"]
+
+
+def test_greek_names_within_the_typed_limit_are_sent_whole():
+    """30 recipients with Greek names are 2,178 characters as typed; as encoded words they were
+    4,908, and build_message refused them: "longer than 4000 characters"."""
+    pairs = [(GREEK_NAME, f"u{i}@example.com") for i in range(30)]
+    to = [m.format_address(p) for p in pairs]
+    msg = m.build_message(sender="alice@example.com", to=to, cc=[], bcc=[], subject="s",
+                          body="x", attachments=[])
+    back = email.message_from_bytes(msg.as_bytes(), policy=m.POLICY)
+    assert m._addresses(back, "To") == pairs
+    assert max(len(line) for line in msg.as_bytes().split(b"\r\n")) <= 78
+
+
+def test_a_long_name_folded_into_several_encoded_words_reads_whole():
+    """The email package folds a long non-ASCII name into adjacent encoded words and, reading
+    them back, keeps a space between them (RFC 2047 6.2: none belongs there): the webmail
+    showed "Παπαδόπουλος -Κωνσταντινίδης του Γεωργ ίου"."""
+    sent = m.build_message(sender=m.format_address((GREEK_NAME, "bob@example.com")),
+                           to=['"Κάποιος, <x@y>" <maria@example.com>'], cc=[], bcc=[],
+                           subject="s", body="x", attachments=[])
+    assert sent.as_bytes().count(b"=?utf-8?") > 2  # folded into several words
+    back = email.message_from_bytes(sent.as_bytes(), policy=m.POLICY)
+    assert m._addresses(back, "From") == [(GREEK_NAME, "bob@example.com")]
+    # a comma or bracket inside the encoded text stays part of the name
+    assert m._addresses(back, "To") == [("Κάποιος, <x@y>", "maria@example.com")]
+
+
 def test_built_messages_are_complete_and_safe():
     msg = m.build_message(sender="alice@example.com", to=["Bob <bob@example.com>"], cc=[],
                           bcc=["carol@example.com"], subject="Hi", body="Hello\r\nthere",

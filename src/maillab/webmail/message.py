@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import email
+import email.header
 import email.policy
 import email.utils
 import functools
@@ -41,9 +42,10 @@ __all__ = ["ListEntry", "ReadView", "Attachment", "list_entry", "read_view", "sa
            "forward_fields", "part_payload", "format_address", "HeaderInjection", "Unreadable"]
 
 # How much of one header field the webmail parses: enough for any honest Subject, a long
-# References or a Cc of a hundred people; a message list needs less. The MIME headers of parts
-# (Content-Type, ...) get less again: a message can have many parts.
-READ_FIELD_LIMIT = 4096
+# References or the longest To the compose form sends (4,000 characters of Greek names are some
+# 9,300 as encoded words); a message list needs less. The MIME headers of parts (Content-Type,
+# ...) get less again: a message can have many parts.
+READ_FIELD_LIMIT = 10_240
 LIST_FIELD_LIMIT = 1024
 PART_FIELD_LIMIT = 1024
 _PART_FIELDS = {"content-type", "content-disposition", "content-transfer-encoding", "content-id"}
@@ -72,7 +74,31 @@ class _ReadingPolicy(email.policy.EmailPolicy):
         if hasattr(value, "name"):  # set by a program, parsed already
             return value
         limit = PART_FIELD_LIMIT if name.lower() in _PART_FIELDS else self.field_limit
-        return _parsed_header(self.header_factory, name, value[:limit])
+        value = value[:limit]
+        if name.lower() in _ADDRESS_FIELDS:
+            value = _joined_encoded_words(value)
+        return _parsed_header(self.header_factory, name, value)
+
+
+_ADDRESS_FIELDS = {"from", "to", "cc", "bcc", "reply-to", "sender"}
+# A run of RFC 2047 encoded words with only white space (folding included) between them.
+_STRICT_WORD = r"=\?[^?\s]{1,75}\?[qQbB]\?[^?\s]*\?="
+_WORD_RUN = re.compile(_STRICT_WORD + r"(?:\s+" + _STRICT_WORD + r")+")
+
+
+def _joined_encoded_words(value: str) -> str:
+    """``value`` with each run of adjacent encoded words made one word. The white space between
+    them is no text (RFC 2047 6.2), but the email package's address parser keeps a space there:
+    a long name that a mailer (Python's email package among them) folded into several words
+    read "Παπαδόπουλος -Κωνσταντινίδης του Γεωργ ίου". The text stays inside an encoded word,
+    so a comma or bracket in it is still no address syntax."""
+    def join(run: re.Match) -> str:
+        try:
+            text = str(email.header.make_header(email.header.decode_header(run.group(0))))
+        except Exception:  # a charset Python does not know, bad base64, ...
+            return run.group(0)
+        return "=?utf-8?b?" + base64.b64encode(text.encode("utf-8", "replace")).decode() + "?="
+    return _WORD_RUN.sub(join, value) if "=?" in value else value
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -201,15 +227,16 @@ def display_name(pairs: list[tuple[str, str]]) -> str:
 
 
 def format_address(pair: tuple[str, str]) -> str:
-    """``Name <address>`` as ``email.utils.formataddr`` writes it, non-ASCII addresses too
-    (RFC 6531 allows them; formataddr raises on them)."""
-    try:
+    """``Name <address>`` as a person would type it: an ASCII name as ``email.utils.formataddr``
+    writes it, any other name in quotes and in its own letters (formataddr makes an RFC 2047
+    encoded word of it, unreadable in a reply's To field and twice as long; the email package
+    encodes the name when the message is written). Non-ASCII addresses too (RFC 6531)."""
+    name, address = pair
+    if name.isascii() and address.isascii():
         return email.utils.formataddr(pair)
-    except UnicodeError:
-        name, address = pair
-        if not name:
-            return address
-        return '"{}" <{}>'.format(name.replace("\\", "\\\\").replace('"', '\\"'), address)
+    if not name:
+        return address
+    return '"{}" <{}>'.format(name.replace("\\", "\\\\").replace('"', '\\"'), address)
 
 
 def human_size(n: int) -> str:
@@ -746,6 +773,65 @@ def message_ids(value: str) -> str:
     return " ".join(ids)
 
 
+# One RFC 2047 encoded word is at most 75 characters: "=?utf-8?b?" and "?=" and 60 of base64,
+# which are 45 bytes of UTF-8.
+_WORD_BYTES = 45
+
+
+def _encoded_words(text: str) -> list[str]:
+    """``text`` as RFC 2047 encoded words of whole characters, each ending after a space where
+    it can. The spaces stay inside the words: the white space between two encoded words is
+    no text (RFC 2047 6.2)."""
+    words, chunk = [], ""
+    for part in re.findall(r"\S*\s*", text):
+        while part:
+            if len((chunk + part).encode()) <= _WORD_BYTES:
+                chunk, part = chunk + part, ""
+            elif chunk:
+                words.append(chunk)
+                chunk = ""
+            else:  # one word longer than an encoded word: cut it between characters
+                cut = len(part)
+                while len(part[:cut].encode()) > _WORD_BYTES:
+                    cut -= 1
+                words.append(part[:cut])
+                part = part[cut:]
+    if chunk:
+        words.append(chunk)
+    return ["=?utf-8?b?" + base64.b64encode(w.encode()).decode() + "?=" for w in words]
+
+
+def address_field(header: str, entries: list[str]) -> str:
+    """The value of an address header (To, Cc, Bcc), encoded and folded here.
+
+    CPython's email package (3.11) folds a list of non-ASCII names wrongly: it wrote the comma
+    between two addresses as an encoded word of its own ("=?utf-8?q?=2C?="), so that readers
+    lost an address (Python's own parser dropped the second of three Greek names), and it put
+    the space between two words of a name outside the encoded words, where RFC 2047 readers
+    drop it ("ΑλέξανδροςΠαπαδόπουλος")."""
+    tokens = []
+    for i, entry in enumerate(entries):
+        name, address = email.utils.parseaddr(entry)
+        if not address:  # not one address after all: written as the user typed it
+            pieces = entry.split()
+        elif name and not name.isascii():
+            pieces = _encoded_words(name) + [f"<{address}>"]
+        else:
+            pieces = email.utils.formataddr((name, address)).split(" ") if address.isascii() \
+                else entry.split()
+        if i < len(entries) - 1:
+            pieces[-1] += ","
+        tokens += pieces
+    lines, line = [], f"{header}:"
+    for token in tokens:
+        if len(line) + 1 + len(token) > 76 and line != f"{header}:":
+            lines.append(line)
+            line = ""
+        line += " " + token
+    lines.append(line)
+    return "\r\n".join(lines)[len(header) + 2:]
+
+
 def build_message(*, sender: str, to: list[str], cc: list[str], bcc: list[str], subject: str,
                   body: str, attachments: list[Upload], in_reply_to: str = "", references: str = "",
                   domain: str = "localhost") -> EmailMessage:
@@ -754,18 +840,17 @@ def build_message(*, sender: str, to: list[str], cc: list[str], bcc: list[str], 
     Raises HeaderInjection for a line break in any header the user controls, whatever the
     Python; In-Reply-To and References keep only well-formed message ids.
     """
-    for label, header, value in ((_("To"), "To", ", ".join(to)), (_("Cc"), "Cc", ", ".join(cc)),
-                                 (_("Bcc"), "Bcc", ", ".join(bcc)),
-                                 (_("Subject"), "Subject", subject)):
-        check_header_text(label, value, header)
+    # each address on its own: the length limit is about what one typed (a list of 30 Greek
+    # names is well within it; their quotes and commas are not the user's doing)
+    for label, header, values in ((_("To"), "To", to), (_("Cc"), "Cc", cc),
+                                  (_("Bcc"), "Bcc", bcc), (_("Subject"), "Subject", [subject])):
+        for value in values:
+            check_header_text(label, value, header)
     msg = EmailMessage(policy=OUTGOING)
     msg["From"] = sender
-    if to:
-        msg["To"] = ", ".join(to)
-    if cc:
-        msg["Cc"] = ", ".join(cc)
-    if bcc:
-        msg["Bcc"] = ", ".join(bcc)
+    for header, entries in (("To", to), ("Cc", cc), ("Bcc", bcc)):
+        if entries:
+            msg.set_raw(header, address_field(header, entries))
     msg["Subject"] = subject
     msg["Date"] = email.utils.formatdate(localtime=True)
     msg["Message-ID"] = email.utils.make_msgid(domain=domain)
