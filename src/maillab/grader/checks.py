@@ -75,7 +75,6 @@ class TestRun:
     def __init__(self, answers: AnswerProcess, lab, given_sources: list[str],
                  notebook_run=None, budget: float = TEST_BUDGET):
         self.answers = answers
-        self.lab = lab
         self.budget = budget
         self.notebook_run = notebook_run  # phase-1 evidence for parts typed by hand
         self.current: str | None = None
@@ -85,7 +84,7 @@ class TestRun:
         self.ns["lab"] = lab
         self.ns["grading"] = trusted_grading(self)
         self.bound: dict[str, object] = {}
-        self.bound_generation = -1
+        self.bound_generation: int | None = None  # of the answer process whose names are bound
         self.shared: dict[str, object] = dict(self.ns)  # what the learner's code has seen
 
     def _import_like(self, source: str) -> None:
@@ -150,8 +149,8 @@ class TestRun:
             self.shared[name] = value
             try:
                 self.answers.set_value(name, value)
-            except (CodecError, LearnerException, TypeError, ValueError):
-                continue
+            except (CodecError, LearnerException):  # not data (a helper function), or refused
+                pass
 
     # ------------------------------------------------------------------ running tests
     def during(self, lab=None, cell=None):
@@ -165,8 +164,7 @@ class TestRun:
         verdict = Verdict(grade_id, False)
         saved_timeout = socket.getdefaulttimeout()
         try:
-            self.answers.deadline = None
-            self.answers.ensure_loaded()
+            self.answers.ensure_loaded()  # with no deadline: the last run cleared its own
             self.bind_learner_names()
             self.answers.deadline = start + self.budget
             code = compile(source, f"<{grade_id}>", "exec")

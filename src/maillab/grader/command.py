@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 SUBMISSION_LIMIT = 1800.0  # seconds one submission may take before its worker is replaced
+START_TRIES = 3  # workers in a row that end before they are ready: then none will start
+CLOSE_WAIT = 30.0  # seconds a worker may take to end after its last submission
+WORKER = [sys.executable, "-m", "maillab.grader.worker"]  # the worker program (a test's fake)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +62,9 @@ def run(args) -> int:
         except SandboxUnavailable as e:
             print(f"maillab grade: {e}", file=sys.stderr)
             return 2
-    jobs = []
-    for lab in args.labs:
+    labs = list(dict.fromkeys(args.labs))  # a lab or student named twice is graded once
+    jobs: list[tuple[str, str]] = []
+    for lab in labs:
         if args.collect:
             step = "zip_collect" if args.collect == "zip" else "collect"
             done = subprocess.run([sys.executable, "-m", "nbgrader", step, lab], cwd=course,
@@ -72,10 +76,10 @@ def run(args) -> int:
         if not students:
             print(f"maillab grade: no submissions of {lab} in {course / 'submitted'}",
                   file=sys.stderr)
-        jobs += [(lab, s) for s in students]
+        jobs += [(lab, s) for s in dict.fromkeys(students)]
     if not jobs:
         return 1
-    workers = max(1, min(args.workers or (os.cpu_count() or 1) + 1, len(jobs)))
+    workers = worker_count(args.workers, len(jobs))
     try:  # user ids of this run alone (held until it ends)
         uid_base, uid_lock = reserve_uids(args.uid_base)
     except SandboxUnavailable as e:
@@ -86,23 +90,32 @@ def run(args) -> int:
     start = time.monotonic()
     try:
         results = pool.grade(jobs, progress.done)
+    except WorkerFailed as e:
+        progress.finish()
+        print(f"maillab grade: {e}", file=sys.stderr)
+        return 2
     finally:
         pool.close()
         uid_lock.close()
     elapsed = time.monotonic() - start
     progress.finish()
-    for lab in args.labs:
+    for lab in labs:
         mine = [r for r in results if r["lab"] == lab]
         report = {"lab": lab, "workers": workers, "seconds": round(elapsed, 1),
                   "sandbox": not args.no_sandbox, "submissions": mine}
-        path = course / "grade-reports" / f"{lab}.json"
-        path.parent.mkdir(exist_ok=True)
+        path = pool.reports / f"{lab}.json"
         path.write_text(json.dumps(report, indent=1) + "\n")
         print(f"{lab}:")
         print(table(mine))
     print(f"{len(results)} submissions in {elapsed:.1f} s with {workers} workers; "
           f"details in grade-reports/")
     return 1 if any("error" in r for r in results) else 0
+
+
+def worker_count(requested: int | None, jobs: int) -> int:
+    """Workers for ``jobs`` submissions: as requested (default: one more than the CPUs, as a
+    submission spends part of its time waiting), never more than the submissions, at least 1."""
+    return max(1, min(requested or (os.cpu_count() or 1) + 1, jobs))
 
 
 def tool_environment() -> dict:
@@ -124,21 +137,28 @@ def submissions(course: Path, lab: str) -> list[str]:
     return sorted(p.parent.name for p in submitted.glob(f"*/{lab}") if p.is_dir())
 
 
+class WorkerFailed(Exception):
+    """The grading workers end before they are ready, again and again (what the last one said
+    is in the message)."""
+
+
 class Pool:
     """N worker processes; each takes the next student when it is done with one."""
 
     def __init__(self, course: Path, size: int, uid_base: int, unsandboxed: bool):
         self.course, self.uid_base, self.unsandboxed = course, uid_base, unsandboxed
-        self.logs = course / "grade-reports" / "logs"
+        self.reports = course / "grade-reports"
+        self.logs = self.reports / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.selector = selectors.DefaultSelector()
         self.workers: dict[int, dict] = {}
+        self.failed_starts = 0  # workers in a row that ended before they were ready
         for index in range(size):
             self._start(index)
 
     def _start(self, index: int) -> None:
         private = Path(tempfile.mkdtemp(prefix=f"maillab-grade-{index}-"))
-        cmd = [sys.executable, "-m", "maillab.grader.worker", "--course", str(self.course),
+        cmd = [*WORKER, "--course", str(self.course),
                "--uid", str(self.uid_base + 2 * index), "--private", str(private)]
         if self.unsandboxed:
             cmd.append("--no-sandbox")
@@ -185,6 +205,7 @@ class Pool:
                 message = json.loads(line)
                 if message.get("ready"):
                     w["ready"] = True
+                    self.failed_starts = 0
                     continue
                 results[(message["lab"], message["student"])] = message
                 done(message)
@@ -196,8 +217,15 @@ class Pool:
         return [results[job] for job in jobs]
 
     def _lost(self, index, queue, tries, results, done, why: str) -> None:
-        job = self.workers[index]["job"]
+        job, ready = self.workers[index]["job"], self.workers[index]["ready"]
         self._stop(index)
+        if not ready:  # it could not start (no namespaces in a container, say): not forever
+            self.failed_starts += 1
+            if self.failed_starts >= START_TRIES:
+                said = (self.logs / f"worker{index}.log").read_text(errors="replace").strip()
+                raise WorkerFailed(f"the grading worker ended before it was ready, "
+                                   f"{START_TRIES} times; its last words: "
+                                   f"{said.splitlines()[-1] if said else '(none)'}")
         self._start(index)
         if job is None:
             return
@@ -212,7 +240,7 @@ class Pool:
         for index, w in list(self.workers.items()):
             try:
                 w["proc"].stdin.close()
-                w["proc"].wait(30)
+                w["proc"].wait(CLOSE_WAIT)
             except Exception:
                 pass
             self._stop(index)
@@ -222,7 +250,6 @@ class Progress:
     def __init__(self, total: int, quiet: bool = False):
         self.total, self.count, self.quiet = total, 0, quiet
         self.tty = sys.stderr.isatty()
-        self.start = time.monotonic()
 
     def done(self, result: dict) -> None:
         self.count += 1
