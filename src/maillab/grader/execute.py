@@ -41,6 +41,7 @@ from .sealed import SealedLab
 PHASE1_BUDGET = 600.0  # seconds the learner's notebook may run in all (feedback only)
 OUTPUT_LIMIT = 1 << 20  # bytes of output one cell may show (the rest is cut)
 LAB_OPTIONS = ("tls", "strict", "size_limit")  # maillab.start() arguments the master may set
+KILL_MARGIN = 2  # seconds after a cell's own limit and grace before its sandbox is ended
 
 _robust = grading.nbgrader_preprocessors()
 
@@ -244,7 +245,7 @@ class SealedExecute(_robust["RobustExecute"]):
         # The notebook's own limits stop a cell after CELL_LIMIT s and end the kernel GRACE s
         # later; code that defeats both (signals ignored, a fork bomb starving the watchdog)
         # gets its sandbox ended from here, at once, instead of an interrupt it would ignore.
-        self.timeout = int(grading.CELL_LIMIT + grading.GRACE + 2)
+        self.timeout = int(grading.CELL_LIMIT + grading.GRACE + KILL_MARGIN)
         self.interrupt_on_timeout = False
         self._budget_end = time.monotonic() + PHASE1_BUDGET
         self._output_bytes: dict[int, int] = {}
@@ -275,7 +276,11 @@ class SealedExecute(_robust["RobustExecute"]):
         return self.km
 
     def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type == "code" and time.monotonic() > self._budget_end:
+        if cell.cell_type != "code" or not cell.source.strip():
+            # nothing runs: no window either (grading.during's "the code cell before the
+            # test" must not find the learner's markdown between a typed session and its test)
+            return super().preprocess_cell(cell, resources, index)
+        if time.monotonic() > self._budget_end:
             cell.outputs = [_error("TimeLimit", _("not run: the notebook used up its time"))]
             return cell, resources
         start = time.time()
@@ -316,7 +321,9 @@ class NotebookRun:
     def __init__(self, sealed: SealedLab | None, windows: list, nb):
         self.sealed, self.windows, self.nb = sealed, windows, nb
 
-    def during(self, cell=None, before: str | None = None):
+    def during(self, cell: str | None = None, *, before: str):
+        """The evidence of the cell with this grade id or cell id (its last run), or by default
+        of the code cell that ran last before the test cell ``before`` (a grade id)."""
         if self.sealed is None:
             raise RuntimeError("the notebook did not run")
         found = None
