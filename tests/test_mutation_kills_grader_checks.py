@@ -299,7 +299,10 @@ parser.add_argument("--private", required=True)
 parser.add_argument("--no-sandbox", action="store_true")
 args = parser.parse_args()
 course = Path(args.course)
-if (course / "broken").exists():
+with open(course / "starts.log", "a") as f:
+    f.write("start\n")
+starts = len((course / "starts.log").read_text().split())
+if (course / "broken").exists() or ((course / "flaky").exists() and starts % 3 != 1):
     sys.exit("unshare: Operation not permitted")
 
 
@@ -323,8 +326,10 @@ for line in sys.stdin:
         f.write(f"{job['lab']}/{job['student']}\n")
     tries = (course / "attempts.log").read_text().split().count(f"{job['lab']}/{job['student']}")
     student = job["student"]
-    if student == "dies" or (student == "dies-once" and tries == 1):
+    if student == "dies" or (student.startswith("dies-once") and tries == 1):
         os._exit(3)
+    if student == "slow":
+        time.sleep(1.5)
     if student == "hangs":
         ignore_signals()
         while True:
@@ -420,6 +425,25 @@ def test_a_submission_whose_worker_ends_is_graded_again_once_then_reported(tmp_p
                           "error": "the grading worker ended unexpectedly"}
     assert results[2] in said and len(said) == 4
     assert len(started(course)) == 4  # a new worker for each one that ended
+
+
+def test_the_other_workers_results_still_arrive_after_one_was_replaced(tmp_path, pools):
+    course = tmp_path / "course"
+    course.mkdir()
+    pool = pools(course, 2)
+    results = pool.grade([("smtp", "dies-once"), ("smtp", "slow")], lambda r: None)
+    assert [r["score"] for r in results] == [7, 7]  # (the pipe of the worker that ended is
+    # not read again: it would be read instead of the new worker's, which has nothing to say)
+
+
+def test_workers_that_fail_to_start_now_and_then_do_not_stop_the_grading(tmp_path, pools):
+    course = tmp_path / "course"
+    course.mkdir()
+    (course / "flaky").touch()  # every start but the 1st, 4th, 7th ... fails
+    pool = pools(course, 1)
+    results = pool.grade([("smtp", "dies-once-a"), ("smtp", "dies-once-b")], lambda r: None)
+    assert [r["score"] for r in results] == [7, 7]
+    assert (course / "starts.log").read_text().split() == ["start"] * 7
 
 
 def test_a_stuck_submission_has_its_worker_killed_and_replaced(tmp_path, pools, monkeypatch):
@@ -532,8 +556,13 @@ def test_submissions_are_the_students_folders_of_the_lab(tmp_path, monkeypatch):
 
 
 class Terminal(io.StringIO):
+    flushed = ""  # what had been written at the last flush (stderr buffers up to a line end)
+
     def isatty(self) -> bool:
         return True
+
+    def flush(self) -> None:
+        self.flushed = self.getvalue()
 
 
 def test_progress_lines_a_bar_on_a_terminal_and_nothing_when_quiet(monkeypatch):
@@ -552,6 +581,7 @@ def test_progress_lines_a_bar_on_a_terminal_and_nothing_when_quiet(monkeypatch):
     progress.done(ada)
     assert terminal.getvalue() == "\r[" + "#" * 15 + "." * 15 + "] " + \
         "1/2 ada: 7/10 (1.2 s)".ljust(60)
+    assert terminal.flushed == terminal.getvalue()
     progress.finish()
     assert terminal.getvalue().endswith("\n")
     quiet = Terminal()
@@ -706,13 +736,17 @@ def test_maillab_grade_shows_a_bar_on_a_terminal(tmp_path, grade, monkeypatch):
                                      "2/2 ada: 7/10 (0.5 s)".ljust(60) + "\n")
 
 
-def test_maillab_grade_stops_when_its_workers_cannot_start(tmp_path, grade):
+def test_maillab_grade_stops_when_its_workers_cannot_start(tmp_path, grade, monkeypatch):
     course = make_course(tmp_path / "course", {"smtp": ["ada"]})
     (course / "broken").touch()
     status, out, err, _ = grade("smtp", "--course", str(course), "--no-sandbox", "--quiet")
     assert status == 2 and err.startswith("maillab grade: the grading worker ended before it "
                                           "was ready, 3 times")
     assert err.endswith("unshare: Operation not permitted\n")
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    status, out, err, _ = grade("smtp", "--course", str(course), "--no-sandbox")
+    assert status == 2 and terminal.getvalue().startswith("\nmaillab grade: ")  # off the bar
 
 
 @pytest.mark.parametrize("how, step", [("zip", "zip_collect"), ("exchange", "collect")])
