@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -99,6 +100,15 @@ def course(tmp_path_factory):
     nbformat.write(master_notebook(), path)
     made.generate(LAB)
     return made
+
+
+@pytest.fixture
+def short():
+    """A folder of its own with a short path: the sealed lab's control socket goes in it, and
+    a Unix socket's path has 107 bytes at most (pytest's tmp_path can be longer than that)."""
+    folder = Path(tempfile.mkdtemp(prefix="mk-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def released(course) -> NotebookNode:
@@ -238,15 +248,15 @@ def test_the_answer_process_loads_the_given_cells_as_the_master_has_them_and_the
     assert execute.grade_id(nb.cells[5]) == "mine" and execute.grade_id(nb.cells[2]) is None
 
 
-def test_a_lab_is_sealed_with_the_masters_options_for_the_sandboxs_user(tmp_path):
-    sub = execute.Submission("ada", tmp_path, None)
+def test_a_lab_is_sealed_with_the_masters_options_for_the_sandboxs_user(short):
+    sub = execute.Submission("ada", short, None)
     master = execute.MasterCells({"setup": 'maillab.start(tls=False, ports="any")'}, {})
-    sealed = execute.sealed_lab(sub, "phase1", master, Unsandboxed(4242, tmp_path, []),
+    sealed = execute.sealed_lab(sub, "phase1", master, Unsandboxed(4242, short, []),
                                 evidence=False)
     try:
         assert sealed.options == {"tls": False} and sealed.lab.ca is None
         assert 4242 in sealed.lab.privacy.allowed  # the sandbox's user may connect
-        assert (tmp_path / "control-phase1" / "lab.sock").exists()
+        assert (short / "control-phase1" / "lab.sock").exists()
         with pytest.raises(PermissionError):  # evidence=False: ports and accounts only
             sealed.answer({"op": "lines"})
     finally:
@@ -378,9 +388,9 @@ def two_decimals(value: float) -> bool:
 
 
 def test_the_notebook_runs_without_its_hidden_tests_and_the_verdicts_grade_it(
-        course, tmp_path, monkeypatch):
+        course, short, monkeypatch):
     log = []
-    sub = submission(tmp_path, log)
+    sub = submission(short, log)
     monkeypatch.setattr(execute, "CURRENT", sub)
     nb = with_tests_put_back(course, answered(course))
     # the learner's own prose between the typed session and its test: not a cell that ran
@@ -440,9 +450,9 @@ def run_phase1(course, sub, monkeypatch, nb=None) -> NotebookNode:
     return nb
 
 
-def test_processes_cells_leave_running_are_ended_and_noted_once(course, tmp_path, monkeypatch):
+def test_processes_cells_leave_running_are_ended_and_noted_once(course, short, monkeypatch):
     log = []
-    sub = submission(tmp_path, log)
+    sub = submission(short, log)
     monkeypatch.setattr(Recorded, "strays", {61_000: [0, 2, 5]})  # 2nd and 3rd code cells
     try:
         run_phase1(course, sub, monkeypatch)
@@ -453,8 +463,8 @@ def test_processes_cells_leave_running_are_ended_and_noted_once(course, tmp_path
 
 
 def test_cells_after_the_notebooks_time_are_not_run_and_the_grade_still_comes(
-        course, tmp_path, monkeypatch):
-    sub = submission(tmp_path)
+        course, short, monkeypatch):
+    sub = submission(short)
     monkeypatch.setattr(execute, "PHASE1_BUDGET", 0.0)
     try:
         nb = run_phase1(course, sub, monkeypatch)
@@ -479,9 +489,9 @@ class NoKernel(Recorded):
 
 
 def test_a_notebook_run_that_stops_early_is_a_note_and_the_verdicts_still_come(
-        course, tmp_path, monkeypatch):
+        course, short, monkeypatch):
     log = []
-    sub = submission(tmp_path, log)
+    sub = submission(short, log)
     working = sub.make_sandbox
     sub.make_sandbox = lambda control, phase="phase1": NoKernel(
         61_000, control, [], log) if phase == "phase1" else working(control, phase)
@@ -497,3 +507,367 @@ def test_a_notebook_run_that_stops_early_is_a_note_and_the_verdicts_still_come(
     finally:
         close(sub)
     assert sub.report["parts"]["greet_tests"]["passed"]
+
+
+# ------------------------------------------------------------------ phase 2 without phase 1
+def test_the_verdicts_prepare_the_answers_themselves_and_report_what_did_not_load(
+        course, short, monkeypatch):
+    log = []
+    sub = submission(short, log)
+    monkeypatch.setattr(execute, "CURRENT", sub)
+    nb = with_tests_put_back(course, answered(course))
+    # the learner's cells that fail while loading: the report lists 20 at most, each cut
+    for n in range(22):
+        nb.cells.insert(3 + n, new_code_cell(f"raise ValueError({n} * 1000 * 'v')"))
+    try:
+        execute.SealedVerdicts().preprocess(nb, resources(course))
+        assert sub.checks is None  # it made its own, as phase 1 would have
+    finally:
+        close(sub)
+    parts = sub.report["parts"]
+    assert parts["greet_tests"]["passed"] and not parts["ehlo_tests"]["passed"]
+    assert parts["ehlo_tests"]["message"] == "the notebook did not run"
+    loading = sub.report["loading"]
+    assert len(loading) == 20 and loading[0] == "cell 3: ValueError: " and all(
+        len(line) == 200 for line in loading[1:])
+    assert ("kill_all", 61_001, 10, True) in log  # the answer process started clean
+
+
+# ------------------------------------------------------------------ phase 2's preparation
+class ChecksMaster(execute.MasterCells):
+    def __init__(self, lab: bool):
+        super().__init__({"setup": 'maillab.start(tls=False)'} if lab else {}, {})
+
+
+def checks_of(tmp_path, cells, lab=False, log=None, broken=False):
+    sub = submission(tmp_path, log)
+    if broken:
+        sub.make_sandbox = lambda control, phase="phase1": NoKernel(61_001, control, [], log)
+    return execute.Checks(sub, ChecksMaster(lab), cells)
+
+
+def test_the_answers_are_loaded_meanwhile_and_the_thread_lives_until_closed(short):
+    checks = checks_of(short, ["import time\ntime.sleep(0.5)\nx = 1"])
+    try:
+        checks.ready()  # waits for the loading
+        assert checks.answers.alive and checks.answers.names.get("x") is not None
+        assert checks.sealed is None and checks.error is None
+        assert checks.thread.is_alive() and checks.thread.daemon  # bwrap's --die-with-parent
+        proc = checks.answers.proc
+    finally:
+        closing = threading.Thread(target=checks.close)
+        closing.start()
+        closing.join(30)
+    assert not closing.is_alive() and not checks.thread.is_alive()
+    assert proc.poll() is not None  # the answer process is gone
+
+
+def test_a_preparation_that_fails_is_raised_when_nothing_else_is_there(short):
+    checks = checks_of(short, ["x = 1"], broken=True)
+    try:
+        with pytest.raises(FileNotFoundError):
+            checks.ready()
+        assert isinstance(checks.error, FileNotFoundError)
+    finally:
+        checks.close()
+
+
+def test_with_a_lab_a_failed_preparation_is_left_to_the_tests(short):
+    checks = checks_of(short, ["x = 1"], lab=True, broken=True)
+    try:
+        checks.ready()  # the tests meet the error again, and say so
+        assert isinstance(checks.error, FileNotFoundError)
+        assert not checks.sealed.evidence  # phase 2: ports and accounts only
+        with pytest.raises(PermissionError):
+            checks.sealed.answer({"op": "lines"})
+        port = checks.sealed.lab.smtp_port
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        checks.close()
+    assert checks.sealed.stopped
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_the_answer_process_starts_clean_with_only_a_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/opt/marked/bin:" + os.environ["PATH"])
+    monkeypatch.setenv("MAILLAB_OUTSIDE_SECRET", "the grader's")
+    log = []
+
+    class Reporting(Recorded):
+        def command(self, argv, env=None, files=None):
+            super().command(argv, env, files)
+            return [sys.executable, "-c", "import json, os\n"  # the environment it was given
+                    "env = dict(v.split('=', 1) for v in open('/proc/self/environ').read()"
+                    ".split('\\0') if v)\n"
+                    "json.dump({'env': env, 'cwd': os.getcwd()}, open('seen.json', 'w'))"]
+
+    box = Reporting(61_001, tmp_path, [], log)
+    execute.spawn_answers(box, 0).wait(30)
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["env"] == {"PATH": os.environ["PATH"]} and seen["cwd"] == str(tmp_path)
+    assert log[0] == ("kill_all", 61_001, 10, True)  # a fork bomb's children reaped first
+    assert log[1][:3] == ("command", 61_001, [sys.executable, "-m", "maillab.grader.answers"])
+    assert log[1][3] == {"MAILLAB_ANSWERS_FD": "0"}
+
+
+# ------------------------------------------------------------------ the kernel's launch
+def test_the_kernel_is_launched_in_the_sandbox_with_its_own_connection_file(
+        tmp_path, monkeypatch):
+    real = tmp_path / "control-real"
+    real.mkdir()
+    control = tmp_path / "control"
+    control.symlink_to(real)  # the file's path, as given and as resolved, is mapped
+    log = []
+
+    class Box(Sandbox):
+        def command(self, argv, env=None, files=None):
+            log.append(("command", list(argv), dict(env or {})))
+            return ["sandboxed", *argv]
+
+        def kill_all(self, wait=2.0, reaped=False):
+            log.append(("kill_all", (control / "kernel.json").stat().st_mode & 0o777))
+
+    launched = []
+
+    async def launch(self, cmd, **kw):
+        launched.append((cmd, kw))
+        return "the provisioner's answer"
+
+    monkeypatch.setattr(execute.AsyncKernelManager, "_async_launch_kernel", launch)
+    monkeypatch.setenv("PATH", "/opt/marked/bin:" + os.environ["PATH"])
+    km = execute.SandboxedKernelManager(Box(61_000, control, []))
+    assert km.connection_file == str(control / "kernel.json") and km.cache_ports is False
+    spec = km.kernel_spec
+    assert spec.interrupt_mode == "message"  # a signal would stop at the sandbox's outer process
+    assert spec.argv == [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (control / "kernel.json").write_text("{}")
+    os.chmod(control / "kernel.json", 0o600)
+    given = ["python", "-f", km.connection_file, "-g", str(real / "kernel.json"), "--x"]
+    answer = asyncio.run(km._async_launch_kernel(given, env={"SECRET": "1"}, cwd="/"))
+    assert answer == "the provisioner's answer"
+    assert log[0] == ("kill_all", 0o600)  # what is left of an old kernel goes first
+    inside = "/run/maillab/kernel.json"
+    assert log[1] == ("command", ["python", "-f", inside, "-g", inside, "--x"],
+                      {"NBGRADER_EXECUTION": "autograde"})
+    assert (control / "kernel.json").stat().st_mode & 0o777 == 0o644  # the sandbox reads it
+    (cmd, kw), = launched
+    assert cmd == ["sandboxed", "python", "-f", inside, "-g", inside, "--x"]
+    assert kw == {"env": {"PATH": os.environ["PATH"]}, "cwd": str(control)}
+
+
+# ------------------------------------------------------------------ the worker
+@pytest.fixture
+def restored(monkeypatch):
+    """Undo what a Worker changes in this process: nbgrader's schema check, the socket timeout."""
+    from nbgrader.nbgraderformat import common
+    monkeypatch.setattr(common, "jsonschema", common.jsonschema)
+    old = socket.getdefaulttimeout()
+    yield
+    socket.setdefaulttimeout(old)
+
+
+def recording_worker(course_root: Path, private: Path, log: list) -> worker.Worker:
+    private.mkdir(parents=True, exist_ok=True)
+    made = worker.Worker(course_root, 62_000, private, False)
+    made.sandbox_class = lambda uid, control, readable: Recorded(uid, control, readable, log)
+    return made
+
+
+def test_the_worker_needs_its_course_user_id_and_private_folder():
+    full = ["--course", "c", "--uid", "7", "--private", "p"]
+    args = worker.parse(full)
+    assert (args.course, args.uid, args.private, args.no_sandbox) == ("c", 7, "p", False)
+    assert worker.parse(full + ["--no-sandbox"]).no_sandbox is True
+    for i in (0, 2, 4):
+        with pytest.raises(SystemExit):
+            worker.parse(full[:i] + full[i + 2:])
+
+
+def test_the_worker_reads_the_courses_config_and_puts_its_own_steps_in(tmp_path, restored):
+    (tmp_path / "nbgrader_config.py").write_text(
+        "c = get_config()\nc.Exchange.root = '/srv/marked-exchange'\n"
+        "c.CourseDirectory.root = '/somewhere/else'\nc.BaseConverter.force = False\n"
+        "c.Autograde.autograde_preprocessors = []\n")
+    socket.setdefaulttimeout(5)
+    made = worker.Worker(tmp_path, 62_000, tmp_path, False)
+    assert socket.getdefaulttimeout() is None  # nbgrader's own waits are its own
+    config = made.config
+    assert config.Exchange.root == "/srv/marked-exchange"
+    assert config.CourseDirectory.root == str(tmp_path) and config.BaseConverter.force is True
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
+                                        LimitOutput, SaveAutoGrades)
+    assert config.Autograde.autograde_preprocessors == [
+        execute.SealedExecute, execute.SealedVerdicts, IgnorePattern, ClearMetadataPreprocessor,
+        LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    bare = tmp_path / "bare"  # no nbgrader_config.py: nbgrader's defaults and ours
+    bare.mkdir()
+    config = worker.Worker(bare, 62_000, tmp_path, False).config
+    assert config.CourseDirectory.root == str(bare) and "Exchange" not in config
+
+
+def test_each_phase_has_a_sandbox_and_a_user_of_its_own(tmp_path, restored):
+    plain = worker.Worker(tmp_path, 62_000, tmp_path, False)
+    first, second = plain.make_sandbox(tmp_path), plain.make_sandbox(tmp_path, "phase2")
+    assert (type(first), first.uid, first.control_dir) == (Unsandboxed, 62_000, tmp_path)
+    assert (type(second), second.uid) == (Unsandboxed, 62_001)
+    assert first.readable == python_folders()
+    boxed = worker.Worker(tmp_path, 62_000, tmp_path, True).make_sandbox(tmp_path, "phase1")
+    assert type(boxed) is Sandbox and boxed.uid == 62_000
+
+
+def test_nbgraders_metadata_schema_is_checked_once_and_still_applies(
+        tmp_path, restored, monkeypatch):
+    import jsonschema
+    from nbgrader.nbgraderformat import common
+    worker.Worker(tmp_path, 62_000, tmp_path, False)
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+              "properties": {"points": {"type": "number"}}, "required": ["points"]}
+    kind = jsonschema.validators.validator_for(schema)
+    checked = []
+    real = kind.check_schema.__func__
+    monkeypatch.setattr(kind, "check_schema", classmethod(
+        lambda cls, s, *a, **k: checked.append(1) or real(cls, s, *a, **k)))
+    for _ in range(3):
+        common.jsonschema.validate({"points": 2}, schema)
+    assert checked == [1]
+    with pytest.raises(common.jsonschema.ValidationError):
+        common.jsonschema.validate({"points": "two"}, schema)
+    with pytest.raises(jsonschema.SchemaError):
+        common.jsonschema.validate({}, {"type": "no such type"})
+
+
+def test_a_submission_nbgrader_refuses_is_reported_and_its_sandboxes_ended(
+        course, short, restored):
+    log, folders = [], []
+    made = recording_worker(course.root, short / "private", log)
+    recording = made.sandbox_class
+
+    def sandbox_class(uid, control, readable):  # the submission's folder, as the sandbox has it
+        folders.append((control, control.stat().st_mode & 0o777))
+        return recording(uid, control, readable)
+
+    made.sandbox_class = sandbox_class
+    for lab in ("nope", "n" * 2500):
+        report = made.grade(lab, "ada")
+        assert execute.CURRENT is None
+        assert (report["student"], report["lab"], report["sandbox"]) == ("ada", lab, False)
+        assert report["error"].startswith("NbGraderException: No notebooks were matched")
+        assert report["traceback"].splitlines()[-1].startswith(
+            "nbgrader.converters.base.NbGraderException: No notebooks were matched")
+        assert (report["score"], report["max_score"]) == (None, None)
+        assert 0 <= report["seconds"] < 60 and two_decimals(report["seconds"])
+        ended = [(e[1], e[2:]) for e in log if e[0] == "kill_all"]
+        assert ended == [(62_000, (2.0, False)), (62_001, (2.0, False))]
+        log.clear()
+    assert len(report["error"]) == 500 and len(report["traceback"]) == 3000  # cut
+    assert "worker.py" not in report["traceback"]  # the end of it is kept
+    # each submission had a folder of its own, the grader's alone, one for both phases
+    assert [mode for _f, mode in folders] == [0o700] * 4
+    assert folders[0][0] == folders[1][0] != folders[2][0] == folders[3][0]
+    assert all(f.parent == short / "private" for f, _m in folders)
+    deadline = time.monotonic() + 30
+    while any(f.exists() for f, _m in folders) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a thread removes them while the next submission goes on
+    assert not any(f.exists() for f, _m in folders)
+
+
+def test_clean_up_closes_what_the_phases_left_and_removes_the_folder(tmp_path):
+    closed = []
+
+    class Part:
+        def __init__(self, fails):
+            self.fails = fails
+
+        def close(self):
+            closed.append(self)
+            if self.fails:
+                raise RuntimeError("already gone")
+
+    folder = tmp_path / "submission-1"
+    (folder / "control-phase1").mkdir(parents=True)
+    sub = execute.Submission("ada", folder, None)
+    sub.checks, sub.phase1 = Part(True), Part(False)
+    worker.Worker._clean_up(sub, folder)
+    assert closed == [sub.checks, sub.phase1] and not folder.exists()
+    worker.Worker._clean_up(execute.Submission("bo", folder, None), folder)  # nothing there
+
+
+def test_the_worker_grades_one_student_again_and_again(course, short, restored):
+    submit(course, "ada", answered(course))
+    submit(course, "bo", answered(course))
+    made = recording_worker(course.root, short / "private", [])
+    report = made.grade(LAB, "ada")
+    assert (report["score"], report["max_score"]) == (5.0, 6.0), report
+    assert {g: p["passed"] for g, p in report["parts"].items()} == {
+        "greet_tests": True, "ehlo_tests": True}
+    assert all(two_decimals(report[k]) for k in ("seconds", "notebook_seconds",
+                                                 "checks_seconds"))
+    assert made.scores(LAB, "bo") == {"score": None, "max_score": None}  # only ada's
+    assert not (course.root / "autograded" / "bo").exists()
+    submit(course, "ada", answered(course, greet="def greet(name):\n    return name"))
+    report = made.grade(LAB, "ada")  # graded again (nbgrader would skip it unforced)
+    assert (report["score"], report["max_score"]) == (3.0, 6.0), report
+    assert all(two_decimals(report[k]) for k in ("seconds", "notebook_seconds",
+                                                 "checks_seconds"))
+
+
+# ------------------------------------------------------------------ the worker's program
+def start_worker(course, private: Path, tmp_path, *extra) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "maillab.grader.worker", "--course", str(course.root), "--uid",
+         "62100", "--private", str(private), *extra], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=open(tmp_path / "worker.log", "a"), text=True,
+        env=nbgrader_env(), cwd=tmp_path)
+
+
+def namespace(pid) -> str:
+    return os.readlink(f"/proc/{pid}/ns/net")
+
+
+def test_the_worker_program_says_ready_then_one_line_per_submission(course, short):
+    submit(course, "cy", answered(course))
+    (course.root / "submitted" / "dy" / LAB).mkdir(parents=True)
+    (course.root / "submitted" / "dy" / LAB / f"{LAB}.ipynb").write_text("a notebook? no")
+    private = short / "made" / "w"
+    proc = start_worker(course, private, short, "--no-sandbox")
+    try:
+        assert json.loads(proc.stdout.readline()) == {"ready": True}
+        assert namespace(proc.pid) == namespace("self")  # --no-sandbox: no namespaces
+        assert private.is_dir()
+        for lab, student in ((LAB, "cy"), (LAB, "dy"), ("nope", "cy")):
+            proc.stdin.write(json.dumps({"lab": lab, "student": student}) + "\n")
+        proc.stdin.close()
+        # only the reports: what the kernel and nbgrader print goes to the log
+        reports = [json.loads(line) for line in proc.stdout.read().splitlines()]
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+    assert [(r["lab"], r["student"], r["sandbox"], r["score"]) for r in reports] == [
+        (LAB, "cy", False, 5.0), (LAB, "dy", False, 0.0), ("nope", "cy", False, None)]
+    assert "see the the above traceback" in reports[1]["error"]  # (nbgrader's words)
+    log = (short / "worker.log").read_text()
+    assert "To connect another client to this kernel" in log
+    assert "NotJSONError" in log  # what "above" means: nbgrader's reason is in the log
+    again = start_worker(course, private, short, "--no-sandbox")  # its folder is there now
+    out, _err = again.communicate("", timeout=120)
+    assert again.returncode == 0 and out == '{"ready": true}\n'
+
+
+def test_a_sandboxing_worker_lives_in_namespaces_of_its_own(course, short):
+    if os.geteuid() != 0:
+        pytest.skip("a worker's namespaces need root")
+    private = short / "private"
+    proc = start_worker(course, private, short)
+    try:
+        assert json.loads(proc.stdout.readline()) == {"ready": True}
+        assert namespace(proc.pid) != namespace("self")
+        proc.stdin.write(json.dumps({"lab": "nope", "student": "cy"}) + "\n")
+        proc.stdin.close()
+        report = json.loads(proc.stdout.readline())
+        assert (report["sandbox"], report["score"]) == (True, None)
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+    assert list(private.iterdir()) == []  # its folder was a tmpfs only it could see

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -44,6 +45,9 @@ def main(argv=None) -> int:
         private.mkdir(parents=True, exist_ok=True)
     reports = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # nbgrader and everything else print to stderr
+    # nbgrader logs through traitlets' logger, which outside an nbgrader app has no handler:
+    # without one, why a submission failed ("see the above traceback") reached no log at all
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s | %(levelname)s] %(message)s")
     worker = Worker(Path(args.course), args.uid, private, not args.no_sandbox)
     reports.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
