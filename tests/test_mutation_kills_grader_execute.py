@@ -58,7 +58,7 @@ s.close()
 TYPED_TEST = ('ev = grading.during(lab)\ns = ev.session("smtp:example.com")\n'
               'assert s.commands() == ["EHLO", "QUIT"], s.commands()')
 MANUAL = "### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION"
-POINTS = {"greet_tests": 2.0, "ehlo_tests": 3.0}
+PORT_TEST = "assert lab.smtp_port > 0  # the grader's lab, in phase 2 too"
 
 
 def meta(grade_id: str, **kw) -> dict:
@@ -80,6 +80,8 @@ def master_notebook():
         # a manually graded answer: graded and a solution, neither a test nor given
         new_code_cell(MANUAL, id="cell-manual",
                       metadata=meta("manual", grade=True, solution=True, points=1)),
+        new_code_cell(PORT_TEST, id="cell-port-test",
+                      metadata=meta("port_tests", grade=True, locked=True, points=1)),
     ]
     nb = new_notebook(cells=cells)
     nb.metadata.kernelspec = {"display_name": "Python 3 (ipykernel)", "language": "python",
@@ -203,7 +205,8 @@ def test_the_gradebook_gives_the_given_cells_and_the_tests_with_their_points(cou
     master = execute.MasterCells.from_gradebook(resources(course))
     # locked code cells that are not graded; not the locked markdown, not the answers
     assert master.given == {"setup": SETUP, "helper": HELPER}
-    assert master.tests == {"greet_tests": (GREET_TEST, 2.0), "ehlo_tests": (TYPED_TEST, 3.0)}
+    assert master.tests == {"greet_tests": (GREET_TEST, 2.0), "ehlo_tests": (TYPED_TEST, 3.0),
+                            "port_tests": (PORT_TEST, 1.0)}
     assert master.lab_options() == {"tls": False}  # ports: not a lab option; SIZE: not literal
     assert master.learner_language() == "en"
 
@@ -406,7 +409,8 @@ def test_the_notebook_runs_without_its_hidden_tests_and_the_verdicts_grade_it(
         assert [w[:3] for w in sub.windows] == [
             (1, "setup", "cell-setup"), (2, "helper", "cell-helper"), (3, "greet", "cell-greet"),
             (4, "greet_tests", "cell-greet-test"), (5, "ehlo", "cell-ehlo"),
-            (8, "ehlo_tests", "cell-ehlo-test"), (9, "manual", "cell-manual")]
+            (8, "ehlo_tests", "cell-ehlo-test"), (9, "manual", "cell-manual"),
+            (10, "port_tests", "cell-port-test")]
         times = [t for w in sub.windows for t in w[3:]]
         assert times == sorted(times)  # one after the other, each from its start to its end
         assert sub.report["kernel_restarts"] == 0
@@ -424,7 +428,7 @@ def test_the_notebook_runs_without_its_hidden_tests_and_the_verdicts_grade_it(
         assert kernel[1][3] == {"NBGRADER_EXECUTION": "autograde"}
         assert kernel[-1][0] == "kill_all"  # nothing of the notebook outlives its run
         strays = [e for e in kernel if e[0] == "end_strays"]  # after each cell that ran
-        assert len(strays) == 7 and len(set(strays)) == 1 and strays[0][2] > 0
+        assert len(strays) == 8 and len(set(strays)) == 1 and strays[0][2] > 0
         # meanwhile the answer process was made ready, as the other user
         assert sub.checks.prepared.wait(30) and sub.checks.answers.alive
         assert sub.checks.sandbox.uid == 61_001
@@ -435,7 +439,8 @@ def test_the_notebook_runs_without_its_hidden_tests_and_the_verdicts_grade_it(
             nb, resources(course))
         parts = sub.report["parts"]
         assert {g: (p["points"], p["max"], p["passed"]) for g, p in parts.items()} == {
-            "greet_tests": (2.0, 2.0, True), "ehlo_tests": (3.0, 3.0, True)}
+            "greet_tests": (2.0, 2.0, True), "ehlo_tests": (3.0, 3.0, True),
+            "port_tests": (1.0, 1.0, True)}
         assert not sub.checks.answers.alive  # ended as soon as the tests are done
         assert sub.report["loading"] == [] and two_decimals(sub.report["checks_seconds"])
         assert sub.report["checks_seconds"] >= 0
@@ -476,7 +481,8 @@ def test_cells_after_the_notebooks_time_are_not_run_and_the_grade_still_comes(
     finally:
         close(sub)
     parts = sub.report["parts"]
-    assert parts["greet_tests"]["passed"] and not parts["ehlo_tests"]["passed"]
+    assert parts["greet_tests"]["passed"] and parts["port_tests"]["passed"]
+    assert not parts["ehlo_tests"]["passed"]
     assert parts["ehlo_tests"]["message"] == "that cell did not run"
 
 
@@ -502,7 +508,7 @@ def test_a_notebook_run_that_stops_early_is_a_note_and_the_verdicts_still_come(
         assert note.startswith("the notebook's run stopped early: FileNotFoundError")
         assert len(note) == 300  # cut: the program's name is long
         assert sub.report["kernel_restarts"] == 0 and "notebook_seconds" in sub.report
-        assert log[-1] == ("kill_all", 61_000, 2.0, False)
+        assert [e for e in log if e[1] == 61_000][-1] == ("kill_all", 61_000, 2.0, False)
         execute.SealedVerdicts().preprocess(nb, resources(course))
     finally:
         close(sub)
@@ -525,7 +531,8 @@ def test_the_verdicts_prepare_the_answers_themselves_and_report_what_did_not_loa
     finally:
         close(sub)
     parts = sub.report["parts"]
-    assert parts["greet_tests"]["passed"] and not parts["ehlo_tests"]["passed"]
+    # the lab of phase 2 was ready before the first test; phase 1 did not run
+    assert parts["greet_tests"]["passed"] and parts["port_tests"]["passed"]
     assert parts["ehlo_tests"]["message"] == "the notebook did not run"
     loading = sub.report["loading"]
     assert len(loading) == 20 and loading[0] == "cell 3: ValueError: " and all(
@@ -739,9 +746,17 @@ def test_nbgraders_metadata_schema_is_checked_once_and_still_applies(
 
 
 def test_a_submission_nbgrader_refuses_is_reported_and_its_sandboxes_ended(
-        course, short, restored):
-    log, folders = [], []
+        course, short, restored, monkeypatch):
+    log, folders, cleaners = [], [], []
     made = recording_worker(course.root, short / "private", log)
+
+    class Thread(threading.Thread):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if kwargs.get("target") == made._clean_up:
+                cleaners.append(self)
+
+    monkeypatch.setattr(threading, "Thread", Thread)
     recording = made.sandbox_class
 
     def sandbox_class(uid, control, readable):  # the submission's folder, as the sandbox has it
@@ -771,6 +786,8 @@ def test_a_submission_nbgrader_refuses_is_reported_and_its_sandboxes_ended(
     while any(f.exists() for f, _m in folders) and time.monotonic() < deadline:
         time.sleep(0.05)  # a thread removes them while the next submission goes on
     assert not any(f.exists() for f, _m in folders)
+    # the clean-up never holds the worker up, not even as it ends
+    assert len(cleaners) == 2 and all(t.daemon for t in cleaners)
 
 
 def test_clean_up_closes_what_the_phases_left_and_removes_the_folder(tmp_path):
@@ -799,16 +816,16 @@ def test_the_worker_grades_one_student_again_and_again(course, short, restored):
     submit(course, "bo", answered(course))
     made = recording_worker(course.root, short / "private", [])
     report = made.grade(LAB, "ada")
-    assert (report["score"], report["max_score"]) == (5.0, 6.0), report
+    assert (report["score"], report["max_score"]) == (6.0, 7.0), report
     assert {g: p["passed"] for g, p in report["parts"].items()} == {
-        "greet_tests": True, "ehlo_tests": True}
+        "greet_tests": True, "ehlo_tests": True, "port_tests": True}
     assert all(two_decimals(report[k]) for k in ("seconds", "notebook_seconds",
                                                  "checks_seconds"))
     assert made.scores(LAB, "bo") == {"score": None, "max_score": None}  # only ada's
     assert not (course.root / "autograded" / "bo").exists()
     submit(course, "ada", answered(course, greet="def greet(name):\n    return name"))
     report = made.grade(LAB, "ada")  # graded again (nbgrader would skip it unforced)
-    assert (report["score"], report["max_score"]) == (3.0, 6.0), report
+    assert (report["score"], report["max_score"]) == (4.0, 7.0), report
     assert all(two_decimals(report[k]) for k in ("seconds", "notebook_seconds",
                                                  "checks_seconds"))
 
@@ -845,7 +862,7 @@ def test_the_worker_program_says_ready_then_one_line_per_submission(course, shor
     finally:
         proc.kill()
     assert [(r["lab"], r["student"], r["sandbox"], r["score"]) for r in reports] == [
-        (LAB, "cy", False, 5.0), (LAB, "dy", False, 0.0), ("nope", "cy", False, None)]
+        (LAB, "cy", False, 6.0), (LAB, "dy", False, 0.0), ("nope", "cy", False, None)]
     assert "see the the above traceback" in reports[1]["error"]  # (nbgrader's words)
     log = (short / "worker.log").read_text()
     assert "To connect another client to this kernel" in log
