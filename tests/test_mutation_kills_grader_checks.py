@@ -31,6 +31,10 @@ from test_grader_answers import answers  # noqa: F401
 
 LAB = object()  # what the grader's tests see as `lab` (only passed along here)
 
+# a test whose mutant hangs (a pool that never finishes, say) fails in a minute, not in the
+# mutation run's timeout of many minutes
+pytestmark = pytest.mark.timeout(60)
+
 LEARNER = '''
 import json, os, time
 import json as js
