@@ -1222,6 +1222,55 @@ def test_a_cell_that_ended_the_kernel_keeps_its_source_and_outputs_in_the_notebo
     assert nb.cells[2].execution_count == 1  # the replays are not in the new kernel's history
 
 
+def _robust_run(tmp_path, *sources, max_restarts=5):
+    """RobustExecute over code cells of these sources in a real (unsandboxed) kernel; the
+    preprocessor and its log warnings."""
+    from nbformat.v4 import new_code_cell, new_notebook
+    nb = new_notebook(cells=[new_code_cell(s) for s in sources])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3",
+                              "language": "python"}
+    robust = grading.nbgrader_preprocessors()["RobustExecute"]()
+    robust.timeout, robust.max_restarts = 30, max_restarts
+    robust.warnings = []
+    robust.log.warning = lambda message, *args, **kw: robust.warnings.append(message % args)
+    return robust, nb
+
+
+def test_a_replay_that_ends_the_kernel_again_is_dropped_and_the_notebook_goes_on(tmp_path):
+    """After a restart the earlier cells are replayed. A replay that ends the new kernel too
+    is dropped from the replays (else every restart would end the same way, until the
+    notebook is given up), the kernel restarts once more, the other replays run once, and
+    the later cells run."""
+    mark, log = tmp_path / "mark", tmp_path / "log"
+    robust, nb = _robust_run(
+        tmp_path,
+        f"import os\nif os.path.exists({str(mark)!r}):\n    os._exit(1)\n"
+        f"open({str(mark)!r}, 'w').close()",
+        f"open({str(log)!r}, 'a').write('b\\n')",
+        "import os\nos._exit(1)",
+        "print('after')")
+    nb, _ = robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert robust._restarts == 2
+    assert log.read_text() == "b\n" * 2  # its own run and one replay
+    assert [o.get("text") for o in nb.cells[3].outputs] == ["after\n"]
+    assert "os._exit(1)" in nb.cells[0].source and nb.cells[0].outputs == []
+    assert not any("did not start" in w for w in robust.warnings)
+
+
+def test_a_notebook_given_up_after_cells_ran_is_not_run_a_second_time(tmp_path):
+    """Only a kernel that never started gets a second try: a notebook that ended the kernel
+    more often than max_restarts is given up at once, its cells not run again."""
+    from nbclient.exceptions import DeadKernelError  # noqa: F401 (nbclient is there)
+    log = tmp_path / "log"
+    robust, nb = _robust_run(tmp_path, f"open({str(log)!r}, 'a').write('a\\n')",
+                             "import os\nos._exit(1)", "import os\nos._exit(1)",
+                             max_restarts=1)
+    with pytest.raises(Exception, match="too many kernel restarts"):
+        robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert log.read_text() == "a\n" * 2  # its run and the replay after the first restart
+    assert not any("did not start" in w for w in robust.warnings)
+
+
 def test_a_kernel_that_cannot_start_is_tried_twice_then_named(tmp_path):
     from jupyter_client.kernelspec import NoSuchKernel
     from nbformat.v4 import new_code_cell, new_notebook
