@@ -9,17 +9,23 @@ import asyncio
 import email
 import email.policy
 import json
+import logging
 import os
 import smtplib
+import socketserver
+import ssl
+import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import pytest
 
 from maillab import relay
-from maillab.relay import (QueuedMessage, RelayQueue, Router, _connection_lost, _header_section,
-                           _Outcome, delivery_status_notification)
+from maillab.relay import (QueuedMessage, RelayQueue, Router, _header_section, _Outcome,
+                           delivery_status_notification)
 from maillab.store import Store
+from maillab.tls import LabCA
 from test_relay import ScriptedMX, dead_port
 
 HEADERS = b"From: alice@example.com\r\nSubject: the report\r\n"
@@ -77,13 +83,6 @@ def test_the_header_section_is_what_comes_before_the_first_blank_line():
     assert _header_section(CONTENT) == HEADERS.rstrip(b"\r\n")
     assert _header_section(b"A: 1\nB: 2\n\nbody\n\nmore") == b"A: 1\nB: 2"
     assert len(_header_section(b"X: " + b"y" * 20_000 + b"\r\n\r\nbody")) == 16_000
-
-
-def test_a_broken_connection_is_told_from_a_reply():
-    def outcome(error):
-        return _Outcome(message(), temporary={"john@example.net": error})
-    assert not _connection_lost(outcome("421 4.4.2 closing"))
-    assert _connection_lost(outcome("SMTPServerDisconnected: Connection unexpectedly closed"))
 
 
 # ----------------------------------------------------------------------------- the queue's files
@@ -184,16 +183,20 @@ class Counting:
         monkeypatch.setattr(smtplib.SMTP, "quit", quit_)
 
 
-def run_router(store, tmp_path, scenario, retry_delays=(0.01, 0.01), mx=None):
+def run_router(store, tmp_path, scenario, retry_delays=(0.01, 0.01), mx=None, tls=None):
+    """Run ``scenario(router)`` on a started router (closed afterwards unless the scenario
+    closed it); ``tls``: the client context for STARTTLS to the next hop."""
     async def main():
         router = Router(asyncio.get_running_loop(), tmp_path / "queue", retry_delays, store=store)
+        router.tls_context = tls
         if mx is not None:
             router.mx["example.net"] = ("127.0.0.1", mx.port)
         await router.start()
         try:
             return await scenario(router)
         finally:
-            await router.close()
+            if not router._stopping:
+                await router.close()
     return asyncio.run(main())
 
 
@@ -374,6 +377,12 @@ async def until(condition, timeout: float = 10) -> None:
         await asyncio.sleep(0.01)
 
 
+def tried(router) -> bool:
+    """Whether the router did all it does at once: every entry handed on, given up, or
+    waiting for a retry."""
+    return all(m.attempts for m in router.pending())
+
+
 def test_reply_codes_400_and_500_are_the_edges_of_temporary(store, tmp_path):
     mx = ScriptedMX(rcpt={"a@example.net": "400 4.0.0 odd but temporary",
                           "b@example.net": "500 5.5.2 no"})
@@ -453,6 +462,24 @@ def test_a_connection_lost_mid_batch_defers_the_rest_untried(store, tmp_path, mo
     assert quits == 1  # ... but closed at once with QUIT (the second is still open)
 
 
+def test_a_refusal_of_one_message_does_not_hold_up_the_rest_of_its_batch(store, tmp_path):
+    mx = ScriptedMX(after_data=["451 4.3.0 try later"])
+
+    async def scenario(router):
+        router._task.cancel()  # the two go in one batch
+        for queue_id in ("M1", "M2"):
+            router.enqueue("mail.example.com", message(queue_id))
+        router._task = asyncio.get_running_loop().create_task(router._run())
+        await until(lambda: tried(router))
+        return ([(m.queue_id, m.attempts) for m in router.delivered],
+                [(m.queue_id, m.attempts) for m in router.pending()])
+    try:
+        delivered, waiting = run_router(store, tmp_path, scenario, retry_delays=(60,), mx=mx)
+    finally:
+        mx.close()
+    assert delivered == [("M2", 0)] and waiting == [("M1", 1)]
+
+
 def test_a_next_hop_we_cannot_even_greet_is_retried_then_bounced(store, tmp_path):
     mx = ScriptedMX()
 
@@ -493,3 +520,408 @@ def test_a_bounce_after_a_partly_delivered_message_still_has_its_headers(store, 
         mx.close()
     [text] = inbox_texts(store)  # the entry left the queue with john's 250
     assert "nobody@example.net: 550 5.1.1" in text and "Subject: the report" in text
+
+
+# ----------------------------------------------------------------------------- what the next hop hears
+
+class _RecordingHandler(socketserver.StreamRequestHandler):
+    """One connection to a :class:`RecordingMX`: each command is answered by ``do_<VERB>``;
+    a method that returns False ends the connection."""
+
+    def handle(self):
+        self.commands: list[str] = []
+        self.server.sessions.append(self.commands)
+        self.reply("220 mx.test ESMTP recording")
+        self.rcpts: list[str] = []
+        while line := self.rfile.readline():
+            command = line.decode("utf-8", "replace").rstrip("\r\n")
+            verb = command.split(" ", 1)[0].split(":", 1)[0].upper()
+            encrypted = isinstance(self.request, ssl.SSLSocket)
+            self.commands.append(verb + (" [tls]" if encrypted else ""))
+            answer = getattr(self, f"do_{verb}", None)
+            if answer is None:
+                self.reply("502 5.5.1 not here")
+            elif answer(command) is False:
+                return
+
+    def reply(self, *lines: str) -> None:
+        text = "".join(f"{line[:3]}{'-' if i < len(lines) - 1 else ' '}{line[4:]}\r\n"
+                       for i, line in enumerate(lines))
+        self.wfile.write(text.encode())
+
+    def do_EHLO(self, command):
+        starttls = ["250 STARTTLS"] if self.server.tls and not isinstance(self.request, ssl.SSLSocket) else []
+        self.reply("250 mx.test", "250 8BITMIME", "250 SMTPUTF8", *starttls)
+
+    def do_STARTTLS(self, command):
+        self.reply("220 2.0.0 go ahead")
+        self.request = self.server.tls.wrap_socket(self.request, server_side=True)
+        self.setup()  # files over the TLS socket (the client said nothing more before the handshake)
+
+    def do_MAIL(self, command):
+        self.mail, self.rcpts = command, []
+        self.reply("250 2.1.0 OK")
+
+    def do_RCPT(self, command):
+        self.rcpts.append(command.split(":", 1)[1].strip().strip("<>"))
+        self.reply("250 2.1.5 OK")
+
+    def do_DATA(self, command):
+        self.reply("354 go ahead")
+        lines = []
+        for line in iter(self.rfile.readline, b""):  # (b"": the client hung up)
+            if line == b".\r\n":
+                break
+            lines.append(line)
+        content = b"".join(lines)
+        if self.server.hold is not None:
+            self.server.holding.set()
+            self.server.hold.wait(5)  # (the test releases it; 5 s: a stuck test still ends)
+            self.server.holding.clear()
+        self.server.received.append((self.mail, self.rcpts, content))
+        self.reply("250 2.0.0 OK")
+        return not self.server.hang_up_after_each
+
+    def do_RSET(self, command):
+        self.reply(self.server.rset_reply)
+        return self.server.rset_reply.startswith("250")  # (a 421 closes the connection)
+
+    def do_QUIT(self, command):
+        self.reply("221 2.0.0 bye")
+        return False
+
+
+class RecordingMX(socketserver.ThreadingTCPServer):
+    """A next hop that writes down the commands of each connection (``sessions``: a list of
+    lists, "MAIL [tls]" for a command sent over TLS), offers 8BITMIME, SMTPUTF8 and, with
+    ``tls`` (a server context), STARTTLS. With ``hold`` (a threading.Event) it answers each
+    message only once the test sets it (``holding`` is set meanwhile); ``rset_reply`` is what
+    RSET gets; ``hang_up_after_each`` closes the connection after each message's 250."""
+
+    daemon_threads = True
+
+    def __init__(self, tls: ssl.SSLContext | None = None, hold: threading.Event | None = None,
+                 rset_reply: str = "250 2.0.0 OK", hang_up_after_each: bool = False):
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self.tls, self.hold, self.rset_reply = tls, hold, rset_reply
+        self.hang_up_after_each = hang_up_after_each
+        self.sessions: list[list[str]] = []
+        self.received: list[tuple[str, list[str], bytes]] = []  # (MAIL command, rcpts, content)
+        self.holding = threading.Event()
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
+        self.shutdown()
+        self.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def relay_in_turn(store, tmp_path, mx, *messages: QueuedMessage, **kwargs) -> Router:
+    """Relay what an earlier run left in the queue, then ``messages`` one after another
+    (each until it is handed on, given up or waits for a retry), to ``mx``."""
+    async def scenario(router):
+        await until(lambda: tried(router))
+        for msg in messages:
+            router.enqueue("mail.example.com", msg)
+            await until(lambda: tried(router))
+        return router
+    return run_router(store, tmp_path, scenario, mx=mx, **kwargs)
+
+
+def wait_until(condition, timeout: float = 5) -> bool:
+    """``condition()`` became true within ``timeout`` seconds (for threads, after the loop)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory):
+    authority = LabCA(["mx.test"], tmp_path_factory.mktemp("ca"))
+    yield authority
+    authority.close()
+
+
+def test_a_kept_connection_is_reset_before_its_next_message(store, tmp_path):
+    with RecordingMX() as mx:
+        relay_in_turn(store, tmp_path, mx, message("M1"), message("M2"))
+    assert mx.sessions == [["EHLO", "MAIL", "RCPT", "DATA", "RSET", "MAIL", "RCPT", "DATA", "QUIT"]]
+
+
+@pytest.mark.parametrize("dropped", [
+    dict(hang_up_after_each=True),  # closed without a word
+    dict(rset_reply="421 4.4.2 mx.test idle for too long, closing"),  # as aiosmtpd's timeout does
+])
+def test_a_kept_connection_the_next_hop_dropped_is_replaced_at_once(store, tmp_path, dropped):
+    with RecordingMX(**dropped) as mx:
+        router = relay_in_turn(store, tmp_path, mx, message("M1"), message("M2"), retry_delays=(60,))
+    assert [(m.queue_id, m.attempts) for m in router.delivered] == [("M1", 0), ("M2", 0)]
+    assert [m[1] for m in mx.received] == [["john@example.net"]] * 2
+    assert len(mx.sessions) == 2
+
+
+def test_the_relay_says_starttls_and_greets_again_over_tls(store, tmp_path, ca):
+    with RecordingMX(tls=ca.server_context("mx.test")) as mx:
+        relay_in_turn(store, tmp_path, mx, message(), tls=ca.client_context())
+    assert mx.sessions == [["EHLO", "STARTTLS", "EHLO [tls]", "MAIL [tls]", "RCPT [tls]",
+                            "DATA [tls]", "QUIT [tls]"]]
+    assert len(mx.received) == 1
+
+
+def test_without_a_tls_context_the_relay_sends_in_the_clear(store, tmp_path, ca):
+    """A lab without TLS has no CA to check a next hop's certificate against."""
+    with RecordingMX(tls=ca.server_context("mx.test")) as mx:
+        relay_in_turn(store, tmp_path, mx, message())
+    assert mx.sessions == [["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]]
+
+
+@pytest.mark.parametrize("rcpt, text, options", [
+    ("john@example.net", "plain", []),
+    ("γιάννης@example.net", "plain", ["SMTPUTF8"]),
+    ("john@example.net", "καλημέρα", ["BODY=8BITMIME"]),
+])
+def test_mail_from_declares_non_ascii_addresses_and_8bit_text(store, tmp_path, rcpt, text, options):
+    msg = message(rcpts=[rcpt])
+    msg.content = HEADERS + f"\r\n{text}\r\n".encode()
+    with RecordingMX() as mx:
+        relay_in_turn(store, tmp_path, mx, msg)
+    [(mail, rcpts, content)] = mx.received
+    assert mail.split()[2:] == options
+    assert (rcpts, content) == ([rcpt], msg.content)
+
+
+# ----------------------------------------------------------------------------- stopping
+
+def test_close_lets_the_message_being_sent_finish_and_keeps_the_rest_untried(store, tmp_path):
+    hold = threading.Event()
+
+    async def scenario(router):
+        router._task.cancel()  # the three go in one batch
+        for queue_id in ("M1", "M2", "M3"):
+            router.enqueue("mail.example.com", message(queue_id))
+        router._task = asyncio.get_running_loop().create_task(router._run())
+        await until(mx.holding.is_set)  # M1's DATA is at the next hop, unanswered
+        closing = asyncio.get_running_loop().create_task(router.close(timeout=10))
+        await asyncio.sleep(0)  # close() has begun
+        hold.set()
+        await closing
+        return ([m.queue_id for m in router.delivered],
+                sorted((m.queue_id, m.attempts) for m in router.pending()))
+    with RecordingMX(hold=hold) as mx:
+        delivered, left = run_router(store, tmp_path, scenario, mx=mx)
+    assert delivered == ["M1"] and left == [("M2", 0), ("M3", 0)]
+    assert sorted(n.split(".")[0] for n in os.listdir(tmp_path / "queue" / "ready")) == ["M2", "M3"]
+    assert mx.sessions == [["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]]
+
+
+def test_close_stops_waiting_for_a_stuck_next_hop_whose_connection_is_quit_later(store, tmp_path):
+    hold = threading.Event()
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", message())
+        await until(mx.holding.is_set)
+        await router.close(timeout=0.1)
+        return mx.holding.is_set(), [m.queue_id for m in router.pending()]
+    with RecordingMX(hold=hold) as mx:
+        holding, left = run_router(store, tmp_path, scenario, mx=mx)
+        hold.set()
+        assert wait_until(lambda: mx.sessions[0][-1:] == ["QUIT"])
+    assert holding and left == ["Q1"]  # close() returned while the next hop still held it
+    assert len(mx.received) == 1  # (it got its 250 afterwards: its entry is on disk anyway)
+
+
+def test_a_router_that_never_started_closes_quietly(tmp_path):
+    async def main():
+        router = Router(asyncio.get_running_loop(), tmp_path / "queue")
+        await router.close()  # the lab stops when a server of it could not start
+    asyncio.run(main())
+
+
+def test_drain_gives_up_at_its_deadline_while_a_message_is_still_being_sent(
+        store, tmp_path, monkeypatch):
+    sleeps = []
+    real_wait = Router._wait_for_change
+
+    async def wait_for_change(router, timeout=None):
+        sleeps.append(timeout)
+        await real_wait(router, timeout)
+    monkeypatch.setattr(Router, "_wait_for_change", wait_for_change)
+    hold = threading.Event()
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", message())
+        await until(mx.holding.is_set)
+        sleeps.clear()
+        await asyncio.wait_for(router.drain(0.2), 10)
+        during = list(sleeps), len(router.pending())
+        hold.set()
+        await asyncio.wait_for(router.settle(), 10)
+        return during
+    with RecordingMX(hold=hold) as mx:
+        drain_sleeps, left = run_router(store, tmp_path, scenario, mx=mx)
+    assert left == 1  # drain returned with the message still at the next hop
+    timed = [t for t in drain_sleeps if t is not None]
+    assert 1 <= len(timed) < 10  # it slept (no busy loop) ...
+    assert all(0 <= t <= 0.2 for t in timed)  # ... and not past its deadline
+
+
+# ----------------------------------------------------------------------------- idle connections
+
+def test_an_idle_connection_is_closed_while_another_next_hop_is_slow(store, tmp_path, monkeypatch):
+    """A learner's next hop may serve one connection at a time: the relay's idle connection
+    to it must go after IDLE_CLOSE even while a batch to another domain takes long."""
+    monkeypatch.setattr(relay, "IDLE_CLOSE", 0.05)
+    hold = threading.Event()
+
+    async def scenario(router):
+        router.mx["example.org"] = ("127.0.0.1", slow.port)
+        router.enqueue("mail.example.com", message("FAST"))
+        await until(lambda: router.delivered)
+        router.enqueue("mail.example.com", message("SLOW", rcpts=["x@example.org"]))
+        await until(slow.holding.is_set)
+        await until(lambda: fast.sessions[0][-1:] == ["QUIT"])
+        still_at_work = slow.holding.is_set()
+        hold.set()
+        return still_at_work
+    with RecordingMX() as fast, RecordingMX(hold=hold) as slow:
+        assert run_router(store, tmp_path, scenario, mx=fast)  # the slow one was still at work
+    assert fast.sessions == [["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]]
+
+
+def test_an_idle_connection_is_closed_though_the_next_retry_is_far_off(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(relay, "IDLE_CLOSE", 0.05)
+
+    async def scenario(router):
+        router.mx["example.org"] = ("127.0.0.1", dead_port())
+        router.enqueue("mail.example.com", message("LATER", rcpts=["x@example.org"]))
+        router.enqueue("mail.example.com", message("NOW"))
+        await until(lambda: tried(router) and router.delivered)
+        await until(lambda: mx.sessions[0][-1:] == ["QUIT"])
+        return [(m.queue_id, m.attempts) for m in router.pending()]
+    with RecordingMX() as mx:
+        assert run_router(store, tmp_path, scenario, retry_delays=(60,), mx=mx) == [("LATER", 1)]
+
+
+# ----------------------------------------------------------------------------- a restart
+
+AN_HOUR_AGO = time.time() - 3600
+
+
+def leave_in_queue(tmp_path, msg: QueuedMessage, written: float = AN_HOUR_AGO) -> Path:
+    """An entry as a lab that stopped ``written`` (a time) ago left it."""
+    RelayQueue(tmp_path / "queue").add(msg)
+    os.utime(msg.path, (written, written))
+    return msg.path
+
+
+@pytest.fixture
+def lab_store(store):
+    """The store with john and maria of example.net, as in a lab where that domain is ours."""
+    for login in ("john", "maria"):
+        store.add_account(login, "pw", "example.net")
+    return store
+
+
+def received_line(queue_id: str) -> bytes:
+    return (f"Received: from mail.example.com ([127.0.0.1])\r\n\tby mail.example.net (maillab) "
+            f"with ESMTP id {queue_id}\r\n\tfor <john@example.net>; Mon, 1 Jan 2024 10:00:00 +0000\r\n").encode()
+
+
+@pytest.mark.parametrize("inbox", ["as the lab left it", "read (in cur/), new/ gone",
+                                   "read (in cur/), a stray folder in new/"])
+def test_a_restart_sends_a_left_over_entry_only_to_the_recipients_it_had_not_reached(
+        lab_store, tmp_path, caplog, inbox):
+    """The lab stopped an hour ago between john's 250 and the end of the entry: john has the
+    message (its queue id in his Received: line), maria does not."""
+    leave_in_queue(tmp_path, message(rcpts=["john@example.net", "maria@example.net"]))
+    folder = lab_store.account("john").folder("INBOX")
+    folder.deliver(received_line("Q1") + CONTENT, internaldate=AN_HOUR_AGO + 1)
+    if inbox != "as the lab left it":
+        [name] = os.listdir(folder.path / "new")
+        os.rename(folder.path / "new" / name, folder.path / "cur" / (name + ":2,S"))
+        os.rmdir(folder.path / "new")
+        if "stray" in inbox:
+            (folder.path / "new" / "stray").mkdir(parents=True)
+    caplog.set_level(logging.INFO, "maillab.relay")
+    with RecordingMX() as mx:
+        relay_in_turn(lab_store, tmp_path, mx)
+    assert [(rcpts, content) for _mail, rcpts, content in mx.received] == [(["maria@example.net"], CONTENT)]
+    assert os.listdir(tmp_path / "queue" / "ready") == []
+    assert "had reached john@example.net" in caplog.text
+    assert "1 queued message(s) from an earlier run will be relayed" in caplog.text
+
+
+def test_only_the_header_sections_of_mail_that_came_after_the_entry_count(lab_store, tmp_path):
+    """john's INBOX names the queue id only where it proves nothing: in a body (written by the
+    lab, or with CRLF line ends by another mail program), or in the trace of a message older
+    than the entry (a queue id used again)."""
+    leave_in_queue(tmp_path, message("QX7"))
+    folder = lab_store.account("john").folder("INBOX")
+    folder.deliver(HEADERS + b"\r\nthe log said: relayed with id QX7\r\n")
+    (folder.path / "new" / "by-another-program").write_bytes(
+        HEADERS + b"\r\nqueued with id QX7\r\n")
+    folder.deliver(received_line("QX7") + CONTENT, internaldate=AN_HOUR_AGO - 86400)
+    with RecordingMX() as mx:
+        relay_in_turn(lab_store, tmp_path, mx)
+    assert [rcpts for _mail, rcpts, _content in mx.received] == [["john@example.net"]]
+
+
+@pytest.mark.parametrize("who", ["no store", "a store without the recipient"])
+def test_a_restart_relays_what_no_inbox_here_could_have_received(store, tmp_path, caplog, who):
+    leave_in_queue(tmp_path, message())
+    with RecordingMX() as mx:
+        relay_in_turn(None if who == "no store" else store, tmp_path, mx)
+    assert [rcpts for _mail, rcpts, _content in mx.received] == [["john@example.net"]]
+
+
+def test_an_entry_that_vanished_fails_alone_and_its_batch_mates_are_delivered(lab_store, tmp_path,
+                                                                              monkeypatch):
+    """Its file went while a restart read the queue: the restart goes on, and the next hop's
+    connection is fine. Before: KEPT, after GONE in each batch, was deferred with GONE's file
+    error as if the connection had broken, every time, and bounced with it."""
+    leave_in_queue(tmp_path, message("GONE"))
+    leave_in_queue(tmp_path, message("KEPT"))
+    real_load = RelayQueue.load
+
+    def load(queue):
+        entries = real_load(queue)
+        os.unlink(entries[0].path)  # (someone cleaning the queue folder by hand just then)
+        return entries
+    monkeypatch.setattr(RelayQueue, "load", load)
+
+    async def scenario(router):
+        await asyncio.wait_for(router.settle(), 10)
+        return router
+    with RecordingMX() as mx:
+        router = run_router(lab_store, tmp_path, scenario, mx=mx, retry_delays=(0.01,))
+    assert [m.queue_id for m in router.delivered] == ["KEPT"]
+    assert [m.queue_id for m in router.failed] == ["GONE"]
+
+
+def test_when_the_reached_recipients_cannot_be_struck_off_the_entry_all_get_it_again(
+        lab_store, tmp_path, monkeypatch, caplog):
+    """A duplicate rather than a loss: the disk is full, the entry keeps john and maria."""
+    leave_in_queue(tmp_path, message(rcpts=["john@example.net", "maria@example.net"]))
+    lab_store.account("john").folder("INBOX").deliver(received_line("Q1") + CONTENT)
+    real_add = RelayQueue.add
+    full = []
+
+    def add(queue, msg):
+        if not full:
+            full.append(msg.queue_id)
+            raise OSError(28, "No space left on device")
+        return real_add(queue, msg)
+    monkeypatch.setattr(RelayQueue, "add", add)
+    with RecordingMX() as mx:
+        relay_in_turn(lab_store, tmp_path, mx)
+    assert full == ["Q1"] and "could not update queue entry Q1" in caplog.text
+    assert [rcpts for _mail, rcpts, _content in mx.received] == [["john@example.net", "maria@example.net"]]

@@ -190,6 +190,7 @@ class _Outcome:
         self.permanent = permanent if permanent is not None else {}  # recipient -> 5xx error
         self.headers = headers  # the message's header section, for a bounce
         self.tried = tried  # False: not attempted (the lab was stopping); no attempt counted
+        self.broken = False  # the connection failed (not a reply): the batch's rest waits
 
 
 class Router:
@@ -360,7 +361,7 @@ class Router:
                 else:  # the next batch for this domain goes after the other domains' batches
                     self._due[domain] = self._due.pop(domain)
                 self._start_batch(domain, batch)
-            if self._idle and not self._batches:
+            if self._idle:  # (also while other next hops' batches run: one may be slow)
                 self.loop.run_in_executor(self._executor, self._close_idle, IDLE_CLOSE)
             wait = self._later[0][0] - now if self._later else None
             if self._idle:
@@ -420,7 +421,7 @@ class Router:
                     else:
                         self.queue.remove(msg)
                         msg.path = None
-                elif outcome.temporary and _connection_lost(outcome):
+                elif outcome.broken:
                     healthy = False
                     error = next(iter(outcome.temporary.values()))
                     outcomes += [_Outcome(m, temporary=dict.fromkeys(m.rcpt_tos, error))
@@ -438,10 +439,13 @@ class Router:
             client = idle.pop()[1] if idle else None
         if client is not None:
             try:
-                client.rset()  # one round trip: is it still there?
-                return client
+                # One round trip: is it still there? (A next hop that timed the connection out
+                # may still answer, with a 421 before it closes.)
+                if client.rset()[0] == 250:
+                    return client
             except (OSError, smtplib.SMTPException):
-                client.close()
+                pass
+            client.close()
         host, port, helo = key
         client = smtplib.SMTP(host, port, local_hostname=helo, timeout=SMTP_TIMEOUT)
         try:
@@ -482,9 +486,13 @@ class Router:
         options = ["SMTPUTF8"] if any(not a.isascii() for a in addresses) else []
         try:
             content = self.queue.content(msg)
-            outcome.headers = _header_section(content)
-            if not content.isascii():
-                options.append("BODY=8BITMIME")
+        except OSError as e:  # its entry's file is gone or unreadable: a matter of this message
+            outcome.temporary.update(dict.fromkeys(msg.rcpt_tos, f"{type(e).__name__}: {e}"))
+            return outcome  # (the connection is fine: the batch goes on)
+        outcome.headers = _header_section(content)
+        if not content.isascii():
+            options.append("BODY=8BITMIME")
+        try:
             refused = client.sendmail(msg.mail_from, msg.rcpt_tos, content, mail_options=options)
         except smtplib.SMTPRecipientsRefused as e:
             refused = e.recipients
@@ -494,7 +502,10 @@ class Router:
             target.update(dict.fromkeys(msg.rcpt_tos, error))
             return outcome
         except (OSError, smtplib.SMTPException, UnicodeError, ValueError) as e:
+            # A broken connection, or one left in the middle of a transaction (an address
+            # smtplib cannot send, say): it is not used again.
             outcome.temporary.update(dict.fromkeys(msg.rcpt_tos, f"{type(e).__name__}: {e}"))
+            outcome.broken = True
             return outcome
         for rcpt in msg.rcpt_tos:
             if rcpt in refused:
@@ -610,11 +621,6 @@ def _quit(client: smtplib.SMTP) -> None:
 def _header_section(content: bytes) -> bytes:
     """A message's header section (at most 16,000 bytes of it), for a bounce."""
     return re.split(rb"\r?\n\r?\n", content, maxsplit=1)[0][:16_000]
-
-
-def _connection_lost(outcome: _Outcome) -> bool:
-    """True when the attempt failed because the connection broke (not because of a reply)."""
-    return any(not e[:1].isdigit() for e in outcome.temporary.values())
 
 
 def _status_of(error: str, final: bool) -> str:
