@@ -102,6 +102,7 @@ class Mutant:
     start: int = 0  # byte offsets of the replaced span in the file
     end: int = 0
     id: str = ""
+    statement_line: int = 0  # the first line of the innermost statement around the change
 
     @property
     def cache_key(self) -> str:
@@ -378,8 +379,12 @@ class MutantFinder:
         scope, scope_hash = self.scope_of(node)
         original = self.source[start:end].decode("utf-8", "replace").split("\n")[0]
         source_line = self.lines[node.lineno - 1].decode("utf-8", "replace").strip()
+        statement = node
+        while not isinstance(statement, ast.stmt) and id(statement) in self.parents:
+            statement = self.parents[id(statement)]
         return Mutant(self.path, node.lineno, node.end_lineno, node.col_offset, operator,
-                      original, replacement, scope, scope_hash, source_line, start, end)
+                      original, replacement, scope, scope_hash, source_line, start, end,
+                      statement_line=getattr(statement, "lineno", node.lineno))
 
     def _unit_lines(self, node) -> tuple[int, int]:
         """The first and last line of the outermost function around ``node`` (with its
@@ -640,6 +645,10 @@ def tests_for(mutant: Mutant, cmap: CoverageMap, group: Group) -> list[str]:
     contexts: set[str] = set()
     for line in range(mutant.line, mutant.end_line + 1):
         contexts.update(module_lines.get(line, ()))
+    if not contexts and mutant.statement_line:
+        # coverage names a statement by its first line: a change on a later line of a statement
+        # that spans several (a name in a multi-line set literal) is run by the tests of that one
+        contexts.update(module_lines.get(mutant.statement_line, ()))
     chosen = contexts & passing
     if "" in contexts:
         # Run at import (""): every test that imports the module sees the line, not only one

@@ -83,3 +83,37 @@ def test_killed_surviving_and_equivalent_mutants(tmp_path):
     assert "[compare] age >= 18 -> age > 18: killed" in second.stdout
     assert "-> None:" not in second.stdout
     assert "| tinymod.py | 3 | 1 | 2 | 0 | 0 | 0 | 0 | 100.0% | goal |" in second.stdout
+
+
+SPREAD = '''\
+NAMES = ["NOOP", "HELP", "RSET", "VRFY", "EXPN", "HELO", "EHLO", "MAIL", "RCPT", "DATA", "AUTH",
+         "QUIT"]
+
+
+def known(command):
+    return command in NAMES
+'''
+
+SPREAD_TEST = '''\
+from tinymod import known
+
+
+def test_known():
+    assert known("QUIT")
+'''
+
+
+def test_a_change_on_a_later_line_of_a_statement_runs_the_tests_of_its_first_line(tmp_path):
+    """A list of many constants is built by one instruction of its statement's first line, so
+    coverage.py never sees its second line: "QUIT" there was "no test runs this line" (as
+    "MOVE" in imap/core.py's CAPABILITIES) although every test of the module runs it."""
+    project, work = tmp_path / "project", tmp_path / "work"
+    (project / "src").mkdir(parents=True)
+    (project / "tests").mkdir()
+    (project / "src" / "tinymod.py").write_text(SPREAD)
+    (project / "tests" / "test_tiny.py").write_text(SPREAD_TEST)
+    (project / "mutation.toml").write_text(CONFIG)
+    (project / "equiv.txt").write_text("")
+    run = _harness(project, work)
+    assert "\"QUIT\" -> 'QUI': killed" in run.stdout, run.stdout + run.stderr
+    assert "no-test" not in run.stdout
