@@ -293,7 +293,7 @@ def crash():
 # ---------------------------------------------------------------------- command.py
 FAKE_WORKER = r'''
 """A fake grading worker: the protocol of maillab.grader.worker, and what each student says."""
-import argparse, json, os, select, shutil, signal, sys, time
+import argparse, itertools, json, os, select, shutil, signal, sys, time
 from pathlib import Path
 
 parser = argparse.ArgumentParser()
@@ -316,15 +316,18 @@ def ignore_signals():
 
 
 time.sleep(0.1)  # a job sent before "ready" would be waiting now
-me = {"argv": sys.argv[1:], "uid": args.uid, "sandbox": not args.no_sandbox,
+early = []  # (a worker slow to start may find its stdin closed already: that is no job)
+if select.select([sys.stdin], [], [], 0)[0] and (line := sys.stdin.readline()):
+    early.append(line)
+me = {"start": starts, "argv": sys.argv[1:], "uid": args.uid, "sandbox": not args.no_sandbox,
       "private": args.private, "had_private": os.path.isdir(args.private),
       "path": os.environ["PATH"], "session_leader": os.getsid(0) == os.getpid(),
-      "early": bool(select.select([sys.stdin], [], [], 0)[0])}
+      "early": bool(early)}
 (course / "workers").mkdir(exist_ok=True)
 (course / "workers" / f"{os.getpid()}.json").write_text(json.dumps(me))
 print(f"worker {os.getpid()} ready", file=sys.stderr)
 print(json.dumps({"ready": True}), flush=True)
-for line in sys.stdin:
+for line in itertools.chain(early, sys.stdin):
     job = json.loads(line)
     with open(course / "attempts.log", "a") as f:
         f.write(f"{job['lab']}/{job['student']}\n")
@@ -375,8 +378,9 @@ def pools(fake_worker):
 
 
 def started(course: Path) -> list[dict]:
-    """What each worker the fake program started said about itself."""
-    return [json.loads(p.read_text()) for p in sorted((course / "workers").glob("*.json"))]
+    """What each worker the fake program started said about itself, in the order they started."""
+    said = [json.loads(p.read_text()) for p in (course / "workers").glob("*.json")]
+    return sorted(said, key=lambda w: w["start"])
 
 
 def attempts(course: Path) -> list[str]:
