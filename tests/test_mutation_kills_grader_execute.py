@@ -550,23 +550,40 @@ def checks_of(tmp_path, cells, lab=False, log=None, broken=False):
     sub = submission(tmp_path, log)
     if broken:
         sub.make_sandbox = lambda control, phase="phase1": NoKernel(61_001, control, [], log)
-    return execute.Checks(sub, ChecksMaster(lab), cells)
+    checks = execute.Checks(sub, ChecksMaster(lab), cells)
+    assert checks.prepared.wait(60), "the preparation never ended"  # (not a hang)
+    return checks
+
+
+def close_checks(checks) -> None:
+    closing = threading.Thread(target=checks.close)
+    closing.start()
+    closing.join(30)
+    assert not closing.is_alive(), "close() hangs"
 
 
 def test_the_answers_are_loaded_meanwhile_and_the_thread_lives_until_closed(short):
     checks = checks_of(short, ["import time\ntime.sleep(0.5)\nx = 1"])
     try:
-        checks.ready()  # waits for the loading
+        checks.ready()
         assert checks.answers.alive and checks.answers.names.get("x") is not None
         assert checks.sealed is None and checks.error is None
         assert checks.thread.is_alive() and checks.thread.daemon  # bwrap's --die-with-parent
         proc = checks.answers.proc
     finally:
-        closing = threading.Thread(target=checks.close)
-        closing.start()
-        closing.join(30)
-    assert not closing.is_alive() and not checks.thread.is_alive()
+        close_checks(checks)
+    assert not checks.thread.is_alive()
     assert proc.poll() is not None  # the answer process is gone
+
+
+def test_ready_waits_for_the_answers_to_load(short):
+    sub = submission(short)
+    checks = execute.Checks(sub, ChecksMaster(False), ["import time\ntime.sleep(0.5)\nx = 1"])
+    try:
+        checks.ready()  # at once: it must wait
+        assert checks.answers.names.get("x") is not None
+    finally:
+        close_checks(checks)
 
 
 def test_a_preparation_that_fails_is_raised_when_nothing_else_is_there(short):
@@ -576,7 +593,7 @@ def test_a_preparation_that_fails_is_raised_when_nothing_else_is_there(short):
             checks.ready()
         assert isinstance(checks.error, FileNotFoundError)
     finally:
-        checks.close()
+        close_checks(checks)
 
 
 def test_with_a_lab_a_failed_preparation_is_left_to_the_tests(short):
@@ -590,7 +607,7 @@ def test_with_a_lab_a_failed_preparation_is_left_to_the_tests(short):
         port = checks.sealed.lab.smtp_port
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     finally:
-        checks.close()
+        close_checks(checks)
     assert checks.sealed.stopped
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
