@@ -337,6 +337,14 @@ for line in itertools.chain(early, sys.stdin):
         os._exit(3)
     if student == "slow":
         time.sleep(1.5)
+    alone = False
+    if student == "waits-for-another":  # until a second submission is being graded meanwhile
+        waited = time.monotonic()
+        while len((course / "attempts.log").read_text().split()) < 2:
+            if time.monotonic() - waited > 30:
+                alone = True
+                break
+            time.sleep(0.02)
     if student == "hangs":
         ignore_signals()
         while True:
@@ -344,7 +352,7 @@ for line in itertools.chain(early, sys.stdin):
     if student == "vanishes":
         shutil.rmtree(args.private)
     report = {"lab": job["lab"], "student": student, "score": 7, "max_score": 10,
-              "seconds": 0.5, "parts": {}}
+              "seconds": 0.5, "parts": {}, "uid": args.uid, "alone": alone}
     if student == "refused":
         report.update(error="nbgrader: no such assignment", score=None, max_score=None)
     print(json.dumps(report), flush=True)
@@ -433,6 +441,14 @@ def test_a_submission_whose_worker_ends_is_graded_again_once_then_reported(tmp_p
                           "error": "the grading worker ended unexpectedly"}
     assert results[2] in said and len(said) == 4
     assert len(started(course)) == 4  # a new worker for each one that ended
+
+
+def test_two_workers_grade_two_submissions_at_once(tmp_path, pools):
+    course = tmp_path / "course"
+    course.mkdir()
+    pool = pools(course, 2)
+    waits, other = pool.grade([("smtp", "waits-for-another"), ("smtp", "ada")], lambda r: None)
+    assert not waits["alone"] and {waits["uid"], other["uid"]} == {64000, 64002}
 
 
 def test_the_other_workers_results_still_arrive_after_one_was_replaced(tmp_path, pools):
