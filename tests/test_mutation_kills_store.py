@@ -919,3 +919,237 @@ def test_a_listing_that_cannot_be_written_does_not_stop_reading_the_folder(alice
     assert fresh.uids() == [1]
     fresh.deliver(b"Subject: two\n\nbody\n")
     assert fresh.uids() == [1, 2]
+
+
+# ----------------------------------------------------------------------------- more kills (issue 16)
+
+def index_file(folder):
+    """The folder's index file, opened on its own (what it holds on disk)."""
+    from maillab.index import FolderIndex
+    return FolderIndex(folder.path, folder.uidvalidity)
+
+
+@pytest.mark.parametrize("error", [OSError, AttributeError, TypeError])
+def test_passwords_hash_where_the_c_library_has_no_malloc_tuning(monkeypatch, error):
+    """Not glibc (musl, macOS, Windows): mallopt() is missing or CDLL(None) is refused."""
+    import ctypes
+
+    def no_glibc(*args, **kwargs):
+        raise error("no mallopt here")
+    monkeypatch.setattr(ctypes, "CDLL", no_glibc)
+    monkeypatch.setattr("maillab.store._mmap_threshold_fixed", False)
+    stored = hash_password("pw", n=N)
+    assert verify_password("pw", stored) and not verify_password("PW", stored)
+
+
+def test_names_whose_uid_or_size_is_not_a_number_are_taken_in_as_new(alice):
+    inbox = alice.folder()
+    inbox.deliver(b"Subject: 1\n\nx\n")
+    for name in ("1700000000.M1P1.example,U=x7,W=14:2,S", "1700000000.M2P1.example,W=1e3,U=9"):
+        (inbox.path / "cur" / name).write_bytes(b"Subject: hand\n\nx\n")
+    got = [(m.uid, m.flags) for m in inbox.messages()]
+    assert got == [(1, frozenset()), (2, {"\\Seen"}), (3, frozenset())]
+
+
+def test_files_of_other_programs_get_uids_in_the_order_they_were_written(alice):
+    inbox = alice.folder()
+    assert len(inbox) == 0
+    for name, when in (("b-first.eml", 1_600_000_000), ("a-second.eml", 1_600_000_100),
+                       ("c-third.eml", 1_600_000_050)):
+        path = inbox.path / "new" / name
+        path.write_bytes(name.encode() + b"\n")
+        os.utime(path, (when, when))
+    assert [inbox.read(m.uid, crlf=False) for m in inbox.messages()] == [
+        b"b-first.eml\n", b"c-third.eml\n", b"a-second.eml\n"]
+
+
+def test_a_dangling_link_in_new_is_no_message_and_no_error(alice):
+    inbox = alice.folder()
+    assert len(inbox) == 0
+    os.symlink(inbox.path / "nowhere", inbox.path / "new" / "broken-link")
+    (inbox.path / "new" / "real.eml").write_bytes(b"Subject: real\n\nx\n")
+    [only] = inbox.messages()
+    assert inbox.read(only.uid) == b"Subject: real\r\n\r\nx\r\n"
+
+
+def test_a_file_that_cannot_be_renamed_is_taken_in_at_a_later_look(alice, monkeypatch):
+    """A directory a learner made read-only (or a file removed while being taken in): the file
+    stays out of the folder, without an error, until it can be given its name."""
+    inbox = alice.folder()
+    assert len(inbox) == 0
+    (inbox.path / "new" / "by-hand.eml").write_bytes(b"Subject: hand\n\nx\n")
+    rename = os.rename
+
+    def read_only(src, dst, *args, **kwargs):
+        if str(src).endswith("by-hand.eml"):
+            raise PermissionError(13, "Permission denied", src)
+        return rename(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "rename", read_only)
+    assert inbox.messages() == []
+    monkeypatch.setattr(os, "rename", rename)
+    [only] = inbox.messages()
+    assert inbox.read(only.uid) == b"Subject: hand\r\n\r\nx\r\n"
+
+
+def test_another_file_under_a_described_uid_is_described_anew_after_a_restart(store, alice):
+    inbox = alice.folder()
+    info = inbox.deliver(b"Subject: old\n\nx\n")
+    assert inbox.described([1], ("h_subject",)) == {1: ("old",)}  # (a row in the index file)
+    store.close()
+    os.remove(info.path)
+    (inbox.path / "cur" / "1700000000.M9P9.example,U=1,W=16:2,S").write_bytes(b"Subject: new\n\nx\n")
+    again = reopened(store)
+    assert again.account("alice").folder().described([1], ("h_subject",)) == {1: ("new",)}
+    again.close()
+
+
+def test_descriptions_are_kept_in_the_index_file(store, alice):
+    inbox = alice.folder()
+    uid = inbox.deliver(b"Subject: kept\n\nx\n").uid
+    assert inbox.described([uid], ("h_subject",)) == {uid: ("kept",)}
+    store.close()
+    db = index_file(inbox)
+    assert db.fields([uid], ("h_subject",)) == {uid: (inbox.get(uid).base, "kept")}
+    db.close()
+
+
+def test_a_corrupt_index_file_is_made_again(store, alice):
+    inbox = alice.folder()
+    uid = inbox.deliver(b"Subject: hello\n\nx\n").uid
+    store.close()
+    (inbox.path / "maillab-index.sqlite").write_bytes(b"not a database, a learner's file\n" * 200)
+    again = reopened(store)
+    assert again.account("alice").folder().described([uid], ("h_subject",)) == {uid: ("hello",)}
+    again.close()
+    db = index_file(inbox)
+    assert db.fields([uid], ("h_subject",)) == {uid: (inbox.get(uid).base, "hello")}
+    db.close()
+
+
+@pytest.mark.parametrize("damage", ["a directory", "connect fails"])
+def test_without_a_usable_index_file_every_answer_comes_from_the_files(store, alice, monkeypatch,
+                                                                        damage):
+    inbox = alice.folder()
+    first = inbox.deliver(b"Subject: one\n\nx\n", internaldate=1_600_000_000).uid
+    if damage == "a directory":
+        (inbox.path / "maillab-index.sqlite").mkdir()  # SQLite cannot open it, nor can it go
+    else:
+        import sqlite3
+
+        def refused(*args, **kwargs):
+            raise sqlite3.OperationalError("unable to open database file")
+        monkeypatch.setattr(sqlite3, "connect", refused)
+    again = reopened(store).account("alice").folder()
+    assert again.get(first).internaldate == 1_600_000_000
+    assert again.described([first], ("h_subject",)) == {first: ("one",)}
+    second = again.deliver(b"Subject: two\n\nx\n").uid
+    assert again.described([first, second], ("h_subject",)) == {first: ("one",),
+                                                                 second: ("two",)}
+    again.note_plain([(1, first, again.get(first).base)])
+    assert again.expunge([first]) == [first]
+    assert again.uids() == [second]
+
+
+def test_a_select_from_a_listing_hears_of_files_added_by_hand(listed):
+    paths, again = listed
+    session = session_on(again)
+    assert b"* 3 EXISTS\r\n" in session.cmd("a SELECT INBOX")  # told from the listing
+    (paths[0].parent.parent / "new" / "by-hand.eml").write_bytes(b"Subject: 4\n\nx\n")
+    assert session.cmd("a NOOP") == b"* 4 EXISTS\r\n* 1 RECENT\r\na OK NOOP completed\r\n"
+
+
+def test_keywords_of_messages_removed_while_stopped_leave_the_keyword_file(listed):
+    paths, again = listed
+    os.remove(paths[0])  # UID 1, the one with $Work
+    inbox = again.account("alice").folder()
+    assert inbox.uids() == [2, 3]
+    inbox.store_flags(2, {"$Later"}, "add")
+    saved = json.loads((inbox.path / "maillab-keywords.json").read_text())
+    assert saved["uids"] == {"2": ["$Later"]}
+
+
+def test_one_recent_message_is_claimed_at_the_first_select_after_a_restart(store, alice,
+                                                                          monkeypatch):
+    monkeypatch.setattr("maillab.store.LISTING_WORTH", 1)
+    inbox = alice.folder()
+    inbox.deliver(b"Subject: 1\n\nx\n")
+    inbox.claim_recent()
+    inbox.deliver(b"Subject: 2\n\nx\n")  # the only one in new/
+    aged(inbox)
+    store.close()
+    assert (inbox.path / "maillab-listing").exists()
+    again = reopened(store)
+    assert again.account("alice").folder().claim_recent() == [2]
+    again.close()
+
+
+def test_flags_stored_on_a_file_removed_by_hand_tell_it_went_at_once(alice):
+    inbox = alice.folder()
+    info = inbox.deliver(b"Subject: 1\n\nx\n")
+    heard = []
+    inbox.subscribe(heard.append)
+    os.remove(info.path)
+    with pytest.raises(KeyError):
+        inbox.store_flags(info.uid, {"\\Seen"}, "add")
+    assert [(c.kind, c.uid) for c in heard] == [("expunge", info.uid)]
+    assert inbox.get(info.uid) is None
+
+
+def test_expunging_a_message_removed_by_hand_is_no_error(alice):
+    inbox = alice.folder()
+    info = inbox.deliver(b"Subject: 1\n\nx\n")
+    assert len(inbox) == 1
+    os.remove(info.path)
+    assert inbox.expunge([info.uid]) == [info.uid]
+    assert inbox.uids() == []
+
+
+def test_an_account_whose_maildir_was_removed_by_hand_gets_an_empty_one(store, alice):
+    import shutil
+    alice.folder_names()  # (the special folders made)
+    alice.folder().deliver(b"Subject: 1\n\nx\n")
+    store.close()
+    shutil.rmtree(alice.path)
+    again = reopened(store).account("alice")
+    assert again.folder_names() == ["INBOX"]
+    assert again.folder().deliver(b"Subject: 2\n\nx\n").uid == 1
+    assert again.create_folder("Projects").uidnext == 1
+
+
+def test_mail_to_inbox_makes_no_special_folders(store, alice):
+    assert alice.has_folder("inbox")
+    alice.folder("Inbox").deliver(b"Subject: 1\n\nx\n")
+    assert not (alice.path / ".Sent").exists()
+    saved = json.loads((store.root / "accounts.json").read_text())["accounts"][0]
+    assert sorted(saved["folders_to_make"]) == sorted(SPECIAL_USE)
+
+
+def open_index_files(root) -> list[str]:
+    """The folders (names) whose index file this process holds open, under ``root``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(root)) and target.endswith("/maillab-index.sqlite"):
+            found.append(os.path.basename(os.path.dirname(target)))
+    return sorted(found)
+
+
+def test_only_the_most_recently_used_index_files_stay_open(store, alice, monkeypatch):
+    monkeypatch.setattr("maillab.store.OPEN_INDEXES", 2)
+    folders = {name: alice.create_folder(name) for name in ("A", "B", "C")}
+    for folder in folders.values():
+        folder.deliver(b"Subject: x\n\nx\n")
+
+    def use(name):
+        assert folders[name].described([1], ("h_subject",)) == {1: ("x",)}
+    use("A")
+    use("B")
+    assert open_index_files(store.root) == [".A", ".B"]
+    use("A")
+    use("C")  # B is the least recently used
+    assert open_index_files(store.root) == [".A", ".C"]
+    store.close()
+    assert open_index_files(store.root) == []
