@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import gc
 import email.policy
 import json
 import logging
@@ -16,6 +17,7 @@ import socketserver
 import ssl
 import threading
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 
@@ -82,6 +84,7 @@ def test_a_bounce_is_dated_in_local_time(monkeypatch):
 def test_the_header_section_is_what_comes_before_the_first_blank_line():
     assert _header_section(CONTENT) == HEADERS.rstrip(b"\r\n")
     assert _header_section(b"A: 1\nB: 2\n\nbody\n\nmore") == b"A: 1\nB: 2"
+    assert _header_section(b"\r\njust a body\r\n\r\nmore") == b""  # an empty header section
     assert len(_header_section(b"X: " + b"y" * 20_000 + b"\r\n\r\nbody")) == 16_000
 
 
@@ -163,6 +166,17 @@ def store(tmp_path):
     s.add_account("alice", "pw", "example.com")
     yield s
     s.close()
+
+
+@pytest.fixture
+def no_socket_left_open():
+    """Fails the test when a socket was dropped without being closed (CPython closes it then,
+    with a ResourceWarning: a lab that runs for hours must not count on that)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 class Counting:
@@ -480,7 +494,8 @@ def test_a_refusal_of_one_message_does_not_hold_up_the_rest_of_its_batch(store, 
     assert delivered == [("M2", 0)] and waiting == [("M1", 1)]
 
 
-def test_a_next_hop_we_cannot_even_greet_is_retried_then_bounced(store, tmp_path):
+def test_a_next_hop_we_cannot_even_greet_is_retried_then_bounced(store, tmp_path,
+                                                                 no_socket_left_open):
     mx = ScriptedMX()
 
     async def scenario(router):
@@ -661,7 +676,8 @@ def test_a_kept_connection_is_reset_before_its_next_message(store, tmp_path):
     dict(hang_up_after_each=True),  # closed without a word
     dict(rset_reply="421 4.4.2 mx.test idle for too long, closing"),  # as aiosmtpd's timeout does
 ])
-def test_a_kept_connection_the_next_hop_dropped_is_replaced_at_once(store, tmp_path, dropped):
+def test_a_kept_connection_the_next_hop_dropped_is_replaced_at_once(store, tmp_path, dropped,
+                                                                     no_socket_left_open):
     with RecordingMX(**dropped) as mx:
         router = relay_in_turn(store, tmp_path, mx, message("M1"), message("M2"), retry_delays=(60,))
     assert [(m.queue_id, m.attempts) for m in router.delivered] == [("M1", 0), ("M2", 0)]
@@ -925,3 +941,110 @@ def test_when_the_reached_recipients_cannot_be_struck_off_the_entry_all_get_it_a
         relay_in_turn(lab_store, tmp_path, mx)
     assert full == ["Q1"] and "could not update queue entry Q1" in caplog.text
     assert [rcpts for _mail, rcpts, _content in mx.received] == [["john@example.net", "maria@example.net"]]
+
+
+# ----------------------------------------------------------------------------- answers and failures
+
+def test_queued_entries_keep_their_text_on_disk_only(store, tmp_path, caplog):
+    """However many messages wait for a next hop that is down, their text is not in memory."""
+    async def scenario(router):
+        router.mx["example.net"] = ("127.0.0.1", dead_port())
+        router.enqueue("mail.example.com", message())
+        await until(lambda: tried(router))
+        [entry] = router.pending()
+        return entry.content, router.queue.content(entry)
+    in_memory, on_disk = run_router(store, tmp_path, scenario, retry_delays=(60,))
+    assert (in_memory, on_disk) == (b"", CONTENT)
+    assert "earlier run" not in caplog.text  # nothing was left over
+
+
+def test_mail_for_a_domain_without_a_server_bounces_without_waiting_for_retries(store, tmp_path):
+    async def scenario(router):
+        router.enqueue("mail.example.com", message())
+        await until(lambda: tried(router))
+        return router
+    router = run_router(store, tmp_path, scenario, retry_delays=(60,))
+    assert router.pending() == [] and [m.attempts for m in router.failed] == [0]
+
+
+@pytest.mark.parametrize("reply, temporary", [("400 4.0.0 later", True), ("499 4.0.0 later", True),
+                                              ("500 5.0.0 no", False)])
+def test_the_reply_after_data_decides_between_retry_and_bounce(store, tmp_path, reply, temporary):
+    mx = ScriptedMX(after_data=[reply])
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", message())
+        await until(lambda: tried(router))
+        return len(router.pending()), len(router.failed)
+    try:
+        waiting, failed = run_router(store, tmp_path, scenario, retry_delays=(60,), mx=mx)
+    finally:
+        mx.close()
+    assert (waiting, failed) == ((1, 0) if temporary else (0, 1))
+
+
+@pytest.mark.parametrize("spoil", ["the entry's file is gone", "an address smtplib refuses"])
+def test_a_message_that_cannot_be_sent_counts_an_attempt_and_bounces(store, tmp_path, spoil):
+    """Not a crash of the batch (which is tried again at once, without counting, forever)."""
+    async def scenario(router):
+        router._task.cancel()
+        msg = message(rcpts=['"jo\nhn"@example.net'] if "address" in spoil else ["john@example.net"])
+        router.enqueue("mail.example.com", msg)
+        if "gone" in spoil:
+            os.unlink(router.pending()[0].path)
+        router._task = asyncio.get_running_loop().create_task(router._run())
+        await until(lambda: router.failed)
+        return router.failed[0].errors[-1]
+    with RecordingMX() as mx:
+        error = run_router(store, tmp_path, scenario, retry_delays=(), mx=mx)
+    assert ("FileNotFoundError" if "gone" in spoil else "ValueError") in error
+    [text] = inbox_texts(store)
+    assert "Status: 4.4.7" in text
+
+
+def test_a_vanished_entry_for_a_domain_without_a_server_still_bounces(store, tmp_path):
+    async def scenario(router):
+        router._task.cancel()
+        router.enqueue("mail.example.com", message())
+        os.unlink(router.pending()[0].path)
+        router._task = asyncio.get_running_loop().create_task(router._run())
+        await asyncio.wait_for(router.settle(), 10)
+    run_router(store, tmp_path, scenario)
+    [text] = inbox_texts(store)
+    assert "Status: 5.4.4" in text and "Subject: the report" not in text
+
+
+def test_a_message_without_headers_partly_refused_still_bounces(store, tmp_path):
+    mx = ScriptedMX(rcpt={"nobody@example.net": "550 5.1.1 no such user"})
+    msg = message(rcpts=["john@example.net", "nobody@example.net"])
+    msg.content = b"\r\njust a body\r\n"  # (learners send such things)
+
+    async def scenario(router):
+        router.enqueue("mail.example.com", msg)
+        await asyncio.wait_for(router.settle(), 10)
+    try:
+        run_router(store, tmp_path, scenario, mx=mx)
+    finally:
+        mx.close()
+    [text] = inbox_texts(store)
+    assert "nobody@example.net: 550 5.1.1" in text and "just a body" not in text
+
+
+def test_a_retry_that_cannot_be_noted_on_disk_is_still_made(store, tmp_path, monkeypatch, caplog):
+    def reschedule(queue, msg):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(RelayQueue, "reschedule", reschedule)
+    mx = ScriptedMX(after_data=["451 4.3.0 try later"])
+    try:
+        router = relay_one(store, tmp_path, mx, retry_delays=(0.01,))
+    finally:
+        mx.close()
+    assert [m.attempts for m in router.delivered] == [1] and len(mx.received) == 1
+    assert "could not note the retry of Q1" in caplog.text
+
+
+def test_queued_messages_compare_by_content_not_by_where_they_are(tmp_path):
+    a, b = message(), message()
+    RelayQueue(tmp_path / "queue").add(a)  # a has a path now, b not
+    assert a == b and a != message(rcpts=["maria@example.net"]) and a != message("Q2")
+    assert (a == "Q1") is False and a.__eq__("Q1") is NotImplemented

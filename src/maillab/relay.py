@@ -619,8 +619,9 @@ def _quit(client: smtplib.SMTP) -> None:
 
 
 def _header_section(content: bytes) -> bytes:
-    """A message's header section (at most 16,000 bytes of it), for a bounce."""
-    return re.split(rb"\r?\n\r?\n", content, maxsplit=1)[0][:16_000]
+    """A message's header section (at most 16,000 bytes of it), for a bounce: what comes
+    before the first empty line (nothing, when the message begins with one)."""
+    return re.split(rb"(?:^|\r?\n)\r?\n", content, maxsplit=1)[0][:16_000]
 
 
 def _status_of(error: str, final: bool) -> str:
