@@ -1153,3 +1153,66 @@ def test_only_the_most_recently_used_index_files_stay_open(store, alice, monkeyp
     assert open_index_files(store.root) == [".A", ".C"]
     store.close()
     assert open_index_files(store.root) == []
+
+
+# ----------------------------------------------------------------------------- bugs the survivors showed
+
+def test_a_folder_that_could_not_be_listed_keeps_its_uids_once_it_can(store, alice, monkeypatch):
+    """cur/ made unreadable for a moment (a learner's chmod) when the folder is first loaded: once
+    it can be listed, every message has its UID still. Before: the failed load left an empty
+    folder in memory, the next look took each file (its UID below UIDNEXT) for one put back
+    after its EXPUNGE, and UIDs 1, 2, 3 became 4, 5, 6."""
+    inbox = alice.folder()
+    for i in range(3):
+        inbox.deliver(b"Subject: %d\n\nx\n" % i)
+    inbox.claim_recent()
+    assert reopened(store).account("alice").folder().uidnext == 4  # (now in the UID file)
+    folder = reopened(store).account("alice").folder()
+    listdir = os.listdir
+
+    def unreadable(path):
+        if str(path).endswith("/cur"):
+            raise PermissionError(13, "Permission denied", path)
+        return listdir(path)
+    monkeypatch.setattr(os, "listdir", unreadable)
+    with pytest.raises(PermissionError):
+        folder.uids()
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert folder.uids() == [1, 2, 3]
+    assert folder.read(1) == b"Subject: 0\r\n\r\nx\r\n"
+
+
+def test_a_date_looked_up_while_its_file_was_renamed_by_hand_is_found_at_the_next_look(store,
+                                                                                       alice):
+    """A learner flags a message in a terminal (renames its file) just before a client asks for
+    its date: the next look at the folder finds the file, and the date. Before: the date stayed
+    0 (1970) for the rest of the run."""
+    inbox = alice.folder()
+    info = inbox.deliver(b"Subject: 1\n\nx\n", internaldate=1_600_000_000)
+    again = reopened(store).account("alice").folder()
+    assert len(again) == 1  # (loaded; no date looked up yet)
+    os.rename(info.path, inbox.path / "cur" / (info.base + ":2,S"))
+    again.get(1).internaldate  # looked up under the old name: not found (0.0 for now)
+    assert [(m.flags, m.internaldate) for m in again.messages()] == [({"\\Seen"}, 1_600_000_000)]
+    again.close_index()
+    assert reopened(store).account("alice").folder().get(1).internaldate == 1_600_000_000
+
+
+def test_an_expunged_message_leaves_the_index_file(store, alice):
+    """EXPUNGE removes a message for good: its description (subject, addresses) leaves the
+    folder's index file too, also when nothing opened that file since the start (a POP3 DELE).
+    Before: the second case kept the row."""
+    inbox = alice.folder()
+    uids = [inbox.deliver(b"Subject: secret %d\n\nx\n" % i).uid for i in range(2)]
+    assert inbox.described(uids, ("h_subject",)) == {1: ("secret 0",), 2: ("secret 1",)}
+    assert inbox.expunge([1]) == [1]
+    store.close()
+    again = reopened(store)
+    assert again.account("alice").folder().expunge([2]) == [2]
+    again.close()
+    db = index_file(inbox)
+    assert db.uids() == set()
+    db.close()
+    sent = alice.folder("Sent")  # never described: an expunge makes it no index file
+    assert sent.expunge([sent.deliver(b"Subject: 1\n\nx\n").uid]) == [1]
+    assert not (sent.path / "maillab-index.sqlite").exists()

@@ -360,7 +360,14 @@ class Folder:
             if listing and listing.stamp == stamp:  # the directories hold what was saved: no listdir
                 from .index import read_listing_names
                 names = read_listing_names(self.path, listing)
-            self._sync_with_disk(initial=True, saved=None if names is None else (stamp, names))
+            try:
+                self._sync_with_disk(initial=True, saved=None if names is None else (stamp, names))
+            except BaseException:
+                # (cur/ made unreadable by a learner's chmod, say) Nothing is loaded: the next
+                # look loads all again. An empty folder left in memory would take every file
+                # for one put back after its EXPUNGE and give it a new UID.
+                self._index = None
+                raise
             self._load_keywords()
             self.keywords = {uid: kws for uid, kws in self.keywords.items() if uid in self._index}
             told, self._listing, self._listing_told = self._listing_told, None, None
@@ -482,6 +489,8 @@ class Folder:
                     changes.append(Change("flags", uid, flags | frozenset(self.keywords.get(uid, ()))))
                 if name.split(":", 1)[0] != old.base:
                     old._date, old.described = None, False  # another file under that UID
+                elif old._date == 0.0:  # looked up while the file was being renamed: again
+                    old._date = None
                 old.name, old.size, old.flags, old.recent = name, size, flags, recent
                 continue
             if old is not None and uid in fresh and (name, recent) < (old.name, old.recent):
@@ -953,7 +962,9 @@ class Folder:
                 self._notify(Change("expunge", uid, origin=origin))
             if had_keywords:
                 self._save_keywords()
-            if removed and self._disk_index is not None:
+            # An expunged message leaves the index file too (its subject and addresses), even
+            # when nothing opened that file since the start (POP3 uses none).
+            if removed and os.path.exists(os.path.join(self.path, INDEX_FILE)):
                 self._indexed(lambda db: db.forget(removed))
         return removed
 
