@@ -729,6 +729,11 @@ class Runner:
         path.write_bytes(data)
         stamp = self.clock.next()
         os.utime(path, (stamp, stamp))
+        # and no compiled copy at all: a .pyc records only the source's mtime and size, and an
+        # earlier run's clock (on the same worker copy) may have used this stamp for a mutant of
+        # the same size (bufsize=1 -> 0): Python then ran that one instead
+        for compiled in (path.parent / "__pycache__").glob(f"{path.stem}.*.pyc"):
+            compiled.unlink(missing_ok=True)
 
     def _run_in(self, copy_dir: Path, mutant: Mutant, tests: list[str], timeout: float,
                 per_test: int) -> Outcome:
