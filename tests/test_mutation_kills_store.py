@@ -1216,3 +1216,98 @@ def test_an_expunged_message_leaves_the_index_file(store, alice):
     sent = alice.folder("Sent")  # never described: an expunge makes it no index file
     assert sent.expunge([sent.deliver(b"Subject: 1\n\nx\n").uid]) == [1]
     assert not (sent.path / "maillab-index.sqlite").exists()
+
+
+def test_a_file_named_with_uid_zero_is_given_a_real_uid(store, alice):
+    """UIDs start at 1 (RFC 3501 2.3.1.1): a file a learner names ...,U=0,... is a new message.
+    Before: it was listed with UID 0."""
+    inbox = alice.folder()
+    (inbox.path / "cur" / "1700000000.M1P1.example,U=0,W=4:2,S").write_bytes(b"hi\n\n")
+    inbox = reopened(store).account("alice").folder()
+    assert [(m.uid, m.flags) for m in inbox.messages()] == [(1, {"\\Seen"})]
+    assert inbox.read(1) == b"hi\r\n\r\n"
+
+
+def test_hidden_files_in_cur_and_new_are_no_messages(alice):
+    inbox = alice.folder()
+    inbox.deliver(b"Subject: 1\n\nx\n")
+    (inbox.path / "new" / ".1.eml.swp").write_bytes(b"an editor's swap file\n")
+    (inbox.path / "cur" / ".hidden").write_bytes(b"x\n")
+    assert [m.uid for m in inbox.messages()] == [1]
+    assert (inbox.path / "new" / ".1.eml.swp").exists()  # left as it is
+
+
+def test_on_a_whole_second_clock_a_listing_is_trusted_only_two_seconds_on(alice):
+    """A file system that stamps whole seconds: a change within the same second leaves the
+    directory's mtime as it was, so a listing less than two seconds after its last change is
+    made again at the next look (a fine clock: 20 ms)."""
+    inbox = alice.folder()
+    inbox.deliver(b"Subject: 1\n\nx\n")
+    second = (time.time_ns() // 1_000_000_000 - 1) * 1_000_000_000  # a second or so ago
+    for d in ("cur", "new"):
+        os.utime(inbox.path / d, ns=(second, second))
+    assert len(inbox) == 1  # listed now
+    (inbox.path / "new" / "by-hand.eml").write_bytes(b"Subject: 2\n\nx\n")
+    os.utime(inbox.path / "new", ns=(second, second))  # in that same second
+    assert len(inbox) == 2
+
+
+def test_another_file_under_a_described_uid_is_described_anew(alice):
+    inbox = alice.folder()
+    info = inbox.deliver(b"Subject: old\n\nx\n")
+    assert inbox.described([1], ("h_subject",)) == {1: ("old",)}
+    os.remove(info.path)
+    (inbox.path / "cur" / "1700000000.M9P9.example,U=1,W=16:2,S").write_bytes(b"Subject: new\n\nx\n")
+    assert [m.uid for m in inbox.messages()] == [1]
+    assert inbox.described([1], ("h_subject",)) == {1: ("new",)}
+    inbox.close_index()
+
+
+def test_a_file_of_ours_with_the_next_uid_keeps_its_name(alice):
+    inbox = alice.folder()
+    inbox.deliver(b"Subject: 1\n\nx\n")
+    assert inbox.uidnext == 2
+    name = "1700000000.M1P1.example,U=2,W=15:2,S"
+    (inbox.path / "cur" / name).write_bytes(b"Subject: 2\n\nx\n")
+    assert [(m.uid, m.name) for m in inbox.messages()][1] == (2, name)
+
+
+def test_keywords_of_a_file_removed_by_hand_leave_the_keyword_file(alice):
+    inbox = alice.folder()
+    infos = [inbox.deliver(b"Subject: %d\n\nx\n" % i, flags={"$K%d" % i}) for i in range(2)]
+    os.remove(infos[0].path)
+    assert inbox.uids() == [2]
+    inbox.store_flags(2, {"$More"}, "add")
+    saved = json.loads((inbox.path / "maillab-keywords.json").read_text())
+    assert saved["uids"] == {"2": ["$K1", "$More"]}
+
+
+def test_files_of_other_programs_written_in_one_tick_get_uids_in_name_order(alice):
+    inbox = alice.folder()
+    assert len(inbox) == 0
+    for folder, name in (("cur", "b.eml"), ("new", "a.eml")):
+        path = inbox.path / folder / name
+        path.write_bytes(name.encode() + b"\n")
+        os.utime(path, (1_600_000_000, 1_600_000_000))
+    assert [inbox.read(m.uid, crlf=False) for m in inbox.messages()] == [b"a.eml\n", b"b.eml\n"]
+
+
+def test_no_listing_is_saved_of_directories_changed_within_a_tick(store, alice, monkeypatch):
+    monkeypatch.setattr("maillab.store.LISTING_WORTH", 1)
+    inbox = alice.folder()
+    inbox.deliver(b"Subject: 1\n\nx\n")  # (now: a change in this tick may not show in mtimes)
+    store.close()
+    assert not (inbox.path / "maillab-listing").exists()
+
+
+@pytest.mark.parametrize("where", ["cur", "new"])
+def test_no_listing_is_saved_of_a_file_name_with_a_line_end(store, alice, monkeypatch, where):
+    monkeypatch.setattr("maillab.store.LISTING_WORTH", 1)
+    inbox = alice.folder()
+    inbox.deliver(b"Subject: 1\n\nx\n")
+    (inbox.path / where / "junk\n1700000000.M1P1.example,U=7,W=3:2,").write_bytes(b"hi\n")
+    assert inbox.uids() == [1, 7]
+    aged(inbox)
+    store.close()
+    assert not (inbox.path / "maillab-listing").exists()
+    assert reopened(store).account("alice").folder().uids() == [1, 7]

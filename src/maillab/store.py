@@ -219,10 +219,6 @@ class MessageInfo:
         return Path(self.file)
 
     @property
-    def filename(self) -> str:
-        return self.name
-
-    @property
     def base(self) -> str:
         """The name without its flags: what the folder's index knows the message by."""
         return self.name.split(":", 1)[0]
@@ -499,11 +495,11 @@ class Folder:
                 # whatever order the directory lists them in; the other is taken as new.
                 foreign.append((old.name, old.recent))
                 old = None
-            if old is not None or uid >= self._uidnext + 1_000_000 or \
+            if old is not None or not 0 < uid < self._uidnext + 1_000_000 or \
                     (not initial and uid < self._uidnext and uid not in gone):
-                # a UID in use (a copied file), absurdly large, or given before and gone (a
-                # file put back by hand after its EXPUNGE: a UID is never given twice,
-                # RFC 3501 2.3.1.1): such a file is taken as new
+                # a UID in use (a copied file), 0 (no UID, RFC 3501 2.3.1.1) or absurdly large,
+                # or given before and gone (a file put back by hand after its EXPUNGE: a UID is
+                # never given twice, RFC 3501 2.3.1.1): such a file is taken as new
                 foreign.append((name, recent))
                 continue
             index[uid] = MessageInfo(uid, size, flags, None, name, recent, self)
@@ -522,13 +518,10 @@ class Folder:
         for name, recent in sorted(foreign, key=lambda f: (self._mtime(f), f[0])):
             info = self._adopt(name, recent)
             if info is not None:
-                index[info.uid] = info
-                fresh.add(info.uid)
+                index[info.uid] = info  # (from UIDNEXT: after every UID in memory, in order)
                 changes.append(Change("exists", info.uid, info.flags))
         if self._uidnext != self._saved_uidnext:
             self._keep_uid_state()
-        if fresh and (not initial or foreign) and list(index) != sorted(index):
-            self._index = dict(sorted(index.items()))
         if initial and not foreign and saved is None:
             self.keep_listing(listed=True)
         if not initial:
