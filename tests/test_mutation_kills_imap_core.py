@@ -312,3 +312,28 @@ def test_a_fetch_of_flags_alone_stops_at_the_limit_too(alice, store, monkeypatch
     monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", 40)  # less than the five FLAGS lines
     assert alice.cmd("b FETCH 1:* FLAGS").endswith(
         b"b NO [LIMIT] FETCH stopped after 0 MB; ask for fewer messages at a time\r\n")
+
+
+def test_bytes_that_arrive_before_the_tls_handshake_are_never_run(ctx):
+    """After STARTTLS's OK and before the handshake, plain-text bytes are an injection
+    (CVE-2011-0411): they are dropped, not kept to run once TLS is up."""
+    ctx.options["tls_context"] = object()
+    c = Client(ctx)
+    assert c.send(b"a1 STARTTLS\r\n") == b"a1 OK Begin TLS negotiation now\r\n"
+    assert c.send(b"a2 LOGIN alice alice-pw\r\n") == b""
+    c.s.tls_started()
+    out = c.cmd("a3 NOOP")
+    assert b"a2 " not in out and out.startswith(b"a3 OK")
+    assert c.s.state is core.State.NOT_AUTHENTICATED
+
+
+def test_an_authenticate_left_waiting_for_its_line_is_an_unfinished_command():
+    """AUTHENTICATE's "+" waits for the client's line: a command begun and not finished, on
+    the command timer (not the login timer, minutes longer)."""
+    with ImapTestServer(options={"imap_command_timeout": 0.5, "imap_login_timeout": 60}) as srv, \
+            Raw(srv.port) as r:
+        r.line()
+        r.send(b"a AUTHENTICATE PLAIN\r\n")
+        assert r.line().startswith("+")
+        assert r.line() == ("* BYE Autologout; a command was begun but not finished within "
+                            "0.5 seconds")
