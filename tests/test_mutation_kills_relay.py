@@ -1,6 +1,8 @@
 """The relay's pieces rule by rule: the bounce's text and status codes, the queue's files after
-a restart (damaged entries, part numbers, renames), and the router's retries, connection reuse
-and idle close, without a whole lab. Each test was shown to fail on a planted bug
+a restart (damaged entries, part numbers, renames, recipients reached already), the router's
+retries, connection reuse and idle close, and what the next hop hears (a recording next hop:
+STARTTLS, RSET between messages, SMTPUTF8 and 8BITMIME), close() and drain() while a message is
+held at the next hop, without a whole lab. Each test was shown to fail on a planted bug
 (bench/mutation.py) that the rest of the suite let through."""
 
 from __future__ import annotations
