@@ -337,3 +337,184 @@ def test_an_authenticate_left_waiting_for_its_line_is_an_unfinished_command():
         assert r.line().startswith("+")
         assert r.line() == ("* BYE Autologout; a command was begun but not finished within "
                             "0.5 seconds")
+
+
+# ----------------------------------------------------------------------------- the output pump
+
+def test_commands_per_turn_answers_that_many_pipelined_commands_per_call(ctx):
+    """A server that asks for one command per turn (commands_per_turn=1) gets one more command
+    run per data_to_send(limit) (receive_data ran the first), the rest at the next calls: none
+    is lost, none runs early."""
+    c = Client(ctx, commands_per_turn=1)
+    c.s.receive_data(b"a NOOP\r\nb NOOP\r\nc NOOP\r\n")
+    replies = []
+    while c.s.has_more:
+        replies.append(c.s.data_to_send(1 << 16))
+    assert replies[0] == b"a OK NOOP completed\r\nb OK NOOP completed\r\n"
+    assert b"".join(replies[1:]) == b"c OK NOOP completed\r\n"  # (then maybe an empty turn)
+    c.s.receive_data(b"d NOOP\r\ne NOOP\r\n")  # without a limit: all of them at once
+    assert c.s.data_to_send() == b"d OK NOOP completed\r\ne OK NOOP completed\r\n"
+
+
+def test_a_login_answered_after_the_client_hung_up_is_dropped(ctx):
+    """The password check runs off the server's loop (defer_logins): its result may come back
+    after the connection is gone, and then nothing is answered and nobody logs in."""
+    c = Client(ctx, defer_logins=True)
+    assert c.cmd("a LOGIN alice alice-pw") == b""
+    request = c.s.login_request
+    assert request is not None and c.s.busy
+    c.s.connection_lost()
+    assert c.s.state is core.State.LOGOUT
+    c.s.finish_login(request.check())
+    assert c.s.data_to_send() == b"" and c.s.user is None
+    assert c.s.state is core.State.LOGOUT
+
+
+def test_a_session_logged_out_is_in_the_logout_state_and_reads_nothing(alice):
+    alice.cmd("a SELECT INBOX")
+    assert alice.cmd("b LOGOUT") == b"* BYE Logging out, goodbye\r\nb OK LOGOUT completed\r\n"
+    assert alice.s.state is core.State.LOGOUT and alice.s.selected is None
+    assert alice.cmd("c NOOP") == b""
+
+
+def test_autologout_drops_what_was_not_sent_and_ends_the_session(alice, store):
+    store.account("alice").folder("INBOX").deliver(b"Subject: big\r\n\r\n" + b"x" * 5000 + b"\r\n")
+    alice.cmd("a SELECT INBOX")
+    s = alice.s
+    s.receive_data(b"b FETCH 1 BODY.PEEK[]\r\n")
+    first = s.data_to_send(100)  # the answer is made as it is sent: cut short here
+    assert first.startswith(b"* 1 FETCH (BODY[] {") and s.has_more
+    s.autologout()
+    assert s.data_to_send() == b"* BYE Autologout; idle for too long\r\n"  # not the rest
+    assert s.closing and s.busy and not s.has_more and s.state is core.State.LOGOUT
+    assert alice.cmd("c NOOP") == b""
+
+
+def test_autologout_drops_answers_not_sent_yet(alice):
+    alice.s.receive_data(b"a NOOP\r\n")  # answered, but the server has not sent it yet
+    alice.s.autologout("Autologout; bye\r\n* OK fake")
+    assert alice.s.data_to_send() == b"* BYE Autologout; bye\\x0d\\x0a* OK fake\r\n"
+
+
+def test_a_reselect_stops_waking_the_server_for_the_folder_left(ctx, store):
+    wakeups = []
+    c = Client(ctx, wakeup=lambda: wakeups.append(1)).login()
+    c.cmd("a SELECT INBOX")
+    assert c.cmd("b SELECT Sent").startswith(b"* OK [CLOSED] Previous folder closed\r\n")
+    store.account("alice").folder("INBOX").deliver(b"Subject: elsewhere\r\n\r\nx\r\n")
+    assert wakeups == []  # INBOX is no longer watched
+    store.account("alice").folder("Sent").deliver(b"Subject: here\r\n\r\nx\r\n")
+    assert wakeups == [1]
+    assert c.cmd("c NOOP") == b"* 1 EXISTS\r\n* 1 RECENT\r\nc OK NOOP completed\r\n"
+
+
+def test_a_message_dropped_into_the_folder_by_hand_shows_at_the_next_command(alice, store):
+    alice.cmd("a SELECT INBOX")
+    inbox = store.account("alice").folder("INBOX")
+    (inbox.path / "new" / "dropped.eml").write_bytes(b"Subject: by hand\n\nhi\n")
+    assert alice.cmd("b NOOP") == b"* 1 EXISTS\r\n* 1 RECENT\r\nb OK NOOP completed\r\n"
+
+
+# ----------------------------------------------------------------------------- commands
+
+def test_a_literal_of_exactly_the_limit_is_taken(ctx):
+    c = Client(ctx)
+    assert c.cmd(b"a LOGIN alice {%d}" % core.MAX_LITERAL) == b"+ Ready for literal data\r\n"
+    assert c.send(b"x" * core.MAX_LITERAL + b"\r\n").startswith(b"a NO [AUTHENTICATIONFAILED] ")
+    assert c.cmd(b"b LOGIN alice {%d}" % (core.MAX_LITERAL + 1)).startswith(b"b NO [TOOBIG] ")
+
+
+def test_a_refused_fetch_or_store_sends_no_expunge_but_a_refused_create_does(ctx, store,
+                                                                          monkeypatch):
+    a, expunged = session_that_missed_an_expunge(ctx, store)
+    assert expunged.startswith(b"* 1 EXPUNGE\r\n")
+    monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", 10)  # RFC 3501 7.4.1: not during FETCH...
+    assert a.cmd("a FETCH 1:* BODY[]").startswith(b"a NO [LIMIT] that FETCH would answer")
+    assert a.cmd("a STORE 1 +FLAGS (\\Flagged)").startswith(b"a NO [EXPUNGEISSUED] ")  # ...STORE
+    assert a.cmd("a CREATE INBOX").startswith(b"* 1 EXPUNGE\r\na NO [ALREADYEXISTS] ")
+
+
+def test_a_refused_store_in_a_read_only_folder_sends_no_expunge(ctx, store):
+    fill(store)
+    a, b = Client(ctx).login(), Client(ctx).login()
+    a.cmd("a EXAMINE INBOX")
+    b.cmd("b SELECT INBOX")
+    b.cmd("b STORE 1 +FLAGS (\\Deleted)")
+    b.cmd("b EXPUNGE")
+    assert a.cmd("a STORE 1 +FLAGS (\\Flagged)").startswith(b"a NO [READ-ONLY] ")
+    assert a.cmd("a UID STORE 1 +FLAGS (\\Flagged)").startswith(b"* 1 EXPUNGE\r\na NO [READ-ONLY] ")
+
+
+def test_a_command_name_without_a_tag_gets_its_own_example(alice):
+    assert alice.cmd("SELECT INBOX") == (b"* BAD every command starts with a tag, for example: "
+                                         b"a1 SELECT\r\n")
+
+
+def test_logout_and_starttls_take_no_arguments(ctx):
+    ctx.options["tls_context"] = object()
+    c = Client(ctx)
+    assert c.cmd("a LOGOUT now") == b"a BAD LOGOUT: unexpected text at the end of the command:  now\r\n"
+    assert c.cmd("b STARTTLS x") == b"b BAD STARTTLS: unexpected text at the end of the command:  x\r\n"
+    assert not c.s.closing and not c.s.starttls_wanted
+    assert c.cmd("c NOOP") == b"c OK NOOP completed\r\n"
+
+
+def test_starttls_once_tls_is_on_is_refused(ctx):
+    ctx.options["tls_context"] = object()
+    c = Client(ctx, tls=True)
+    assert c.cmd("a STARTTLS") == b"a BAD TLS is already on for this connection\r\n"
+    assert not c.s.starttls_wanted
+
+
+def test_language_alone_lists_the_languages_and_star_keeps_the_one_in_use(ctx):
+    c = Client(ctx)
+    assert c.cmd("a LANGUAGE") == (b"* LANGUAGE (i-default en el)\r\n"
+                                   b"a OK Supported languages have been enumerated\r\n")
+    assert c.cmd('b LANGUAGE "*"').startswith(b"* LANGUAGE (i-default)\r\nb OK ")
+    c.cmd("c LANGUAGE el")
+    assert c.cmd('d LANGUAGE "*"').startswith(b"* LANGUAGE (el)\r\nd OK ")
+
+
+def test_logins_are_refused_before_tls_in_strict_mode_with_privacyrequired(ctx):
+    ctx.options["strict"] = True
+    c = Client(ctx)
+    assert c.cmd("a LOGIN alice alice-pw") == (
+        b"a NO [PRIVACYREQUIRED] LOGIN is disabled until the connection is encrypted: use "
+        b"STARTTLS first\r\n")
+    assert c.cmd("b AUTHENTICATE PLAIN") == (
+        b"b NO [PRIVACYREQUIRED] logging in is disabled until the connection is encrypted: use "
+        b"STARTTLS first\r\n")
+
+
+def test_authenticate_as_someone_else_is_refused(ctx):
+    import base64
+    c = Client(ctx)
+    as_bob = base64.b64encode(b"bob\0alice\0alice-pw")
+    assert c.cmd(b"a AUTHENTICATE PLAIN " + as_bob) == (
+        b"a NO [AUTHORIZATIONFAILED] logging in as someone else is not allowed\r\n")
+    assert c.s.state is core.State.NOT_AUTHENTICATED
+    as_herself = base64.b64encode(b"alice\0alice\0alice-pw")
+    assert c.cmd(b"b AUTHENTICATE PLAIN " + as_herself).startswith(b"b OK ")
+
+
+def test_a_folder_name_too_long_to_exist_is_no_such_folder(alice):
+    name = "n" * 300  # longer than a directory name may be: never asked of the file system
+    assert alice.cmd("a SELECT " + name).startswith(b"a NO [NONEXISTENT] no folder named ")
+    assert alice.cmd("b APPEND " + name + " {1+}\r\nx").startswith(b"b NO [TRYCREATE] ")
+    assert alice.cmd("c STATUS " + name + " (MESSAGES)").startswith(b"c NO [NONEXISTENT] ")
+
+
+def test_a_folder_deleted_between_the_look_and_the_open_is_no_such_folder(alice, monkeypatch):
+    """Another session may delete the folder just after this one saw it (the look said yes):
+    the answer is the same NO as for a folder that never was, not an internal error."""
+    monkeypatch.setattr(core.ImapSession, "_has_folder", lambda self, name: True)
+    assert alice.cmd("a SELECT Gone").startswith(b"a NO [NONEXISTENT] no folder named Gone; ")
+    assert alice.cmd("b APPEND Gone {1+}\r\nx").startswith(b"b NO [TRYCREATE] no folder named Gone")
+
+
+def test_capability_and_enable_take_nothing_after_their_arguments(alice):
+    assert alice.cmd("a CAPABILITY x") == (
+        b"a BAD CAPABILITY: unexpected text at the end of the command:  x\r\n")
+    assert alice.cmd("b ENABLE CONDSTORE(x)") == (
+        b"b BAD ENABLE: unexpected text at the end of the command: (x)\r\n")
+    assert alice.cmd("c ENABLE CONDSTORE QRESYNC") == b"* ENABLED\r\nc OK ENABLE completed\r\n"
