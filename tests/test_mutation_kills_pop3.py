@@ -305,3 +305,38 @@ def test_many_small_replies_also_wait_for_the_output_budget(ctx):
     while session.pending:
         out += session.receive_data()
     assert out.count(b"+OK capability list follows") == count
+
+
+# ----------------------------------------------------------------------------- LANG, UTF8
+
+def test_lang_lists_switches_and_refuses_in_the_language_in_use(ctx):
+    """RFC 6856 4: LANG alone lists the languages, each named in itself; LANG with a tag
+    answers in the new language from that reply on; a tag the server lacks is refused in
+    the language in use, which stays."""
+    s = new_session(ctx)
+    assert say(s, "LANG") == ("+OK language listing follows\r\ni-default English\r\n"
+                              "en English\r\nel Ελληνικά\r\n.\r\n")
+    assert say(s, "LANG el") == "+OK el η γλώσσα άλλαξε: Ελληνικά\r\n"
+    refused = say(s, "LANG xx")
+    assert refused.startswith("-ERR el ") and "LANG" in refused and "language" not in refused
+    assert say(s, "LANG *").startswith("+OK el ")  # * keeps the language in use
+    for bad in ("LANG el en", "LANG e!"):
+        assert say(s, bad).startswith("-ERR συντακτικό λάθος")
+    assert say(s, "LANG en-GB") == "+OK en language changed: English\r\n"  # lookup: en-GB -> en
+    say(s, "USER alice")
+    assert say(s, f"PASS {PASSWORD}").startswith("+OK")
+    assert say(s, "LANG el").startswith("+OK el ")  # in TRANSACTION too
+    assert say(s, "LANG i-default") == "+OK i-default language changed: English\r\n"
+
+
+def test_utf8_is_taken_before_login_only_and_capa_says_so(ctx):
+    s = new_session(ctx)
+    capa = say(s, "CAPA").split("\r\n")
+    assert "UTF8 USER" in capa and "LANG" in capa
+    assert say(s, "UTF8 x") == "-ERR syntax error (UTF8 takes no arguments)\r\n"
+    assert say(s, "UTF8") == "+OK UTF-8 mode is on\r\n"
+    say(s, "USER alice")
+    assert say(s, f"PASS {PASSWORD}").startswith("+OK")
+    capa = say(s, "CAPA").split("\r\n")
+    assert "UTF8 USER" not in capa and "LANG" in capa
+    assert say(s, "UTF8").startswith("-ERR command not valid in this state")

@@ -222,7 +222,6 @@ class Pop3Session:
         self.starttls_pending = False  # STLS answered: the server must now start TLS
         self.auth_failed = False  # the last batch of commands ended on a refused login
         self.language: str | None = None  # LANG (RFC 6856): None is i-default, never asked
-        self.utf8 = False  # the client sent UTF8 (RFC 6856 2)
         self._sasl: str | None = None  # AUTH PLAIN sent without data: waiting for it
         self.state = State.AUTHORIZATION
         self.closed = False  # True after QUIT, a fatal error, or once the connection is gone
@@ -666,7 +665,6 @@ class Pop3Session:
         delivered whether or not UTF8 was sent, so the mode is acknowledged and changes nothing."""
         if args:
             return self._syntax(_("UTF8 takes no arguments"))
-        self.utf8 = True
         return self._ok(_("UTF-8 mode is on"))
 
     def do_quit(self, args: list[bytes]) -> bytes:
