@@ -518,3 +518,112 @@ def test_capability_and_enable_take_nothing_after_their_arguments(alice):
     assert alice.cmd("b ENABLE CONDSTORE(x)") == (
         b"b BAD ENABLE: unexpected text at the end of the command: (x)\r\n")
     assert alice.cmd("c ENABLE CONDSTORE QRESYNC") == b"* ENABLED\r\nc OK ENABLE completed\r\n"
+
+
+# ----------------------------------------------------------------------------- folders
+
+def test_folder_names_refused_by_create_say_why(alice):
+    rule = (b"a NO [CANNOT] a folder name cannot be empty, contain * % / or two dots in a row, "
+            b"or start with a dot\r\n")
+    assert alice.cmd("a CREATE a..b") == rule
+    assert alice.cmd("a CREATE " + "n" * 300) == (
+        b"a NO [CANNOT] that folder name is too long: at most 254 bytes (in UTF-8)\r\n")
+
+
+def test_deleting_another_folder_keeps_the_selected_one(alice, store):
+    fill(store)
+    alice.cmd("a CREATE Work")
+    alice.cmd("a SELECT INBOX")
+    assert alice.cmd("b DELETE Work") == b"b OK DELETE completed\r\n"
+    assert alice.cmd("c FETCH 1 FLAGS").endswith(b"c OK FETCH completed\r\n")
+
+
+def test_deleting_the_selected_folder_leaves_no_folder_selected(alice):
+    alice.cmd("a CREATE Work")
+    alice.cmd("a SELECT Work")
+    assert alice.cmd("b DELETE Work") == b"b OK DELETE completed\r\n"
+    assert alice.cmd("c CHECK") == (b"c BAD CHECK: select a folder first, for example: "
+                                    b"a2 SELECT INBOX\r\n")
+    assert not alice.cmd("d SELECT INBOX").startswith(b"* OK [CLOSED]")  # nothing was open
+
+
+def test_renaming_the_selected_folder_leaves_no_folder_selected(ctx, store):
+    wakeups = []
+    c = Client(ctx, wakeup=lambda: wakeups.append(1)).login()
+    c.cmd("a CREATE Work")
+    store.account("alice").folder("Work").deliver(b"Subject: x\r\n\r\nx\r\n")
+    other = Client(ctx).login()
+    other.cmd("a SELECT Work")
+    c.cmd("a SELECT Work")
+    assert c.cmd("b RENAME Work Play") == b"b OK RENAME completed\r\n"
+    assert c.cmd("c CHECK").startswith(b"c BAD CHECK: select a folder first")
+    # the other session still looks at the old folder, and finds its message gone
+    assert other.cmd("b NOOP") == b"* 1 EXPUNGE\r\nb OK NOOP completed\r\n"
+    assert wakeups == []  # the renamed folder is no longer watched by the first session
+    assert not c.cmd("d SELECT INBOX").startswith(b"* OK [CLOSED]")
+
+
+def test_rename_refuses_a_move_inside_itself_and_a_subfolder_that_would_clash(alice):
+    for name in ("a", "a.x", "b.x"):  # b.x without b
+        alice.cmd("a CREATE " + name)
+    assert alice.cmd("b RENAME a a.c") == b"b NO [CANNOT] a folder cannot move inside itself\r\n"
+    assert alice.cmd("c RENAME a b") == b"c NO [CANNOT] folder 'b.x' exists already\r\n"
+    names = alice.cmd('d LIST "" "*"')
+    assert b'"." a.x\r\n' in names and b'"." b.x\r\n' in names  # nothing moved
+
+
+def test_unsubscribe_says_so(alice):
+    assert alice.cmd("a UNSUBSCRIBE Sent") == b"a OK UNSUBSCRIBE completed\r\n"
+    assert b" Sent\r\n" not in alice.cmd('b LSUB "" "*"')
+
+
+def test_list_return_options_make_the_extended_form(alice):
+    # RETURN alone makes it extended: no \HasChildren unless CHILDREN is asked for
+    assert alice.cmd('a LIST "" "Sent" RETURN (SUBSCRIBED)') == (
+        b'* LIST (\\Subscribed) "." Sent\r\na OK LIST completed\r\n')
+
+
+def test_list_finds_inbox_in_any_case(alice):
+    assert alice.cmd('a LIST "" "inbox"') == (b'* LIST (\\HasNoChildren) "." INBOX\r\n'
+                                              b"a OK LIST completed\r\n")
+
+
+def test_lsub_shows_the_parent_of_a_subscribed_folder_only_for_percent(alice):
+    alice.cmd("a CREATE a")
+    alice.cmd("a CREATE a.b")
+    alice.cmd("a SUBSCRIBE a.b")
+    star = alice.cmd('b LSUB "" "a*"')
+    assert star == b'* LSUB () "." a.b\r\nb OK LSUB completed\r\n'
+    assert alice.cmd('c LSUB "" "a%"') == b'* LSUB (\\Noselect) "." a\r\nc OK LSUB completed\r\n'
+
+
+def test_status_answers_each_item_asked_for(alice, store):
+    inbox = store.account("alice").folder("INBOX")
+    assert alice.cmd("a STATUS INBOX (UIDVALIDITY UIDNEXT)") == (
+        b"* STATUS INBOX (UIDVALIDITY %d UIDNEXT 1)\r\na OK STATUS completed\r\n" % inbox.uidvalidity)
+
+
+def test_append_refuses_an_empty_message_and_a_full_folder(alice, store, monkeypatch):
+    assert alice.cmd(b"a APPEND INBOX {0+}\r\n") == b"a NO an empty message cannot be appended\r\n"
+    monkeypatch.setattr(store, "max_messages", 1)
+    assert alice.cmd(b"b APPEND INBOX {1+}\r\nx").startswith(b"b OK [APPENDUID ")
+    assert alice.cmd(b"c APPEND INBOX {1+}\r\nx").startswith(b"c NO [OVERQUOTA] folder INBOX ")
+    assert len(store.account("alice").folder("INBOX")) == 1
+
+
+# ----------------------------------------------------------------------------- IDLE, CLOSE
+
+def test_idle_tells_what_changed_at_once_and_takes_no_literal(ctx, store):
+    a, _ = session_that_missed_an_expunge(ctx, store)
+    assert a.cmd("a IDLE") == b"+ idling\r\n* 1 EXPUNGE\r\n"  # waiting changes go out at once
+    assert a.cmd("DONE {3}") == b"a BAD IDLE ends with the word DONE on a line by itself\r\n"
+    assert a.cmd("b NOOP") == b"b OK NOOP completed\r\n"
+
+
+def test_close_stops_waking_the_server_for_the_folder(ctx, store):
+    wakeups = []
+    c = Client(ctx, wakeup=lambda: wakeups.append(1)).login()
+    c.cmd("a SELECT INBOX")
+    assert c.cmd("b CLOSE") == b"b OK CLOSE completed\r\n"
+    store.account("alice").folder("INBOX").deliver(b"Subject: later\r\n\r\nx\r\n")
+    assert wakeups == []
