@@ -1324,3 +1324,20 @@ def test_a_copy_of_a_message_whose_file_was_replaced_is_described_from_the_new_f
     assert sent.described([copy.uid], ("h_subject",)) == {copy.uid: ("new",)}
     inbox.close_index()
     sent.close_index()
+
+
+def test_a_store_is_made_private_in_a_folder_of_folders_not_there_yet(tmp_path):
+    s = Store(tmp_path / "course" / "lab1" / "store", hash_n=N)
+    assert mode(s.root) == 0o700  # (mkdir's mode passes through the umask: 0755 as a rule)
+    s.close()
+    os.chmod(s.root, 0o755)
+    again = Store(s.root, hash_n=N)
+    assert mode(again.root) == 0o700
+    again.close()
+
+
+@pytest.mark.parametrize("damage", ["{", "not json at all\n", "\xff"])
+def test_a_damaged_accounts_file_starts_a_store_without_accounts(store, alice, damage):
+    (store.root / "accounts.json").write_text(damage, "latin-1")
+    again = reopened(store)
+    assert again.accounts == [] and again.authenticate("alice", "pw") is None
