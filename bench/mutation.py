@@ -693,6 +693,11 @@ class Runner:
         self.base, self.python, self.nice = base, python, nice
         self.timeout_factor, self.timeout_extra = timeout_factor, timeout_extra
         self.clock = Clock()
+        # A test's first kill in a run is checked: it must pass on the unmutated code (in the
+        # same company of tests), else it fails for reasons of its own and kills nothing.
+        self.trusted: set[str] = set()
+        self.unreliable: set[str] = set()
+        self._trust_lock = threading.Lock()
         self.copies: Queue = Queue()
         self.workdir = workdir
         self.servers: dict[Path, ForkServer] = {}
@@ -710,6 +715,7 @@ class Runner:
             server.close()
 
     def run(self, mutant: Mutant, tests: list[str], cmap: CoverageMap) -> Outcome:
+        tests = [t for t in tests if t not in self.unreliable]
         if not tests:
             return Outcome("no-test")
         expected = sum(cmap.durations.get(t, 1.0) for t in tests)
@@ -721,7 +727,26 @@ class Runner:
         per_test = int(max(30.0, 10 * longest) * busier)
         copy_dir = self.copies.get()
         try:
-            return self._run_in(copy_dir, mutant, tests, timeout, per_test)
+            outcome = self._run_in(copy_dir, mutant, tests, timeout, per_test)
+            while outcome.status == "killed" and outcome.killed_by in tests:
+                killer = outcome.killed_by
+                with self._trust_lock:
+                    if killer in self.trusted:
+                        break
+                unmutated, _, _ = self._pytest(copy_dir, tests[:tests.index(killer) + 1],
+                                               timeout, per_test)
+                with self._trust_lock:
+                    if unmutated == 0:
+                        self.trusted.add(killer)
+                        break
+                    self.unreliable.add(killer)
+                print(f"  {killer} fails on the unmutated code too: its kills do not count in "
+                      "this run", flush=True)
+                tests = [t for t in tests if t != killer]
+                if not tests:
+                    return Outcome("no-test")
+                outcome = self._run_in(copy_dir, mutant, tests, timeout, per_test)
+            return outcome
         finally:
             self.copies.put(copy_dir)
 

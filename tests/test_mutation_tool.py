@@ -117,3 +117,45 @@ def test_a_change_on_a_later_line_of_a_statement_runs_the_tests_of_its_first_lin
     run = _harness(project, work)
     assert "\"QUIT\" -> 'QUI': killed" in run.stdout, run.stdout + run.stderr
     assert "no-test" not in run.stdout
+
+
+LEANING = '''\
+def is_adult(age):
+    return age >= 18
+
+
+def greet(name):
+    return "hi " + name
+'''
+
+LEANING_TEST = '''\
+from tinymod import greet, is_adult
+
+SEEN = []
+
+
+def test_first():
+    SEEN.append(is_adult(30))
+
+
+def test_second_leans_on_the_first():
+    assert SEEN, "runs only after test_first"
+    assert greet("x") == "hi x"
+'''
+
+
+def test_a_kill_by_a_test_that_fails_on_the_unmutated_code_does_not_count(tmp_path):
+    """A mutant runs only the tests that execute its line; a test that passes only after
+    another one (test_smtp's transcript test did, by accident) then fails whatever the code,
+    and every such mutant was "killed". Its first kill is now checked on the unmutated code."""
+    project, work = tmp_path / "project", tmp_path / "work"
+    (project / "src").mkdir(parents=True)
+    (project / "tests").mkdir()
+    (project / "src" / "tinymod.py").write_text(LEANING)
+    (project / "tests" / "test_tiny.py").write_text(LEANING_TEST)
+    (project / "mutation.toml").write_text(CONFIG)
+    (project / "equiv.txt").write_text("")
+    run = _harness(project, work)
+    assert "test_second_leans_on_the_first fails on the unmutated code too" in run.stdout, \
+        run.stdout + run.stderr
+    assert "\"hi \" + name -> None: no-test" in run.stdout
