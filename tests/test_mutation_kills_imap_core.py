@@ -627,3 +627,124 @@ def test_close_stops_waking_the_server_for_the_folder(ctx, store):
     assert c.cmd("b CLOSE") == b"b OK CLOSE completed\r\n"
     store.account("alice").folder("INBOX").deliver(b"Subject: later\r\n\r\nx\r\n")
     assert wakeups == []
+
+
+# ----------------------------------------------------------------------------- FETCH
+
+def test_fetch_takes_nothing_after_its_items(alice, store):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    assert alice.cmd("b FETCH 1 FLAGS)") == (
+        b"b BAD FETCH: unexpected text at the end of the command: )\r\n")
+
+
+def test_uid_fetch_keeps_the_items_in_the_order_asked(alice, store):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    assert alice.cmd("b UID FETCH 1 (FLAGS UID)") == (b"* 1 FETCH (FLAGS (\\Recent) UID 1)\r\n"
+                                                      b"b OK UID FETCH completed\r\n")
+    assert alice.cmd("c UID FETCH 1 FLAGS") == (b"* 1 FETCH (UID 1 FLAGS (\\Recent))\r\n"
+                                                b"c OK UID FETCH completed\r\n")
+
+
+def test_a_fetch_refused_beforehand_says_how_many_megabytes(alice, store, monkeypatch):
+    store.account("alice").folder("INBOX").deliver(b"Subject: big\r\n\r\n" + b"x" * (3 << 20))
+    alice.cmd("a SELECT INBOX")
+    monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", 2 << 20)
+    assert alice.cmd("b FETCH 1 BODY.PEEK[]") == (
+        b"b NO [LIMIT] that FETCH would answer about 3 MB, more than this server sends for one "
+        b"command (2 MB): ask for fewer messages or items at a time, e.g. 1:100 then 101:200\r\n")
+
+
+def test_bodystructure_with_a_section_that_needs_no_mime_tree(alice, store):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    assert alice.cmd("b FETCH 1 (BODYSTRUCTURE BODY.PEEK[TEXT])").startswith(
+        b'* 1 FETCH (BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 52 5 '
+        b'NIL NIL NIL NIL) BODY[TEXT] {52}\r\nHi Alice,')
+
+
+def test_a_message_expunged_while_its_fetch_is_sent_is_reported(ctx, store):
+    """The answer is made as it is sent: a message another session expunges meanwhile is left
+    out, and the FETCH ends with NO [EXPUNGEISSUED] (with more than 20 messages the sizes come
+    from one snapshot taken when the command came)."""
+    inbox = store.account("alice").folder("INBOX")
+    for i in range(25):
+        inbox.deliver(b"Subject: %d\r\n\r\n" % i + b"x" * 200 + b"\r\n")
+    a, b = Client(ctx).login(), Client(ctx).login()
+    a.cmd("a SELECT INBOX")
+    b.cmd("b SELECT INBOX")
+    a.s.receive_data(b"a FETCH 1:* BODY.PEEK[]\r\n")
+    first = a.s.data_to_send(1000)
+    assert first.startswith(b"* 1 FETCH (BODY[] ") and a.s.has_more
+    b.cmd("b STORE 25 +FLAGS (\\Deleted)")
+    b.cmd("b EXPUNGE")
+    rest = first + a.s.data_to_send()
+    assert rest.count(b" FETCH (BODY[] ") == 24
+    assert b"Subject: 23\r\n" in rest and b"Subject: 24\r\n" not in rest
+    assert rest.endswith(b"x" * 200 + b"\r\n)\r\na NO [EXPUNGEISSUED] some of those messages "
+                         b"were deleted meanwhile\r\n")
+
+
+def test_an_internal_error_between_lines_adds_no_stray_parenthesis(alice, store, monkeypatch,
+                                                                    caplog):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    parse_message, calls = fetchmod.parse_message, []
+
+    def broken_the_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk on fire")
+        return parse_message(*args, **kwargs)
+    monkeypatch.setattr(fetchmod, "parse_message", broken_the_second_time)
+    reply = alice.cmd("e FETCH 1:2 (UID BODY.PEEK[1])")
+    assert reply.count(b")\r\n") == 1  # line 1 whole; line 2 never begun
+    assert b"\r\n)\r\ne NO [SERVERBUG] " in reply
+    assert [r.getMessage() for r in caplog.records if r.name == "maillab.imap.core"] == [
+        "IMAP FETCH failed"]  # the details go to the lab's log
+
+
+def test_a_message_expunged_between_its_read_and_its_flags_is_left_out(alice, store, monkeypatch):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    inbox = store.account("alice").folder("INBOX")
+    read = core._read
+
+    def read_then_expunged(folder, info):
+        data = read(folder, info)
+        if info.uid == 2:  # another session's EXPUNGE lands just after the read
+            folder.store_flags(2, {"\\Deleted"}, "add")
+            folder.expunge([2])
+        return data
+    monkeypatch.setattr(core, "_read", read_then_expunged)
+    reply = alice.cmd("e FETCH 1:3 BODY[TEXT]")
+    assert reply.count(b" FETCH (BODY[TEXT] ") == 2 and b"* 2 FETCH (BODY" not in reply
+    assert reply.endswith(b"e NO [EXPUNGEISSUED] some of those messages were deleted meanwhile\r\n")
+    assert [i.uid for i in inbox.messages()] == [1, 3, 4, 5]
+
+
+def test_a_uid_fetch_stopped_at_the_limit_tells_the_expunges_first(ctx, store, monkeypatch):
+    a, _ = session_that_missed_an_expunge(ctx, store)  # a still has message 1 (UID 1)
+    c = Client(ctx).login()
+    c.cmd("c SELECT INBOX")
+    size = int(c.cmd("c UID FETCH 2 RFC822.SIZE").split(b"RFC822.SIZE ")[1].split(b")")[0])
+    monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", len(b"BODY[] {%d}\r\n" % size) + size - 1)
+    reply = a.cmd("b UID FETCH 2 BODY.PEEK[]")
+    assert reply.endswith(b"\r\n)\r\n* 1 EXPUNGE\r\nb NO [LIMIT] FETCH stopped after 0 MB; ask "
+                          b"for fewer messages at a time\r\n")
+
+
+def test_flags_fetched_are_not_told_again_after_the_fetch(ctx, store):
+    fill(store)
+    a, b = Client(ctx).login(), Client(ctx).login()
+    a.cmd("a SELECT INBOX")
+    b.cmd("b SELECT INBOX")
+    b.cmd("b STORE 2 +FLAGS (\\Flagged)")
+    assert a.cmd("a FETCH 2 FLAGS") == (b"* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
+                                        b"a OK FETCH completed\r\n")  # from the index
+    b.cmd("b STORE 3 +FLAGS (\\Flagged)")
+    assert a.cmd("a FETCH 3 (FLAGS BODY.PEEK[HEADER.FIELDS (X)])") == (  # with the message read
+        b"* 3 FETCH (FLAGS (\\Flagged \\Recent) BODY[HEADER.FIELDS (X)] {2}\r\n\r\n)\r\n"
+        b"a OK FETCH completed\r\n")
+    assert a.cmd("a NOOP") == b"a OK NOOP completed\r\n"
