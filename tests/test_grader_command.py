@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import require_tool
+from conftest import require_root, require_tool
 from labcourse import ROOT, Course, nbgrader_env
 
 from maillab.grader import sandbox
@@ -27,8 +27,7 @@ EXPECTED = json.loads((CORPUS / "expected.json").read_text())["smtp"]
 
 def test_exchange_route_release_submit_collect_and_grade(tmp_path):
     require_tool("bwrap")
-    if os.geteuid() != 0:
-        pytest.skip("grading in sandboxes needs root")
+    require_root("grading in sandboxes needs root")
     exchange = tmp_path / "exchange"
     exchange.mkdir()
     os.chmod(exchange, 0o777)  # nbgrader insists

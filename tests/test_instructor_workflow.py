@@ -14,7 +14,7 @@ import zipfile
 import nbformat
 import pytest
 
-from conftest import require_tool
+from conftest import require_root, require_tool
 from labcourse import ROOT, Course, nbgrader_env
 
 CORPUS = ROOT / "tests" / "lab_corpus"
@@ -22,8 +22,7 @@ CORPUS = ROOT / "tests" / "lab_corpus"
 
 def test_edit_generate_collect_autograde_feedback_export(tmp_path):
     require_tool("bwrap")
-    if os.geteuid() != 0:
-        pytest.skip("grading in sandboxes needs root")
+    require_root("grading in sandboxes needs root")
     course = Course(tmp_path / "course", ["smtp"])
     doc = (ROOT / "docs" / "instructor.md").read_text()
     for command in ("nbgrader generate_assignment smtp --force", "nbgrader zip_collect smtp",

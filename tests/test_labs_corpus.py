@@ -29,7 +29,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import require_tool
+from conftest import require_root, require_tool
 from labcourse import LABS, ROOT, Course, nbgrader_env
 
 # Longer than the suite's --timeout=300: this module's fixture does minutes of work.
@@ -50,8 +50,7 @@ def digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     require_tool("bwrap")
-    if os.geteuid() != 0:
-        pytest.skip("grading in sandboxes needs root")
+    require_root("grading in sandboxes needs root")
     MARKER.unlink(missing_ok=True)
     course = Course(tmp_path_factory.mktemp("course"), [lab for lab in LABS if lab in EXPECTED])
     for lab in EXPECTED:

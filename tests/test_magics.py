@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 import maillab
 import maillab.lab as labmodule
-from conftest import require_tool
+from conftest import require_root, require_tool
 from maillab.sessions import close_session, open_sessions, run_session
 from maillab.sessions.drivers import HttpDriver, ImapDriver, Pop3Driver, SmtpDriver
 from maillab.sessions.replies import HttpReply, ImapReply, Pop3Reply, SmtpReply
@@ -572,8 +572,7 @@ def dovecot():
     """A private Dovecot (as in test_imap_dovecot.py) that also speaks POP3."""
     require_tool("dovecot")
     import os
-    if os.geteuid() != 0:
-        pytest.skip("the reference Dovecot must start as root (it then runs as nobody)")
+    require_root("the reference Dovecot must start as root (it then runs as nobody)")
     from maillab.imap import testing
     pop3_port = testing._free_port()
     # Dovecot's config is a str.format template: braces are doubled.

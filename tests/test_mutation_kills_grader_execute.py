@@ -29,6 +29,7 @@ import pytest
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from conftest import require_root
 from labcourse import Course, nbgrader_env
 
 from maillab import grading
@@ -893,8 +894,7 @@ def test_the_worker_program_says_ready_then_one_line_per_submission(course, shor
 
 
 def test_a_sandboxing_worker_lives_in_namespaces_of_its_own(course, short):
-    if os.geteuid() != 0:
-        pytest.skip("a worker's namespaces need root")
+    require_root("a worker's namespaces need root")
     private = short / "private"
     proc = start_worker(course, private, short)
     try:

@@ -28,6 +28,7 @@ from maillab.transcript import Line
 
 
 from test_labs_grading import lab  # noqa: E402,F401 (a sealed lab for the module)
+from conftest import require_root  # noqa: E402
 
 
 def line(who: str, raw: bytes, conn: int = 1, service: str = "smtp:example.com",
@@ -741,8 +742,7 @@ print(json.dumps({"mode": oct(os.stat(private).st_mode & 0o777),
 
 
 def test_a_workers_private_folder_is_its_own_writable_tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("a worker's namespaces need root")
+    require_root("a worker's namespaces need root")
     private = tmp_path / "private"
     done = subprocess.run([sys.executable, "-c", ISOLATED, str(private)], capture_output=True,
                           text=True, timeout=60)
@@ -1381,8 +1381,7 @@ def test_the_learners_kernel_never_runs_the_hidden_tests(tmp_path):
     from conftest import require_tool
     from labcourse import Course, nbgrader_env
     require_tool("bwrap")
-    if os.geteuid() != 0:
-        pytest.skip("grading in sandboxes needs root")
+    require_root("grading in sandboxes needs root")
 
     def meta(grade_id, **kw):
         return {"nbgrader": {"grade": False, "grade_id": grade_id, "locked": False,

@@ -14,7 +14,7 @@ import re
 import pytest
 
 import maillab
-from conftest import require_tool
+from conftest import require_root, require_tool
 from maillab.imap.testing import Dovecot
 from maillab.webmail import Backend
 from maillab.webmail.testing import StandaloneWebmail, WebClient, make_message
@@ -23,8 +23,7 @@ from maillab.webmail.testing import StandaloneWebmail, WebClient, make_message
 @pytest.fixture(scope="module")
 def setup():
     require_tool("dovecot")
-    if os.geteuid() != 0:
-        pytest.skip("the reference Dovecot must start as root (it then runs as nobody)")
+    require_root("the reference Dovecot must start as root (it then runs as nobody)")
     lab = maillab.MailLab(ports="any", accounts=[
         maillab.LabAccount("alice", "alice-pw", "alice@example.com", "example.com")]).start()
     dovecot = Dovecot()
