@@ -1149,6 +1149,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fresh", action="store_true", help="ignore cached results")
     parser.add_argument("--only-new", action="store_true",
                         help="run only mutants never run before (not the survivors again)")
+    parser.add_argument("--rerun-killed-by", nargs="*", default=[], metavar="TEST",
+                        help="run again the mutants these tests killed (a test found to fail "
+                             "for reasons of its own)")
     parser.add_argument("--no-nice", action="store_true")
     parser.add_argument("--no-fork", action="store_true",
                         help="start a fresh Python per mutant instead of forking a preloaded one")
@@ -1199,7 +1202,7 @@ def main(argv=None) -> int:
                     continue
                 to_run = [m for module in modules for m in all_mutants[module]
                           if m.id not in equivalents
-                          and _needs_run(cache.get(m), args.only_new)]
+                          and _needs_run(cache.get(m), args.only_new, args.rerun_killed_by)]
                 if not to_run or STOPPING.is_set():
                     continue
                 cmap = collect_coverage(group, base, snapshot_id, args.workdir, args.python,
@@ -1254,10 +1257,10 @@ def add_run_time(path: Path, module: str, seconds: float, mutants: int, workers:
         path.write_text(json.dumps(timings, indent=1))
 
 
-def _needs_run(record: dict | None, only_new: bool = False) -> bool:
-    """Killed stays killed while its function is unchanged; the rest runs again (with
-    ``only_new``, survivors too stay as they are)."""
-    if record is None:
+def _needs_run(record: dict | None, only_new: bool = False, suspects=()) -> bool:
+    """Killed stays killed while its function is unchanged, unless one of ``suspects`` (test
+    ids) killed it; the rest runs again (with ``only_new``, survivors too stay as they are)."""
+    if record is None or record.get("killed_by") in suspects:
         return True
     done = ("killed", "timeout") + (("survived", "no-test") if only_new else ())
     return record["status"] not in done
