@@ -748,3 +748,87 @@ def test_flags_fetched_are_not_told_again_after_the_fetch(ctx, store):
         b"* 3 FETCH (FLAGS (\\Flagged \\Recent) BODY[HEADER.FIELDS (X)] {2}\r\n\r\n)\r\n"
         b"a OK FETCH completed\r\n")
     assert a.cmd("a NOOP") == b"a OK NOOP completed\r\n"
+
+
+def test_a_fetch_of_many_messages_but_not_all_numbers_them_right(alice, store):
+    inbox = store.account("alice").folder("INBOX")
+    for i in range(core.FETCH_BATCH + 10):  # past one batch: the numbers come from a table
+        inbox.deliver(b"Subject: %d\r\n\r\nx\r\n" % i)
+    alice.cmd("a SELECT INBOX")
+    reply = alice.cmd("b FETCH 2:%d FLAGS" % (core.FETCH_BATCH + 10))
+    assert reply.startswith(b"* 2 FETCH (FLAGS (\\Recent))\r\n* 3 FETCH ")
+    assert reply.endswith(b"* %d FETCH (FLAGS (\\Recent))\r\nb OK FETCH completed\r\n"
+                          % (core.FETCH_BATCH + 10))
+    assert alice.cmd("c UID FETCH 3:* UID").startswith(b"* 3 FETCH (UID 3)\r\n")
+
+
+def test_what_another_session_changed_is_told_after_a_fetch_without_flags(ctx, store):
+    fill(store)
+    a, b = Client(ctx).login(), Client(ctx).login()
+    a.cmd("a SELECT INBOX")
+    b.cmd("b SELECT INBOX")
+    b.cmd("b STORE 2 +FLAGS (\\Flagged)")
+    assert a.cmd("a FETCH 2 UID") == (b"* 2 FETCH (UID 2)\r\n* 2 FETCH (FLAGS (\\Flagged "
+                                      b"\\Recent))\r\na OK FETCH completed\r\n")
+
+
+def test_an_internal_error_in_a_fetch_from_the_index_is_a_no(alice, store, monkeypatch, caplog):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    inbox = store.account("alice").folder("INBOX")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(type(inbox), "described", broken)
+    reply = alice.cmd("b FETCH 1 ENVELOPE")
+    assert reply.startswith(b"b NO [SERVERBUG] internal server error (RuntimeError)")
+    assert b"disk on fire" not in reply
+    assert alice.cmd("c NOOP") == b"c OK NOOP completed\r\n"
+
+
+def test_envelope_beside_a_section_is_made_from_the_message(alice, store):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    from_index = alice.cmd("b FETCH 1 ENVELOPE").split(b"ENVELOPE ", 1)[1].rsplit(b")\r\n", 2)[0]
+    reply = alice.cmd("c FETCH 1 (ENVELOPE BODY.PEEK[TEXT])")
+    assert reply.startswith(b"* 1 FETCH (ENVELOPE " + from_index + b" BODY[TEXT] {")
+
+
+def test_store_takes_flags_without_parentheses(alice, store):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    assert alice.cmd("b STORE 1 +FLAGS \\Seen \\Flagged") == (
+        b"* 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))\r\nb OK STORE completed\r\n")
+
+
+def test_a_big_copy_leaves_recent_to_the_sessions_of_the_destination(ctx, store):
+    inbox = store.account("alice").folder("INBOX")
+    for i in range(core.COPY_CHUNK):  # a whole chunk: the copy yields its turn after it
+        inbox.deliver(b"Subject: %d\r\n\r\nx\r\n" % i)
+    a = Client(ctx).login()
+    a.cmd("a SELECT INBOX")
+    assert a.cmd("b COPY 1:* Trash").startswith(b"b OK [COPYUID ")
+    other = Client(ctx).login()
+    assert b"* %d RECENT\r\n" % core.COPY_CHUNK in other.cmd("c SELECT Trash")
+
+
+def test_a_move_that_fails_is_logged_as_a_move(alice, store, monkeypatch, caplog):
+    fill(store)
+    alice.cmd("a SELECT INBOX")
+    inbox = store.account("alice").folder("INBOX")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(type(inbox), "copy_to", broken)
+    assert alice.cmd("b MOVE 1 Trash").startswith(b"b NO [SERVERBUG] ")
+    assert [r.getMessage() for r in caplog.records if r.name == "maillab.imap.core"] == [
+        "IMAP MOVE failed"]
+    assert len(inbox) == 5
+
+
+def test_a_message_with_crlf_line_ends_on_disk_is_sent_with_crlf(alice, store):
+    inbox = store.account("alice").folder("INBOX")
+    (inbox.path / "new" / "dropped.eml").write_bytes(b"Subject: crlf\r\n\r\nhi\r\n")
+    alice.cmd("a SELECT INBOX")
+    assert alice.cmd("b FETCH 1 BODY.PEEK[]") == (
+        b"* 1 FETCH (BODY[] {21}\r\nSubject: crlf\r\n\r\nhi\r\n)\r\nb OK FETCH completed\r\n")
