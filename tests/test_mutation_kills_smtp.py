@@ -369,3 +369,52 @@ def test_aiosmtpd_noise_is_left_out_of_the_log_and_the_rest_kept(lab, raw, caplo
     texts = [r.getMessage() for r in caplog.records if r.name == "mail.log"]
     assert any("recip: bob@example.com" in t for t in texts)
     assert not any("login_data is deprecated" in t for t in texts)
+
+
+# ----------------------------------------------------------------------------- AUTH lines
+
+def read_auth_line(chunks: list[bytes], eof: bool = False, limit: int = 1001):
+    """smtp.LabSMTP._read_auth_line over a stream reader fed ``chunks`` (aiosmtpd's reader
+    stops at ``limit`` octets a line); its result and the peak of memory allocated meanwhile."""
+    import tracemalloc
+    import types
+
+    async def run():
+        reader = asyncio.StreamReader(limit=limit)
+        session = types.SimpleNamespace(_reader=reader)
+        session._discard_line = lambda consumed: smtp.LabSMTP._discard_line(session, consumed)
+        task = asyncio.ensure_future(smtp.LabSMTP._read_auth_line(session))
+        for chunk in chunks:
+            reader.feed_data(chunk)
+            await asyncio.sleep(0)
+        if eof:
+            reader.feed_eof()
+        return await asyncio.wait_for(task, 10)
+    tracemalloc.start()
+    try:
+        result = asyncio.run(run())
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_auth_line_of_exactly_the_limit_is_read_and_one_octet_more_is_not():
+    line = b"A" * (smtp.AUTH_LINE_LIMIT - 2) + b"\r\n"
+    pieces = [line[i:i + 700] for i in range(0, len(line), 700)]
+    assert read_auth_line(pieces)[0] == line
+    longer = b"A" + line
+    assert read_auth_line([longer[i:i + 700] for i in range(0, len(longer), 700)])[0] is None
+
+
+def test_an_overlong_auth_line_is_dropped_as_it_comes_not_kept():
+    """A 4 MB line is refused (None) holding little memory: the pieces past the limit are read
+    and dropped, not collected until its line end."""
+    chunk = b"A" * 65_536
+    result, peak = read_auth_line([chunk] * 64 + [b"\r\n"])
+    assert result is None and peak < 1_000_000
+
+
+@pytest.mark.parametrize("chunks", [[b"A" * 500], [b"A" * 20_000]], ids=["short", "overlong"])
+def test_a_client_that_hangs_up_mid_auth_line_is_missing_not_an_error(chunks):
+    result, _peak = read_auth_line(chunks, eof=True)
+    assert result is (smtp.MISSING if len(chunks[0]) < smtp.AUTH_LINE_LIMIT else None)
