@@ -146,3 +146,24 @@ def test_a_long_address_field_is_read_up_to_the_last_whole_address():
     listed = fetchmod.envelope(fetchmod.parse_message(b"To: " + one + b"\r\n\r\nx"))
     cut = b"x" * fetchmod.MAX_STRUCTURED
     assert b"((NIL NIL {16384}\r\n" + cut + b' "MISSING_DOMAIN"))' in listed
+
+
+def test_a_message_that_begins_with_an_empty_line_has_an_empty_header():
+    assert fetchmod.split_header(b"\r\nSubject: not a header\r\n") == (
+        b"\r\n", b"Subject: not a header\r\n")
+
+
+def test_a_header_line_without_a_field_name_is_no_field():
+    assert fetchmod.header_values(b"Subject: a\r\nbroken line\r\n: no name\r\n") == {
+        b"subject": [b"a"]}
+
+
+def test_a_long_field_whose_only_comma_comes_first_is_cut_at_the_limit():
+    value = b"," + b"a" * 20_000
+    assert fetchmod._bounded(value) == value[:fetchmod.MAX_STRUCTURED]
+
+
+@pytest.mark.parametrize("value", [b"text/plain; charset=\rutf-8", b"text/plain;\rcharset=utf-8",
+                                   b"text/plain\r\n ; charset=utf-8"])
+def test_a_stray_cr_between_tokens_is_white_space(value):
+    assert fetchmod.parse_content_type(value) == (b"text", b"plain", [(b"charset", b"utf-8")])
