@@ -832,3 +832,40 @@ def test_a_message_with_crlf_line_ends_on_disk_is_sent_with_crlf(alice, store):
     alice.cmd("a SELECT INBOX")
     assert alice.cmd("b FETCH 1 BODY.PEEK[]") == (
         b"* 1 FETCH (BODY[] {21}\r\nSubject: crlf\r\n\r\nhi\r\n)\r\nb OK FETCH completed\r\n")
+
+
+def test_copies_into_the_selected_folder_are_recent_for_the_copying_session(ctx, store):
+    """A long COPY yields its turn after each chunk; the chunk's copies are already this
+    session's \\Recent then, not the first other session's that looks."""
+    inbox = store.account("alice").folder("INBOX")
+    for i in range(core.COPY_CHUNK + 1):
+        inbox.deliver(b"Subject: %d\r\n\r\nx\r\n" % i)
+    a, b = Client(ctx).login(), Client(ctx).login()
+    a.cmd("a SELECT INBOX")
+    a.s.receive_data(b"a COPY 1:* INBOX\r\n")
+    assert a.s.data_to_send(1 << 16) == b"" and a.s.has_more  # one chunk copied
+    assert b"* 0 RECENT\r\n" in b.cmd("b SELECT INBOX")  # b looks in the middle of the copy
+    done = a.s.data_to_send()
+    assert done.startswith(b"* %d EXISTS\r\n* %d RECENT\r\na OK [COPYUID " % (
+        2 * core.COPY_CHUNK + 2, 2 * core.COPY_CHUNK + 2))
+
+
+def test_new_messages_told_out_of_uid_order_are_numbered_in_uid_order(alice, store, monkeypatch):
+    """Deliveries in other threads may reach a session in another order than their UIDs'."""
+    inbox = store.account("alice").folder("INBOX")
+    alice.cmd("a SELECT INBOX")
+    notify, held = type(inbox)._notify, []
+
+    def first_one_late(self, change):
+        if change.kind == "exists" and change.uid == 1:
+            held.append(change)
+            return
+        notify(self, change)
+        while held:
+            notify(self, held.pop())
+    monkeypatch.setattr(type(inbox), "_notify", first_one_late)
+    inbox.deliver(b"Subject: 1\r\n\r\nx\r\n")
+    inbox.deliver(b"Subject: 2\r\n\r\nx\r\n")
+    assert alice.cmd("b NOOP") == b"* 2 EXISTS\r\n* 2 RECENT\r\nb OK NOOP completed\r\n"
+    assert alice.cmd("c FETCH 1:* UID") == (b"* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 2)\r\n"
+                                            b"c OK FETCH completed\r\n")
