@@ -1,6 +1,8 @@
 """IMAP sessions rule by rule, as a client sees them: the capabilities announced, logins, how a
-folder name is quoted back, and the replies of the commands. Each test was shown to fail on a
-planted bug (bench/mutation.py, docs/mutation.md) that the rest of the suite let through."""
+folder name is quoted back, the replies of the commands, what other sessions' changes look like,
+and the output pump a server drives (commands per turn, answers made as they are sent,
+autologout). Each test was shown to fail on a planted bug (bench/mutation.py, docs/mutation.md)
+that the rest of the suite let through."""
 
 from __future__ import annotations
 
@@ -23,6 +25,11 @@ CAPABILITIES = (b"IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MO
 @pytest.fixture
 def alice(ctx):
     return Client(ctx).login()
+
+
+def disk_on_fire(*args, **kwargs):
+    """Stands in for a store or parser function that fails (an internal error)."""
+    raise RuntimeError("disk on fire")
 
 
 def test_the_capabilities_announced_before_and_after_login(ctx):
@@ -171,9 +178,7 @@ def test_an_internal_error_in_the_middle_of_a_fetch_closes_the_line_first(alice,
     fill(store)
     alice.cmd("a SELECT INBOX")
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk on fire")
-    monkeypatch.setattr(fetchmod, "section_bytes", broken)
+    monkeypatch.setattr(fetchmod, "section_bytes", disk_on_fire)
     reply = alice.cmd("e FETCH 1 (UID BODY.PEEK[1])")
     assert reply.startswith(b"* 1 FETCH (UID 1 )\r\ne NO ")  # the line ends before the NO
     assert b"disk on fire" not in reply
@@ -777,9 +782,7 @@ def test_an_internal_error_in_a_fetch_from_the_index_is_a_no(alice, store, monke
     alice.cmd("a SELECT INBOX")
     inbox = store.account("alice").folder("INBOX")
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk on fire")
-    monkeypatch.setattr(type(inbox), "described", broken)
+    monkeypatch.setattr(type(inbox), "described", disk_on_fire)
     reply = alice.cmd("b FETCH 1 ENVELOPE")
     assert reply.startswith(b"b NO [SERVERBUG] internal server error (RuntimeError)")
     assert b"disk on fire" not in reply
@@ -817,9 +820,7 @@ def test_a_move_that_fails_is_logged_as_a_move(alice, store, monkeypatch, caplog
     alice.cmd("a SELECT INBOX")
     inbox = store.account("alice").folder("INBOX")
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk on fire")
-    monkeypatch.setattr(type(inbox), "copy_to", broken)
+    monkeypatch.setattr(type(inbox), "copy_to", disk_on_fire)
     assert alice.cmd("b MOVE 1 Trash").startswith(b"b NO [SERVERBUG] ")
     assert [r.getMessage() for r in caplog.records if r.name == "maillab.imap.core"] == [
         "IMAP MOVE failed"]
