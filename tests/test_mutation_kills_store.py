@@ -1341,3 +1341,11 @@ def test_a_damaged_accounts_file_starts_a_store_without_accounts(store, alice, d
     (store.root / "accounts.json").write_text(damage, "latin-1")
     again = reopened(store)
     assert again.accounts == [] and again.authenticate("alice", "pw") is None
+
+
+def test_a_folder_name_too_long_for_a_file_name_is_no_folder(alice):
+    """Python 3.11's Path.is_dir() raises for a name over 255 bytes: lab.mailbox(user, folder)
+    with such a name ended in OSError instead of "no folder named"."""
+    assert alice.has_folder("x" * 300) is False
+    with pytest.raises(FolderError, match="no folder named"):
+        alice.folder("x" * 300)

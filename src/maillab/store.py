@@ -1093,7 +1093,10 @@ class Account:
         if not name or name.startswith(".") or "/" in name or "\x00" in name:
             return False
         self._make_folders()
-        return self._folder_path(name).is_dir()  # what mailbox.list_folders checks
+        try:
+            return self._folder_path(name).is_dir()  # what mailbox.list_folders checks
+        except OSError:  # a name too long for a file name (Python 3.11 raises, newer say False)
+            return False
 
     def folder(self, name: str = "INBOX") -> Folder:
         with self.store.lock:
