@@ -167,3 +167,62 @@ def test_a_long_field_whose_only_comma_comes_first_is_cut_at_the_limit():
                                    b"text/plain\r\n ; charset=utf-8"])
 def test_a_stray_cr_between_tokens_is_white_space(value):
     assert fetchmod.parse_content_type(value) == (b"text", b"plain", [(b"charset", b"utf-8")])
+
+
+# ----------------------------------------------------------------------------- session 5
+
+@pytest.mark.parametrize("value", [
+    b"text/plain (\\)); charset=utf-8",  # an escaped ")" is one byte: the next ")" ends it
+    b"text/plain (a;b=c) ; charset=utf-8",  # what a comment holds is no parameter
+])
+def test_a_comment_in_a_content_type_is_skipped_whole(value):
+    assert fetchmod.parse_content_type(value) == (b"text", b"plain", [(b"charset", b"utf-8")])
+
+
+def test_a_backslash_that_ends_an_unclosed_quoted_string_is_kept():
+    assert fetchmod.parse_content_type(b'text/plain; name="abc\\') == (
+        b"text", b"plain", [(b"name", b"abc\\")])
+
+
+@pytest.mark.parametrize("value", [b"", b"  ", b"; filename=a.txt", b'"attachment"'])
+def test_a_disposition_without_its_type_is_none(value):
+    assert fetchmod.parse_disposition(value) is None
+
+
+def test_an_empty_disposition_is_nil_in_bodystructure(store):
+    out = fetch(store, b"Content-Disposition:\nSubject: x\n\nbody\n", "BODYSTRUCTURE")
+    assert out.startswith(b'* 1 FETCH (BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") '
+                          b'NIL NIL "7bit" 6 1 NIL NIL NIL NIL))\r\n'), out
+
+
+def test_the_part_that_reaches_max_parts_is_not_split():
+    text = b"Content-Type: text/plain\r\n\r\nx"
+    attached = b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ntext"
+    raw = multipart(b"outer", [text] * (fetchmod.MAX_PARTS - 2) + [attached])
+    root = fetchmod.parse_message(raw)
+    assert len(root.children) == fetchmod.MAX_PARTS - 1
+    last = root.children[-1]
+    assert last.subtype == b"rfc822" and last.message is None  # the 1000th part: no more
+    assert len(list(fetchmod.walk(root))) == fetchmod.MAX_PARTS
+
+
+def test_multiparts_are_followed_max_depth_levels_deep():
+    raw = b"Content-Type: text/plain\r\n\r\ninnermost"
+    for level in range(fetchmod.MAX_DEPTH + 10):
+        raw = multipart(b"b%d" % level, [raw])
+    parts = list(fetchmod.walk(fetchmod.parse_message(raw)))
+    assert len(parts) == fetchmod.MAX_DEPTH + 1  # levels 0 .. MAX_DEPTH; the last one unsplit
+    assert parts[-1].children is None and parts[-1].type == b"multipart"
+
+
+def test_parameters_one_after_another():
+    assert fetchmod.parse_content_type(b'text/plain; charset=utf-8; format="flowed"') == (
+        b"text", b"plain", [(b"charset", b"utf-8"), (b"format", b"flowed")])
+    assert fetchmod.parse_disposition(b"attachment; filename=a.txt; size=3") == (
+        b"attachment", [(b"filename", b"a.txt"), (b"size", b"3")])
+
+
+def test_a_close_delimiter_at_the_very_end_without_its_crlf():
+    root = fetchmod.parse_message(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+                                  b"--b\r\none\r\n--b--")
+    assert [c.raw[c.start:c.end] for c in root.children] == [b"one"]

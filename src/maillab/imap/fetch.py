@@ -153,13 +153,12 @@ def _params(toks) -> list[tuple[bytes, bytes]]:
     params = []
     i = 0
     while i < len(toks):
-        if toks[i] == ("s", b";") and i + 3 < len(toks) + 1 and i + 2 < len(toks) \
-                and toks[i + 1][0] == "a" and toks[i + 2] == ("s", b"="):
-            if i + 3 < len(toks) and toks[i + 3][0] in ("a", "q"):
-                params.append((toks[i + 1][1], toks[i + 3][1]))
-                i += 4
-                continue
-        i += 1
+        if (toks[i] == ("s", b";") and i + 3 < len(toks) and toks[i + 1][0] == "a"
+                and toks[i + 2] == ("s", b"=") and toks[i + 3][0] in ("a", "q")):
+            params.append((toks[i + 1][1], toks[i + 3][1]))
+            i += 4
+        else:
+            i += 1
     return params
 
 
