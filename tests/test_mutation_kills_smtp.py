@@ -43,6 +43,15 @@ def newest(lab, user: str, subject: str):
     return [m for m in lab.mailbox(user) if m.subject == subject][-1].message
 
 
+def last_session_once_closed(lab):
+    """The newest SMTP transcript of example.com, once its closing event is in it."""
+    deadline = time.monotonic() + 5
+    while lab.transcript("smtp:example.com").last().lines[-1].who != "*":  # its closing event
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return lab.transcript("smtp:example.com").last()
+
+
 # ------------------------------------------------------------------------- trace headers
 
 def test_received_after_helo_says_smtp_and_names_the_client_address(lab, raw):
@@ -245,12 +254,9 @@ def test_a_client_that_hangs_up_at_a_challenge_is_no_error(lab, answers, last_wo
         r.send(last_words)  # (over the reader's limit, without its line end)
         r.sock.shutdown(socket.SHUT_WR)  # half-closed: the server reads the end, then closes
         assert b"451" not in r.file.read()  # (no internal error on the way out)
-    deadline = time.monotonic() + 5
-    while lab.transcript("smtp:example.com").last().lines[-1].who != "*":  # its closing event
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    session = last_session_once_closed(lab)
     assert "SMTP session error" not in str(lab.log())
-    assert lab.transcript("smtp:example.com").last().lines[-1].text == "connection closed"
+    assert session.lines[-1].text == "connection closed"
 
 
 def test_a_login_refused_unchecked_logs_nobody_in():
@@ -305,7 +311,7 @@ def send_until_hung_up(lab, commands: list[str], most: int) -> float:
         start = time.monotonic()
         with pytest.raises(ConnectionError):
             for command in itertools.islice(itertools.cycle(commands), most):
-                assert r.cmd(command)[0] in (252, 500, 502, 421)
+                assert r.cmd(command)[0] in (250, 252, 500, 502, 421)
                 time.sleep(0.1)
         return time.monotonic() - start
 
@@ -333,11 +339,7 @@ def test_a_failed_starttls_handshake_is_closed_and_the_transcript_says_why(lab):
         assert r.cmd("STARTTLS")[0] == 220
         r.send(b"this is not a TLS handshake\r\n" * 3)
         assert r.file.readline() == b""  # closed, no reply in clear text
-    deadline = time.monotonic() + 5
-    while lab.transcript("smtp:example.com").last().lines[-1].who != "*":  # its closing event
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    reason = lab.transcript("smtp:example.com").last().lines[-1].text
+    reason = last_session_once_closed(lab).lines[-1].text
     assert reason.startswith("TLS handshake failed (") and "SSL" in reason  # the cause, named
 
 
@@ -418,3 +420,86 @@ def test_an_overlong_auth_line_is_dropped_as_it_comes_not_kept():
 def test_a_client_that_hangs_up_mid_auth_line_is_missing_not_an_error(chunks):
     result, _peak = read_auth_line(chunks, eof=True)
     assert result is (smtp.MISSING if len(chunks[0]) < smtp.AUTH_LINE_LIMIT else None)
+
+
+# ------------------------------------------------------------------- timers and hanging up
+
+def test_a_session_begins_with_no_unrecognised_commands_counted(raw):
+    for _ in range(smtp.MAX_BAD_COMMANDS_IN_A_ROW - 1):  # before any command SMTP knows
+        assert raw.cmd("BOGUS")[0] == 500
+    assert raw.cmd("EHLO me")[0] == 250  # still open: nine in a row is not yet too many
+
+
+def test_rset_does_not_keep_a_session_open():
+    with maillab.MailLab(ports="any", options={"smtp_timeout": 0.6}) as lab:
+        send_until_hung_up(lab, ["RSET"], 50)
+        assert lab.transcript("smtp:example.com").last().lines[-1].text.startswith("idle for")
+
+
+def test_a_session_is_ended_at_its_time_limit_with_421_4_4_2():
+    with maillab.MailLab(ports="any", options={"smtp_session_limit": 0.5}) as lab:
+        with Raw(lab.smtp_port, timeout=10) as r:
+            r.send("EHLO me\r\n")  # (the idle timer has its default: 300 s)
+            said = r.file.read().decode().splitlines()  # until the server hangs up
+        assert said[-1].startswith("421 4.4.2 mail.example.com session too long")
+        assert last_session_once_closed(lab).lines[-1].text.startswith("session too long")
+
+
+def test_a_server_hangs_up_once_whatever_the_client_sends_after_its_421(lab, raw):
+    raw.cmd("EHLO me")
+    raw.send("BOGUS\r\n" * (smtp.MAX_BAD_COMMANDS_IN_A_ROW + 10))  # read in one go, most likely
+    replies = raw.file.read().decode().splitlines()
+    assert [line[:3] for line in replies] == ["500"] * (smtp.MAX_BAD_COMMANDS_IN_A_ROW - 1) + ["421"]
+    session = last_session_once_closed(lab)
+    said = [line.text for line in session.lines if line.who == "S"]
+    assert [t[:3] for t in said].count("421") == 1  # one goodbye, and its reason stays
+    assert session.lines[-1].text.endswith(f"({smtp.MAX_BAD_COMMANDS_IN_A_ROW}); closing connection")
+
+
+def test_a_closed_session_is_not_kept_until_its_time_limit():
+    """Its whole-session timer is cancelled when the client goes: a timer left running holds
+    the session (and its transcript) in memory for an hour after every connection."""
+    import gc
+    with maillab.MailLab(ports="any") as lab:
+        for _ in range(3):
+            with smtplib.SMTP(lab.host, lab.smtp_port) as s:
+                assert s.noop()[0] == 250
+        deadline = time.monotonic() + 5
+        while True:
+            gc.collect()
+            alive = sum(isinstance(o, smtp.LabSMTP) and o.ctx in lab._contexts
+                        for o in gc.get_objects())  # (a count: a list would hold them)
+            if not alive:
+                break
+            assert time.monotonic() < deadline, f"{alive} closed sessions still in memory"
+            time.sleep(0.05)
+
+
+def test_stopping_the_lab_closes_a_session_whose_client_reads_nothing():
+    """A client that sends commands and never reads the replies leaves the server's session
+    waiting to write: stopping the lab must still close it, not leave the client hanging."""
+    lab = maillab.MailLab(ports="any")
+    lab.start()
+    try:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (full sooner)
+        client.connect((lab.host, lab.smtp_port))
+        client.setblocking(False)
+        stuck_since = None
+        while stuck_since is None or time.monotonic() - stuck_since < 0.5:
+            try:
+                client.send(b"EHLO me\r\n" * 100)  # each reply is some 20 times longer
+                stuck_since = None
+            except BlockingIOError:
+                stuck_since = stuck_since or time.monotonic()
+                time.sleep(0.05)
+    finally:
+        lab.stop()
+    client.settimeout(10)
+    try:
+        while client.recv(1 << 16):
+            pass  # the replies sent before the end, then the end itself
+    except ConnectionResetError:
+        pass  # (the server closed without reading all: a reset)
+    finally:
+        client.close()
