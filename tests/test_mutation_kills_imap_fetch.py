@@ -179,9 +179,23 @@ def test_a_comment_in_a_content_type_is_skipped_whole(value):
     assert fetchmod.parse_content_type(value) == (b"text", b"plain", [(b"charset", b"utf-8")])
 
 
-def test_a_backslash_that_ends_an_unclosed_quoted_string_is_kept():
-    assert fetchmod.parse_content_type(b'text/plain; name="abc\\') == (
-        b"text", b"plain", [(b"name", b"abc\\")])
+@pytest.mark.parametrize("header, params", [
+    (b'Content-Type: text/plain; name="abc', b'("charset" "us-ascii")'),
+    (b'Content-Type: text/plain; name="abc; charset=utf-8', b'("charset" "us-ascii")'),
+    (b'Content-Type: text/plain; name="a\\"; charset=utf-8', b'("charset" "us-ascii")'),
+    (b'Content-Type: text/plain; charset=utf-8; name="abc\\', b'("charset" "utf-8")'),
+    (b'Content-Type: text/plain; charset=utf-8; name="abc', b'("charset" "utf-8")'),
+])
+def test_a_parameter_whose_quoted_string_is_not_closed_is_dropped(store, header, params):
+    # as Dovecot 2.3 answers (before: ("name" "abc; charset=utf-8" "charset" "us-ascii"))
+    out = fetch(store, header + b"\n\nbody\n", "BODYSTRUCTURE")
+    assert out.startswith(b'* 1 FETCH (BODYSTRUCTURE ("text" "plain" ' + params
+                          + b' NIL NIL "7bit" 6 1 NIL NIL NIL NIL))\r\n'), out
+
+
+def test_an_unclosed_quoted_string_in_a_disposition_drops_its_parameter_alone():
+    assert fetchmod.parse_disposition(b'attachment; size=3; filename="abc') == (
+        b"attachment", [(b"size", b"3")])
 
 
 @pytest.mark.parametrize("value", [b"", b"  ", b"; filename=a.txt", b'"attachment"'])
@@ -226,3 +240,11 @@ def test_a_close_delimiter_at_the_very_end_without_its_crlf():
     root = fetchmod.parse_message(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
                                   b"--b\r\none\r\n--b--")
     assert [c.raw[c.start:c.end] for c in root.children] == [b"one"]
+
+
+@pytest.mark.parametrize("value, name", [
+    (b"a@b.example (x\\)y)", b"x)y"),  # an escaped ")" in a comment is one byte of its text
+    (b"a@b.example (x\\(y)", b"x(y"),
+])
+def test_an_escaped_byte_in_an_address_comment(value, name):
+    assert fetchmod.parse_addresses(value) == [(name, None, b"a", b"b.example")]

@@ -122,10 +122,12 @@ def _tokens(value: bytes):
             i += 1
             out = bytearray()
             while i < n and value[i:i + 1] != b'"':
-                if value[i:i + 1] == b"\\" and i + 1 < n:
+                if value[i:i + 1] == b"\\":
                     i += 1
                 out += value[i:i + 1]
                 i += 1
+            if i >= n:  # no closing quote: no quoted string, so the parameter it ends is
+                return  # dropped (as Dovecot 2.3 does); the earlier ones are kept
             i += 1
             yield ("q", bytes(out))
         elif c in b"/;=":
