@@ -13,6 +13,7 @@ import base64
 import builtins
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -856,13 +857,13 @@ class FakeEvidence:
         return self._delivered
 
 
-def smtp(*exchanges_, tls=False, delivered=("a message",)):
+def smtp(*exchanges_, tls=False, delivered=("a message",), login=None):
     raw = [("S", b"220 mail.example.com ESMTP\r\n")]
     for command, *answers in exchanges_:
         raw.append(("C", command.encode() + b"\r\n"))
         raw += [("S", a.encode() + b"\r\n") for a in answers]
     steps = grading.smtp_steps(FakeEvidence(*raw, delivered=delivered), "smtp:example.com",
-                               rcpt="bob@example.com", user="bob", tls=tls)
+                               rcpt="bob@example.com", user="bob", tls=tls, login=login)
     return {name: steps.done(name) for name in steps.results}, steps
 
 
@@ -1411,3 +1412,179 @@ def test_the_learners_kernel_never_runs_the_hidden_tests(tmp_path):
     graded = nbformat.read(course.root / "autograded" / "ada" / "spy" / "spy.ipynb", 4)
     printed = "".join(o.get("text", "") for o in graded.cells[3].outputs)
     assert "visible check" in printed and "hidden check" not in printed
+
+
+# ------------------------------------------------------------------ session 5: typed sessions
+ENVELOPE = (("MAIL FROM:<a@example.com>", "250 ok"), ("RCPT TO:<bob@example.com>", "250 ok"))
+
+
+def auth_plain(user: str) -> str:
+    return "AUTH PLAIN " + base64.b64encode(f"\0{user}\0secret".encode()).decode()
+
+
+def test_the_smtp_login_step_passes_for_the_right_user_and_names_the_wrong_one():
+    hello = ("EHLO pc", "250 ok")
+    done, steps = smtp(hello, (auth_plain("bob"), "235 2.7.0 ok"), *ENVELOPE, *MESSAGE,
+                       ("QUIT", "221 bye"), login="bob")
+    assert done["login"] and done["envelope"]
+    # with encryption asked for and missing, the login step still judges the login alone
+    done, steps = smtp(hello, (auth_plain("bob"), "235 2.7.0 ok"), *ENVELOPE, login="bob",
+                       tls=True)
+    assert not done["tls"] and done["login"]
+    done, steps = smtp(hello, (auth_plain("ann"), "235 2.7.0 ok"), *ENVELOPE, login="bob")
+    assert steps.why("login") == "log in as bob (AUTH): you logged in as ann, not as bob"
+
+
+def test_a_refused_mail_from_is_named_as_such_not_as_a_missing_recipient():
+    done, steps = smtp(("EHLO pc", "250 ok"), ("MAIL FROM:<a@example.com>", "530 5.7.0 log in"),
+                       ("RCPT TO:<bob@example.com>", "503 5.5.1 MAIL first"))
+    assert not done["envelope"]
+    assert steps.why("envelope").startswith(
+        "the envelope: MAIL FROM, then RCPT TO:<bob@example.com>: no MAIL FROM was accepted "
+        "(the server answered 'MAIL FROM:<a@example.com>' with '530 5.7.0 log in')")
+
+
+def test_a_refused_data_quotes_the_last_data_and_a_refused_message_is_not_an_unended_one():
+    done, steps = smtp(("EHLO pc", "250 ok"), ("DATA", "503 5.5.1 MAIL first"), ENVELOPE[0],
+                       ("DATA", "503 5.5.1 RCPT first"))
+    assert steps.why("message").endswith("DATA was refused: '503 5.5.1 RCPT first'")
+    done, steps = smtp(("EHLO pc", "250 ok"), *ENVELOPE, *MESSAGE[:-1],
+                       (".", "554 5.7.1 no thanks"), ("QUIT", "221 bye"))
+    assert not done["message"] and done["quit"]
+    assert "never ended" not in steps.why("message")
+    assert steps.why("message").endswith(
+        "the message was refused (the server answered '.' with '554 5.7.1 no thanks')")
+
+
+def test_a_folded_header_line_is_a_header_and_a_stray_line_is_quoted_up_to_40():
+    assert grading._header_problem(b"Subject: a\r\n  long one\r\n\r\nbody\r\n") is None
+    assert grading._header_problem(b"Subject: a\r\n\tlong one\r\n\r\nbody\r\n") is None
+    stray = "x" * 41
+    why = grading._header_problem(f"Subject: a\r\n{stray}\r\nbody\r\n".encode())
+    assert f"'{'x' * 37}...' was stored as a header line" in why
+    why = grading._header_problem(f"Subject: a\r\n{'x' * 40}\r\nbody\r\n".encode())
+    assert f"'{'x' * 40}' was stored as a header line" in why
+
+
+def test_an_imap_literal_belongs_to_its_own_command_not_the_first_one():
+    s = grading.Session([line("C", b"a1 LOGIN {3}\r\n"), line("S", b"+ go\r\n"),
+                         line("C", b"ann pw\r\n"), line("S", b"a1 OK\r\n"),
+                         line("C", b"a2 SELECT {4}\r\n"), line("S", b"+ go\r\n"),
+                         line("C", b"Work\r\n"), line("S", b"a2 OK\r\n")])
+    got = grading.exchanges(s, "imap")
+    assert [(e.command, e.data) for e in got] == [("a1 LOGIN {3}", b"ann pw\r\n"),
+                                                  ("a2 SELECT {4}", b"Work\r\n")]
+
+
+def test_commands_skip_a_one_byte_literal_and_a_tag_35_is_no_data():
+    s = grading.Session([line("C", b"a1 LOGIN {1}\r\n", service="imap"),
+                         line("S", b"+ go\r\n"), line("C", b"b secret\r\n"),
+                         line("S", b"a1 OK\r\n"), line("C", b"a2 NOOP\r\n")])
+    assert s.commands(tagged=True) == ["LOGIN", "NOOP"]
+    s = grading.Session([line("C", b"35 LOGIN ann pw\r\n", service="imap"),
+                         line("S", b"35 OK in\r\n"), line("C", b"36 SELECT INBOX\r\n"),
+                         line("S", b"36 OK\r\n")])
+    assert s.commands(tagged=True) == ["LOGIN", "SELECT"]
+
+
+def test_pop3_read_steps_name_a_missing_or_refused_password_a_wrong_user_and_a_wrong_message():
+    done, steps = pop3_read(POP3_READ[:3] + POP3_READ[5:])
+    assert steps.why("login").endswith(": no PASS line after USER")
+    done, steps = pop3_read(POP3_READ[:4] + [("S", "-ERR [AUTH] wrong password")])
+    assert steps.why("login").endswith(": the password was refused: '-ERR [AUTH] wrong password'")
+    done, steps = pop3_read(POP3_READ[:4] + [("S", "-ERR [AUTH] wrong password")]
+                            + POP3_READ[1:4] + [("S", "-ERR [IN-USE] mailbox busy")])
+    assert steps.why("login").endswith(": the password was refused: '-ERR [IN-USE] mailbox busy'")
+    done, steps = pop3_read([POP3_READ[0], ("C", "USER ann@example.com")] + POP3_READ[2:])
+    assert steps.why("login").endswith(": you logged in as ann@example.com, not as bob")
+    assert pop3_read([POP3_READ[0], ("C", "USER Bob@example.com")] + POP3_READ[2:])[0]["login"]
+    other = [("S", "Received: from mail.example.org by mail.example.com") if "Received" in t
+             else (w, t) for w, t in POP3_READ]
+    done, steps = pop3_read(other)
+    assert not done["retr"] and done["kept"]
+    assert "did not come from mail.example.net" in steps.why("retr")
+
+
+def test_a_quit_typed_twice_at_once_is_a_goodbye():
+    # as the lab's POP3 server records it: both lines, then the one answer
+    twice = POP3_READ[:10] + [("C", "QUIT"), ("C", "QUIT"), ("S", "+OK bye")]
+    assert pop3_read(twice)[0]["quit"]
+
+
+def test_the_request_line_the_webmail_got_instead_is_quoted_up_to_50_characters():
+    wrong = "POST /" + "p" * 36 + " HTTP/1.1"  # 51 characters
+    steps = grading.http_steps(Evidence(talk("http", ("C", wrong), ("S", "HTTP/1.1 200 OK"))),
+                               "GET", "/mail", 200)
+    assert f"the webmail got '{wrong[:47]}...', not GET /mail" in steps.why("request")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_watchdog_ends_the_kernel_once_a_cell_is_late_and_only_then(monkeypatch):
+    ended = []
+
+    def fake_exit(code):
+        ended.append((code, time.monotonic()))
+        raise SystemExit  # ends the watchdog's thread
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "stderr", open(os.devnull, "w"))
+    limit = grading._CellLimit(0.1, 0.1)
+    limit.hard = True
+    watchdog = threading.Thread(target=limit.watchdog, daemon=True)
+    watchdog.start()
+    time.sleep(0.7)  # no cell running: nothing happens
+    assert ended == []
+    with limit.lock:
+        limit.started = time.monotonic() - 5  # a cell long over its limit
+    watchdog.join(5)
+    assert [code for code, _ in ended] == [grading.HARD_KILL_CODE] and not watchdog.is_alive()
+
+
+def test_no_alarm_is_left_set_after_a_cell(monkeypatch):
+    limit = grading._CellLimit(30, 1)
+    limit.pre()
+    limit.post()
+    try:
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+
+
+class GrowingRecorder:
+    """A transcript whose length follows ``counts``, one value per read."""
+
+    def __init__(self, *counts):
+        self.counts, self.reads = list(counts), 0
+
+    def lines(self, first_conn=None):
+        self.reads += 1
+        return [None] * self.counts[min(self.reads, len(self.counts)) - 1]
+
+
+def quiet_reads(*counts) -> int:
+    recorder = GrowingRecorder(*counts)
+    watch = type("W", (), {"lab": type("Lab", (), {"recorder": recorder})(), "first_conn": 1})()
+    grading.Watch._quiet(watch, most=5, step=0.001)
+    return recorder.reads
+
+
+def test_a_watch_waits_until_the_transcript_stopped_growing_for_two_steps():
+    assert quiet_reads(1, 2, 3, 3) == 5  # grew, grew, grew, same, same
+    assert quiet_reads(0) == 3  # empty from the start: the first read is no "same" yet
+
+
+def test_a_watch_reads_the_mailboxes_once_the_lab_settled(lab, monkeypatch):
+    user, _ = grading.make_account(lab)
+    late = lambda timeout: lab.store.account(user).folder("INBOX").deliver(  # noqa: E731
+        grading.sample(4))  # a message the relay hands over while the lab settles
+    monkeypatch.setattr(lab, "settle", late, raising=False)
+    with grading.watch(lab, users=[user]) as ev:
+        pass
+    assert len(ev.after[user]) == 1
+
+
+def test_a_cells_logins_are_those_of_its_own_time():
+    at = lambda t: type("Attempt", (), {"time": t})()  # noqa: E731
+    attempts = [at(1.0), at(2.0), at(3.0), at(4.0)]
+    lab = type("Lab", (), {"logins": lambda self: attempts})()
+    assert grading.CellEvidence(lab, 2.0, 3.0).logins() == attempts[1:3]
