@@ -232,6 +232,8 @@ def test_multiparts_are_followed_max_depth_levels_deep():
 def test_parameters_one_after_another():
     assert fetchmod.parse_content_type(b'text/plain; charset=utf-8; format="flowed"') == (
         b"text", b"plain", [(b"charset", b"utf-8"), (b"format", b"flowed")])
+    assert fetchmod.parse_content_type(b'text/plain; name="a b"; charset=utf-8') == (
+        b"text", b"plain", [(b"name", b"a b"), (b"charset", b"utf-8")])  # a quoted one first
     assert fetchmod.parse_disposition(b"attachment; filename=a.txt; size=3") == (
         b"attachment", [(b"filename", b"a.txt"), (b"size", b"3")])
 
