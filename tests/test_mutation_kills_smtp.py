@@ -475,31 +475,87 @@ def test_a_closed_session_is_not_kept_until_its_time_limit():
             time.sleep(0.05)
 
 
+def slow_client(lab) -> socket.socket:
+    """A client on a slow link: little room for replies on their way (its receive buffer and
+    the server's send buffer are small), so the server soon has to wait before it writes."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect((lab.host, lab.smtp_port))
+    assert client.recv(100).startswith(b"220 ")  # (connected: the server's side exists)
+    for transport in server_sides(lab):
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return client
+
+
+def server_sides(lab) -> list:
+    """The transports of the lab's open SMTP sessions (found as the sessions themselves)."""
+    import gc
+    return [o.transport for o in gc.get_objects()
+            if isinstance(o, smtp.LabSMTP) and o.ctx in lab._contexts and o.transport is not None]
+
+
+def client_reading_nothing(lab) -> socket.socket:
+    """A slow client that pipelines EHLO after EHLO and reads none of the replies, until its
+    sends have been held back for half a second or 3 s have passed."""
+    client = slow_client(lab)
+    client.setblocking(False)
+    start, stuck_since = time.monotonic(), None
+    while ((stuck_since is None or time.monotonic() - stuck_since < 0.5)
+           and time.monotonic() - start < 3):
+        try:
+            client.send(b"EHLO me\r\n" * 100)  # each reply is some 12 times longer
+            stuck_since = None
+        except BlockingIOError:
+            stuck_since = stuck_since or time.monotonic()
+            time.sleep(0.05)
+    client.settimeout(10)
+    return client
+
+
+def everything_said_to(client: socket.socket) -> bytes:
+    got = []
+    try:
+        while data := client.recv(1 << 16):
+            got.append(data)
+    except ConnectionResetError:
+        pass  # (a server that closes without reading all it was sent: a reset)
+    finally:
+        client.close()
+    return b"".join(got)
+
+
 def test_stopping_the_lab_closes_a_session_whose_client_reads_nothing():
-    """A client that sends commands and never reads the replies leaves the server's session
-    waiting to write: stopping the lab must still close it, not leave the client hanging."""
+    """Such a session waits to write: stopping the lab must still close it, not leave the
+    client hanging."""
     lab = maillab.MailLab(ports="any")
     lab.start()
     try:
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (full sooner)
-        client.connect((lab.host, lab.smtp_port))
-        client.setblocking(False)
-        stuck_since = None
-        while stuck_since is None or time.monotonic() - stuck_since < 0.5:
-            try:
-                client.send(b"EHLO me\r\n" * 100)  # each reply is some 20 times longer
-                stuck_since = None
-            except BlockingIOError:
-                stuck_since = stuck_since or time.monotonic()
-                time.sleep(0.05)
+        client = client_reading_nothing(lab)
     finally:
         lab.stop()
-    client.settimeout(10)
-    try:
-        while client.recv(1 << 16):
-            pass  # the replies sent before the end, then the end itself
-    except ConnectionResetError:
-        pass  # (the server closed without reading all: a reset)
-    finally:
+    everything_said_to(client)  # (the end comes, not a time-out)
+
+
+def test_replies_to_a_client_that_reads_nothing_wait_in_little_memory():
+    with maillab.MailLab(ports="any") as lab:
+        client = client_reading_nothing(lab)
+        waiting = [t.get_write_buffer_size() for t in server_sides(lab)]
+        # asyncio's high-water mark (64 KiB) and a reply: not every reply, kept until read
+        assert waiting and max(waiting) < 256 * 1024
         client.close()
+
+
+def test_nothing_is_sent_after_the_goodbye_of_a_session_at_its_limit():
+    """Replies to commands read before the 421 but answered after it stay unsent."""
+    with maillab.MailLab(ports="any", options={"smtp_session_limit": 1}) as lab:
+        client = slow_client(lab)
+        # Few bytes, read by the server at once, whose replies are more than it can send
+        # while they are not read: it is still answering them at its limit.
+        client.sendall(b"EHLO me\r\n" * 2000)
+        deadline = time.monotonic() + 10
+        while not all(t.is_closing() for t in server_sides(lab)):
+            assert time.monotonic() < deadline  # (the server said 421 and waits to send it)
+            time.sleep(0.05)
+        client.settimeout(10)
+        said = everything_said_to(client).decode().splitlines()
+        assert said[-1].startswith("421 4.4.2 ") and said.count("250 HELP") < 2000
