@@ -1588,3 +1588,119 @@ def test_a_cells_logins_are_those_of_its_own_time():
     attempts = [at(1.0), at(2.0), at(3.0), at(4.0)]
     lab = type("Lab", (), {"logins": lambda self: attempts})()
     assert grading.CellEvidence(lab, 2.0, 3.0).logins() == attempts[1:3]
+
+
+class Folders:
+    """A lab whose store the steps read through the sealed evidence: {folder: {name: path}};
+    an unknown user has no mailbox (KeyError, as maildir says)."""
+
+    def __init__(self, user, folders):
+        owner, boxes = user, folders
+
+        class sealed_evidence:  # noqa: N801 (the attribute maillab.grading looks for)
+            @staticmethod
+            def files(user, folder="INBOX"):
+                if user != owner:
+                    raise KeyError(user)
+                return boxes.get(folder, {})
+        self.sealed_evidence = sealed_evidence
+
+
+def test_imap_steps_flag_search_and_a_mailbox_that_is_not_there(tmp_path):
+    (tmp_path / "1.a:2,FS").write_bytes(b"Subject: Hi\r\n\r\nx\r\n")
+    pairs = [("C", "a1 LOGIN ann pw"), ("S", "a1 OK in"), ("C", "a2 SELECT Work"),
+             ("S", "a2 OK"), ("C", "a3 SEARCH SUBJECT Hi"), ("S", "* SEARCH 1"), ("S", "a3 OK"),
+             ("C", "a4 SEARCH SUBJECT Nope"), ("S", "* SEARCH"), ("S", "a4 OK")]
+    evidence = Evidence(talk("imap", *pairs))
+    evidence.lab = Folders("ann", {"Work": {"1": tmp_path / "1.a:2,FS"}})
+    steps = grading.imap_steps(evidence, "imap", user="ann", folder="Work", subject="Hi")
+    assert steps.done("move") and steps.done("flag") and steps.done("search")
+    evidence.lab = Folders("bob", {})  # no mailbox for ann: nothing moved, no crash
+    steps = grading.imap_steps(evidence, "imap", user="ann", folder="Work", subject="Hi")
+    assert steps.why("move") == "move 'Hi' into Work: 'Hi' is not in the folder Work"
+    assert steps.why("flag").endswith(": there is no message to flag in Work")
+    (tmp_path / "2.b:2,S").write_bytes(b"Subject: Hi\r\n\r\nx\r\n")
+    evidence.lab = Folders("ann", {"Work": {"2": tmp_path / "2.b:2,S"}})
+    steps = grading.imap_steps(evidence, "imap", user="ann", folder="Work", subject="Hi")
+    assert steps.why("flag").endswith(": the message in Work has no \\Flagged flag on the server")
+
+
+def test_imap_steps_count_only_accepted_logins_and_creates_of_the_folder():
+    done, steps = imap(("C", "a1 LOGIN ann wrong"), ("S", "a1 NO [AUTHENTICATIONFAILED] no"),
+                       ("C", "a2 CAPABILITY"), ("S", "* CAPABILITY IMAP4rev1"), ("S", "a2 OK"),
+                       ("C", "a3 CREATE Other"), ("S", "a3 OK"))
+    assert not done["login"] and not done["create"]
+    assert steps.why("login").endswith(
+        "(the server answered 'a1 LOGIN ann wrong' with 'a1 NO [AUTHENTICATIONFAILED] no')")
+    ir = base64.b64encode(b"\0ann\0pw").decode()
+    done, steps = imap(("C", f"a1 AUTHENTICATE PLAIN {ir}"), ("S", "a1 OK in"))
+    assert done["login"]
+
+
+def test_imap_steps_name_a_bad_command_and_quote_its_answer_up_to_60():
+    done, steps = imap(("C", "a1 LOGIN ann pw"), ("S", "a1 OK in"), ("C", "a2 CREATE"),
+                       ("S", "a2 BAD " + "m" * 60))
+    assert not done["create"]
+    assert steps.why("create").endswith(f"(the server answered 'a2 CREATE' with "
+                                        f"'a2 BAD {'m' * 50}...')")
+
+
+def test_pop3_steps_judge_the_download_apart_from_the_login():
+    first = grading.POP3_BOX[0][0]
+    done, steps = pop3_box(("C", "USER bob"), ("S", "+OK"), ("C", "PASS x"), ("S", "+OK in"),
+                           ("C", "RETR 1"), ("S", "+OK"), ("S", f"Subject: {first}"))
+    assert not done["login"] and done["retr"]
+
+
+def test_a_400_exactly_the_wait_after_the_request_means_the_body_never_came():
+    token, login, text = webmail_login("400 Bad Request", waited=grading.WAITED)
+    assert not token and "waited for the rest of your body" in text
+    assert webmail_login("400 Bad Request", waited=grading.WAITED / 2)[0]
+
+
+def test_mail_settings_quote_an_unknown_name_and_a_port_that_is_no_number(tls_lab):
+    name = "x" * 64  # a label longer than 63: no name to look up
+    got = settings(tls_lab, incoming__server=name)
+    assert got["incoming"].startswith(f"server: '{name[:37]}...' is not a name this computer")
+    got = settings(tls_lab, outgoing__port="five hundred eighty-7")
+    assert got["outgoing"] == "port: 'five hundred eigh...' is not a number"
+
+
+def test_a_tls_failure_while_checking_the_settings_is_a_failed_connection(tls_lab, monkeypatch):
+    import ssl
+    monkeypatch.setattr(tls_lab, "client_context", ssl.create_default_context)  # not the lab's CA
+    got = settings(tls_lab)
+    assert all(p.startswith("the connection failed: ") and "CERTIFICATE_VERIFY_FAILED" in p
+               for p in got.values()), got
+
+
+def test_the_settings_check_says_goodbye_to_each_server(tls_lab):
+    first = max((l.conn for l in tls_lab.recorder.lines()), default=0) + 1
+    settings(tls_lab, inbound=("imap", "STARTTLS", "IMAP"))
+    settings(tls_lab, inbound=("pop3", "STARTTLS", "pop3"))
+    last = {}
+    for s in grading._sessions(tls_lab, None, lambda line: line.conn >= first):
+        protocol = s.service.split(":")[0]
+        last[protocol] = s.commands(tagged=protocol.startswith("imap"))[-1]
+    assert last == {"imap": "LOGOUT", "pop3": "QUIT", "submission": "QUIT"}
+
+
+def test_verify_names_a_seal_of_another_thread_and_allows_the_learners_own_attributes(
+        lab, monkeypatch):
+    monkeypatch.setattr(lab, "remember", print, raising=False)  # a learner's own callable
+    grading.verify(lab)
+    monkeypatch.setattr(lab.recorder._lines, "loop_ident", -1)
+    with pytest.raises(grading.Tampered, match="^grading evidence cannot be trusted: the "
+                       "transcript seal belongs to another thread$"):
+        grading.verify(lab)
+
+
+def test_verify_names_a_replaced_module_once(lab, monkeypatch):
+    import types as pytypes
+    fake = pytypes.ModuleType("maillab.net")
+    fake.__file__ = "/tmp/elsewhere/net.py"
+    exec("def set_nodelay(transport):\n    pass\n", fake.__dict__)
+    monkeypatch.setitem(sys.modules, "maillab.net", fake)
+    with pytest.raises(grading.Tampered) as e:
+        grading.verify(lab)
+    assert str(e.value) == "grading evidence cannot be trusted: maillab.net was replaced"
