@@ -1704,3 +1704,46 @@ def test_verify_names_a_replaced_module_once(lab, monkeypatch):
     with pytest.raises(grading.Tampered) as e:
         grading.verify(lab)
     assert str(e.value) == "grading evidence cannot be trusted: maillab.net was replaced"
+
+
+def test_a_bare_lf_pair_does_not_end_a_typed_messages_headers():
+    # RFC 5322 2.3: CR and LF only together end a line
+    assert grading._typed_headers(b"Subject: a\n\nb\r\n\r\nbody\r\n") == {"subject": "a\n\nb"}
+
+
+def test_fill_mailbox_delivers_the_box_numbered_as_pop3_numbers_it_and_logs_out(lab):
+    user, password = grading.make_account(lab, [grading.sample(1)])
+    first = max((l.conn for l in lab.recorder.lines()), default=0) + 1
+    grading.fill_mailbox(lab, user, password, f"{user}@example.com")
+    boxes = sorted((grading.DiskMessage(p) for p in grading.maildir(lab, user).values()),
+                   key=lambda m: m.header("Message-ID"))
+    assert [(m.header("Subject"), m.header("Message-ID").split(".")[0]) for m in boxes] == [
+        (subject, f"<box{i}") for i, (subject, _body) in enumerate(grading.POP3_BOX, 1)]
+    imap = [s for s in grading._sessions(lab, "imap", lambda line: line.conn >= first)]
+    assert imap[-1].commands(tagged=True)[-1] == "LOGOUT"
+
+
+def test_every_earlier_definition_is_replayed_after_a_restart(tmp_path):
+    robust, nb = _robust_run(tmp_path, "a = 1", "b = 2", "import os\nos._exit(1)",
+                             "print(a + b)")
+    nb, _ = robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert robust._restarts == 1
+    assert [o.get("text") for o in nb.cells[3].outputs] == ["3\n"]
+
+
+def test_a_clean_up_that_fails_after_a_failed_start_does_not_stop_the_second_try(tmp_path):
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbformat.v4 import new_code_cell, new_notebook
+    nb = new_notebook(cells=[new_code_cell("x = 1")])
+    nb.metadata.kernelspec = {"name": "no-such-kernel", "display_name": "?", "language": "python"}
+    robust = grading.nbgrader_preprocessors()["RobustExecute"]()
+    tries = []
+    robust.log.warning = lambda message, *args: tries.append(message % args)
+
+    def cleanup():
+        raise RuntimeError("no kernel to clean up")
+
+    robust._cleanup_kernel = cleanup
+    with pytest.raises(NoSuchKernel):
+        robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert len(tries) == 1 and "did not start" in tries[0]
