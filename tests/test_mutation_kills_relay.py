@@ -1050,3 +1050,28 @@ def test_queued_messages_compare_by_content_not_by_where_they_are(tmp_path):
     RelayQueue(tmp_path / "queue").add(a)  # a has a path now, b not
     assert a == b and a != message(rcpts=["maria@example.net"]) and a != message("Q2")
     assert (a == "Q1") is False and a.__eq__("Q1") is NotImplemented
+
+
+def test_a_queue_waiting_for_a_late_retry_sleeps_instead_of_polling(store, tmp_path):
+    """With only a retry an hour away and nothing due, the relay's loop waits for that hour
+    (or a change), it does not wake up again and again meanwhile."""
+    async def scenario(router):
+        router.mx["example.net"] = ("127.0.0.1", dead_port())
+        router.enqueue("mail.example.com", message())
+        for _ in range(100):  # the first attempt fails: the entry now waits for its retry
+            await asyncio.sleep(0.02)
+            if router.pending()[0].attempts == 1 and not router._batches:
+                break
+        await asyncio.sleep(0.1)  # its last turn after the attempt
+        waits = []
+        real = router._wait_for_change
+
+        async def counted(timeout=None):
+            waits.append(timeout)
+            await real(timeout)
+        router._wait_for_change = counted
+        await asyncio.sleep(0.5)
+        assert not router._task.done()  # (still there to send the retry)
+        return waits
+    waits = run_router(store, tmp_path, scenario, retry_delays=(3600,))
+    assert len(waits) <= 2 and all(w is None or w > 60 for w in waits), waits
