@@ -242,3 +242,25 @@ def fork_and_return():
     first = LearnerFunction(a, "fork_and_return")()
     assert type(first) is int
     assert LearnerFunction(a, "fork_and_return")() == first  # always the same (parent) process
+
+
+def test_nesting_past_the_depth_limit_is_a_handle_or_refused_whatever_the_container():
+    """Each level counts, tuples and dict pairs too: a value nested deeper than MAX_DEPTH
+    goes as a handle (or is refused without one); a message nested deeper is refused."""
+    deep_tuple, deep_dict = (), {"$d": []}
+    for _ in range(codec.MAX_DEPTH + 5):
+        deep_tuple = (deep_tuple,)
+        deep_dict = {"$d": [[{"$t": []}, deep_dict]]}
+    encoded = codec.encode(deep_tuple, other=lambda obj: {"$h": 7})
+    assert str(encoded).count("$t") == codec.MAX_DEPTH and "'$h': 7" in str(encoded)
+    with pytest.raises(codec.CodecError, match="cannot send a tuple"):
+        codec.encode(deep_tuple)
+    with pytest.raises(codec.CodecError, match="too deeply nested"):
+        codec.decode(deep_dict)
+
+
+def test_closing_a_descriptor_that_is_gone_is_no_error():
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    codec._close(r)  # (received descriptors are closed on error paths, some twice)
