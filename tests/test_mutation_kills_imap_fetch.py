@@ -250,3 +250,8 @@ def test_a_close_delimiter_at_the_very_end_without_its_crlf():
 ])
 def test_an_escaped_byte_in_an_address_comment(value, name):
     assert fetchmod.parse_addresses(value) == [(name, None, b"a", b"b.example")]
+
+
+def test_a_dot_that_ends_an_address_field():
+    # Dovecot answers MISSING_DOMAIN for the malformed domain; here it is kept, and not checked
+    assert [a[:3] for a in fetchmod.parse_addresses(b"a@example.")] == [(None, None, b"a")]
