@@ -255,3 +255,13 @@ def test_an_escaped_byte_in_an_address_comment(value, name):
 def test_a_dot_that_ends_an_address_field():
     # Dovecot answers MISSING_DOMAIN for the malformed domain; here it is kept, and not checked
     assert [a[:3] for a in fetchmod.parse_addresses(b"a@example.")] == [(None, None, b"a")]
+
+
+@pytest.mark.parametrize("value, languages", [
+    (b"en , (a comment) fr-CA,de", b'("en" "fr-CA" "de")'),
+    (b'en; "fr" = x', b'("en" "x")'),  # quoted strings and specials are no language tags
+    (b" , ", b"NIL"),
+])
+def test_content_language_lists_its_atoms(value, languages):
+    part = fetchmod.parse_message(b"Content-Language: " + value + b"\r\n\r\nx")
+    assert fetchmod.bodystructure(part).endswith(b" NIL NIL " + languages + b" NIL)")

@@ -522,7 +522,7 @@ def _language(part: Part) -> bytes:
     value = part.first(b"content-language")
     if value is None:
         return b"NIL"
-    langs = [t[1] for t in _tokens(_bounded(value)) if t[0] == "a" and t[1] != b","]
+    langs = [t[1] for t in _tokens(_bounded(value)) if t[0] == "a"]  # atoms: "en,fr" is one
     langs = [x for l in langs for x in l.split(b",") if x]
     if not langs:
         return b"NIL"
