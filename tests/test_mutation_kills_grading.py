@@ -1573,7 +1573,19 @@ def test_a_watch_waits_until_the_transcript_stopped_growing_for_two_steps():
     assert quiet_reads(0) == 3  # empty from the start: the first read is no "same" yet
 
 
-def test_a_watch_reads_the_mailboxes_once_the_lab_settled(lab, monkeypatch):
+@pytest.fixture(scope="module")
+def own_lab():
+    """A sealed lab of these tests alone: not the process's current lab, so that a test
+    (or fixture) that runs maillab.start() in between does not stop it."""
+    from maillab.lab import MailLab
+    lab = MailLab(ports="any", tls=False).start()
+    grading.seal(lab)
+    yield lab
+    lab.stop()
+
+
+def test_a_watch_reads_the_mailboxes_once_the_lab_settled(own_lab, monkeypatch):
+    lab = own_lab
     user, _ = grading.make_account(lab)
     late = lambda timeout: lab.store.account(user).folder("INBOX").deliver(  # noqa: E731
         grading.sample(4))  # a message the relay hands over while the lab settles
@@ -1686,7 +1698,8 @@ def test_the_settings_check_says_goodbye_to_each_server(tls_lab):
 
 
 def test_verify_names_a_seal_of_another_thread_and_allows_the_learners_own_attributes(
-        lab, monkeypatch):
+        own_lab, monkeypatch):
+    lab = own_lab
     monkeypatch.setattr(lab, "remember", print, raising=False)  # a learner's own callable
     grading.verify(lab)
     monkeypatch.setattr(lab.recorder._lines, "loop_ident", -1)
@@ -1695,7 +1708,8 @@ def test_verify_names_a_seal_of_another_thread_and_allows_the_learners_own_attri
         grading.verify(lab)
 
 
-def test_verify_names_a_replaced_module_once(lab, monkeypatch):
+def test_verify_names_a_replaced_module_once(own_lab, monkeypatch):
+    lab = own_lab
     import types as pytypes
     fake = pytypes.ModuleType("maillab.net")
     fake.__file__ = "/tmp/elsewhere/net.py"
@@ -1711,7 +1725,8 @@ def test_a_bare_lf_pair_does_not_end_a_typed_messages_headers():
     assert grading._typed_headers(b"Subject: a\n\nb\r\n\r\nbody\r\n") == {"subject": "a\n\nb"}
 
 
-def test_fill_mailbox_delivers_the_box_numbered_as_pop3_numbers_it_and_logs_out(lab):
+def test_fill_mailbox_delivers_the_box_numbered_as_pop3_numbers_it_and_logs_out(own_lab):
+    lab = own_lab
     user, password = grading.make_account(lab, [grading.sample(1)])
     first = max((l.conn for l in lab.recorder.lines()), default=0) + 1
     grading.fill_mailbox(lab, user, password, f"{user}@example.com")
@@ -1747,3 +1762,41 @@ def test_a_clean_up_that_fails_after_a_failed_start_does_not_stop_the_second_try
     with pytest.raises(NoSuchKernel):
         robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
     assert len(tries) == 1 and "did not start" in tries[0]
+
+
+def test_a_login_the_server_asked_more_of_is_judged_by_its_last_answer():
+    """AUTH LOGIN (which the lab's SMTP server offers and names in its hints), AUTH PLAIN
+    without its base64 on the same line, and IMAP's AUTHENTICATE: the server asks for more
+    (334, +) and answers the login after the client's next line. Those lines belong to the
+    login command: the grader said 'AUTH was refused: 334 ...' for a login that worked."""
+    user, password = (base64.b64encode(w).decode() for w in (b"bob", b"secret"))
+    done, steps = smtp(("EHLO pc", "250 ok"), ("AUTH LOGIN", "334 VXNlcm5hbWU6"),
+                       (user, "334 UGFzc3dvcmQ6"), (password, "235 2.7.0 ok"), *ENVELOPE,
+                       *MESSAGE, ("QUIT", "221 bye"), login="bob")
+    assert all(done.values()), str(steps)
+    plain = base64.b64encode(b"\0bob\0secret").decode()
+    done, steps = smtp(("EHLO pc", "250 ok"), ("AUTH PLAIN", "334 "), (plain, "235 2.7.0 ok"),
+                       *ENVELOPE, login="bob")
+    assert done["login"], str(steps)
+    done, steps = smtp(("EHLO pc", "250 ok"), ("AUTH LOGIN", "334 VXNlcm5hbWU6"),
+                       (user, "334 UGFzc3dvcmQ6"), ("d3Jvbmc=", "535 5.7.8 no"), login="bob")
+    assert steps.why("login") == "log in as bob (AUTH): AUTH was refused: '535 5.7.8 no'"
+    ir = base64.b64encode(b"\0ann\0pw").decode()
+    done, steps = imap(("C", "a1 AUTHENTICATE PLAIN"), ("S", "+ "), ("C", ir), ("S", "a1 OK in"))
+    assert done["login"], str(steps)
+    s = grading.Session([line("C", b"a1 IDLE\r\n"), line("S", b"+ idling\r\n"),
+                         line("C", b"DONE\r\n"), line("S", b"a1 OK done\r\n")])
+    assert [(e.command, e.data, e.replies) for e in grading.exchanges(s, "imap")] == [
+        ("a1 IDLE", b"DONE\r\n", ["+ idling", "a1 OK done"])]
+
+
+def test_a_test_cell_tagged_to_be_skipped_is_graded_as_not_run(tmp_path):
+    """nbclient skips a cell tagged skip-execution: a test cell so tagged must not pass
+    unseen (nbgrader counts a test cell without an error as passed)."""
+    robust, nb = _robust_run(tmp_path, "x = 1", "assert x == 2")
+    nb.cells[1].metadata = {"tags": ["skip-execution"], "nbgrader": {
+        "grade": True, "solution": False, "grade_id": "t", "points": 1, "locked": True,
+        "schema_version": 3, "task": False}}
+    nb, _ = robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert [(o.get("output_type"), o.get("ename")) for o in nb.cells[1].outputs] == [
+        ("error", "NotExecuted")]

@@ -660,16 +660,21 @@ class Exchange(NamedTuple):
 def exchanges(session: "Session", protocol: str = "smtp") -> list[Exchange]:
     """The session as (command, answer) pairs in order. SMTP: the message after 354 and its
     final '.' are one exchange whose ``command`` is '.'; IMAP: a literal's lines belong to the
-    command they follow; the answer is every server line up to the next client line."""
+    command they follow; the answer is every server line up to the next client line. A line
+    the server asked for (SMTP's 334 in AUTH, a '+' in IMAP's AUTHENTICATE or IDLE, POP3's AUTH)
+    belongs to the command, whose answer comes after it."""
     out: list[Exchange] = []
     data: list[bytes] | None = None
     literal = 0
+    asked = False  # the server's last line asked for more of the command
     for line in session.lines:
         if line.who == "S":
             if out:
                 out[-1].replies.append(line.text)
             if protocol == "smtp" and line.text.startswith("354"):
                 data = []
+            asked = line.text.startswith("334") if protocol == "smtp" else \
+                line.text == "+" or line.text.startswith("+ ")
             continue
         if line.who != "C":
             continue
@@ -680,8 +685,8 @@ def exchanges(session: "Session", protocol: str = "smtp") -> list[Exchange]:
             else:
                 data.append(line.raw)
             continue
-        if literal > 0 and out:
-            literal = max(0, literal - len(line.raw))
+        if (literal > 0 or asked) and out:
+            literal, asked = max(0, literal - len(line.raw)), False
             out[-1] = out[-1]._replace(data=out[-1].data + line.raw)
             continue
         m = re.search(rb"\{(\d+)\+?\}\r?\n$", line.raw) if protocol == "imap" else None
