@@ -265,3 +265,8 @@ def test_a_dot_that_ends_an_address_field():
 def test_content_language_lists_its_atoms(value, languages):
     part = fetchmod.parse_message(b"Content-Language: " + value + b"\r\n\r\nx")
     assert fetchmod.bodystructure(part).endswith(b" NIL NIL " + languages + b" NIL)")
+
+
+def test_a_stray_cr_ends_an_address_atom():
+    assert fetchmod.parse_addresses(b"Ann\rLee <a@b.example\r>") == [
+        (b"Ann Lee", None, b"a", b"b.example")]
