@@ -484,7 +484,9 @@ class AnswerValues:
     def learn(self, reply: HttpReply) -> None:
         head = reply.head.decode("iso-8859-1")
         cookies = []
-        for line in head.split("\r\n")[1:]:
+        # lines as the transcript shows them (split_lines): a bare LF ends one too, else its
+        # value would carry the server's line end into the learner's next request
+        for line in head.split("\n")[1:]:
             name, colon, value = line.partition(":")
             if not colon:
                 continue
