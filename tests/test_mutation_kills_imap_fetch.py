@@ -270,3 +270,9 @@ def test_content_language_lists_its_atoms(value, languages):
 def test_a_stray_cr_ends_an_address_atom():
     assert fetchmod.parse_addresses(b"Ann\rLee <a@b.example\r>") == [
         (b"Ann Lee", None, b"a", b"b.example")]
+
+
+def test_a_stray_closing_angle_bracket_does_not_join_the_next_address():
+    # malformed; Dovecot 2.3 also gives mailbox "a" first (it then drops the rest: not checked)
+    first = fetchmod.parse_addresses(b"a@b.example>, c@d.example")[0]
+    assert first[2] == b"a"
