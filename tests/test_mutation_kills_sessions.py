@@ -43,19 +43,24 @@ def web_server(pages: dict[str, bytes]):
             except OSError:
                 continue
             with conn:
-                conn.settimeout(5)
-                got = b""
-                while b"\r\n\r\n" not in got and (data := conn.recv(65536)):
-                    got += data
-                head = got.split(b"\r\n\r\n", 1)[0].lower()
-                length = int(head.split(b"content-length:", 1)[1].split(b"\r\n")[0]) \
-                    if b"content-length:" in head else 0
-                while len(got) - len(head) - 4 < length and (data := conn.recv(65536)):
-                    got += data
-                requests.append(got)
-                path = got.split(b" ", 2)[1].decode() if got.count(b" ") >= 2 else ""
-                conn.sendall(pages.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0"
-                                             b"\r\n\r\n"))
+                try:
+                    requests.append(answer(conn))
+                except OSError:
+                    pass  # the client went away: the next connection is served all the same
+
+    def answer(conn) -> bytes:
+        conn.settimeout(5)
+        got = b""
+        while b"\r\n\r\n" not in got and (data := conn.recv(65536)):
+            got += data
+        head = got.split(b"\r\n\r\n", 1)[0].lower()
+        length = int(head.split(b"content-length:", 1)[1].split(b"\r\n")[0]) \
+            if b"content-length:" in head else 0
+        while len(got) - len(head) - 4 < length and (data := conn.recv(65536)):
+            got += data
+        path = got.split(b" ", 2)[1].decode() if got.count(b" ") >= 2 else ""
+        conn.sendall(pages.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+        return got
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -301,7 +306,7 @@ def test_a_cell_without_a_session_name_keeps_no_session_alive():
         result = runmodule.run_session("smtp", None, "NOOP", host="127.0.0.1", port=port,
                                        timeout=3)
     assert result.ok and not result.open
-    assert len(sessions()) == before
+    assert len(sessions()) <= before
     assert runmodule.open_sessions() == {} and None not in runmodule._open
 
 
