@@ -1800,3 +1800,23 @@ def test_a_test_cell_tagged_to_be_skipped_is_graded_as_not_run(tmp_path):
     nb, _ = robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
     assert [(o.get("output_type"), o.get("ename")) for o in nb.cells[1].outputs] == [
         ("error", "NotExecuted")]
+
+
+def test_the_smtp_login_step_names_the_user_of_auth_login_and_of_plain_asked_for():
+    """Once AUTH LOGIN and AUTH PLAIN without its base64 counted as logins, the user they
+    logged in as must be checked too, not only that of AUTH PLAIN <base64>."""
+    ann, pw = (base64.b64encode(w).decode() for w in (b"ann", b"secret"))
+    done, steps = smtp(("EHLO pc", "250 ok"), ("AUTH LOGIN", "334 VXNlcm5hbWU6"),
+                       (ann, "334 UGFzc3dvcmQ6"), (pw, "235 2.7.0 ok"), login="bob")
+    assert steps.why("login") == "log in as bob (AUTH): you logged in as ann, not as bob"
+    done, steps = smtp(("EHLO pc", "250 ok"), (f"AUTH LOGIN {ann}", "334 UGFzc3dvcmQ6"),
+                       (pw, "235 2.7.0 ok"), login="bob")
+    assert steps.why("login") == "log in as bob (AUTH): you logged in as ann, not as bob"
+    plain = base64.b64encode(b"\0ann\0secret").decode()
+    done, steps = smtp(("EHLO pc", "250 ok"), ("AUTH PLAIN", "334 "), (plain, "235 2.7.0 ok"),
+                       login="bob")
+    assert steps.why("login") == "log in as bob (AUTH): you logged in as ann, not as bob"
+    # the accepted login is the one judged, not a refused one before it
+    done, steps = smtp(("EHLO pc", "250 ok"), (auth_plain("ann"), "535 5.7.8 no"),
+                       (auth_plain("bob"), "235 2.7.0 ok"), login="bob")
+    assert done["login"], str(steps)

@@ -727,6 +727,21 @@ def _typed_headers(message: bytes) -> dict[str, str]:
     return {k.lower(): v for k, v in _headers(head + b"\r\n\r\n")}
 
 
+def _auth_user(e: Exchange) -> str | None:
+    """The user an SMTP ``AUTH PLAIN`` or ``AUTH LOGIN`` exchange named (its base64 on the
+    command line or on the lines the server asked for), or None."""
+    words = e.command.split()
+    mechanism = words[1].upper() if len(words) > 1 else ""
+    answers = words[2:3] + e.data.decode("ascii", "replace").split()
+    if mechanism not in ("PLAIN", "LOGIN") or not answers:
+        return None
+    try:
+        decoded = base64.b64decode(answers[0], validate=True)
+        return (decoded.split(b"\0")[1] if mechanism == "PLAIN" else decoded).decode()
+    except (ValueError, IndexError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+
+
 def smtp_steps(evidence: CellEvidence, service: str, *, rcpt: str, user: str,
                login: str | None = None, tls: bool = False,
                headers: tuple = ("From", "Date", "Subject")) -> Steps:
@@ -763,8 +778,8 @@ def smtp_steps(evidence: CellEvidence, service: str, *, rcpt: str, user: str,
             problem = _("no AUTH line: log in before MAIL FROM")
         elif not done:
             problem = _("AUTH was refused: {0}").format(_quoted(auth[-1].answer))
-        elif plain_auth_user(session) not in (None, login):
-            problem = _("you logged in as {0}, not as {1}").format(plain_auth_user(session), login)
+        elif _auth_user(done[-1]) not in (None, login):
+            problem = _("you logged in as {0}, not as {1}").format(_auth_user(done[-1]), login)
         steps.add("login", _("log in as {0} (AUTH)").format(login), problem)
 
     mail = next((i for i, e in enumerate(ex) if e.verb == "MAIL" and e.ok("250")), None)
