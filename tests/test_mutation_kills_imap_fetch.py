@@ -276,3 +276,8 @@ def test_a_stray_closing_angle_bracket_does_not_join_the_next_address():
     # malformed; Dovecot 2.3 also gives mailbox "a" first (it then drops the rest: not checked)
     first = fetchmod.parse_addresses(b"a@b.example>, c@d.example")[0]
     assert first[2] == b"a"
+
+
+@pytest.mark.parametrize("value", [b"(only a comment), a@b.example", b", ,a@b.example,"])
+def test_nothing_but_comments_between_commas_is_no_address(value):
+    assert fetchmod.parse_addresses(value) == [(None, None, b"a", b"b.example")]  # as Dovecot

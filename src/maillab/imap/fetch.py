@@ -454,8 +454,6 @@ def parse_addresses(value: bytes) -> list[tuple]:
             i = j + 1
             continue
         i = j
-        if not [u for u in unit if u[0] != "c"]:
-            continue
         adl = None
         if ("s", b"<") in unit:
             lt = unit.index(("s", b"<"))
@@ -471,7 +469,7 @@ def parse_addresses(value: bytes) -> list[tuple]:
             comments = [u[1] for u in unit if u[0] == "c"]
             name = comments[-1] if comments else None
             local, host = _addr_spec(unit)
-        if local is None and host is None:
+        if local is None and host is None:  # nothing but comments (or nothing) between commas
             continue
         out.append((name, adl, local if local is not None else b"MISSING_MAILBOX",
                     host if host is not None else b"MISSING_DOMAIN"))
