@@ -281,3 +281,8 @@ def test_a_stray_closing_angle_bracket_does_not_join_the_next_address():
 @pytest.mark.parametrize("value", [b"(only a comment), a@b.example", b", ,a@b.example,"])
 def test_nothing_but_comments_between_commas_is_no_address(value):
     assert fetchmod.parse_addresses(value) == [(None, None, b"a", b"b.example")]  # as Dovecot
+
+
+@pytest.mark.parametrize("value", [b"a@b.example (x) (y)", b"(x) a@b.example (y)"])
+def test_the_last_comment_names_a_bare_address(value):
+    assert fetchmod.parse_addresses(value) == [(b"y", None, b"a", b"b.example")]  # as Dovecot
