@@ -1820,3 +1820,17 @@ def test_the_smtp_login_step_names_the_user_of_auth_login_and_of_plain_asked_for
     done, steps = smtp(("EHLO pc", "250 ok"), (auth_plain("ann"), "535 5.7.8 no"),
                        (auth_plain("bob"), "235 2.7.0 ok"), login="bob")
     assert done["login"], str(steps)
+
+
+def test_exchanges_carry_a_literal_over_lines_and_without_a_go_ahead():
+    append = grading.Session([line("C", b"a1 APPEND Work {20}\r\n"), line("S", b"+ go\r\n"),
+                              line("C", b"Subject: x\r\n"), line("C", b"\r\n"),
+                              line("C", b"body\r\n"), line("S", b"a1 OK\r\n")])
+    assert [(e.command, e.data) for e in grading.exchanges(append, "imap")] == [
+        ("a1 APPEND Work {20}", b"Subject: x\r\n\r\nbody\r\n")]
+    plus = grading.Session([line("C", b"a1 LOGIN {5+}\r\n"), line("C", b"alice pw\r\n"),
+                            line("S", b"a1 OK\r\n")])  # LITERAL+: no '+' from the server
+    assert [(e.command, e.data) for e in grading.exchanges(plus, "imap")] == [
+        ("a1 LOGIN {5+}", b"alice pw\r\n")]
+    pipelined = grading.Session([line("C", b"a1 NOOP\r\n"), line("C", b"a2 NOOP\r\n")])
+    assert [e.command for e in grading.exchanges(pipelined, "imap")] == ["a1 NOOP", "a2 NOOP"]
