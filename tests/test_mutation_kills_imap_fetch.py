@@ -286,3 +286,8 @@ def test_nothing_but_comments_between_commas_is_no_address(value):
 @pytest.mark.parametrize("value", [b"a@b.example (x) (y)", b"(x) a@b.example (y)"])
 def test_the_last_comment_names_a_bare_address(value):
     assert fetchmod.parse_addresses(value) == [(b"y", None, b"a", b"b.example")]  # as Dovecot
+
+
+def test_a_group_without_its_semicolon_is_closed_at_the_end():
+    assert fetchmod.parse_addresses(b"g: a@b.example") == [  # as Dovecot
+        (None, None, b"g", None), (None, None, b"a", b"b.example"), (None, None, None, None)]
