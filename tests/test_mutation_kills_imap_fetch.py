@@ -291,3 +291,12 @@ def test_the_last_comment_names_a_bare_address(value):
 def test_a_group_without_its_semicolon_is_closed_at_the_end():
     assert fetchmod.parse_addresses(b"g: a@b.example") == [  # as Dovecot
         (None, None, b"g", None), (None, None, b"a", b"b.example"), (None, None, None, None)]
+
+
+def test_a_multipart_without_parts_as_body_and_bodystructure(store):
+    out = fetch(store, b"Content-Type: multipart/mixed; boundary=b\n\nno parts\n",
+                "(BODY BODYSTRUCTURE)")
+    empty = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0'
+    assert out.startswith(  # as Dovecot 2.3 answers
+        b"* 1 FETCH (BODY (" + empty + b') "mixed") BODYSTRUCTURE (' + empty
+        + b' NIL NIL NIL NIL) "mixed" ("boundary" "b") NIL NIL NIL))\r\n'), out
