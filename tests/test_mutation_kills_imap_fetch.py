@@ -300,3 +300,19 @@ def test_a_multipart_without_parts_as_body_and_bodystructure(store):
     assert out.startswith(  # as Dovecot 2.3 answers
         b"* 1 FETCH (BODY (" + empty + b') "mixed") BODYSTRUCTURE (' + empty
         + b' NIL NIL NIL NIL) "mixed" ("boundary" "b") NIL NIL NIL))\r\n'), out
+
+
+SECTIONS = "(BODY.PEEK[1] BODY.PEEK[2] BODY.PEEK[1.1] BODY.PEEK[1.2] BODY.PEEK[1.1.1] BODY.PEEK[2.1])"
+
+
+@pytest.mark.parametrize("message, answer", [
+    (b"Subject: simple\n\nbody\n",  # part 1 is the body, once; nothing else is there
+     b"BODY[1] {6}\r\nbody\r\n BODY[2] {0}\r\n BODY[1.1] {0}\r\n BODY[1.2] {0}\r\n"
+     b" BODY[1.1.1] {0}\r\n BODY[2.1] {0}\r\n"),
+    (multipart(b"b", [b"Content-Type: text/plain\r\n\r\none", b"Content-Type: text/plain\r\n\r\ntwo"]),
+     b"BODY[1] {3}\r\none BODY[2] {3}\r\ntwo BODY[1.1] {3}\r\none BODY[1.2] {0}\r\n"
+     b" BODY[1.1.1] {0}\r\n BODY[2.1] {3}\r\ntwo"),
+])
+def test_part_numbers_past_a_single_part(store, message, answer):
+    out = fetch(store, message, SECTIONS)  # the answers Dovecot 2.3 gives
+    assert out.startswith(b"* 1 FETCH (" + answer + b")\r\n"), out
