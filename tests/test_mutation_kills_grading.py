@@ -1834,3 +1834,11 @@ def test_exchanges_carry_a_literal_over_lines_and_without_a_go_ahead():
         ("a1 LOGIN {5+}", b"alice pw\r\n")]
     pipelined = grading.Session([line("C", b"a1 NOOP\r\n"), line("C", b"a2 NOOP\r\n")])
     assert [e.command for e in grading.exchanges(pipelined, "imap")] == ["a1 NOOP", "a2 NOOP"]
+
+
+def test_auth_user_names_no_one_for_a_mechanism_or_base64_it_cannot_read():
+    def user(command, data=b""):
+        return grading._auth_user(grading.Exchange(command, ["235 2.7.0 ok"], data))
+    assert user("AUTH CRAM-MD5", b"Ym9iIDEyMzQ=\r\n") is None  # 'bob 1234': not a login name
+    assert user("AUTH PLAIN !!") is None and user("AUTH LOGIN", b"//8=\r\n") is None
+    assert user("auth login", b"Ym9i\r\n") == "bob"
