@@ -316,3 +316,16 @@ SECTIONS = "(BODY.PEEK[1] BODY.PEEK[2] BODY.PEEK[1.1] BODY.PEEK[1.2] BODY.PEEK[1
 def test_part_numbers_past_a_single_part(store, message, answer):
     out = fetch(store, message, SECTIONS)  # the answers Dovecot 2.3 gives
     assert out.startswith(b"* 1 FETCH (" + answer + b")\r\n"), out
+
+
+def test_the_whole_message_its_header_and_its_text(store):
+    out = fetch(store, b"Subject: s\n\nbody\n", "(BODY.PEEK[] BODY.PEEK[HEADER] BODY.PEEK[TEXT])")
+    assert out.startswith(b"* 1 FETCH (BODY[] {20}\r\nSubject: s\r\n\r\nbody\r\n"
+                          b" BODY[HEADER] {14}\r\nSubject: s\r\n\r\n BODY[TEXT] {6}\r\nbody\r\n)"), out
+
+
+def test_header_fields_of_the_whole_message(store):
+    out = fetch(store, b"From: a@b.example\nSubject: s\n\nbody\n", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+    assert out.startswith(b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {14}\r\nSubject: s\r\n\r\n)"), out
+    raw = to_crlf(b"Subject: s\n\nbody\n")
+    assert fetchmod.section_bytes(fetchmod.parse_message(raw), raw, fetchmod.Section([])) == raw

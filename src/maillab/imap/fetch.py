@@ -599,8 +599,9 @@ def _find(root: Part, numbers: list[int]) -> Part | None:
 def section_bytes(root: Part, raw: bytes, section: Section) -> bytes | None:
     """The bytes a section names (None when the message has no such part)."""
     if not section.parts:
+        if section.spec == "":
+            return raw
         msg = root
-        whole = raw
     else:
         part = _find(root, section.parts)
         if part is None:
@@ -613,10 +614,7 @@ def section_bytes(root: Part, raw: bytes, section: Section) -> bytes | None:
             # HEADER/TEXT of a part that is not a message: nothing there.
             return b""
         msg = part.message
-        whole = None
     spec = section.spec
-    if spec == "":
-        return whole if whole is not None else msg.header + msg.body
     if spec == "HEADER":
         return msg.header
     if spec == "TEXT":
