@@ -316,6 +316,12 @@ def test_an_index_of_another_uidvalidity_is_not_used(tmp_path):
     assert b'"tampered"' in envelope_now()  # the same UIDVALIDITY: its rows are used (a cache)
     tamper(uidvalidity=inbox.uidvalidity - 1)
     assert b'"the real subject"' in envelope_now()
+    # an index made by an older maillab (its rows may describe messages differently) too
+    tamper()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'version'",
+                   (str(int(indexmod.SCHEMA_VERSION) - 1),))
+    assert b'"the real subject"' in envelope_now()
 
 
 def test_the_index_file_is_private_and_ignored_as_a_folder(ctx, store, filled):  # noqa: F811

@@ -52,7 +52,9 @@ from .store import INDEX_FILE  # (there: the store looks for the file before it 
 __all__ = ["FolderIndex", "INDEX_FILE", "FIELDS", "describe", "LISTING_FILE", "Listing", "read_listing",
            "read_listing_names", "write_listing"]
 
-SCHEMA_VERSION = "1"
+# Raised whenever what describe() makes changes, so that index files made before are rebuilt
+# ("2": the BODYSTRUCTURE of a MIME parameter whose quoted string never closes, session 5).
+SCHEMA_VERSION = "2"
 # The parsed fields of a row, in the order describe() returns them.
 FIELDS = ("envelope", "body", "bodystructure", "plain",
           "h_from", "h_to", "h_cc", "h_bcc", "h_subject", "h_date")
