@@ -264,3 +264,58 @@ def test_closing_a_descriptor_that_is_gone_is_no_error():
     os.close(r)
     os.close(w)
     codec._close(r)  # (received descriptors are closed on error paths, some twice)
+
+
+def test_a_handed_over_file_gives_what_the_grader_had_buffered_then_the_rest(answers):
+    a = answers("def two_lines(f):\n    return [f.readline(), f.readline()]")
+    left, right = socket.socketpair()
+    f = left.makefile("rb")
+    try:
+        right.sendall(b"one\r\n" + b"x" * 10_000 + b"\r\n")
+        assert f.readline() == b"one\r\n"  # the grader's reader holds part of the next line
+        right.sendall(b"three\r\n")
+        assert LearnerFunction(a, "two_lines")(f) == [b"x" * 10_000 + b"\r\n", b"three\r\n"]
+    finally:
+        f.close()
+        left.close()
+        right.close()
+
+
+def test_a_cell_with_ipython_syntax_still_defines_its_functions(answers):
+    a = answers("def one():\n    return 1\n%ls\n!echo hi")
+    assert LearnerFunction(a, "one")() == 1
+    assert not any(p[2] == "SyntaxError" for p in a.problems)
+
+
+def test_text_the_learners_objects_refuse_to_give_is_a_question_mark(answers):
+    a = answers('''
+class Mute(Exception):
+    def __str__(self):
+        raise RuntimeError("no")
+class Odd(Exception):
+    def __str__(self):
+        return 42
+class Sneaky(str):
+    def __eq__(self, other):
+        return True
+class Sly(Exception):
+    def __str__(self):
+        return Sneaky("a str that equals anything")
+def mute():
+    raise Mute()
+def odd():
+    raise Odd()
+def sly():
+    raise Sly()
+''')
+    for name in ("mute", "odd", "sly"):
+        with pytest.raises(LearnerException) as e:
+            LearnerFunction(a, name)()
+        assert e.value.learner_text == "?"
+
+
+def test_what_the_loading_reports_is_bounded(answers):
+    a = answers(*["this is not ( python"] * 60,
+                "import types\nm = types.ModuleType('x' * 250)")
+    assert len(a.problems) == 50
+    assert a.names["m"] == {"kind": "module", "module": "x" * 200}
