@@ -319,3 +319,17 @@ def test_what_the_loading_reports_is_bounded(answers):
                 "import types\nm = types.ModuleType('x' * 250)")
     assert len(a.problems) == 50
     assert a.names["m"] == {"kind": "module", "module": "x" * 200}
+
+
+def test_restarting_the_answer_process_leaves_no_descriptor_open(answers):
+    """Each start makes a socket pair and hands one end to the new process: the grader must
+    close its copy of that end, or a grading of a notebook that ends Python again and again
+    runs out of descriptors (and never sees the old process's end of file)."""
+    a = answers("import os\ndef die():\n    os._exit(1)\ndef ok():\n    return 1")
+    assert LearnerFunction(a, "ok")() == 1
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(LearnerDied):
+            LearnerFunction(a, "die")()
+        assert LearnerFunction(a, "ok")() == 1
+    assert len(os.listdir("/proc/self/fd")) <= before
