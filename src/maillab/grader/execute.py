@@ -345,7 +345,9 @@ class SealedVerdicts(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         sub = CURRENT
         master = MasterCells.from_gradebook(resources)
-        checks = sub.checks or Checks(sub, master, master.answer_cells(nb))
+        if sub.checks is None:  # phase 1 did not run: made here, and closed by the worker
+            sub.checks = Checks(sub, master, master.answer_cells(nb))
+        checks = sub.checks
         answers = checks.answers
         parts = sub.report.setdefault("parts", {})
         started = time.monotonic()
