@@ -707,7 +707,7 @@ def test_an_internal_error_between_lines_adds_no_stray_parenthesis(alice, store,
     assert reply.count(b")\r\n") == 1  # line 1 whole; line 2 never begun
     assert b"\r\n)\r\ne NO [SERVERBUG] " in reply
     assert {r.getMessage() for r in caplog.records if r.name == "maillab.imap.core"} == {
-        "IMAP FETCH failed"}  # (a set: after some grading tests pytest captures each record twice)  # the details go to the lab's log
+        "IMAP FETCH failed"}  # the details go to the lab's log (a set: pytest may capture a record twice)
 
 
 def test_a_message_expunged_between_its_read_and_its_flags_is_left_out(alice, store, monkeypatch):
