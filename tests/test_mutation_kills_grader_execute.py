@@ -31,6 +31,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import require_root
 from labcourse import Course, nbgrader_env
+from test_grader_typed import TYPED as typed_session
 
 from maillab import grading
 from maillab.grader import execute, worker
@@ -45,17 +46,7 @@ GREET = 'def greet(name):\n    ### BEGIN SOLUTION\n    return "hello " + name\n 
 GREET_TEST = ('assert greet("ada") == "hello ada"\nprint("visible part ran")\n'
               '### BEGIN HIDDEN TESTS\nprint("hidden part ran")\n'
               'assert greet("bo") == "hello bo", "the hidden test"\n### END HIDDEN TESTS')
-TYPED = '''### BEGIN SOLUTION
-s = socket.create_connection((lab.host, lab.smtp_port))
-f = s.makefile("rb")
-f.readline()
-s.sendall(b"EHLO typed.example.org\\r\\n")
-while f.readline()[3:4] == b"-":
-    pass
-s.sendall(b"QUIT\\r\\n")
-f.readline()
-s.close()
-### END SOLUTION'''
+TYPED = typed_session.strip()  # test_grader_typed's session typed by hand
 TYPED_TEST = ('ev = grading.during(lab)\ns = ev.session("smtp:example.com")\n'
               'assert s.commands() == ["EHLO", "QUIT"], s.commands()')
 MANUAL = "### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION"
