@@ -212,7 +212,9 @@ class Sandbox:
         kill = shutil.which("kill") or "/bin/kill"
         deadline = time.monotonic() + wait
         while True:
-            subprocess.run([kill, "-s", "KILL", "--", "-1"], user=self.uid, group=self.uid,
+            # "-9 -- -1": procps-ng 4's kill answers "-s KILL -- -1" with its usage and kills
+            # nothing; util-linux's and busybox's take this form too
+            subprocess.run([kill, "-9", "--", "-1"], user=self.uid, group=self.uid,
                            extra_groups=[], capture_output=True, timeout=10)
             if not _alive_of_user(self.uid, zombies=reaped) or time.monotonic() > deadline:
                 return
