@@ -95,6 +95,19 @@ def test_readers_wait_for_the_end():
     assert _fed(SmtpReply(), b"+OK I am POP3\r\n").done  # no SMTP reply at all: do not hang
 
 
+def test_the_answer_values_come_from_the_final_answer_after_a_100_continue():
+    from maillab.sessions.drivers import AnswerValues
+    interim = b"HTTP/1.1 100 Continue\r\nX-Padding: " + b"p" * 60 + b"\r\n\r\n"
+    final_head = b"HTTP/1.1 200 OK\r\nX-Form: <input name=token value=forged>\r\n" \
+                 b"Content-Length: 27\r\n\r\n"
+    reply = _fed(HttpReply(), interim + final_head + b"<input name=csrf value=abc>")
+    assert reply.done and reply.head == final_head
+    values = AnswerValues()
+    values.learn(reply)
+    assert values.fields == {"csrf": "abc"}  # the body's field, not a header that looks like one
+    assert reply.body == b"<input name=csrf value=abc>"
+
+
 def _fed(reply, data):
     reply.feed(data)
     return reply

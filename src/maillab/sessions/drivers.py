@@ -499,7 +499,7 @@ class AnswerValues:
                 self.headers[name] = value
         if cookies:
             self.headers["set-cookie"] = cookies[0]
-        body = reply.raw[len(reply.head):].decode("utf-8", "replace")
+        body = reply.body.decode("utf-8", "replace")
         for tag in _INPUT_TAG.findall(body):
             name = re.search(_ATTRIBUTE % "name", tag)
             if name:

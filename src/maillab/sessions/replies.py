@@ -223,6 +223,11 @@ class HttpReply(Reply):
         return self.raw[self._start:self.raw.find(b"\r\n\r\n", self._start) + 4]
 
     @property
+    def body(self) -> bytes:
+        """The final response's body as it came (after any 1xx answer and the head)."""
+        return self.raw[self._start + len(self.head):]
+
+    @property
     def closes(self) -> bool:
         """Will the server close the connection after this response?"""
         head = self.head
