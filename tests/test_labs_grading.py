@@ -84,6 +84,28 @@ def test_imap_commands_skip_literals():
     assert grading.Session(lines).commands(tagged=True) == ["LOGIN", "APPEND", "UID FETCH"]
 
 
+def test_lines_a_server_asked_for_are_not_commands(lab):
+    with grading.watch(lab) as ev:
+        with smtplib.SMTP(lab.host, lab.smtp_port, local_hostname="pc.example.org") as c:
+            c.ehlo()
+            c.user, c.password = "alice", "wonderland"
+            c.auth("LOGIN", c.auth_login)  # 334 Username:, 334 Password:
+            c.sendmail("alice@example.com", ["bob@example.com"], "Subject: x\r\n\r\nhi\r\n")
+    s = ev.session("smtp:example.com")
+    assert s.commands() == ["EHLO", "AUTH", "MAIL", "RCPT", "DATA", "QUIT"], s.commands()
+    # IMAP: AUTHENTICATE's answer to '+' and IDLE's DONE; POP3: AUTH's answer to '+ '
+    imap = [("C", b"a1 AUTHENTICATE PLAIN\r\n"), ("S", b"+ \r\n"), ("C", b"AGFsaWNlAHg=\r\n"),
+            ("S", b"a1 OK\r\n"), ("C", b"a2 IDLE\r\n"), ("S", b"+ idling\r\n"),
+            ("C", b"DONE\r\n"), ("S", b"a2 OK\r\n"), ("C", b"a3 LOGOUT\r\n")]
+    session = grading.Session([Line(0, "imap:example.com", 1, w, raw) for w, raw in imap])
+    assert session.commands(tagged=True) == ["AUTHENTICATE", "IDLE", "LOGOUT"]
+    pop3 = [("S", b"+OK ready\r\n"), ("C", b"AUTH PLAIN\r\n"), ("S", b"+ \r\n"),
+            ("C", b"AGFsaWNlAHg=\r\n"), ("S", b"+OK\r\n"), ("C", b"STAT\r\n"),
+            ("S", b"+OK 0 0\r\n"), ("C", b"QUIT\r\n")]
+    session = grading.Session([Line(0, "pop3:example.com", 1, w, raw) for w, raw in pop3])
+    assert session.commands() == ["AUTH", "STAT", "QUIT"]
+
+
 def test_a_fresh_account_with_messages_and_flags(lab):
     user, password = grading.make_account(lab, [grading.sample(1), grading.sample(2)],
                                           flags=[("\\Seen",)])

@@ -297,12 +297,15 @@ class Session:
 
     def commands(self, tagged: bool = False) -> list[str]:
         """The command verbs the client sent, upper case (IMAP: ``tagged=True`` skips the tag;
-        ``UID FETCH`` counts as one verb). Message text after SMTP's 354 and IMAP literals
-        are not commands."""
-        out, in_data, skip = [], False, 0
+        ``UID FETCH`` counts as one verb). Message text after SMTP's 354, IMAP literals and
+        the lines a server asked for (SMTP's 334 in AUTH LOGIN, '+' in IMAP's AUTHENTICATE or
+        IDLE and POP3's AUTH) are not commands."""
+        out, in_data, skip, asked = [], False, 0, False
         for l in self.lines:
-            if l.who == "S" and l.text.startswith("354"):
-                in_data = True
+            if l.who == "S":
+                in_data = in_data or l.text.startswith("354")
+                asked = l.text.startswith("334") or l.text == "+" or l.text.startswith("+ ")
+                continue
             if l.who != "C":
                 continue
             if in_data:
@@ -311,6 +314,10 @@ class Session:
                 continue
             if skip > 0:
                 skip = max(0, skip - len(l.raw))
+                asked = False
+                continue
+            if asked:  # the rest of the command the server is waiting for
+                asked = False
                 continue
             m = re.search(rb"\{(\d+)\+?\}\r?\n$", l.raw)
             if m:
