@@ -26,7 +26,10 @@ from labcourse import ROOT
 
 from maillab.grader.sandbox import Limits, Sandbox, _alive_of_user, python_folders
 
-UID = 2_000_199_000  # a throwaway user id of these tests only
+# A throwaway user id of these tests only, and of this pytest only: mutation workers run these
+# tests in two processes at once, and one's clean-up (kill -1 as the user) or process count
+# would meet the other's processes (UID + 10 and + 11 are used too).
+UID = 2_000_190_000 + (os.getpid() % 500) * 16
 
 
 @pytest.fixture
