@@ -595,6 +595,9 @@ class _RecordingHandler(socketserver.StreamRequestHandler):
             self.server.holding.set()
             self.server.hold.wait(5)  # (the test releases it; 5 s: a stuck test still ends)
             self.server.holding.clear()
+        if self.server.data_reply is not None:  # refused: closes after a 421 (RFC 5321 3.8)
+            self.reply(self.server.data_reply)
+            return not self.server.data_reply.startswith("421")
         self.server.received.append((self.mail, self.rcpts, content))
         self.reply("250 2.0.0 OK")
         return not self.server.hang_up_after_each
@@ -613,14 +616,17 @@ class RecordingMX(socketserver.ThreadingTCPServer):
     lists, "MAIL [tls]" for a command sent over TLS), offers 8BITMIME, SMTPUTF8 and, with
     ``tls`` (a server context), STARTTLS. With ``hold`` (a threading.Event) it answers each
     message only once the test sets it (``holding`` is set meanwhile); ``rset_reply`` is what
-    RSET gets; ``hang_up_after_each`` closes the connection after each message's 250."""
+    RSET gets; ``hang_up_after_each`` closes the connection after each message's 250;
+    ``data_reply`` (if given) answers every message's final dot instead of 250."""
 
     daemon_threads = True
 
     def __init__(self, tls: ssl.SSLContext | None = None, hold: threading.Event | None = None,
-                 rset_reply: str = "250 2.0.0 OK", hang_up_after_each: bool = False):
+                 rset_reply: str = "250 2.0.0 OK", hang_up_after_each: bool = False,
+                 data_reply: str | None = None):
         super().__init__(("127.0.0.1", 0), _RecordingHandler)
         self.tls, self.hold, self.rset_reply = tls, hold, rset_reply
+        self.data_reply = data_reply
         self.hang_up_after_each = hang_up_after_each
         self.sessions: list[list[str]] = []
         self.received: list[tuple[str, list[str], bytes]] = []  # (MAIL command, rcpts, content)
@@ -685,6 +691,23 @@ def test_a_kept_connection_the_next_hop_dropped_is_replaced_at_once(store, tmp_p
     assert [(m.queue_id, m.attempts) for m in router.delivered] == [("M1", 0), ("M2", 0)]
     assert [m[1] for m in mx.received] == [["john@example.net"]] * 2
     assert len(mx.sessions) == 2
+
+
+def test_a_421_to_data_defers_the_rest_of_the_batch_with_that_reply(store, tmp_path):
+    """The next hop closes after its 421 (smtplib too): the batch's other messages wait for a
+    retry with the server's reason, not an error of a closed client."""
+    async def scenario(router):
+        router._task.cancel()  # the three go in one batch
+        for queue_id in ("M1", "M2", "M3"):
+            router.enqueue("mail.example.com", message(queue_id))
+        router._task = asyncio.get_running_loop().create_task(router._run())
+        await until(lambda: tried(router))
+        return sorted((m.queue_id, m.attempts, m.errors) for m in router.pending())
+    refusal = "421 4.3.2 mx.test shutting down"
+    with RecordingMX(data_reply=refusal) as mx:
+        left = run_router(store, tmp_path, scenario, mx=mx, retry_delays=(60,))
+    assert left == [(q, 1, [f"john@example.net: {refusal}"]) for q in ("M1", "M2", "M3")]
+    assert mx.sessions == [["EHLO", "MAIL", "RCPT", "DATA"]]
 
 
 def test_the_relay_says_starttls_and_greets_again_over_tls(store, tmp_path, ca):

@@ -500,6 +500,10 @@ class Router:
             error = f"{e.smtp_code} {e.smtp_error.decode('utf-8', 'replace')}"
             target = outcome.temporary if 400 <= e.smtp_code < 500 else outcome.permanent
             target.update(dict.fromkeys(msg.rcpt_tos, error))
+            # 421: the next hop closes the connection (smtplib has closed its side): the rest
+            # of the batch waits for a retry with this reason (after a 5xx and a close, the
+            # next message finds the connection gone and defers the rest with that)
+            outcome.broken = bool(outcome.temporary) and (e.smtp_code == 421 or client.sock is None)
             return outcome
         except (OSError, smtplib.SMTPException, UnicodeError, ValueError) as e:
             # A broken connection, or one left in the middle of a transaction (an address
