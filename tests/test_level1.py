@@ -161,6 +161,9 @@ def box_steps(lab, protocol: str, text: str) -> grading.Steps:
     ("pop3", POP3_BOX.replace("PASS", "PAS"), {"login", "look", "retr", "dele", "quit", "kept"}),
     ("pop3", POP3_BOX.replace("DELE 2", "DELE 2\nDELE 3"), {"kept"}),
     ("pop3", "STAT\n" + POP3_BOX.replace("STAT\n", ""), {"look"}),
+    # SASL PLAIN (RFC 5034) instead of USER and PASS: the base64 on the line, or after '+ '
+    ("pop3", POP3_BOX.replace("USER bob\nPASS builder", "AUTH PLAIN AGJvYgBidWlsZGVy"), set()),
+    ("pop3", POP3_BOX.replace("USER bob\nPASS builder", "AUTH PLAIN\nAGJvYgBidWlsZGVy"), set()),
     ("pop3", "# YOUR CODE HERE\nraise NotImplementedError()",  # the student version: nothing
      {"login", "look", "retr", "dele", "quit", "kept"}),
     ("imap", IMAP_BOX, set()),
@@ -174,6 +177,12 @@ def box_steps(lab, protocol: str, text: str) -> grading.Steps:
 def test_mailbox_sessions_typed_by_hand(lab, protocol, text, broken):
     steps = box_steps(lab, protocol, text)
     assert set(failed(steps)) == broken, str(steps)
+
+
+def test_a_pop3_sasl_login_as_someone_else_is_named(lab):
+    alice = POP3_BOX.replace("USER bob\nPASS builder", "AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ=")
+    steps = box_steps(lab, "pop3", alice)
+    assert "you logged in as alice, not as bob" in str(steps)
 
 
 def test_an_earlier_cells_session_ending_during_this_cell_is_no_evidence():

@@ -735,7 +735,7 @@ def _typed_headers(message: bytes) -> dict[str, str]:
 
 
 def _auth_user(e: Exchange) -> str | None:
-    """The user an SMTP ``AUTH PLAIN`` or ``AUTH LOGIN`` exchange named (its base64 on the
+    """The user an SMTP (or POP3) ``AUTH PLAIN`` or ``AUTH LOGIN`` exchange named (its base64 on the
     command line or on the lines the server asked for), or None."""
     words = e.command.split()
     mechanism = words[1].upper() if len(words) > 1 else ""
@@ -1196,10 +1196,15 @@ def pop3_steps(evidence: CellEvidence, service: str, *, user: str, retr: int, de
             _quoted(bad.command, 40), _quoted(status(bad), 60))
 
     named = [e for e in ex if e.verb == "USER" and status(e).startswith("+OK")]
-    logged = [e for e in ex if e.verb in ("PASS", "APOP") and status(e).startswith("+OK")]
+    # USER and PASS, APOP, or SASL (RFC 5034: AUTH PLAIN, its base64 on the line or after '+ ')
+    logged = [e for e in ex if e.verb in ("PASS", "APOP") and status(e).startswith("+OK")
+              or e.verb == "AUTH" and e.replies and e.replies[-1].startswith("+OK")]
     problem = None
     if not logged:
         problem = _("the login did not work") + first_error()
+    elif logged[-1].verb == "AUTH":
+        if _auth_user(logged[-1]) not in (None, user):
+            problem = _("you logged in as {0}, not as {1}").format(_auth_user(logged[-1]), user)
     elif named and named[-1].command.split()[1:2] != [user]:
         problem = _("you logged in as {0}, not as {1}").format(
             " ".join(named[-1].command.split()[1:2]), user)
