@@ -382,12 +382,18 @@ def two_decimals(value: float) -> bool:
     return value == round(value, 2)
 
 
+def current_submission(course, tmp_path, monkeypatch):
+    """A submission made the one being graded, the log of its sandboxes' steps, and the answered
+    notebook with its hidden tests put back (as autograde hands it over)."""
+    log = []
+    sub = submission(tmp_path, log)
+    monkeypatch.setattr(execute, "CURRENT", sub)
+    return sub, log, with_tests_put_back(course, answered(course))
+
+
 def test_the_notebook_runs_without_its_hidden_tests_and_the_verdicts_grade_it(
         course, short, monkeypatch):
-    log = []
-    sub = submission(short, log)
-    monkeypatch.setattr(execute, "CURRENT", sub)
-    nb = with_tests_put_back(course, answered(course))
+    sub, log, nb = current_submission(course, short, monkeypatch)
     # the learner's own prose between the typed session and its test: not a cell that ran
     nb.cells.insert(6, new_markdown_cell("My session, tested below:"))
     nb.cells.insert(6, new_code_cell("   "))  # nor is an empty code cell
@@ -510,10 +516,7 @@ def test_a_notebook_run_that_stops_early_is_a_note_and_the_verdicts_still_come(
 # ------------------------------------------------------------------ phase 2 without phase 1
 def test_the_verdicts_prepare_the_answers_themselves_and_report_what_did_not_load(
         course, short, monkeypatch):
-    log = []
-    sub = submission(short, log)
-    monkeypatch.setattr(execute, "CURRENT", sub)
-    nb = with_tests_put_back(course, answered(course))
+    sub, log, nb = current_submission(course, short, monkeypatch)
     # the learner's cells that fail while loading: the report lists 20 at most, each cut
     for n in range(22):
         nb.cells.insert(3 + n, new_code_cell(f"raise ValueError({n} * 1000 * 'v')"))

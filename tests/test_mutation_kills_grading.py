@@ -1272,14 +1272,21 @@ def test_a_notebook_given_up_after_cells_ran_is_not_run_a_second_time(tmp_path):
     assert not any("did not start" in w for w in robust.warnings)
 
 
-def test_a_kernel_that_cannot_start_is_tried_twice_then_named(tmp_path):
-    from jupyter_client.kernelspec import NoSuchKernel
+def _kernel_that_cannot_start():
+    """A RobustExecute, a notebook that asks for a kernel not installed, and the list the
+    preprocessor's warnings go to."""
     from nbformat.v4 import new_code_cell, new_notebook
     nb = new_notebook(cells=[new_code_cell("x = 1")])
     nb.metadata.kernelspec = {"name": "no-such-kernel", "display_name": "?", "language": "python"}
     robust = grading.nbgrader_preprocessors()["RobustExecute"]()
     tries = []
     robust.log.warning = lambda message, *args: tries.append(message % args)
+    return robust, nb, tries
+
+
+def test_a_kernel_that_cannot_start_is_tried_twice_then_named(tmp_path):
+    from jupyter_client.kernelspec import NoSuchKernel
+    robust, nb, tries = _kernel_that_cannot_start()
     with pytest.raises(NoSuchKernel):
         robust.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
     assert len(tries) == 1 and "did not start" in tries[0]
@@ -1748,12 +1755,7 @@ def test_every_earlier_definition_is_replayed_after_a_restart(tmp_path):
 
 def test_a_clean_up_that_fails_after_a_failed_start_does_not_stop_the_second_try(tmp_path):
     from jupyter_client.kernelspec import NoSuchKernel
-    from nbformat.v4 import new_code_cell, new_notebook
-    nb = new_notebook(cells=[new_code_cell("x = 1")])
-    nb.metadata.kernelspec = {"name": "no-such-kernel", "display_name": "?", "language": "python"}
-    robust = grading.nbgrader_preprocessors()["RobustExecute"]()
-    tries = []
-    robust.log.warning = lambda message, *args: tries.append(message % args)
+    robust, nb, tries = _kernel_that_cannot_start()
 
     def cleanup():
         raise RuntimeError("no kernel to clean up")

@@ -54,13 +54,26 @@ def test_a_folder_name_is_quoted_back_up_to_60_characters(alice):
     assert b" no folder named " + b"n" * 60 + b"...; " in alice.cmd("a SELECT " + "n" * 61)
 
 
+def select_filled_inbox(session, store):
+    """Fills alice's INBOX with the sample messages and selects it in ``session`` (tag a)."""
+    fill(store)
+    session.cmd("a SELECT INBOX")
+
+
+def two_sessions_in_a_filled_inbox(ctx, store, first_opens="SELECT"):
+    """Two of alice's sessions on a filled INBOX: the first opened it with ``first_opens``
+    (SELECT or EXAMINE), the second with SELECT (tags a and b)."""
+    fill(store)
+    a, b = Client(ctx).login(), Client(ctx).login()
+    a.cmd(f"a {first_opens} INBOX")
+    b.cmd("b SELECT INBOX")
+    return a, b
+
+
 def session_that_missed_an_expunge(ctx, store):
     """Two sessions on a filled INBOX; the second deletes and expunges message 1. The first
     session (returned, with the second's EXPUNGE answer) has not been told yet."""
-    fill(store)
-    a, b = Client(ctx).login(), Client(ctx).login()
-    a.cmd("a SELECT INBOX")
-    b.cmd("b SELECT INBOX")
+    a, b = two_sessions_in_a_filled_inbox(ctx, store)
     b.cmd("b STORE 1 +FLAGS (\\Deleted)")
     return a, b.cmd("b EXPUNGE")
 
@@ -175,8 +188,7 @@ def test_append_takes_the_recent_flag_and_leaves_it_to_the_server(ctx, alice):
 
 def test_an_internal_error_in_the_middle_of_a_fetch_closes_the_line_first(alice, store,
                                                                            monkeypatch):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
 
     monkeypatch.setattr(fetchmod, "section_bytes", disk_on_fire)
     reply = alice.cmd("e FETCH 1 (UID BODY.PEEK[1])")
@@ -185,8 +197,7 @@ def test_an_internal_error_in_the_middle_of_a_fetch_closes_the_line_first(alice,
 
 
 def test_the_fetch_output_limit_holds_at_its_boundaries(alice, store, monkeypatch):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     size = int(alice.cmd("a FETCH 1 RFC822.SIZE").split(b"RFC822.SIZE ")[1].split(b")")[0])
     item = len(b"BODY[] {%d}\r\n" % size) + size  # what the answer counts of the message
     monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", item)
@@ -200,8 +211,7 @@ def test_the_fetch_output_limit_holds_at_its_boundaries(alice, store, monkeypatc
 
 
 def test_flags_come_with_a_body_only_when_they_change(alice, store):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     done = b"a OK FETCH completed\r\n"
     assert alice.cmd("a FETCH 1 BODY[]").endswith(b" FLAGS (\\Seen \\Recent))\r\n" + done)
     assert alice.cmd("a FETCH 1 BODY[]").endswith(b"\r\nBob\r\n)\r\n" + done)  # seen already
@@ -219,8 +229,7 @@ def test_store_and_copy_of_a_message_deleted_meanwhile(ctx, store):
 
 
 def test_body_and_bodystructure_come_with_a_section_read_from_the_message(alice, store):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     reply = alice.cmd("a FETCH 2 (BODY BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert reply.startswith(b'* 2 FETCH (BODY (("text" "plain" ("charset" "utf-8") NIL NIL '
                             b'"quoted-printable" 55 1)')
@@ -230,10 +239,7 @@ def test_body_and_bodystructure_come_with_a_section_read_from_the_message(alice,
 
 
 def test_what_another_session_changed_is_told_once(ctx, store):
-    fill(store)
-    a, b = Client(ctx).login(), Client(ctx).login()
-    a.cmd("a SELECT INBOX")
-    b.cmd("b SELECT INBOX")
+    a, b = two_sessions_in_a_filled_inbox(ctx, store)
     b.cmd("b STORE 2 +FLAGS ($Important)")  # a keyword a's session has not seen yet
     assert a.cmd("a NOOP") == (
         b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important)\r\n"
@@ -293,8 +299,7 @@ def test_a_fetch_from_the_index_stopped_at_the_limit_says_how_many_megabytes(ali
 
 
 def test_a_copy_that_fails_half_way_leaves_the_destination_as_it_was(alice, store, monkeypatch):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     inbox = store.account("alice").folder("INBOX")
     copy_to, calls = type(inbox).copy_to, []
 
@@ -312,8 +317,7 @@ def test_a_copy_that_fails_half_way_leaves_the_destination_as_it_was(alice, stor
 
 
 def test_a_fetch_of_flags_alone_stops_at_the_limit_too(alice, store, monkeypatch):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     monkeypatch.setattr(core, "MAX_FETCH_OUTPUT", 40)  # less than the five FLAGS lines
     assert alice.cmd("b FETCH 1:* FLAGS").endswith(
         b"b NO [LIMIT] FETCH stopped after 0 MB; ask for fewer messages at a time\r\n")
@@ -440,10 +444,7 @@ def test_a_refused_fetch_or_store_sends_no_expunge_but_a_refused_create_does(ctx
 
 
 def test_a_refused_store_in_a_read_only_folder_sends_no_expunge(ctx, store):
-    fill(store)
-    a, b = Client(ctx).login(), Client(ctx).login()
-    a.cmd("a EXAMINE INBOX")
-    b.cmd("b SELECT INBOX")
+    a, b = two_sessions_in_a_filled_inbox(ctx, store, "EXAMINE")
     b.cmd("b STORE 1 +FLAGS (\\Deleted)")
     b.cmd("b EXPUNGE")
     assert a.cmd("a STORE 1 +FLAGS (\\Flagged)").startswith(b"a NO [READ-ONLY] ")
@@ -637,15 +638,13 @@ def test_close_stops_waking_the_server_for_the_folder(ctx, store):
 # ----------------------------------------------------------------------------- FETCH
 
 def test_fetch_takes_nothing_after_its_items(alice, store):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     assert alice.cmd("b FETCH 1 FLAGS)") == (
         b"b BAD FETCH: unexpected text at the end of the command: )\r\n")
 
 
 def test_uid_fetch_keeps_the_items_in_the_order_asked(alice, store):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     assert alice.cmd("b UID FETCH 1 (FLAGS UID)") == (b"* 1 FETCH (FLAGS (\\Recent) UID 1)\r\n"
                                                       b"b OK UID FETCH completed\r\n")
     assert alice.cmd("c UID FETCH 1 FLAGS") == (b"* 1 FETCH (UID 1 FLAGS (\\Recent))\r\n"
@@ -662,8 +661,7 @@ def test_a_fetch_refused_beforehand_says_how_many_megabytes(alice, store, monkey
 
 
 def test_bodystructure_with_a_section_that_needs_no_mime_tree(alice, store):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     assert alice.cmd("b FETCH 1 (BODYSTRUCTURE BODY.PEEK[TEXT])").startswith(
         b'* 1 FETCH (BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 52 5 '
         b'NIL NIL NIL NIL) BODY[TEXT] {52}\r\nHi Alice,')
@@ -693,8 +691,7 @@ def test_a_message_expunged_while_its_fetch_is_sent_is_reported(ctx, store):
 
 def test_an_internal_error_between_lines_adds_no_stray_parenthesis(alice, store, monkeypatch,
                                                                     caplog):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     parse_message, calls = fetchmod.parse_message, []
 
     def broken_the_second_time(*args, **kwargs):
@@ -711,8 +708,7 @@ def test_an_internal_error_between_lines_adds_no_stray_parenthesis(alice, store,
 
 
 def test_a_message_expunged_between_its_read_and_its_flags_is_left_out(alice, store, monkeypatch):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     inbox = store.account("alice").folder("INBOX")
     read = core._read
 
@@ -741,10 +737,7 @@ def test_a_uid_fetch_stopped_at_the_limit_tells_the_expunges_first(ctx, store, m
 
 
 def test_flags_fetched_are_not_told_again_after_the_fetch(ctx, store):
-    fill(store)
-    a, b = Client(ctx).login(), Client(ctx).login()
-    a.cmd("a SELECT INBOX")
-    b.cmd("b SELECT INBOX")
+    a, b = two_sessions_in_a_filled_inbox(ctx, store)
     b.cmd("b STORE 2 +FLAGS (\\Flagged)")
     assert a.cmd("a FETCH 2 FLAGS") == (b"* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
                                         b"a OK FETCH completed\r\n")  # from the index
@@ -768,18 +761,14 @@ def test_a_fetch_of_many_messages_but_not_all_numbers_them_right(alice, store):
 
 
 def test_what_another_session_changed_is_told_after_a_fetch_without_flags(ctx, store):
-    fill(store)
-    a, b = Client(ctx).login(), Client(ctx).login()
-    a.cmd("a SELECT INBOX")
-    b.cmd("b SELECT INBOX")
+    a, b = two_sessions_in_a_filled_inbox(ctx, store)
     b.cmd("b STORE 2 +FLAGS (\\Flagged)")
     assert a.cmd("a FETCH 2 UID") == (b"* 2 FETCH (UID 2)\r\n* 2 FETCH (FLAGS (\\Flagged "
                                       b"\\Recent))\r\na OK FETCH completed\r\n")
 
 
 def test_an_internal_error_in_a_fetch_from_the_index_is_a_no(alice, store, monkeypatch, caplog):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     inbox = store.account("alice").folder("INBOX")
 
     monkeypatch.setattr(type(inbox), "described", disk_on_fire)
@@ -790,16 +779,14 @@ def test_an_internal_error_in_a_fetch_from_the_index_is_a_no(alice, store, monke
 
 
 def test_envelope_beside_a_section_is_made_from_the_message(alice, store):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     from_index = alice.cmd("b FETCH 1 ENVELOPE").split(b"ENVELOPE ", 1)[1].rsplit(b")\r\n", 2)[0]
     reply = alice.cmd("c FETCH 1 (ENVELOPE BODY.PEEK[TEXT])")
     assert reply.startswith(b"* 1 FETCH (ENVELOPE " + from_index + b" BODY[TEXT] {")
 
 
 def test_store_takes_flags_without_parentheses(alice, store):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     assert alice.cmd("b STORE 1 +FLAGS \\Seen \\Flagged") == (
         b"* 1 FETCH (FLAGS (\\Flagged \\Seen \\Recent))\r\nb OK STORE completed\r\n")
 
@@ -816,8 +803,7 @@ def test_a_big_copy_leaves_recent_to_the_sessions_of_the_destination(ctx, store)
 
 
 def test_a_move_that_fails_is_logged_as_a_move(alice, store, monkeypatch, caplog):
-    fill(store)
-    alice.cmd("a SELECT INBOX")
+    select_filled_inbox(alice, store)
     inbox = store.account("alice").folder("INBOX")
 
     monkeypatch.setattr(type(inbox), "copy_to", disk_on_fire)

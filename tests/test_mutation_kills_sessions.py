@@ -23,7 +23,7 @@ from maillab.sessions.drivers import AnswerValues
 from maillab.sessions.replies import HttpReply
 from maillab.sessions.result import SessionResult
 from test_sessions_rules import (answer, greeted_pop3, no_lab, notes, scripted_peer,  # noqa: F401
-                                 tls_lab)
+                                 serving, tls_lab)
 
 
 # =========================================================================== a web server
@@ -62,14 +62,8 @@ def web_server(pages: dict[str, bytes]):
         conn.sendall(pages.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
         return got
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], requests
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with serving(listener, serve, requests, stop) as served:
+        yield served
 
 
 def page(head: bytes, body: bytes = b"") -> bytes:

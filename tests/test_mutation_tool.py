@@ -42,6 +42,19 @@ def _harness(project: Path, work: Path, *args: str) -> subprocess.CompletedProce
         capture_output=True, text=True, timeout=300)
 
 
+def _tiny_project(tmp_path: Path, module: str, test: str) -> tuple[Path, Path]:
+    """A project of ``module`` (src/tinymod.py) and ``test`` (tests/test_tiny.py) with the
+    harness's configuration and no equivalent marks yet, and a work folder beside it."""
+    project, work = tmp_path / "project", tmp_path / "work"
+    (project / "src").mkdir(parents=True)
+    (project / "tests").mkdir()
+    (project / "src" / "tinymod.py").write_text(module)
+    (project / "tests" / "test_tiny.py").write_text(test)
+    (project / "mutation.toml").write_text(CONFIG)
+    (project / "equiv.txt").write_text("")
+    return project, work
+
+
 def _mutants(project: Path) -> dict[str, str]:
     """change -> id, as the harness finds them."""
     spec = importlib.util.spec_from_file_location("bench_mutation", BENCH / "mutation.py")
@@ -52,12 +65,7 @@ def _mutants(project: Path) -> dict[str, str]:
 
 
 def test_killed_surviving_and_equivalent_mutants(tmp_path):
-    project, work = tmp_path / "project", tmp_path / "work"
-    (project / "src").mkdir(parents=True)
-    (project / "tests").mkdir()
-    (project / "src" / "tinymod.py").write_text(MODULE)
-    (project / "tests" / "test_tiny.py").write_text(TEST)
-    (project / "mutation.toml").write_text(CONFIG)
+    project, work = _tiny_project(tmp_path, MODULE, TEST)
 
     mutants = _mutants(project)
     # The boundary, the off-by-one constant and the lost return value; the docstring is left
@@ -107,13 +115,7 @@ def test_a_change_on_a_later_line_of_a_statement_runs_the_tests_of_its_first_lin
     """A list of many constants is built by one instruction of its statement's first line, so
     coverage.py never sees its second line: "QUIT" there was "no test runs this line" (as
     "MOVE" in imap/core.py's CAPABILITIES) although every test of the module runs it."""
-    project, work = tmp_path / "project", tmp_path / "work"
-    (project / "src").mkdir(parents=True)
-    (project / "tests").mkdir()
-    (project / "src" / "tinymod.py").write_text(SPREAD)
-    (project / "tests" / "test_tiny.py").write_text(SPREAD_TEST)
-    (project / "mutation.toml").write_text(CONFIG)
-    (project / "equiv.txt").write_text("")
+    project, work = _tiny_project(tmp_path, SPREAD, SPREAD_TEST)
     run = _harness(project, work)
     assert "\"QUIT\" -> 'QUI': killed" in run.stdout, run.stdout + run.stderr
     assert "no-test" not in run.stdout
@@ -148,13 +150,7 @@ def test_a_kill_by_a_test_that_fails_on_the_unmutated_code_does_not_count(tmp_pa
     """A mutant runs only the tests that execute its line; a test that passes only after
     another one (test_smtp's transcript test did, by accident) then fails whatever the code,
     and every such mutant was "killed". Its first kill is now checked on the unmutated code."""
-    project, work = tmp_path / "project", tmp_path / "work"
-    (project / "src").mkdir(parents=True)
-    (project / "tests").mkdir()
-    (project / "src" / "tinymod.py").write_text(LEANING)
-    (project / "tests" / "test_tiny.py").write_text(LEANING_TEST)
-    (project / "mutation.toml").write_text(CONFIG)
-    (project / "equiv.txt").write_text("")
+    project, work = _tiny_project(tmp_path, LEANING, LEANING_TEST)
     run = _harness(project, work)
     assert "test_second_leans_on_the_first fails on the unmutated code too" in run.stdout, \
         run.stdout + run.stderr

@@ -827,11 +827,22 @@ def scripted_peer(greeting: bytes, answers=(), then=None, wrap=None, implicit=Fa
         finally:
             conn.close()
 
+    with serving(listener, serve, got) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serving(listener: socket.socket, serve, kept, stop: threading.Event | None = None):
+    """Runs ``serve`` in a thread for the with block, which gets the listener's port and
+    ``kept`` (what the server records); then sets ``stop`` (if given), closes the listener and
+    waits for the thread."""
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield listener.getsockname()[1], got
+        yield listener.getsockname()[1], kept
     finally:
+        if stop is not None:
+            stop.set()
         listener.close()
         thread.join(5)
 
