@@ -703,8 +703,8 @@ def test_an_internal_error_between_lines_adds_no_stray_parenthesis(alice, store,
     reply = alice.cmd("e FETCH 1:2 (UID BODY.PEEK[1])")
     assert reply.count(b")\r\n") == 1  # line 1 whole; line 2 never begun
     assert b"\r\n)\r\ne NO [SERVERBUG] " in reply
-    assert {r.getMessage() for r in caplog.records if r.name == "maillab.imap.core"} == {
-        "IMAP FETCH failed"}  # the details go to the lab's log (a set: pytest may capture a record twice)
+    assert [r.getMessage() for r in caplog.records if r.name == "maillab.imap.core"] == [
+        "IMAP FETCH failed"]  # the details go to the lab's log
 
 
 def test_a_message_expunged_between_its_read_and_its_flags_is_left_out(alice, store, monkeypatch):
@@ -808,8 +808,8 @@ def test_a_move_that_fails_is_logged_as_a_move(alice, store, monkeypatch, caplog
 
     monkeypatch.setattr(type(inbox), "copy_to", disk_on_fire)
     assert alice.cmd("b MOVE 1 Trash").startswith(b"b NO [SERVERBUG] ")
-    assert {r.getMessage() for r in caplog.records if r.name == "maillab.imap.core"} == {
-        "IMAP MOVE failed"}  # (a set: after some grading tests pytest captures each record twice)
+    assert [r.getMessage() for r in caplog.records if r.name == "maillab.imap.core"] == [
+        "IMAP MOVE failed"]
     assert len(inbox) == 5
 
 

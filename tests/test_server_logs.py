@@ -43,3 +43,28 @@ def test_a_webmail_traceback_goes_to_the_lab_log_not_to_the_cell():
     # A kernel shows the process's stderr in the running cell: nothing may land there.
     assert "a webmail handler failed" not in done.stderr and "Traceback" not in done.stderr, \
         done.stderr
+
+
+def test_a_record_of_no_lab_reaches_each_handler_once(caplog):
+    """Routed loggers do not propagate; their records that belong to no lab go to the root's
+    handlers, but not again to a handler the record met already (caplog sits on both)."""
+    import logging
+    lab = maillab.start(ports="any", tls=False)  # installs the routing
+    try:
+        seen = []
+
+        class Counting(logging.Handler):
+            def emit(self, record):
+                seen.append(record.getMessage())
+        counting = Counting()
+        logging.getLogger("maillab").addHandler(counting)
+        logging.getLogger().addHandler(counting)
+        try:
+            logging.getLogger("maillab.imap.core").warning("no lab's record")
+        finally:
+            logging.getLogger("maillab").removeHandler(counting)
+            logging.getLogger().removeHandler(counting)
+        assert seen == ["no lab's record"]
+        assert [r.getMessage() for r in caplog.records] == ["no lab's record"]
+    finally:
+        lab.stop()

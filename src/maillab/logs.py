@@ -127,8 +127,22 @@ class _Router(logging.Handler):
         if log is not None:
             log.add_record(record)
             return
-        # Not the lab's: what propagation to the root logger would have done.
-        logging.getLogger().handle(record)
+        # Not the lab's: what propagation to the root logger would have done, but for the
+        # handlers the record met already on its way here (pytest's caplog, say, attaches its
+        # handler to non-propagating loggers and to the root alike: it got each record twice)
+        met: set[int] = set()
+        logger = logging.getLogger(record.name)
+        while logger is not None:
+            met.update(map(id, logger.handlers))
+            if self in logger.handlers or not logger.propagate:
+                break
+            logger = logger.parent
+        root = logging.getLogger()
+        if root.disabled or not root.filter(record):
+            return
+        for handler in root.handlers:
+            if id(handler) not in met and record.levelno >= handler.level:
+                handler.handle(record)
 
 
 _router = _Router()
