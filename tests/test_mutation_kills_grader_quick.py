@@ -24,7 +24,7 @@ import pytest
 
 import maillab
 from conftest import require_root
-from maillab.grader import client, sandbox as sandbox_module, sealed as sealed_module
+from maillab.grader import client, codec, sealed as sealed_module
 from maillab.grader.learner import (AnswerProcess, Handle, LearnerDied, LearnerException,
                                     LearnerFunction, LearnerStopped, LearnerTimeout, _buffered)
 from maillab.grader.sandbox import (Limits, Sandbox, _alive_of_user, _inner_pid, _zombie,
@@ -288,3 +288,37 @@ def test_a_socket_file_of_a_reset_connection_hands_over_no_buffered_bytes():
             time.sleep(0.2)
             assert _buffered(reader) == b""
             assert mine.gettimeout() == 5
+
+
+def test_a_handed_over_file_read_in_small_pieces_gives_the_buffered_bytes_in_order(answers):
+    """read1(n) reads the raw stream straight into an n-byte buffer: the bytes the grader had
+    buffered come out n at a time."""
+    a = answers("def pieces(f):\n    return [f.read1(3), f.read1(3), f.readline()]")
+    left, right = socket.socketpair()
+    f = left.makefile("rb")
+    try:
+        right.sendall(b"one\r\n250 OK\r\n")
+        assert f.readline() == b"one\r\n"  # "250 OK\r\n" stays in the grader's buffer
+        assert LearnerFunction(a, "pieces")(f) == [b"250", b" OK", b"\r\n"]
+    finally:
+        f.close()
+        left.close()
+        right.close()
+
+
+def test_the_codecs_depth_limit_counts_a_dictionary_key_as_a_level_like_its_value():
+    def tuples(levels):
+        wire = 1
+        for _ in range(levels):
+            wire = {"$t": [wire]}
+        return wire
+
+    def decodes(wire) -> bool:
+        try:
+            codec.decode(wire)
+            return True
+        except codec.CodecError:
+            return False
+    as_value = [decodes({"$d": [[1, tuples(n)]]}) for n in range(codec.MAX_DEPTH + 6)]
+    as_key = [decodes({"$d": [[tuples(n), 1]]}) for n in range(codec.MAX_DEPTH + 6)]
+    assert as_key == as_value and True in as_value and False in as_value
