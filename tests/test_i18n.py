@@ -104,6 +104,31 @@ def test_translate_text_finds_the_message_behind_a_filled_in_text():
     assert i18n.translate_text("at most 100 per message") == "at most 100 per message"
 
 
+IN_USE = ("maildrop already in use (another POP3 session of this account is still open: it ends "
+          "with QUIT or by closing its connection (in Python: close the makefile() file too, not "
+          "only the socket))")
+
+
+def test_a_short_message_with_fields_does_not_swallow_a_long_text():
+    """'{service} connection {conn}' matches any text with ' connection ' in it: one word of
+    a server's hint came out in Greek, the rest in English ('by closing its, σύνδεση')."""
+    i18n.set_language("el")
+    try:
+        assert i18n.translate_text(IN_USE) == IN_USE  # no message of the catalog is this text
+        assert i18n.translate_text("smtp:example.com connection 7") != \
+            "smtp:example.com connection 7"  # what that message is for still works
+    finally:
+        i18n.set_language("en")
+
+
+def test_a_servers_hint_and_its_reason_in_parentheses_are_both_translated():
+    from maillab.explain import _in_learners_words
+    with i18n.language("el"):
+        [said] = _in_learners_words("{0}", IN_USE)
+        assert said.startswith(i18n._("maildrop already in use") + " (")
+        assert "closing its" not in said and "still open" not in said
+
+
 def test_plural_forms():
     i18n.set_language("en")
     assert i18n.ngettext("{0} line", "{0} lines", 1) == "{0} line"

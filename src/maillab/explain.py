@@ -160,7 +160,12 @@ def _in_learners_words(template: str, english: str) -> list[str]:
     for candidate in candidates:
         translated = translate_text(candidate) if candidate else candidate
         if translated != candidate:
-            return [template.format(translated)]
+            if candidate == english or inner is None or candidate != inner.group(1):
+                return [template.format(translated)]
+            # the words before the parentheses too, if the catalog has them
+            before = english[:inner.start()].rstrip()
+            said = translate_text(before)
+            return [template.format(f"{said} ({translated})" if said != before else translated)]
     return []
 
 

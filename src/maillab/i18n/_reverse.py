@@ -16,6 +16,7 @@ import weakref
 _patterns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 _FORMATTER = string.Formatter()
+MAX_FIELD = 80  # characters a filled-in field may have (a command a learner typed, say)
 
 
 def _fields(text: str) -> list[tuple[str, str | None]]:
@@ -77,7 +78,11 @@ def reverse_lookup(translations, english: str) -> str:
         return exact
     for pattern, msgstr, names in _table(translations):
         match = pattern.match(english)
-        if match:
+        # A field stands for a number, a name or a command, not for sentences: "{service}
+        # connection {conn}" matched a long hint with " connection " in it, and made Greek of
+        # that one word ("by closing its, σύνδεση (in Python: ...").
+        if match and all(len(v) <= MAX_FIELD and "(" not in v and ")" not in v
+                         for v in match.groups()):
             try:
                 return _fill(msgstr, names, match.groups())
             except ValueError:
