@@ -53,6 +53,9 @@ def test_comments_and_quoted_strings_in_a_content_type(value, params):
     (b"<@example.com>", [(None, None, b"MISSING_MAILBOX", b"example.com")]),
     (b"a@[192.0.2.1]", [(None, None, b"a", b"[192.0.2.1]")]),  # a domain literal
     (b"a@[192.0.2.1", [(None, None, b"a", b"[192.0.2.1")]),  # without its ]
+    # an IPv6 address literal (RFC 5321 4.1.3): its colons are not a group's
+    (b"a@[IPv6:2001:db8::1], Ann <c@[IPv6::1]>",
+     [(None, None, b"a", b"[IPv6:2001:db8::1]"), (b"Ann", None, b"c", b"[IPv6::1]")]),
     # dots in a display name (obs-phrase) keep the spaces the header had, as Dovecot 2.3 does
     # (before: "John Q.Public")
     (b"John Q. Public <jqp@example.com>", [(b"John Q. Public", None, b"jqp", b"example.com")]),
