@@ -25,6 +25,7 @@ import maillab.lab as labmodule
 from conftest import require_root, require_tool
 from maillab.sessions import close_session, open_sessions, run_session
 from maillab.sessions.drivers import HttpDriver, ImapDriver, Pop3Driver, SmtpDriver
+from maillab.i18n import language as i18n_language
 from maillab.sessions.replies import HttpReply, ImapReply, Pop3Reply, SmtpReply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,6 +213,23 @@ def test_smtp_session_stores_the_message_with_headers_and_body_apart(lab):
     assert message.get_content().replace("\r\n", "\n") == (
         "Hello Alice!\n\nA line after a blank line, and one that starts with a dot:\n.and so on\n")
     assert "Hello Alice!" in lab.transcript("smtp").client_lines()  # recorded like any client
+
+
+def test_a_pop3_meaning_comes_once_and_the_servers_own_words_under_each_answer(lab):
+    result = run_session("pop3", "example.com", "USER alice\nPASS wonderland\nSTAT\nQUIT",
+                         lab=lab)
+    meaning = "Positive answer: the command worked."
+    assert result.text.count(meaning) == 1 and result._repr_html_().count(">" + meaning) == 1
+    # what each +OK said is still written under it (one kind of answer, new words each time)
+    assert "   = The server says: now send your password with PASS" not in result.text  # English
+    explanations = [line for line in result.text.splitlines() if line.startswith("   = ")]
+    assert len(explanations) == 1  # in English the server's words are the reply itself
+    with i18n_language("el"):
+        greek = run_session("pop3", "example.com", "USER alice\nPASS wonderland\nQUIT", lab=lab)
+    said = [line for line in greek.text.splitlines() if line.startswith("   = ")]
+    assert len(said) == 4, greek.text  # the meaning once, then the server's words in Greek
+    assert sum(line.count("Θετική απάντηση") for line in said) == 1
+    assert all("Ο διακομιστής λέει" in line for line in said[1:])
 
 
 def test_smtp_out_of_order_lines_are_sent_and_explained(lab):

@@ -182,7 +182,7 @@ def protocol_of(service: str) -> str:
     return name
 
 
-def _smtp(text: str) -> str | None:
+def _smtp(text: str, words: bool = True) -> str | None:
     m = re.match(r"^(\d)(\d)(\d)[ -]?", text)
     if not m:
         return None
@@ -198,23 +198,23 @@ def _smtp(text: str) -> str | None:
             parts.append(_("After EHLO, each of these lines names an extension the server "
                            "offers (SIZE, STARTTLS, AUTH, ...)."))
     hint = _SMTP_HINT.search(text)
-    if hint:
+    if hint and words:
         parts += _in_learners_words(_("Hint: {0}"), hint.group(1))
     return " ".join(parts) or None
 
 
-def _pop3(text: str) -> str | None:
+def _pop3(text: str, words: bool = True) -> str | None:
     for status in ("+OK", "-ERR"):
         if text.startswith(status):
-            words = _IMAP_CODE_TEXT.sub("", text[len(status):]).strip()
-            return " ".join([_(POP3_STATUS[status]),
-                             *_in_learners_words(_("The server says: {0}"), words)])
+            said = _IMAP_CODE_TEXT.sub("", text[len(status):]).strip()
+            return " ".join([_(POP3_STATUS[status]), *(
+                _in_learners_words(_("The server says: {0}"), said) if words else [])])
     if text.startswith("+ ") or text == "+":
         return _(POP3_STATUS["+"])
     return None
 
 
-def _imap(text: str) -> str | None:
+def _imap(text: str, said: bool = True) -> str | None:
     words = text.split()
     if not words:
         return None
@@ -234,14 +234,14 @@ def _imap(text: str) -> str | None:
     for code in _IMAP_CODE.findall(text):
         if code in IMAP_CODES:
             parts.append(_(IMAP_CODES[code]))
-    if len(words) > 2 and words[1].upper() in ("OK", "NO", "BAD", "BYE"):
+    if said and len(words) > 2 and words[1].upper() in ("OK", "NO", "BAD", "BYE"):
         # a status line (tagged or not): after the status word comes text for people
         rest = _IMAP_CODE_TEXT.sub("", text.split(None, 2)[2])
         parts += _in_learners_words(_("The server says: {0}"), rest)
     return " ".join(parts) or None
 
 
-def _http(text: str) -> str | None:
+def _http(text: str, words: bool = True) -> str | None:
     m = re.match(r"^HTTP/\d(?:\.\d)? (\d{3})", text)
     if not m:
         return None
@@ -252,12 +252,14 @@ def _http(text: str) -> str | None:
 _BY_PROTOCOL = {"smtp": _smtp, "pop3": _pop3, "imap": _imap, "http": _http}
 
 
-def explain(service: str, text: str) -> str | None:
-    """What a server line means, in plain words; None if there is nothing to say about it."""
+def explain(service: str, text: str, words: bool = True) -> str | None:
+    """What a server line means, in plain words; None if there is nothing to say about it.
+    ``words=False``: without the server's own words (its text or hint, translated), which
+    always come last: what the same kind of answer means in general."""
     fn = _BY_PROTOCOL.get(protocol_of(service))
     if fn is None:
         return None
     try:
-        return fn(text.strip("\r\n"))
+        return fn(text.strip("\r\n"), words)
     except Exception:  # an explanation must never break a display
         return None

@@ -28,6 +28,7 @@ class Exchange:
     sent: list[str] = field(default_factory=list)
     reply: list[str] = field(default_factory=list)
     explanation: str | None = None  # what the answer means, in one line
+    meaning: str | None = None  # the explanation without the server's own words (they come last)
     notes: list[str] = field(default_factory=list)  # maillab's remarks
     added: set[int] = field(default_factory=set)  # indexes of sent lines maillab added
     encrypted: bool = False  # sent and answered inside TLS
@@ -111,9 +112,9 @@ class SessionResult:
                 continue
             out += [f"C: {line}".rstrip() for line in item.sent]
             out += [f"S: {line}".rstrip() for line in _shortened(item.reply)]
-            if item.explanation and item.explanation not in explained:
-                out.append(f"   = {item.explanation}")
-                explained.add(item.explanation)
+            shown = _explanation_to_show(item, explained)
+            if shown:
+                out.append(f"   = {shown}")
             out += [f"   ! {note}" for note in item.notes]
         return "\n".join(out)
 
@@ -159,6 +160,23 @@ def _shortened(lines: list[str]) -> list[str]:
     return (lines[:keep] + [_("... {0} more lines ...").format(hidden)] + lines[-SHOWN_AT_END:])
 
 
+def _explanation_to_show(item: Exchange, explained: set[str]) -> str | None:
+    """The explanation written under an answer: in full the first time its meaning comes in
+    the cell; after that only the server's own words, if it said something new (the meaning
+    again is on hover)."""
+    if not item.explanation:
+        return None
+    meaning = item.meaning or item.explanation
+    if meaning not in explained:
+        explained.add(meaning)
+        return item.explanation
+    said = item.explanation[len(meaning):].strip() if item.explanation.startswith(meaning) else ""
+    if said and said not in explained:
+        explained.add(said)
+        return said
+    return None
+
+
 def _html_item(item: Exchange | Event, explained: set[str]) -> str:
     """One exchange or event; an explanation already shown in this cell is shown on hover only."""
     if isinstance(item, Event):
@@ -182,8 +200,8 @@ def _html_item(item: Exchange | Event, explained: set[str]) -> str:
         title = f' title="{_esc(meaning)}"' if meaning else ""
         rows.append(f'<div style="{_SERVER}"{title}><span style="{_SIDE}">{server}</span>'
                     f"{_esc(line)}</div>")
-    if item.explanation and item.explanation not in explained:
-        rows.append(f'<div style="{_EXPLAIN}">{_esc(item.explanation)}</div>')
-        explained.add(item.explanation)
+    shown = _explanation_to_show(item, explained)
+    if shown:
+        rows.append(f'<div style="{_EXPLAIN}">{_esc(shown)}</div>')
     rows += [f'<div style="{_NOTE}">{_esc(note)}</div>' for note in item.notes]
     return "".join(rows)

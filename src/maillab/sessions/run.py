@@ -328,7 +328,9 @@ class Session:
 
     def _explain(self, x: Exchange, reply: Reply) -> None:
         from ..explain import explain  # imported at the first session, not at import
-        x.explanation = explain(self.protocol, self.driver.deciding_line(reply))
+        line = self.driver.deciding_line(reply)
+        x.explanation = explain(self.protocol, line)
+        x.meaning = explain(self.protocol, line, words=False)
         if self.protocol == "imap":  # untagged lines mean something each: shown on hover
             for index, line in enumerate(x.reply):
                 if line.startswith("* "):
