@@ -67,7 +67,7 @@ def check_available() -> None:
         raise SandboxUnavailable("grading in sandboxes needs root: run it with sudo "
                                  "(or pass --no-sandbox on a machine you trust)")
     for tool, package in (("bwrap", "bubblewrap"), ("setpriv", "util-linux"),
-                          ("prlimit", "util-linux")):
+                          ("prlimit", "util-linux"), ("kill", "procps")):
         if shutil.which(tool) is None:
             raise SandboxUnavailable(f"{tool} is missing: apt-get install {package}")
 
