@@ -92,6 +92,7 @@ def test_the_answer_size_counts_the_message_bytes_asked_for():
     item = fetchmod.FetchItem
     assert fetchmod.answer_size([item("FLAGS"), item("ENVELOPE")], 1000) == 0
     assert fetchmod.answer_size([item("RFC822.TEXT"), item("RFC822.HEADER")], 1000) == 2000
+    assert fetchmod.answer_size([item("RFC822")], 1000) == 1000  # the whole message
     assert fetchmod.answer_size([item("BODY[]", partial=(0, 10))], 1000) == 10  # a partial
     assert fetchmod.answer_size([item("BODY[]", partial=(0, 5000))], 1000) == 1000  # at most all
 
