@@ -82,7 +82,7 @@ def test_the_report_names_what_a_teacher_should_look_at():
     said = oddities(result)
     assert said[0] == "cell 4 printed more than 1 MB"
     assert "the notebook's kernel was restarted 2 time(s)" in said
-    assert "a_tests: the notebook's own test passed, the grader's check failed" in said
+    assert not any(s.startswith("a_tests") for s in said)  # partly right: nothing to look at
     assert "b_tests: your code ran longer than 8 s" in said
     assert any("skipped" in s for s in said)
 

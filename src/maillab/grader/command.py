@@ -8,8 +8,11 @@ progress, and writes the scores into the gradebook as ``nbgrader autograde`` doe
 formgrader, ``generate_feedback`` and ``export`` work on them as usual. The report (a table
 here, all details in ``grade-reports/<lab>.json``) says per student the score, the time, which
 parts the grader checked outside the notebook, and anything odd: a kernel that died, a cell
-that would not stop, code that ended the answer process, a notebook check that disagreed with
-the grader's.
+that would not stop, code that ended the answer process, locked cells changed in the submitted
+notebook, a test its saved outputs show passing that failed when it ran here.
+
+Run again with ``--collect``, it collects again (a later batch of zips too) and grades every
+submission; with ``--student`` the report keeps the other students' entries.
 """
 
 from __future__ import annotations
@@ -66,12 +69,9 @@ def run(args) -> int:
     jobs: list[tuple[str, str]] = []
     for lab in labs:
         if args.collect:
-            step = "zip_collect" if args.collect == "zip" else "collect"
-            done = subprocess.run([sys.executable, "-m", "nbgrader", step, lab], cwd=course,
-                                  env=tool_environment())
-            if done.returncode:
-                print(f"maillab grade: nbgrader {step} {lab} failed", file=sys.stderr)
-                return done.returncode
+            failed = collect(course, lab, args.collect)
+            if failed:
+                return failed
         students = args.student or submissions(course, lab)
         if not students:
             print(f"maillab grade: no submissions of {lab} in {course / 'submitted'}",
@@ -103,13 +103,42 @@ def run(args) -> int:
         mine = [r for r in results if r["lab"] == lab]
         report = {"lab": lab, "workers": workers, "seconds": round(elapsed, 1),
                   "sandbox": not args.no_sandbox, "submissions": mine}
-        path = pool.reports / f"{lab}.json"
-        path.write_text(json.dumps(report, indent=1) + "\n")
+        save_report(pool.reports / f"{lab}.json", report, some_students=bool(args.student))
         print(f"{lab}:")
-        print(table(mine))
+        print(table(mine, f"grade-reports/{lab}.json"))
     print(f"{len(results)} submissions in {elapsed:.1f} s with {workers} workers; "
           f"details in grade-reports/")
     return 1 if any("error" in r for r in results) else 0
+
+
+def collect(course: Path, lab: str, how: str) -> int:
+    """``nbgrader zip_collect`` (``how`` "zip") or ``nbgrader collect`` ("exchange") of one lab;
+    its exit status. zip_collect gets ``--force``: it unpacks every archive again into an
+    emptied ``extracted/`` folder (without it, the run after a late zip stops at "Directory not
+    empty"), so the zips of earlier batches and the new one are all collected."""
+    step = ["zip_collect", lab, "--force"] if how == "zip" else ["collect", lab]
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *step], cwd=course,
+                          env=tool_environment())
+    if done.returncode:
+        print(f"maillab grade: nbgrader {step[0]} {lab} failed", file=sys.stderr)
+    return done.returncode
+
+
+def save_report(path: Path, report: dict, some_students: bool) -> None:
+    """Write a lab's report. A run of ``some_students`` (``--student``) replaces only their
+    entries in the report already there (the others' stay, in their order; a student new to it
+    comes last); a whole batch's report replaces the file."""
+    if some_students:
+        try:
+            earlier = json.loads(path.read_text())["submissions"]
+        except (OSError, ValueError, KeyError, TypeError):
+            earlier = None
+        if not isinstance(earlier, list):  # none yet, or not one we can read: this run's alone
+            earlier = []
+        fresh = {r["student"]: r for r in report["submissions"]}
+        merged = [fresh.pop(r.get("student"), r) for r in earlier if isinstance(r, dict)]
+        report = {**report, "submissions": merged + list(fresh.values())}
+    path.write_text(json.dumps(report, indent=1) + "\n")
 
 
 def worker_count(requested: int | None, jobs: int) -> int:
@@ -277,29 +306,58 @@ def score_text(result: dict) -> str:
 
 
 def oddities(result: dict) -> list[str]:
-    """What a teacher should look at, in a few words each."""
+    """What a teacher should look at, in a few words each.
+
+    A part whose visible test passed in the notebook while the grader's check failed is not
+    among them: every test cell holds hidden tests as well, so that is what partly right code
+    looks like (the report keeps both verdicts). What points to a notebook changed by hand is:
+    locked cells edited or missing (nbgrader grades the handed-out ones) and a test the saved
+    notebook shows passing that failed when the notebook ran again here. A notebook of an
+    earlier version of the lab is said as such (its cells differ, but were not edited)."""
     out = list(result.get("odd", []))
     if result.get("error"):
         out.append(f"not graded: {result['error']}")
     if result.get("kernel_restarts"):
         out.append(f"the notebook's kernel was restarted {result['kernel_restarts']} time(s)")
+    submitted = result.get("submitted_notebook", {})
+    for key, said in (("edited", "locked cells changed: {} (graded as handed out)"),
+                      ("missing", "locked cells missing: {} (put back)"),
+                      ("other_version", "an earlier version of the lab: {} differ (graded "
+                                        "with this one)")):
+        if submitted.get(key):
+            out.append(said.format(", ".join(submitted[key])))
     for gid, part in result.get("parts", {}).items():
-        if part["passed"] != part["kernel_passed"]:
-            out.append(f"{gid}: the notebook's own test {'passed' if part['kernel_passed'] else 'failed'}"
-                       f", the grader's check {'passed' if part['passed'] else 'failed'}")
+        if part["passed"] and not part["kernel_passed"]:
+            out.append(f"{gid}: the notebook's own test failed, the grader's check passed")
+        elif not part["kernel_passed"] and gid in submitted.get("saved_passing", []):
+            out.append(f"{gid}: saved as passing, failed when run again here")
         out += part.get("notes", [])
     out += [x for x in result.get("loading", []) if "skipped" in x]
     return out
 
 
-def table(results: list[dict]) -> str:
+LOOK_AT_WIDTH = 70  # characters of one "look at" line in the table
+LOOK_AT_LINES = 4  # lines of it per student
+
+
+def table(results: list[dict], details: str = "the report") -> str:
+    """One line per student (more when there is more to look at); what does not fit is in
+    ``details`` (the report's file), and the table says so."""
     rows = [("student", "score", "time", "sealed checks", "look at")]
     for r in results:
         parts = r.get("parts", {})
         passed = sum(1 for p in parts.values() if p["passed"])
-        odd = oddities(r)
+        look_at = [fit(o) for o in oddities(r)]
+        if len(look_at) > LOOK_AT_LINES:
+            more = len(look_at) - LOOK_AT_LINES + 1
+            look_at[LOOK_AT_LINES - 1:] = [f"… and {more} more in {details}"]
         rows.append((r["student"], score_text(r), f"{r.get('seconds', 0):.1f} s",
-                     f"{passed}/{len(parts)} passed", odd[0][:70] if odd else ""))
-        rows += [("", "", "", "", o[:70]) for o in odd[1:4]]
+                     f"{passed}/{len(parts)} passed", look_at[0] if look_at else ""))
+        rows += [("", "", "", "", o) for o in look_at[1:]]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def fit(text: str) -> str:
+    """A "look at" line cut to the table's width, with "…" where it was cut."""
+    return text if len(text) <= LOOK_AT_WIDTH else text[:LOOK_AT_WIDTH - 1] + "…"
