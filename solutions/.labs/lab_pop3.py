@@ -229,11 +229,15 @@ assert read_multiline(io.BytesIO(b".\\r\\n")) == b""
 assert read_multiline(io.BytesIO(b"a\\r\\n...\\r\\n..\\r\\n.\\r\\n")) == b"a\\r\\n..\\r\\n.\\r\\n"
 _m = [_g.sample(1), _g.sample(2)]
 _u, _p = _g.make_account(lab, _m)
-_sock, _f = pop3_login(lab.host, lab.pop3_port, _u, _p)
-_sock.sendall(b"RETR 1\\r\\n")
-status(_f)
+_sock = socket.create_connection((lab.host, lab.pop3_port))
+_f = _sock.makefile("rb")
+assert _f.readline().startswith(b"+OK")
+for _command in (f"USER {_u}", f"PASS {_p}", "RETR 1"):
+    _sock.sendall(_command.encode() + b"\\r\\n")
+    assert _f.readline().startswith(b"+OK")
 assert read_multiline(_f) == _m[0]
 _sock.sendall(b"QUIT\\r\\n")
+_f.close()
 _sock.close()
 ''')
     b.md("""

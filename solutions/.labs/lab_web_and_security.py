@@ -374,8 +374,11 @@ fields = form_fields('<form><input type="email" name="address" value="">'
                      '<input type="password" name="password" required></form>')
 assert fields == {"address": "", "csrf": "abc", "password": ""}
 ''', '''
-_st, _h, _b = http_get(lab.host, lab.webmail_port, "/login")
-_f = form_fields(_b.decode())
+import http.client as _http
+_c = _http.HTTPConnection(lab.host, lab.webmail_port)
+_c.request("GET", "/login")
+_f = form_fields(_c.getresponse().read().decode())
+_c.close()
 assert set(_f) == {"csrf", "address", "password"} and len(_f["csrf"]) > 10
 assert form_fields('<INPUT name="a"\\n value="1"><p>name="b"</p>') == {"a": "1"}
 ''')
@@ -440,8 +443,11 @@ assert any(_a.user == "alice@example.com" and _a.success and _a.service.startswi
            for _a in ev.logins())
 _u, _p = _g.make_account(lab)
 assert webmail_login(lab.host, lab.webmail_port, f"{_u}@example.com", "wrong") is None
-_status, _h, _b = http_get(lab.host, lab.webmail_port, "/mail")
-assert _status in (303, 302)  # without the cookie: back to the login page
+import http.client as _http
+_c = _http.HTTPConnection(lab.host, lab.webmail_port)
+_c.request("GET", "/mail")
+assert _c.getresponse().status in (303, 302)  # without the cookie: back to the login page
+_c.close()
 ''')
     b.md("""
 ## Part 7: be the eavesdropper (5 points)
