@@ -333,3 +333,42 @@ def test_restarting_the_answer_process_leaves_no_descriptor_open(answers):
             LearnerFunction(a, "die")()
         assert LearnerFunction(a, "ok")() == 1
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_session_typed_by_hand_is_not_loaded_and_reports_no_error(answers):
+    """A `%%pop3` cell (the learner's session, run by the notebook's kernel) became a
+    get_ipython() call here, and every honest submission's report listed "NameError: name
+    'get_ipython' is not defined" under "loading"."""
+    a = answers("def one():\n    return 1", "%%pop3 example.com\nUSER bob\nPASS builder",
+                "\n  %%smtp example.com\nEHLO desk.example.com")
+    assert a.problems == []
+    assert LearnerFunction(a, "one")() == 1
+
+
+def test_the_grader_names_the_function_that_is_not_written_yet(answers):
+    """The verdict of a test that met the student version's `raise NotImplementedError()` was
+    an empty message: it names the unwritten function (the innermost one), in the learner's
+    language, as the notebook's kernel does."""
+    from maillab import i18n
+    from maillab.grader.checks import TestRun
+
+    a = answers('''
+def read_multiline(f):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+def list_messages(host, port, user, password):
+    return read_multiline(None)
+def later():
+    raise NotImplementedError("next week")
+''')
+    run = TestRun(a, None, [])
+    verdict = run.run("list_tests", "list_messages('127.0.0.1', 110, 'bob', 'builder')")
+    assert (verdict.passed, verdict.kind, verdict.message) == (
+        False, "NotImplementedError",
+        "you have not written read_multiline yet (it still raises NotImplementedError)")
+    assert run.run("t", "later()").message == \
+        "you have not written later yet (it still raises NotImplementedError): next week"
+    with i18n.language("el"):
+        verdict = run.run("list_tests", "list_messages('127.0.0.1', 110, 'bob', 'builder')")
+    assert verdict.message == \
+        "δεν έχεις γράψει ακόμη τη read_multiline (σηκώνει ακόμη NotImplementedError)"

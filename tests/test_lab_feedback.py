@@ -80,3 +80,174 @@ def test_the_sealed_grader_gives_the_same_hint(lab):
         learner_text = "timed out"
     assert "whole line" in explain_learner_error(LearnerTimeout("timed out"), "timed out")
     assert explain_learner_error(ValueError("x"), "x") == "x"
+
+
+# ---------------------------------------------------------------- a part not written yet
+UNWRITTEN = '''
+def read_multiline(f):
+    """The lines of a multi-line reply."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+def list_messages(host, port, user, password):
+    return read_multiline(None)  # written, but it uses the part above
+'''
+
+
+def kernel_errors(cells: list[str]) -> list[tuple[str, str]]:
+    """(ename, evalue) of the error each cell ended in, run in a real kernel as nbgrader does."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True).execute()
+    return [next(((o.ename, o.evalue) for o in c.outputs if o.output_type == "error"), None)
+            for c in nb.cells]
+
+
+def test_the_kernel_names_the_function_that_is_not_written_yet():
+    """The student version's stub raises a bare NotImplementedError(): a test that met it
+    said "NotImplementedError:" and nothing else. After the setup cell's grading.prepare the
+    error names the unwritten function, the innermost one (a written list_messages that calls
+    an unwritten read_multiline names read_multiline), in the lab's language."""
+    errors = kernel_errors([
+        "import maillab\nfrom maillab import grading\n"
+        "lab = maillab.start(ports='any', tls=False)\ngrading.prepare(lab)",
+        UNWRITTEN,
+        "read_multiline(None)",
+        "list_messages('127.0.0.1', 110, 'bob', 'builder')",
+        "raise NotImplementedError('my own words')",  # not a function of the notebook
+        "maillab.i18n.set_language('el')\nread_multiline(None)",
+        "lab.stop()"])
+    expected = "you have not written {0} yet (it still raises NotImplementedError)"
+    assert errors[2] == ("NotImplementedError", expected.format("read_multiline"))
+    assert errors[3] == ("NotImplementedError", expected.format("read_multiline"))
+    assert errors[4] == ("NotImplementedError", "my own words")
+    assert errors[5] == ("NotImplementedError",
+                         "δεν έχεις γράψει ακόμη τη read_multiline (σηκώνει ακόμη "
+                         "NotImplementedError)")
+    assert errors[0] is errors[1] is errors[6] is None
+
+
+def test_only_the_notebooks_own_functions_count_as_unwritten():
+    namespace, library = {}, {}
+    exec("def abstract():\n    raise NotImplementedError('subclasses do this')", library)
+    exec(UNWRITTEN + "\nclass Client:\n    def login(self):\n        raise NotImplementedError()\n"
+         "def from_library():\n    abstract()\n"
+         "def from_c():\n    import io\n    return io.RawIOBase().read(1)\n", namespace)
+    namespace["abstract"] = library["abstract"]
+
+    def raised(call):
+        try:
+            call()
+        except NotImplementedError as e:
+            return grading.unwritten_function(e, namespace)
+    assert raised(lambda: namespace["list_messages"]("h", 1, "u", "p")) == "read_multiline"
+    assert raised(lambda: namespace["Client"]().login()) == "Client.login"
+    assert raised(namespace["from_library"]) is None
+    assert raised(namespace["from_c"]) is None  # raised in C, inside the notebook's function
+    assert grading.unwritten_function(ValueError("x"), namespace) is None
+
+
+def test_the_grader_does_not_repeat_the_kernels_reason():
+    """Under `maillab grade` a failed test kept the kernel's error and added the grader's
+    reason: when both say the same, the feedback showed the line twice."""
+    from nbformat import NotebookNode
+
+    from maillab.grader.checks import Verdict
+    from maillab.grader.execute import apply_verdict
+
+    def cell(*errors):
+        return NotebookNode(outputs=[NotebookNode(output_type="error", ename=n, evalue=v,
+                                                  traceback=[f"{n}: {v}"]) for n, v in errors])
+    same = cell(("AssertionError", "each port is a number"))
+    apply_verdict(same, Verdict("ports_tests", False, "AssertionError", "each port is a number"), 5)
+    assert [(o.ename, o.evalue) for o in same.outputs] == [("AssertionError",
+                                                            "each port is a number")]
+    other = cell(("AssertionError", "visible part"))
+    apply_verdict(other, Verdict("t", False, "AssertionError", "hidden part"), 5)
+    assert [o.evalue for o in other.outputs] == ["visible part", "hidden part"]
+    passed = cell(("AssertionError", "the kernel alone"))
+    assert apply_verdict(passed, Verdict("t", True), 5)["points"] == 5 and not passed.outputs
+
+
+def test_the_feedback_preprocessor_takes_nbconverts_display_option():
+    """nbgrader generate_feedback printed "Config option `display_data_priority` not
+    recognized by `HideHiddenTests`" on every run: the HTML exporter sets that option for
+    every nbconvert class."""
+    import io
+    import logging
+
+    from nbconvert.exporters import HTMLExporter
+    from traitlets.config import Config
+
+    said = io.StringIO()
+    log = logging.getLogger("test-hide-hidden-tests")
+    log.addHandler(logging.StreamHandler(said))
+    hide = grading.nbgrader_preprocessors()["HideHiddenTests"]
+    hide(config=Config(HTMLExporter().default_config), log=log)
+    assert said.getvalue() == ""
+
+
+def test_the_feedback_of_a_graded_lab_names_the_unwritten_function_once(tmp_path):
+    """End to end, as a teacher runs it: plain `nbgrader autograde`, `maillab grade` (the
+    kernel's error and the grader's reason say the same: shown once), the report (a session
+    typed by hand is no loading error) and `nbgrader generate_feedback` (no config warning)."""
+    import json
+    import subprocess
+    import sys
+
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from conftest import require_root, require_tool
+    from labcourse import Course, nbgrader_env
+
+    require_tool("bwrap")
+    require_root("grading in sandboxes needs root")
+
+    def cell(grade_id, source, **kw):
+        return new_code_cell(source.strip("\n"), id=grade_id, metadata={"nbgrader": {
+            "grade": False, "grade_id": grade_id, "locked": False, "schema_version": 3,
+            "solution": False, "task": False, **kw}})
+    solved = UNWRITTEN.replace("# YOUR CODE HERE\n    raise NotImplementedError()",
+                               "### BEGIN SOLUTION\n    return b''\n    ### END SOLUTION")
+    master = new_notebook(cells=[
+        cell("setup", "import maillab\nfrom maillab import grading\n"
+                      "lab = maillab.start(ports='any', tls=False)\ngrading.prepare(lab)",
+             locked=True),
+        cell("session", "%%pop3 example.com\n### BEGIN SOLUTION\nUSER bob\nPASS builder\n"
+                        "QUIT\n### END SOLUTION", solution=True),
+        cell("code", solved, solution=True),
+        cell("list_tests", "assert list_messages(lab.host, lab.pop3_port, 'bob', 'b') == b''\n"
+                           "### BEGIN HIDDEN TESTS\n_g = grading.fresh(lab)\n"
+                           "### END HIDDEN TESTS", grade=True, locked=True, points=2),
+        cell("stop", "lab.stop()", locked=True)])
+    master.metadata.kernelspec = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                  "name": "python3"}
+    course = Course(tmp_path / "course", [])
+    (course.root / "solutions" / "unwritten").mkdir(parents=True)
+    nbformat.write(master, course.root / "solutions" / "unwritten" / "unwritten.ipynb")
+    student = nbformat.read(course.generate("unwritten"), 4)
+    student.cells[1].source = "%%pop3 example.com\nUSER bob\nPASS builder\nQUIT"
+    student.cells[2].source = UNWRITTEN  # list_messages written, read_multiline not
+    path = course.root / "submitted" / "ada" / "unwritten" / "unwritten.ipynb"
+    path.parent.mkdir(parents=True)
+    nbformat.write(student, path)
+    reason = "you have not written read_multiline yet (it still raises NotImplementedError)"
+
+    course.run("autograde", "unwritten", "--force")
+    assert course.errors("unwritten", "ada") == {"list_tests": f"NotImplementedError: {reason}"}
+    done = subprocess.run([sys.executable, "-m", "maillab", "grade", "unwritten", "--quiet"],
+                          cwd=course.root, env=nbgrader_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((course.root / "grade-reports" / "unwritten.json").read_text())
+    [graded] = report["submissions"]
+    assert graded["parts"]["list_tests"]["message"] == reason
+    assert graded["loading"] == []  # the %%pop3 cell is not the learner's functions
+    made = course.run("generate_feedback", "unwritten", "--force")
+    assert "not recognized" not in made.stdout + made.stderr
+    html = (course.root / "feedback" / "ada" / "unwritten" / "unwritten.html").read_text()
+    assert html.count(reason) == 1

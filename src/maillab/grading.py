@@ -192,7 +192,8 @@ def limit_cells(seconds: float = CELL_LIMIT, grace: float = GRACE) -> None:
 
 
 def prepare(lab, *, cell_limit: float = CELL_LIMIT, socket_timeout: float = SOCKET_TIMEOUT):
-    """The setup cell's call: seal the evidence, limit cell time, time out sockets."""
+    """The setup cell's call: seal the evidence, limit cell time, time out sockets, and name
+    unwritten functions in errors."""
     import socket
 
     if not lab.running:
@@ -200,6 +201,7 @@ def prepare(lab, *, cell_limit: float = CELL_LIMIT, socket_timeout: float = SOCK
     seal(lab)
     socket.setdefaulttimeout(socket_timeout)
     limit_cells(cell_limit)
+    explain_unwritten()
     return lab
 
 
@@ -368,6 +370,55 @@ def timeout_hint() -> str:
     """What a learner's TimeoutError most often means (said by Watch and by the grader)."""
     return _("maillab: no answer came. Did the server get a whole line? Every command ends "
              "with \\r\\n: without it the server waits for the rest, and so does your code.")
+
+
+def unwritten_function(error: BaseException, namespace: dict) -> str | None:
+    """The name of the notebook's function that raised this NotImplementedError itself (the
+    student version's ``raise NotImplementedError()``, not yet replaced), or None.
+
+    A function belongs to the notebook when its globals are the notebook's ``namespace``; the
+    innermost frame decides, so a written ``list_messages`` that calls an unwritten
+    ``read_multiline`` names ``read_multiline``. Library code raising it (in Python, or in C
+    called from the notebook's function: then that frame's instruction is a call, not a
+    ``raise``) names nothing, and neither does a cell's own top level."""
+    import opcode
+
+    if not isinstance(error, NotImplementedError) or error.__traceback__ is None:
+        return None
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    if tb.tb_frame.f_globals is not namespace or code.co_name.startswith("<") or \
+            code.co_code[tb.tb_lasti:tb.tb_lasti + 1] != bytes([opcode.opmap["RAISE_VARARGS"]]):
+        return None
+    return code.co_name if "<" in code.co_qualname else code.co_qualname
+
+
+def unwritten_message(name: str, text: str = "") -> str:
+    """What a learner reads when a test met a function they have not written yet (said in
+    the kernel and by the grader, word for word: the feedback shows it once)."""
+    message = _("you have not written {0} yet (it still raises NotImplementedError)").format(name)
+    return f"{message}: {text}" if text else message
+
+
+def _explain_unwritten(shell, etype, value, tb, tb_offset=None):
+    """IPython's handler for NotImplementedError (see :func:`explain_unwritten`)."""
+    name = unwritten_function(value, shell.user_ns)
+    if name is not None and not str(value).startswith(unwritten_message(name)):  # shown before
+        value.args = (unwritten_message(name, str(value)),)
+    shell.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)
+
+
+def explain_unwritten() -> None:
+    """Make this kernel say which function is not written yet when a cell ends in a
+    NotImplementedError raised by one (the error's text; otherwise it would be empty),
+    through IPython's custom exception handler. No-op outside IPython."""
+    try:
+        ip = get_ipython()  # noqa: F821 (IPython's builtin)
+    except NameError:
+        return
+    ip.set_custom_exc((NotImplementedError,), _explain_unwritten)
 
 
 class Watch:
@@ -1519,6 +1570,7 @@ def nbgrader_preprocessors() -> dict:
     from nbgrader import utils
     from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells
     from nbgrader.preprocessors.execute import UnresponsiveKernelError
+    from traitlets import List
 
     stopped = (DeadKernelError, CellTimeoutError, UnresponsiveKernelError)
 
@@ -1612,6 +1664,11 @@ def nbgrader_preprocessors() -> dict:
                     return
 
     class HideHiddenTests(NbGraderPreprocessor):
+        # generate_feedback's HTML exporter configures display_data_priority for every
+        # nbconvert class; NbGraderPreprocessor declares the trait without config=True, and
+        # traitlets then warned "not recognized" on every run. Taken, and not needed here.
+        display_data_priority = List().tag(config=True)
+
         def preprocess_cell(self, cell, resources, index):
             if is_test_cell(cell):
                 hidden = [l.strip() for l in split_hidden(cell.source)[1] if l.strip()]

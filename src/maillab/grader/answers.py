@@ -26,6 +26,7 @@ import threading
 import time
 import types
 
+from ..grading import unwritten_function
 from .codec import CodecError, decode, encode, frame, read_frame
 
 MAX_FDS = 16
@@ -62,6 +63,8 @@ class AnswerServer:
     def load(self, cells: list[str], skip: set[tuple[int, int]]) -> dict:
         problems = []
         for ci, source in enumerate(cells):
+            if is_session_cell(source):
+                continue
             statements = parse_cell(source)
             if statements is None:
                 problems.append([ci, -1, "SyntaxError", "this cell is not Python"])
@@ -164,7 +167,8 @@ class AnswerServer:
                 reply.update(self.serve_one(message))
             except BaseException as e:
                 mro, text = describe_exception(e)
-                reply["raised"] = {"mro": mro, "text": text}
+                reply["raised"] = {"mro": mro, "text": text,
+                                   "unwritten": unwritten_function(e, self.namespace)}
             self.still_me()
             try:
                 self.send(reply)
@@ -175,6 +179,14 @@ class AnswerServer:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def is_session_cell(source: str) -> bool:
+    """A cell that starts with a cell magic (``%%pop3 example.com``): a session typed by hand,
+    which the notebook's kernel ran against its own lab. It defines nothing a test calls, and
+    here it could not run (IPython makes it a ``get_ipython()`` call): not loaded."""
+    first = next((line for line in source.splitlines() if line.strip()), "")
+    return first.lstrip().startswith("%%")
+
 
 def parse_cell(source: str) -> list | None:
     """The top-level statements of a cell; IPython syntax (magics, !commands) is turned into

@@ -62,10 +62,14 @@ def trusted_grading(run: "TestRun") -> types.ModuleType:
 
 def explain_learner_error(error: BaseException, text: str) -> str:
     """The learner's error as the feedback shows it: a timeout gets the hint that a command
-    without its line end leaves both sides waiting."""
+    without its line end leaves both sides waiting; a NotImplementedError from a function the
+    learner has not written yet names it, as the notebook's kernel does."""
+    from ..grading import timeout_hint, unwritten_message
     if isinstance(error, TimeoutError):
-        from ..grading import timeout_hint
         return f"{text} ({timeout_hint()})"
+    unwritten = getattr(error, "unwritten", None)
+    if isinstance(error, NotImplementedError) and unwritten:
+        return unwritten_message(unwritten, text)
     return text
 
 

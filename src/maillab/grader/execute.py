@@ -385,7 +385,8 @@ def spawn_answers(sandbox: Sandbox, fd: int) -> subprocess.Popen:
 
 def apply_verdict(cell, verdict: Verdict, points: float) -> dict:
     """The test cell's outputs after the verdict: what the kernel printed for the learner,
-    errors only when the grader's check failed too, and the grader's reason last."""
+    errors only when the grader's check failed too, and the grader's reason last (unless the
+    kernel's error said just that: the feedback would show the same line twice)."""
     kernel_failed = any(o.get("output_type") == "error" for o in cell.outputs)
     kept = []
     for o in cell.outputs:
@@ -393,7 +394,8 @@ def apply_verdict(cell, verdict: Verdict, points: float) -> dict:
         if kind == "display_data" or (kind == "stream" and o.get("name") == "stdout") or \
                 (kind == "error" and not verdict.passed):
             kept.append(o)
-    if not verdict.passed:
+    said = {(o.get("ename"), o.get("evalue")) for o in kept if o.get("output_type") == "error"}
+    if not verdict.passed and (verdict.kind, verdict.message) not in said:
         kept.append(_error(verdict.kind, verdict.message))
     cell.outputs = kept
     return {"points": points if verdict.passed else 0.0, "max": points,

@@ -52,6 +52,7 @@ class LearnerException(Exception):
     """Base of every exception the learner's code raised in the answer process."""
 
     learner_text = ""
+    unwritten: str | None = None  # NotImplementedError: the learner's function that raised it
 
 
 class AnswerProcess:
@@ -294,6 +295,10 @@ class AnswerProcess:
             self._classes[mro] = self._exception_class(mro)
         e = self._classes[mro](text)
         e.learner_text = text
+        unwritten = raised.get("unwritten")  # the learner's function that raised it, if any
+        if type(unwritten) is str and len(unwritten) <= 200 and \
+                all(part.isidentifier() for part in unwritten.split(".")):
+            e.unwritten = unwritten
         return e
 
     def _exception_class(self, mro) -> type:
