@@ -581,7 +581,9 @@ def collect_coverage(group: Group, base: Path, snapshot_id: str, workdir: Path, 
         return CoverageMap(**data)
     import coverage
 
-    copy_dir = prepare_copy(base, workdir / f"cov-{group.name}", snapshot_id)
+    # a folder of this run's own: two runs of one group at once (other modules, other
+    # --copies) shared "cov-imap" and broke each other's coverage data
+    copy_dir = prepare_copy(base, workdir / f"cov-{group.name}-{key}", snapshot_id)
     data_dir = workdir / "coverage" / f"{group.name}-{key}.data"
     shutil.rmtree(data_dir, ignore_errors=True)
     Path(str(data_dir) + ".tests.json").unlink(missing_ok=True)
@@ -592,7 +594,7 @@ def collect_coverage(group: Group, base: Path, snapshot_id: str, workdir: Path, 
         "MUTATION_COVERAGE_INCLUDE": str(copy_dir / "src") + "/*",
         "MUTATION_COVERAGE_SUMMARY": str(data_dir) + ".tests.json"})
     env["PYTHONPATH"] += os.pathsep + str(HERE)  # the plugin, from this script's folder
-    cmd = pytest_command(python, workdir / f"tmp-cov-{group.name}", nice)
+    cmd = pytest_command(python, workdir / f"tmp-cov-{group.name}-{key}", nice)
     cmd += ["-p", "mutation_coverage", *group.tests]
     print(f"coverage run of group {group.name}: {' '.join(group.tests)}", flush=True)
     started = time.monotonic()
@@ -614,6 +616,8 @@ def collect_coverage(group: Group, base: Path, snapshot_id: str, workdir: Path, 
     result = CoverageMap(lines, summary["durations"], summary["outcomes"], summary["order"],
                          seconds, os.getloadavg()[0])
     cache.write_text(json.dumps(asdict(result)))
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    shutil.rmtree(workdir / f"tmp-cov-{group.name}-{key}", ignore_errors=True)
     failing = sorted(t for t, o in result.outcomes.items() if o == "failed")
     print(f"  {seconds:.0f} s, {len(result.passing())} tests pass, {len(failing)} fail "
           f"(not used): {' '.join(failing[:10])}", flush=True)
