@@ -115,8 +115,10 @@ def collect(course: Path, lab: str, how: str) -> int:
     """``nbgrader zip_collect`` (``how`` "zip") or ``nbgrader collect`` ("exchange") of one lab;
     its exit status. zip_collect gets ``--force``: it unpacks every archive again into an
     emptied ``extracted/`` folder (without it, the run after a late zip stops at "Directory not
-    empty"), so the zips of earlier batches and the new one are all collected."""
-    step = ["zip_collect", lab, "--force"] if how == "zip" else ["collect", lab]
+    empty"), so the zips of earlier batches and the new one are all collected. collect gets
+    ``--update``: a pupil who submitted again is collected again (nbgrader keeps the first
+    otherwise)."""
+    step = ["zip_collect", lab, "--force"] if how == "zip" else ["collect", lab, "--update"]
     done = subprocess.run([sys.executable, "-m", "nbgrader", *step], cwd=course,
                           env=tool_environment())
     if done.returncode:
