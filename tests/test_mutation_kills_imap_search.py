@@ -12,7 +12,7 @@ import tempfile
 import pytest
 
 from maillab.imap.parser import Cursor, ParseError
-from maillab.imap.search import SearchContext, matches, parse_search
+from maillab.imap.search import SearchContext, cached_fields, matches, parse_search
 
 MESSAGE = (b"From: Bob <bob@example.com>\r\nSubject: Caf\xc3\xa9 tonight\r\n"
            b"Date: Tue, 02 Jan 2024 10:00:00 +0000\r\n\r\nSee you there.\r\n")
@@ -67,7 +67,8 @@ def nested(depth: int, wrap) -> str:
     lambda t: f"NOT {t}",
     lambda t: f"OR {t} ALL",
     lambda t: f"OR ALL {t}",
-], ids=["parentheses", "not", "or-first", "or-second"])
+    lambda t: f"(ALL {t})",
+], ids=["parentheses", "not", "or-first", "or-second", "parentheses-second"])
 def test_keys_nest_a_hundred_deep_and_no_deeper(wrap):
     parse(nested(100, wrap))
     with pytest.raises(ParseError, match="nested too deeply"):
@@ -404,3 +405,21 @@ def test_body_decodes_a_part_whose_header_ends_early_for_the_email_package(inbox
     assert decoded_answer(raw, "BODY wonderland")
     folder.deliver(raw)
     assert search_answer(imap(store), b"BODY wonderland") == b"* SEARCH 1"
+
+
+def test_the_index_fields_a_search_reads_come_from_every_branch():
+    """The folder's index loads these fields before a search; a branch left out would search
+    a field the index did not load."""
+    assert cached_fields(parse("OR SUBJECT a FROM b")) == {"h_subject", "h_from"}
+    assert cached_fields(parse("OR ALL FROM b")) == {"h_from"}
+    assert cached_fields(parse("NOT SUBJECT a")) == {"h_subject"}
+    assert cached_fields(parse("(SEEN SUBJECT a) BODY c")) == {"h_subject", "plain"}
+    assert cached_fields(parse("SENTBEFORE 1-Jan-2024")) == {"h_date"}
+    assert cached_fields(parse("HEADER X-Spam yes")) == set()  # not an indexed field
+
+
+def test_a_part_in_a_charset_python_does_not_know_is_searched_as_utf8():
+    message = (b"Content-Type: text/plain; charset=x-klingon\r\n\r\ncaf\xc3\xa9 at noon\r\n")
+    ctx = SearchContext(1, 1, frozenset(), len(message), INTERNAL, False, lambda: message, 1, 1)
+    assert matches(parse("BODY caf\xc3\xa9".encode("latin-1")), ctx)
+    assert not matches(parse("BODY midnight"), ctx)
