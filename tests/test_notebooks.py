@@ -50,3 +50,49 @@ def test_course_notebook_runs(path):
 
 def test_there_is_a_course():
     assert ROOT / "course" / "00-welcome.ipynb" in COURSE_NOTEBOOKS
+
+
+def run_cells(path: Path, cells: list) -> list:
+    """Run these cells (changed copies of a notebook's) in a kernel; the cells with outputs."""
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells = cells
+    client = NotebookClient(notebook, timeout=60, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    return notebook.cells
+
+
+def shown(cell) -> str:
+    """Everything a cell showed, as plain text."""
+    texts = []
+    for output in cell.outputs:
+        texts.append(output.get("text", ""))
+        texts.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("lang", ["en", "el"])
+def test_pop3_console_left_logged_in_is_named_and_nothing_is_called_right(lang):
+    # A pupil stopped typing in the console after DELE 1 (no QUIT): the mailbox stays locked,
+    # so the later sessions as John get -ERR [IN-USE]. The session cells must say why, and the
+    # check after "Nothing is deleted without QUIT" must not call a prediction right for a
+    # session that never logged in.
+    path = ROOT / "course" / ("el/" if lang == "el" else "") / "02-pop3.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    ids = [cell.id for cell in notebook.cells]
+    cells = notebook.cells[:ids.index("02-25") + 1]
+    for cell in cells:
+        if cell.id == "02-23":
+            cell.source = cell.source.replace("my_guess = ...", 'my_guess = "yes"')
+    logged_in = nbformat.v4.new_code_cell('console.send("USER john")\n'
+                                          'console.send("PASS postman")\n'
+                                          'console.send("DELE 1")')
+    cells.insert(ids.index("02-11") + 1, logged_in)
+    ran = {cell.get("id"): cell for cell in run_cells(path, cells)}
+    in_use = {"en": "Another session is still logged in to this mailbox, perhaps the console",
+              "el": "κονσόλα πιο πάνω"}[lang]
+    assert "-ERR [IN-USE]" in shown(ran["02-24"]) and in_use in shown(ran["02-24"])
+    check = shown(ran["02-25"])
+    nothing = {"en": "The session above marked nothing", "el": "δεν σημείωσε τίποτα"}[lang]
+    right = {"en": "right", "el": "σωστά"}[lang]
+    assert nothing in check and right not in check, check

@@ -252,6 +252,19 @@ def test_pop3_pass_comes_right_after_an_accepted_user():
     assert notes(p, "PASS x") == "PASS comes right after USER."
 
 
+def test_pop3_a_mailbox_in_use_names_the_session_that_holds_it():
+    p = greeted_pop3()
+    answer(p, "USER john", b"+OK\r\n")
+    step = p.step("PASS postman")
+    reply = fed(step.reply, b"-ERR [IN-USE] maildrop already in use\r\n")
+    remark = " ".join(p.remarks_on(step, reply))
+    assert remark.startswith("Another session is still logged in to this mailbox, perhaps the "
+                             "console above: type QUIT there"), remark
+    other = fed(p.step("PASS x").reply, b"-ERR [AUTH] wrong password\r\n")
+    assert p.remarks_on(step, other) == []
+    assert SmtpDriver().remarks_on(None, fed(SmtpReply(), b"554 [IN-USE]\r\n")) == []
+
+
 def test_pop3_a_refused_other_command_keeps_the_user():
     p = greeted_pop3()
     answer(p, "USER alice", b"+OK\r\n")
@@ -873,6 +886,18 @@ def test_what_the_server_says_before_being_asked_is_shown_apart():
     assert result.ok, result.text
     assert result.replies == [([], ["220 hi"]), ([], ["250 unasked"]), (["NOOP"], ["250 asked"])]
     assert result.exchanges[1].notes == ["The server said this on its own since the last cell."]
+
+
+def test_a_remark_about_an_answer_is_shown_below_it():
+    answers = [(b"USER john\r\n", b"+OK\r\n"),
+               (b"PASS postman\r\n", b"-ERR [IN-USE] maildrop already in use\r\n"),
+               (b"STAT\r\n", b"-ERR not logged in\r\n")]
+    result, _ = run_against(b"+OK hi\r\n", answers, "pop3", "USER john\nPASS postman\nSTAT")
+    assert result.ok, result.text
+    refused = result.exchanges[2]
+    assert refused.sent == ["PASS postman"] and refused.notes[0].startswith(
+        "Another session is still logged in to this mailbox"), refused.notes
+    assert "! Another session is still logged in" in result.text
 
 
 def test_the_goodbye_word_of_each_protocol():

@@ -127,3 +127,26 @@ def test_a_refusal_inside_a_run_of_lines_is_seen():
     conn.client(b"x99 NOOP\r\n")
     conn.server(b"x99 NO [x] no\r\n* 1 EXISTS\r\nx99 OK fine\r\n")
     assert conn.refusals_in_a_row == 0  # OK ended the run (the NO in the same read counted first)
+
+
+def test_the_answer_to_a_command():
+    rec = Recorder()
+    pop = rec.open("pop3:example.net", "127.0.0.1:5001")
+    pop.server(b"+OK ready\r\n")
+    pop.client(b"user john\r\n")
+    pop.server(b"+OK\r\n")
+    pop.client(b"PASS postman\r\n")
+    pop.server(b"-ERR [IN-USE] maildrop already in use\r\n")
+    pop.client(b"DELE 1\r\n")
+    pop.server(b"-ERR not logged in\r\n")
+    imap = rec.open("imap:example.com", "127.0.0.1:5002")
+    imap.server(b"* OK ready\r\n")
+    imap.client(b"a1 SELECT INBOX\r\n")
+    imap.server(b"* 3 EXISTS\r\na1 OK done\r\n")
+    t = Transcript(rec.lines())
+    assert t.answer_to("pass") == "-ERR [IN-USE] maildrop already in use"
+    assert t.answer_to("DELE") == "-ERR not logged in"
+    assert t.answer_to("SELECT") == "* 3 EXISTS"  # IMAP: the tag is not the command
+    assert t.answer_to("RETR") == "" and Transcript([]).answer_to("DELE") == ""
+    asked_last = Transcript(l for l in rec.lines() if l.text != "-ERR not logged in")
+    assert asked_last.filter(service="pop3").answer_to("DELE") == ""  # asked, no answer yet

@@ -420,6 +420,18 @@ class Transcript:
         """Everything the client(s) sent, byte for byte."""
         return b"".join(l.raw for l in self.lines if l.who == CLIENT)
 
+    def answer_to(self, command: str) -> str:
+        """The first line the server answered to the client's first ``command`` (``"DELE"``;
+        IMAP's tag is skipped), or "" when no such command was sent or answered."""
+        asked = None
+        for line in self.lines:
+            if asked is None:
+                if line.who == CLIENT and _command(line) == command.upper():
+                    asked = line.conn
+            elif line.who == SERVER and line.conn == asked:
+                return line.text
+        return ""
+
     def last(self) -> "Transcript":
         """The most recent connection only."""
         conns = self.connections()

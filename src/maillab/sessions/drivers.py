@@ -65,6 +65,11 @@ class Driver:
     def answered(self, step: Step | None, reply: Reply) -> None:
         """Follow the state from a whole answer (``step`` None: the greeting)."""
 
+    def remarks_on(self, step: Step | None, reply: Reply) -> list[str]:
+        """Remarks about a whole answer, for what the learner can do about it (called before
+        :meth:`answered`, so the state is the one the line was sent in)."""
+        return []
+
     def tls_started(self) -> list[str]:
         """The connection is now encrypted; remarks for the learner."""
         self.start_tls = False
@@ -228,6 +233,15 @@ class Pop3Driver(Driver):
     def deciding_line(reply: Reply) -> str:
         lines = reply.lines
         return lines[0] if lines else ""  # +OK or -ERR comes first; a multi-line answer follows
+
+    def remarks_on(self, step: Step | None, reply: Reply) -> list[str]:
+        if step is not None and self.deciding_line(reply).upper().startswith("-ERR [IN-USE]"):
+            # RFC 2449's IN-USE: the maildrop is locked by a session that is still logged in;
+            # in a notebook that is nearly always the console a few cells up, left without QUIT
+            return [_("Another session is still logged in to this mailbox, perhaps the console "
+                      "above: type QUIT there (or press Disconnect), then run this cell again. "
+                      "POP3 lets only one session at a time into a mailbox.")]
+        return []
 
     def answered(self, step: Step | None, reply: Reply) -> None:
         status = reply.status if isinstance(reply, Pop3Reply) else ""

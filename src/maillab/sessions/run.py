@@ -263,6 +263,7 @@ class Session:
             self.close()
             result.event(_("the server closed the connection"))
             return False
+        x.notes += self.driver.remarks_on(step, reply)
         self.driver.answered(step, reply)
         if self.driver.start_tls:
             if self.pending:
