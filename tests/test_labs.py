@@ -148,3 +148,59 @@ def test_student_version_fails_validate_in_every_test(validations, lab):
     # every autograded test fails, plus the unanswered solution cells (NotImplementedError)
     assert int(m.group(1)) >= len(tests), out[-3000:]
     assert "NotImplementedError" in out
+
+
+# ------------------------------------------------------------------ concept checks
+# Answers a pupil may well write that the hidden test refuses (a number for a digit in quotes,
+# lower case for a name in capitals): the visible test must refuse them too, with a message,
+# or the pupil sees a pass and loses the points unwarned.
+TRAPS = {
+    ("smtp", "codes"): [{"FIRST_DIGIT_OK": 2}, {"READY": "220"}],
+    ("smtp", "ports"): [{"SENDING_PROTOCOL": "smtp"}, {"SMTP_PORT": "25"}],
+    ("pop3", "concepts"): [{"KEEPS_MAIL": "imap"}, {"DELETES_IN": "update"}, {"POP3_PORT": "110"}],
+    ("imap", "concepts"): [{"NEVER_CHANGES": "uid"}, {"NEVER_CHANGES": "Uid"},
+                           {"NEEDS_MORE_DISK": "imap"}],
+    ("journey", "steps"): [{"SERVER_TO_READER": {"pop3", "imap"}}, {"CLIENT_TO_OWN_SERVER": "smtp"},
+                           {"NEEDS_LOGIN": {"Submit", "read"}}],
+    ("journey", "ports"): [{"DNS_RECORD": "mx"}, {"DNS_RECORD": "Mx"}, {"DNS_RECORD": " MX"}],
+}
+
+
+def _concept_cells(lab: str, part: str) -> tuple[str, str, str]:
+    """The solution cell of a concept part, and its test cell's visible and hidden parts."""
+    cells = {meta(c).get("grade_id"): c.source for c in master(lab).cells}
+    visible, _marker, hidden = cells[f"{part}_tests"].partition("### BEGIN HIDDEN TESTS")
+    hidden = hidden.replace(make_masters.FRESH, "")  # a concept check needs no lab
+    return cells[part], visible, hidden
+
+
+@pytest.mark.parametrize("lab,part", list(TRAPS), ids=["-".join(k) for k in TRAPS])
+def test_a_concept_answer_the_hidden_test_refuses_is_refused_visibly(lab, part):
+    from maillab.i18n import _
+    solution, visible, hidden = _concept_cells(lab, part)
+    right = {"_": _}
+    exec(solution, right)
+    for check in (visible, hidden):
+        exec(check, dict(right))  # the model answers pass both
+    for trap in TRAPS[lab, part]:
+        answers = dict(right, **trap)
+        with pytest.raises(AssertionError):
+            exec(hidden, dict(answers))  # a real trap: the hidden test takes the points
+        with pytest.raises(AssertionError) as refused:
+            exec(visible, dict(answers))
+        assert str(refused.value).strip(), f"{lab} {part} {trap}: refused without a message"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_visible_assert_says_what_was_expected(lab):
+    # A bare AssertionError tells a pupil nothing: each assert of a visible test carries a
+    # message (plain strings and _() texts are translated for the Greek lab).
+    import ast
+    bare = []
+    for cell in master(lab).cells:
+        if cell.cell_type == "code" and meta(cell).get("grade"):
+            visible = cell.source.split("### BEGIN HIDDEN TESTS")[0]
+            for node in ast.walk(ast.parse(visible)):
+                if isinstance(node, ast.Assert) and node.msg is None:
+                    bare.append(f"{meta(cell)['grade_id']}: {ast.get_source_segment(visible, node)}")
+    assert not bare, "\n".join(bare)

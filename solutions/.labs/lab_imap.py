@@ -131,7 +131,9 @@ with grading.watch(lab) as ev:
     print(st, lines)
     assert st == "OK" and "* 2 EXISTS" in lines, \\
         _("got {0!r}, {1!r}: expected OK, '* 2 EXISTS'").format(st, lines)
-    assert imap_command(sock, f, "a3", "FETCH 99 FLAGS")[0] in ("NO", "BAD", "OK")
+    got = imap_command(sock, f, "a3", "FETCH 99 FLAGS")
+    assert got[0] in ("NO", "BAD", "OK"), \\
+        _("the status is the word after the tag (OK, NO or BAD); got {0!r}").format(got)
     sock.close()
 s = ev.session("imap:example.com")
 print(s)
@@ -222,7 +224,8 @@ with grading.watch(lab) as ev:
 print(counts)
 assert counts == {"MESSAGES": 3, "UNSEEN": 2}, \\
     _("got {0}, expected 3 messages, 2 unseen").format(counts)
-assert "STATUS" in ev.session("imap:example.com").commands(tagged=True)
+assert "STATUS" in ev.session("imap:example.com").commands(tagged=True), \\
+    "ask with the command STATUS"
 got = folder_status(lab.host, lab.imap_port, user, password, "Sent")
 assert got == {"MESSAGES": 0, "UNSEEN": 0}, \\
     _("the folder Sent: got {0}, expected none").format(got)
@@ -264,7 +267,8 @@ with grading.watch(lab) as ev:
     uids = search_from(lab.host, lab.imap_port, user, password, "maria@example.net")
 print(uids)
 assert sorted(uids) == [1, 3], _("got {0!r}, expected the UIDs 1 and 3").format(uids)
-assert "UID SEARCH" in ev.session("imap:example.com").commands(tagged=True)
+assert "UID SEARCH" in ev.session("imap:example.com").commands(tagged=True), \\
+    "search with UID SEARCH, so that the numbers are UIDs"
 ''', '''
 assert sorted(search_from(lab.host, lab.imap_port, user, password, "bob@example.com")) == [4]
 assert search_from(lab.host, lab.imap_port, user, password, "nobody@example.org") == []
@@ -401,7 +405,9 @@ user, password = grading.make_account(lab, [grading.sample(1), photo.format(to="
 with grading.watch(lab) as ev:
     data = fetch_part(lab.host, lab.imap_port, user, password, 2, "2")
 print(data)
-assert base64.b64decode(data) == b"hello world"
+assert base64.b64decode(data) == b"hello world", \\
+    _("part 2 of the message, decoded from base64, is {{0!r}}; got {{1!r}}").format(b"hello world",
+                                                                                 data)
 assert "UID FETCH" in ev.session("imap:example.com").commands(tagged=True), "fetch by UID"
 read = [m for m in map(grading.DiskMessage, grading.maildir(lab, user).values()) if "S" in m.flags]
 assert not read, "the message is now marked as read: fetch with BODY.PEEK[...]"
@@ -437,7 +443,9 @@ with grading.watch(lab) as ev:
     add_flag(lab.host, lab.imap_port, user, password, 2, "\\\\Flagged")
 flags = {m.uid: m.flags for m in map(grading.DiskMessage, grading.maildir(lab, user).values())}
 print(flags)
-assert flags == {1: set(), 2: {"F"}}
+assert flags == {1: set(), 2: {"F"}}, (
+    _("flags on the disk: got {0!r}, expected {1!r} (F is \\\\Flagged, on message 2 only)")
+    .format(flags, {1: set(), 2: {"F"}}))
 assert "UID STORE" in ev.session("imap:example.com").commands(tagged=True), "use UID STORE"
 try:
     add_flag(lab.host, lab.imap_port, user, password, 1, "\\\\Bogus")
@@ -474,7 +482,10 @@ NEVER_CHANGES = "UID"
     b.tests("concepts_tests", 5, '''
 assert isinstance(IMAP_PORT, int) and isinstance(IMAPS_PORT, int), \\
     "each port is a number (an int), such as 80"
-assert NEEDS_MORE_DISK in ("POP3", "IMAP"), "NEEDS_MORE_DISK: one of POP3, IMAP"
+assert NEEDS_MORE_DISK in ("POP3", "IMAP"), \\
+    'NEEDS_MORE_DISK: "POP3" or "IMAP", in capitals as written here'
+assert NEVER_CHANGES in ("UID", "sequence number"), \\
+    'NEVER_CHANGES: "UID" or "sequence number", written exactly as here'
 ''', '''
 assert (IMAP_PORT, IMAPS_PORT, NEEDS_MORE_DISK, NEVER_CHANGES) == (143, 993, "IMAP", "UID")
 ''')

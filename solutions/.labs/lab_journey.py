@@ -250,8 +250,12 @@ def mx_lookup(address, mx):
     ### END SOLUTION
 ''')
     b.tests("mx_tests", 6, '''
-assert mx_lookup("john@example.net", lab.mx) == lab.mx["example.net"]
-assert mx_lookup("alice@example.com", lab.mx) == (lab.host, lab.smtp_port)
+got = mx_lookup("john@example.net", lab.mx)
+assert got == lab.mx["example.net"], \\
+    _("john@example.net: got {0!r}, expected {1!r}").format(got, lab.mx["example.net"])
+got = mx_lookup("alice@example.com", lab.mx)
+assert got == (lab.host, lab.smtp_port), \\
+    _("alice@example.com: got {0!r}, expected {1!r}").format(got, (lab.host, lab.smtp_port))
 ''', '''
 assert mx_lookup("John@EXAMPLE.NET", lab.mx) == lab.mx["example.net"]
 assert mx_lookup("a@b@example.com", {"example.com": ("h", 1)}) == ("h", 1)
@@ -310,10 +314,16 @@ with grading.watch(lab) as ev:
     ids = relay(lab.mx, "alice@example.com", ["john@example.net"], msg)
 s = ev.session("smtp:example.net")
 print(s)
-assert s.client_lines[0] == "EHLO mail.example.com"
-assert "AUTH" not in s.commands() and s.commands()[-1] == "QUIT"
+assert s.client_lines[0] == "EHLO mail.example.com", \\
+    _("a server introduces itself with its own name: EHLO mail.example.com; your first line "
+      "was {0!r}").format(s.client_lines[0])
+assert "AUTH" not in s.commands() and s.commands()[-1] == "QUIT", (
+    _("a server passes mail on without AUTH and ends with QUIT; your commands: {0}")
+    .format(s.commands()))
 got = ev.delivered("john", s)
-assert len(got) == 1 and got[0].body == msg.encode() and ids == s.queue_ids()
+assert len(got) == 1 and got[0].body == msg.encode(), "john's mailbox has not got the message"
+assert ids == s.queue_ids(), \\
+    _("relay returned {0!r}, but the server's queue ids were {1!r}").format(ids, s.queue_ids())
 ''', '''
 assert got[0].raw.count(b"Received: ") == 1
 _msg = msg.replace("straight to you", "to all of you")
@@ -377,13 +387,16 @@ with grading.watch(lab) as ev:
                  "alice@example.com", ["john@example.net"], msg)
 step1 = ev.session("smtps:example.com")
 print(step1)
-assert "AUTH" in step1.commands()
+assert "AUTH" in step1.commands(), (
+    _("a mail program logs in with AUTH before MAIL FROM; your commands: {0}")
+    .format(step1.commands()))
 got = ev.delivered("john", step1)
-assert len(got) == 1 and got[0].body == msg.encode()
+assert len(got) == 1 and got[0].body == msg.encode(), "john's mailbox has not got the message"
 # the newest hop, on top: example.com's server handed it to example.net's
 step2 = " ".join(got[0].header("Received").split())
 print("Received:", step2)
-assert step2.startswith("from mail.example.com") and "by mail.example.net" in step2
+assert step2.startswith("from mail.example.com") and "by mail.example.net" in step2, \\
+    "the newest Received: says that mail.example.com handed the message to mail.example.net"
 ''', '''
 assert _g.plain_auth_user(step1) == "alice" and step1.queue_ids() == [qid]
 assert "ESMTPA" not in step2 and got[0].raw.count(b"Received: ") == 2
@@ -418,7 +431,9 @@ def received_hops(raw):
 sample = (b"Received: from mail.example.com ([127.0.0.1])\\r\\n\\tby mail.example.net (maillab) with ESMTP;\\r\\n"
           b"Received: from laptop ([127.0.0.1])\\r\\n\\tby mail.example.com (maillab) with ESMTPA;\\r\\n"
           b"Subject: hi\\r\\n\\r\\nbody\\r\\n")
-assert received_hops(sample) == [("laptop", "mail.example.com"), ("mail.example.com", "mail.example.net")]
+got = received_hops(sample)
+expected = [("laptop", "mail.example.com"), ("mail.example.com", "mail.example.net")]
+assert got == expected, _("got {0!r}, expected {1!r} (the oldest hop first)").format(got, expected)
 ''', '''
 _msg = "Subject: hops\\r\\nDate: Tue, 2 Jun 2026 09:00:00 +0000\\r\\nMessage-ID: <hops@example.com>\\r\\n\\r\\nx\\r\\n"
 with _g.watch(lab) as _ev:
@@ -467,7 +482,7 @@ msgs = [grading.sample(i, sender="alice@example.com") for i in range(3)]
 user, password = grading.make_account(lab, msgs, domain="example.net")
 with grading.watch(lab) as ev:
     newest = pop3_latest(lab.host, lab.port("pop3", "example.net"), user, password)
-assert newest == msgs[-1]
+assert newest == msgs[-1], "return the bytes of the newest message, the last in LIST"
 s = ev.session("pop3:example.net")
 assert "RETR 3" in s.client_lines and "DELE" not in s.commands(), s.commands()
 ''', '''
@@ -508,7 +523,7 @@ msgs = [grading.sample(i, sender="alice@example.com") for i in range(3)]
 user, password = grading.make_account(lab, msgs, domain="example.net")
 with grading.watch(lab) as ev:
     newest = imap_latest(lab.host, lab.port("imap", "example.net"), user, password)
-assert newest == msgs[-1]
+assert newest == msgs[-1], "return the bytes of the newest message, the highest UID"
 s = ev.session("imap:example.net")
 assert "UID FETCH" in s.commands(tagged=True), s.commands(tagged=True)
 ''', '''
@@ -535,7 +550,10 @@ assert CLIENT_TO_OWN_SERVER in ("SMTP", "POP3", "IMAP") and SERVER_TO_SERVER in 
     "SMTP", "POP3", "IMAP"), "CLIENT_TO_OWN_SERVER and SERVER_TO_SERVER: one of SMTP, POP3, IMAP"
 assert isinstance(SERVER_TO_READER, set) and isinstance(NEEDS_LOGIN, set), \\
     "SERVER_TO_READER and NEEDS_LOGIN must be sets, such as {'POP3'}"
-assert NEEDS_LOGIN <= {"submit", "relay", "read"}, "NEEDS_LOGIN: the steps are submit, relay, read"
+assert SERVER_TO_READER <= {"SMTP", "POP3", "IMAP"}, \\
+    'SERVER_TO_READER: a set of protocol names written as here, such as {"SMTP"}'
+assert NEEDS_LOGIN <= {"submit", "relay", "read"}, \\
+    'NEEDS_LOGIN: a set of the steps "submit", "relay", "read", written as here'
 ''', '''
 assert (CLIENT_TO_OWN_SERVER, SERVER_TO_SERVER) == ("SMTP", "SMTP")
 assert SERVER_TO_READER == {"POP3", "IMAP"} and NEEDS_LOGIN == {"submit", "read"}
@@ -562,7 +580,8 @@ DNS_RECORD = "MX"
     b.tests("ports_tests", 6, '''
 assert all(isinstance(p, int) for p in (SUBMIT_PORT, RELAY_PORT, POP3_PORT, IMAP_PORT)), \\
     "each port is a number (an int), such as 80"
-assert isinstance(DNS_RECORD, str), "DNS_RECORD is the record type's name, a str"
+assert isinstance(DNS_RECORD, str) and DNS_RECORD.isalpha() and DNS_RECORD.isupper(), \\
+    'DNS_RECORD: the name of the record type in capitals (a str), such as "A" or "AAAA"'
 ''', '''
 assert (SUBMIT_PORT, RELAY_PORT, POP3_PORT, IMAP_PORT, DNS_RECORD) == (587, 25, 110, 143, "MX")
 ''')

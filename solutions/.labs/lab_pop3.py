@@ -381,7 +381,9 @@ def download_new(host, port, user, password, seen):
 msgs = [grading.sample(i) for i in range(3)]
 user, password = grading.make_account(lab, msgs)
 first = download_new(lab.host, lab.pop3_port, user, password, set())
-assert sorted(first.values()) == sorted(msgs)
+assert sorted(first.values()) == sorted(msgs), \\
+    _("a new mailbox of {0} messages: expected all of them, each as the bytes RETR gave; got "
+      "{1}").format(len(msgs), len(first))
 with grading.watch(lab) as ev:
     again = download_new(lab.host, lab.pop3_port, user, password, set(first))
 assert again == {}, "nothing is new the second time"
@@ -457,7 +459,9 @@ KEEPS_MAIL = "IMAP"
 assert isinstance(POP3_PORT, int) and isinstance(POP3S_PORT, int), \\
     "each port is a number (an int), such as 80"
 assert DELETES_IN in ("AUTHORIZATION", "TRANSACTION", "UPDATE"), \\
-    "DELETES_IN: one of AUTHORIZATION, TRANSACTION, UPDATE"
+    'DELETES_IN: one of "AUTHORIZATION", "TRANSACTION", "UPDATE", in capitals as written here'
+assert KEEPS_MAIL in ("POP3", "IMAP"), \\
+    'KEEPS_MAIL: "POP3" or "IMAP", in capitals as written here'
 ''', '''
 assert (POP3_PORT, POP3S_PORT, DELETES_IN, KEEPS_MAIL) == (110, 995, "UPDATE", "IMAP")
 ''')

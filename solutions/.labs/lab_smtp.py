@@ -160,13 +160,16 @@ sock = socket.create_connection((lab.host, lab.smtp_port))
 f = sock.makefile("rb")
 code, texts = read_reply(f)
 print(code, texts)
-assert code == 220 and texts[0].startswith("mail.example.com")
+assert code == 220 and texts[0].startswith("mail.example.com"), (
+    _("the greeting: got {0!r}, expected 220 and a text starting with mail.example.com")
+    .format((code, texts)))
 sock.sendall(b"EHLO tester.example.org\\r\\n")
 code, texts = read_reply(f)
 print(code, texts)
 assert code == 250 and len(texts) > 3, "EHLO gets a reply of several lines"
 sock.sendall(b"QUIT\\r\\n")
-assert read_reply(f)[0] == 221
+got = read_reply(f)
+assert got[0] == 221, _("the answer to QUIT: got {0!r}, expected the code 221").format(got)
 sock.close()
 got = read_reply(io.BytesIO(b"250-first\\r\\n250 last\\r\\n"))
 assert got == (250, ["first", "last"]), \\
@@ -221,7 +224,9 @@ with grading.watch(lab) as ev:
 print(ext)
 s = ev.session("smtp:example.com")
 print(s)  # your session, as the server saw it
-assert {"SIZE", "AUTH", "8BITMIME"} <= ext
+assert {"SIZE", "AUTH", "8BITMIME"} <= ext, (
+    _("SIZE, AUTH and 8BITMIME are among the keywords the server offers; you returned {0!r}")
+    .format(ext))
 assert s.commands() == ["EHLO", "QUIT"], s.commands()
 ''', '''
 assert s.client_lines[0] == "EHLO student.example.org"
@@ -322,7 +327,8 @@ with grading.watch(lab) as ev:
 s = ev.session("smtp:example.com")
 print(s)
 assert s.commands() == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"], s.commands()
-assert s.queue_ids() == [qid]
+assert s.queue_ids() == [qid], \\
+    _("send_mail returned {0!r}, but the server's queue id was {1!r}").format(qid, s.queue_ids())
 stored = ev.delivered("bob", s)
 assert len(stored) == 1 and stored[0].body == msg.encode(), "bob's mailbox has not got it"
 try:
@@ -404,9 +410,10 @@ with grading.watch(lab) as ev:
                                 ["nobody@example.com", "bob@example.com"], msg)
 print(qid, refused)
 s = ev.session("smtp:example.com")
-assert refused == {"nobody@example.com": 550}
+assert refused == {"nobody@example.com": 550}, \\
+    _("refused: got {0!r}, expected {1!r}").format(refused, {"nobody@example.com": 550})
 assert s.commands() == ["EHLO", "MAIL", "RCPT", "RCPT", "DATA", "QUIT"], s.commands()
-assert len(ev.delivered("bob", s)) == 1
+assert len(ev.delivered("bob", s)) == 1, "bob's mailbox has not got the message"
 with grading.watch(lab) as ev2:
     got = send_checked(lab.host, lab.smtp_port, "alice@example.com", ["nemo@example.com"], msg)
 assert got == (None, {"nemo@example.com": 550}), \\
@@ -561,6 +568,8 @@ FIRST_DIGIT_OK = "2"
     b.tests("codes_tests", 5, '''
 assert all(isinstance(c, int) for c in (READY, GO_AHEAD, NO_SUCH_USER, LOGGED_IN)), \\
     "each reply code is a number (an int), such as 250"
+assert FIRST_DIGIT_OK in ("2", "3", "4", "5"), \\
+    'FIRST_DIGIT_OK: one of "2", "3", "4", "5": a digit in quotes (a str), not a number'
 ''', '''
 assert (READY, GO_AHEAD, NO_SUCH_USER, LOGGED_IN) == (220, 354, 550, 235)
 assert FIRST_DIGIT_OK == "2"

@@ -216,6 +216,9 @@ saw; after the TLS handshake they are unreadable.
 print(sorted(grading.readable_commands(submit.session)))
 assert isinstance(EAVESDROPPER_READS, set) and isinstance(PASSWORD_READABLE, bool), \\
     "EAVESDROPPER_READS must be a set and PASSWORD_READABLE True or False"
+assert all(isinstance(c, str) and c.upper() in {"EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA",
+                                                "QUIT"} for c in EAVESDROPPER_READS), \\
+    'EAVESDROPPER_READS holds command words of the session, such as "EHLO"'
 ''', '''
 _seen = _g.readable_commands(_g.again(submit).session)
 assert _seen and {c.upper() for c in EAVESDROPPER_READS} == _seen, \\
@@ -333,7 +336,9 @@ def http_get(host, port, path):
 with grading.watch(lab) as ev:
     status, headers, body = http_get(lab.host, lab.webmail_port, "/login")
 print(status, headers)
-assert status == 200 and headers["content-type"].startswith("text/html")
+assert status == 200 and headers.get("content-type", "").startswith("text/html"), \\
+    _("expected the status 200 (an int) and a header content-type (the name in lower case) "
+      "starting with text/html; got {0!r}, {1!r}").format(status, headers)
 assert b'name="password"' in body, _("the login page has no password field")
 s = ev.session("http")
 assert s.client_lines[0] == "GET /login HTTP/1.1", s.client_lines
@@ -372,7 +377,8 @@ def form_fields(html):
 fields = form_fields('<form><input type="email" name="address" value="">'
                      '<input type="hidden" name="csrf" value="abc">'
                      '<input type="password" name="password" required></form>')
-assert fields == {"address": "", "csrf": "abc", "password": ""}
+expected = {"address": "", "csrf": "abc", "password": ""}
+assert fields == expected, _("got {0!r}, expected {1!r}").format(fields, expected)
 ''', '''
 import http.client as _http
 _c = _http.HTTPConnection(lab.host, lab.webmail_port)
@@ -432,12 +438,16 @@ def webmail_login(host, port, address, password):
 with grading.watch(lab) as ev:
     session = webmail_login(lab.host, lab.webmail_port, "alice@example.com", "wonderland")
 print(session)
-assert session and "=" in session
+assert session and "=" in session, \\
+    _("return the session cookie as name=value; got {0!r}").format(session)
 http = ev.sessions("http")
-assert [h.client_lines[0] for h in http][:2] == ["GET /login HTTP/1.1", "POST /login HTTP/1.1"]
+asked = [h.client_lines[0] for h in http][:2]
+assert asked == ["GET /login HTTP/1.1", "POST /login HTTP/1.1"], \\
+    _("first GET /login (for the token), then POST /login; your requests: {0!r}").format(asked)
 imap = ev.session("imap:example.com")  # the webmail speaking IMAP for you
 print(imap)
-assert "LOGIN" in imap.commands(tagged=True) or "AUTHENTICATE" in imap.commands(tagged=True)
+assert "LOGIN" in imap.commands(tagged=True) or "AUTHENTICATE" in imap.commands(tagged=True), \\
+    "the webmail did not log in to IMAP for you: was the login refused?"
 ''', '''
 assert any(_a.user == "alice@example.com" and _a.success and _a.service.startswith("imap")
            for _a in ev.logins())
@@ -494,7 +504,8 @@ with grading.watch(lab) as ev:
     imap = imaplib.IMAP4(lab.host, lab.imap_port); imap.login(user, password); imap.logout()
 text = "\\n".join(str(s) for s in ev.sessions())
 print(text)
-assert find_passwords(text) == {(user, password)}
+got = find_passwords(text)
+assert got == {(user, password)}, _("got {0!r}, expected {1!r}").format(got, {(user, password)})
 ''', '''
 _u2, _p2 = _g.make_account(lab)
 with _g.watch(lab) as _ev:
@@ -547,10 +558,12 @@ user, password = grading.make_account(lab, msgs)
 with grading.watch(lab) as ev:
     result = pop3s_stat(lab.host, lab.pop3s_port, user, password, lab.client_context())
 print(result)
-assert result == (2, sum(map(len, msgs)))
+expected = (2, sum(map(len, msgs)))
+assert result == expected, _("got {0!r}, expected {1!r} (messages, bytes)").format(result, expected)
 s = ev.session("pop3s:example.com")
 print(s)
-assert [a.secure for a in ev.logins() if a.user == user] == [True]
+assert [a.secure for a in ev.logins() if a.user == user] == [True], \\
+    "log in once, inside TLS"
 ''', '''
 assert any("TLS" in _e for _e in s.events) and s.commands()[:2] == ["USER", "PASS"]
 import ssl
@@ -634,7 +647,7 @@ s = ev.session("submission:example.com")
 print(s)
 assert s.commands() == ["EHLO", "STARTTLS", "EHLO", "AUTH", "MAIL", "RCPT", "DATA", "QUIT"], s.commands()
 got = ev.delivered("bob", s)
-assert len(got) == 1 and got[0].body == msg.encode()
+assert len(got) == 1 and got[0].body == msg.encode(), "bob's mailbox has not got the message"
 ''', '''
 assert [a.secure for a in ev.logins() if a.user == "alice"] == [True]
 assert s.queue_ids() == [qid]
