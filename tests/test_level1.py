@@ -92,9 +92,10 @@ def test_each_slip_costs_the_steps_it_breaks(lab, slip, text, broken, says):
 
 
 def test_the_student_versions_placeholder_lines_earn_nothing(lab):
+    # the session cell sends nothing of nbgrader's placeholder (and says to write the session)
     steps = submission_steps(lab, "# YOUR CODE HERE\nraise NotImplementedError()")
     assert set(failed(steps)) == set(steps.results)
-    assert "'# YOUR CODE HERE' with '530" in failed(steps)["tls"]  # what the server said
+    assert "made no connection to submission:example.com" in failed(steps)["tls"]
 
 
 def test_a_session_on_another_port_is_no_evidence(lab):
@@ -212,3 +213,15 @@ def test_an_earlier_cells_session_ending_during_this_cell_is_no_evidence():
     assert [s.lines[0].conn for s in evidence.sessions("smtp")] == [8]
     assert [s.lines[0].conn for s in grading.CellEvidence(Lab(), 0.5, 3.0).sessions("smtp")] \
         == [7, 8]
+
+
+def test_a_pop3_session_run_twice_is_named_with_the_way_back(lab):
+    # the second run's DELE 2 deletes another message (the first run's 2 is gone): the step
+    # says what happened and how to start over, not only "keep a copy of the rest"
+    box_steps(lab, "pop3", POP3_BOX)
+    start = time.time()
+    run_session("pop3", "example.com", POP3_BOX, lab=lab)
+    ev = grading.CellEvidence(lab, start, time.time())
+    steps = grading.pop3_steps(ev, "pop3:example.com", user="bob", retr=1, dele=2)
+    assert set(failed(steps)) == {"kept"}, str(steps)
+    assert "run the cell that fills the mailbox, then your session once" in failed(steps)["kept"]

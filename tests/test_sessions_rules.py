@@ -900,6 +900,25 @@ def test_a_remark_about_an_answer_is_shown_below_it():
     assert "! Another session is still logged in" in result.text
 
 
+def test_nbgraders_placeholder_lines_are_not_sent():
+    # a lab's session cell as released: the learner writes the session below the placeholder
+    # and may keep it; "# YOUR CODE HERE" must not become the request line or a command
+    kept = "# YOUR CODE HERE\nraise NotImplementedError()\nGET / HTTP/1.1\nHost: x\n"
+    result, sent = run_against(b"", [(b"\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")],
+                               "http", kept)
+    assert result.ok, result.text
+    assert sent == b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert result.events[0].startswith('maillab did not send the lines "# YOUR CODE HERE"')
+    assert runmodule._cell_lines("  # YOUR CODE HERE\nNOOP\n raise NotImplementedError()") == ["NOOP"]
+    with socket.socket() as closed:  # nothing listens: the cell must not even connect
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    template = runmodule.run_session("smtp", None, "# YOUR CODE HERE\nraise NotImplementedError()",
+                                     host="127.0.0.1", port=port)
+    assert not template.ok and template.error.startswith("Write your session here: replace the "
+                                                         'lines "# YOUR CODE HERE"'), template.text
+
+
 def test_the_goodbye_word_of_each_protocol():
     smtp, _ = run_against(b"220 hi\r\n", [], "smtp", "")
     assert smtp.events[-1].endswith("(the server saw no QUIT)")

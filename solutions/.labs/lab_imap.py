@@ -484,7 +484,7 @@ assert isinstance(IMAP_PORT, int) and isinstance(IMAPS_PORT, int), \\
     "each port is a number (an int), such as 80"
 assert NEEDS_MORE_DISK in ("POP3", "IMAP"), \\
     'NEEDS_MORE_DISK: "POP3" or "IMAP", in capitals as written here'
-assert NEVER_CHANGES in ("UID", "sequence number"), \\
+assert NEVER_CHANGES in ("UID", _("sequence number")), \\
     'NEVER_CHANGES: "UID" or "sequence number", written exactly as here'
 ''', '''
 assert (IMAP_PORT, IMAPS_PORT, NEEDS_MORE_DISK, NEVER_CHANGES) == (143, 993, "IMAP", "UID")

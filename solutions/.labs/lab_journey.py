@@ -169,7 +169,7 @@ def smtp_reply(f):
     while True:
         line = f.readline().decode("utf-8", "replace")
         if not line:
-            raise ConnectionError("the server closed the connection")
+            raise ConnectionError(_("the server closed the connection"))
         texts.append(line[4:].rstrip("\\r\\n"))
         if line[3:4] != "-":
             return int(line[:3]), texts
@@ -202,7 +202,7 @@ def pop3_multiline(f):
     out = b""
     while (line := f.readline()) != b".\\r\\n":
         if not line:
-            raise ConnectionError("the server closed the connection")
+            raise ConnectionError(_("the server closed the connection"))
         out += line[1:] if line.startswith(b".") else line
     return out
 
@@ -213,7 +213,7 @@ def imap_response(f, tag):
     while True:
         line = f.readline()
         if not line:
-            raise ConnectionError("the server closed the connection")
+            raise ConnectionError(_("the server closed the connection"))
         if line.startswith(tag.encode() + b" "):
             return line.split()[1].decode(), data
         data += line

@@ -62,8 +62,9 @@ Leave message 3 on the server: your phone should still find it there ("leave a c
 server"). Every answer starts with `+OK` (yes) or `-ERR` (no, and why).
 
 The test cells below read what the server saw while the cell just above them ran: keep them
-right below your session cell, and run them after it (got something wrong? fix the session,
-run it again, then the tests).
+right below your session cell, and run them after it. Got something wrong? Run the cell that
+fills the mailbox first, then your corrected session, then the tests: a session run a second
+time works on what the first one left, so its `DELE 2` deletes another message.
 
 By the way: after `RETR`, this lab's server moves the message from `new/` to `cur/` in its
 Maildir folder and marks it `\\Seen`. That is how *this* server keeps its files, not part of
@@ -95,7 +96,7 @@ def status(f):
     """Read one status line from f; return its text after +OK, raise POP3Error on -ERR."""
     line = f.readline()
     if not line:
-        raise ConnectionError("the server closed the connection")
+        raise ConnectionError(_("the server closed the connection"))
     line = line.decode("utf-8", "replace").rstrip("\\r\\n")
     if not line.startswith("+OK"):
         raise POP3Error(line)
@@ -158,7 +159,7 @@ else:
     b.md("""
 ## Part 3: how much mail? (5 points)
 
-`STAT` answers `+OK <number of messages> <total size in bytes>`.
+`STAT` answers `+OK`, the number of messages and their total size in bytes: `+OK 3 1393`.
 
 Write `mailbox_size(host, port, user, password)`: log in, send `STAT`, send `QUIT`, and return
 the two numbers as a pair of `int`s.

@@ -195,9 +195,9 @@ else:
     b.md("""
 ## Part 4: say hello (5 points)
 
-A client introduces itself with `EHLO <its own name>`. The server answers with a list of the
-*extensions* it supports, one per line after the first (`SIZE 10485760`, `AUTH PLAIN LOGIN`,
-`STARTTLS`, ...).
+A client introduces itself with `EHLO` and its own name (`EHLO laptop.example.com`). The
+server answers with a list of the *extensions* it supports, one per line after the first
+(`SIZE 10485760`, `AUTH PLAIN LOGIN`, `STARTTLS`, ...).
 
 Write `ehlo_extensions(host, port, name)`: connect, read the greeting, send `EHLO name`, read
 the reply, say `QUIT` (and read its reply), close the socket, and return the set of extension
@@ -370,8 +370,9 @@ server to pass mail on to a domain it is not responsible for, without logging in
 sends no `DATA` at all.
 
 Write `send_checked(host, port, sender, recipients, message)` returning a pair
-`(queue_id, refused)`: `refused` is a dict `{address: reply code}` of the refused recipients,
-and `queue_id` is `None` when nothing was sent. End the session with `QUIT` in every case.
+`(queue_id, refused)`: `refused` is a dict from each refused address to its reply code
+(`{"nobody@example.com": 550}`), and `queue_id` is `None` when nothing was sent. End the
+session with `QUIT` in every case.
 """)
     b.solution("send_checked", '''
 def send_checked(host, port, sender, recipients, message, name="student.example.org"):
@@ -577,10 +578,11 @@ assert FIRST_DIGIT_OK == "2"
     b.md("""
 ## Part 11: in your own words (10 points, graded by your teacher)
 
-The server of `example.com` accepted a message for `bob@example.com` from you without a
-password (parts 1 and 6), but refused `john@example.net` until you logged in (parts 2, 7 and
-8). Explain in two or three
-sentences why a mail server behaves like that.
+The server of `example.com` took a message for its own user `bob@example.com` without a
+password (parts 1 and 6). A message for `john@example.net`, a user of another provider, it
+passes on only for a user who logged in: you logged in before sending to John (parts 2 and 8),
+and to a stranger it answers `554` (part 7). Explain in two or three sentences why a mail
+server behaves like that.
 """)
     b.written("why_auth", 10, """
 A server must accept mail for its own users from anyone, because other servers deliver to it

@@ -56,29 +56,33 @@ version. The `Host:` line names the web site. An **empty line** ends the request
 it if you forget). A cell that starts with `%%http example.com` sends your lines to the lab's
 webmail, as you would type them after `telnet localhost 80`.
 
-Replace `# YOUR CODE HERE` and `raise NotImplementedError()` with a cell whose first line is
-`%%http example.com` and whose next lines are the request for the login page, `/login` (as
-above); run it. The answer starts with a **status line**: `HTTP/1.1 200 OK`
+The cell below starts with `%%http example.com`: replace the two lines `# YOUR CODE HERE` and
+`raise NotImplementedError()` under it with the request for the login page, `/login` (as
+above), and run it. The answer starts with a **status line**: `HTTP/1.1 200 OK`
 means "here it is". Then come header lines, an empty line, and the page itself (HTML): find the
 form with the fields "Email Address" and "Password".
 """)
     b.solution("page_session", """
 %%http example.com
+### BEGIN SOLUTION
 GET /login HTTP/1.1
 Host: localhost
+### END SOLUTION
 """)
     b.step_tests("page", [("request", 3)], "http_steps", '"GET", "/login", 200')
     b.md("""
-Now ask for your mailbox, the page `/mail`, the same way (the cell starts with
-`%%http example.com` again). You have not logged in, so the
+Now ask for your mailbox, the page `/mail`, the same way, in the next cell (it starts with
+`%%http example.com` too). You have not logged in, so the
 webmail does not show it: it answers `303 See Other` and a `Location:` header that sends the
 browser to the login page instead. (Status codes starting with 2 mean success, 3 "look
 elsewhere", 4 a mistake of the client, such as `404 Not Found`, 5 a fault of the server.)
 """)
     b.solution("mailbox_session", """
 %%http example.com
+### BEGIN SOLUTION
 GET /mail HTTP/1.1
 Host: localhost
+### END SOLUTION
 """)
     b.step_tests("mailbox", [("request", 3)], "http_steps", '"GET", "/mail", 303')
     b.md("""
@@ -116,19 +120,21 @@ csrf={csrf}&address=alice@example.com&password=wonderland
 `Content-Length`, the number of bytes of the body, to know where it ends: leave that line out,
 and maillab counts the bytes and adds it (the output marks the added line).
 
-Replace `# YOUR CODE HERE` and `raise NotImplementedError()` with a cell whose first line is
-`%%http example.com` and whose next lines are this request; run it. `303 See Other` with
+In the next cell, under `%%http example.com`, replace the two lines `# YOUR CODE HERE` and
+`raise NotImplementedError()` with this request, and run it. `303 See Other` with
 `Location: mail` means you are in. `403 Forbidden` means the token or the cookie was not this
 run's (run the `GET /login` cell again, then this one); `401 Unauthorized`, a wrong password.
 """)
     b.solution("post_session", """
 %%http example.com
+### BEGIN SOLUTION
 POST /login HTTP/1.1
 Host: localhost
 Cookie: {Set-Cookie}
 Content-Type: application/x-www-form-urlencoded
 
 csrf={csrf}&address=alice@example.com&password=wonderland
+### END SOLUTION
 """)
     b.step_tests("post", [("token", 4), ("login", 4)], "webmail_login_steps",
                  '"alice@example.com"')
@@ -143,9 +149,11 @@ Ask for your mailbox, `/mail`, once more, now with the line `Cookie: {Set-Cookie
 """)
     b.solution("inbox_session", """
 %%http example.com
+### BEGIN SOLUTION
 GET /mail HTTP/1.1
 Host: localhost
 Cookie: {Set-Cookie}
+### END SOLUTION
 """)
     b.step_tests("inbox", [("request", 4)], "http_steps", '"GET", "/mail", 200')
     b.md("""

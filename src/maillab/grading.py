@@ -1299,7 +1299,9 @@ def pop3_steps(evidence: CellEvidence, service: str, *, user: str, retr: int, de
     if not logged:
         problem = _("you did not log in to {0}'s mailbox").format(user)
     elif gone:
-        problem = _("{0} was deleted too: keep a copy of the rest").format(_quoted(gone[0]))
+        problem = _("{0} was deleted too: keep a copy of the rest (a session run twice deletes "
+                    "another message the second time: run the cell that fills the mailbox, then "
+                    "your session once)").format(_quoted(gone[0]))
     steps.add("kept", _("leave a copy of every other message on the server"), problem)
     return steps if found else steps.nothing(service)
 

@@ -433,6 +433,10 @@ def close_session(name: str) -> bool:
 
 
 NBGRADER_MARKERS = {"### BEGIN SOLUTION", "### END SOLUTION"}
+# What nbgrader leaves in a lab's session cell for the learner to replace; a learner who writes
+# the session below it and keeps it must not have "# YOUR CODE HERE" sent as a command (an HTTP
+# request would start with it)
+NBGRADER_PLACEHOLDER = ("# YOUR CODE HERE", "raise NotImplementedError()")
 
 
 def _cell_lines(text: str, keep_final_blank: bool = False) -> list[str]:
@@ -440,7 +444,8 @@ def _cell_lines(text: str, keep_final_blank: bool = False) -> list[str]:
     (but an HTTP request keeps one at its end: the empty line that ends its headers)."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     # nbgrader's solution markers in a lab's master are not typed by anyone: never sent
-    lines = [line for line in lines if line.strip() not in NBGRADER_MARKERS]
+    lines = [line for line in lines
+             if line.strip() not in NBGRADER_MARKERS and line.strip() not in NBGRADER_PLACEHOLDER]
     if lines and lines[-1] == "":
         lines.pop()  # the line end of the last line
     ended_blank = bool(lines) and not lines[-1].strip()
@@ -472,6 +477,14 @@ def run_session(protocol: str, where: str | None = None, text: str = "", *,
     started = time.monotonic()
     result = SessionResult(protocol, session)
     lines = _cell_lines(text, keep_final_blank=protocol == "http")
+    if any(line.strip() in NBGRADER_PLACEHOLDER for line in text.splitlines()):
+        if not lines:
+            result.fail(_('Write your session here: replace the lines "# YOUR CODE HERE" and '
+                          '"raise NotImplementedError()" with the lines to send.'))
+            return _finished(result, started, None, session)
+        result.event(_('maillab did not send the lines "# YOUR CODE HERE" and "raise '
+                       'NotImplementedError()": they only mark where your session goes (delete '
+                       'them).'))
     names_server = bool(where or host or port or tls or submission)
     current = _open.get(session) if session else None
     if current is not None:
