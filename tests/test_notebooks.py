@@ -96,3 +96,17 @@ def test_pop3_console_left_logged_in_is_named_and_nothing_is_called_right(lang):
     nothing = {"en": "The session above marked nothing", "el": "δεν σημείωσε τίποτα"}[lang]
     right = {"en": "right", "el": "σωστά"}[lang]
     assert nothing in check and right not in check, check
+
+
+@pytest.mark.parametrize("notebook, skipped, check", [
+    ("01-smtp", "01-16", "01-17"), ("02-pop3", "02-07", "02-08"), ("03-imap", "03-10", "03-11"),
+    ("05-webmail", "05-11", "05-12")])
+def test_a_check_run_before_its_experiment_says_so(notebook, skipped, check):
+    # A pupil runs the reveal cell before the session it reads (or never ran the session): a
+    # line saying what to run, not a StopIteration or IndexError traceback
+    path = ROOT / "course" / f"{notebook}.ipynb"
+    cells = nbformat.read(path, as_version=4).cells
+    ids = [cell.id for cell in cells]
+    kept = [cell for cell in cells[:ids.index(check) + 1] if cell.id != skipped]
+    ran = {cell.get("id"): cell for cell in run_cells(path, kept)}
+    assert "Nothing to compare with yet: run the cell above first" in shown(ran[check])

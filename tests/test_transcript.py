@@ -150,3 +150,17 @@ def test_the_answer_to_a_command():
     assert t.answer_to("RETR") == "" and Transcript([]).answer_to("DELE") == ""
     asked_last = Transcript(l for l in rec.lines() if l.text != "-ERR not logged in")
     assert asked_last.filter(service="pop3").answer_to("DELE") == ""  # asked, no answer yet
+
+
+def test_the_last_session_that_sent_a_line():
+    rec = Recorder()
+    for subject in ("first", "second"):
+        conn = rec.open("smtp:example.com", "127.0.0.1:5003")
+        conn.server(b"220 hi\r\n")
+        conn.client(f"RCPT TO:<{subject}@example.com>\r\n".encode())
+        conn.server(b"550 no\r\n")
+        conn.close()
+    t = Transcript(rec.lines())
+    assert t.last(sent="first@").client_lines() == ["RCPT TO:<first@example.com>"]
+    assert t.last().client_lines() == ["RCPT TO:<second@example.com>"]
+    assert len(t.last(sent="nobody@")) == 0 and t.last(sent="nobody@").server_lines() == []

@@ -227,6 +227,25 @@ def test_console_smtp_by_hand(lab):
     assert "C: DATA" in c.transcript_text()
 
 
+def test_console_a_forgotten_final_dot_is_named(lab):
+    # QUIT after a message without its final dot is a line of the message: the server says
+    # nothing, so the console says why, and the session goes on once the dot comes
+    c = Console(lab)
+    for line in ("EHLO me.example.org", "MAIL FROM:<bob@example.com>", "RCPT TO:<alice@example.com>",
+                 "DATA", "Subject: no dot", "", "Hi", "Quit"):
+        c.send(line)
+    remark = c.history[-1]
+    assert remark[0] == "*" and remark[1].startswith(
+        "You are still inside the message: the server took QUIT as a line of it"), remark
+    assert c.connected
+    assert "queued as" in c.send(".")
+    assert c.send("QUIT").startswith("221")
+    inside = [text for who, text, _t in c.history if who == "*" and "inside the message" in text]
+    assert len(inside) == 1  # only the command, not "Hi" nor the empty line
+    assert [m.raw.endswith(b"\r\n\r\nHi\r\nQuit\r\n") for m in lab.mailbox("alice")
+            if m.subject == "no dot"] == [True]
+
+
 def test_console_widget_input_sends_on_enter(lab):
     c = Console(lab, "pop3", "example.net")
     assert c.target.value == ("pop3", lab.port("pop3", "example.net"))
@@ -488,6 +507,25 @@ def test_predictions_beside_what_happened():
     assert table.right == 1 and len(table.rows) == 3
     html = table._repr_html_()
     assert "ml-ok" in html and "ml-bad" in html and "POP3: No answer yet" in html
+
+
+def test_facts_are_written_and_a_missing_result_is_named():
+    from maillab.i18n import set_language
+    from maillab.widgets import check_answers, reveal
+    ports = check_answers({"IMAPS": 993, "POP3S": 110}, {"IMAPS": 993, "POP3S": 995}, facts=True)
+    assert repr(ports) == ("\u2714 IMAPS: You wrote 993: right!\n"
+                           "\u2718 POP3S: You wrote 110; it is 995.")
+    assert "You predicted 993" in repr(check_answers({"a": 993}, {"a": 993}))
+    # the experiment's cell was not run: no StopIteration, no false verdict
+    early = reveal("5", None, explain="550: no such user.")
+    assert repr(early).startswith("\u2022 Nothing to compare with yet: run the cell above first")
+    assert early.right == 0 and "right" not in repr(early) and "550" not in repr(early)
+    assert repr(reveal(..., None)).count("\u2022") == 1
+    set_language("el")
+    try:
+        assert "Έγραψες 993: σωστά!" in repr(check_answers({"a": 993}, {"a": 993}, facts=True))
+    finally:
+        set_language("en")
 
 
 def test_bar_chart_svg():

@@ -432,9 +432,14 @@ class Transcript:
                 return line.text
         return ""
 
-    def last(self) -> "Transcript":
-        """The most recent connection only."""
+    def last(self, sent: str | None = None) -> "Transcript":
+        """The most recent connection only; with ``sent``, the most recent one in which the
+        client sent a line holding that text (a notebook's check finds its own session even when
+        another one ran after it, and none when its session has not run yet)."""
         conns = self.connections()
+        if sent is not None:
+            asked = {l.conn for l in self.lines if l.who == CLIENT and sent in l.text}
+            conns = [c for c in conns if c in asked]
         return self.filter(conn=conns[-1]) if conns else Transcript([])
 
     # ---- sequence protocol

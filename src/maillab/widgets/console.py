@@ -250,6 +250,11 @@ class Console(W.VBox):
         if proto == "smtp":
             if self._smtp_data and sent is not None:
                 if sent != ".":  # a line of the message: the server answers only after the dot
+                    if _smtp_command_alone(sent):
+                        self._event(_("You are still inside the message: the server took {0} as "
+                                      "a line of it and answers nothing. A line holding only a "
+                                      "dot (.) ends the message; then type {0} again.")
+                                    .format(sent.split()[0].upper()))
                     return self._read(None, first_wait=0.02, quiet=0.02)
                 self._smtp_data = False
             text = self._read(_smtp_done)
@@ -448,6 +453,17 @@ def _agreed_to_tls(words: list[str], reply: str) -> bool:
     if len(words) == 2 and words[1] == "STARTTLS":  # IMAP: a1 STARTTLS
         return last.upper().startswith(words[0] + " OK")
     return False
+
+
+# Lines after DATA that are surely a forgotten final dot, not text: an SMTP command on its own.
+_SMTP_ALONE = {"QUIT", "RSET", "NOOP", "DATA", "STARTTLS"}
+_SMTP_WITH_ARGUMENT = ("MAIL FROM:", "RCPT TO:", "EHLO ", "HELO ", "AUTH ")
+
+
+def _smtp_command_alone(line: str) -> bool:
+    """Does this line of a message look like a command typed after a forgotten final dot?"""
+    text = line.strip().upper()
+    return text in _SMTP_ALONE or text.startswith(_SMTP_WITH_ARGUMENT)
 
 
 # ---- when is an answer complete?

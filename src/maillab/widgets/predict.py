@@ -53,21 +53,29 @@ def _shown(value) -> str:
 class Reveal:
     """The rows of a comparison; shows itself as a small table in a notebook."""
 
-    def __init__(self, rows: list[tuple[str, object, object, str]]):
+    def __init__(self, rows: list[tuple[str, object, object, str]], facts: bool = False):
         self.rows = rows  # (what, guess, actual, explanation)
+        self.facts = facts  # answers looked up (a port, a setting), not predictions
 
     @property
     def right(self) -> int:
-        return sum(1 for _w, guess, actual, _e in self.rows if same(guess, actual))
+        return sum(1 for _w, guess, actual, _e in self.rows
+                   if actual is not None and same(guess, actual))
 
     def _line(self, what, guess, actual, explanation) -> tuple[str, str]:
+        if actual is None:  # the experiment has not run yet (cells run out of order)
+            text = _("Nothing to compare with yet: run the cell above first (the session or the "
+                     "experiment), then this one.")
+            return "\u2022", f"{what}: {text}" if what else text
         if _missing(guess):
             mark, text = "\u2022", _("No answer yet. It is: {0}.").format(_shown(actual))
         elif same(guess, actual):
-            mark, text = "\u2714", _("You predicted {0}: right!").format(_shown(guess))
+            right = _("You wrote {0}: right!") if self.facts else _("You predicted {0}: right!")
+            mark, text = "\u2714", right.format(_shown(guess))
         else:
-            mark, text = "\u2718", _("You predicted {0}; it is {1}.").format(_shown(guess),
-                                                                            _shown(actual))
+            wrong = _("You wrote {0}; it is {1}.") if self.facts else \
+                _("You predicted {0}; it is {1}.")
+            mark, text = "\u2718", wrong.format(_shown(guess), _shown(actual))
         if what:
             text = f"{what}: {text}"
         if explanation:
@@ -92,12 +100,16 @@ class Reveal:
 
 
 def reveal(guess, actual, explain: str = "") -> Reveal:
-    """Your prediction beside the real value, with an optional explanation."""
+    """Your prediction beside the real value, with an optional explanation. ``actual`` None:
+    the experiment has not run yet (the learner ran the cells out of order), and it says so."""
     return Reveal([("", guess, actual, explain)])
 
 
-def check_answers(answers: dict, expected: dict, explain: dict | None = None) -> Reveal:
-    """Several predictions at once: ``answers`` and ``expected`` map the same names to values."""
+def check_answers(answers: dict, expected: dict, explain: dict | None = None, *,
+                  facts: bool = False) -> Reveal:
+    """Several predictions at once: ``answers`` and ``expected`` map the same names to values.
+    ``facts=True``: the answers are facts the learner looked up or knows (the standard ports, a
+    mail client's settings), so each line says "You wrote", not "You predicted"."""
     explain = explain or {}
     return Reveal([(name, answers.get(name, ...), value, explain.get(name, ""))
-                   for name, value in expected.items()])
+                   for name, value in expected.items()], facts)
