@@ -737,15 +737,19 @@ class Runner:
                 with self._trust_lock:
                     if killer in self.trusted:
                         break
-                unmutated, _, _ = self._pytest(copy_dir, tests[:tests.index(killer) + 1],
-                                               timeout, per_test)
+                unmutated, said, _ = self._pytest(copy_dir, tests[:tests.index(killer) + 1],
+                                                  timeout, per_test)
                 with self._trust_lock:
                     if unmutated == 0:
                         self.trusted.add(killer)
                         break
                     self.unreliable.add(killer)
+                # what it said, for finding out why (an order dependence, a shared resource)
+                why = self.workdir / "unreliable" / (re.sub(r"[^\w.-]+", "_", killer)[:150] + ".txt")
+                why.parent.mkdir(exist_ok=True)
+                why.write_text(f"{' '.join(tests[:tests.index(killer) + 1])}\n\n{said[-20000:]}")
                 print(f"  {killer} fails on the unmutated code too: its kills do not count in "
-                      "this run", flush=True)
+                      f"this run (its output: {why})", flush=True)
                 tests = [t for t in tests if t != killer]
                 if not tests:
                     return Outcome("no-test")
