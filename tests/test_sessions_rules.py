@@ -102,10 +102,24 @@ def test_smtp_envelope_order_remarks():
     assert notes(s, "DATA") == ""
 
 
-def test_smtp_refused_mail_starts_no_message():
+def test_smtp_refused_mail_starts_no_message_and_is_named_as_the_cause():
     s = hello_smtp()
     answer(s, "MAIL FROM:<a@b>", b"553 not allowed\r\n")
+    assert not s.mail
+    assert notes(s, "RCPT TO:<c@d>") == ("The MAIL FROM above was refused (553): fix that first. "
+                                          "RCPT TO and DATA need an accepted MAIL FROM.")
+    assert notes(s, "DATA").startswith("The MAIL FROM above was refused (553)")
+    answer(s, "MAIL FROM:<a@b>", b"530 5.7.0 Authentication required\r\n")
+    assert notes(s, "RCPT TO:<c@d>").startswith("The MAIL FROM above was refused (530): fix that "
+                                                 "first. This server wants you to log in")
+    answer(s, "MAIL FROM:<a@b>", b"250 OK\r\n")  # fixed: the earlier refusal is forgotten
+    assert notes(s, "RCPT TO:<c@d>") == ""
+    answer(s, "RSET", b"250 OK\r\n")
     assert notes(s, "RCPT TO:<c@d>") == "RCPT TO comes after MAIL FROM."
+    again = hello_smtp()
+    answer(again, "MAIL FROM:<a@b>", b"530 log in\r\n")
+    answer(again, "EHLO me", b"250 hi\r\n")  # a new greeting starts afresh
+    assert notes(again, "RCPT TO:<c@d>") == "RCPT TO comes after MAIL FROM."
 
 
 def test_smtp_the_final_dot_and_rset_end_the_envelope():

@@ -106,6 +106,7 @@ class SmtpDriver(Driver):
         super().__init__()
         self.said_hello = False
         self.mail = False  # MAIL FROM accepted: a message is under way
+        self.mail_refused = ""  # the code of a refused MAIL FROM, until the next one or EHLO
         self.recipients = 0
         self.in_data = False  # between 354 and the line holding only "."
         self.login_prompt = False  # 334: the next line answers AUTH's question
@@ -142,11 +143,22 @@ class SmtpDriver(Driver):
         if command == "MAIL" and self.mail:
             return [_("A message is already under way: finish it with DATA, or start again "
                       "with RSET.")]
+        if command in ("RCPT", "DATA") and not self.mail and self.mail_refused:
+            return [self._mail_was_refused()]
         if command == "RCPT" and not self.mail:
             return [_("RCPT TO comes after MAIL FROM.")]
         if command == "DATA" and not self.recipients:
             return [_("DATA comes after at least one accepted RCPT TO.")]
         return []
+
+    def _mail_was_refused(self) -> str:
+        """The remark for RCPT or DATA after a refused MAIL FROM: the cause is above them."""
+        if self.mail_refused == "530":  # RFC 4954: authentication required
+            return _("The MAIL FROM above was refused (530): fix that first. This server wants "
+                     "you to log in before MAIL FROM: AUTH, after EHLO (on port 587 after "
+                     "STARTTLS).")
+        return _("The MAIL FROM above was refused ({0}): fix that first. RCPT TO and DATA need "
+                 "an accepted MAIL FROM.").format(self.mail_refused)
 
     def answered(self, step: Step | None, reply: Reply) -> None:
         code = reply.code if isinstance(reply, SmtpReply) else ""
@@ -155,8 +167,9 @@ class SmtpDriver(Driver):
         ok = code.startswith("2")
         if command in ("EHLO", "HELO") and ok:
             self.said_hello, self.mail, self.recipients = True, False, 0
-        elif command == "MAIL" and ok:
-            self.mail = True
+            self.mail_refused = ""
+        elif command == "MAIL":
+            self.mail, self.mail_refused = ok, "" if ok else code
         elif command == "RCPT" and ok:
             self.recipients += 1
         elif command == "DATA":
@@ -172,7 +185,7 @@ class SmtpDriver(Driver):
 
     def tls_started(self) -> list[str]:
         super().tls_started()
-        self.said_hello, self.mail, self.recipients = False, False, 0
+        self.said_hello, self.mail, self.recipients, self.mail_refused = False, False, 0, ""
         return [_("Say EHLO again: after STARTTLS the server forgets what it was told before "
                   "(RFC 3207).")]
 
