@@ -162,9 +162,16 @@ def test_the_worker_reads_the_handout_from_the_gradebook(generated):
     cell_of(nb, "send_checked_tests").source = "# the tests were in my way\npass"
     nb.cells.remove(cell_of(nb, "stop"))
     handout = generated.root / "labs" / "smtp" / "smtp.ipynb"
-    generated.submit("smtp", "ada", handout)  # as handed out
+    generated.submit("smtp", "ada", handout)  # as handed out, then her answers written in
     generated.submit("smtp", "eve", handout)
     nbformat.write(nb, generated.root / "submitted" / "eve" / "smtp" / "smtp.ipynb")
+    answered = nbformat.read(handout, 4)
+    solutions = [c for c in answered.cells
+                 if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")]
+    for cell in solutions:  # answer cells are hers to change: never "edited"
+        cell.source = "def answer():\n    return 42\n"
+    assert solutions
+    nbformat.write(answered, generated.root / "submitted" / "ada" / "smtp" / "smtp.ipynb")
     config = worker.nbgrader_config(generated.root)
     assert worker.submitted_notebook(config, "smtp", "eve") == {
         "edited": ["send_checked_tests"], "other_version": [], "missing": ["stop"],
@@ -172,6 +179,7 @@ def test_the_worker_reads_the_handout_from_the_gradebook(generated):
     assert worker.submitted_notebook(config, "smtp", "ada") == {
         "edited": [], "other_version": [], "missing": [], "saved_passing": []}
     assert worker.submitted_notebook(config, "no-such-lab", "ada") == {}
+    assert worker.submitted_notebook(config, "smtp", "nobody") == {}  # no notebook submitted
 
 
 # ------------------------------------------------------------------ the table
