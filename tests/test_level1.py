@@ -225,3 +225,19 @@ def test_a_pop3_session_run_twice_is_named_with_the_way_back(lab):
     steps = grading.pop3_steps(ev, "pop3:example.com", user="bob", retr=1, dele=2)
     assert set(failed(steps)) == {"kept"}, str(steps)
     assert "run the cell that fills the mailbox, then your session once" in failed(steps)["kept"]
+
+
+def test_a_refusal_quoted_in_a_greek_lab_says_what_the_server_said_in_greek(lab):
+    # the reply is quoted as sent (English on the wire, cut short), and its hint follows in the
+    # learner's language: a cut English reply alone told a Greek pupil nothing
+    from maillab.i18n import set_language
+    set_language("el")
+    try:
+        steps = submission_steps(lab, SUBMIT.replace(f"AUTH PLAIN {TOKEN}\n", ""))
+    finally:
+        set_language("en")
+    envelope = failed(steps)["envelope"]
+    assert "'530 5.7.0 Authentication required" in envelope, envelope
+    assert "(Υπόδειξη: συνδέσου πρώτα με AUTH PLAIN ή AUTH LOGIN)" in envelope, envelope
+    english = failed(submission_steps(lab, SUBMIT.replace(f"AUTH PLAIN {TOKEN}\n", "")))
+    assert "Υπόδειξη" not in english["envelope"] and "(hint: log in" in english["envelope"]

@@ -164,3 +164,27 @@ def test_the_last_session_that_sent_a_line():
     assert t.last(sent="first@").client_lines() == ["RCPT TO:<first@example.com>"]
     assert t.last().client_lines() == ["RCPT TO:<second@example.com>"]
     assert len(t.last(sent="nobody@")) == 0 and t.last(sent="nobody@").server_lines() == []
+
+
+def test_event_lines_are_shown_in_the_learners_language_and_kept_in_english():
+    from maillab.i18n import set_language
+    from maillab.widgets._common import render_lines
+    rec = Recorder(per_connection=2)
+    conn = rec.open("pop3:example.net", "127.0.0.1:5004")
+    conn.server(b"+OK hi\r\n+OK 1\r\n+OK 2\r\n+OK 3\r\n")
+    conn.close()
+    t = Transcript(rec.lines())
+    events = [l.text for l in t if l.who == "*"]
+    assert events[0] == "connection from 127.0.0.1:5004" and events[-1] == "connection closed"
+    set_language("el")
+    try:
+        shown = str(t)
+        page = render_lines(t.lines)
+    finally:
+        set_language("en")
+    assert shown.startswith("=== pop3:example.net, σύνδεση 1 (127.0.0.1:5004) ===\n"
+                            "-- σύνδεση από 127.0.0.1:5004"), shown
+    assert "-- άλλες 2 γραμμές του διακομιστή δεν κρατήθηκαν" in shown
+    assert shown.endswith("-- η σύνδεση έκλεισε") and "connection" not in shown
+    assert "σύνδεση από 127.0.0.1:5004" in page and "connection closed" not in page
+    assert [l.text for l in t if l.who == "*"] == events  # the evidence stays as recorded

@@ -370,8 +370,8 @@ server to pass mail on to a domain it is not responsible for, without logging in
 sends no `DATA` at all.
 
 Write `send_checked(host, port, sender, recipients, message)` returning a pair
-`(queue_id, refused)`: `refused` is a dict from each refused address to its reply code
-(`{"nobody@example.com": 550}`), and `queue_id` is `None` when nothing was sent. End the
+`(queue_id, refused)`: `refused` is a dict from each refused address to its reply code,
+such as `{"nobody@example.com": 550}`, and `queue_id` is `None` when nothing was sent. End the
 session with `QUIT` in every case.
 """)
     b.solution("send_checked", '''

@@ -263,3 +263,15 @@ def explain(service: str, text: str, words: bool = True) -> str | None:
         return fn(text.strip("\r\n"), words)
     except Exception:  # an explanation must never break a display
         return None
+
+
+def server_words(service: str, text: str) -> str:
+    """Only the server's own words of a reply line (its text or hint) in the learner's language,
+    as :func:`explain` ends with them; "" when they read the same (English, or text the catalog
+    does not have). For quoting a reply: the reply as sent, and what it says, readable."""
+    full, general = explain(service, text), explain(service, text, words=False)
+    if not full or full == general:
+        return ""
+    if general and full.startswith(general):
+        return full[len(general):].strip()
+    return full if not general else ""

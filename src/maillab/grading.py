@@ -694,6 +694,14 @@ def _quoted(text: str, limit: int = 70) -> str:
     return f"'{text}'"
 
 
+def _answer(text: str, protocol: str, limit: int = 70) -> str:
+    """A server's answer quoted as it was sent (English on the wire, cut to ``limit``), then
+    what it says in the learner's language when that reads otherwise."""
+    from .explain import server_words  # imported when a step fails, not with the module
+    said = server_words(protocol, text)
+    return _quoted(text, limit) + (f" ({said})" if said else "")
+
+
 class Exchange(NamedTuple):
     """One command the client typed and the server's answer to it (its lines)."""
 
@@ -761,7 +769,7 @@ def _refusal(steps: list[Exchange], failed) -> str:
     if bad is None:
         return ""
     return _(" (the server answered {0} with {1})").format(_quoted(bad.command, 40),
-                                                          _quoted(bad.answer, 60))
+                                                          _answer(bad.answer, "smtp", 60))
 
 
 def _header_problem(message: bytes) -> str | None:
@@ -835,7 +843,7 @@ def smtp_steps(evidence: CellEvidence, service: str, *, rcpt: str, user: str,
         if not auth:
             problem = _("no AUTH line: log in before MAIL FROM")
         elif not done:
-            problem = _("AUTH was refused: {0}").format(_quoted(auth[-1].answer))
+            problem = _("AUTH was refused: {0}").format(_answer(auth[-1].answer, "smtp"))
         elif _auth_user(done[-1]) not in (None, login):
             problem = _("you logged in as {0}, not as {1}").format(_auth_user(done[-1]), login)
         steps.add("login", _("log in as {0} (AUTH)").format(login), problem)
@@ -860,7 +868,7 @@ def smtp_steps(evidence: CellEvidence, service: str, *, rcpt: str, user: str,
     if not data:
         problem = _("no DATA command: the server got no message")
     elif not data[-1].ok("354"):
-        problem = _("DATA was refused: {0}").format(_quoted(data[-1].answer))
+        problem = _("DATA was refused: {0}").format(_answer(data[-1].answer, "smtp"))
     elif not ends:
         unended = next((e for e in ex if e.command == ""), None)
         problem = _("the message never ended: type a line holding only a dot after it "
@@ -923,7 +931,7 @@ def pop3_read_steps(evidence: CellEvidence, domain: str, *, user: str, came_from
     elif not passed:
         problem = _("no PASS line after USER")
     elif not passed[-1].ok("+OK"):
-        problem = _("the password was refused: {0}").format(_quoted(passed[-1].answer))
+        problem = _("the password was refused: {0}").format(_answer(passed[-1].answer, "pop3"))
     elif names[-1].split("@")[0] != user:
         problem = _("you logged in as {0}, not as {1}").format(names[-1], user)
     elif tls and not (session.service.startswith("pop3s") or any(
@@ -941,7 +949,7 @@ def pop3_read_steps(evidence: CellEvidence, domain: str, *, user: str, came_from
     if not retrs:
         problem = _("no RETR command: the server sent no message")
     elif not sent:
-        problem = _("RETR was refused: {0}").format(_quoted(retrs[-1].answer))
+        problem = _("RETR was refused: {0}").format(_answer(retrs[-1].answer, "pop3"))
     elif not any(line.lower().startswith(wanted) for e in sent for line in e.replies):
         problem = _("the message you downloaded did not come from {0} (no 'Received: from {0}' "
                     "header): download one of the messages from there").format(came_from)
@@ -979,7 +987,8 @@ def http_steps(evidence: CellEvidence, method: str, path: str, status: int) -> S
         problem = _("the webmail got {0}, not {1} {2}").format(
             _quoted(found[-1].client_lines[0], 50), method, path)
     elif not any(a.split()[1:2] == [str(status)] for a in answers):
-        problem = _("the webmail answered {0}, not {1}").format(_quoted(answers[-1], 60), status)
+        problem = _("the webmail answered {0}, not {1}").format(_answer(answers[-1], "http", 60),
+                                                                 status)
         if (method, path, status) == ("GET", "/mail", 200) and answers[-1].split()[1:2] == ["303"]:
             problem += _(": it sent you to the login page, so your request had no session "
                          "cookie of this run (add the line Cookie: {Set-Cookie} just after the "
@@ -1028,7 +1037,7 @@ def webmail_login_steps(evidence: CellEvidence, address: str) -> Steps:
                   "your Content-Length is larger than the body (leave that line out: maillab "
                   "counts the bytes)")
     elif status not in ("303", "400", "401", "429"):
-        token = _("the webmail answered {0}").format(_quoted(answer, 60))
+        token = _("the webmail answered {0}").format(_answer(answer, "http", 60))
     if token is not None:
         login = _("the webmail did not look at the address and password: the form was "
                   "refused first")
@@ -1244,7 +1253,7 @@ def pop3_steps(evidence: CellEvidence, service: str, *, user: str, retr: int, de
     def first_error() -> str:
         bad = next((e for e in ex if refused(e)), None)
         return "" if bad is None else _(" (the server answered {0} with {1})").format(
-            _quoted(bad.command, 40), _quoted(status(bad), 60))
+            _quoted(bad.command, 40), _answer(status(bad), "pop3", 60))
 
     named = [e for e in ex if e.verb == "USER" and status(e).startswith("+OK")]
     # USER and PASS, APOP, or SASL (RFC 5034: AUTH PLAIN, its base64 on the line or after '+ ')

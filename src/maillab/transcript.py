@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Iterable, Iterator, NamedTuple
 
-from .i18n import _
+from .i18n import N_, _, translate_text
 
 __all__ = ["Recorder", "Connection", "Line", "Transcript", "SequenceDiagram", "ROUTINE"]
 
@@ -25,6 +25,18 @@ ENTRY_OVERHEAD = 200  # bytes of memory a Line or block costs besides its text (
 REFUSED_KEPT = 20  # refused commands in a row that are kept; later ones are only counted
 
 log = logging.getLogger("maillab.transcript")
+
+# The recorder's own event lines. They are recorded in English (graders and tests read them, and
+# a server thread speaks no learner's language) and shown in the learner's language: these
+# marks put them in the catalog, where translate_text finds them with their values filled in.
+EVENT_TEXTS = (N_("connection from {0}"), N_("connection opened"), N_("connection closed"),
+               N_("connection lost: {0}"), N_("{0} more client lines not kept"),
+               N_("{0} more server lines not kept"))
+
+
+def shown_event(text: str) -> str:
+    """An event line as the learner reads it: in the learner's language when it is known."""
+    return translate_text(text)
 
 
 def _refusal_pattern(service: str) -> re.Pattern | None:
@@ -68,8 +80,9 @@ class Line(NamedTuple):
         return self.raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
 
     def __str__(self) -> str:
-        arrow = {CLIENT: "C:", SERVER: "S:", EVENT: "--"}[self.who]
-        return f"{arrow} {self.text}"
+        if self.who == EVENT:
+            return f"-- {shown_event(self.text)}"
+        return f"{'C:' if self.who == CLIENT else 'S:'} {self.text}"
 
 
 class _Block(NamedTuple):
@@ -280,7 +293,8 @@ class Connection:
         self.closed = True
         for who, n in self.skipped.items():
             if n:
-                self.event(f"{n} more {'client' if who == CLIENT else 'server'} lines not kept")
+                self.event(("{0} more client lines not kept" if who == CLIENT else
+                            "{0} more server lines not kept").format(n))
         self.event(reason)
 
 
@@ -312,7 +326,7 @@ class Recorder:
 
     def open(self, service: str, peer: str = "") -> Connection:
         conn = Connection(self, service, next(self._ids), peer)
-        conn.event(f"connection from {peer}" if peer else "connection opened")
+        conn.event("connection from {0}".format(peer) if peer else "connection opened")
         return conn
 
     def _add(self, entry: Line | _Block) -> None:
@@ -458,7 +472,8 @@ class Transcript:
         for l in self.lines:
             if l.conn != current:
                 current = l.conn
-                out.append(f"=== {l.service} connection {l.conn} ({l.peer}) ===")
+                out.append(_("=== {service} connection {conn} ({peer}) ===").format(
+                    service=l.service, conn=l.conn, peer=l.peer))
             out.append(str(l))
         return "\n".join(out)
 
@@ -485,13 +500,15 @@ class Transcript:
             if l.conn != current:
                 current = l.conn
                 rows.append(f'<tr><td colspan="3" style="background:#eee;text-align:left">'
-                            f"<b>{html.escape(l.service)}</b> connection {l.conn} "
-                            f"{html.escape(l.peer)}</td></tr>")
+                            + html.escape(_("{service}, connection {conn}").format(
+                                service=l.service, conn=l.conn))
+                            + f" {html.escape(l.peer)}</td></tr>")
             stamp = time.strftime("%H:%M:%S", time.localtime(l.time)) + f".{int(l.time * 1000) % 1000:03d}"
-            side = {CLIENT: "client", SERVER: "server", EVENT: ""}[l.who]
+            side = {CLIENT: _("client"), SERVER: _("server"), EVENT: ""}[l.who]
+            text = shown_event(l.text) if l.who == EVENT else l.text
             rows.append(f'<tr style="color:{colours[l.who]}"><td style="color:#999">{stamp}</td>'
                         f"<td>{side}</td><td style=\"text-align:left;font-family:monospace;"
-                        f"white-space:pre-wrap\">{html.escape(l.text)}</td></tr>")
+                        f"white-space:pre-wrap\">{html.escape(text)}</td></tr>")
         return "<table>" + "".join(rows) + "</table>"
 
 

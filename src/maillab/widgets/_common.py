@@ -9,6 +9,7 @@ from typing import Callable, Iterable
 
 from ..i18n import _
 from ..explain import explain
+from ..transcript import shown_event
 
 CLIENT, SERVER, EVENT = "C", "S", "*"
 
@@ -56,7 +57,7 @@ def line_row(who: str, text: str, service: str = "", t: float | None = None,
     """One table row: time, side, text; server replies carry their explanation (hover, click)."""
     cls = {CLIENT: "ml-C", SERVER: "ml-S"}.get(who, "ml-E")
     side = {CLIENT: _("client") + " \u2192", SERVER: "\u2190 " + _("server")}.get(who, "")
-    body = esc(text)
+    body = esc(text if who in (CLIENT, SERVER) else shown_event(text))
     if who == SERVER:
         meaning = explain(service, text)
         if meaning:
