@@ -110,3 +110,17 @@ def test_a_check_run_before_its_experiment_says_so(notebook, skipped, check):
     kept = [cell for cell in cells[:ids.index(check) + 1] if cell.id != skipped]
     ran = {cell.get("id"): cell for cell in run_cells(path, kept)}
     assert "Nothing to compare with yet: run the cell above first" in shown(ran[check])
+
+
+def test_the_pop3s_session_has_mail_to_list():
+    # "Add LIST before QUIT": the mailbox of the POP3S session must hold mail to list
+    path = ROOT / "course" / "02-pop3.ipynb"
+    cells = nbformat.read(path, as_version=4).cells
+    ids = [cell.id for cell in cells]
+    kept = cells[:ids.index("02-33") + 1]
+    for cell in kept:
+        if cell.id == "02-33":
+            cell.source = cell.source.replace("STAT", "LIST")
+    ran = {cell.get("id"): cell for cell in run_cells(path, kept)}
+    listing = shown(ran["02-33"])
+    assert "+OK 0 messages" not in listing and "S: 1 " in listing, listing

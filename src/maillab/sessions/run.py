@@ -150,6 +150,7 @@ class Session:
         if protocol == "http":  # {csrf}, {Set-Cookie}: from this server's earlier answers
             self.driver.values = answer_values(target)
         self.sock: socket.socket | None = None
+        self.was_open = False  # connected once (a closed session, not one that never opened)
         self.pending = b""  # bytes the server sent past the last answer
         self.encrypted = False
 
@@ -172,7 +173,7 @@ class Session:
             result.fail(_("Could not connect to {0}: {1}").format(t.label, e.strerror or e))
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = sock
+        self.sock, self.was_open = sock, True
         result.event(_("connected to {0}").format(t.label))
         if t.implicit_tls and not self._start_tls(result, _("TLS from the first byte")):
             return
@@ -414,6 +415,7 @@ def answer_values(target: Target) -> AnswerValues:
 
 # --------------------------------------------------------------------------- named sessions
 _open: dict[str, Session] = {}
+_closed: dict[str, bool] = {}  # names whose connection ended in a cell (LOGOUT, hang-up)
 
 
 def open_sessions() -> dict[str, Session]:
@@ -513,6 +515,10 @@ def run_session(protocol: str, where: str | None = None, text: str = "", *,
             result.fail(str(e))
             return _finished(result, started, None, session)
         current = Session(protocol, target, timeout)
+        if session and _closed.pop(session, None):
+            result.event(_("Session {0} was closed in an earlier cell (LOGOUT, QUIT or the server "
+                           "hung up), so this cell starts a new connection: the server does not "
+                           "remember the earlier login or selected folder.").format(session))
     else:
         current.timeout = timeout
         result.event(_("session {0} goes on ({1})").format(session, current.target.label))
@@ -544,5 +550,7 @@ def _finished(result: SessionResult, started: float, current: Session | None,
     result.open = current is not None and current.connected and name is not None
     if name and not result.open:
         _open.pop(name, None)
+        if current is not None and current.was_open and not current.connected:
+            _closed[name] = True  # the next cell with this name says that it starts afresh
     result.seconds = time.monotonic() - started
     return result
