@@ -1844,3 +1844,37 @@ def test_auth_user_names_no_one_for_a_mechanism_or_base64_it_cannot_read():
     assert user("AUTH CRAM-MD5", b"Ym9iIDEyMzQ=\r\n") is None  # 'bob 1234': not a login name
     assert user("AUTH PLAIN !!") is None and user("AUTH LOGIN", b"//8=\r\n") is None
     assert user("auth login", b"Ym9i\r\n") == "bob"
+
+
+# ------------------------------------------------------------------ Session.commands, unwritten_function
+def _session(*lines):
+    return grading.Session([Line(0, "imap:example.com", 1, who, raw) for who, raw in lines])
+
+
+def test_a_literal_of_one_byte_is_skipped_and_so_is_only_it():
+    # LITERAL+ (no '+' from the server): the user name "x" is the literal, " y" the password
+    s = _session(("C", b"a1 LOGIN {1+}\r\n"), ("C", b"x y\r\n"), ("S", b"a1 OK\r\n"),
+                 ("C", b"a2 NOOP\r\n"))
+    assert s.commands(tagged=True) == ["LOGIN", "NOOP"]
+
+
+def test_the_line_after_a_literal_the_server_asked_for_is_a_command_again():
+    # the next command sent before the server's answer to the first (pipelined)
+    s = _session(("C", b"a1 APPEND INBOX {5}\r\n"), ("S", b"+ Ready for literal data\r\n"),
+                 ("C", b"hello\r\n"), ("C", b"a2 NOOP\r\n"), ("S", b"a1 OK\r\n"),
+                 ("S", b"a2 OK\r\n"))
+    assert s.commands(tagged=True) == ["APPEND", "NOOP"]
+
+
+def test_only_a_notebook_functions_own_not_implemented_error_names_it():
+    namespace: dict = {}
+    exec("def unwritten():\n    raise NotImplementedError()\n"
+         "def broken():\n    raise ValueError('not that')\n", namespace)
+    for name, kind in (("unwritten", NotImplementedError), ("broken", ValueError)):
+        try:
+            namespace[name]()
+        except kind as e:
+            error = e
+        assert grading.unwritten_function(error, namespace) == (
+            "unwritten" if kind is NotImplementedError else None)
+    assert grading.unwritten_function(NotImplementedError(), namespace) is None  # never raised
