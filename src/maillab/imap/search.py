@@ -138,8 +138,9 @@ def _key(cur: Cursor, charset: str, depth: int = 0):
 def _raw_needle(text: str) -> bytes | None:
     """The bytes to look for in a message's raw bytes first (see :func:`transparent`), or None
     when the raw bytes cannot say no: a text with non-ASCII letters (case folding maps some to
-    ASCII ones), line ends, or a colon (the searched text writes each field as "Name: value")."""
-    if not text.isascii() or any(c in text for c in "\r\n:"):
+    ASCII ones), line ends, a colon or a leading space (the searched text writes each field as
+    "Name: value", where the raw bytes may have "Name:value" or "Name:<tab>value")."""
+    if not text.isascii() or text.startswith(" ") or any(c in text for c in "\r\n:"):
         return None
     return text.encode("ascii")
 
@@ -167,10 +168,6 @@ def cached_fields(node) -> set[str]:
 # An RFC 2047 encoded word, and a run of them with only white space between.
 _ENCODED_WORD = r"=\?[^?\s]{1,75}\?[qQbB]\?[^?\s]*\?="
 _ENCODED_RUN = re.compile(_ENCODED_WORD + r"(?:\s+" + _ENCODED_WORD + r")*")
-# Up to this many characters a header is decoded by the email package at once. Its search for
-# encoded words is quadratic in the length when they do not end ("=?utf-8?q?x " 8,000 times, a
-# 96 kB Subject, took 40 s): a longer header is decoded one run of well-formed words at a time.
-DECODE_AT_ONCE = 1000
 
 
 def _decode_words(text: str) -> str:
@@ -181,11 +178,14 @@ def _decode_words(text: str) -> str:
 
 
 def decode_header_value(value: bytes) -> str:
+    """A field's value as SEARCH compares it: each run of encoded words decoded (the white space
+    between them dropped), the text around them as written, as Dovecot does. (The email package
+    given the whole value decodes nothing when it also holds raw UTF-8, inserts a space between
+    an encoded word and the text that touches it, and its search for encoded words is quadratic
+    in the length when they do not end: a 96 kB Subject of "=?utf-8?q?x " took 40 s.)"""
     text = value.decode("utf-8", "replace")
     if "=?" not in text:
         return text
-    if len(text) <= DECODE_AT_ONCE:
-        return _decode_words(text)
     return _ENCODED_RUN.sub(lambda m: _decode_words(m.group()), text)
 
 
@@ -251,8 +251,11 @@ class SearchContext:
             self._entities = []
             for part in walk(parse_message(raw)):
                 if part.children is not None or part.message is not None or part.type.lower() == b"multipart":
-                    # A container (or a multipart left unsplit at the limits): its header only.
-                    self._entities.append(_parse(part.header))
+                    # A container (or a multipart left unsplit at the limits): its header only,
+                    # and no text (the email package gives a container a list of parts).
+                    container = _parse(part.header)
+                    container.set_payload([])
+                    self._entities.append(container)
                 else:  # (message/delivery-status and the like hold blocks of their own)
                     self._entities.extend(_leaf_entities(part))
         return self._entities
@@ -509,39 +512,44 @@ _ASCII_CHARSETS = {b"us-ascii", b"ascii", b"utf-8", b"utf8", b"latin1", b"latin-
     b"iso-8859-%d" % i for i in range(1, 17)} | {b"windows-125%d" % i for i in range(9)}
 _IDENTITY_ENCODINGS = {b"7bit", b"8bit", b"binary"}
 _ENCODING_FIELD = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:\s*([^\s;]*)")
-_CHARSET_PARAM = re.compile(rb'(?i)charset[ \t]*=[ \t]*"?([^\s;"]*)')
+# (the email package strips any white space around a parameter's "=", a folded line's too)
+_CHARSET_PARAM = re.compile(rb'(?i)charset\s*=\s*"?([^\s;"]*)')
 # An RFC 2231 charset parameter (charset*=, charset*0=): the email package decodes with it.
 _CHARSET_2231 = re.compile(rb"(?i)charset\*")
-# A header line that is neither a continuation nor "Name: value" with one space (or nothing)
-# after the colon: the email package may end the header there, or write the field back as
-# "Name: value" where the raw bytes have "Name:value".
-_UNPLAIN_HEADER_LINE = re.compile(rb"^(?![ \t])(?![!-9;-~]+:(?: |\r?$))", re.M)
+# A CR or LF not in a CRLF: the email package ends a line there too, the checks here do not.
+_LONE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# A header line that is neither a continuation nor a field ("Name:..."): the email package ends
+# the header there, so what follows is body to it.
+_NOT_A_FIELD_LINE = re.compile(rb"^(?![ \t])(?![!-9;-~]+:)", re.M)
 
 
 def transparent(raw: bytes, root) -> bool:
     """Whether every text TEXT and BODY search in (:meth:`SearchContext.full_text`) is found as
-    it is in the message's raw bytes, apart from the line ends.
+    it is in the message's raw bytes, apart from the line ends and the space the searched text
+    puts after each field's colon (:func:`_raw_needle` leaves a text that starts with a space
+    to decoding).
 
     Then a search for an ASCII word without a colon or line end that is not in the raw bytes
     (compared in lower case) is not in the message either, and the search needs no decoding.
-    That holds when the message is ASCII, has no RFC 2047 encoded words, and every part whose
-    text is searched (text/*, message/*) has no transfer encoding (7bit, 8bit, binary) and a
-    charset in which ASCII bytes are ASCII text (not given as an RFC 2231 parameter), and every
-    header line is a continuation or "Name: value" (one space after the colon, or none before the
-    line end: the email package writes fields back so). Checked on the raw bytes, so that a part the
-    email package sees differently from ``fetch.parse_message`` cannot slip by: every
-    Content-Transfer-Encoding field and charset parameter anywhere in the message must be one of
-    those, unless it lies in the header of a part whose body is not searched (an attachment
-    such as application/pdf, which may be base64).
+    That holds when the message is ASCII with CRLF line ends, has no RFC 2047 encoded words, and
+    every part whose text is searched (text/*, message/*) has no transfer encoding (7bit, 8bit,
+    binary) and a charset in which ASCII bytes are ASCII text (not given as an RFC 2231
+    parameter). Checked on the raw bytes, so that a part the email package sees differently from
+    ``fetch.parse_message`` (past its limits, inside a message/global, with a boundary it reads
+    otherwise) cannot slip by: every Content-Transfer-Encoding field and charset parameter
+    anywhere in the message must be one of those, unless it lies in the header of a part whose
+    body is not searched (an attachment such as application/pdf, which may be base64) and which
+    the email package ends where ``fetch.parse_message`` does (every line a field or a
+    continuation).
     """
-    if not raw.isascii() or b"=?" in raw or _CHARSET_2231.search(raw):
+    if not raw.isascii() or b"=?" in raw or _CHARSET_2231.search(raw) or _LONE_LINE_END.search(raw):
         return False
     parts = list(walk(root))
     if len(parts) >= min(FEW_PARTS, MAX_PARTS):
         return False  # (the search may cut such a message differently)
-    for p in parts:  # headers the email package reads (and writes back) exactly as they are
+    for p in parts:  # headers the email package ends where fetch.parse_message does
         header = raw[p.start:p.body_start].rstrip(b"\r\n")
-        if header and _UNPLAIN_HEADER_LINE.search(header):
+        if header and _NOT_A_FIELD_LINE.search(header):
             return False
     skipped = [(p.start, p.body_start) for p in parts
                if p.children is None and p.message is None and not _searched_type(p)]
@@ -574,8 +582,6 @@ def _searched_type(part) -> bool:
     otherwise the part is text/plain (or message/rfc822 in a digest)."""
     if part.type.lower() in (b"text", b"message"):
         return True
-    value = part.first(b"content-type")
-    if value is None:
-        return True
+    value = part.first(b"content-type")  # (there is one: the part's type is not the default)
     kind = value.split(b";", 1)[0].strip().lower()
     return kind.count(b"/") != 1 or kind.split(b"/")[0] in (b"text", b"message")
