@@ -53,8 +53,9 @@ __all__ = ["FolderIndex", "INDEX_FILE", "FIELDS", "describe", "LISTING_FILE", "L
            "read_listing_names", "write_listing"]
 
 # Raised whenever what describe() makes changes, so that index files made before are rebuilt
-# ("2": the BODYSTRUCTURE of a MIME parameter whose quoted string never closes, session 5).
-SCHEMA_VERSION = "2"
+# ("2": the BODYSTRUCTURE of a MIME parameter whose quoted string never closes, session 5;
+# "3": SEARCH's decoded headers and the raw-bytes shortcut ("plain") of session 6).
+SCHEMA_VERSION = "3"
 # The parsed fields of a row, in the order describe() returns them.
 FIELDS = ("envelope", "body", "bodystructure", "plain",
           "h_from", "h_to", "h_cc", "h_bcc", "h_subject", "h_date")
