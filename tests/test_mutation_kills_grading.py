@@ -54,7 +54,10 @@ def test_sealing_keeps_the_lines_already_recorded_and_refuses_every_other_way_in
 
 
 def test_prepare_refuses_a_stopped_lab_and_seals_a_running_one(monkeypatch):
-    lab = maillab.start(ports="any", tls=False)
+    from maillab.lab import MailLab
+    # a lab of its own: maillab.start() would hand back (and this test stop) the module's
+    # shared lab when a test using it ran first (the mutation runner runs tests in its order)
+    lab = MailLab(ports="any", tls=False).start()
     try:
         assert type(lab.recorder._lines) is not grading._SealedLines
         old = socket.getdefaulttimeout()
@@ -1143,7 +1146,8 @@ def test_imap_steps_read_uid_commands_refusals_and_the_selected_folder():
 # ------------------------------------------------------------------ mail program settings
 @pytest.fixture(scope="module")
 def tls_lab():
-    lab = maillab.start(ports="any")
+    from maillab.lab import MailLab
+    lab = MailLab(ports="any").start()  # not the process's current lab: no test stops it
     yield lab
     lab.stop()
 
