@@ -25,7 +25,7 @@ import maillab.lab as labmodule
 from conftest import require_root, require_tool
 from maillab.sessions import close_session, open_sessions, run_session
 from maillab.sessions.drivers import HttpDriver, ImapDriver, Pop3Driver, SmtpDriver
-from maillab.i18n import language as i18n_language
+from maillab.i18n import _ as i18n_gettext, language as i18n_language
 from maillab.sessions.replies import HttpReply, ImapReply, Pop3Reply, SmtpReply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,6 +230,14 @@ def test_a_pop3_meaning_comes_once_and_the_servers_own_words_under_each_answer(l
     assert len(said) == 4, greek.text  # the meaning once, then the server's words in Greek
     assert sum(line.count("Θετική απάντηση") for line in said) == 1
     assert all("Ο διακομιστής λέει" in line for line in said[1:])
+
+
+def test_the_same_server_words_twice_are_written_out_once(lab):
+    with i18n_language("el"):
+        result = run_session("pop3", "example.com", "USER alice\nUSER alice\nQUIT", lab=lab)
+        said = "Ο διακομιστής λέει: " + i18n_gettext("now send your password with PASS")
+    assert said.endswith("PASS") and "στείλε" in said
+    assert result.text.count(said) == 1 and result._repr_html_().count(">" + said) == 1
 
 
 def test_smtp_out_of_order_lines_are_sent_and_explained(lab):
