@@ -105,6 +105,13 @@ def test_a_session_on_another_port_is_no_evidence(lab):
     assert "made no connection to submission:example.com" in failed(steps)["hello"]
 
 
+def test_a_session_without_data_says_no_message_was_sent(lab):
+    text = SUBMIT.split("DATA")[0] + "QUIT"
+    steps = grading.smtp_steps(typed(lab, text, submission=True), "submission:example.com",
+                               rcpt="john@example.net", user="john", login="alice", tls=True)
+    assert failed(steps)["message"] == "no DATA command: the server got no message"
+
+
 def test_a_date_must_be_a_date(lab):
     text = SUBMIT.replace("Subject:", "Date: yesterday\nSubject:")
     steps = grading.smtp_steps(typed(lab, text, submission=True), "submission:example.com",

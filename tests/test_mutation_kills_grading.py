@@ -1882,3 +1882,11 @@ def test_only_a_notebook_functions_own_not_implemented_error_names_it():
         assert grading.unwritten_function(error, namespace) == (
             "unwritten" if kind is NotImplementedError else None)
     assert grading.unwritten_function(NotImplementedError(), namespace) is None  # never raised
+
+
+def test_a_refusal_quotes_the_command_up_to_40_and_the_answer_up_to_60_characters():
+    e = grading.Exchange("MAIL FROM:<" + "a" * 50 + "@b>", ["550 " + "x" * 100])
+    said = grading._refusal([e], lambda e: True)
+    assert said == " (the server answered {0} with {1})".format(
+        grading._quoted(e.command, 40), grading._quoted("550 " + "x" * 100, 60))
+    assert f"'550 {'x' * 53}...'" in said  # 60 characters with the dots
