@@ -112,6 +112,15 @@ def test_a_session_without_data_says_no_message_was_sent(lab):
     assert failed(steps)["message"] == "no DATA command: the server got no message"
 
 
+def test_of_two_refused_logins_the_last_ones_answer_is_quoted(lab):
+    import base64
+    wrong = base64.b64encode(b"\0alice\0not-the-password").decode()
+    text = SUBMIT.replace(f"AUTH PLAIN {TOKEN}", f"AUTH PLAIN !!!\nAUTH PLAIN {wrong}")
+    steps = grading.smtp_steps(typed(lab, text, submission=True), "submission:example.com",
+                               rcpt="john@example.net", user="john", login="alice", tls=True)
+    assert failed(steps)["login"].startswith("AUTH was refused: '535"), failed(steps)["login"]
+
+
 def test_a_date_must_be_a_date(lab):
     text = SUBMIT.replace("Subject:", "Date: yesterday\nSubject:")
     steps = grading.smtp_steps(typed(lab, text, submission=True), "submission:example.com",
