@@ -331,3 +331,21 @@ def test_the_tls_handshake_gets_the_whole_timeout_not_what_the_last_wait_left(tl
     assert result.ok and result.reply_to("NOOP") == ["250 ok"], result.text
     # (the wait for "220 go ahead" left a little less than 3 s on the socket)
     assert handshake_timeouts == [3]
+
+
+def test_after_starttls_the_smtp_state_starts_over():
+    from test_sessions_rules import hello_smtp
+    s = hello_smtp()
+    answer(s, "MAIL FROM:<a@example.com>", b"250 OK\r\n")
+    answer(s, "RCPT TO:<b@example.com>", b"250 OK\r\n")
+    s.tls_started()
+    assert any("EHLO" in n for n in s.step("MAIL FROM:<a@example.com>").notes)  # no hello yet
+    answer(s, "EHLO me", b"250 mail.example.com\r\n")
+    assert s.step("MAIL FROM:<a@example.com>").notes == []  # no message under way any more
+    answer(s, "MAIL FROM:<a@example.com>", b"250 OK\r\n")
+    assert s.step("DATA").notes == ["DATA comes after at least one accepted RCPT TO."]
+
+
+def test_a_fresh_smtp_driver_remembers_no_refused_mail():
+    from test_sessions_rules import hello_smtp
+    assert hello_smtp().step("RCPT TO:<b@example.com>").notes == ["RCPT TO comes after MAIL FROM."]
