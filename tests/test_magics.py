@@ -692,3 +692,12 @@ def test_smtp_cell_against_a_bare_aiosmtpd(bare_aiosmtpd):
     assert envelope.rcpt_tos == ["alice@example.com"]
     assert envelope.content.endswith(b"Hello Alice!\r\n\r\nA line after a blank line, and one that "
                                      b"starts with a dot:\r\n.and so on\r\n")
+
+
+def test_a_named_session_that_never_connected_is_not_called_closed(lab):
+    refused = run_session("smtp", "example.com", "EHLO me", lab=lab, port=1, session="never")
+    assert not refused.ok
+    again = run_session("smtp", "example.com", "QUIT", lab=lab, session="never")
+    assert again.ok and not any("was closed in an earlier cell" in e for e in again.events)
+    ended = run_session("smtp", "example.com", "QUIT", lab=lab, session="never")
+    assert any("was closed in an earlier cell" in e for e in ended.events)  # this one was
