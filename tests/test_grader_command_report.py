@@ -266,3 +266,12 @@ def test_the_worker_log_says_whose_submission_each_line_is_about(generated, tmp_
     # nbgrader's complaint about each follows that submission's header
     assert "submitted/nobody/smtp" in "\n".join(lines[1:headers[1]])
     assert "submitted/noone/smtp" in "\n".join(lines[headers[1]:])
+
+
+def test_a_test_cell_whose_points_were_taken_away_is_an_edited_cell():
+    cell = nbformat.v4.new_code_cell("assert answer() == 42")
+    cell.metadata["nbgrader"] = {"grade_id": "t", "grade": True, "checksum": "0" * 32}  # no points
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [cell]
+    assert worker.compare_with_handout(nb, {"t": "assert answer() == 42"}, {"t"}) == {
+        "edited": ["t"], "other_version": [], "missing": [], "saved_passing": []}
