@@ -233,7 +233,7 @@ def test_an_unreadable_report_is_replaced_by_the_new_one(tmp_path, fake_workers)
     course = tmp_path / "course"
     (course / "submitted" / "ada" / "smtp").mkdir(parents=True)
     (course / "grade-reports").mkdir()
-    for unreadable in ("{ half written", '{"submissions": 5}', "[]"):
+    for unreadable in ("{ half written", '{"submissions": 5}', "[]", '{"lab": "smtp"}'):
         (course / "grade-reports" / "smtp.json").write_text(unreadable)
         assert grade(course, "smtp", "--student", "ada") == 0
         assert [r["student"] for r in report(course, "smtp")["submissions"]] == ["ada"]
