@@ -143,6 +143,9 @@ class _Router(logging.Handler):
         for handler in root.handlers:
             if id(handler) not in met and record.levelno >= handler.level:
                 handler.handle(record)
+        if not root.handlers and logging.lastResort is not None and \
+                record.levelno >= logging.lastResort.level:
+            logging.lastResort.handle(record)  # as Logger.callHandlers does: no logging set up
 
 
 _router = _Router()
