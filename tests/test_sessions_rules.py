@@ -1059,22 +1059,23 @@ def test_a_named_session_closed_by_the_server_between_cells(no_lab):
 def test_a_named_session_run_again_after_logout_says_it_starts_afresh(no_lab):
     # 03-imap's second session cell ends with LOGOUT; run again, it reconnects: the server has
     # forgotten the login and the folder, and the cell says so instead of a silent new start
+    # (a name of this test alone: the module remembers which names closed, across tests)
     bye = [(b"a1 LOGIN a b\r\n", b"a1 OK in\r\n"), (b"a2 LOGOUT\r\n", b"* BYE\r\na2 OK bye\r\n")]
     with scripted_peer(b"* OK hi\r\n", bye, lambda conn: conn.shutdown(socket.SHUT_RDWR)) as (
             port, _):
         first = runmodule.run_session("imap", None, "a1 LOGIN a b\na2 LOGOUT", host="127.0.0.1",
-                                      port=port, session="box", timeout=2)
+                                      port=port, session="logout-box", timeout=2)
     assert not first.open and not any("earlier cell" in e for e in first.events)
     with scripted_peer(b"* OK hi\r\n", [(b"a3 NOOP\r\n", b"a3 OK\r\n"),
                                          (b"a4 NOOP\r\n", b"a4 OK\r\n")]) as (port, _):
         again = runmodule.run_session("imap", None, "a3 NOOP", host="127.0.0.1", port=port,
-                                      session="box", timeout=2)
-        assert again.events[0] == ("Session box was closed in an earlier cell (LOGOUT, QUIT or "
+                                      session="logout-box", timeout=2)
+        assert again.events[0] == ("Session logout-box was closed in an earlier cell (LOGOUT, QUIT or "
                                    "the server hung up), so this cell starts a new connection: the "
                                    "server does not remember the earlier login or selected folder.")
-        third = runmodule.run_session("imap", None, "a4 NOOP", session="box", timeout=2)
-        runmodule.close_session("box")
-    assert third.events[0].startswith("session box goes on")  # said once, not at every cell
+        third = runmodule.run_session("imap", None, "a4 NOOP", session="logout-box", timeout=2)
+        runmodule.close_session("logout-box")
+    assert third.events[0].startswith("session logout-box goes on")  # said once, not at every cell
     with scripted_peer(b"* OK hi\r\n") as (port, _):  # a name never used before: no remark
         fresh = runmodule.run_session("imap", None, "", host="127.0.0.1", port=port,
                                       session="new-box", timeout=2)
