@@ -160,7 +160,7 @@ def _in_learners_words(template: str, english: str) -> list[str]:
     for candidate in candidates:
         translated = translate_text(candidate) if candidate else candidate
         if translated != candidate:
-            if candidate == english or inner is None or candidate != inner.group(1):
+            if inner is None or candidate != inner.group(1):  # the whole text, or after 'WORD:'
                 return [template.format(translated)]
             # the words before the parentheses too, if the catalog has them
             before = english[:inner.start()].rstrip()
